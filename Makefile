@@ -1,0 +1,46 @@
+# nea: the two commands a newcomer needs are `make run` and `make test`.
+# Both set up everything on a fresh Debian machine: a virtualenv with the
+# package and its test dependencies, and (for tests) the system packages the
+# suite drives for real.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages the test suite starts for real (redis-server, haproxy) or
+# uses as a peer (nats-server, for the relay benchmark).
+SYSTEM_PACKAGES := redis-server haproxy
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Test modules to run; `make test TESTS=tests.test_codec` runs one.
+TESTS ?= tests
+TRIAL_JOBS ?= 2
+
+.PHONY: run test certs venv system-packages clean
+
+run: $(BIN)/.installed certs
+	$(BIN)/twistd --nodaemon --pidfile= nea-server $(ARGS)
+
+test: $(BIN)/.installed system-packages
+	$(BIN)/trial --jobs=$(TRIAL_JOBS) $(TESTS)
+
+certs: $(BIN)/.installed
+	$(BIN)/python -m nea.tls.devcerts certs
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) _trial_temp* .hypothesis build *.egg-info

@@ -1,0 +1,196 @@
+"""The hub: one instance's state, and the place where a parsed request is decided.
+
+`nea.server.connection.NeaConnection` parses bytes and calls `join`, `handle` and
+`leave`; the HTTP API and the console call `broadcast`, `relay` and `status`.
+"""
+
+import collections
+import itertools
+import random
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+
+import nea
+from nea.core.bus import Bus
+from nea.core.chat import ChatRoom
+from nea.core.dates import DateBroadcaster
+from nea.core.peer import Peer
+from nea.core.registry import Registry
+from nea.core.relay import RelayBroker, Waiter
+from nea.core.reverse import reverse_text
+from nea.wire import errors, frames
+from nea.wire.frames import BroadcastPush, ChatPush
+
+
+@attrs.frozen
+class HubConfig:
+    max_clients: int = 100
+    date_interval: float = 10.0
+
+
+class Hub:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        bus: Bus,
+        config: HubConfig = HubConfig(),
+        rng: random.Random | None = None,
+        today: Callable[[], str] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.bus = bus
+        self.config = config
+        self.instance_id = bus.instance_id
+        self.started = clock.seconds()
+        self.draining = False
+        self.registry = Registry(config.max_clients)
+        self.relays = RelayBroker(self.registry, bus, rng or random.Random())
+        self.chat = ChatRoom(self.registry, bus)
+        self.dates = DateBroadcaster(
+            clock, config.date_interval, self.registry.date_subscribers, today
+        )
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.requests: collections.Counter[str] = collections.Counter()
+        self._ids = itertools.count(1)
+        self._handlers: dict[type, Callable[[Peer, Any], None]] = {
+            frames.Relay: lambda peer, r: self.relays.request(peer, r.text),
+            frames.Ack: lambda peer, r: self.relays.ack(peer, r.text),
+            frames.Chat: lambda peer, r: self.chat.say(peer.name, r.text),
+            frames.Reverse: lambda peer, r: peer.push(frames.ReverseReply(reverse_text(r.text))),
+            frames.Nick: self._nick,
+            frames.Hello: lambda peer, r: peer.push(
+                frames.Welcome(peer.name, self.instance_id, peer.profile.name)
+            ),
+            frames.Status: lambda peer, r: peer.push(frames.StatusReply(self.status())),
+            frames.Exit: self._exit,
+            frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
+        }
+        bus.attach(self)
+
+    # ---- connections ----
+
+    def next_id(self) -> str:
+        return f"c{next(self._ids)}"
+
+    def join(self, peer: Peer) -> bool:
+        """Admit ``peer``, or tell it the server is full and close it."""
+        if self.draining:
+            self.reject(peer, errors.SHUTTING_DOWN)
+            return False
+        if not self.registry.admit(peer):
+            self.reject(peer, errors.SERVER_FULL, f"limit is {self.config.max_clients} clients")
+            return False
+        self.dates.subscribed()
+        return True
+
+    def leave(self, peer: Peer) -> None:
+        if peer not in self.registry:
+            return
+        self.registry.remove(peer)
+        self.relays.peer_left(peer)
+        self.dates.unsubscribed()
+
+    def handle(self, peer: Peer, request: frames.Request) -> None:
+        self.requests[type(request).__name__] += 1
+        self._handlers[type(request)](peer, request)
+
+    def reject(self, peer: Peer, error: errors.ErrorCode, detail: str = "") -> None:
+        """Answer with ``error``; close the connection if it is a limit violation."""
+        self.errors[error.code] += 1
+        message = f"{error.summary}: {detail}" if detail else error.summary
+        peer.push(frames.ErrorReply(error.code, message))
+        if error.fatal:
+            peer.close()
+
+    def _nick(self, peer: Peer, request: frames.Nick) -> None:
+        peer.name = request.name
+        peer.push(frames.NickReply(request.name))
+
+    def _exit(self, peer: Peer, request: frames.Exit) -> None:
+        peer.push(frames.Bye())
+        peer.close()
+
+    # ---- operators (HTTP API, console) ----
+
+    def broadcast(self, text: str) -> int:
+        return self.chat.broadcast(text)
+
+    def relay(self, waiter: Waiter, text: str) -> None:
+        """Relay ``text`` for a waiter that is not a connection (HTTP ``POST /relay``)."""
+        self.relays.request(waiter, text)
+
+    def forget(self, waiter: Waiter) -> None:
+        """A non-connection waiter gave up (timed out)."""
+        self.relays.forget_waiter(waiter)
+
+    def drain(self) -> None:
+        """Refuse newcomers, tell every client the server is going, close them all."""
+        self.draining = True
+        for peer in self.registry.peers:
+            self.reject(peer, errors.SHUTTING_DOWN)
+
+    # ---- the bus side (nea.core.bus.BusNode) ----
+
+    def relay_count(self) -> int:
+        return len(self.registry.relay_capable)
+
+    def on_deliver(self, text: str, origin: str, attempt: int) -> None:
+        self.relays.deliver(text, origin, attempt)
+
+    def on_ack(self, text: str) -> None:
+        self.relays.acked(text)
+
+    def on_reforward(self, text: str, attempt: int) -> None:
+        self.relays.redeliver(text, attempt)
+
+    def on_event(self, push: ChatPush | BroadcastPush) -> None:
+        self.chat.deliver(push)
+
+    # ---- status ----
+
+    def summary(self) -> dict[str, Any]:
+        """This instance's figures (also what it announces to the cluster)."""
+        relays = self.relays
+        return {
+            "instance": self.instance_id,
+            "version": nea.__version__,
+            "uptime": round(self.clock.seconds() - self.started, 3),
+            "state": "draining" if self.draining else "serving",
+            "connections": len(self.registry),
+            "relay_capable": len(self.registry.relay_capable),
+            "profiles": self.registry.by_profile(),
+            "max_clients": self.config.max_clients,
+            "refused_full": self.registry.refused_full,
+            "relays": {
+                "pending": relays.pending,
+                "in_flight": relays.in_flight,
+                "requested": relays.stats.requested,
+                "forwarded": relays.stats.forwarded,
+                "acked": relays.stats.acked,
+                "reforwarded": relays.stats.reforwarded,
+                "unexpected_ok": relays.stats.unexpected_ok,
+                "no_recipient": relays.stats.no_recipient,
+            },
+            "chat": {"said": self.chat.said, "broadcasts": self.chat.broadcasts},
+            "dates": {"ticks": self.dates.ticks, "running": self.dates.running},
+            "errors": dict(self.errors),
+            "zero_state": self.zero_state(),
+        }
+
+    def zero_state(self) -> bool:
+        return not len(self.registry) and not self.relays.waiting and not self.relays.held
+
+    def status(self) -> dict[str, Any]:
+        """What ``{"cmd":"status"}``, ``GET /status`` and ``nea-client status`` show."""
+        members = self.bus.members()
+        status = self.summary()
+        status["cluster"] = {
+            "state": self.bus.state(),
+            "members": members,
+            "connections": sum(m.get("connections", 0) for m in members),
+            "pending": sum(m.get("relays", {}).get("pending", 0) for m in members),
+            "zero_state": all(m.get("zero_state", False) for m in members),
+        }
+        return status

@@ -1,0 +1,86 @@
+"""Who is connected: admission against the client limit, and the per-role sets."""
+
+import random
+from typing import Generic, Iterator, TypeVar
+
+from nea.core.peer import Peer
+
+T = TypeVar("T")
+
+
+class IndexedSet(Generic[T]):
+    """A set with O(1) add, remove and uniform random choice (swap-remove on a list)."""
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+        self._index: dict[T, int] = {}
+
+    def add(self, item: T) -> None:
+        if item not in self._index:
+            self._index[item] = len(self._items)
+            self._items.append(item)
+
+    def discard(self, item: T) -> None:
+        i = self._index.pop(item, None)
+        if i is None:
+            return
+        last = self._items.pop()
+        if i < len(self._items):
+            self._items[i] = last
+            self._index[last] = i
+
+    def choice(self, rng: random.Random) -> T:
+        return self._items[rng.randrange(len(self._items))]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._items))
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._index
+
+
+class Registry:
+    """The connections of this instance, and which of them take relays, dates and chat.
+
+    ``admit`` enforces ``max_clients``; a refused peer is counted, never registered.
+    """
+
+    def __init__(self, max_clients: int) -> None:
+        self.max_clients = max_clients
+        self.refused_full = 0
+        self.peers = IndexedSet[Peer]()
+        self.relay_capable = IndexedSet[Peer]()
+        self.date_subscribers = IndexedSet[Peer]()
+        self.chat_capable = IndexedSet[Peer]()
+
+    def admit(self, peer: Peer) -> bool:
+        if len(self.peers) >= self.max_clients:
+            self.refused_full += 1
+            return False
+        self.peers.add(peer)
+        if peer.profile.relays:
+            self.relay_capable.add(peer)
+        if peer.profile.dates:
+            self.date_subscribers.add(peer)
+        if peer.profile.chat:
+            self.chat_capable.add(peer)
+        return True
+
+    def remove(self, peer: Peer) -> None:
+        for members in (self.peers, self.relay_capable, self.date_subscribers, self.chat_capable):
+            members.discard(peer)
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self.peers
+
+    def __len__(self) -> int:
+        return len(self.peers)
+
+    def by_profile(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for peer in self.peers:
+            counts[peer.profile.name] = counts.get(peer.profile.name, 0) + 1
+        return counts

@@ -1,0 +1,165 @@
+"""Acknowledged relays: ``message X`` goes to a random connection, ``ok X`` comes back.
+
+Two tables, each owned by the side that holds the connection, so that when every
+client has gone both are empty without any sweeping:
+
+- ``waiting``: text -> the local waiters (connections, or HTTP requests) that sent
+  ``message text`` and have not yet had ``ok text``. Dropped with the waiter.
+- ``held``: local connection -> the deliveries it was sent and has not acked, each
+  with the instance that originated it. When the connection leaves, every delivery
+  it held is handed back to its origin, which draws a new target if anyone there
+  still waits.
+
+In a cluster the origin and the target may be different instances; everything
+between them goes through the `nea.core.bus.Bus`.
+"""
+
+import random
+from collections import deque
+from typing import Protocol as TypingProtocol
+
+from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
+from nea.core.peer import Peer
+from nea.core.registry import Registry
+from nea.wire import errors, frames
+
+
+class Waiter(TypingProtocol):
+    """Anything that can be told the outcome of its relay: a `Peer`, or an HTTP request."""
+
+    def push(self, push: frames.Push) -> None: ...
+
+
+class RelayStats:
+    def __init__(self) -> None:
+        self.requested = 0
+        self.forwarded = 0
+        self.acked = 0
+        self.reforwarded = 0
+        self.unexpected_ok = 0
+        self.no_recipient = 0
+
+
+class RelayBroker:
+    def __init__(self, registry: Registry, bus: Bus, rng: random.Random) -> None:
+        self.registry = registry
+        self.bus = bus
+        self.rng = rng
+        self.waiting: dict[str, list[Waiter]] = {}
+        self._waits_of: dict[Waiter, set[str]] = {}
+        self.held: dict[Peer, dict[str, deque[str]]] = {}
+        self.stats = RelayStats()
+
+    # ---- the originating side ----
+
+    def request(self, waiter: Waiter, text: str) -> None:
+        """``waiter`` sent ``message text``: remember it and send the text on its way."""
+        self.stats.requested += 1
+        waiters = self.waiting.setdefault(text, [])
+        if waiter not in waiters:
+            waiters.append(waiter)
+            self._waits_of.setdefault(waiter, set()).add(text)
+        self._dispatch(text, attempt=0)
+
+    def _dispatch(self, text: str, attempt: int) -> None:
+        if attempt >= MAX_DELIVERY_ATTEMPTS and len(self.registry.relay_capable):
+            # The cluster's counts keep pointing at instances that have nobody; settle locally.
+            self.deliver(text, self.bus.instance_id, attempt)
+            return
+        instance = self.bus.pick_relay_instance(self.rng)
+        if instance is None:
+            self._fail(text)
+        else:
+            self.bus.deliver(instance, text, self.bus.instance_id, attempt)
+
+    def _fail(self, text: str) -> None:
+        self.stats.no_recipient += 1
+        error = frames.ErrorReply(errors.NO_RECIPIENT.code, f"nobody to relay {text!r} to")
+        for waiter in self._drop(text):
+            waiter.push(error)
+
+    def acked(self, text: str) -> None:
+        """``ok text`` came back: tell every local waiter, and forget them."""
+        waiters = self._drop(text)
+        if waiters:
+            self.stats.acked += 1
+        push = frames.AckPush(text)
+        for waiter in waiters:
+            waiter.push(push)
+
+    def redeliver(self, text: str, attempt: int) -> None:
+        """A delivery of ``text`` failed; draw again if anyone here still waits for it."""
+        if text in self.waiting:
+            self.stats.reforwarded += 1
+            self._dispatch(text, attempt)
+
+    def _drop(self, text: str) -> list[Waiter]:
+        waiters = self.waiting.pop(text, [])
+        for waiter in waiters:
+            texts = self._waits_of.get(waiter)
+            if texts is not None:
+                texts.discard(text)
+                if not texts:
+                    del self._waits_of[waiter]
+        return waiters
+
+    def forget_waiter(self, waiter: Waiter) -> None:
+        """The waiter is gone: nobody will be told about its relays."""
+        for text in self._waits_of.pop(waiter, ()):
+            waiters = self.waiting[text]
+            waiters.remove(waiter)
+            if not waiters:
+                del self.waiting[text]
+
+    # ---- the delivering side ----
+
+    def deliver(self, text: str, origin: str, attempt: int) -> None:
+        """Forward ``message text`` to a local relay-capable connection, drawn uniformly."""
+        if not len(self.registry.relay_capable):
+            self.bus.reforward(origin, text, attempt + 1)
+            return
+        target = self.registry.relay_capable.choice(self.rng)
+        self.held.setdefault(target, {}).setdefault(text, deque()).append(origin)
+        self.stats.forwarded += 1
+        target.push(frames.RelayPush(text))
+
+    def ack(self, peer: Peer, text: str) -> None:
+        """``peer`` sent ``ok text``: it must hold that delivery; route the ack to its origin."""
+        deliveries = self.held.get(peer)
+        origins = deliveries.get(text) if deliveries else None
+        if not origins:
+            self.stats.unexpected_ok += 1
+            peer.push(
+                frames.ErrorReply(
+                    errors.UNEXPECTED_OK.code, f"no 'message {text}' was forwarded to you"
+                )
+            )
+            return
+        origin = origins.popleft()
+        if not origins:
+            del deliveries[text]
+            if not deliveries:
+                del self.held[peer]
+        self.bus.ack(origin, text)
+
+    def forget_target(self, peer: Peer) -> None:
+        """``peer`` left: hand every delivery it had not acked back to its origin."""
+        for text, origins in self.held.pop(peer, {}).items():
+            for origin in origins:
+                self.bus.reforward(origin, text, 0)
+
+    # ---- both ----
+
+    def peer_left(self, peer: Peer) -> None:
+        self.forget_waiter(peer)
+        self.forget_target(peer)
+
+    @property
+    def pending(self) -> int:
+        """Distinct texts some local waiter still waits for."""
+        return len(self.waiting)
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries sent to local connections and not yet acked."""
+        return sum(len(o) for d in self.held.values() for o in d.values())

@@ -1,0 +1,40 @@
+"""In-memory stand-ins for tests of the core (and of anything built on it)."""
+
+import itertools
+
+from nea.wire import codec, frames
+from nea.wire.frames import Encoding
+from nea.wire.profiles import NEA, Profile
+
+_ids = itertools.count(1)
+
+
+class FakePeer:
+    """A `nea.core.peer.Peer` that records what it was sent."""
+
+    def __init__(self, profile: Profile = NEA, encoding: Encoding = Encoding.TEXT) -> None:
+        self.id = f"f{next(_ids)}"
+        self.name = self.id
+        self.profile = profile
+        self.encoding = encoding
+        self.lines: list[bytes] = []
+        self.closed = False
+
+    def send(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def push(self, push: frames.Push) -> None:
+        self.send(codec.encode_push(push, self.encoding))
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def pushes(self) -> list[frames.Push]:
+        return [codec.decode_push(line.rstrip(b"\n")) for line in self.lines]
+
+    def take(self) -> list[frames.Push]:
+        """The pushes received since the last call."""
+        pushes = self.pushes
+        self.lines.clear()
+        return pushes

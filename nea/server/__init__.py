@@ -1,0 +1,1 @@
+"""The daemon: connections, listeners, and the service tree that twistd runs."""

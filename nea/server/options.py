@@ -1,0 +1,78 @@
+"""``twistd nea-server`` command-line options: every knob, typed and documented."""
+
+import socket
+import uuid
+
+from twisted.python import usage
+
+from nea.server.listeners import DEFAULT_BACKLOG, DEFAULT_LISTEN, DEV_CERTS, Listen
+from nea.wire.codec import DEFAULT_MAX_LINE
+from nea.server.connection import DEFAULT_MAX_OUTBOUND
+
+
+def _positive(kind):
+    def convert(value: str):
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be positive, got {value}")
+        return number
+
+    convert.coerceDoc = f"A positive {kind.__name__}."
+    return convert
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run nea, a TLS messaging daemon: date pushes, reverse, acknowledged relays and chat. "
+        "With no options it listens with TLS on port 3443 (profile nea), generating development "
+        "certificates in ./certs on first run."
+    )
+    optFlags = [
+        ["console", None, "Broadcast every line typed on stdin to all chat-capable clients "
+         "(use with twistd -n)."],
+    ]
+    optParameters = [
+        ["max-clients", None, 100, "Most clients this instance serves at once; the next is "
+         "told 'server_full' and closed.", _positive(int)],
+        ["date-interval", None, 10.0, "Seconds between date pushes.", _positive(float)],
+        ["max-line", None, DEFAULT_MAX_LINE, "Longest accepted line in bytes; a longer one "
+         "is an error and ends the connection.", _positive(int)],
+        ["max-outbound", None, DEFAULT_MAX_OUTBOUND, "Bytes a client that stopped reading "
+         "may have queued before it is dropped as a slow consumer.", _positive(int)],
+        ["backlog", None, DEFAULT_BACKLOG, "listen(2) backlog for tcp and ssl listeners "
+         "(unless the endpoint sets backlog=).", _positive(int)],
+        ["drain-timeout", None, 5.0, "Seconds a stopping server waits for clients to close "
+         "before it drops the rest.", _positive(float)],
+        ["instance-id", None, None, "This instance's name in status and in the cluster "
+         "(default: hostname and a random suffix)."],
+        ["dev-certs", None, str(DEV_CERTS), "Directory where missing development "
+         "certificates are generated when an ssl listener names files inside it."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, value: str) -> None:
+        try:
+            self["listen"].append(Listen.parse(value))
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+    opt_listen.__doc__ = (
+        "[PROFILE=]ENDPOINT to listen on; repeat for several. PROFILE is nea (default), relay "
+        "or chat; ENDPOINT is a Twisted endpoint string, e.g. tcp:8000:interface=127.0.0.1, "
+        "ssl:3443:privateKey=key.pem:certKey=cert.pem or systemd:domain=INET:index=0. "
+        "Default: ssl:3443 with the development certificates."
+    )
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [Listen.parse(DEFAULT_LISTEN)]
+        if self["instance-id"] is None:
+            self["instance-id"] = default_instance_id()

@@ -1,0 +1,1 @@
+"""TLS: development certificates, and client-side connection options."""

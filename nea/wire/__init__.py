@@ -1,0 +1,1 @@
+"""The wire protocol: frames as values, and a pure codec between them and bytes."""

@@ -1,0 +1,297 @@
+"""The pure codec: bytes <-> frames. No I/O, no clock, no state but a line buffer.
+
+Framing: one frame per line, terminated by LF; a CR before the LF is dropped, so
+both ``nc`` (LF) and telnet-style clients (CRLF) work. A line longer than the
+limit (the terminator excluded) is an error that ends the connection.
+"""
+
+import json
+import re
+from typing import Any, Iterator
+
+from nea.wire import errors, frames
+from nea.wire.frames import Encoding
+from nea.wire.profiles import Profile
+
+DEFAULT_MAX_LINE = 64 * 1024
+
+
+class LineTooLong(Exception):
+    """The peer sent more than the line limit without a line terminator."""
+
+
+class LineBuffer:
+    """Splits a byte stream into lines, whatever the chunking.
+
+    ``feed`` yields every complete line in the data and keeps the partial tail;
+    it raises `LineTooLong` (after the complete lines before it) as soon as a line
+    is known to exceed ``max_length``.
+    """
+
+    def __init__(self, max_length: int = DEFAULT_MAX_LINE) -> None:
+        self.max_length = max_length
+        self._tail = b""
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._tail:
+            data = self._tail + data
+        *lines, self._tail = data.split(b"\n")
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > self.max_length:
+                self._tail = b""
+                raise LineTooLong()
+            yield line
+        # One byte of slack: the tail may hold the CR of a CRLF still to come.
+        if len(self._tail) > self.max_length + 1:
+            self._tail = b""
+            raise LineTooLong()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held while waiting for the end of a line."""
+        return len(self._tail)
+
+
+# ---- requests ----
+
+_JSON_KINDS: dict[str, tuple[type, str]] = {
+    # kind -> (request class, payload shape: "text", "nonempty", "none", "hello")
+    "message": (frames.Relay, "nonempty"),
+    "ok": (frames.Ack, "text"),
+    "chat": (frames.Chat, "nonempty"),
+    "reverse": (frames.Reverse, "text"),
+    "nick": (frames.Nick, "text"),
+    "hello": (frames.Hello, "none"),
+    "status": (frames.Status, "none"),
+    "exit": (frames.Exit, "none"),
+    "quit": (frames.Exit, "none"),
+}
+
+NICK_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}\Z")
+
+
+def decode_request(line: bytes, profile: Profile) -> frames.Request:
+    """Turn one line (terminator removed) into the request it makes under ``profile``."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return frames.Invalid(errors.BAD_UTF8, f"invalid byte at offset {e.start}")
+    if profile.json and text.startswith("{"):
+        request = _decode_json(text)
+    else:
+        request = _decode_text(text, profile)
+    if type(request) not in profile.allowed:
+        return frames.Invalid(
+            errors.NOT_IN_PROFILE, f"the {profile.name!r} profile does not offer this"
+        )
+    return _validated(request)
+
+
+def _decode_text(text: str, profile: Profile) -> frames.Request:
+    if text.rstrip() in ("exit", "quit"):
+        return frames.Exit()
+    verb, space, rest = text.partition(" ")
+    if verb in profile.verbs:
+        if verb == "message":
+            return frames.Relay(rest)
+        if verb == "ok":
+            return frames.Ack(rest)
+        if verb == "chat":
+            return frames.Chat(rest)
+        if verb == "nick":
+            return frames.Nick(rest.strip())
+    if profile.plain is None:
+        return frames.Invalid(
+            errors.NOT_IN_PROFILE,
+            f"the {profile.name!r} profile understands only: "
+            + ", ".join(sorted(profile.verbs | {"exit"})),
+        )
+    return profile.plain(text)
+
+
+def _decode_json(text: str) -> frames.Request:
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        return frames.Invalid(errors.BAD_JSON, str(e))
+    if not isinstance(obj, dict):
+        return frames.Invalid(errors.BAD_JSON, "a frame must be a JSON object")
+    kind = obj.get("type", obj.get("cmd"))
+    if not isinstance(kind, str) or kind not in _JSON_KINDS:
+        return frames.Invalid(
+            errors.UNKNOWN_TYPE,
+            f"'type' must be one of: {', '.join(_JSON_KINDS)} (got {kind!r})",
+        )
+    cls, shape = _JSON_KINDS[kind]
+    payload = obj.get("payload")
+    if shape == "none":
+        return cls()
+    if not isinstance(payload, str):
+        return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs a string 'payload'")
+    return cls(payload)
+
+
+def _validated(request: frames.Request) -> frames.Request:
+    """Reject requests that parse but carry nothing usable."""
+    if isinstance(request, frames.Relay) and not request.text:
+        return frames.Invalid(errors.EMPTY_RELAY, "usage: message <text>")
+    if isinstance(request, frames.Chat) and not request.text:
+        return frames.Invalid(errors.EMPTY_CHAT, "usage: chat <text>")
+    if isinstance(request, frames.Nick) and not NICK_PATTERN.match(request.name):
+        return frames.Invalid(errors.BAD_NICK, f"not a valid nick: {request.name!r}")
+    return request
+
+
+def encode_request(request: frames.Request, encoding: Encoding) -> bytes:
+    """The line a client sends for ``request`` (used by nea-client and nea-loadtest)."""
+    kind, payload = _REQUEST_KINDS[type(request)](request)
+    if encoding is Encoding.JSON:
+        obj: dict[str, Any] = {"type": kind}
+        if payload is not None:
+            obj["payload"] = payload
+        return _json_line(obj)
+    if kind == "reverse":
+        return payload.encode("utf-8") + b"\n"
+    if payload is None:
+        return kind.encode("ascii") + b"\n"
+    return f"{kind} {payload}\n".encode("utf-8")
+
+
+_REQUEST_KINDS = {
+    frames.Relay: lambda r: ("message", r.text),
+    frames.Ack: lambda r: ("ok", r.text),
+    frames.Chat: lambda r: ("chat", r.text),
+    frames.Reverse: lambda r: ("reverse", r.text),
+    frames.Nick: lambda r: ("nick", r.name),
+    frames.Hello: lambda r: ("hello", None),
+    frames.Status: lambda r: ("status", None),
+    frames.Exit: lambda r: ("exit", None),
+}
+
+
+# ---- pushes ----
+
+
+def _json_line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _one_line(text: str) -> str:
+    # Text that did not come from a line (an operator broadcast) must not split a frame.
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+_PUSH_JSON = {
+    frames.DatePush: lambda p: ("date", p.date),
+    frames.RelayPush: lambda p: ("message", p.text),
+    frames.AckPush: lambda p: ("ok", p.text),
+    frames.ChatPush: lambda p: ("chat", {"from": p.sender, "text": p.text}),
+    frames.BroadcastPush: lambda p: ("broadcast", p.text),
+    frames.ReverseReply: lambda p: ("reverse", p.text),
+    frames.NickReply: lambda p: ("nick", p.name),
+    frames.Welcome: lambda p: (
+        "welcome",
+        {"name": p.name, "instance": p.instance, "profile": p.profile},
+    ),
+    frames.StatusReply: lambda p: ("status", p.status),
+    frames.ErrorReply: lambda p: ("error", {"code": p.code, "message": p.message}),
+    frames.Bye: lambda p: ("bye", None),
+}
+
+_PUSH_TEXT = {
+    frames.DatePush: lambda p: p.date,
+    frames.RelayPush: lambda p: f"message {p.text}",
+    frames.AckPush: lambda p: f"ok {p.text}",
+    frames.ChatPush: lambda p: f"chat {p.sender}: {p.text}",
+    frames.BroadcastPush: lambda p: f"broadcast {p.text}",
+    frames.ReverseReply: lambda p: p.text,
+    frames.NickReply: lambda p: f"nick {p.name}",
+    frames.Welcome: lambda p: f"welcome {p.name} {p.instance} {p.profile}",
+    frames.StatusReply: lambda p: json.dumps(p.status, separators=(",", ":")),
+    frames.ErrorReply: lambda p: f"error {p.code} {p.message}",
+    frames.Bye: lambda p: "bye",
+}
+
+
+def encode_push(push: frames.Push, encoding: Encoding) -> bytes:
+    """The line sent to a client for ``push``, terminator included."""
+    if encoding is Encoding.JSON:
+        kind, payload = _PUSH_JSON[type(push)](push)
+        obj: dict[str, Any] = {"type": kind}
+        if payload is not None:
+            obj["payload"] = payload
+        return _json_line(obj)
+    return _one_line(_PUSH_TEXT[type(push)](push)).encode("utf-8") + b"\n"
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+
+
+def decode_push(line: bytes) -> frames.Push:
+    """What a client makes of a line from the server (terminator removed).
+
+    JSON lines decode exactly. Text lines are classified by their first word; a
+    reversed reply that happens to look like a push cannot be told apart, which is
+    why programs should speak JSON.
+    """
+    text = line.decode("utf-8", errors="replace")
+    if text.startswith("{"):
+        try:
+            return _decode_json_push(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    return _decode_text_push(text)
+
+
+def _decode_json_push(obj: dict[str, Any]) -> frames.Push:
+    kind, payload = obj["type"], obj.get("payload")
+    simple = {
+        "date": frames.DatePush,
+        "message": frames.RelayPush,
+        "ok": frames.AckPush,
+        "broadcast": frames.BroadcastPush,
+        "reverse": frames.ReverseReply,
+        "nick": frames.NickReply,
+    }
+    if kind in simple:
+        if not isinstance(payload, str):
+            raise TypeError(kind)
+        return simple[kind](payload)
+    if kind == "chat":
+        return frames.ChatPush(payload["from"], payload["text"])
+    if kind == "welcome":
+        return frames.Welcome(payload["name"], payload["instance"], payload["profile"])
+    if kind == "status":
+        return frames.StatusReply(dict(payload))
+    if kind == "error":
+        return frames.ErrorReply(payload["code"], payload["message"])
+    if kind == "bye":
+        return frames.Bye()
+    raise KeyError(kind)
+
+
+def _decode_text_push(text: str) -> frames.Push:
+    if _DATE.match(text):
+        return frames.DatePush(text)
+    if text == "bye":
+        return frames.Bye()
+    verb, _, rest = text.partition(" ")
+    if verb == "message":
+        return frames.RelayPush(rest)
+    if verb == "ok":
+        return frames.AckPush(rest)
+    if verb == "broadcast":
+        return frames.BroadcastPush(rest)
+    if verb == "nick":
+        return frames.NickReply(rest)
+    if verb == "error":
+        code, _, message = rest.partition(" ")
+        return frames.ErrorReply(code, message)
+    if verb == "chat" and ": " in rest:
+        sender, _, said = rest.partition(": ")
+        return frames.ChatPush(sender, said)
+    if verb == "welcome" and rest.count(" ") == 2:
+        return frames.Welcome(*rest.split(" "))
+    return frames.ReverseReply(text)

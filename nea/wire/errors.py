@@ -1,0 +1,49 @@
+"""Stable error codes sent to clients.
+
+A code never changes meaning once released; clients and operators match on it.
+Each code says whether it is a limit violation, after which the server closes the
+connection; every other error leaves the connection up.
+"""
+
+import attrs
+
+
+@attrs.frozen
+class ErrorCode:
+    code: str
+    fatal: bool
+    summary: str
+
+
+BAD_JSON = ErrorCode("bad_json", False, "the line starts with '{' but is not a JSON object")
+UNKNOWN_TYPE = ErrorCode("unknown_type", False, "the JSON frame names no kind nea knows")
+BAD_PAYLOAD = ErrorCode("bad_payload", False, "the JSON frame's payload has the wrong shape")
+EMPTY_RELAY = ErrorCode("empty_relay", False, "'message' needs a non-empty text")
+EMPTY_CHAT = ErrorCode("empty_chat", False, "'chat' needs a non-empty text")
+BAD_NICK = ErrorCode("bad_nick", False, "a nick is 1-32 letters, digits, '_', '.' or '-'")
+BAD_UTF8 = ErrorCode("bad_utf8", False, "the line is not valid UTF-8")
+UNEXPECTED_OK = ErrorCode("unexpected_ok", False, "nobody waits for this 'ok'")
+NOT_IN_PROFILE = ErrorCode("not_in_profile", False, "this listener's profile does not offer that")
+NO_RECIPIENT = ErrorCode("no_recipient", False, "no connection can take a relay right now")
+LINE_TOO_LONG = ErrorCode("line_too_long", True, "the line is longer than the server's limit")
+SERVER_FULL = ErrorCode("server_full", True, "the server has reached its maximum number of clients")
+SLOW_CONSUMER = ErrorCode("slow_consumer", True, "the client stopped reading and its buffer is full")
+SHUTTING_DOWN = ErrorCode("shutting_down", True, "the server is shutting down")
+
+ALL = (
+    BAD_JSON,
+    UNKNOWN_TYPE,
+    BAD_PAYLOAD,
+    EMPTY_RELAY,
+    EMPTY_CHAT,
+    BAD_NICK,
+    BAD_UTF8,
+    UNEXPECTED_OK,
+    NOT_IN_PROFILE,
+    NO_RECIPIENT,
+    LINE_TOO_LONG,
+    SERVER_FULL,
+    SLOW_CONSUMER,
+    SHUTTING_DOWN,
+)
+BY_CODE = {error.code: error for error in ALL}

@@ -1,0 +1,172 @@
+"""Frames as immutable values.
+
+Requests travel from a client to the server, pushes from the server to a client.
+The codec turns bytes into these and back; nothing else in nea looks at bytes.
+"""
+
+import enum
+from typing import Any, Union
+
+import attrs
+
+from nea.wire.errors import ErrorCode
+
+
+class Encoding(enum.Enum):
+    """How a connection's frames are written: text lines, or JSON objects one per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+# ---- requests (client -> server) ----
+
+
+@attrs.frozen
+class Relay:
+    """``message X``: forward X to a random relay-capable connection and wait for ``ok X``."""
+
+    text: str
+
+
+@attrs.frozen
+class Ack:
+    """``ok X``: acknowledge a forwarded ``message X``."""
+
+    text: str
+
+
+@attrs.frozen
+class Chat:
+    """Say something to every chat-capable client of the cluster."""
+
+    text: str
+
+
+@attrs.frozen
+class Reverse:
+    """Ask for the text back, reversed by grapheme clusters."""
+
+    text: str
+
+
+@attrs.frozen
+class Nick:
+    """Choose the name shown with this connection's chat lines."""
+
+    name: str
+
+
+@attrs.frozen
+class Hello:
+    """Switch to JSON (by being a JSON frame) and learn this connection's identity."""
+
+
+@attrs.frozen
+class Status:
+    """Ask for the status of this instance and its cluster."""
+
+
+@attrs.frozen
+class Exit:
+    """Say goodbye; the server answers ``bye`` and closes the connection."""
+
+
+@attrs.frozen
+class Invalid:
+    """A line that could not be understood; answered with an error, never dropped silently."""
+
+    error: ErrorCode
+    detail: str = ""
+
+
+Request = Union[Relay, Ack, Chat, Reverse, Nick, Hello, Status, Exit, Invalid]
+
+
+# ---- pushes (server -> client) ----
+
+
+@attrs.frozen
+class DatePush:
+    """The current date, ``YYYY-MM-DD``, pushed every interval."""
+
+    date: str
+
+
+@attrs.frozen
+class RelayPush:
+    """A ``message X`` forwarded to this connection; answer with ``ok X``."""
+
+    text: str
+
+
+@attrs.frozen
+class AckPush:
+    """The ``ok X`` for a ``message X`` this connection sent."""
+
+    text: str
+
+
+@attrs.frozen
+class ChatPush:
+    """A chat line and the name of whoever said it."""
+
+    sender: str
+    text: str
+
+
+@attrs.frozen
+class BroadcastPush:
+    """A message from the operator to every chat-capable client."""
+
+    text: str
+
+
+@attrs.frozen
+class ReverseReply:
+    text: str
+
+
+@attrs.frozen
+class NickReply:
+    name: str
+
+
+@attrs.frozen
+class Welcome:
+    """The answer to ``hello``: who this connection is and where it landed."""
+
+    name: str
+    instance: str
+    profile: str
+
+
+@attrs.frozen
+class StatusReply:
+    status: dict[str, Any] = attrs.field(eq=True, hash=False)
+
+
+@attrs.frozen
+class ErrorReply:
+    code: str
+    message: str
+
+
+@attrs.frozen
+class Bye:
+    """Sent just before the server closes the connection politely."""
+
+
+Push = Union[
+    DatePush,
+    RelayPush,
+    AckPush,
+    ChatPush,
+    BroadcastPush,
+    ReverseReply,
+    NickReply,
+    Welcome,
+    StatusReply,
+    ErrorReply,
+    Bye,
+]

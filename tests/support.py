@@ -1,0 +1,140 @@
+"""Shared test helpers: real servers on loopback, real TLS, and a line client.
+
+Everything binds 127.0.0.1 on a port the kernel picks; every wait has a timeout.
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+from twisted.internet.defer import DeferredQueue
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.protocols.basic import LineReceiver
+
+from nea.server.options import Options
+from nea.server.service import makeService
+from nea.tls import devcerts
+from nea.wire import codec
+
+#: Seconds any single wait in a test may take before the test fails.
+WAIT = 10.0
+
+_certs: Path | None = None
+
+
+def certs() -> Path:
+    """A directory of development certificates, generated once per test process."""
+    global _certs
+    if _certs is None:
+        _certs = Path(tempfile.mkdtemp(prefix="nea-test-certs-"))
+        devcerts.generate(_certs)
+    return _certs
+
+
+def tls_listen(profile: str = "nea") -> str:
+    d = certs()
+    return (
+        f"{profile}=ssl:0:interface=127.0.0.1:privateKey={d}/server-key.pem"
+        f":certKey={d}/server.pem"
+    )
+
+
+def tcp_listen(profile: str = "nea") -> str:
+    return f"{profile}=tcp:0:interface=127.0.0.1"
+
+
+def client_tls(hostname: str = "localhost", client_cert: bool = False):
+    d = certs()
+    ca = Certificate.loadPEM((d / devcerts.CA_CERT).read_bytes())
+    own = None
+    if client_cert:
+        own = PrivateCertificate.loadPEM(
+            (d / devcerts.CLIENT_CERT).read_bytes() + (d / devcerts.CLIENT_KEY).read_bytes()
+        )
+    return optionsForClientTLS(hostname, ca, own)
+
+
+@defer.inlineCallbacks
+def start_server(testcase, *args: str):
+    """Start the real nea-server service tree in this process with ``args``.
+
+    Returns the service; ``service.ports`` lists the listening port numbers in
+    ``--listen`` order. The service is stopped when the test ends.
+    """
+    config = Options()
+    config.parseOptions(["--instance-id", "test", *args])
+    service = makeService(config, reactor)
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    ports = yield defer.gatherResults([listener.port() for listener in service.listeners])
+    service.ports = [port.getHost().port for port in ports]
+    return service
+
+
+class LineClient(LineReceiver):
+    """Collects every line from the server; ``next`` waits for the next one."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1024 * 1024
+
+    def __init__(self) -> None:
+        self.lines: DeferredQueue = DeferredQueue()
+        self.closed = defer.Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.put(line)
+
+    def connectionLost(self, reason) -> None:
+        self.closed.callback(None)
+
+    def send(self, line: str | bytes) -> None:
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        self.transport.write(line + b"\n")
+
+    def next(self, timeout: float = WAIT):
+        """The next line, as bytes."""
+        return self.lines.get().addTimeout(timeout, reactor)
+
+    @defer.inlineCallbacks
+    def next_push(self, skip_dates: bool = True, timeout: float = WAIT):
+        """The next decoded push, skipping date pushes unless asked not to."""
+        for _ in range(1000):
+            push = codec.decode_push((yield self.next(timeout)))
+            if not (skip_dates and type(push).__name__ == "DatePush"):
+                return push
+        raise AssertionError("only date pushes arrived")
+
+
+@defer.inlineCallbacks
+def connect(testcase, port: int, tls: bool = True, client_cert: bool = False):
+    """A connected `LineClient` (TLS handshake done when ``tls``); closed at test end."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
+    if tls:
+        endpoint = wrapClientTLS(client_tls(client_cert=client_cert), endpoint)
+    client = yield endpoint.connect(Factory.forProtocol(LineClient)).addTimeout(WAIT, reactor)
+    testcase.addCleanup(_close, client)
+    return client
+
+
+def _close(client: LineClient):
+    if not client.closed.called:
+        client.transport.abortConnection()
+    return client.closed
+
+
+def daemon_command(*args: str) -> list[str]:
+    """argv that runs nea-server in the foreground as a separate process."""
+    return [sys.executable, "-m", "twisted", "nea-server", *args]
+
+
+def daemon_env() -> dict[str, str]:
+    """Environment for a daemon subprocess: this checkout first on its path."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
