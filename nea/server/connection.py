@@ -2,10 +2,12 @@
 
 The protocol parses and delegates; the hub decides. Output is watched: the
 connection registers itself as a streaming producer on its transport, so it
-hears when the transport's buffer is full. While that lasts it stops reading the
-client's requests (their replies would pile up) and counts what others still push
-to it; past ``max_outbound`` bytes the client is a slow consumer and is dropped,
-so one stalled reader never grows the daemon's memory or holds up anyone else.
+hears when the transport's buffer is full. While that lasts it counts what is
+still written to it (replies to its own requests and pushes from others); past
+``max_outbound`` bytes the client is a slow consumer and is dropped, so one
+stalled reader never grows the daemon's memory or holds up anyone else. (It does
+not stop reading: TLS pauses producers during its handshake, and a connection
+that stopped reading then would never finish it.)
 """
 
 import time
@@ -113,13 +115,10 @@ class NeaConnection(Protocol):
 
     def pauseProducing(self) -> None:
         self._paused = True
-        self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
         self._unflushed = 0
-        if not self._closing:
-            self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         self._closing = True
