@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite starts for real (redis-server, haproxy) or
 # uses as a peer (nats-server, for the relay benchmark).
-SYSTEM_PACKAGES := redis-server haproxy
+SYSTEM_PACKAGES := redis-server haproxy chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Test modules to run; `make test TESTS=tests.test_codec` runs one.
 TESTS ?= tests

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.defer import DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
@@ -24,6 +24,10 @@ from nea.wire import codec
 WAIT = 10.0
 
 _certs: Path | None = None
+
+#: Test servers' HTTP API listens on a free port, not the default 3000 (a later
+#: ``--http`` in a test's own arguments wins).
+HTTP_ANY_PORT = ("--http", "tcp:0:interface=127.0.0.1")
 
 
 def certs() -> Path:
@@ -63,15 +67,21 @@ def start_server(testcase, *args: str):
     """Start the real nea-server service tree in this process with ``args``.
 
     Returns the service; ``service.ports`` lists the listening port numbers in
-    ``--listen`` order. The service is stopped when the test ends.
+    ``--listen`` order, ``service.http_port`` is the HTTP API's (None with
+    ``--http none``). The service is stopped when the test ends.
     """
     config = Options()
-    config.parseOptions(["--instance-id", "test", *args])
+    config.parseOptions(["--instance-id", "test", *HTTP_ANY_PORT, *args])
     service = makeService(config, reactor)
     service.startService()
     testcase.addCleanup(service.stopService)
     ports = yield defer.gatherResults([listener.port() for listener in service.listeners])
     service.ports = [port.getHost().port for port in ports]
+    service.http_port = None
+    if service.http is not None:
+        # Through gatherResults: yielding the listener's own Deferred would eat its port.
+        [http] = yield defer.gatherResults([service.http.port()])
+        service.http_port = http.getHost().port
     return service
 
 
@@ -127,9 +137,23 @@ def _close(client: LineClient):
     return client.closed
 
 
+def next_tick(seconds: float = 0.01):
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def settle(condition, timeout: float = WAIT):
+    """Wait until ``condition()`` holds, polling the reactor; fail after ``timeout`` seconds."""
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{condition} did not hold within {timeout} s")
+        yield next_tick()
+
+
 def daemon_command(*args: str) -> list[str]:
     """argv that runs nea-server in the foreground as a separate process."""
-    return [sys.executable, "-m", "twisted", "nea-server", *args]
+    return [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT, *args]
 
 
 def daemon_env() -> dict[str, str]:

@@ -7,7 +7,7 @@
 import collections
 import itertools
 import random
-from typing import Any, Callable
+from typing import Any, Callable, Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -22,6 +22,14 @@ from nea.core.relay import RelayBroker, Waiter
 from nea.core.reverse import reverse_text
 from nea.wire import errors, frames
 from nea.wire.frames import BroadcastPush, ChatPush
+
+
+class RelayObserver(TypingProtocol):
+    """Hears relays this instance originates start and get acked (metrics time the round trip)."""
+
+    def relay_started(self, text: str) -> None: ...
+
+    def relay_acked(self, text: str) -> None: ...
 
 
 @attrs.frozen
@@ -53,9 +61,13 @@ class Hub:
         )
         self.errors: collections.Counter[str] = collections.Counter()
         self.requests: collections.Counter[str] = collections.Counter()
+        #: Bytes from and to every connection since start (connections add to them).
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.relay_observers: list[RelayObserver] = []
         self._ids = itertools.count(1)
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
-            frames.Relay: lambda peer, r: self.relays.request(peer, r.text),
+            frames.Relay: lambda peer, r: self.relay(peer, r.text),
             frames.Ack: lambda peer, r: self.relays.ack(peer, r.text),
             frames.Chat: lambda peer, r: self.chat.say(peer.name, r.text),
             frames.Reverse: lambda peer, r: peer.push(frames.ReverseReply(reverse_text(r.text))),
@@ -118,7 +130,9 @@ class Hub:
         return self.chat.broadcast(text)
 
     def relay(self, waiter: Waiter, text: str) -> None:
-        """Relay ``text`` for a waiter that is not a connection (HTTP ``POST /relay``)."""
+        """Relay ``text`` for a connection, or for a waiter that is not one (HTTP ``POST /relay``)."""
+        for observer in self.relay_observers:
+            observer.relay_started(text)
         self.relays.request(waiter, text)
 
     def forget(self, waiter: Waiter) -> None:
@@ -140,6 +154,9 @@ class Hub:
         self.relays.deliver(text, origin, attempt)
 
     def on_ack(self, text: str) -> None:
+        if text in self.relays.waiting:
+            for observer in self.relay_observers:
+                observer.relay_acked(text)
         self.relays.acked(text)
 
     def on_reforward(self, text: str, attempt: int) -> None:

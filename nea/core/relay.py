@@ -119,7 +119,13 @@ class RelayBroker:
             self.bus.reforward(origin, text, attempt + 1)
             return
         target = self.registry.relay_capable.choice(self.rng)
-        self.held.setdefault(target, {}).setdefault(text, deque()).append(origin)
+        deliveries = self.held.get(target)
+        if deliveries is None:  # (setdefault would build a dict and a deque on every call)
+            deliveries = self.held[target] = {}
+        origins = deliveries.get(text)
+        if origins is None:
+            origins = deliveries[text] = deque()
+        origins.append(origin)
         self.stats.forwarded += 1
         target.push(frames.RelayPush(text))
 

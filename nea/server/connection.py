@@ -53,6 +53,7 @@ class NeaConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        self.hub.bytes_in += len(data)
         try:
             for line in self._lines.feed(data):
                 if self._closing:
@@ -88,6 +89,7 @@ class NeaConnection(Protocol):
         if self._closing:
             return
         self.bytes_out += len(line)
+        self.hub.bytes_out += len(line)
         if self._paused:
             self._unflushed += len(line)
             if self._unflushed > self.max_outbound:
@@ -101,6 +103,8 @@ class NeaConnection(Protocol):
     def close(self) -> None:
         if not self._closing:
             self._closing = True
+            # TLS will not start its shutdown while a producer is registered.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def _drop_slow_consumer(self) -> None:

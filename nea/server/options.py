@@ -5,6 +5,9 @@ import uuid
 
 from twisted.python import usage
 
+from nea.cluster.names import RedisAddress
+from nea.http.api import DEFAULT_RELAY_TIMEOUT
+from nea.http.auth import read_token_file
 from nea.server.listeners import DEFAULT_BACKLOG, DEFAULT_LISTEN, DEV_CERTS, Listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND
@@ -19,6 +22,16 @@ def _positive(kind):
 
     convert.coerceDoc = f"A positive {kind.__name__}."
     return convert
+
+
+def _redis_address(value: str) -> RedisAddress:
+    return RedisAddress.parse(value)
+
+
+_redis_address.coerceDoc = "A URL: redis://host[:port][/db]."
+
+
+DEFAULT_HTTP = "tcp:3000:interface=127.0.0.1"
 
 
 def default_instance_id() -> str:
@@ -52,6 +65,21 @@ class Options(usage.Options):
          "(default: hostname and a random suffix)."],
         ["dev-certs", None, str(DEV_CERTS), "Directory where missing development "
          "certificates are generated when an ssl listener names files inside it."],
+        ["redis", None, None, "Join a cluster through Redis at redis://host[:port][/db] "
+         "(default port 6379, db 0); without it this instance is the whole server.",
+         _redis_address],
+        ["cluster-name", None, "nea", "Prefix of the cluster's Redis keys and channels; "
+         "clusters sharing one Redis need different names."],
+        ["heartbeat", None, 1.0, "Seconds between cluster heartbeats; a member silent for "
+         "3 heartbeats is given up.", _positive(float)],
+        ["http", None, DEFAULT_HTTP, "Endpoint of the HTTP API (status page, /status, /healthz, "
+         "/metrics, /docs, ...), or 'none' for no HTTP API."],
+        ["admin-token", None, None, "Bearer token that POST /broadcast and POST /relay require "
+         "(prefer --admin-token-file: a command line is visible to other users)."],
+        ["admin-token-file", None, None, "File holding the admin token (surrounding whitespace "
+         "is dropped)."],
+        ["relay-timeout", None, DEFAULT_RELAY_TIMEOUT, "Seconds POST /relay waits for the ok "
+         "before it answers 504.", _positive(float)],
     ]
 
     def __init__(self) -> None:
@@ -76,3 +104,12 @@ class Options(usage.Options):
             self["listen"] = [Listen.parse(DEFAULT_LISTEN)]
         if self["instance-id"] is None:
             self["instance-id"] = default_instance_id()
+        if self["http"].lower() == "none":
+            self["http"] = None
+        if self["admin-token-file"] is not None:
+            if self["admin-token"] is not None:
+                raise usage.UsageError("give --admin-token or --admin-token-file, not both")
+            try:
+                self["admin-token"] = read_token_file(self["admin-token-file"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--admin-token-file: {e}")

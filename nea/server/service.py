@@ -6,8 +6,10 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from nea.cluster.service import cluster
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
+from nea.http.site import http_listener
 from nea.server.connection import NeaFactory
 from nea.server.console import ConsoleService
 from nea.server.listeners import ListeningService
@@ -59,14 +61,24 @@ def makeService(config, reactor=None) -> MultiService:
         from twisted.internet import reactor
     ensure_dev_certs(config)
     parent = MultiService()
-    bus = LocalBus(config["instance-id"])
+    # In a cluster the hub's service runs under the cluster service, which leaves
+    # Redis only after the hub has drained (nea.cluster.service).
+    hub_parent = parent
+    if config["redis"] is None:
+        bus = LocalBus(config["instance-id"])
+    else:
+        bus, hub_parent = cluster(
+            reactor, config["instance-id"], config["redis"], config["cluster-name"],
+            config["heartbeat"],
+        )
+        hub_parent.setServiceParent(parent)
     hub = Hub(
         reactor,
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"]),
     )
     parent.hub = hub
-    HubService(hub, reactor, config["drain-timeout"]).setServiceParent(parent)
+    HubService(hub, reactor, config["drain-timeout"]).setServiceParent(hub_parent)
     parent.listeners = []
     for listen in config["listen"]:
         factory = NeaFactory(hub, listen.profile, config["max-line"], config["max-outbound"])
@@ -75,4 +87,8 @@ def makeService(config, reactor=None) -> MultiService:
         parent.listeners.append(listener)
     if config["console"]:
         ConsoleService(hub, reactor).setServiceParent(parent)
+    parent.http = None
+    if config["http"] is not None:
+        parent.http = http_listener(reactor, config, hub, parent.listeners)
+        parent.http.setServiceParent(parent)
     return parent

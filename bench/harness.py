@@ -1,0 +1,208 @@
+"""What every benchmark needs: the daemon in its own process, its CPU and memory,
+dev certificates, the machine's description, and nea-loadtest runs.
+
+Benchmarks are scripts (``.venv/bin/python bench/NAME.py``); each one starts
+what it needs through this module and stops it on the way out, even on error
+(`Daemon` is a context manager, and `stop_all` runs at exit).
+"""
+
+import atexit
+import datetime
+import json
+import os
+import platform
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+LISTENING = re.compile(r'"log_text": "NeaFactory[^"]*? starting on (\d+)"')
+_started: list[subprocess.Popen] = []
+
+
+def env() -> dict[str, str]:
+    """The environment for child processes: this checkout first on the path."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def certs() -> Path:
+    """A fresh directory of development certificates (ECDSA P-256 server key)."""
+    directory = Path(tempfile.mkdtemp(prefix="nea-bench-certs-"))
+    subprocess.run([PYTHON, "-m", "nea.tls.devcerts", str(directory)], env=env(), check=True,
+                   stdout=subprocess.DEVNULL)
+    return directory
+
+
+def tls(profile: str, certs_dir: Path, port: int = 0) -> str:
+    return (f"{profile}=ssl:{port}:interface=127.0.0.1:privateKey={certs_dir}/server-key.pem"
+            f":certKey={certs_dir}/server.pem")
+
+
+def tcp(profile: str, port: int = 0) -> str:
+    return f"{profile}=tcp:{port}:interface=127.0.0.1"
+
+
+def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
+    """Start a child that `stop_all` will stop if the benchmark does not."""
+    process = subprocess.Popen(argv, env=env(), **kwargs)
+    _started.append(process)
+    return process
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    if process in _started:
+        _started.remove(process)
+
+
+@atexit.register
+def stop_all() -> None:
+    for process in list(_started):
+        stop(process)
+
+
+class Daemon:
+    """``nea-server`` with ``listens`` (``[PROFILE=]ENDPOINT``), as a separate process.
+
+    ``ports`` are the listening ports in ``listens`` order; `cpu` and `rss` read
+    /proc for the process. With ``profile`` it runs under cProfile (see
+    ``profiled.py``), whose statistics are written to that path when it stops.
+    """
+
+    def __init__(self, *listens: str, max_clients: int = 19_000, extra: tuple[str, ...] = (),
+                 profile: str | None = None):
+        self.log = tempfile.NamedTemporaryFile(prefix="nea-bench-daemon-", suffix=".log",
+                                               delete=False)
+        self.profile = profile
+        profiler = [str(ROOT / "bench" / "profiled.py"), profile] if profile else ["-m"]
+        argv = [PYTHON, *profiler, "twisted", "nea-server", "--http", "none",
+                "--max-clients", str(max_clients), *extra]
+        for listen in listens:
+            argv += ["--listen", listen]
+        self.process = spawn(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
+        self.pid = self.process.pid
+        self.ports = self._wait_for_ports(len(listens))
+
+    def _wait_for_ports(self, count: int, timeout: float = 30.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [int(p) for p in LISTENING.findall(Path(self.log.name).read_text())]
+            if len(found) >= count:
+                return found[:count]
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"nea-server did not start: {Path(self.log.name).read_text()[-2000:]}")
+
+    def cpu(self) -> float:
+        return process_cpu(self.pid)
+
+    def rss(self) -> int:
+        """Resident memory in bytes."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.profile and self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 30
+            while not Path(self.profile).exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)  # let the write finish
+        stop(self.process)
+        os.unlink(self.log.name)
+
+    def __enter__(self) -> "Daemon":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, str]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def loadtest(*args: str, timeout: float = 900.0) -> dict:
+    """Run nea-loadtest with ``args``; its JSON report (whatever the exit code)."""
+    report = Path(tempfile.mkstemp(prefix="nea-bench-loadtest-", suffix=".json")[1])
+    try:
+        process = spawn([PYTHON, "-m", "nea.loadtest", "--json", str(report), *args],
+                        stdout=subprocess.DEVNULL)
+        process.wait(timeout)
+        _started.remove(process)
+        return json.loads(report.read_text())
+    finally:
+        report.unlink(missing_ok=True)
+
+
+def header(title: str) -> None:
+    print(f"== {title}")
+    print("   " + ", ".join(f"{k}: {v}" for k, v in machine().items()))
+    sys.stdout.flush()
+
+
+class Holders:
+    """A `holders.py` child holding ``connections`` open in ``mode`` (see that script)."""
+
+    def __init__(self, port: int, connections: int, mode: str, ca: Path | None = None,
+                 source: str = "127.0.50.1") -> None:
+        argv = [PYTHON, str(ROOT / "bench" / "holders.py"), "--port", str(port),
+                "--connections", str(connections), "--source", source, mode]
+        if ca is not None:
+            argv[2:2] = ["--tls", str(ca)]
+        self.process = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def ready(self, timeout: float = 300.0) -> int:
+        """Wait until every connection is up (handshakes done); how many there are."""
+        line = _readline(self.process, timeout)
+        return json.loads(line)["ready"]
+
+    def finish(self, timeout: float = 120.0) -> dict:
+        """Close its stdin (the signal to stop); what it printed last, parsed."""
+        self.process.stdin.close()
+        line = _readline(self.process, timeout)
+        self.process.wait(timeout)
+        _started.remove(self.process)
+        return json.loads(line) if line else {}
+
+
+def _readline(process: subprocess.Popen, timeout: float) -> bytes:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"no answer from {process.args[1]} within {timeout} s")
+    return process.stdout.readline()

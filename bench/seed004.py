@@ -1,0 +1,81 @@
+"""seed-004 at scale: N clients over a window, TCP and TLS, ok-delays 0 and uniform 0..1 s.
+
+Each case gets a fresh daemon (a relay listener for the load, a nea listener for
+the status check) and one nea-loadtest run; prints what the targets ask about:
+acked, zero state, exchange latency, server CPU (share of a core, per client)
+and the generator's own CPU, so a miss can be blamed on the right side.
+
+    .venv/bin/python bench/seed004.py                      # 100,000 clients over 60 s
+    .venv/bin/python bench/seed004.py --clients 5000 --window 5 --only tcp
+"""
+
+import argparse
+import json
+
+import harness
+
+DELAYS = ("0", "uniform:0,1")
+
+
+def case(transport: str, delay: str, args, certs_dir) -> dict:
+    if transport == "tls":
+        listens = (harness.tls("relay", certs_dir), harness.tls("nea", certs_dir))
+        security = ["--ca", str(certs_dir / "ca.pem"), "--server-name", "localhost"]
+    else:
+        listens = (harness.tcp("relay"), harness.tcp("nea"))
+        security = ["--plain"]
+    with harness.Daemon(*listens) as daemon:
+        relay, nea = daemon.ports
+        report = harness.loadtest(
+            "--port", str(relay), "--status-port", str(nea), *security,
+            "--clients", str(args.clients), "--window", str(args.window), "--ok-delay", delay,
+            "--workers", str(args.workers), "--timeout", str(args.timeout),
+            "--server-pid", str(daemon.pid), "--progress", "10",
+        )
+        report["server_rss_mb"] = round(daemon.rss() / 2**20, 1)
+    return report
+
+
+def line(transport: str, delay: str, r: dict) -> str:
+    ex = r["latency_ms"]["exchange"]
+    zs = r["zero_state"]["zero_state"] if r["zero_state"] else None
+    return (
+        f"{transport:4} ok-delay {delay:12} acked {r['acked']}/{r['clients']} "
+        f"zero_state {zs} retries {r['retries']} closes {r['closes']}\n"
+        f"     exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
+        f"connect p99 {r['latency_ms']['connect']['p99']} ms; "
+        f"{r['rates']['exchanges_per_s']} exchanges/s\n"
+        f"     server {r['server']['percent_of_a_core']}% of a core "
+        f"({r['server']['cpu_us_per_client']} us/client, RSS {r['server_rss_mb']} MB); "
+        f"generator {r['generator']['percent_of_a_core']}% "
+        f"({r['generator']['cpu_us_per_client']} us/client, {r['config']['workers']} workers)"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clients", type=int, default=100_000)
+    p.add_argument("--window", type=float, default=60.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--only", choices=("tcp", "tls"))
+    p.add_argument("--delays", nargs="+", default=list(DELAYS))
+    p.add_argument("--json", help="also write every report here")
+    args = p.parse_args()
+    harness.header(f"seed004: {args.clients} clients over {args.window} s")
+    certs_dir = harness.certs()
+    reports = {}
+    for transport in ("tcp", "tls"):
+        if args.only and transport != args.only:
+            continue
+        for delay in args.delays:
+            report = case(transport, delay, args, certs_dir)
+            reports[f"{transport} {delay}"] = report
+            print(line(transport, delay, report), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": harness.machine(), "reports": reports}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

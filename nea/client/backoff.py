@@ -1,0 +1,47 @@
+"""Capped exponential backoff with jitter, as a value shared by many clients.
+
+The policy is immutable and holds no per-client state; each client keeps only
+its own attempt counter, so a load test's thousands of clients share one policy.
+"""
+
+import random
+
+import attrs
+
+
+@attrs.frozen
+class Backoff:
+    """Delay before retry number ``attempt`` (0 for the first retry).
+
+    The delay is ``initial * factor ** attempt`` capped at ``maximum``, then
+    scaled down by a random factor in ``[1 - jitter, 1]`` so that clients cut off
+    together (a server restart) do not all come back in the same instant. The
+    cap is never exceeded.
+    """
+
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 30.0
+    jitter: float = 0.5
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise ValueError("backoff needs 0 < initial <= maximum")
+        if self.factor < 1:
+            raise ValueError("backoff factor must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("backoff jitter must be between 0 and 1")
+
+    def ceiling(self, attempt: int) -> float:
+        """The delay for ``attempt`` before jitter."""
+        delay = self.initial
+        if self.factor == 1:
+            return delay
+        for _ in range(attempt):  # ends once the cap is reached: a few dozen steps at most
+            delay *= self.factor
+            if delay >= self.maximum:
+                return self.maximum
+        return delay
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return self.ceiling(attempt) * (1 - self.jitter * rng.random())

@@ -1,0 +1,119 @@
+"""One connection to a nea server, as seen by a client: lines in, pushes out to an owner.
+
+The link knows framing and TLS, nothing about what the client wants; it reports
+to its owner (a `nea.client.redial.Redialer`, or the status query):
+
+- ``link_made(link)``: the TCP connection is up (TLS may still be negotiating);
+- ``link_ready(link)``: the connection can be trusted: the TLS handshake has
+  completed, or, over plain TCP, at once. Only this proves the server is
+  really there, so it is what resets a client's reconnect backoff;
+- ``link_push(link, push)``: a line from the server, decoded;
+- ``link_lost(link, reason)``: the connection is gone.
+
+Timers started with `later` belong to the connection and die with it, so a
+delayed ``ok`` can never be written to a dead connection or to its successor.
+"""
+
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
+
+from nea.wire import codec, frames
+from nea.wire.codec import LineBuffer, LineTooLong
+from nea.wire.frames import Encoding
+
+#: Longest line a client accepts from a server (a cluster's status can be long).
+MAX_SERVER_LINE = 4 * 1024 * 1024
+
+
+@implementer(IHandshakeListener)
+class ServerLink(Protocol):
+    def __init__(self, owner, clock, tls: bool) -> None:
+        self.owner = owner
+        self.clock = clock
+        self.tls = tls
+        self.ready = False
+        #: Why this side closed the link (e.g. "timeout"); None if the server or network did.
+        self.closed_because: str | None = None
+        self._lines = LineBuffer(MAX_SERVER_LINE)
+        self._timers: list | None = None
+
+    # ---- Protocol ----
+
+    def connectionMade(self) -> None:
+        self.owner.link_made(self)
+        if not self.tls:
+            self._ready()
+
+    def handshakeCompleted(self) -> None:
+        self._ready()
+
+    def _ready(self) -> None:
+        if self.closed_because is None:
+            self.ready = True
+            self.owner.link_ready(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            for line in self._lines.feed(data):
+                if self.closed_because is not None:
+                    return
+                self.owner.link_push(self, codec.decode_push(line))
+        except LineTooLong:
+            self.close("the server sent an over-long line", abort=True)
+
+    def connectionLost(self, reason) -> None:
+        for call in self._timers or ():
+            call.cancel()
+        self._timers = None
+        self.owner.link_lost(self, reason)
+
+    # ---- for the owner ----
+
+    def send(self, request: frames.Request, encoding: Encoding = Encoding.TEXT) -> None:
+        self.send_line(codec.encode_request(request, encoding))
+
+    def send_line(self, line: bytes) -> None:
+        """Send one line; the terminator is added when missing."""
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        self.transport.write(line)
+
+    def later(self, delay: float, f: Callable[..., Any], *args: Any) -> None:
+        """Call ``f(*args)`` after ``delay`` seconds unless the connection is lost first."""
+        if self._timers is None:
+            self._timers = []
+        timers = self._timers
+
+        def fire() -> None:
+            timers.remove(call)
+            f(*args)
+
+        call = self.clock.callLater(delay, fire)
+        timers.append(call)
+
+    def close(self, because: str, abort: bool = False) -> None:
+        """Close from this side: politely (TLS close_notify) or, with ``abort``, at once."""
+        if self.closed_because is not None:
+            return
+        self.closed_because = because
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+
+class LinkFactory(Factory):
+    """Builds the `ServerLink` for one dial of ``owner``."""
+
+    noisy = False
+
+    def __init__(self, owner, clock, tls: bool) -> None:
+        self.owner = owner
+        self.clock = clock
+        self.tls = tls
+
+    def buildProtocol(self, addr) -> ServerLink:
+        return ServerLink(self.owner, self.clock, self.tls)

@@ -1,0 +1,193 @@
+"""Stay connected: dial, and dial again with backoff, until the client is done.
+
+Clients and servers have no start order: a client that finds no server, or
+loses it, keeps redialling with capped exponential backoff and jitter. The
+backoff is reset only when a link is *ready* (TLS handshake completed): a server
+that accepts TCP and then fails every handshake must not be hammered at the
+shortest delay. A server that answers ``server_full`` or ``shutting_down`` did
+not really take us either, so that undoes the reset.
+
+A certificate the client refuses ends the client instead (outcome
+``tls_failed``): waiting does not fix a wrong host name or CA.
+"""
+
+import random
+
+import attrs
+from twisted.internet import error
+from twisted.python.failure import Failure
+
+from nea.client.backoff import Backoff
+from nea.client.link import LinkFactory, ServerLink
+from nea.tls.client import verification_failure
+from nea.wire import errors, frames
+
+_SHARED_RNG = random.Random()
+
+#: Errors after which the server closes the connection without having served us.
+_REFUSALS = frozenset({errors.SERVER_FULL.code, errors.SHUTTING_DOWN.code})
+
+
+@attrs.frozen
+class DialConfig:
+    """How a client connects; one value shared by any number of clients."""
+
+    #: Whether the endpoint is wrapped in TLS (readiness then waits for the handshake).
+    tls: bool = True
+    backoff: Backoff = Backoff()
+    #: Seconds after `Redialer.start` at which the client stops trying; 0 means never.
+    give_up: float = 0.0
+
+
+def describe(reason: Failure) -> str:
+    """A short human reason for a failed dial or a lost connection."""
+    if reason.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if reason.check(error.TimeoutError):
+        return "connect timed out"
+    if reason.check(error.ConnectionDone):
+        return "closed by the server"
+    if reason.check(error.ConnectionLost):
+        return "connection lost"
+    return reason.getErrorMessage()
+
+
+class Redialer:
+    """Keeps one link to ``endpoint`` until `finish` is called.
+
+    Subclasses fill in the hooks `made`, `ready`, `received`, `retrying` and
+    `finished`. ``outcome`` is None while running, then the reason it finished
+    ("gave_up", "tls_failed", or whatever the subclass passed to `finish`).
+    """
+
+    __slots__ = (
+        "endpoint",
+        "clock",
+        "dial",
+        "rng",
+        "link",
+        "outcome",
+        "detail",
+        "started_at",
+        "_attempt",
+        "_attempt_before_ready",
+        "_dialing",
+        "_redial_call",
+        "_give_up_call",
+    )
+
+    def __init__(self, endpoint, clock, dial: DialConfig, rng: random.Random | None = None) -> None:
+        self.endpoint = endpoint
+        self.clock = clock
+        self.dial = dial
+        # One generator for all clients unless told otherwise: a Random is ~2.5 KB,
+        # which a load test's 100,000 clients should not each carry.
+        self.rng = rng or _SHARED_RNG
+        self.link: ServerLink | None = None
+        self.outcome: str | None = None
+        #: A human explanation of the outcome, when there is more to say.
+        self.detail = ""
+        self.started_at: float | None = None
+        self._attempt = 0
+        self._attempt_before_ready = 0
+        self._dialing = None
+        self._redial_call = None
+        self._give_up_call = None
+
+    # ---- driving ----
+
+    def start(self) -> None:
+        self.started_at = self.clock.seconds()
+        if self.dial.give_up:
+            self._give_up_call = self.clock.callLater(self.dial.give_up, self._give_up)
+        self._connect()
+
+    def finish(self, outcome: str, detail: str = "", abort: bool = False) -> None:
+        """Stop for good; `finished` runs once the link (if any) is closed."""
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.detail = detail
+        for call in (self._give_up_call, self._redial_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._give_up_call = self._redial_call = None
+        if self._dialing is not None:
+            self._dialing.cancel()
+        if self.link is not None:
+            self.link.close(outcome, abort=abort)
+        else:
+            self.finished()
+
+    def next_delay(self) -> float:
+        """The next backoff delay; each call counts as one more failed attempt."""
+        delay = self.dial.backoff.delay(self._attempt, self.rng)
+        self._attempt += 1
+        return delay
+
+    def _connect(self) -> None:
+        self._redial_call = None
+        self._dialing = self.endpoint.connect(LinkFactory(self, self.clock, self.dial.tls))
+        self._dialing.addCallbacks(self._dialled, self._dial_failed)
+
+    def _dialled(self, link) -> None:
+        self._dialing = None
+
+    def _dial_failed(self, reason: Failure) -> None:
+        self._dialing = None
+        if self.outcome is None:
+            self._redial(describe(reason))
+
+    def _redial(self, why: str) -> None:
+        delay = self.next_delay()
+        self.retrying(why, delay)
+        self._redial_call = self.clock.callLater(delay, self._connect)
+
+    def _give_up(self) -> None:
+        self._give_up_call = None
+        self.finish("gave_up", f"no success within {self.dial.give_up:g} s", abort=True)
+
+    # ---- from the link ----
+
+    def link_made(self, link: ServerLink) -> None:
+        self.link = link
+        self.made(link)
+
+    def link_ready(self, link: ServerLink) -> None:
+        self._attempt_before_ready = self._attempt
+        self._attempt = 0
+        self.ready(link)
+
+    def link_push(self, link: ServerLink, push: frames.Push) -> None:
+        if isinstance(push, frames.ErrorReply) and push.code in _REFUSALS:
+            self._attempt = self._attempt_before_ready
+        self.received(link, push)
+
+    def link_lost(self, link: ServerLink, reason: Failure) -> None:
+        if link is self.link:
+            self.link = None
+        if self.outcome is not None:
+            self.finished()
+            return
+        refused = verification_failure(reason)
+        if refused is not None:
+            self.finish("tls_failed", refused)
+            return
+        self._redial(link.closed_because or describe(reason))
+
+    # ---- hooks ----
+
+    def made(self, link: ServerLink) -> None:
+        """The TCP connection is up (the handshake may still be under way)."""
+
+    def ready(self, link: ServerLink) -> None:
+        """The link is ready: talk."""
+
+    def received(self, link: ServerLink, push: frames.Push) -> None:
+        """The server sent ``push``."""
+
+    def retrying(self, why: str, delay: float) -> None:
+        """The link failed or was lost for ``why``; the next dial is in ``delay`` seconds."""
+
+    def finished(self) -> None:
+        """Done for good (see ``outcome``); nothing is connected any more."""

@@ -1,0 +1,74 @@
+"""``nea-client status``: one connection, one ``{"cmd":"status"}``, one answer.
+
+No redialling here: someone asking for the status wants to hear now whether the
+server answers.
+"""
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from nea.client.link import LinkFactory, ServerLink
+from nea.client.redial import describe
+from nea.tls.client import verification_failure
+from nea.wire import frames
+
+STATUS_LINE = b'{"cmd":"status"}\n'
+
+
+class StatusError(Exception):
+    """The status could not be had; the message says why, for a person."""
+
+    def __init__(self, message: str, tls_refused: bool = False) -> None:
+        super().__init__(message)
+        #: True when the server's certificate was refused (wrong CA or host name).
+        self.tls_refused = tls_refused
+
+
+class _StatusQuery:
+    """The owner of one `ServerLink`: asks once, and settles ``result`` once."""
+
+    def __init__(self) -> None:
+        self.result: defer.Deferred = defer.Deferred()
+
+    def link_made(self, link: ServerLink) -> None:
+        self.result.addBoth(self._close, link)
+
+    def link_ready(self, link: ServerLink) -> None:
+        link.send_line(STATUS_LINE)
+
+    def link_push(self, link: ServerLink, push: frames.Push) -> None:
+        if isinstance(push, frames.StatusReply):
+            self.settle(push.status)
+        elif isinstance(push, frames.ErrorReply):
+            self.settle(Failure(StatusError(f"the server refused: [{push.code}] {push.message}")))
+
+    def link_lost(self, link: ServerLink, reason: Failure) -> None:
+        refused = verification_failure(reason)
+        why = refused or describe(reason)
+        self.settle(Failure(StatusError(f"no status: {why}", tls_refused=refused is not None)))
+
+    def settle(self, outcome) -> None:
+        if not self.result.called:
+            if isinstance(outcome, Failure):
+                self.result.errback(outcome)
+            else:
+                self.result.callback(outcome)
+
+    @staticmethod
+    def _close(result, link: ServerLink):
+        link.close("done", abort=isinstance(result, Failure))
+        return result
+
+
+def fetch_status(endpoint, clock, tls: bool, timeout: float | None = 10.0) -> defer.Deferred:
+    """The server's status as a dict; fails with `StatusError` (or, after ``timeout``
+    seconds unless it is None, `twisted.internet.defer.TimeoutError`) otherwise."""
+    query = _StatusQuery()
+
+    def dial_failed(reason: Failure) -> None:
+        query.settle(Failure(StatusError(f"cannot connect: {describe(reason)}")))
+
+    endpoint.connect(LinkFactory(query, clock, tls)).addErrback(dial_failed)
+    if timeout is not None:
+        query.result.addTimeout(timeout, clock)
+    return query.result

@@ -1,0 +1,100 @@
+"""What instances say to each other over Redis pub/sub, as values, and its JSON form.
+
+Every publication is one JSON object naming its sender (``from``) and kind (``op``);
+chat and broadcast pushes travel in the codec's own JSON encoding so there is one
+definition of what a push looks like.
+"""
+
+import json
+from typing import Any, Union
+
+import attrs
+
+from nea.wire import codec
+from nea.wire.frames import BroadcastPush, ChatPush, Encoding
+
+
+@attrs.frozen
+class Deliver:
+    """Forward ``message text`` to one of your relay-capable connections."""
+
+    text: str
+    origin: str
+    attempt: int
+
+
+@attrs.frozen
+class Acked:
+    """``ok text`` came back for a delivery you originated."""
+
+    text: str
+
+
+@attrs.frozen
+class Reforward:
+    """A delivery you originated failed; ``attempt`` > 0 means I had nobody to take it."""
+
+    text: str
+    attempt: int
+
+
+@attrs.frozen
+class Event:
+    """Chat or an operator broadcast to deliver to your own clients."""
+
+    push: ChatPush | BroadcastPush
+
+
+@attrs.frozen
+class Leave:
+    """I am stopping: forget me now rather than when my heartbeat expires."""
+
+    run: str
+
+
+Message = Union[Deliver, Acked, Reforward, Event, Leave]
+
+_OPS: dict[type, str] = {
+    Deliver: "deliver",
+    Acked: "ack",
+    Reforward: "reforward",
+    Event: "event",
+    Leave: "leave",
+}
+
+
+def encode(sender: str, message: Message) -> str:
+    fields: dict[str, Any] = {"op": _OPS[type(message)], "from": sender}
+    if isinstance(message, Event):
+        fields["push"] = codec.encode_push(message.push, Encoding.JSON).decode("utf-8")
+    else:
+        fields.update(attrs.asdict(message))
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode(data: str | bytes) -> tuple[str, Message]:
+    """``(sender, message)``; ValueError for anything that is not a well-formed message."""
+    try:
+        fields = json.loads(data)
+        op, sender = fields.pop("op"), fields.pop("from")
+        if op == "event":
+            push = codec.decode_push(fields["push"].rstrip("\n").encode("utf-8"))
+            if not isinstance(push, (ChatPush, BroadcastPush)):
+                raise TypeError(f"not a chat or broadcast push: {push!r}")
+            message: Message = Event(push)
+        else:
+            kind = {op_name: kind for kind, op_name in _OPS.items()}[op]
+            message = kind(**fields)
+            _check_types(message)
+        if not isinstance(sender, str):
+            raise TypeError("sender must be a string")
+        return sender, message
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"malformed cluster message {data!r}: {e}") from None
+
+
+def _check_types(message: Message) -> None:
+    for field in attrs.fields(type(message)):
+        value = getattr(message, field.name)
+        if not isinstance(value, field.type) or isinstance(value, bool):
+            raise TypeError(f"{field.name} must be {field.type.__name__}")

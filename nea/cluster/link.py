@@ -1,0 +1,232 @@
+"""One instance's connection to Redis, kept up through outages.
+
+Two txredisapi connections: one for commands (heartbeats, PUBLISH) and one
+subscribed to this instance's channels. They are up or down together: losing
+either drops both, so "up" always means "subscribed and able to publish".
+
+A `LoopingCall` ticks every heartbeat interval. While up, a tick runs the
+listener's beat; while down, a tick reconnects when the backoff allows (the
+interval doubling per failure, capped at ``max_backoff``). txredisapi does not
+re-subscribe after a reconnect, so the link makes fresh connections and
+subscribes itself. The tick never raises (a LoopingCall that raises stops for
+good) and never overlaps a previous tick; every Redis wait has a timeout, so a
+hung Redis is an outage like any other. Transitions are logged once each.
+"""
+
+import txredisapi
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from typing import Protocol as TypingProtocol
+
+from nea.cluster.names import RedisAddress
+
+log = Logger()
+
+#: Longest wait between two reconnection attempts, in seconds.
+MAX_BACKOFF = 5.0
+#: Seconds a Redis reply (or a connection attempt) may take before Redis counts as down.
+REPLY_TIMEOUT = 3.0
+
+
+class LinkListener(TypingProtocol):
+    """What the link drives (implemented by `nea.cluster.bus.RedisBus`)."""
+
+    def link_up(self) -> None: ...
+
+    def link_down(self) -> None: ...
+
+    def received(self, channel: str, data: str) -> None: ...
+
+    def beat(self, redis) -> defer.Deferred: ...
+
+    def leave(self, redis) -> defer.Deferred: ...
+
+
+class _Factory(protocol.Factory):
+    """Builds one txredisapi protocol, with the factory attributes its protocols use."""
+
+    isLazy = False
+    noisy = False
+
+    def __init__(self, kind, dbid: int | None, on_message=None) -> None:
+        self.kind = kind
+        self.dbid = dbid
+        self.on_message = on_message
+
+    def buildProtocol(self, addr):
+        redis = self.kind(
+            charset="utf-8", replyTimeout=REPLY_TIMEOUT, dbid=self.dbid, convertNumbers=False
+        )
+        redis.factory = self
+        return redis
+
+    def stopTrying(self) -> None:
+        """txredisapi calls this when SELECT fails; the link does its own retrying."""
+
+    def connectionError(self, why: str) -> None:
+        log.error("redis refused the connection: {why}", why=why)
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):
+    def messageReceived(self, pattern, channel, message) -> None:
+        self.factory.on_message(channel, message)
+
+
+class RedisLink:
+    def __init__(
+        self,
+        reactor,
+        address: RedisAddress,
+        channels: list[str],
+        listener: LinkListener,
+        interval: float,
+        max_backoff: float = MAX_BACKOFF,
+    ) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.channels = channels
+        self.listener = listener
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.up = False
+        self._commands = None
+        self._subscriber = None
+        self._work: defer.Deferred | None = None
+        self._stopping = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._reported_down = False
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = reactor
+
+    # ---- life cycle ----
+
+    def start(self) -> None:
+        self._ticker.start(self.interval, now=True)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Leave the cluster (if Redis is there to tell) and close both connections."""
+        self._stopping = True
+        if self._ticker.running:
+            self._ticker.stop()
+        if self._work is not None:
+            yield self._work  # bounded by the reply timeouts; never fails
+        if self.up:
+            try:
+                yield self.listener.leave(self._commands).addTimeout(REPLY_TIMEOUT, self.reactor)
+            except Exception as e:  # Redis went away meanwhile: the keys expire by themselves
+                log.warn("could not withdraw from the cluster cleanly: {e}", e=e)
+        self.up = False
+        yield self._close()
+
+    def publish(self, channel: str, data: str) -> defer.Deferred:
+        """PUBLISH; fires with the number of subscribers that received it."""
+        if not self.up:
+            return defer.fail(txredisapi.ConnectionError("not connected to redis"))
+        return self._commands.publish(channel, data)
+
+    # ---- the tick ----
+
+    def _tick(self) -> None:
+        if self._work is not None or self._stopping:
+            return
+        if not self.up and self.reactor.seconds() < self._retry_at:
+            return
+        work = defer.maybeDeferred(self._beat if self.up else self._join)
+        work.addErrback(lambda f: self._down(f.getErrorMessage() or f.type.__name__))
+        work.addBoth(self._idle)
+        if not work.called:
+            self._work = work
+
+    def _idle(self, _) -> None:
+        self._work = None
+
+    @defer.inlineCallbacks
+    def _join(self):
+        yield self._connect()
+        if self._stopping:
+            return  # stop() closes the connections
+        self.up = True
+        self.listener.link_up()
+        yield self._beat()
+        self._failures = 0
+        if self._reported_down:
+            log.info("redis {address} is back: rejoined the cluster", address=str(self.address))
+        else:
+            log.info("joined the cluster on {address}", address=str(self.address))
+        self._reported_down = False
+
+    def _beat(self):
+        return self.listener.beat(self._commands).addTimeout(REPLY_TIMEOUT, self.reactor)
+
+    def _down(self, reason: str) -> None:
+        self._failures += 1
+        delay = min(self.max_backoff, self.interval * 2 ** (self._failures - 1))
+        self._retry_at = self.reactor.seconds() + delay
+        if not self._reported_down:
+            self._reported_down = True
+            log.warn(
+                "redis {address} unreachable ({error}): degraded, serving local clients only;"
+                " retrying every {cap:g}s at most",
+                address=str(self.address),
+                error=reason,
+                cap=self.max_backoff,
+            )
+        self._drop()
+
+    # ---- connections ----
+
+    @defer.inlineCallbacks
+    def _connect(self):
+        self._commands = yield self._open(_Factory(txredisapi.RedisProtocol, self.address.db))
+        self._subscriber = yield self._open(_Factory(_Subscriber, None, self._received))
+        yield self._subscriber.subscribe(self.channels).addTimeout(REPLY_TIMEOUT, self.reactor)
+        for redis in (self._commands, self._subscriber):
+            redis.whenDisconnected().addCallback(self._lost)
+            if not redis.connected:
+                raise txredisapi.ConnectionError("connection lost while subscribing")
+
+    @defer.inlineCallbacks
+    def _open(self, factory: _Factory):
+        endpoint = HostnameEndpoint(
+            self.reactor, self.address.host, self.address.port, timeout=REPLY_TIMEOUT
+        )
+        redis = yield endpoint.connect(factory)
+        try:
+            yield redis.whenConnected().addTimeout(REPLY_TIMEOUT, self.reactor)
+        except Exception:
+            redis.transport.abortConnection()
+            raise
+        return redis
+
+    def _received(self, channel: str, data: str) -> None:
+        try:
+            self.listener.received(channel, data)
+        except Exception:
+            log.failure("dropped a cluster message on {channel}", channel=channel)
+
+    def _lost(self, _) -> None:
+        if self.up and not self._stopping:
+            self._down("connection lost")
+
+    def _drop(self) -> None:
+        """Down: close whatever is still open and tell the listener (once)."""
+        was_up, self.up = self.up, False
+        self._close()
+        if was_up:
+            self.listener.link_down()
+
+    def _close(self):
+        waits = []
+        for redis in (self._commands, self._subscriber):
+            if redis is not None and redis.transport is not None and redis.connected:
+                waits.append(redis.whenDisconnected())
+                redis.transport.loseConnection()
+        self._commands = self._subscriber = None
+        return defer.DeferredList(waits).addTimeout(REPLY_TIMEOUT, self.reactor).addErrback(
+            lambda _: None
+        )
+

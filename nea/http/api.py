@@ -1,0 +1,147 @@
+"""The endpoints: each a handler that reads the hub (or drives it) and answers in JSON."""
+
+import datetime
+import json
+from typing import Callable
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import http
+
+from nea.core.hub import Hub
+from nea.http import relay
+from nea.http.auth import BearerToken
+from nea.http.jsonapi import JSON_TYPE, ApiError, read_json_object, write_body, write_error, write_json
+from nea.http.metrics import Metrics
+from nea.http.openapi import openapi
+from nea.http.text import max_text_chars, text_field
+from nea.wire.codec import DEFAULT_MAX_LINE
+
+DEFAULT_RELAY_TIMEOUT = 10.0
+DEFAULT_CONNECTIONS_LIMIT = 1000
+MAX_CONNECTIONS_LIMIT = 100000
+
+
+@attrs.frozen
+class ApiSettings:
+    admin_token: str | None = None
+    relay_timeout: float = DEFAULT_RELAY_TIMEOUT
+    #: The clients' line limit: texts sent to them must fit in one line.
+    max_line: int = DEFAULT_MAX_LINE
+
+
+class Api:
+    """One instance's HTTP API over its hub.
+
+    ``listening`` tells whether every client listener is up (``/healthz``).
+    """
+
+    def __init__(self, hub: Hub, clock: IReactorTime, settings: ApiSettings,
+                 listening: Callable[[], bool]) -> None:
+        self.hub = hub
+        self.clock = clock
+        self.settings = settings
+        self.listening = listening
+        self.auth = BearerToken(settings.admin_token)
+        self.metrics = Metrics(hub, clock)
+        self.max_chars = max_text_chars(settings.max_line)
+        # A JSON string may spell a character in up to 12 bytes ("\ud83d\ude00").
+        self.max_body = 12 * self.max_chars + 1024
+        self.spec = json.dumps(openapi(self.max_chars), indent=1).encode("utf-8")
+
+    def timed(self, endpoint: str, handler: Callable) -> Callable:
+        """``handler``, with the time to the end of its answer observed per endpoint and status."""
+        histogram = self.metrics.http_duration
+
+        def handle(request) -> None:
+            started = self.clock.seconds()
+            request.notifyFinish().addBoth(
+                lambda _: histogram.labels(endpoint, str(request.code)).observe(
+                    self.clock.seconds() - started
+                )
+            )
+            handler(request)
+
+        return handle
+
+    # ---- reading ----
+
+    def status(self, request) -> None:
+        write_json(request, http.OK, self.hub.status())
+
+    def healthz(self, request) -> None:
+        if self.hub.draining:
+            state = "draining"
+        elif not self.listening():
+            state = "not_listening"
+        else:
+            state = "serving"
+        write_json(
+            request,
+            http.OK if state == "serving" else http.SERVICE_UNAVAILABLE,
+            {"status": state, "instance": self.hub.instance_id, "cluster": self.hub.bus.state()},
+        )
+
+    def prometheus(self, request) -> None:
+        write_body(request, http.OK, self.metrics.content_type, self.metrics.render())
+
+    def openapi(self, request) -> None:
+        write_body(request, http.OK, JSON_TYPE, self.spec)
+
+    def connections(self, request) -> None:
+        limit = _limit(request.args.get(b"limit", []))
+        peers = self.hub.registry.peers
+        listed = []
+        for peer, _ in zip(peers, range(limit)):
+            listed.append({
+                "id": peer.id,
+                "name": peer.name,
+                "peer": peer.peer_address,
+                "profile": peer.profile.name,
+                "since": _iso(peer.since),
+                "encoding": peer.encoding.value,
+                "bytes_in": peer.bytes_in,
+                "bytes_out": peer.bytes_out,
+            })
+        write_json(request, http.OK, {
+            "instance": self.hub.instance_id, "count": len(peers), "connections": listed,
+        })
+
+    # ---- driving (admin token) ----
+
+    def _text(self, request) -> str:
+        self.auth.check(request)
+        return text_field(read_json_object(request, self.max_body), self.max_chars)
+
+    def broadcast(self, request) -> None:
+        reached = self.hub.broadcast(self._text(request))
+        write_json(request, http.OK, {"instance": self.hub.instance_id, "reached": reached})
+
+    def relay(self, request) -> None:
+        outcome = relay.relay(self.hub, self.clock, self._text(request), self.settings.relay_timeout)
+
+        def failed(failure) -> None:
+            failure.trap(ApiError)
+            write_error(request, failure.value)
+
+        outcome.addCallbacks(lambda body: write_json(request, http.OK, body), failed)
+        # The HTTP client left: withdraw the waiter; nobody is there to answer.
+        request.notifyFinish().addErrback(lambda _: outcome.cancel())
+        outcome.addErrback(lambda _: None)  # that cancellation is the only other failure
+
+
+def _limit(values: list[bytes]) -> int:
+    if not values:
+        return DEFAULT_CONNECTIONS_LIMIT
+    try:
+        limit = int(values[-1])
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_CONNECTIONS_LIMIT:
+        raise ApiError(http.BAD_REQUEST, "bad_limit",
+                       f"limit must be an integer from 1 to {MAX_CONNECTIONS_LIMIT}")
+    return limit
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()

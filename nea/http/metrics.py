@@ -1,0 +1,143 @@
+"""``GET /metrics``: the hub's own counters read at scrape time, plus latency histograms.
+
+The core keeps plain counters (requests, errors, relay stats, date ticks, bytes)
+and knows nothing of Prometheus; `HubCollector` turns them into metric families
+when Prometheus asks. Latencies cannot be read after the fact, so they are
+observed as they happen: `RelayTimer` hears relays start and get acked through
+the hub's observer hook, and the HTTP layer times its own requests.
+
+Each site has its own `CollectorRegistry`, so several servers in one process
+(tests) never share or clash on metrics.
+"""
+
+from typing import Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.interfaces import IReactorTime
+
+from nea.core.hub import Hub
+from nea.wire import errors
+
+CLUSTER_STATES = ("standalone", "connected", "degraded")
+RELAY_EVENTS = ("requested", "forwarded", "acked", "reforwarded", "unexpected_ok", "no_recipient")
+#: Seconds: from a loopback round trip (sub-millisecond) to a client that acks late.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class HubCollector:
+    """A Prometheus collector that reads the hub's figures on every scrape."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator:
+        hub, status = self.hub, self.hub.status()
+        info = InfoMetricFamily("nea", "This instance.")
+        info.add_metric([], {"instance": hub.instance_id, "version": status["version"]})
+        yield info
+        yield _gauge("nea_uptime_seconds", "Seconds since this instance started.", status["uptime"])
+        yield _gauge("nea_draining", "1 while the instance drains before stopping.", int(hub.draining))
+        connections = GaugeMetricFamily(
+            "nea_connections", "Connected clients, by listener profile.", labels=["profile"]
+        )
+        for profile, count in sorted(status["profiles"].items()):
+            connections.add_metric([profile], count)
+        yield connections
+        yield _gauge("nea_max_clients", "Most clients this instance serves at once.", hub.config.max_clients)
+        yield _counter("nea_connections_refused_full", "Clients refused because the instance was full.",
+                       hub.registry.refused_full)
+        yield _labelled_counter("nea_requests", "Requests from clients, by kind.", "kind", hub.requests)
+        yield _labelled_counter(
+            "nea_errors", "Error replies sent to clients, by code.", "code",
+            {**{e.code: 0 for e in errors.ALL}, **hub.errors},
+        )
+        stats = hub.relays.stats
+        yield _labelled_counter("nea_relay_events", "Relay events on this instance.", "event",
+                                {event: getattr(stats, event) for event in RELAY_EVENTS})
+        yield _gauge("nea_relays_pending", "Relayed texts whose ok some local waiter still waits for.",
+                     hub.relays.pending)
+        yield _gauge("nea_relays_in_flight", "Relays forwarded to local clients and not yet acked.",
+                     hub.relays.in_flight)
+        yield _counter("nea_chat_messages", "Chat lines said by clients of this instance.", hub.chat.said)
+        yield _counter("nea_broadcasts", "Operator broadcasts made on this instance.", hub.chat.broadcasts)
+        yield _counter("nea_date_ticks", "Date pushes fanned out.", hub.dates.ticks)
+        yield _counter("nea_received_bytes", "Bytes received from clients.", hub.bytes_in)
+        yield _counter("nea_sent_bytes", "Bytes written to clients.", hub.bytes_out)
+        cluster = status["cluster"]
+        state = GaugeMetricFamily(
+            "nea_cluster_state", "1 for the cluster (Redis) state this instance is in.", labels=["state"]
+        )
+        for name in sorted({*CLUSTER_STATES, cluster["state"]}):
+            state.add_metric([name], int(name == cluster["state"]))
+        yield state
+        yield _gauge("nea_cluster_members", "Live instances in the cluster, this one included.",
+                     len(cluster["members"]))
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _labelled_counter(name: str, documentation: str, label: str,
+                      values: Mapping[str, float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+class RelayTimer:
+    """A hub relay observer: the round trip from ``message X`` to its ``ok X``, per text.
+
+    Starts are kept per text from the first request until the ack. A relay that
+    never gets its ack (its originators left) leaves a start behind; those are
+    swept, against the broker's table of texts still waited for, whenever the
+    starts outnumber it twice over, so memory stays bounded by the live relays.
+    """
+
+    def __init__(self, clock: IReactorTime, waiting: Mapping[str, object], histogram: Histogram) -> None:
+        self.clock = clock
+        self.waiting = waiting
+        self.histogram = histogram
+        self._started: dict[str, float] = {}
+
+    def relay_started(self, text: str) -> None:
+        self._started.setdefault(text, self.clock.seconds())
+        if len(self._started) > 2 * len(self.waiting) + 64:
+            self._started = {t: s for t, s in self._started.items() if t in self.waiting}
+
+    def relay_acked(self, text: str) -> None:
+        started = self._started.pop(text, None)
+        if started is not None:
+            self.histogram.observe(self.clock.seconds() - started)
+
+
+class Metrics:
+    """One instance's metric registry: the hub collector, latency histograms, the process."""
+
+    content_type = CONTENT_TYPE_LATEST.encode("ascii")
+
+    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(HubCollector(hub))
+        ProcessCollector(registry=self.registry)
+        relay_roundtrip = Histogram(
+            "nea_relay_roundtrip_seconds",
+            "From a relay request on this instance to its ok coming back.",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "nea_http_request_duration_seconds", "HTTP API requests, by endpoint and status.",
+            ["endpoint", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.relay_timer = RelayTimer(clock, hub.relays.waiting, relay_roundtrip)
+        hub.relay_observers.append(self.relay_timer)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

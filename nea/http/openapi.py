@@ -1,0 +1,261 @@
+"""``GET /openapi.json``: the OpenAPI 3 description of the HTTP API.
+
+Built as data at start-up, with this server's own text limit, so that what the
+document promises is what the server checks (a property test holds it to that).
+"""
+
+from typing import Any
+
+import nea
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_COUNTS = {"type": "object", "additionalProperties": _COUNT}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "A stable code to match on."},
+            "message": {"type": "string", "description": "What went wrong, for people."},
+        },
+    },
+    "Member": {
+        "type": "object",
+        "description": "One instance's figures, as announced to the cluster.",
+        "required": ["instance", "connections", "relays", "zero_state"],
+        "properties": {
+            "instance": {"type": "string"},
+            "version": {"type": "string"},
+            "uptime": {"type": "number", "minimum": 0},
+            "state": {"type": "string", "enum": ["serving", "draining"]},
+            "connections": _COUNT,
+            "relay_capable": _COUNT,
+            "profiles": _COUNTS,
+            "max_clients": _COUNT,
+            "refused_full": _COUNT,
+            "relays": {
+                "type": "object",
+                "required": ["pending", "acked", "reforwarded"],
+                "properties": {
+                    name: _COUNT
+                    for name in ("pending", "in_flight", "requested", "forwarded", "acked",
+                                 "reforwarded", "unexpected_ok", "no_recipient")
+                },
+            },
+            "chat": _COUNTS,
+            "dates": {
+                "type": "object",
+                "properties": {"ticks": _COUNT, "running": {"type": "boolean"}},
+            },
+            "errors": _COUNTS,
+            "zero_state": {"type": "boolean"},
+        },
+    },
+    "Status": {
+        "description": "This instance's figures and its view of the cluster "
+                       "(the same object {\"cmd\":\"status\"} answers).",
+        "allOf": [
+            _ref("Member"),
+            {
+                "type": "object",
+                "required": ["instance", "version", "uptime", "state", "profiles", "cluster"],
+                "properties": {
+                    "cluster": {
+                        "type": "object",
+                        "required": ["state", "members", "connections", "pending", "zero_state"],
+                        "properties": {
+                            "state": {"type": "string",
+                                      "enum": ["standalone", "connected", "degraded"]},
+                            "members": {"type": "array", "items": _ref("Member")},
+                            "connections": _COUNT,
+                            "pending": _COUNT,
+                            "zero_state": {"type": "boolean"},
+                        },
+                    }
+                },
+            },
+        ],
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "instance"],
+        "properties": {
+            "status": {"type": "string", "enum": ["serving", "draining", "not_listening"]},
+            "instance": {"type": "string"},
+            "cluster": {"type": "string"},
+        },
+    },
+    "Connection": {
+        "type": "object",
+        "required": ["id", "name", "peer", "profile", "since", "encoding", "bytes_in", "bytes_out"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "peer": {"type": "string", "description": "The client's address, host:port."},
+            "profile": {"type": "string", "enum": ["nea", "relay", "chat"]},
+            "since": {"type": "string", "format": "date-time"},
+            "encoding": {"type": "string", "enum": ["text", "json"]},
+            "bytes_in": _COUNT,
+            "bytes_out": _COUNT,
+        },
+    },
+    "Connections": {
+        "type": "object",
+        "required": ["instance", "count", "connections"],
+        "properties": {
+            "instance": {"type": "string"},
+            "count": {**_COUNT, "description": "All current connections (the list may be cut at limit)."},
+            "connections": {"type": "array", "items": _ref("Connection")},
+        },
+    },
+    "Broadcasted": {
+        "type": "object",
+        "required": ["instance", "reached"],
+        "properties": {
+            "instance": {"type": "string"},
+            "reached": {**_COUNT, "description": "Clients of this instance that were sent it "
+                                                 "(other instances deliver to their own)."},
+        },
+    },
+    "Relayed": {
+        "type": "object",
+        "required": ["text", "acked", "seconds"],
+        "properties": {
+            "text": {"type": "string"},
+            "acked": {"type": "boolean", "enum": [True]},
+            "seconds": {"type": "number", "minimum": 0, "description": "Request to ok."},
+        },
+    },
+}
+
+
+def _text_body(max_chars: int, what: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["text"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "text": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": max_chars,
+                            "pattern": "^[^\\r\\n]+$",
+                            "description": what,
+                        }
+                    },
+                },
+                "example": {"text": "hello everyone"},
+            }
+        },
+    }
+
+
+def _mutating(summary: str, description: str, body: dict[str, Any],
+              responses: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": description,
+            "security": [{"adminToken": []}],
+            "requestBody": body,
+            "responses": {
+                **responses,
+                "400": _error("The body is not JSON, or not {\"text\": one non-empty line}."),
+                "401": _error("No or wrong 'Authorization: Bearer <admin token>'."),
+                "413": _error("The body is too large."),
+            },
+        }
+    }
+
+
+def _page(summary: str, description: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "description": description,
+                    "responses": {"200": {"description": "An HTML page.",
+                                          "content": {"text/html": {"schema": {"type": "string"}}}}}}}
+
+
+def openapi(max_chars: int) -> dict[str, Any]:
+    """The whole document, for a server that accepts texts of at most ``max_chars``."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "nea HTTP API",
+            "version": nea.__version__,
+            "description": "See and drive a running nea instance (and its cluster).",
+        },
+        "paths": {
+            "/": _page("Status page", "The status of this instance and its cluster, for people; "
+                                      "it refreshes itself from /status."),
+            "/status": {"get": {
+                "summary": "Status as JSON",
+                "responses": {"200": _json(_ref("Status"), "This instance and its cluster.")},
+            }},
+            "/healthz": {"get": {
+                "summary": "Health check",
+                "description": "200 while the instance serves; 503 while it drains or when "
+                               "a client listener is not listening.",
+                "responses": {"200": _json(_ref("Health"), "Serving."),
+                              "503": _json(_ref("Health"), "Not serving.")},
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "Prometheus text format 0.0.4.",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }},
+            "/connections": {"get": {
+                "summary": "Current connections of this instance",
+                "parameters": [{
+                    "name": "limit", "in": "query", "required": False,
+                    "description": "List at most this many connections.",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100000,
+                               "default": 1000},
+                }],
+                "responses": {"200": _json(_ref("Connections"), "The connections."),
+                              "400": _error("limit is not an integer from 1 to 100000.")},
+            }},
+            "/broadcast": _mutating(
+                "Operator broadcast",
+                "Sends the text to every chat-capable client of the cluster.",
+                _text_body(max_chars, "One line, sent to every client as 'broadcast TEXT'."),
+                {"200": _json(_ref("Broadcasted"), "Sent.")},
+            ),
+            "/relay": _mutating(
+                "Relay a message and wait for its ok",
+                "Sends 'message TEXT' to a random relay-capable client of the cluster and "
+                "answers when that client sends 'ok TEXT' back.",
+                _text_body(max_chars, "The text to relay."),
+                {"200": _json(_ref("Relayed"), "The ok came back."),
+                 "503": _error("No client can take a relay (error no_recipient)."),
+                 "504": _error("No ok came back within the relay timeout.")},
+            ),
+            "/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+            }},
+            "/docs": _page("API documentation", "Swagger UI for this document, served offline."),
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer",
+                                               "description": "--admin-token or --admin-token-file"}},
+        },
+    }

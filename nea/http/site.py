@@ -1,0 +1,96 @@
+"""The HTTP API's resource tree and its listener, served by the daemon itself.
+
+Pages and scripts are package data (``nea/http/static``); Swagger UI's files come
+from the installed ``swagger_ui_bundle`` package, so nothing is fetched from a CDN.
+"""
+
+from importlib import resources
+from pathlib import Path
+
+from swagger_ui_bundle import swagger_ui_path
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import File
+
+from nea.core.hub import Hub
+from nea.http.api import Api, ApiSettings
+from nea.http.jsonapi import Endpoint, NotFound, write_body
+from nea.server.listeners import Listen, ListeningService
+from nea.wire import profiles
+
+_STATIC = resources.files("nea.http") / "static"
+#: Swagger UI's own files that /docs uses (the rest of the bundle is not served).
+_SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
+                  "favicon-32x32.png", "favicon-16x16.png")
+
+
+def _page(name: str, content_type: bytes) -> Endpoint:
+    data = (_STATIC / name).read_bytes()
+    return Endpoint({b"GET": lambda request: write_body(request, http.OK, content_type, data)})
+
+
+class Branch(Resource):
+    """A resource with fixed children; anything else is a JSON 404.
+
+    ``index``, if given, answers for the branch itself (``/docs`` as well as ``/docs/``).
+    """
+
+    def __init__(self, children: dict[bytes, Resource], index: Resource | None = None) -> None:
+        super().__init__()
+        self.index = index or NotFound()
+        for name, child in children.items():
+            self.putChild(name, child)
+        if index is not None:
+            self.putChild(b"", index)
+
+    def getChild(self, path, request):
+        return NotFound()
+
+    def render(self, request):
+        return self.index.render(request)
+
+
+def build_root(api: Api) -> Resource:
+    html = b"text/html; charset=utf-8"
+    docs = Branch(
+        {
+            b"nea-initializer.js": _page("docs-initializer.js", b"text/javascript"),
+            **{name.encode(): File(str(Path(swagger_ui_path) / name)) for name in _SWAGGER_FILES},
+        },
+        index=_page("docs.html", html),
+    )
+    return Branch({
+        b"": _page("status.html", html),
+        b"static": Branch({
+            b"status.js": _page("status.js", b"text/javascript"),
+            b"status.css": _page("status.css", b"text/css"),
+        }),
+        b"docs": docs,
+        b"status": Endpoint({b"GET": api.timed("status", api.status)}),
+        b"healthz": Endpoint({b"GET": api.timed("healthz", api.healthz)}),
+        b"metrics": Endpoint({b"GET": api.timed("metrics", api.prometheus)}),
+        b"connections": Endpoint({b"GET": api.timed("connections", api.connections)}),
+        b"broadcast": Endpoint({b"POST": api.timed("broadcast", api.broadcast)}),
+        b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
+        b"openapi.json": Endpoint({b"GET": api.openapi}),
+    })
+
+
+def listening(listeners: list[ListeningService]) -> bool:
+    """Whether every client listener is started and has its port."""
+    return all(listener.running and listener.port().called for listener in listeners)
+
+
+def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService]) -> ListeningService:
+    """The HTTP API's listener for ``config`` (nea-server options).
+
+    Like the client listeners it fails loudly when it cannot listen.
+    """
+    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
+    api = Api(hub, reactor, settings, lambda: listening(listeners))
+    site = Site(build_root(api), reactor=reactor)
+    site.displayTracebacks = False
+    site.noisy = False
+    # The profile is unused: the factory is a web site, not a nea connection.
+    return ListeningService(reactor, Listen(profiles.NEA, config["http"]), config["backlog"], site)

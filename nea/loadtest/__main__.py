@@ -1,0 +1,7 @@
+"""``python -m nea.loadtest``: the same as the ``nea-loadtest`` command."""
+
+import sys
+
+from nea.loadtest.cli import main
+
+sys.exit(main())

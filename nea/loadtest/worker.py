@@ -1,0 +1,155 @@
+"""One worker process: its share of the clients, started at their drawn moments.
+
+The command (`nea.loadtest.cli`) spawns workers as ``python -m nea.loadtest
+--worker CONFIG`` and talks to them in JSON lines: a worker says ``ready`` once
+it is set up, waits for ``{"go": T0}`` on stdin (T0 is a wall-clock time shared
+by all workers, so their windows line up), writes ``progress`` every interval,
+and ends with ``result`` (its `Tally`, its own CPU time included).
+"""
+
+import json
+import os
+import random
+import resource
+import time
+from typing import Any, Callable
+
+from twisted.internet import defer, stdio
+from twisted.internet.task import LoopingCall
+from twisted.protocols.basic import LineReceiver
+
+from nea.loadtest import delays
+from nea.loadtest.client import Behaviour, ClientSet, RelayClient, Target
+from nea.loadtest.tally import Tally
+
+
+class Schedule:
+    """Starts ``count`` clients at random offsets in [0, window) after ``t0``.
+
+    One pending timer at a time (not one per client): it starts every client that
+    is due, then sleeps until the next one.
+    """
+
+    def __init__(
+        self, clients: ClientSet, count: int, window: float, texts: Callable[[int], str]
+    ) -> None:
+        self.clients = clients
+        self.offsets = sorted(clients.rng.uniform(0, window) for _ in range(count))
+        self.texts = texts
+        self.next = 0
+        self.t0 = 0.0
+        self.done: defer.Deferred = defer.Deferred()
+        clients.tally.count("clients", count)
+
+    def run(self, t0: float) -> defer.Deferred:
+        """Start the clients relative to ``t0`` (clock seconds); fires when all have finished."""
+        self.t0 = t0
+        self._start_due()
+        return self.done
+
+    def _start_due(self) -> None:
+        clock = self.clients.clock
+        elapsed = clock.seconds() - self.t0
+        while self.next < len(self.offsets) and self.offsets[self.next] <= elapsed:
+            RelayClient(self.clients, self.next, self.texts(self.next)).start()
+            self.next += 1
+        if self.next < len(self.offsets):
+            clock.callLater(self.offsets[self.next] - elapsed, self._start_due)
+        else:
+            self._check_done()
+
+    def _check_done(self) -> None:
+        if self.clients.active or self.done.called:
+            if not self.done.called:
+                self.clients.clock.callLater(0.05, self._check_done)
+            return
+        self.done.callback(self.clients.tally)
+
+    def progress(self) -> dict[str, Any]:
+        counts = self.clients.tally.counts
+        return {
+            "started": counts["started"],
+            "acked": counts["acked"],
+            "failed": counts["failed"],
+            "active": self.clients.active,
+            "retrying": self.clients.retrying,
+            "retries": counts["retries"],
+        }
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def client_set(config: dict[str, Any], reactor, tls_options) -> ClientSet:
+    return ClientSet(
+        reactor,
+        reactor,
+        Target(config["host"], config["port"], tls_options, tuple(config["sources"])),
+        Behaviour(delays.parse(config["ok_delay"]), config["timeout"], config["retries"]),
+        random.Random(config["seed"]),
+        Tally(),
+        time.time,
+    )
+
+
+class Control(LineReceiver):
+    """The worker's stdio: JSON lines out to the command, the ``go`` line in."""
+
+    delimiter = b"\n"
+
+    def __init__(self) -> None:
+        self.go: defer.Deferred = defer.Deferred()
+        self.closed: defer.Deferred = defer.Deferred()
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        self.sendLine(json.dumps({"type": kind, **fields}).encode())
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.go.called:
+            self.go.callback(json.loads(line)["go"])
+
+    def connectionLost(self, reason) -> None:
+        if not self.go.called:
+            self.go.errback(reason)
+        self.closed.callback(None)
+
+
+@defer.inlineCallbacks
+def run(reactor, config: dict[str, Any], tls_options):
+    """The worker's whole life, as driven by the command."""
+    raise_fd_limit()
+    clients = client_set(config, reactor, tls_options)
+    index, workers, run_id = config["index"], config["workers"], config["run_id"]
+    schedule = Schedule(
+        clients,
+        config["clients"],
+        config["window"],
+        texts=lambda i: f"{run_id}.{index + i * workers}",
+    )
+    control = Control()
+    stdio.StandardIO(control, reactor=reactor)
+    emit = control.emit
+    emit("ready", index=index)
+    t0 = yield control.go
+    cpu_before = cpu_seconds()
+    ticker = LoopingCall(lambda: emit("progress", index=index, **schedule.progress()))
+    ticker.clock = reactor
+    ticker.start(config["progress"], now=False)
+    tally = yield schedule.run(t0)
+    ticker.stop()
+    tally.cpu_seconds = cpu_seconds() - cpu_before
+    emit("progress", index=index, **schedule.progress())
+    emit("result", index=index, tally=tally.to_json())
+    control.transport.loseConnection()  # flushes the result before the reactor stops
+    yield control.closed
+    return tally

@@ -1,0 +1,243 @@
+"""Real outside programs for tests: redis-server, haproxy and nea-server daemons.
+
+Each listens on 127.0.0.1 on a port the kernel found free, is started by the test
+and stopped at cleanup. Readiness is waited for by polling with a deadline, never
+by sleeping; a program that dies while we wait fails the test with its output.
+"""
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import txredisapi
+from twisted.internet import defer, error, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from nea.wire import frames
+from tests import support
+
+ROOT = Path(__file__).resolve().parent.parent
+HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
+#: Keep the last this many bytes of a program's output, for failure messages.
+OUTPUT_TAIL = 64 * 1024
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Watcher(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended = defer.Deferred()
+        self.output = bytearray()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        del self.output[:-OUTPUT_TAIL]
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(reason.value)
+
+
+class Program:
+    """An outside program run by a test."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd=None) -> None:
+        self.argv = argv
+        self.env = env if env is not None else dict(os.environ)
+        self.cwd = cwd
+        self.watcher: _Watcher | None = None
+        self.process = None
+
+    def start(self) -> None:
+        self.watcher = _Watcher()
+        self.process = reactor.spawnProcess(
+            self.watcher, self.argv[0], self.argv, self.env, path=self.cwd
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.watcher is not None and not self.watcher.ended.called
+
+    @property
+    def output(self) -> str:
+        return bytes(self.watcher.output).decode("utf-8", "replace") if self.watcher else ""
+
+    def signal(self, name: str) -> None:
+        if self.running:
+            try:
+                self.process.signalProcess(name)
+            except error.ProcessExitedAlready:
+                pass
+
+    @defer.inlineCallbacks
+    def stop(self, how: str = "TERM", timeout: float = support.WAIT):
+        """Signal the program and wait for it to end (KILL if it does not in time)."""
+        if not self.running:
+            return
+        ended = self.watcher.ended
+        self.signal(how)
+        try:
+            yield watch(ended, timeout)
+        except defer.TimeoutError:
+            self.signal("KILL")
+            yield watch(ended, timeout)
+
+    def kill(self):
+        return self.stop("KILL")
+
+
+def watch(deferred: defer.Deferred, timeout: float) -> defer.Deferred:
+    """Wait for ``deferred`` without cancelling it when the wait times out."""
+    waiter = defer.Deferred()
+    deferred.addBoth(lambda result: waiter.called or waiter.callback(None) or result)
+    return waiter.addTimeout(timeout, reactor)
+
+
+@defer.inlineCallbacks
+def wait_listening(program: Program, port: int, timeout: float = support.WAIT):
+    """Poll until ``port`` accepts a connection; fail if ``program`` dies first."""
+    deadline = reactor.seconds() + timeout
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1)
+    while True:
+        if not program.running:
+            raise AssertionError(f"{program.argv[0]} exited:\n{program.output}")
+        try:
+            probe = yield endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        except (error.ConnectError, defer.TimeoutError):
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"nothing listens on {port} after {timeout} s")
+            yield support.next_tick(0.05)
+        else:
+            probe.transport.loseConnection()
+            return
+
+
+class RedisServer:
+    """A throw-away redis-server (no persistence) on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="nea-redis-")
+        self.program = Program(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"]
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.program.start()
+        return wait_listening(self.program, self.port)
+
+    def stop(self):
+        return self.program.stop()
+
+    @defer.inlineCallbacks
+    def leftovers(self, prefix: str):
+        """``(keys, keys_without_ttl, channels)`` under ``prefix`` that are still there."""
+        redis = yield txredisapi.Connection("127.0.0.1", self.port, reconnect=False)
+        try:
+            keys = sorted((yield redis.keys(f"{prefix}:*")))
+            ttls = yield defer.gatherResults([redis.execute_command("PTTL", k) for k in keys])
+            eternal = [key for key, ttl in zip(keys, ttls) if ttl == -1]
+            channels = yield redis.execute_command("PUBSUB", "CHANNELS", f"{prefix}:*")
+        finally:
+            yield redis.disconnect()
+        return keys, eternal, sorted(channels)
+
+
+@defer.inlineCallbacks
+def redis_server(testcase) -> RedisServer:
+    """A started `RedisServer`, stopped when the test ends."""
+    server = RedisServer()
+    testcase.addCleanup(server.stop)
+    yield server.start()
+    return server
+
+
+class NeaDaemon:
+    """nea-server as its own process (so it can be killed), TLS on a free port."""
+
+    def __init__(self, instance_id: str, *args: str) -> None:
+        self.instance_id = instance_id
+        self.port = free_port()
+        d = support.certs()
+        listen = (
+            f"ssl:{self.port}:interface=127.0.0.1:privateKey={d}/server-key.pem"
+            f":certKey={d}/server.pem"
+        )
+        self.program = Program(
+            support.daemon_command("--instance-id", instance_id, "--listen", listen, *args),
+            support.daemon_env(),
+            cwd=tempfile.mkdtemp(prefix="nea-daemon-"),
+        )
+
+    def start(self):
+        self.program.start()
+        return wait_listening(self.program, self.port, timeout=3 * support.WAIT)
+
+    def stop(self):
+        return self.program.stop()
+
+    def kill(self):
+        return self.program.kill()
+
+
+@defer.inlineCallbacks
+def nea_daemons(testcase, count: int, *args: str) -> list[NeaDaemon]:
+    daemons = [NeaDaemon(f"d{i}", *args) for i in range(1, count + 1)]
+    for daemon in daemons:
+        testcase.addCleanup(daemon.stop)
+        daemon.program.start()
+    yield defer.gatherResults(
+        [wait_listening(d.program, d.port, timeout=3 * support.WAIT) for d in daemons]
+    )
+    return daemons
+
+
+class HAProxy:
+    """haproxy running deploy/haproxy.cfg, its addresses set through the environment."""
+
+    def __init__(self, servers: list[int]) -> None:
+        self.port = free_port()
+        env = dict(os.environ, NEA_BIND=f"127.0.0.1:{self.port}", NEA_MAXCONN="9000")
+        for i, port in enumerate(servers, 1):
+            env[f"NEA_SERVER{i}"] = f"127.0.0.1:{port}"
+        self.program = Program(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env)
+
+    def start(self):
+        self.program.start()
+        return wait_listening(self.program, self.port)
+
+
+
+@defer.inlineCallbacks
+def haproxy(testcase, servers: list[int]) -> HAProxy:
+    proxy = HAProxy(servers)
+    testcase.addCleanup(proxy.program.stop)
+    yield proxy.start()
+    return proxy
+
+
+@defer.inlineCallbacks
+def status(testcase, port: int):
+    """The status a client sees on ``port`` (TLS), as a dict."""
+    client = yield support.connect(testcase, port)
+    client.send('{"cmd":"status"}')
+    for _ in range(100):
+        push = yield client.next_push()
+        if isinstance(push, frames.StatusReply):
+            client.transport.loseConnection()
+            yield client.closed
+            return push.status
+    raise AssertionError("no status reply")
+

@@ -1,0 +1,343 @@
+"""`RedisBus` logic across hubs in one process, Redis's pub/sub played by a queue.
+
+What Redis does for the bus is small: PUBLISH hands a message to the current
+subscribers of a channel and says how many there were; discovery returns the
+heartbeat records. `PubSub` below does exactly that (delivering on `flush`, as
+Redis delivers later, not inside the publisher's call), and the tests hand
+discovery results to the buses directly. The Redis side itself is tested for
+real in test_cluster_redis.py.
+"""
+
+import random
+from collections import deque
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from nea.cluster import envelope
+from nea.cluster.bus import RedisBus
+from nea.cluster.members import MemberTable, Outstanding, parse_record, record
+from nea.cluster.names import Namespace, RedisAddress
+from nea.core.hub import Hub
+from nea.core.testing import FakePeer
+from nea.wire import frames
+from nea.wire.frames import BroadcastPush, ChatPush
+from nea.wire.profiles import CHAT
+
+NS = Namespace("unit")
+
+
+class PubSub:
+    """Channels and their subscribed buses; published messages wait for `flush`."""
+
+    def __init__(self) -> None:
+        self.subscribed: dict[str, list[RedisBus]] = {}
+        self.queue: deque[tuple[RedisBus, str, str]] = deque()
+        self.published = 0
+
+    def publish(self, channel: str, data: str) -> defer.Deferred:
+        receivers = list(self.subscribed.get(channel, []))
+        self.queue.extend((bus, channel, data) for bus in receivers)
+        self.published += 1
+        return defer.succeed(len(receivers))
+
+    def flush(self) -> None:
+        for _ in range(10_000):
+            if not self.queue:
+                return
+            bus, channel, data = self.queue.popleft()
+            if bus.up:  # a subscriber that dropped meanwhile never gets it
+                bus.received(channel, data)
+        raise AssertionError("messages keep coming: a delivery loop")
+
+
+class FakeLink:
+    def __init__(self, pubsub: PubSub, bus: RedisBus) -> None:
+        self.pubsub = pubsub
+        self.bus = bus
+        self.up = False
+
+    def connect(self) -> None:
+        self.up = True
+        for channel in self.bus.channels:
+            self.pubsub.subscribed.setdefault(channel, []).append(self.bus)
+        self.bus.link_up()
+
+    def cut(self) -> None:
+        """The connections close (kill -9, or Redis unreachable from here)."""
+        self.up = False
+        for buses in self.pubsub.subscribed.values():
+            if self.bus in buses:
+                buses.remove(self.bus)
+
+    def publish(self, channel: str, data: str) -> defer.Deferred:
+        if not self.up:
+            return defer.fail(ConnectionError("not connected"))
+        return self.pubsub.publish(channel, data)
+
+
+class Cluster:
+    """Hubs on RedisBuses joined by one `PubSub`."""
+
+    def __init__(self, names: list[str], seed: int = 1) -> None:
+        self.pubsub = PubSub()
+        self.hubs: dict[str, Hub] = {}
+        for n, name in enumerate(names):
+            bus = RedisBus(name, NS, interval=1.0)
+            bus.link = FakeLink(self.pubsub, bus)
+            self.hubs[name] = Hub(Clock(), bus, rng=random.Random(seed + n))
+            bus.link.connect()
+        self.discover()
+
+    def bus(self, name: str) -> RedisBus:
+        return self.hubs[name].bus
+
+    def discover(self, *, keys_of: list[str] | None = None) -> None:
+        """Every connected bus reads the heartbeat keys of ``keys_of`` (default: all up)."""
+        names = keys_of if keys_of is not None else [n for n in self.hubs if self.bus(n).up]
+        records = {n: record(self.bus(n).run, self.hubs[n].summary()) for n in names}
+        for name in self.hubs:
+            if self.bus(name).up:
+                self.bus(name).discovered(records)
+
+    def peers(self, name: str, count: int, profile=None) -> list[FakePeer]:
+        peers = [FakePeer(profile) if profile else FakePeer() for _ in range(count)]
+        for peer in peers:
+            self.hubs[name].join(peer)
+        return peers
+
+
+def relays(peer: FakePeer) -> list[str]:
+    return [p.text for p in peer.take() if isinstance(p, frames.RelayPush)]
+
+
+def answer(cluster: Cluster, name: str, peers: list[FakePeer]) -> list[str]:
+    """Every peer acks what it was forwarded; returns the texts acked."""
+    done = []
+    for peer in peers:
+        for text in relays(peer):
+            cluster.hubs[name].handle(peer, frames.Ack(text))
+            done.append(text)
+    cluster.pubsub.flush()
+    return done
+
+
+class RelayAcrossInstances(unittest.TestCase):
+    def setUp(self):
+        self.cluster = Cluster(["a", "b", "c"])
+        # Not a connection (like an HTTP relay request): never a relay target itself.
+        self.waiter = FakePeer()
+        self.a = self.cluster.hubs["a"]
+
+    def test_delivery_to_another_instance_and_ack_back(self):
+        (target,) = self.cluster.peers("b", 1)
+        self.cluster.discover()
+        self.a.relay(self.waiter, "hello")
+        self.cluster.pubsub.flush()
+        self.assertEqual(answer(self.cluster, "b", [target]), ["hello"])
+        self.assertEqual(self.waiter.take(), [frames.AckPush("hello")])
+        for hub in self.cluster.hubs.values():
+            self.assertEqual((hub.relays.waiting, hub.relays.held), ({}, {}))
+        self.assertEqual(len(self.cluster.bus("a").outstanding), 0)
+
+    def test_recipient_leaving_before_ack_gets_it_reforwarded(self):
+        first, second = self.cluster.peers("b", 2)
+        self.cluster.discover()
+        self.a.relay(self.waiter, "x")
+        self.cluster.pubsub.flush()
+        holder, other = (first, second) if relays(first) else (second, first)
+        self.cluster.hubs["b"].leave(holder)
+        self.cluster.pubsub.flush()
+        self.assertEqual(answer(self.cluster, "b", [other]), ["x"])
+        self.assertEqual(self.waiter.take(), [frames.AckPush("x")])
+
+    def test_killed_member_is_given_up_when_its_heartbeat_expires(self):
+        (doomed,) = self.cluster.peers("b", 1)
+        self.cluster.discover()
+        self.a.relay(self.waiter, "y")
+        self.cluster.pubsub.flush()
+        self.assertEqual(relays(doomed), ["y"])
+        self.cluster.bus("b").link.cut()  # kill -9: no re-forward will ever come
+        (rescuer,) = self.cluster.peers("c", 1)
+        self.cluster.discover(keys_of=["a", "c"])
+        self.cluster.pubsub.flush()
+        self.assertEqual(answer(self.cluster, "c", [rescuer]), ["y"])
+        self.assertEqual(self.waiter.take(), [frames.AckPush("y")])
+        self.assertNotIn("b", self.cluster.bus("a").table.members)
+
+    def test_delivery_reaching_nobody_gives_the_member_up_at_once(self):
+        self.cluster.peers("b", 1)
+        (rescuer,) = self.cluster.peers("c", 1)
+        self.cluster.discover()
+        self.cluster.bus("b").link.cut()  # killed; its key lingers for 3 heartbeats
+        for n in range(8):
+            self.a.relay(self.waiter, f"z{n}")
+        self.cluster.pubsub.flush()
+        self.assertEqual(sorted(answer(self.cluster, "c", [rescuer])), [f"z{n}" for n in range(8)])
+        # The stale key does not bring the dead run back.
+        self.cluster.discover(keys_of=["a", "b", "c"])
+        self.assertEqual(sorted(self.cluster.bus("a").table.members), ["c"])
+
+    def test_leave_notice_recovers_deliveries_at_once(self):
+        (leaving,) = self.cluster.peers("b", 1)
+        (rescuer,) = self.cluster.peers("c", 1)
+        self.cluster.discover()
+        self.cluster.bus("b").table.members.clear()  # b never draws elsewhere
+        texts = [f"l{n}" for n in range(6)]
+        for text in texts:
+            self.a.relay(self.waiter, text)
+        self.cluster.pubsub.flush()
+        at_b = relays(leaving)
+        self.assertTrue(at_b)
+        bus_b = self.cluster.bus("b")
+        self.cluster.pubsub.publish(NS.cluster, envelope.encode("b", envelope.Leave(bus_b.run)))
+        bus_b.link.cut()
+        self.cluster.pubsub.flush()
+        self.assertEqual(sorted(answer(self.cluster, "c", [rescuer])), texts)
+        self.assertEqual(len(self.cluster.bus("a").outstanding), 0)
+
+    def test_instance_with_nobody_is_not_drawn_again_until_it_beats(self):
+        self.cluster.peers("b", 1)
+        self.cluster.discover()
+        self.cluster.hubs["b"].leave(next(iter(self.cluster.hubs["b"].registry.peers)))
+        published = self.cluster.pubsub.published
+        self.a.relay(self.waiter, "nobody")
+        self.cluster.pubsub.flush()
+        # One delivery, one bounce; then nobody is left to draw: an error, not a ping-pong.
+        self.assertEqual(self.cluster.pubsub.published - published, 2)
+        (error,) = self.waiter.take()
+        self.assertEqual(error.code, "no_recipient")
+        self.assertEqual(self.cluster.bus("a").table.weights()["b"], 0)
+
+    def test_chat_reaches_every_instance_exactly_once(self):
+        listeners = {name: self.cluster.peers(name, 2, CHAT) for name in self.cluster.hubs}
+        self.cluster.hubs["b"].chat.say("bob", "hi all")
+        self.cluster.hubs["c"].broadcast("maintenance at noon")
+        self.cluster.pubsub.flush()
+        for peers in listeners.values():
+            for peer in peers:
+                self.assertCountEqual(
+                    peer.take(), [ChatPush("bob", "hi all"), BroadcastPush("maintenance at noon")]
+                )
+
+    def test_garbage_on_a_channel_is_ignored(self):
+        (target,) = self.cluster.peers("b", 1)
+        for junk in ["", "{", '{"op":"deliver"}', '{"op":"nope","from":"x"}', "[1]"]:
+            self.cluster.pubsub.publish(NS.inbox("a"), junk)
+        self.cluster.pubsub.flush()
+        self.cluster.discover()
+        self.a.relay(self.waiter, "still fine")
+        self.cluster.pubsub.flush()
+        self.assertEqual(answer(self.cluster, "b", [target]), ["still fine"])
+
+
+class Degraded(unittest.TestCase):
+    def setUp(self):
+        self.cluster = Cluster(["a", "b"])
+        self.a = self.cluster.hubs["a"]
+
+    def test_redis_unreachable_means_local_only(self):
+        (local,) = self.cluster.peers("a", 1)
+        remote = self.cluster.peers("b", 5)
+        chat = self.cluster.peers("b", 1, CHAT)[0]
+        self.cluster.discover()
+        self.cluster.bus("a").link.cut()
+        self.cluster.bus("a").link_down()
+        self.assertEqual(self.cluster.bus("a").state(), "degraded")
+        self.assertEqual([m["instance"] for m in self.cluster.bus("a").members()], ["a"])
+        for n in range(10):
+            self.a.relay(local, f"d{n}")
+        self.a.chat.say("alice", "anyone?")
+        self.cluster.pubsub.flush()
+        self.assertEqual(len(answer(self.cluster, "a", [local])), 10)
+        self.assertEqual(sum(len(relays(p)) for p in remote), 0)
+        self.assertEqual(chat.take(), [])
+        self.assertEqual(self.cluster.pubsub.published, 0)
+
+    def test_deliveries_out_when_redis_goes_are_served_locally(self):
+        (local,) = self.cluster.peers("a", 1)
+        self.cluster.peers("b", 50)
+        self.cluster.discover()
+        waiter = FakePeer()
+        for n in range(20):
+            self.a.relay(waiter, f"o{n}")
+        out = len(self.cluster.bus("a").outstanding)
+        self.assertGreater(out, 0)
+        self.cluster.bus("a").link.cut()
+        self.cluster.bus("a").link_down()
+        self.assertEqual(len(relays(local)), 20)
+        self.assertEqual(len(self.cluster.bus("a").outstanding), 0)
+
+    def test_reconnection_is_a_new_run_that_the_others_recover_from(self):
+        (target,) = self.cluster.peers("b", 1)
+        self.cluster.discover()
+        waiter = FakePeer()
+        self.a.relay(waiter, "lost in the outage")
+        bus_b = self.cluster.bus("b")
+        bus_b.link.cut()  # b's subscriber drops before the delivery arrives
+        self.cluster.pubsub.flush()
+        old_run = bus_b.run
+        bus_b.link.connect()
+        self.assertNotEqual(bus_b.run, old_run)
+        self.cluster.discover()
+        self.cluster.pubsub.flush()
+        self.assertEqual(answer(self.cluster, "b", [target]), ["lost in the outage"])
+        self.assertEqual(waiter.take(), [frames.AckPush("lost in the outage")])
+
+
+class Tables(unittest.TestCase):
+    def test_member_table_gone_new_run_and_dead_runs(self):
+        table = MemberTable()
+        one = parse_record(record("r1", {"relay_capable": 2}))
+        self.assertEqual(table.update({"x": one, "y": one}), [])
+        self.assertEqual(table.weights(), {"x": 2, "y": 2})
+        restarted = parse_record(record("r2", {"relay_capable": 0}))
+        self.assertEqual(sorted(table.update({"x": restarted})), ["x", "y"])
+        self.assertTrue(table.remove("x"))
+        self.assertEqual(table.update({"x": restarted}), [])
+        self.assertEqual(table.weights(), {})
+        self.assertEqual(table.update({}), [])  # key gone: the dead run is forgotten
+        self.assertEqual(table.dead, set())
+
+    def test_malformed_records_are_refused(self):
+        for data in ["", "{}", '{"run":1,"summary":{"relay_capable":1}}',
+                     '{"run":"r","summary":{"relay_capable":-1}}']:
+            with self.assertRaises(ValueError):
+                parse_record(data)
+
+    def test_outstanding_counts_repeats(self):
+        out = Outstanding()
+        out.add("b", "t")
+        out.add("b", "t")
+        out.add("c", "u")
+        out.settle("b", "t")
+        out.settle("b", "never sent")
+        self.assertEqual(out.take("b"), ["t"])
+        self.assertEqual(out.take("b"), [])
+        self.assertEqual(len(out), 1)
+
+    def test_redis_address(self):
+        self.assertEqual(RedisAddress.parse("redis://h"), RedisAddress("h", 6379, 0))
+        self.assertEqual(RedisAddress.parse("redis://10.0.0.1:7000/3"),
+                         RedisAddress("10.0.0.1", 7000, 3))
+        for bad in ["http://h", "redis://", "redis://h/x", "redis://u:p@h", "h:6379"]:
+            with self.assertRaises(ValueError):
+                RedisAddress.parse(bad)
+
+    def test_envelope_round_trip(self):
+        messages = [
+            envelope.Deliver("ünïcode text", "a", 3),
+            envelope.Acked("t"),
+            envelope.Reforward("t", 0),
+            envelope.Event(ChatPush("bob", "two\nlines")),
+            envelope.Event(BroadcastPush("b")),
+            envelope.Leave("run1"),
+        ]
+        for message in messages:
+            self.assertEqual(envelope.decode(envelope.encode("me", message)), ("me", message))
+        for junk in ["x", "{}", '{"op":"ack","from":"a","text":1}',
+                     '{"op":"deliver","from":"a","text":"t","origin":"o","attempt":true}']:
+            with self.assertRaises(ValueError):
+                envelope.decode(junk)
+

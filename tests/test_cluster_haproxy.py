@@ -1,0 +1,175 @@
+"""The deployed shape for real: nea-server daemons on one redis-server behind HAProxy.
+
+Each test starts redis-server, two nea-server processes (TLS, one cluster) and
+haproxy running deploy/haproxy.cfg in front of them, then runs nea-loadtest
+(relay-mode clients over TLS through the load balancer) and checks that every
+relay was acked, that each instance ends with no state, and that Redis keeps
+nothing once the instances have stopped. Two tests inject a fault during the
+load: kill -9 of an instance, and a restart of redis-server.
+"""
+
+import itertools
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+from twisted.python import log
+from twisted.trial import unittest
+
+from nea.tls import devcerts
+from tests import infra
+from tests.support import WAIT, certs, daemon_env, next_tick
+
+CLIENTS = 3000
+WINDOW = 8.0
+HEARTBEAT = 0.5
+#: Clients hold a forwarded message a while before acking, so that at any moment
+#: a few hundred relays are held by connections (a fault then hits many of them).
+OK_DELAY = "uniform:0.1,0.8"
+_names = itertools.count(1)
+
+
+def idle(status: dict) -> bool:
+    """This instance holds nothing but the connection that asked for its status."""
+    relays = status["relays"]
+    return status["connections"] == 1 and not relays["pending"] and not relays["in_flight"]
+
+
+class BehindHAProxy(unittest.TestCase):
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield infra.redis_server(self)
+        self.name = f"h{next(_names)}"
+        self.daemons = yield infra.nea_daemons(
+            self, 2,
+            "--redis", self.redis.url,
+            "--cluster-name", self.name,
+            "--heartbeat", str(HEARTBEAT),
+            "--max-clients", str(CLIENTS * 2),
+            "--http", "none",
+        )
+        yield self.until_members([d.port for d in self.daemons], 2)
+        self.proxy = yield infra.haproxy(self, [d.port for d in self.daemons])
+
+    def until_members(self, ports: list[int], count: int):
+        """Until each instance is connected to Redis and sees ``count`` members."""
+        return defer.gatherResults([
+            until_status(self, port, lambda s: s["cluster"]["state"] == "connected"
+                         and len(s["cluster"]["members"]) == count)
+            for port in ports
+        ])
+
+    def until_forwarded(self, daemon, count: int):
+        """Until ``daemon`` has forwarded ``count`` relays: the load is under way."""
+        return until_status(self, daemon.port, lambda s: s["relays"]["forwarded"] >= count)
+
+    def load(self) -> defer.Deferred:
+        """Run nea-loadtest through HAProxy; fires with its JSON report."""
+        report = Path(tempfile.mkdtemp(prefix="nea-load-")) / "report.json"
+        program = infra.Program(
+            [sys.executable, "-m", "nea.loadtest",
+             "--port", str(self.proxy.port), "--ca", str(certs() / devcerts.CA_CERT),
+             "--server-name", "localhost", "--clients", str(CLIENTS),
+             "--window", str(WINDOW), "--ok-delay", OK_DELAY, "--timeout", "5", "--retries", "20", "--seed", "4",
+             "--settle", "10", "--progress", "60", "--json", str(report)],
+            daemon_env(),
+        )
+        program.start()
+        self.addCleanup(program.kill)
+
+        def read(_):
+            if not report.exists():
+                raise AssertionError(f"nea-loadtest wrote no report:\n{program.output}")
+            reports.append(json.loads(report.read_text()))
+            return reports[-1]
+
+        reports = []
+        # Kept in the test log for whoever wants the figures of a run.
+        self.addCleanup(lambda: reports and log.msg(f"nea-loadtest report: {json.dumps(reports[-1])}"))
+        ended = program.watcher.ended
+        return infra.watch(ended, 120).addCallback(read)
+
+    def assert_all_acked(self, report: dict) -> None:
+        self.assertEqual((report["clients"], report["acked"], report["lost"]), (CLIENTS, CLIENTS, 0),
+                         json.dumps(report, indent=1))
+        self.assertTrue(report["ok"], json.dumps(report, indent=1))
+
+    @defer.inlineCallbacks
+    def assert_idle_and_clean(self, daemons):
+        """Every running instance idle; after they stop, Redis holds nothing of the cluster."""
+        for daemon in daemons:
+            status = yield infra.status(self, daemon.port)
+            self.assertTrue(idle(status), status)
+        yield defer.gatherResults([d.stop() for d in daemons])
+        leftovers = []
+
+        @defer.inlineCallbacks
+        def clean():
+            leftovers[:] = [(yield self.redis.leftovers(self.name))]
+            return leftovers[0] == ([], [], [])
+
+        # A killed instance's key outlives it by up to 3 heartbeats; nothing else may stay.
+        deadline = reactor.seconds() + 3 * HEARTBEAT + WAIT
+        while not (yield clean()):
+            self.assertLess(reactor.seconds(), deadline, leftovers)
+            yield next_tick(0.1)
+
+    @defer.inlineCallbacks
+    def test_load_through_haproxy_is_all_acked(self):
+        report = yield self.load()
+        self.assert_all_acked(report)
+        # Round robin: both instances relayed.
+        for daemon in self.daemons:
+            status = yield infra.status(self, daemon.port)
+            self.assertGreater(status["relays"]["forwarded"], CLIENTS / 4, status["relays"])
+        yield self.assert_idle_and_clean(self.daemons)
+
+    @defer.inlineCallbacks
+    def test_kill_9_of_an_instance_during_load(self):
+        survivor, victim = self.daemons
+        running = self.load()
+        yield self.until_forwarded(victim, CLIENTS // 8)
+        yield victim.kill()
+        report = yield running
+        self.assert_all_acked(report)
+        self.assertGreater(report["retried_clients"], 0, "the kill hit nobody: a useless test")
+        status = yield infra.status(self, survivor.port)
+        self.assertEqual([m["instance"] for m in status["cluster"]["members"]], ["d1"])
+        yield self.assert_idle_and_clean([survivor])
+
+    @defer.inlineCallbacks
+    def test_redis_restart_during_load(self):
+        first = self.daemons[0]
+        running = self.load()
+        yield self.until_forwarded(first, CLIENTS // 8)
+        yield self.redis.stop()
+        ports = [d.port for d in self.daemons]
+        for port in ports:
+            yield until_status(self, port, lambda s: s["cluster"]["state"] == "degraded")
+        # Serving locally meanwhile: relays keep flowing while Redis is down.
+        degraded_at = (yield infra.status(self, first.port))["relays"]["forwarded"]
+        yield self.until_forwarded(first, degraded_at + CLIENTS // 8)
+        yield self.redis.start()
+        report = yield running
+        open("/tmp/ct/daemons.txt","w").write("\n=====\n".join(d.program.output for d in self.daemons))
+        self.assert_all_acked(report)
+        yield self.until_members(ports, 2)
+        yield self.assert_idle_and_clean(self.daemons)
+
+
+
+@defer.inlineCallbacks
+def until_status(testcase, port: int, condition, timeout: float = 3 * WAIT):
+    """Poll the status of the instance on ``port`` until ``condition(status)`` holds."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        status = yield infra.status(testcase, port)
+        if condition(status):
+            return status
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"status never showed the expected state: {status}")
+        yield next_tick(0.1)

@@ -1,0 +1,208 @@
+"""Instances joined by a real redis-server (started by the tests on loopback).
+
+The instances are real service trees in this process, each with its own TLS
+listener; clients connect over real TLS. Every test ends by stopping the
+instances and checking that Redis holds nothing of the cluster any more.
+"""
+
+import itertools
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from nea.wire import codec, frames
+from tests import infra
+from tests.support import connect, settle, start_server, tls_listen
+
+_names = itertools.count(1)
+HEARTBEAT = "0.2"
+
+
+def auto_ack(client) -> list[str]:
+    """Make ``client`` answer every forwarded ``message X`` with ``ok X`` at once.
+
+    Returns the list of texts it was forwarded; other lines queue up as usual.
+    """
+    forwarded: list[str] = []
+    queue_line = client.lineReceived
+
+    def line_received(line: bytes) -> None:
+        push = codec.decode_push(line)
+        if isinstance(push, frames.RelayPush):
+            forwarded.append(push.text)
+            client.send(f"ok {push.text}")
+        else:
+            queue_line(line)
+
+    client.lineReceived = line_received
+    return forwarded
+
+
+@defer.inlineCallbacks
+def acks(client, count: int):
+    """The texts of the next ``count`` acks ``client`` gets (other pushes skipped)."""
+    acked = set()
+    for _ in range(100 * count):
+        push = yield client.next_push()
+        if isinstance(push, frames.AckPush):
+            acked.add(push.text)
+            if len(acked) == count:
+                return acked
+    raise AssertionError(f"only {len(acked)} of {count} acks")
+
+
+class ClusterCase(unittest.TestCase):
+    """Starts redis-server, and instances on it under a cluster name of the test's own."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield infra.redis_server(self)
+        self.name = f"t{next(_names)}"
+        self.instances = []
+
+    @defer.inlineCallbacks
+    def start_instances(self, count: int):
+        for _ in range(count):
+            service = yield start_server(
+                self,
+                "--instance-id", f"i{len(self.instances) + 1}",
+                "--listen", tls_listen(),
+                "--redis", self.redis.url,
+                "--cluster-name", self.name,
+                "--heartbeat", HEARTBEAT,
+                "--http", "none",
+            )
+            self.instances.append(service)
+        yield self.until_members(count)
+
+    def until_members(self, count: int, instances=None):
+        """Wait until every instance is connected and sees ``count`` members."""
+        instances = instances or self.instances
+        return settle(
+            lambda: all(
+                i.hub.bus.state() == "connected" and len(i.hub.bus.members()) == count
+                for i in instances
+            )
+        )
+
+    @defer.inlineCallbacks
+    def stop_and_check_redis_is_clean(self):
+        """Stop every instance cleanly; then nothing of the cluster may be left in Redis."""
+        for instance in self.instances:
+            self.assertTrue(instance.hub.zero_state(), instance.hub.summary())
+        yield defer.gatherResults([i.stopService() for i in self.instances])
+        keys, eternal, channels = yield self.redis.leftovers(self.name)
+        self.assertEqual((keys, eternal, channels), ([], [], []))
+
+
+class TwoInstances(ClusterCase):
+    @defer.inlineCallbacks
+    def test_relay_across_instances_and_ack_back(self):
+        yield self.start_instances(2)
+        a, b = self.instances
+        sender = yield connect(self, a.ports[0])
+        receiver = yield connect(self, b.ports[0])
+        yield settle(lambda: a.hub.bus.table.weights().get("i2") == 1)
+        at_b = auto_ack(receiver)
+        auto_ack(sender)
+        texts = [f"hop {n}" for n in range(20)]
+        for text in texts:
+            sender.send(f"message {text}")
+        acked = yield acks(sender, len(texts))
+        self.assertEqual(acked, set(texts))
+        # 20 fair draws between two connections all landing on one: 2 ** -19.
+        self.assertTrue(at_b)
+        self.assertEqual(b.hub.relays.stats.forwarded, len(at_b))
+        self.assertEqual(a.hub.relays.stats.acked, len(texts))
+        yield settle(lambda: not a.hub.bus.outstanding)
+        for client in (sender, receiver):
+            client.transport.loseConnection()
+            yield client.closed
+        yield self.stop_and_check_redis_is_clean()
+
+    @defer.inlineCallbacks
+    def test_clean_stop_withdraws_at_once(self):
+        yield self.start_instances(2)
+        a, b = self.instances
+        keys, _, channels = yield self.redis.leftovers(self.name)
+        self.assertEqual(keys, [f"{self.name}:member:i1", f"{self.name}:member:i2",
+                                f"{self.name}:members"])
+        self.assertEqual(channels, [f"{self.name}:cluster", f"{self.name}:to:i1",
+                                    f"{self.name}:to:i2"])
+        run = b.hub.bus.run
+        yield b.stopService()
+        yield settle(lambda: [m["instance"] for m in a.hub.bus.members()] == ["i1"])
+        # Removed by its leave notice (a heartbeat expiry would not mark the run dead).
+        self.assertIn(("i2", run), a.hub.bus.table.dead)
+        keys, _, channels = yield self.redis.leftovers(self.name)
+        self.assertNotIn(f"{self.name}:member:i2", keys)
+        self.assertNotIn(f"{self.name}:to:i2", channels)
+        self.instances.remove(b)
+        yield self.stop_and_check_redis_is_clean()
+
+
+class ThreeInstances(ClusterCase):
+    @defer.inlineCallbacks
+    def test_chat_reaches_every_instance_once_and_status_shows_members(self):
+        yield self.start_instances(3)
+        clients = []
+        for instance in self.instances:
+            for _ in range(2):
+                clients.append((yield connect(self, instance.ports[0])))
+        yield settle(
+            lambda: all(
+                sum(m["connections"] for m in i.hub.bus.members()) == 6 for i in self.instances
+            )
+        )
+        clients[0].send('{"cmd":"chat","payload":"hello cluster"}')
+        self.instances[1].hub.broadcast("from the operator")
+        for client in clients:
+            got = [(yield client.next_push()), (yield client.next_push())]
+            self.assertCountEqual(
+                got,
+                [frames.ChatPush("c1", "hello cluster"), frames.BroadcastPush("from the operator")],
+            )
+        status = yield infra.status(self, self.instances[2].ports[0])
+        cluster = status["cluster"]
+        self.assertEqual(cluster["state"], "connected")
+        self.assertEqual(sorted(m["instance"] for m in cluster["members"]), ["i1", "i2", "i3"])
+        self.assertEqual(cluster["connections"], 7)  # six chatters and the status client
+        # Exactly once: nobody got a third chat line meanwhile.
+        for client in clients:
+            self.assertEqual(client.lines.pending, [])
+            client.transport.loseConnection()
+            yield client.closed
+        yield settle(lambda: all(i.hub.zero_state() for i in self.instances))
+        yield self.stop_and_check_redis_is_clean()
+
+
+class RedisOutage(ClusterCase):
+    @defer.inlineCallbacks
+    def test_instances_serve_locally_while_redis_is_down_and_rejoin(self):
+        yield self.start_instances(2)
+        a, b = self.instances
+        yield self.redis.stop()
+        yield settle(lambda: all(i.hub.bus.state() == "degraded" for i in self.instances))
+        self.assertEqual([m["instance"] for m in a.hub.bus.members()], ["i1"])
+        # Local-only serving: a lone client on a relays to itself and gets its ok.
+        client = yield connect(self, a.ports[0])
+        auto_ack(client)
+        client.send("message while redis is down")
+        self.assertEqual((yield acks(client, 1)), {"while redis is down"})
+        status = yield infra.status(self, b.ports[0])
+        self.assertEqual(status["cluster"]["state"], "degraded")
+        yield self.redis.start()
+        yield self.until_members(2)
+        # Rejoined: b's client now takes relays from a.
+        other = yield connect(self, b.ports[0])
+        at_b = auto_ack(other)
+        yield settle(lambda: a.hub.bus.table.weights().get("i2") == 1)
+        for n in range(20):
+            client.send(f"message after {n}")
+        self.assertEqual(len((yield acks(client, 20))), 20)
+        self.assertTrue(at_b)
+        for c in (client, other):
+            c.transport.loseConnection()
+            yield c.closed
+        yield settle(lambda: all(i.hub.zero_state() for i in self.instances))
+        yield self.stop_and_check_redis_is_clean()

@@ -1,0 +1,78 @@
+"""Relay targets are uniform over the cluster's connections, not over instances.
+
+A chi-square goodness-of-fit test with fixed seeds (deterministic, so never
+flaky): 16 relay-capable connections spread 1/4/11 over three instances, 16,000
+relays, each connection expected 1,000 times. With 15 degrees of freedom the
+statistic exceeds 37.70 with probability 0.001 under uniformity. The same test
+rejects the tempting "pick an instance, then a connection" by a wide margin, which
+shows it can fail.
+"""
+
+import random
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from nea.core.bus import MemoryCluster
+from nea.core.hub import Hub
+from nea.core.testing import FakePeer
+from nea.wire import frames
+from nea.wire.profiles import RELAY
+from tests.test_cluster_bus import Cluster
+
+SPREAD = {"a": 1, "b": 4, "c": 11}
+RELAYS = 16_000
+CRITICAL_DF15_P001 = 37.70
+
+
+def chi_square(counts: list[int], total: int) -> float:
+    expected = total / len(counts)
+    return sum((c - expected) ** 2 / expected for c in counts)
+
+
+def relay_counts(hubs: dict[str, Hub], joined=lambda: None, flush=lambda: None) -> list[int]:
+    """Send RELAYS relays from instance a; count where each lands (acking each at once)."""
+    peers = {name: [FakePeer(RELAY) for _ in range(n)] for name, n in SPREAD.items()}
+    for name, group in peers.items():
+        for peer in group:
+            hubs[name].join(peer)
+    joined()
+    waiter = FakePeer()  # not itself a connection of the cluster
+    counts = {peer: 0 for group in peers.values() for peer in group}
+    owner = {peer: name for name, group in peers.items() for peer in group}
+    for n in range(RELAYS):
+        hubs["a"].relay(waiter, f"r{n}")
+        flush()
+        (target,) = [peer for peer in counts if peer.lines]
+        peer_push = target.take()
+        counts[target] += 1
+        hubs[owner[target]].handle(target, frames.Ack(peer_push[0].text))
+        flush()
+    assert len(waiter.take()) == RELAYS, "every relay acked"
+    return list(counts.values())
+
+
+class Uniformity(unittest.TestCase):
+    def test_memory_cluster_draws_connections_uniformly(self):
+        cluster = MemoryCluster()
+        hubs = {
+            name: Hub(Clock(), cluster.bus(name), rng=random.Random(seed))
+            for seed, name in enumerate(SPREAD)
+        }
+        counts = relay_counts(hubs)
+        self.assertLess(chi_square(counts, RELAYS), CRITICAL_DF15_P001, counts)
+
+    def test_redis_bus_weights_by_heartbeat_draw_uniformly(self):
+        cluster = Cluster(list(SPREAD), seed=7)
+        counts = relay_counts(cluster.hubs, cluster.discover, cluster.pubsub.flush)
+        self.assertLess(chi_square(counts, RELAYS), CRITICAL_DF15_P001, counts)
+
+    def test_instance_first_then_connection_is_rejected(self):
+        rng = random.Random(3)
+        sizes = list(SPREAD.values())
+        counts = [0] * sum(sizes)
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        for _ in range(RELAYS):
+            i = rng.randrange(len(sizes))
+            counts[offsets[i] + rng.randrange(sizes[i])] += 1
+        self.assertGreater(chi_square(counts, RELAYS), 100 * CRITICAL_DF15_P001)

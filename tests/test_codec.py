@@ -1,0 +1,212 @@
+"""The pure codec: framing under any chunking, request grammar, push encodings."""
+
+import json
+
+from hypothesis import given, settings, strategies as st
+from twisted.trial import unittest
+
+from nea.wire import codec, errors, frames, profiles
+from nea.wire.codec import LineBuffer, LineTooLong
+from nea.wire.frames import Encoding
+
+# Text that can travel inside one line: no line terminators.
+line_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=200
+)
+nonempty_text = line_text.filter(bool)
+nick = st.from_regex(codec.NICK_PATTERN, fullmatch=True)
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, start = [], 0
+    for point in points + [len(data)]:
+        pieces.append(data[start:point])
+        start = point
+    return pieces
+
+
+def feed_all(buffer: LineBuffer, pieces: list[bytes]) -> list[bytes]:
+    return [line for piece in pieces for line in buffer.feed(piece)]
+
+
+class LineBufferTests(unittest.TestCase):
+    @given(
+        st.lists(st.binary(max_size=50).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+        st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+        st.booleans(),
+    )
+    def test_any_chunking_yields_the_same_lines(self, lines, cuts, crlf):
+        """A line split across reads, or many lines in one read: the same lines come out."""
+        ending = b"\r\n" if crlf else b"\n"
+        data = b"".join(line + ending for line in lines)
+        # With LF endings a line's own trailing CR reads as a CRLF terminator.
+        expected = [line[:-1] if not crlf and line.endswith(b"\r") else line for line in lines]
+        got = feed_all(LineBuffer(max_length=100), chunked(data, cuts))
+        self.assertEqual(got, expected)
+
+    def test_crlf_split_between_reads(self):
+        buffer = LineBuffer(max_length=5)
+        self.assertEqual(list(buffer.feed(b"abcde\r")), [])
+        self.assertEqual(list(buffer.feed(b"\nxy\n")), [b"abcde", b"xy"])
+
+    def test_partial_line_is_kept(self):
+        buffer = LineBuffer()
+        self.assertEqual(list(buffer.feed(b"one\ntw")), [b"one"])
+        self.assertEqual(buffer.pending, 2)
+        self.assertEqual(list(buffer.feed(b"o\n")), [b"two"])
+
+    @given(st.integers(min_value=1, max_value=300), st.lists(st.integers(0, 2000), max_size=10))
+    def test_over_long_line_raises_after_earlier_lines(self, limit, cuts):
+        data = b"ok\n" + b"x" * (limit + 2) + b"\nnever\n"
+        buffer = LineBuffer(max_length=max(limit, 2))
+        got = []
+        with self.assertRaises(LineTooLong):
+            for piece in chunked(data, cuts):
+                for line in buffer.feed(piece):
+                    got.append(line)
+        self.assertEqual(got, [b"ok"])
+
+    def test_unterminated_flood_raises_before_the_newline(self):
+        buffer = LineBuffer(max_length=10)
+        list(buffer.feed(b"x" * 11))
+        with self.assertRaises(LineTooLong):
+            list(buffer.feed(b"x"))
+
+    def test_line_at_the_limit_is_accepted(self):
+        self.assertEqual(list(LineBuffer(max_length=4).feed(b"abcd\r\n")), [b"abcd"])
+
+
+requests = st.one_of(
+    nonempty_text.map(frames.Relay),
+    line_text.map(frames.Ack),
+    nonempty_text.map(frames.Chat),
+    line_text.map(frames.Reverse),
+    nick.map(frames.Nick),
+    st.just(frames.Hello()),
+    st.just(frames.Status()),
+    st.just(frames.Exit()),
+)
+
+
+class RequestTests(unittest.TestCase):
+    @given(requests)
+    def test_json_round_trip(self, request):
+        line = codec.encode_request(request, Encoding.JSON)
+        self.assertTrue(line.endswith(b"\n"))
+        self.assertEqual(codec.decode_request(line[:-1], profiles.NEA), request)
+
+    @given(st.one_of(nonempty_text.map(frames.Relay), line_text.map(frames.Ack)))
+    def test_text_round_trip_of_relay_verbs(self, request):
+        line = codec.encode_request(request, Encoding.TEXT)
+        for profile in (profiles.NEA, profiles.RELAY):
+            self.assertEqual(codec.decode_request(line[:-1], profile), request)
+
+    @given(line_text)
+    def test_any_other_line_is_reversed_in_the_nea_profile(self, text):
+        request = codec.decode_request(text.encode(), profiles.NEA)
+        if isinstance(request, frames.Reverse):
+            self.assertEqual(request.text, text)
+        else:  # it was a verb, a JSON frame, or an error: never silently dropped
+            self.assertTrue(
+                text.startswith(("message", "ok", "chat", "nick", "{", "exit", "quit")), request
+            )
+
+    def test_verbs(self):
+        nea = profiles.NEA
+        self.assertEqual(codec.decode_request(b"message hi there", nea), frames.Relay("hi there"))
+        self.assertEqual(codec.decode_request(b"ok hi there", nea), frames.Ack("hi there"))
+        self.assertEqual(codec.decode_request(b"chat yo", nea), frames.Chat("yo"))
+        self.assertEqual(codec.decode_request(b"nick bob", nea), frames.Nick("bob"))
+        self.assertEqual(codec.decode_request(b"exit", nea), frames.Exit())
+        self.assertEqual(codec.decode_request(b"quit ", nea), frames.Exit())
+        self.assertEqual(codec.decode_request(b"messages", nea), frames.Reverse("messages"))
+
+    def test_status_in_the_form_nc_users_know(self):
+        self.assertEqual(codec.decode_request(b'{"cmd":"status"}', profiles.NEA), frames.Status())
+        self.assertEqual(codec.decode_request(b'{"type":"status"}', profiles.CHAT), frames.Status())
+
+    def test_chat_profile_makes_plain_lines_chat(self):
+        chat = profiles.CHAT
+        self.assertEqual(codec.decode_request(b"message hi", chat), frames.Chat("message hi"))
+        self.assertEqual(codec.decode_request(b"exit", chat), frames.Exit())
+
+    def _error(self, line: bytes, profile=profiles.NEA):
+        request = codec.decode_request(line, profile)
+        self.assertIsInstance(request, frames.Invalid)
+        return request.error
+
+    def test_error_codes(self):
+        self.assertIs(self._error(b"message"), errors.EMPTY_RELAY)
+        self.assertIs(self._error(b"message "), errors.EMPTY_RELAY)
+        self.assertIs(self._error(b'{"type":"message","payload":""}'), errors.EMPTY_RELAY)
+        self.assertIs(self._error(b"chat "), errors.EMPTY_CHAT)
+        self.assertIs(self._error(b"nick a b"), errors.BAD_NICK)
+        self.assertIs(self._error(b"{not json"), errors.BAD_JSON)
+        self.assertIs(self._error(b'{"type":"status"} trailing'), errors.BAD_JSON)
+        self.assertIs(self._error(b"{}"), errors.UNKNOWN_TYPE)
+        self.assertIs(self._error(b'{"type":"dance"}'), errors.UNKNOWN_TYPE)
+        self.assertIs(self._error(b'{"type":"message","payload":3}'), errors.BAD_PAYLOAD)
+        self.assertIs(self._error(b"caf\xe9"), errors.BAD_UTF8)
+        self.assertIs(self._error(b"hello", profiles.RELAY), errors.NOT_IN_PROFILE)
+        self.assertIs(self._error(b"chat hi", profiles.RELAY), errors.NOT_IN_PROFILE)
+        self.assertIs(self._error(b'{"type":"reverse","payload":"x"}', profiles.CHAT), errors.NOT_IN_PROFILE)
+
+    @given(st.binary(max_size=200))
+    def test_any_bytes_decode_to_a_request(self, line):
+        """No input raises: every line becomes a request or an explicit error."""
+        for profile in profiles.BY_NAME.values():
+            request = codec.decode_request(line, profile)
+            self.assertIn(type(request), profile.allowed)
+
+    @given(st.binary(min_size=1, max_size=50))
+    def test_invalid_utf8_is_reported_as_such(self, junk):
+        try:
+            junk.decode("utf-8")
+        except UnicodeDecodeError:
+            self.assertIs(self._error(junk), errors.BAD_UTF8)
+
+
+pushes = st.one_of(
+    st.dates().map(lambda d: frames.DatePush(d.isoformat())),
+    line_text.map(frames.RelayPush),
+    line_text.map(frames.AckPush),
+    st.builds(frames.ChatPush, nick, line_text),
+    line_text.map(frames.BroadcastPush),
+    line_text.map(frames.ReverseReply),
+    nick.map(frames.NickReply),
+    st.builds(frames.Welcome, nick, nick, st.sampled_from(sorted(profiles.BY_NAME))),
+    st.dictionaries(nick, st.integers()).map(frames.StatusReply),
+    st.builds(frames.ErrorReply, st.sampled_from([e.code for e in errors.ALL]), line_text),
+    st.just(frames.Bye()),
+)
+
+
+class PushTests(unittest.TestCase):
+    @given(pushes)
+    def test_json_round_trip(self, push):
+        line = codec.encode_push(push, Encoding.JSON)
+        self.assertEqual(line.count(b"\n"), 1)
+        json.loads(line)
+        self.assertEqual(codec.decode_push(line[:-1]), push)
+
+    @given(pushes.filter(lambda p: not isinstance(p, (frames.ReverseReply, frames.StatusReply))))
+    @settings(max_examples=300)
+    def test_text_round_trip(self, push):
+        line = codec.encode_push(push, Encoding.TEXT)
+        self.assertEqual(line.count(b"\n"), 1)
+        self.assertEqual(codec.decode_push(line[:-1]), push)
+
+    def test_text_forms(self):
+        text = lambda p: codec.encode_push(p, Encoding.TEXT)
+        self.assertEqual(text(frames.DatePush("2026-11-21")), b"2026-11-21\n")
+        self.assertEqual(text(frames.RelayPush("x y")), b"message x y\n")
+        self.assertEqual(text(frames.AckPush("x y")), b"ok x y\n")
+        self.assertEqual(text(frames.ChatPush("ann", "hi")), b"chat ann: hi\n")
+        self.assertEqual(text(frames.ErrorReply("bad_utf8", "oops")), b"error bad_utf8 oops\n")
+
+    @given(st.text(max_size=50))
+    def test_text_encoding_never_splits_a_frame(self, text):
+        line = codec.encode_push(frames.BroadcastPush(text), Encoding.TEXT)
+        self.assertEqual(line.count(b"\n"), 1)
+        self.assertTrue(line.endswith(b"\n"))

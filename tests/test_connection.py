@@ -1,0 +1,166 @@
+"""NeaConnection without sockets: StringTransport for bytes, iosim for a client pair."""
+
+import random
+
+from hypothesis import given, settings, strategies as st
+from twisted.internet.testing import StringTransport
+from twisted.internet.task import Clock
+from twisted.protocols.basic import LineReceiver
+from twisted.test import iosim
+from twisted.trial import unittest
+
+from nea.core.bus import LocalBus
+from nea.core.hub import Hub, HubConfig
+from nea.server.connection import NeaConnection
+from nea.wire import codec, frames, profiles
+
+
+def make_hub(**config):
+    return Hub(Clock(), LocalBus("unit"), HubConfig(**config), random.Random(0))
+
+
+def connected(hub, profile=profiles.NEA, max_line=1000, max_outbound=10_000):
+    connection = NeaConnection(hub, profile, max_line, max_outbound)
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    return connection, transport
+
+
+def replies(transport, skip_dates=True):
+    lines = transport.value().splitlines()
+    transport.clear()
+    pushes = [codec.decode_push(line) for line in lines]
+    return [p for p in pushes if not (skip_dates and isinstance(p, frames.DatePush))]
+
+
+class ConnectionTests(unittest.TestCase):
+    def setUp(self):
+        self.hub = make_hub()
+
+    def test_lf_and_crlf_lines(self):
+        _, transport = connected(self.hub)
+        _.dataReceived(b"abc\ndef\r\n")
+        self.assertEqual(replies(transport), [frames.ReverseReply("cba"), frames.ReverseReply("fed")])
+
+    @given(st.lists(st.integers(1, 40), max_size=10))
+    @settings(max_examples=50)
+    def test_a_line_split_across_reads(self, cuts):
+        connection, transport = connected(make_hub())
+        data = b"message hello there\nwhat\n"
+        start = 0
+        for cut in sorted(set(cuts)) + [len(data)]:
+            connection.dataReceived(data[start:cut])
+            start = max(start, cut)
+        got = replies(transport)
+        self.assertEqual(got, [frames.RelayPush("hello there"), frames.ReverseReply("tahw")])
+
+    def test_a_json_frame_switches_the_connection_to_json(self):
+        connection, transport = connected(self.hub)
+        connection.dataReceived(b"ab\n")
+        self.assertEqual(replies(transport), [frames.ReverseReply("ba")])
+        connection.dataReceived(b'{"type":"reverse","payload":"xy"}\nab\n')
+        self.assertEqual(
+            transport.value(),
+            b'{"type":"reverse","payload":"yx"}\n{"type":"reverse","payload":"ba"}\n',
+        )
+
+    def test_malformed_json_does_not_switch(self):
+        connection, transport = connected(self.hub, profiles.CHAT)
+        connection.dataReceived(b"{oops\n")
+        self.assertTrue(transport.value().startswith(b"error bad_json "))
+        self.assertFalse(transport.disconnecting)
+
+    def test_bad_utf8_keeps_the_connection(self):
+        connection, transport = connected(self.hub)
+        connection.dataReceived(b"\xff\xfe\nok\xc3\n")
+        codes = [p.code for p in replies(transport)]
+        self.assertEqual(codes, ["bad_utf8", "bad_utf8"])
+        self.assertFalse(transport.disconnecting)
+        connection.dataReceived(b"still here\n")
+        self.assertEqual(replies(transport), [frames.ReverseReply("ereh llits")])
+
+    def test_over_long_line_is_an_error_and_ends_the_connection(self):
+        connection, transport = connected(self.hub, max_line=10)
+        connection.dataReceived(b"short\n" + b"x" * 11 + b"\nnever\n")
+        got = replies(transport)
+        self.assertEqual(got[0], frames.ReverseReply("trohs"))
+        self.assertEqual([p.code for p in got[1:]], ["line_too_long"])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.hub.errors["line_too_long"], 1)
+
+    def test_nothing_is_handled_after_exit(self):
+        connection, transport = connected(self.hub)
+        connection.dataReceived(b"exit\nmessage late\n")
+        self.assertEqual(replies(transport), [frames.Bye()])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.hub.relays.pending, 0)
+
+    def test_leaving_releases_everything(self):
+        connection, transport = connected(self.hub)
+        connection.dataReceived(b"message x\n")
+        self.assertEqual(self.hub.relays.pending, 1)
+        connection.connectionLost(None)
+        self.assertTrue(self.hub.zero_state())
+
+    def test_server_full(self):
+        hub = make_hub(max_clients=1)
+        connected(hub)
+        _, transport = connected(hub)
+        self.assertEqual([p.code for p in replies(transport)], ["server_full"])
+        self.assertTrue(transport.disconnecting)
+
+
+class SlowConsumerTests(unittest.TestCase):
+    def test_a_client_that_stops_reading_is_dropped_past_the_limit(self):
+        hub = make_hub()
+        connection, transport = connected(hub, profiles.CHAT, max_outbound=1000)
+        other, other_transport = connected(hub, profiles.CHAT)
+        connection.pauseProducing()  # what the transport says when its buffer is full
+        for i in range(50):
+            hub.broadcast(f"news {i:02d}" + "." * 20)
+        self.assertTrue(transport.disconnected)  # aborted, not politely closed
+        self.assertEqual(hub.errors["slow_consumer"], 1)
+        self.assertEqual(len(replies(other_transport)), 50)  # the others are unaffected
+
+    def test_resume_resets_the_count(self):
+        hub = make_hub()
+        connection, transport = connected(hub, profiles.CHAT, max_outbound=1000)
+        for _ in range(5):
+            connection.pauseProducing()
+            for i in range(10):
+                hub.broadcast("x" * 50)
+            connection.resumeProducing()
+        self.assertFalse(transport.disconnected)
+
+
+class Client(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self):
+        self.lines = []
+
+    def lineReceived(self, line):
+        self.lines.append(line)
+
+
+class PairTests(unittest.TestCase):
+    def test_two_clients_relay_through_iosim(self):
+        hub = make_hub()
+        pairs = [
+            iosim.connectedServerAndClient(
+                lambda: NeaConnection(hub, profiles.RELAY, 1000, 10_000), Client
+            )
+            for _ in range(2)
+        ]
+        (a, _, pump_a), (b, _, pump_b) = pairs
+        a.sendLine(b"message ping")
+        for _ in range(3):
+            pump_a.flush()
+            pump_b.flush()
+        holder = a if a.lines == [b"message ping"] else b
+        self.assertEqual((a.lines + b.lines).count(b"message ping"), 1)
+        holder.sendLine(b"ok ping")
+        for _ in range(3):
+            pump_a.flush()
+            pump_b.flush()
+        self.assertEqual(a.lines[-1], b"ok ping")

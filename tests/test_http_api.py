@@ -1,0 +1,416 @@
+"""The HTTP API of a real in-process nea-server, spoken to over HTTP on loopback."""
+
+import json
+from io import BytesIO
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from twisted.python.usage import UsageError
+from twisted.web.client import Agent, FileBodyProducer, ResponseNeverReceived, readBody
+from twisted.web.http_headers import Headers
+
+from nea.http.metrics import RelayTimer
+from nea.server.options import Options
+from nea.wire import codec, frames
+from tests.support import WAIT, connect, settle, start_server, tcp_listen
+
+TOKEN = "test-admin-token"
+
+
+@defer.inlineCallbacks
+def fetch(port: int, path: str, method: bytes = b"GET", body: bytes | None = None,
+          token: str | None = None, headers: dict[bytes, bytes] | None = None):
+    """One HTTP request to the API on ``port``: (status code, headers, body bytes)."""
+    sent = Headers({name: [value] for name, value in (headers or {}).items()})
+    if token is not None:
+        sent.setRawHeaders(b"Authorization", [f"Bearer {token}".encode()])
+    producer = None if body is None else FileBodyProducer(BytesIO(body))
+    response = yield Agent(reactor).request(
+        method, f"http://127.0.0.1:{port}{path}".encode(), sent, producer
+    ).addTimeout(WAIT, reactor)
+    data = yield readBody(response).addTimeout(WAIT, reactor)
+    return response.code, response.headers, data
+
+
+@defer.inlineCallbacks
+def fetch_json(port: int, path: str, **kwargs):
+    """(status code, decoded JSON body) of one request; the body must be JSON."""
+    code, headers, data = yield fetch(port, path, **kwargs)
+    assert headers.getRawHeaders(b"Content-Type") == [b"application/json"], (path, headers)
+    return code, json.loads(data)
+
+
+def post_text(port: int, path: str, text: str, token: str | None = TOKEN):
+    return fetch_json(port, path, method=b"POST", body=json.dumps({"text": text}).encode(),
+                      token=token)
+
+
+@defer.inlineCallbacks
+def metrics(port: int) -> dict[str, float]:
+    """Every sample of ``/metrics`` as 'name{label="v",...}' -> value, via the official parser."""
+    code, headers, data = yield fetch(port, "/metrics")
+    assert code == 200 and headers.getRawHeaders(b"Content-Type")[0].startswith(b"text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(data.decode("utf-8")):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def auto_ack(client) -> None:
+    """Make ``client`` answer every forwarded ``message X`` with ``ok X``, as relay clients do."""
+
+    def on_line(line: bytes) -> None:
+        push = codec.decode_push(line)
+        if isinstance(push, frames.RelayPush):
+            client.send(f"ok {push.text}")
+        client.lines.get().addCallback(on_line)
+
+    client.lines.get().addCallback(on_line)
+
+
+class ServerCase(unittest.TestCase):
+    """A server with one plain-TCP nea listener, its HTTP API and an admin token."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_server(
+            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--relay-timeout", "0.5"
+        )
+        self.hub = self.service.hub
+        self.http = self.service.http_port
+
+    def client(self):
+        return connect(self, self.service.ports[0], tls=False)
+
+
+class ReadEndpoints(ServerCase):
+    @defer.inlineCallbacks
+    def test_status_is_the_hubs_status(self):
+        yield self.client()
+        yield settle(lambda: len(self.hub.registry) == 1)
+        code, body = yield fetch_json(self.http, "/status")
+        self.assertEqual(code, 200)
+        expected = self.hub.status()
+        for volatile in ("uptime",):
+            body.pop(volatile), expected.pop(volatile)
+        for member in body["cluster"]["members"] + expected["cluster"]["members"]:
+            member.pop("uptime")
+        self.assertEqual(body, expected)
+        self.assertEqual((body["instance"], body["connections"]), ("test", 1))
+
+    @defer.inlineCallbacks
+    def test_status_matches_what_a_client_is_told(self):
+        client = yield self.client()
+        client.send('{"cmd":"status"}')
+        reply = yield client.next_push()
+        code, body = yield fetch_json(self.http, "/status")
+        self.assertIsInstance(reply, frames.StatusReply)
+        self.assertEqual(set(body), set(reply.status))
+        self.assertEqual(body["profiles"], reply.status["profiles"])
+
+    @defer.inlineCallbacks
+    def test_healthz_serving_then_draining(self):
+        code, body = yield fetch_json(self.http, "/healthz")
+        self.assertEqual((code, body["status"], body["cluster"]), (200, "serving", "standalone"))
+        self.hub.drain()
+        code, body = yield fetch_json(self.http, "/healthz")
+        self.assertEqual((code, body["status"]), (503, "draining"))
+
+    @defer.inlineCallbacks
+    def test_healthz_503_when_a_client_listener_is_down(self):
+        yield self.service.listeners[0].stopService()
+        code, body = yield fetch_json(self.http, "/healthz")
+        self.assertEqual((code, body["status"]), (503, "not_listening"))
+
+    @defer.inlineCallbacks
+    def test_connections_lists_peer_profile_since_encoding_bytes(self):
+        client = yield self.client()
+        client.send('{"type":"hello"}')
+        welcome = yield client.next_push()
+        code, body = yield fetch_json(self.http, "/connections")
+        self.assertEqual((code, body["count"]), (200, 1))
+        [listed] = body["connections"]
+        self.assertEqual(listed["name"], welcome.name)
+        self.assertEqual(listed["profile"], "nea")
+        self.assertEqual(listed["encoding"], "json")
+        local = client.transport.getHost()
+        self.assertEqual(listed["peer"], f"{local.host}:{local.port}")
+        self.assertEqual(listed["bytes_in"], len(b'{"type":"hello"}\n'))
+        self.assertGreater(listed["bytes_out"], 0)
+        self.assertRegex(listed["since"], r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+    @defer.inlineCallbacks
+    def test_connections_limit(self):
+        for _ in range(3):
+            yield self.client()
+        yield settle(lambda: len(self.hub.registry) == 3)
+        code, body = yield fetch_json(self.http, "/connections?limit=2")
+        self.assertEqual((code, body["count"], len(body["connections"])), (200, 3, 2))
+        for bad in ("0", "x", "100001", "-1"):
+            code, body = yield fetch_json(self.http, f"/connections?limit={bad}")
+            self.assertEqual((code, body["error"]), (400, "bad_limit"), bad)
+
+    @defer.inlineCallbacks
+    def test_unknown_path_and_wrong_method_are_json_errors(self):
+        code, body = yield fetch_json(self.http, "/nope")
+        self.assertEqual((code, body["error"]), (404, "not_found"))
+        code, body = yield fetch_json(self.http, "/status/extra")
+        self.assertEqual(code, 404)
+        code, headers, data = yield fetch(self.http, "/status", method=b"DELETE")
+        self.assertEqual((code, headers.getRawHeaders(b"Allow")), (405, [b"GET"]))
+        self.assertEqual(json.loads(data)["error"], "method_not_allowed")
+        code, body = yield fetch_json(self.http, "/broadcast")
+        self.assertEqual(code, 405)
+
+    @defer.inlineCallbacks
+    def test_openapi_describes_every_endpoint(self):
+        code, spec = yield fetch_json(self.http, "/openapi.json")
+        self.assertEqual(code, 200)
+        self.assertTrue(spec["openapi"].startswith("3."))
+        self.assertEqual(
+            set(spec["paths"]),
+            {"/", "/status", "/healthz", "/metrics", "/connections", "/broadcast", "/relay",
+             "/openapi.json", "/docs"},
+        )
+        for path in ("/broadcast", "/relay"):
+            operation = spec["paths"][path]["post"]
+            self.assertEqual(operation["security"], [{"adminToken": []}])
+            self.assertIn("401", operation["responses"])
+            self.assertIn("400", operation["responses"])
+
+    @defer.inlineCallbacks
+    def test_docs_is_swagger_ui_from_this_server_only(self):
+        code, headers, page = yield fetch(self.http, "/docs")
+        self.assertEqual(code, 200)
+        self.assertNotIn(b"http://", page)
+        self.assertNotIn(b"https://", page)
+        code, _, initializer = yield fetch(self.http, "/docs/nea-initializer.js")
+        self.assertEqual(code, 200)
+        self.assertIn(b'url: "/openapi.json"', initializer)
+        for asset in (b"/docs/swagger-ui.css", b"/docs/swagger-ui-bundle.js",
+                      b"/docs/swagger-ui-standalone-preset.js"):
+            self.assertIn(asset, page)
+            code, _, data = yield fetch(self.http, asset.decode())
+            self.assertEqual(code, 200, asset)
+            self.assertGreater(len(data), 10000, asset)
+
+    @defer.inlineCallbacks
+    def test_status_page_and_its_script(self):
+        code, headers, page = yield fetch(self.http, "/")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers.getRawHeaders(b"Content-Type"), [b"text/html; charset=utf-8"])
+        self.assertIn(b'data-field="connections"', page)
+        code, _, script = yield fetch(self.http, "/static/status.js")
+        self.assertEqual(code, 200)
+        self.assertIn(b'fetch("/status"', script)
+
+
+class MetricsEndpoint(ServerCase):
+    @defer.inlineCallbacks
+    def test_parses_and_counters_move_with_traffic(self):
+        before = yield metrics(self.http)
+        self.assertEqual(before['nea_info{instance="test",version="0.1.0"}'], 1)
+        self.assertEqual(before['nea_cluster_state{state="standalone"}'], 1)
+        self.assertEqual(before['nea_cluster_state{state="degraded"}'], 0)
+        self.assertEqual(before['nea_errors_total{code="bad_json"}'], 0)
+        client = yield self.client()
+        auto_ack(client)
+        client.send("{broken")
+        client.send("reverse me")
+        client.send("message round trip")
+        yield settle(lambda: self.hub.relays.stats.acked == 1 and self.hub.requests["Reverse"] == 1)
+        after = yield metrics(self.http)
+        self.assertEqual(after['nea_connections{profile="nea"}'], 1)
+        self.assertEqual(after['nea_requests_total{kind="Reverse"}'], 1)
+        self.assertEqual(after['nea_requests_total{kind="Relay"}'], 1)
+        self.assertEqual(after['nea_errors_total{code="bad_json"}'], 1)
+        self.assertEqual(after['nea_relay_events_total{event="acked"}'], 1)
+        self.assertEqual(after['nea_relay_roundtrip_seconds_count{}'], 1)
+        self.assertGreaterEqual(after["nea_date_ticks_total{}"], 1)
+        self.assertGreater(after["nea_received_bytes_total{}"], before["nea_received_bytes_total{}"])
+        self.assertGreater(after["nea_sent_bytes_total{}"], before["nea_sent_bytes_total{}"])
+        self.assertEqual(
+            after['nea_http_request_duration_seconds_count{endpoint="metrics",status="200"}'], 1
+        )
+
+    @defer.inlineCallbacks
+    def test_refused_clients_are_counted(self):
+        self.hub.registry.max_clients = 1
+        yield self.client()
+        refused = yield self.client()
+        yield refused.closed
+        samples = yield metrics(self.http)
+        self.assertEqual(samples["nea_connections_refused_full_total{}"], 1)
+        self.assertEqual(samples['nea_errors_total{code="server_full"}'], 1)
+
+
+class RelayTimerUnit(unittest.TestCase):
+    def test_observes_round_trip_and_forgets_abandoned_relays(self):
+        clock, waiting = Clock(), {}
+        histogram = Histogram("t_seconds", "t", registry=CollectorRegistry(), buckets=(1, 10))
+        timer = RelayTimer(clock, waiting, histogram)
+        waiting["a"] = ["someone"]
+        timer.relay_started("a")
+        clock.advance(2)
+        timer.relay_acked("a")
+        self.assertEqual(histogram._sum.get(), 2)
+        for i in range(1000):  # abandoned: nobody waits for them any more
+            timer.relay_started(f"gone {i}")
+        self.assertLessEqual(len(timer._started), 2 * len(waiting) + 65)
+
+
+class Auth(ServerCase):
+    @defer.inlineCallbacks
+    def test_mutating_endpoints_need_the_token(self):
+        for path in ("/broadcast", "/relay"):
+            for token in (None, "wrong", TOKEN + "x", ""):
+                code, body = yield post_text(self.http, path, "hi", token=token)
+                self.assertEqual((code, body["error"]), (401, "unauthorized"), (path, token))
+            code, headers, _ = yield fetch(self.http, path, method=b"POST", body=b"{}",
+                                           headers={b"Authorization": b"Basic eDp5"})
+            self.assertEqual(code, 401)
+            self.assertEqual(headers.getRawHeaders(b"WWW-Authenticate"), [b'Bearer realm="nea"'])
+        self.assertEqual(self.hub.chat.broadcasts, 0)
+        self.assertEqual(self.hub.relays.stats.requested, 0)
+
+    @defer.inlineCallbacks
+    def test_unauthorized_is_checked_before_the_body(self):
+        code, body = yield fetch_json(self.http, "/broadcast", method=b"POST", body=b"{nope")
+        self.assertEqual(code, 401)
+
+
+class NoToken(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_without_a_configured_token_nobody_may_mutate(self):
+        service = yield start_server(self, "--listen", tcp_listen())
+        code, body = yield post_text(service.http_port, "/broadcast", "hi", token="anything")
+        self.assertEqual(code, 401)
+        self.assertIn("--admin-token", body["message"])
+
+
+class BadBodies(ServerCase):
+    @defer.inlineCallbacks
+    def test_bad_bodies_get_400_with_a_clear_message(self):
+        cases = {
+            b"{nope": "bad_json",
+            b"\xff\xfe": "bad_json",
+            b"": "bad_json",
+            b"[1, 2]": "bad_json",
+            b'"text"': "bad_json",
+            b"{}": "bad_text",
+            b'{"text": ""}': "bad_text",
+            b'{"text": 5}': "bad_text",
+            b'{"text": null}': "bad_text",
+            b'{"text": "two\\nlines"}': "bad_text",
+            b'{"text": "cr\\r"}': "bad_text",
+            b'{"text": "\\ud800"}': "bad_text",
+            b'{"text": "x", "extra": 1}': "bad_body",
+            json.dumps({"text": "x" * 4097}).encode(): "bad_text",
+        }
+        for path in ("/broadcast", "/relay"):
+            for body, error in cases.items():
+                code, answer = yield fetch_json(self.http, path, method=b"POST", body=body,
+                                                token=TOKEN)
+                self.assertEqual((code, answer["error"]), (400, error), (path, body))
+                self.assertTrue(answer["message"])
+        self.assertEqual((self.hub.chat.broadcasts, self.hub.relays.stats.requested), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_huge_body_is_413(self):
+        code, answer = yield fetch_json(self.http, "/broadcast", method=b"POST",
+                                        body=b" " * 200_000, token=TOKEN)
+        self.assertEqual((code, answer["error"]), (413, "body_too_large"))
+
+
+class Broadcast(ServerCase):
+    @defer.inlineCallbacks
+    def test_reaches_every_chat_capable_client(self):
+        clients = yield defer.gatherResults([self.client() for _ in range(2)])
+        yield settle(lambda: len(self.hub.registry) == 2)
+        code, body = yield post_text(self.http, "/broadcast", "maintenance at noon ✓")
+        self.assertEqual((code, body), (200, {"instance": "test", "reached": 2}))
+        for client in clients:
+            push = yield client.next_push()
+            self.assertEqual(push, frames.BroadcastPush("maintenance at noon ✓"))
+
+
+class Relay(ServerCase):
+    @defer.inlineCallbacks
+    def test_acked_relay_answers_200(self):
+        client = yield self.client()
+        auto_ack(client)
+        code, body = yield post_text(self.http, "/relay", "ping over http")
+        self.assertEqual(code, 200)
+        self.assertEqual((body["text"], body["acked"]), ("ping over http", True))
+        self.assertGreaterEqual(body["seconds"], 0)
+        self.assertEqual(self.hub.relays.pending, 0)
+
+    @defer.inlineCallbacks
+    def test_nobody_to_relay_to_is_503(self):
+        code, body = yield post_text(self.http, "/relay", "into the void")
+        self.assertEqual((code, body["error"]), (503, "no_recipient"))
+        self.assertTrue(self.hub.zero_state())
+
+    @defer.inlineCallbacks
+    def test_no_ok_in_time_is_504_and_leaves_no_waiter(self):
+        client = yield self.client()
+        code, body = yield post_text(self.http, "/relay", "never acked")
+        self.assertEqual((code, body["error"]), (504, "relay_timeout"))
+        forwarded = yield client.next_push()
+        self.assertEqual(forwarded, frames.RelayPush("never acked"))
+        self.assertEqual(self.hub.relays.pending, 0)
+        # The late ok finds nobody waiting, and the server ends in zero state.
+        client.send("ok never acked")
+        client.transport.loseConnection()
+        yield client.closed
+        yield settle(self.hub.zero_state)
+
+    @defer.inlineCallbacks
+    def test_http_client_leaving_withdraws_its_waiter(self):
+        yield self.client()
+        pending = post_text(self.http, "/relay", "caller hangs up")
+        yield settle(lambda: self.hub.relays.pending == 1)
+        pending.cancel()
+        yield self.assertFailure(pending, defer.CancelledError, ResponseNeverReceived)
+        yield settle(lambda: self.hub.relays.pending == 0)
+
+
+class OptionsParsing(unittest.TestCase):
+    def parse(self, *args):
+        config = Options()
+        config.parseOptions(list(args))
+        return config
+
+    def test_defaults(self):
+        config = self.parse()
+        self.assertEqual(config["http"], "tcp:3000:interface=127.0.0.1")
+        self.assertIsNone(config["admin-token"])
+        self.assertEqual(config["relay-timeout"], 10.0)
+
+    def test_http_none_disables_it(self):
+        self.assertIsNone(self.parse("--http", "none")["http"])
+
+    def test_token_file(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("  s3cret\n")
+        self.assertEqual(self.parse("--admin-token-file", path)["admin-token"], "s3cret")
+
+    def test_token_file_errors(self):
+        empty = self.mktemp()
+        open(empty, "w").close()
+        for args in (["--admin-token-file", empty], ["--admin-token-file", empty + "-missing"],
+                     ["--admin-token", "a", "--admin-token-file", empty],
+                     ["--relay-timeout", "0"]):
+            self.assertRaises(UsageError, self.parse, *args)
+
+    @defer.inlineCallbacks
+    def test_no_http_listener_with_none(self):
+        service = yield start_server(self, "--listen", tcp_listen(), "--http", "none")
+        self.assertIsNone(service.http)
+        self.assertIsNone(service.http_port)

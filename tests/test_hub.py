@@ -1,0 +1,163 @@
+"""The hub's decisions: admission, dates, chat, reverse, errors, exit, status."""
+
+import random
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from nea.core.bus import LocalBus
+from nea.core.hub import Hub, HubConfig
+from nea.core.reverse import reverse_text
+from nea.core.testing import FakePeer
+from nea.wire import codec, errors, frames, profiles
+from nea.wire.frames import Encoding
+
+
+def make_hub(clock=None, **config):
+    return Hub(clock or Clock(), LocalBus("unit"), HubConfig(**config), random.Random(0))
+
+
+class AdmissionTests(unittest.TestCase):
+    def test_the_client_past_the_limit_is_told_and_closed(self):
+        hub = make_hub(max_clients=2)
+        peers = [FakePeer(profiles.RELAY) for _ in range(3)]
+        results = [hub.join(p) for p in peers]
+        self.assertEqual(results, [True, True, False])
+        [reply] = peers[2].take()
+        self.assertEqual(reply.code, "server_full")
+        self.assertTrue(peers[2].closed)
+        self.assertEqual(hub.status()["refused_full"], 1)
+        self.assertEqual(hub.status()["connections"], 2)
+
+    def test_draining_refuses_and_closes_everyone(self):
+        hub = make_hub()
+        peer = FakePeer(profiles.RELAY)
+        hub.join(peer)
+        hub.drain()
+        self.assertEqual([p.code for p in peer.take()], ["shutting_down"])
+        self.assertTrue(peer.closed)
+        late = FakePeer(profiles.RELAY)
+        self.assertFalse(hub.join(late))
+        self.assertEqual(hub.status()["state"], "draining")
+
+
+class DateTests(unittest.TestCase):
+    def test_dates_run_only_while_subscribers_are_connected(self):
+        clock = Clock()
+        clock.advance(86400 * 365 * 56 + 86400 * 14)  # some day in 2026
+        hub = make_hub(clock, date_interval=10)
+        self.assertFalse(hub.dates.running)
+        relay_only = FakePeer(profiles.RELAY)
+        hub.join(relay_only)
+        self.assertFalse(hub.dates.running)  # relay profile gets no dates
+        first = FakePeer()
+        hub.join(first)
+        self.assertTrue(hub.dates.running)
+        [date] = first.take()
+        self.assertEqual(date, frames.DatePush(hub.dates.today()))
+        self.assertRegex(date.date, r"^\d{4}-\d{2}-\d{2}$")
+        second = FakePeer()
+        hub.join(second)
+        self.assertEqual(second.take(), [])
+        clock.advance(10)  # every client has its first date within one interval
+        self.assertEqual(len(first.take()), 1)
+        self.assertEqual(len(second.take()), 1)
+        self.assertEqual(relay_only.take(), [])
+        hub.leave(first)
+        hub.leave(second)
+        self.assertFalse(hub.dates.running)
+        clock.advance(100)
+        self.assertEqual(first.take() + second.take(), [])
+
+    def test_the_date_is_utc_of_the_clock(self):
+        clock = Clock()
+        clock.advance(1_795_219_200)  # 2026-11-21T00:00:00Z
+        self.assertEqual(make_hub(clock).dates.today(), "2026-11-21")
+
+    def test_a_failing_peer_does_not_stop_the_loop(self):
+        clock = Clock()
+        hub = make_hub(clock, date_interval=1)
+
+        class Broken(FakePeer):
+            def send(self, line):
+                raise RuntimeError("boom")
+
+        good, broken = FakePeer(), Broken()
+        hub.join(broken)
+        hub.join(good)
+        self.flushLoggedErrors(RuntimeError)
+        good.take()
+        clock.advance(1)
+        clock.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertTrue(hub.dates.running)
+        self.assertEqual(hub.dates.ticks, 3)
+
+
+class RequestTests(unittest.TestCase):
+    def setUp(self):
+        self.hub = make_hub()
+        self.peer = FakePeer(profiles.RELAY)  # no date noise
+        self.hub.join(self.peer)
+
+    def test_reverse(self):
+        self.hub.handle(self.peer, frames.Reverse("abc"))
+        self.assertEqual(self.peer.take(), [frames.ReverseReply("cba")])
+
+    def test_nick_and_chat(self):
+        listener = FakePeer(profiles.CHAT)
+        self.hub.join(listener)
+        speaker = FakePeer(profiles.CHAT)
+        self.hub.join(speaker)
+        self.hub.handle(speaker, frames.Nick("ann"))
+        self.assertEqual(speaker.take(), [frames.NickReply("ann")])
+        self.hub.handle(speaker, frames.Chat("hi all"))
+        self.assertEqual(listener.take(), [frames.ChatPush("ann", "hi all")])
+        self.assertEqual(speaker.take(), [frames.ChatPush("ann", "hi all")])
+        self.assertEqual(self.peer.take(), [])  # the relay profile is not in the chat
+
+    def test_exit_says_bye_and_closes(self):
+        self.hub.handle(self.peer, frames.Exit())
+        self.assertEqual(self.peer.take(), [frames.Bye()])
+        self.assertTrue(self.peer.closed)
+
+    def test_hello_and_status(self):
+        self.hub.handle(self.peer, frames.Hello())
+        self.assertEqual(
+            self.peer.take(), [frames.Welcome(self.peer.name, "unit", "relay")]
+        )
+        self.peer.encoding = Encoding.JSON  # status has no text form a client can parse
+        self.hub.handle(self.peer, frames.Status())
+        [status] = self.peer.take()
+        self.assertEqual(status.status["instance"], "unit")
+        self.assertEqual(status.status["connections"], 1)
+        self.assertEqual(status.status["cluster"]["state"], "standalone")
+
+    def test_every_error_code_is_answered_and_counted(self):
+        for error in errors.ALL:
+            peer = FakePeer(profiles.RELAY)
+            self.hub.join(peer)
+            self.hub.handle(peer, frames.Invalid(error, "detail"))
+            [reply] = peer.take()
+            self.assertEqual(reply.code, error.code)
+            self.assertIn("detail", reply.message)
+            self.assertEqual(peer.closed, error.fatal, error.code)
+            self.assertEqual(self.hub.errors[error.code], 1)
+
+
+class ReverseTests(unittest.TestCase):
+    def test_graphemes_stay_whole(self):
+        self.assertEqual(reverse_text("abc"), "cba")
+        self.assertEqual(reverse_text("e\u0301x"), "xe\u0301")  # combining accent stays on e
+        self.assertEqual(reverse_text("🇫🇷🇩🇪"), "🇩🇪🇫🇷")  # flags are not split
+        self.assertEqual(reverse_text("👍🏽!"), "!👍🏽")
+        self.assertEqual(reverse_text(""), "")
+
+
+class JsonPeerTests(unittest.TestCase):
+    def test_json_peers_get_json_pushes(self):
+        hub = make_hub()
+        peer = FakePeer(profiles.RELAY, Encoding.JSON)
+        hub.join(peer)
+        hub.handle(peer, frames.Reverse("ab"))
+        self.assertEqual(peer.lines, [codec.encode_push(frames.ReverseReply("ba"), Encoding.JSON)])

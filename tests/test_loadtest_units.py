@@ -1,0 +1,212 @@
+"""nea-loadtest's parts without sockets: delays, the client state machine, the
+schedule, the zero-state verdict and the report."""
+
+import random
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from nea.loadtest import delays, report, status
+from nea.loadtest.client import Behaviour, ClientSet, RelayClient, Target
+from nea.loadtest.tally import Tally, percentiles
+from nea.loadtest.worker import Schedule
+
+
+class DelayTests(unittest.TestCase):
+    def test_forms(self):
+        rng = random.Random(1)
+        self.assertEqual(delays.parse("0").draw(rng), 0.0)
+        self.assertEqual(delays.parse("0.25").draw(rng), 0.25)
+        draws = [delays.parse("uniform:1,2").draw(rng) for _ in range(200)]
+        self.assertTrue(all(1 <= d <= 2 for d in draws))
+        self.assertGreater(max(draws) - min(draws), 0.5)
+        mean = sum(delays.parse("exp:0.5").draw(rng) for _ in range(4000)) / 4000
+        self.assertTrue(0.45 < mean < 0.55, mean)
+
+    def test_malformed_is_refused(self):
+        for text in ("", "x", "uniform:2,1", "uniform:1", "exp:-1", "-1", "nan", "inf", "gauss:1"):
+            with self.assertRaises(ValueError, msg=text):
+                delays.parse(text)
+
+
+def client_set(ok_delay="0", timeout=5.0, retries=2, sources=("127.0.10.1", "127.0.10.2")):
+    reactor = MemoryReactorClock()
+    clients = ClientSet(
+        reactor,
+        reactor,
+        Target("127.0.0.1", 4000, None, sources),
+        Behaviour(delays.parse(ok_delay), timeout, retries),
+        random.Random(0),
+        Tally(),
+        reactor.seconds,
+    )
+    return reactor, clients
+
+
+def connect(reactor, index=-1):
+    """Complete the most recent (or ``index``-th) dial; the protocol and its transport."""
+    factory = reactor.tcpClients[index][2]
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class ClientTests(unittest.TestCase):
+    def test_exchange_closed_by_the_protocol(self):
+        reactor, clients = client_set(ok_delay="0.5")
+        RelayClient(clients, 0, "X").start()
+        host, port, _, timeout, bind = reactor.tcpClients[0]
+        self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 4000, 5.0, ("127.0.10.2", 0)))
+        protocol, transport = connect(reactor)
+        self.assertEqual(transport.value(), b"message X\n")
+        transport.clear()
+        protocol.dataReceived(b"2026-01-01\nmessage Y\nmess")
+        self.assertEqual(transport.value(), b"")  # the ok waits for its delay
+        reactor.advance(0.5)
+        self.assertEqual(transport.value(), b"ok Y\n")
+        protocol.dataReceived(b"age Z\r\nok X\n")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(reactor.getDelayedCalls()), 0)  # ok Z and the timeout are cancelled
+        tally = clients.tally
+        self.assertEqual(
+            (tally.counts["acked"], tally.counts["acked_first_try"], tally.counts["forwarded"]),
+            (1, 1, 2),
+        )
+        self.assertEqual((tally.counts["oks_sent"], tally.counts["unexpected"]), (1, 0))
+        self.assertEqual(dict(tally.closes), {"protocol": 1})
+        self.assertEqual(len(tally.samples["exchange_ms"]), 1)
+        self.assertEqual(clients.active, 0)
+
+    def test_timeout_then_retry_resends(self):
+        reactor, clients = client_set(timeout=5.0)
+        RelayClient(clients, 0, "X").start()
+        protocol, transport = connect(reactor)
+        reactor.advance(5.0)
+        self.assertTrue(transport.disconnected)  # aborted
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(dict(clients.tally.closes), {"timeout": 1})
+        self.assertEqual(clients.retrying, 1)
+        reactor.advance(1.0)  # past the first backoff
+        self.assertEqual(len(reactor.tcpClients), 2)
+        protocol, transport = connect(reactor)
+        self.assertEqual(transport.value(), b"message X\n")
+        protocol.dataReceived(b"ok X\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        counts = clients.tally.counts
+        self.assertEqual((counts["acked"], counts["acked_first_try"], counts["retries"]), (1, 0, 1))
+        self.assertEqual(clients.retrying, 0)
+
+    def test_error_reply_and_lost_connections_until_it_gives_up(self):
+        reactor, clients = client_set(retries=1)
+        RelayClient(clients, 0, "X").start()
+        protocol, transport = connect(reactor)
+        protocol.dataReceived(b"error server_full the server has reached its maximum\n")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        reactor.advance(1.0)
+        protocol, _ = connect(reactor)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        tally = clients.tally
+        self.assertEqual(dict(tally.closes), {"error": 1, "lost": 1})
+        self.assertEqual(dict(tally.errors), {"server_full": 1})
+        self.assertEqual((tally.counts["failed"], tally.counts["acked"]), (1, 0))
+        reactor.advance(10.0)
+        self.assertEqual(len(reactor.tcpClients), 2)  # no third attempt
+        self.assertEqual(clients.active, 0)
+
+    def test_failed_connect_is_retried(self):
+        reactor, clients = client_set(retries=3)
+        RelayClient(clients, 0, "X").start()
+        factory = reactor.tcpClients[0][2]
+        factory.clientConnectionFailed(None, Failure(ConnectionLost()))
+        reactor.advance(1.0)
+        self.assertEqual(len(reactor.tcpClients), 2)
+        self.assertEqual(dict(clients.tally.closes), {"connect_failed": 1})
+
+
+class ScheduleTests(unittest.TestCase):
+    def test_starts_spread_over_the_window_then_fires(self):
+        reactor, clients = client_set()
+        reactor.advance(100.0)
+        schedule = Schedule(clients, 50, 10.0, texts=lambda i: f"t{i}")
+        done = schedule.run(reactor.seconds())
+        starts = []
+        for _ in range(20):
+            starts.append(len(reactor.tcpClients))
+            reactor.advance(0.5)
+        self.assertEqual(starts[0], 0)
+        self.assertEqual(len(reactor.tcpClients), 50)
+        self.assertTrue(0 < starts[10] < 50)  # some, not all, by the middle of the window
+        self.assertNoResult(done)
+        for index in range(50):
+            protocol, _ = connect(reactor, index)
+            protocol.dataReceived(f"ok t{index}\n".encode())
+            protocol.connectionLost(Failure(ConnectionDone()))
+        reactor.advance(0.1)
+        self.assertIs(self.successResultOf(done), clients.tally)
+        self.assertEqual(clients.tally.counts["acked"], 50)
+
+
+class VerdictTests(unittest.TestCase):
+    def instance(self, connections, pending=0, in_flight=0):
+        return {"connections": connections, "relays": {"pending": pending, "in_flight": in_flight}}
+
+    def test_only_the_asking_connection_is_zero_state(self):
+        self.assertTrue(status.judge(self.instance(1)).zero_state)
+        self.assertFalse(status.judge(self.instance(2)).zero_state)
+        self.assertFalse(status.judge(self.instance(1, pending=1)).zero_state)
+        self.assertFalse(status.judge(self.instance(1, in_flight=1)).zero_state)
+
+    def test_cluster_members_are_summed(self):
+        members = [self.instance(1), self.instance(0)]
+        self.assertTrue(status.judge({**members[0], "cluster": {"members": members}}).zero_state)
+        members[1] = self.instance(0, pending=3)
+        verdict = status.judge({**members[0], "cluster": {"members": members}})
+        self.assertEqual((verdict.zero_state, verdict.pending), (False, 3))
+
+
+class ReportTests(unittest.TestCase):
+    def tally(self, acked):
+        tally = Tally()
+        tally.count("clients", 10)
+        tally.count("acked", acked)
+        for ms in range(acked):
+            tally.sample("exchange_ms", ms / 1000)
+        tally.span(100.0, 102.0)
+        return tally
+
+    def verdict(self, zero):
+        return status.Verdict(zero, 1 if zero else 3, 0, 0, {})
+
+    def build(self, tally, verdict):
+        config = {"host": "h", "port": 1, "tls": False, "window": 1, "ok_delay": "0", "workers": 1}
+        return report.build(tally, config, 2.0, verdict, 1.0)
+
+    def test_verdicts(self):
+        good = self.build(self.tally(10), self.verdict(True))
+        self.assertTrue(good["ok"])
+        self.assertEqual(good["rates"]["exchanges_per_s"], 5.0)
+        self.assertEqual(good["latency_ms"]["exchange"]["max"], 9.0)
+        self.assertEqual(good["server"]["cpu_us_per_client"], 100000.0)
+        self.assertIn("OK: nothing lost", report.summary(good))
+        lossy = self.build(self.tally(9), self.verdict(True))
+        self.assertEqual((lossy["ok"], lossy["lost"]), (False, 1))
+        leaky = self.build(self.tally(10), self.verdict(False))
+        self.assertFalse(leaky["ok"])
+        self.assertIn("zero state NO", report.summary(leaky))
+
+    def test_percentiles(self):
+        self.assertEqual(percentiles(range(1, 101)), {"p50": 50, "p90": 90, "p99": 99, "max": 100})
+        self.assertEqual(percentiles([]), {"p50": None, "p90": None, "p99": None, "max": None})
+
+    def test_tally_round_trip(self):
+        one, two = self.tally(10), Tally()
+        two.merge_json(one.to_json())
+        two.merge_json(one.to_json())
+        self.assertEqual(two.counts["acked"], 20)
+        self.assertEqual(len(two.samples["exchange_ms"]), 20)
+        self.assertEqual((two.first_start, two.last_end), (100.0, 102.0))

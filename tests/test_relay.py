@@ -1,0 +1,214 @@
+"""Relay semantics of SPEC section 4, on one instance and across an in-memory cluster."""
+
+import random
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from nea.core.bus import LocalBus, MemoryCluster, weighted_pick
+from nea.core.hub import Hub
+from nea.core.testing import FakePeer
+from nea.wire import frames, profiles
+
+
+def hub_with(*peers, bus=None, seed=0):
+    hub = Hub(Clock(), bus or LocalBus("solo"), rng=random.Random(seed))
+    for peer in peers:
+        assert hub.join(peer)
+    return hub
+
+
+def relays_to(peer):
+    return [p.text for p in peer.take() if isinstance(p, frames.RelayPush)]
+
+
+def acks_to(peer):
+    return [p.text for p in peer.take() if isinstance(p, frames.AckPush)]
+
+
+class SingleInstanceRelayTests(unittest.TestCase):
+    def test_message_is_forwarded_and_ok_routed_back(self):
+        a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(a, b)
+        hub.handle(a, frames.Relay("x"))
+        got = {peer: relays_to(peer) for peer in (a, b)}
+        [target] = [peer for peer, texts in got.items() if texts == ["x"]]
+        self.assertEqual(sum(len(texts) for texts in got.values()), 1)
+        self.assertEqual((hub.relays.pending, hub.relays.in_flight), (1, 1))
+        hub.handle(target, frames.Ack("x"))
+        self.assertEqual(acks_to(a), ["x"])
+        self.assertEqual((hub.relays.pending, hub.relays.in_flight), (0, 0))
+
+    def test_the_sender_itself_may_be_the_target(self):
+        a = FakePeer(profiles.RELAY)
+        hub = hub_with(a)
+        hub.handle(a, frames.Relay("self"))
+        self.assertEqual(a.take(), [frames.RelayPush("self")])
+        hub.handle(a, frames.Ack("self"))
+        self.assertEqual(a.take(), [frames.AckPush("self")])
+
+    def test_targets_are_uniform_over_relay_capable_connections(self):
+        peers = [FakePeer(profiles.RELAY) for _ in range(4)] + [FakePeer(profiles.CHAT)]
+        hub = hub_with(*peers, seed=42)
+        for i in range(4000):
+            hub.handle(peers[0], frames.Relay(f"m{i}"))
+        counts = [len(relays_to(p)) for p in peers]
+        self.assertEqual(counts[4], 0)
+        self.assertEqual(sum(counts), 4000)
+        # chi-square with 3 degrees of freedom; 16.27 is the p=0.001 critical value
+        chi2 = sum((c - 1000) ** 2 / 1000 for c in counts[:4])
+        self.assertLess(chi2, 16.27, counts)
+
+    def test_ok_reaches_every_originator_of_the_text(self):
+        a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(a, b)
+        hub.handle(a, frames.Relay("same"))
+        hub.handle(b, frames.Relay("same"))
+        holder = next(p for p in (a, b) if hub.relays.held.get(p))
+        hub.handle(holder, frames.Ack("same"))
+        self.assertIn(frames.AckPush("same"), a.pushes)
+        self.assertIn(frames.AckPush("same"), b.pushes)
+        self.assertEqual(hub.relays.pending, 0)
+
+    def test_unexpected_ok_is_an_error_and_keeps_the_connection(self):
+        a = FakePeer(profiles.RELAY)
+        hub = hub_with(a)
+        hub.handle(a, frames.Ack("nobody"))
+        [reply] = a.take()
+        self.assertEqual(reply.code, "unexpected_ok")
+        self.assertFalse(a.closed)
+        self.assertEqual(hub.relays.stats.unexpected_ok, 1)
+
+    def test_only_the_holder_may_ack(self):
+        a, b, c = (FakePeer(profiles.RELAY) for _ in range(3))
+        hub = hub_with(a, b, c, seed=3)
+        hub.handle(a, frames.Relay("x"))
+        holder = next(p for p in (a, b, c) if hub.relays.held.get(p))
+        other = next(p for p in (a, b, c) if p is not holder)
+        other.take()
+        hub.handle(other, frames.Ack("x"))
+        self.assertEqual([p.code for p in other.take()], ["unexpected_ok"])
+        self.assertEqual(hub.relays.pending, 1)
+
+    def test_recipient_leaving_before_ack_gets_the_message_reforwarded(self):
+        a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(a, b, seed=1)
+        for i in range(20):  # enough that b surely holds some
+            hub.handle(a, frames.Relay(f"m{i}"))
+        held_by_b = sorted(hub.relays.held.get(b, {}))
+        self.assertTrue(held_by_b)
+        a.take()
+        hub.leave(b)
+        self.assertEqual(sorted(relays_to(a)), held_by_b)  # a is the only one left
+        self.assertEqual(hub.relays.stats.reforwarded, len(held_by_b))
+        for i in range(20):
+            hub.handle(a, frames.Ack(f"m{i}"))
+        self.assertEqual(sorted(acks_to(a)), sorted(f"m{i}" for i in range(20)))
+
+    def test_originator_leaving_drops_its_waiting_entries(self):
+        a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(a, b)
+        hub.handle(a, frames.Relay("x"))
+        hub.leave(a)
+        self.assertEqual(hub.relays.pending, 0)
+        if hub.relays.held.get(b):  # b holds it: its late ok is accepted and goes nowhere
+            hub.handle(b, frames.Ack("x"))
+            self.assertNotIn("unexpected_ok", [getattr(p, "code", None) for p in b.take()])
+        hub.leave(b)
+        self.assertTrue(hub.zero_state())
+
+    def test_zero_state_after_everyone_leaves_mid_relay(self):
+        peers = [FakePeer(profiles.RELAY) for _ in range(5)]
+        hub = hub_with(*peers, seed=9)
+        for i, peer in enumerate(peers * 4):
+            hub.handle(peer, frames.Relay(f"t{i}"))
+        for peer in peers:
+            hub.leave(peer)
+        self.assertTrue(hub.zero_state())
+        self.assertEqual(hub.status()["relays"]["pending"], 0)
+        self.assertTrue(hub.status()["zero_state"])
+
+    def test_http_waiter_with_nobody_to_relay_to_gets_no_recipient(self):
+        hub = hub_with(FakePeer(profiles.CHAT))
+        waiter = FakePeer()
+        hub.relay(waiter, "x")
+        self.assertEqual([p.code for p in waiter.take()], ["no_recipient"])
+        self.assertEqual(hub.relays.pending, 0)
+
+
+class ClusterRelayTests(unittest.TestCase):
+    def setUp(self):
+        self.cluster = MemoryCluster()
+        self.hubs = [
+            Hub(Clock(), self.cluster.bus(name), rng=random.Random(i))
+            for i, name in enumerate(["i1", "i2", "i3"])
+        ]
+
+    def test_relay_and_ack_across_instances(self):
+        a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        self.hubs[0].join(a)
+        self.hubs[1].join(b)
+        for i in range(30):
+            self.hubs[0].handle(a, frames.Relay(f"m{i}"))
+        remote = relays_to(b)
+        self.assertTrue(remote)
+        for text in remote:
+            self.hubs[1].handle(b, frames.Ack(text))
+        self.assertEqual(sorted(acks_to(a)), sorted(remote))
+
+    def test_targets_are_uniform_over_the_clusters_connections(self):
+        # 1, 2 and 5 connections: picking an instance first would give each a third
+        peers = []
+        for hub, n in zip(self.hubs, (1, 2, 5)):
+            for _ in range(n):
+                peer = FakePeer(profiles.RELAY)
+                hub.join(peer)
+                peers.append(peer)
+        for i in range(8000):
+            self.hubs[0].handle(peers[0], frames.Relay(f"m{i}"))
+        counts = [len(relays_to(p)) for p in peers]
+        chi2 = sum((c - 1000) ** 2 / 1000 for c in counts)
+        self.assertLess(chi2, 24.32, counts)  # 7 degrees of freedom, p=0.001
+
+    def test_reforward_across_instances_when_the_recipient_leaves(self):
+        a, b, c = (FakePeer(profiles.RELAY) for _ in range(3))
+        self.hubs[0].join(a)
+        self.hubs[1].join(b)
+        self.hubs[2].join(c)
+        for i in range(30):
+            self.hubs[0].handle(a, frames.Relay(f"m{i}"))
+        held = set(self.hubs[1].relays.held.get(b, {}))
+        self.assertTrue(held)
+        for peer in (a, c):
+            peer.take()
+        self.hubs[1].leave(b)
+        again = set(relays_to(a)) | set(relays_to(c))
+        self.assertEqual(again, held)
+        self.assertTrue(self.hubs[1].zero_state())
+
+    def test_chat_reaches_every_instance_once(self):
+        listeners = [FakePeer(profiles.CHAT) for _ in self.hubs]
+        for hub, peer in zip(self.hubs, listeners):
+            hub.join(peer)
+        self.hubs[1].handle(listeners[1], frames.Chat("hello"))
+        self.hubs[2].broadcast("from the operator")
+        for peer in listeners:
+            self.assertEqual(
+                peer.take(),
+                [
+                    frames.ChatPush(listeners[1].name, "hello"),
+                    frames.BroadcastPush("from the operator"),
+                ],
+            )
+
+    def test_status_lists_members(self):
+        status = self.hubs[0].status()
+        self.assertEqual([m["instance"] for m in status["cluster"]["members"]], ["i1", "i2", "i3"])
+
+
+class WeightedPickTests(unittest.TestCase):
+    def test_zero_weights_are_never_picked(self):
+        rng = random.Random(0)
+        picks = {weighted_pick({"a": 0, "b": 3, "c": 0}, rng) for _ in range(50)}
+        self.assertEqual(picks, {"b"})
+        self.assertIsNone(weighted_pick({"a": 0}, rng))
