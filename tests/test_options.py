@@ -1,0 +1,94 @@
+"""Command-line options and listener strings."""
+
+import os
+from pathlib import Path
+
+from twisted.python import usage
+from twisted.trial import unittest
+
+from nea.server.listeners import DEFAULT_LISTEN, Listen
+from nea.server.options import Options
+from nea.server.service import ensure_dev_certs
+from nea.wire import profiles
+
+
+class ListenTests(unittest.TestCase):
+    def test_profile_prefix(self):
+        self.assertEqual(Listen.parse("tcp:8000"), Listen(profiles.NEA, "tcp:8000"))
+        self.assertEqual(
+            Listen.parse("relay=tcp:8001:interface=127.0.0.1"),
+            Listen(profiles.RELAY, "tcp:8001:interface=127.0.0.1"),
+        )
+        # '=' later in the string belongs to the endpoint, not to a profile
+        self.assertEqual(Listen.parse("ssl:1:privateKey=k").profile, profiles.NEA)
+        with self.assertRaises(ValueError):
+            Listen.parse("gossip=tcp:1")
+
+    def test_backlog_is_added_unless_given(self):
+        self.assertEqual(Listen.parse("tcp:1").with_backlog(1024), "tcp:1:backlog=1024")
+        self.assertEqual(Listen.parse("ssl:1:backlog=5").with_backlog(1024), "ssl:1:backlog=5")
+        self.assertEqual(
+            Listen.parse("systemd:domain=INET:index=0").with_backlog(1024),
+            "systemd:domain=INET:index=0",
+        )
+
+    def test_certificate_files(self):
+        self.assertEqual(
+            Listen.parse("ssl:1:privateKey=a/k.pem:certKey=a/c.pem").certificate_files(),
+            [Path("a/k.pem"), Path("a/c.pem")],
+        )
+        self.assertEqual(Listen.parse("tcp:1").certificate_files(), [])
+
+
+class OptionsTests(unittest.TestCase):
+    def parse(self, *args):
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_defaults_match_the_spec(self):
+        options = self.parse()
+        self.assertEqual(options["listen"], [Listen.parse(DEFAULT_LISTEN)])
+        self.assertTrue(DEFAULT_LISTEN.startswith("ssl:3443:"))
+        self.assertEqual(options["max-clients"], 100)
+        self.assertEqual(options["date-interval"], 10.0)
+        self.assertEqual(options["max-line"], 64 * 1024)
+        self.assertGreaterEqual(options["backlog"], 1024)
+        self.assertTrue(options["instance-id"])
+
+    def test_several_listeners(self):
+        options = self.parse("--listen", "tcp:1", "--listen", "chat=tcp:2")
+        self.assertEqual([l.profile.name for l in options["listen"]], ["nea", "chat"])
+
+    def test_bad_values_are_usage_errors(self):
+        for args in (["--max-clients", "0"], ["--date-interval", "-1"], ["--listen", "x=tcp:1"]):
+            with self.assertRaises(usage.UsageError, msg=args):
+                self.parse(*args)
+
+    def test_help_documents_every_option(self):
+        text = str(Options())
+        for name in ("listen", "max-clients", "date-interval", "max-line", "max-outbound",
+                     "backlog", "drain-timeout", "console", "instance-id", "dev-certs"):
+            self.assertIn(f"--{name}", text)
+
+
+class DevCertsOnFirstRunTests(unittest.TestCase):
+    def test_generated_when_the_default_files_are_missing(self):
+        home = Path(self.mktemp()).resolve()
+        home.mkdir()
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(home)
+        options = Options()
+        options.parseOptions([])
+        ensure_dev_certs(options)
+        for name in ("ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"):
+            self.assertTrue((home / "certs" / name).exists(), name)
+
+    def test_never_generated_outside_the_dev_directory(self):
+        elsewhere = Path(self.mktemp())
+        options = Options()
+        options.parseOptions(
+            ["--listen", f"ssl:0:privateKey={elsewhere}/k.pem:certKey={elsewhere}/c.pem"]
+        )
+        ensure_dev_certs(options)
+        self.assertFalse(elsewhere.exists())
