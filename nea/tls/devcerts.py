@@ -67,6 +67,25 @@ def _issue(subject, public_key, issuer, issuer_key, now, extensions) -> x509.Cer
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _leaf(common_name, purpose, alt_names, ca_name, ca_key, now):
+    """A fresh P-256 key and its certificate, signed by the CA, for one ``purpose``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = x509.KeyUsage(
+        digital_signature=True, key_agreement=True, key_cert_sign=False, crl_sign=False,
+        content_commitment=False, key_encipherment=False, data_encipherment=False,
+        encipher_only=False, decipher_only=False,
+    )
+    extensions = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (usage, True),
+        (x509.ExtendedKeyUsage([purpose]), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+    ]
+    if alt_names:
+        extensions.append((x509.SubjectAlternativeName(alt_names), False))
+    return key, _issue(_name(common_name), key.public_key(), ca_name, ca_key, now, extensions)
+
+
 def generate(directory: Path) -> None:
     """Write a fresh CA, server and client certificate with their keys into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,50 +111,20 @@ def generate(directory: Path) -> None:
             (x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False),
         ],
     )
-    leaf_usage = x509.KeyUsage(
-        digital_signature=True, key_agreement=True, key_cert_sign=False, crl_sign=False,
-        content_commitment=False, key_encipherment=False, data_encipherment=False,
-        encipher_only=False, decipher_only=False,
-    )
-    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _issue(
-        _name("localhost"),
-        server_key.public_key(),
+    server_key, server = _leaf(
+        "localhost",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ],
         ca_name,
         ca_key,
         now,
-        [
-            (x509.BasicConstraints(ca=False, path_length=None), True),
-            (leaf_usage, True),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-            (
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("::1")),
-                    ]
-                ),
-                False,
-            ),
-            (aki, False),
-        ],
     )
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = _issue(
-        _name("nea-client"),
-        client_key.public_key(),
-        ca_name,
-        ca_key,
-        now,
-        [
-            (x509.BasicConstraints(ca=False, path_length=None), True),
-            (leaf_usage, True),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
-            (aki, False),
-        ],
+    client_key, client = _leaf(
+        "nea-client", ExtendedKeyUsageOID.CLIENT_AUTH, [], ca_name, ca_key, now
     )
     _write_key(directory / CA_KEY, ca_key)
     _write_cert(directory / CA_CERT, ca)
