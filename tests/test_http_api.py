@@ -6,14 +6,23 @@ from io import BytesIO
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.python.usage import UsageError
-from twisted.web.client import Agent, FileBodyProducer, ResponseNeverReceived, readBody
+from twisted.web.client import (
+    Agent,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    ResponseNeverReceived,
+    readBody,
+)
 from twisted.web.http_headers import Headers
 
 from nea.http.metrics import RelayTimer
 from nea.server.options import Options
+from nea.server.service import makeService
 from nea.wire import codec, frames
 from tests.support import WAIT, connect, settle, start_server, tcp_listen
 
@@ -96,10 +105,9 @@ class ReadEndpoints(ServerCase):
         code, body = yield fetch_json(self.http, "/status")
         self.assertEqual(code, 200)
         expected = self.hub.status()
-        for volatile in ("uptime",):
-            body.pop(volatile), expected.pop(volatile)
-        for member in body["cluster"]["members"] + expected["cluster"]["members"]:
-            member.pop("uptime")
+        # Uptime moves between the two reads; everything else must be the same.
+        for status in (body, expected, *body["cluster"]["members"], *expected["cluster"]["members"]):
+            status.pop("uptime")
         self.assertEqual(body, expected)
         self.assertEqual((body["instance"], body["connections"]), ("test", 1))
 
@@ -120,6 +128,21 @@ class ReadEndpoints(ServerCase):
         self.hub.drain()
         code, body = yield fetch_json(self.http, "/healthz")
         self.assertEqual((code, body["status"]), (503, "draining"))
+
+    @defer.inlineCallbacks
+    def test_a_health_checker_kept_connected_sees_503_while_the_server_stops(self):
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        agent = Agent(reactor, pool=pool)
+        url = f"http://127.0.0.1:{self.http}/healthz".encode()
+        codes = []
+        for stop in (False, True):
+            if stop:
+                stopping = self.service.stopService()
+            response = yield agent.request(b"GET", url).addTimeout(WAIT, reactor)
+            codes.append((response.code, json.loads((yield readBody(response)))["status"]))
+        yield stopping
+        self.assertEqual(codes, [(200, "serving"), (503, "draining")])
 
     @defer.inlineCallbacks
     def test_healthz_503_when_a_client_listener_is_down(self):
@@ -391,6 +414,8 @@ class OptionsParsing(unittest.TestCase):
         self.assertEqual(config["http"], "tcp:3000:interface=127.0.0.1")
         self.assertIsNone(config["admin-token"])
         self.assertEqual(config["relay-timeout"], 10.0)
+        for name in ("http", "admin-token", "admin-token-file", "relay-timeout"):
+            self.assertIn(f"--{name}", str(config))
 
     def test_http_none_disables_it(self):
         self.assertIsNone(self.parse("--http", "none")["http"])
@@ -408,6 +433,15 @@ class OptionsParsing(unittest.TestCase):
                      ["--admin-token", "a", "--admin-token-file", empty],
                      ["--relay-timeout", "0"]):
             self.assertRaises(UsageError, self.parse, *args)
+
+    def test_a_busy_http_port_fails_loudly(self):
+        busy = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(busy.stopListening)
+        config = self.parse("--listen", tcp_listen(), "--http",
+                            f"tcp:{busy.getHost().port}:interface=127.0.0.1")
+        service = makeService(config, reactor)
+        self.addCleanup(service.stopService)
+        self.assertRaises(CannotListenError, service.startService)
 
     @defer.inlineCallbacks
     def test_no_http_listener_with_none(self):

@@ -1,4 +1,5 @@
-"""The status page in headless Chromium: its figures are /status's, and they update in place.
+"""The pages in headless Chromium: the status page shows /status's figures and updates them
+in place; Swagger UI renders the API from this server alone.
 
 Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
 it reads commands on its fd 3 and answers on fd 4, NUL-separated JSON), which the
@@ -116,7 +117,7 @@ def poll(read, condition, what: str, tries: int = 200):
     raise AssertionError(f"{what}: not seen on the page; last read {value!r}")
 
 
-class StatusPageInChromium(unittest.TestCase):
+class PagesInChromium(unittest.TestCase):
     timeout = 120
 
     def setUp(self):
@@ -124,9 +125,9 @@ class StatusPageInChromium(unittest.TestCase):
             raise unittest.SkipTest("no chromium binary (make system-packages installs it)")
 
     @defer.inlineCallbacks
-    def test_figures_match_status_and_update_after_a_client_connects(self):
-        service = yield start_server(self, "--listen", tcp_listen())
-        devtools = launch(self, f"http://127.0.0.1:{service.http_port}/?refresh=0.2")
+    def open_page(self, url: str):
+        """Chromium showing ``url``; returns a function evaluating JavaScript in that page."""
+        devtools = launch(self, url)
         targets = yield poll(
             lambda: devtools.call("Target.getTargets"),
             lambda result: any(t["type"] == "page" for t in result["targetInfos"]),
@@ -135,14 +136,24 @@ class StatusPageInChromium(unittest.TestCase):
         page = next(t for t in targets["targetInfos"] if t["type"] == "page")
         attached = yield devtools.call("Target.attachToTarget",
                                        {"targetId": page["targetId"], "flatten": True})
-        session = attached["sessionId"]
 
         @defer.inlineCallbacks
-        def read():
+        def evaluate(expression: str):
             answer = yield devtools.call(
-                "Runtime.evaluate", {"expression": READ_PAGE, "returnByValue": True}, session
+                "Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                attached["sessionId"],
             )
             return answer["result"].get("value")
+
+        return evaluate
+
+    @defer.inlineCallbacks
+    def test_figures_match_status_and_update_after_a_client_connects(self):
+        service = yield start_server(self, "--listen", tcp_listen())
+        evaluate = yield self.open_page(f"http://127.0.0.1:{service.http_port}/?refresh=0.2")
+
+        def read():
+            return evaluate(READ_PAGE)
 
         shown = yield poll(read, lambda v: v and v["fields"].get("instance") == "test", "first figures")
         _, status = yield fetch_json(service.http_port, "/status")
@@ -150,8 +161,7 @@ class StatusPageInChromium(unittest.TestCase):
         self.assertEqual(shown["fields"]["connections"], "0")
         self.assertEqual(shown["profiles"], [])
 
-        yield devtools.call("Runtime.evaluate", {"expression": "window.neaTestMarker = 'same page'"},
-                            session)
+        yield evaluate("window.neaTestMarker = 'same page'")
         yield connect(self, service.ports[0], tls=False)
         shown = yield poll(read, lambda v: v["fields"]["connections"] == "1", "the new client")
         _, status = yield fetch_json(service.http_port, "/status")
@@ -159,6 +169,21 @@ class StatusPageInChromium(unittest.TestCase):
         self.assert_shows(shown, status)
         self.assertEqual(shown["profiles"], [["nea", "1"]])
         self.assertEqual(shown["marker"], "same page", "the page reloaded instead of updating")
+
+    @defer.inlineCallbacks
+    def test_swagger_ui_renders_every_operation_from_this_server_alone(self):
+        service = yield start_server(self, "--listen", tcp_listen())
+        origin = f"http://127.0.0.1:{service.http_port}"
+        evaluate = yield self.open_page(f"{origin}/docs")
+        _, spec = yield fetch_json(service.http_port, "/openapi.json")
+        operations = sum(len(methods) for methods in spec["paths"].values())
+        yield poll(lambda: evaluate("document.querySelectorAll('.opblock').length"),
+                   lambda count: count == operations, f"{operations} operations in Swagger UI")
+        fetched = yield evaluate(
+            "performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        self.assertIn(f"{origin}/openapi.json", fetched)
+        self.assertEqual([url for url in fetched if not url.startswith(origin + "/")], [])
 
     def assert_shows(self, shown: dict, status: dict) -> None:
         """Every figure on the page that does not move by itself equals the one in /status."""

@@ -2,6 +2,7 @@
 schedule, the zero-state verdict and the report."""
 
 import random
+import socket
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -9,7 +10,14 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nea.loadtest import delays, report, status
-from nea.loadtest.client import Behaviour, ClientSet, RelayClient, Target
+from nea.loadtest.client import (
+    IP_BIND_ADDRESS_NO_PORT,
+    Behaviour,
+    ClientSet,
+    RelayClient,
+    SourceBoundClient,
+    Target,
+)
 from nea.loadtest.tally import Tally, percentiles
 from nea.loadtest.worker import Schedule
 
@@ -31,7 +39,7 @@ class DelayTests(unittest.TestCase):
                 delays.parse(text)
 
 
-def client_set(ok_delay="0", timeout=5.0, retries=2, sources=("127.0.10.1", "127.0.10.2")):
+def client_set(ok_delay="0", timeout=5.0, retries=2, sources=()):
     reactor = MemoryReactorClock()
     clients = ClientSet(
         reactor,
@@ -59,7 +67,7 @@ class ClientTests(unittest.TestCase):
         reactor, clients = client_set(ok_delay="0.5")
         RelayClient(clients, 0, "X").start()
         host, port, _, timeout, bind = reactor.tcpClients[0]
-        self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 4000, 5.0, ("127.0.10.2", 0)))
+        self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 4000, 5.0, None))
         protocol, transport = connect(reactor)
         self.assertEqual(transport.value(), b"message X\n")
         transport.clear()
@@ -126,6 +134,24 @@ class ClientTests(unittest.TestCase):
         reactor.advance(1.0)
         self.assertEqual(len(reactor.tcpClients), 2)
         self.assertEqual(dict(clients.tally.closes), {"connect_failed": 1})
+
+
+class SourceAddressTests(unittest.TestCase):
+    def test_bound_sockets_leave_the_port_to_connect(self):
+        skt = SourceBoundClient.createInternetSocket(SourceBoundClient.__new__(SourceBoundClient))
+        self.addCleanup(skt.close)
+        self.assertEqual(skt.getsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT), 1)
+        skt.bind(("127.0.10.7", 0))
+        self.assertEqual(skt.getsockname(), ("127.0.10.7", 0))  # no port taken yet
+
+    def test_sources_are_used_round_robin(self):
+        reactor, clients = client_set(sources=("127.0.10.1", "127.0.10.2"))
+        addresses = []
+        for n in range(4):
+            connector = clients.connect(RelayClient(clients, n, f"X{n}"), n)
+            self.addCleanup(connector.stopConnecting)
+            addresses.append(connector.bindAddress[0])
+        self.assertEqual(addresses, ["127.0.10.1", "127.0.10.2"] * 2)
 
 
 class ScheduleTests(unittest.TestCase):

@@ -21,8 +21,7 @@ from nea.wire import profiles
 
 _STATIC = resources.files("nea.http") / "static"
 #: Swagger UI's own files that /docs uses (the rest of the bundle is not served).
-_SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
-                  "favicon-32x32.png", "favicon-16x16.png")
+_SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js")
 
 
 def _page(name: str, content_type: bytes) -> Endpoint:

@@ -57,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_non_negative(int), default=0,
                    help=f"worker processes (default: one per {CLIENTS_PER_WORKER} clients)")
     p.add_argument("--sources", type=_non_negative(int), default=0,
-                   help="source addresses 127.0.x.y to spread over when the server is on "
+                   help="source addresses 127.x.y.z to spread over when the server is on "
                    f"loopback (default: one per {CLIENTS_PER_SOURCE} clients)")
     p.add_argument("--status-port", type=int, help="port of a listener with the nea profile "
                    "for the status check (default --port)")
@@ -116,6 +116,9 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     per_worker = max(1, math.ceil(sources / workers)) if loopback else 0
     run_id = secrets.token_hex(4)
     seed = args.seed if args.seed is not None else secrets.randbits(32)
+    # A second octet of its own per run, so that a run does not meet the previous
+    # run's TIME_WAIT sockets on the same source addresses.
+    net = 1 + secrets.randbelow(250)
     base = {
         "host": args.host,
         "port": args.port,
@@ -136,8 +139,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             "index": i,
             "clients": args.clients // workers + (1 if i < args.clients % workers else 0),
             "seed": seed + i,
-            # 127.0.(10+i).(1..n): every worker its own addresses, none of them the server's.
-            "sources": [f"127.0.{10 + i}.{j + 1}" for j in range(per_worker)],
+            # 127.NET.(10+i).(1..n): every worker its own addresses, none the server's.
+            "sources": [f"127.{net}.{10 + i}.{j + 1}" for j in range(per_worker)],
         }
         for i in range(workers)
     ]

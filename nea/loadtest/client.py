@@ -14,9 +14,11 @@ client run keeps only a few slots per client, never prints, and talks raw bytes
 """
 
 import random
+import socket
 from typing import Callable
 
 import attrs
+from twisted.internet import tcp
 from twisted.internet.interfaces import IHandshakeListener, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -27,6 +29,12 @@ from nea.loadtest.tally import Tally
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
+#: Linux: bind() takes only the address and the port is picked at connect(), with
+#: the whole 4-tuple known; so a source address's ports are shared among servers,
+#: and ports in TIME_WAIT towards this server are reused (net.ipv4.tcp_tw_reuse).
+#: A plain bind(address, 0) would search for a port no socket holds, TIME_WAIT
+#: included: slow, then failing, after some 28,000 closed connections.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 @attrs.frozen
@@ -73,10 +81,28 @@ class ClientSet:
         """Open one attempt's connection for ``client``; ``number`` spreads source addresses."""
         target = self.target
         factory = client if target.tls is None else TLSMemoryBIOFactory(target.tls, True, client)
-        bind = (target.sources[number % len(target.sources)], 0) if target.sources else None
-        return self.reactor.connectTCP(
-            target.host, target.port, factory, self.behaviour.timeout, bind
+        if not target.sources:
+            return self.reactor.connectTCP(target.host, target.port, factory, self.behaviour.timeout)
+        source = (target.sources[number % len(target.sources)], 0)
+        connector = SourceBoundConnector(
+            target.host, target.port, factory, self.behaviour.timeout, source, self.reactor
         )
+        connector.connect()
+        return connector
+
+
+class SourceBoundClient(tcp.Client):
+    """A TCP client whose socket binds its source address without a port (see above)."""
+
+    def createInternetSocket(self):
+        skt = super().createInternetSocket()
+        skt.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        return skt
+
+
+class SourceBoundConnector(tcp.Connector):
+    def _makeTransport(self) -> tcp.Client:
+        return SourceBoundClient(self.host, self.port, self.bindAddress, self, self.reactor)
 
 
 class RelayClient(ClientFactory):

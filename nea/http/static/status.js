@@ -34,8 +34,10 @@ function show(status) {
     element.textContent = element.dataset.format === "duration" ? duration(value) : String(value);
   }
   fillTable("profiles", Object.entries(status.profiles).sort());
+  // Other members announce what their version knows: show what is there.
   fillTable("members", status.cluster.members.map(m => [
-    m.instance, m.state, m.connections, m.relays.pending, duration(m.uptime)]));
+    m.instance, m.state ?? "", m.connections ?? "", m.relays?.pending ?? "",
+    m.uptime == null ? "" : duration(m.uptime)]));
   fillTable("errors", Object.entries(status.errors).sort());
   document.getElementById("updated").textContent = new Date().toLocaleTimeString();
 }

@@ -1,0 +1,178 @@
+"""Cluster scaling: one instance against two (one per core) on one Redis, behind HAProxy.
+
+Both setups run the same way: redis-server, the nea instances (``--redis``), and
+HAProxy with deploy/haproxy.cfg in front (for one instance both of its server
+lines point at it). Measured through the load balancer, per setup:
+
+- relay throughput: persistent plain-TCP connections exchanging message/ok as
+  fast as they can (the driver of relay_throughput.py);
+- seed-004 rate: nea-loadtest over TLS with more clients than the setup can
+  take in the window, so the rate achieved is its capacity.
+
+Printed: the figures, the CPU each process used (instances, Redis, HAProxy,
+driver) and the scaling ratio two/one.
+
+    .venv/bin/python bench/cluster.py [--seconds 10] [--clients 4000 --window 2]
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+
+import harness
+from relay_throughput import NeaDriver, drive
+
+HAPROXY_CFG = harness.ROOT / "deploy" / "haproxy.cfg"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def haproxy(servers: list[int]) -> tuple[subprocess.Popen, int]:
+    """deploy/haproxy.cfg in front of ``servers`` (two server lines, as the file has)."""
+    port = free_port()
+    env = dict(harness.env(), NEA_BIND=f"127.0.0.1:{port}", NEA_MAXCONN="9000",
+               NEA_SERVER1=f"127.0.0.1:{servers[0]}", NEA_SERVER2=f"127.0.0.1:{servers[-1]}")
+    process = subprocess.Popen([shutil.which("haproxy"), "-db", "-f", str(HAPROXY_CFG)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    harness._started.append(process)
+    wait_listening(port, process)
+    return process, port
+
+
+class Setup:
+    """redis-server, ``count`` clustered instances (plain and TLS listeners) and two HAProxies."""
+
+    def __init__(self, count: int, certs_dir: Path) -> None:
+        redis_port = free_port()
+        self.redis = harness.spawn(
+            [shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
+            stdout=subprocess.DEVNULL)
+        wait_listening(redis_port, self.redis)
+        self.instances = [
+            harness.Daemon(harness.tcp("nea"), harness.tls("nea", certs_dir),
+                           extra=("--redis", f"redis://127.0.0.1:{redis_port}/0",
+                                  "--instance-id", f"bench{i}"))
+            for i in range(count)
+        ]
+        self.plain, self.plain_port = haproxy([d.ports[0] for d in self.instances])
+        self.tls, self.tls_port = haproxy([d.ports[1] for d in self.instances])
+        time.sleep(2.0)  # heartbeats: every instance sees the others before load starts
+
+    def cpu(self) -> dict[str, float]:
+        return {
+            "instances": sum(d.cpu() for d in self.instances),
+            "redis": harness.process_cpu(self.redis.pid),
+            "haproxy": harness.process_cpu(self.plain.pid) + harness.process_cpu(self.tls.pid),
+            "driver": harness.process_cpu(os.getpid()),
+        }
+
+    def stop(self) -> None:
+        for process in (self.plain, self.tls):
+            harness.stop(process)
+        for daemon in self.instances:
+            daemon.stop()
+        harness.stop(self.redis)
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
+    return {k: round(100 * (after[k] - before[k]) / seconds) for k in before}
+
+
+@defer.inlineCallbacks
+def measure(count: int, args, certs_dir: Path):
+    setup = Setup(count, certs_dir)
+    try:
+        before, start = setup.cpu(), time.monotonic()
+        relay = yield drive(setup.plain_port, NeaDriver, args, lambda: setup.cpu()["instances"])
+        relay["percent_of_a_core"] = cpu_shares(before, setup.cpu(), time.monotonic() - start)
+        before, start = setup.cpu(), time.monotonic()
+        load = yield defer.maybeDeferred(
+            harness.loadtest,
+            "--port", str(setup.tls_port), "--ca", str(certs_dir / "ca.pem"),
+            "--server-name", "localhost", "--clients", str(args.clients),
+            "--window", str(args.load_window), "--timeout", "60", "--progress", "30",
+        )
+        seed = {
+            "acked": load["acked"], "clients": load["clients"], "lost": load["lost"],
+            "exchanges_per_s": load["rates"]["exchanges_per_s"],
+            "exchange_p50_ms": load["latency_ms"]["exchange"]["p50"],
+            "zero_state": (load["zero_state"] or {}).get("zero_state"),
+            "percent_of_a_core": cpu_shares(before, setup.cpu(), time.monotonic() - start),
+        }
+        seed["percent_of_a_core"].pop("driver")  # the generator is its own process
+        return {"relay": relay, "seed004": seed}
+    finally:
+        setup.stop()
+
+
+@defer.inlineCallbacks
+def run(args):
+    certs_dir = harness.certs()
+    results = {}
+    for count in (1, 2):
+        results[count] = yield measure(count, args, certs_dir)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--window", type=int, default=20, help="relays outstanding per connection")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--clients", type=int, default=4000, help="seed-004 clients")
+    p.add_argument("--load-window", dest="load_window", type=float, default=2.0,
+                   help="seconds over which the seed-004 clients start")
+    args = p.parse_args()
+    harness.header(f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
+                   f"{args.connections}x{args.window} for {args.seconds} s; seed-004 "
+                   f"{args.clients} TLS clients over {args.load_window} s")
+    outcome = []
+    d = run(args)
+    d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
+    reactor.run()
+    results = outcome[0]
+    if not isinstance(results, dict):
+        results.raiseException()
+    for count, r in results.items():
+        relay, seed = r["relay"], r["seed004"]
+        print(f"{count} instance(s): relay {relay['exchanges_per_s']:8.0f} exchanges/s "
+              f"(instances {relay['server_us_per_exchange']:.1f} us CPU per exchange; "
+              f"% of a core {relay['percent_of_a_core']}); seed-004 "
+              f"{seed['exchanges_per_s']} exchanges/s, {seed['acked']}/{seed['clients']} acked, "
+              f"p50 {seed['exchange_p50_ms']} ms, zero state {seed['zero_state']} "
+              f"(% of a core {seed['percent_of_a_core']})")
+    one, two = results[1], results[2]
+    print(f"scaling two/one: relay {two['relay']['exchanges_per_s'] / one['relay']['exchanges_per_s']:.2f}, "
+          f"seed-004 {two['seed004']['exchanges_per_s'] / one['seed004']['exchanges_per_s']:.2f}",
+          flush=True)
+
+
+
+if __name__ == "__main__":
+    main()
