@@ -23,7 +23,8 @@ from twisted.web.http_headers import Headers
 from nea.http.metrics import RelayTimer
 from nea.server.options import Options
 from nea.server.service import makeService
-from nea.wire import codec, frames
+from nea.core.testing import FakePeer
+from nea.wire import codec, frames, profiles
 from tests.support import WAIT, connect, settle, start_server, tcp_listen
 
 TOKEN = "test-admin-token"
@@ -143,6 +144,18 @@ class ReadEndpoints(ServerCase):
             codes.append((response.code, json.loads((yield readBody(response)))["status"]))
         yield stopping
         self.assertEqual(codes, [(200, "serving"), (503, "draining")])
+
+    @defer.inlineCallbacks
+    def test_the_api_answers_503_until_the_drain_is_over(self):
+        service = yield start_server(self, "--listen", tcp_listen(), "--drain-timeout", "1")
+        stuck = FakePeer(profiles.RELAY)  # a client whose connection never finishes closing
+        service.hub.join(stuck)
+        stopping = service.stopService()
+        code, body = yield fetch_json(service.http_port, "/healthz")  # a new connection
+        self.assertEqual((code, body["status"]), (503, "draining"))
+        self.assertFalse(stuck.aborted)
+        yield stopping
+        self.assertTrue(stuck.aborted)  # dropped once the drain timed out
 
     @defer.inlineCallbacks
     def test_healthz_503_when_a_client_listener_is_down(self):

@@ -28,6 +28,9 @@ class Peer(TypingProtocol):
     def close(self) -> None:
         """End the connection once what was sent to it is written."""
 
+    def abort(self) -> None:
+        """End the connection now, dropping whatever is unsent."""
+
 
 def fan_out(peers: Iterable[Peer], push: Push) -> int:
     """Send ``push`` to every peer, encoding it once per encoding; return how many got it."""

@@ -19,6 +19,7 @@ class FakePeer:
         self.encoding = encoding
         self.lines: list[bytes] = []
         self.closed = False
+        self.aborted = False
 
     def send(self, line: bytes) -> None:
         self.lines.append(line)
@@ -28,6 +29,9 @@ class FakePeer:
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
 
     @property
     def pushes(self) -> list[frames.Push]:

@@ -107,13 +107,16 @@ class NeaConnection(Protocol):
             self.transport.unregisterProducer()
             self.transport.loseConnection()
 
+    def abort(self) -> None:
+        self._closing = True
+        self.transport.abortConnection()
+
     def _drop_slow_consumer(self) -> None:
         self.log.info(
             "dropping slow consumer {peer} ({n} bytes unread)", peer=self.peer_address, n=self._unflushed
         )
         self.hub.errors[errors.SLOW_CONSUMER.code] += 1
-        self._closing = True
-        self.transport.abortConnection()
+        self.abort()
 
     # ---- IPushProducer: the transport tells us when its buffer is full ----
 

@@ -18,22 +18,47 @@ from nea.tls import devcerts
 log = Logger()
 
 
-class HubService(Service):
-    """Owns the hub's lifetime: on stop it drains the clients, then stops the date loop.
+class InstanceService(MultiService):
+    """One instance: its listeners, console, HTTP API and cluster link around one hub.
 
-    It is the first child of the tree, so it stops last, after the listeners have
-    stopped accepting.
+    Children start in the order they were added. Stopping (SIGTERM) goes in phases,
+    so that nothing in flight is lost and operators can watch it happen:
+
+    1. the client listeners stop accepting and the console stops reading;
+    2. the hub drains: every client is told ``shutting_down`` and closed; whoever
+       is left after ``drain_timeout`` is dropped; the date loop stops;
+    3. the cluster link leaves Redis (re-forwards from departing clients still
+       travelled over it during the drain);
+    4. the HTTP API stops last, so ``/healthz`` answers 503 throughout the drain.
     """
 
     def __init__(self, hub: Hub, reactor, drain_timeout: float) -> None:
+        super().__init__()
         self.hub = hub
         self.reactor = reactor
         self.drain_timeout = drain_timeout
+        self.listeners: list[ListeningService] = []
+        self.console: ConsoleService | None = None
+        self.http: ListeningService | None = None
+        self.link = None
 
+    def startService(self) -> None:
+        if self.link is not None:
+            self.link.start()  # the hub serves locally until Redis answers
+        super().startService()
+
+    @defer.inlineCallbacks
     def stopService(self):
-        super().stopService()
+        Service.stopService(self)
+        front = [*self.listeners, *([self.console] if self.console else [])]
+        yield defer.gatherResults([defer.maybeDeferred(s.stopService) for s in front])
         self.hub.drain()
-        return self._drained().addBoth(lambda _: self.hub.dates.stop())
+        yield self._drained()
+        self.hub.dates.stop()
+        if self.link is not None:
+            yield self.link.stop()
+        if self.http is not None:
+            yield self.http.stopService()
 
     @defer.inlineCallbacks
     def _drained(self):
@@ -41,7 +66,7 @@ class HubService(Service):
         while len(self.hub.registry) and self.reactor.seconds() < deadline:
             yield task.deferLater(self.reactor, 0.05, lambda: None)
         for peer in self.hub.registry.peers:
-            peer.transport.abortConnection()
+            peer.abort()
 
 
 def ensure_dev_certs(config) -> None:
@@ -56,39 +81,34 @@ def ensure_dev_certs(config) -> None:
             return
 
 
-def makeService(config, reactor=None) -> MultiService:
+def makeService(config, reactor=None) -> InstanceService:
     if reactor is None:
         from twisted.internet import reactor
     ensure_dev_certs(config)
-    parent = MultiService()
-    # In a cluster the hub's service runs under the cluster service, which leaves
-    # Redis only after the hub has drained (nea.cluster.service).
-    hub_parent = parent
+    link = None
     if config["redis"] is None:
         bus = LocalBus(config["instance-id"])
     else:
-        bus, hub_parent = cluster(
+        bus, link = cluster(
             reactor, config["instance-id"], config["redis"], config["cluster-name"],
             config["heartbeat"],
         )
-        hub_parent.setServiceParent(parent)
     hub = Hub(
         reactor,
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"]),
     )
-    parent.hub = hub
-    HubService(hub, reactor, config["drain-timeout"]).setServiceParent(hub_parent)
-    parent.listeners = []
+    instance = InstanceService(hub, reactor, config["drain-timeout"])
+    instance.link = link
     for listen in config["listen"]:
         factory = NeaFactory(hub, listen.profile, config["max-line"], config["max-outbound"])
         listener = ListeningService(reactor, listen, config["backlog"], factory)
-        listener.setServiceParent(parent)
-        parent.listeners.append(listener)
+        listener.setServiceParent(instance)
+        instance.listeners.append(listener)
     if config["console"]:
-        ConsoleService(hub, reactor).setServiceParent(parent)
-    parent.http = None
+        instance.console = ConsoleService(hub, reactor)
+        instance.console.setServiceParent(instance)
     if config["http"] is not None:
-        parent.http = http_listener(reactor, config, hub, parent.listeners)
-        parent.http.setServiceParent(parent)
-    return parent
+        instance.http = http_listener(reactor, config, hub, instance.listeners)
+        instance.http.setServiceParent(instance)
+    return instance
