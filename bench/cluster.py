@@ -12,19 +12,18 @@ lines point at it). Measured through the load balancer, per setup:
 Printed: the figures, the CPU each process used (instances, Redis, HAProxy,
 driver) and the scaling ratio two/one.
 
-    .venv/bin/python bench/cluster.py [--seconds 10] [--clients 4000 --window 2]
+    .venv/bin/python bench/cluster.py [--seconds 10] [--clients 4000 --load-window 2]
 """
 
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 import harness
 from relay_throughput import NeaDriver, drive
@@ -32,34 +31,15 @@ from relay_throughput import NeaDriver, drive
 HAPROXY_CFG = harness.ROOT / "deploy" / "haproxy.cfg"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 def haproxy(servers: list[int]) -> tuple[subprocess.Popen, int]:
     """deploy/haproxy.cfg in front of ``servers`` (two server lines, as the file has)."""
-    port = free_port()
+    port = harness.free_port()
     env = dict(harness.env(), NEA_BIND=f"127.0.0.1:{port}", NEA_MAXCONN="9000",
                NEA_SERVER1=f"127.0.0.1:{servers[0]}", NEA_SERVER2=f"127.0.0.1:{servers[-1]}")
     process = subprocess.Popen([shutil.which("haproxy"), "-db", "-f", str(HAPROXY_CFG)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     harness._started.append(process)
-    wait_listening(port, process)
+    harness.wait_listening(port, process)
     return process, port
 
 
@@ -67,12 +47,12 @@ class Setup:
     """redis-server, ``count`` clustered instances (plain and TLS listeners) and two HAProxies."""
 
     def __init__(self, count: int, certs_dir: Path) -> None:
-        redis_port = free_port()
+        redis_port = harness.free_port()
         self.redis = harness.spawn(
             [shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
             stdout=subprocess.DEVNULL)
-        wait_listening(redis_port, self.redis)
+        harness.wait_listening(redis_port, self.redis)
         self.instances = [
             harness.Daemon(harness.tcp("nea"), harness.tls("nea", certs_dir),
                            extra=("--redis", f"redis://127.0.0.1:{redis_port}/0",
@@ -110,6 +90,9 @@ def measure(count: int, args, certs_dir: Path):
         before, start = setup.cpu(), time.monotonic()
         relay = yield drive(setup.plain_port, NeaDriver, args, lambda: setup.cpu()["instances"])
         relay["percent_of_a_core"] = cpu_shares(before, setup.cpu(), time.monotonic() - start)
+        # The driver aborted its connections; the reactor must run to close them
+        # before nea-loadtest blocks this process (or they stay, relay targets that never ack).
+        yield task.deferLater(reactor, 1.0, lambda: None)
         before, start = setup.cpu(), time.monotonic()
         load = yield defer.maybeDeferred(
             harness.loadtest,
@@ -123,8 +106,12 @@ def measure(count: int, args, certs_dir: Path):
             "exchange_p50_ms": load["latency_ms"]["exchange"]["p50"],
             "zero_state": (load["zero_state"] or {}).get("zero_state"),
             "percent_of_a_core": cpu_shares(before, setup.cpu(), time.monotonic() - start),
+            # TLS handshake, relay and close, all instances together: what a client costs.
+            "instances_ms_per_client": round(
+                1000 * (setup.cpu()["instances"] - before["instances"]) / load["clients"], 2),
         }
-        seed["percent_of_a_core"].pop("driver")  # the generator is its own process
+        # The generator is its own process, which reports its own CPU.
+        seed["percent_of_a_core"]["driver"] = load["generator"]["percent_of_a_core"]
         return {"relay": relay, "seed004": seed}
     finally:
         setup.stop()
@@ -162,14 +149,16 @@ def main() -> None:
     for count, r in results.items():
         relay, seed = r["relay"], r["seed004"]
         print(f"{count} instance(s): relay {relay['exchanges_per_s']:8.0f} exchanges/s "
-              f"(instances {relay['server_us_per_exchange']:.1f} us CPU per exchange; "
-              f"% of a core {relay['percent_of_a_core']}); seed-004 "
+              f"(instances {relay['server_us_per_exchange']:.1f} us CPU per exchange, "
+              f"{relay['server_percent_of_a_core']:.0f}% of a core; over the run with "
+              f"warm-up, % of a core: {relay['percent_of_a_core']}); seed-004 "
               f"{seed['exchanges_per_s']} exchanges/s, {seed['acked']}/{seed['clients']} acked, "
-              f"p50 {seed['exchange_p50_ms']} ms, zero state {seed['zero_state']} "
+              f"p50 {seed['exchange_p50_ms']} ms, zero state {seed['zero_state']}, "
+              f"instances {seed['instances_ms_per_client']} ms CPU per client "
               f"(% of a core {seed['percent_of_a_core']})")
-    one, two = results[1], results[2]
-    print(f"scaling two/one: relay {two['relay']['exchanges_per_s'] / one['relay']['exchanges_per_s']:.2f}, "
-          f"seed-004 {two['seed004']['exchanges_per_s'] / one['seed004']['exchanges_per_s']:.2f}",
+    ratio = {kind: results[2][kind]["exchanges_per_s"] / results[1][kind]["exchanges_per_s"]
+             for kind in ("relay", "seed004")}
+    print(f"scaling two/one: relay {ratio['relay']:.2f}, seed-004 {ratio['seed004']:.2f}",
           flush=True)
 
 

@@ -14,6 +14,7 @@ import platform
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,27 @@ class Daemon:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1 (for servers that cannot report theirs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Poll until something accepts on 127.0.0.1:``port``; fail if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
 def process_cpu(pid: int) -> float:

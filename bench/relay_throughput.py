@@ -16,7 +16,6 @@ import argparse
 import itertools
 import pstats
 import shutil
-import socket
 import subprocess
 import time
 
@@ -131,12 +130,6 @@ def drive(port: int, driver, args, cpu):
             "server_percent_of_a_core": 100 * cpu_used / elapsed}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def nats_server() -> str:
     path = shutil.which("nats-server")
     if path is None:
@@ -150,16 +143,11 @@ def run(args):
     results = {}
     with harness.Daemon(harness.tcp("relay"), profile=args.profile) as daemon:
         results["nea"] = yield drive(daemon.ports[0], NeaDriver, args, daemon.cpu)
-    port = free_port()
+    port = harness.free_port()
     nats = harness.spawn([nats_server(), "-a", "127.0.0.1", "-p", str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        harness.wait_listening(port, nats)
         results["nats"] = yield drive(port, NatsDriver, args,
                                       lambda: harness.process_cpu(nats.pid))
     finally:

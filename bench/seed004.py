@@ -30,6 +30,7 @@ def case(transport: str, delay: str, args, certs_dir) -> dict:
             "--port", str(relay), "--status-port", str(nea), *security,
             "--clients", str(args.clients), "--window", str(args.window), "--ok-delay", delay,
             "--workers", str(args.workers), "--timeout", str(args.timeout),
+            "--max-active", str(args.max_active),
             "--server-pid", str(daemon.pid), "--progress", "10",
         )
         report["server_rss_mb"] = round(daemon.rss() / 2**20, 1)
@@ -45,6 +46,7 @@ def line(transport: str, delay: str, r: dict) -> str:
         f"     exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
         f"connect p99 {r['latency_ms']['connect']['p99']} ms; "
         f"{r['rates']['exchanges_per_s']} exchanges/s\n"
+        f"     {r['duration_s']} s from first start to last ack; CPU limit: {r['limit']}\n"
         f"     server {r['server']['percent_of_a_core']}% of a core "
         f"({r['server']['cpu_us_per_client']} us/client, RSS {r['server_rss_mb']} MB); "
         f"generator {r['generator']['percent_of_a_core']}% "
@@ -58,6 +60,9 @@ def main() -> None:
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--max-active", type=int, default=18_000,
+                   help="clients at once (below the daemon's --max-clients 19,000, so that an "
+                   "overloaded server is queued for, not refused)")
     p.add_argument("--only", choices=("tcp", "tls"))
     p.add_argument("--delays", nargs="+", default=list(DELAYS))
     p.add_argument("--json", help="also write every report here")

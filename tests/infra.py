@@ -241,3 +241,29 @@ def status(testcase, port: int):
             return push.status
     raise AssertionError("no status reply")
 
+
+
+@defer.inlineCallbacks
+def until_status(testcase, port: int, condition, timeout: float = 3 * support.WAIT):
+    """Poll the status of the instance on ``port`` until ``condition(status)`` holds."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        found = yield status(testcase, port)
+        if condition(found):
+            return found
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"status never showed the expected state: {found}")
+        yield support.next_tick(0.1)
+
+
+@defer.inlineCallbacks
+def until_clean(redis: RedisServer, prefix: str, within: float):
+    """Poll until Redis holds no key and no channel under ``prefix``; fail after ``within`` s."""
+    deadline = reactor.seconds() + within
+    while True:
+        leftovers = yield redis.leftovers(prefix)
+        if leftovers == ([], [], []):
+            return
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"left in Redis under {prefix}: {leftovers}")
+        yield support.next_tick(0.1)

@@ -11,15 +11,17 @@ real in test_cluster_redis.py.
 import random
 from collections import deque
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from nea.cluster import envelope
 from nea.cluster.bus import RedisBus
-from nea.cluster.members import MemberTable, Outstanding, parse_record, record
+from nea.cluster.members import MemberTable, parse_record, record
+from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace, RedisAddress
 from nea.core.hub import Hub
+from nea.server.options import Options
 from nea.core.testing import FakePeer
 from nea.wire import frames
 from nea.wire.frames import BroadcastPush, ChatPush
@@ -33,22 +35,23 @@ class PubSub:
 
     def __init__(self) -> None:
         self.subscribed: dict[str, list[RedisBus]] = {}
-        self.queue: deque[tuple[RedisBus, str, str]] = deque()
+        self.queue: deque = deque()
         self.published = 0
 
-    def publish(self, channel: str, data: str) -> defer.Deferred:
+    def publish(self, channel: str, data: str, reached=None) -> None:
         receivers = list(self.subscribed.get(channel, []))
-        self.queue.extend((bus, channel, data) for bus in receivers)
+        self.queue.extend((bus.received, (channel, data), bus) for bus in receivers)
+        if reached is not None:  # PUBLISH's reply also comes later
+            self.queue.append((reached, (len(receivers),), None))
         self.published += 1
-        return defer.succeed(len(receivers))
 
     def flush(self) -> None:
         for _ in range(10_000):
             if not self.queue:
                 return
-            bus, channel, data = self.queue.popleft()
-            if bus.up:  # a subscriber that dropped meanwhile never gets it
-                bus.received(channel, data)
+            call, args, bus = self.queue.popleft()
+            if bus is None or bus.up:  # a subscriber that dropped meanwhile never gets it
+                call(*args)
         raise AssertionError("messages keep coming: a delivery loop")
 
 
@@ -71,10 +74,9 @@ class FakeLink:
             if self.bus in buses:
                 buses.remove(self.bus)
 
-    def publish(self, channel: str, data: str) -> defer.Deferred:
-        if not self.up:
-            return defer.fail(ConnectionError("not connected"))
-        return self.pubsub.publish(channel, data)
+    def publish(self, channel: str, data: str, reached=None) -> None:
+        if self.up:
+            self.pubsub.publish(channel, data, reached)
 
 
 class Cluster:
@@ -316,6 +318,13 @@ class Tables(unittest.TestCase):
         self.assertEqual(out.take("b"), ["t"])
         self.assertEqual(out.take("b"), [])
         self.assertEqual(len(out), 1)
+
+    def test_redis_option_is_validated(self):
+        config = Options()
+        config.parseOptions(["--redis", "redis://127.0.0.1:7000/2", "--cluster-name", "x"])
+        self.assertEqual(config["redis"], RedisAddress("127.0.0.1", 7000, 2))
+        with self.assertRaises(UsageError):
+            Options().parseOptions(["--redis", "127.0.0.1:6379"])
 
     def test_redis_address(self):
         self.assertEqual(RedisAddress.parse("redis://h"), RedisAddress("h", 6379, 0))

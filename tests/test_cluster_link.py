@@ -1,17 +1,20 @@
-"""`RedisLink` while Redis is unreachable: capped backoff, no busy loop, one log line.
+"""`RedisLink` without Redis: reconnection, batching and parsing, on fake clocks.
 
-Driven by a `MemoryReactorClock`: every connection attempt is recorded and then
-refused, and 60 seconds of clock time pass in steps.
+While Redis is unreachable (a `MemoryReactorClock` refusing every connection
+attempt while 60 seconds of clock time pass): capped backoff, no busy loop, one
+log line. The real connection is tested in test_cluster_redis.py.
 """
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from nea.cluster.link import RedisLink
+from nea.cluster.batch import MAX_BATCH, MAX_BATCH_BYTES, Batcher
+from nea.cluster.link import RedisLink, _Factory, _Subscriber
 from nea.cluster.names import RedisAddress
 
 
@@ -83,3 +86,66 @@ class UnreachableRedis(unittest.TestCase):
         before = len(self.reactor.tcpClients)
         self.run_for(30)
         self.assertEqual(len(self.reactor.tcpClients), before)
+
+
+class Batching(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.sent = []
+        self.replies = []
+        self.batcher = Batcher(self.clock, self.send)
+
+    def send(self, channel, payload):
+        self.sent.append((channel, payload.split("\n")))
+        reply = defer.Deferred()
+        self.replies.append(reply)
+        return reply
+
+    def test_one_publish_per_channel_and_turn(self):
+        results = []
+        for n in range(3):
+            self.batcher.publish("a", f"m{n}", results.append)
+        self.batcher.publish("b", "only")
+        self.assertEqual(self.sent, [])
+        self.clock.advance(0)
+        self.assertEqual(self.sent, [("a", ["m0", "m1", "m2"]), ("b", ["only"])])
+        self.replies[0].callback(2)
+        self.assertEqual(results, [2, 2, 2])
+
+    def test_a_full_batch_leaves_at_once(self):
+        for n in range(MAX_BATCH):
+            self.batcher.publish("a", str(n))
+        self.assertEqual(len(self.sent), 1)
+        self.assertEqual(len(self.sent[0][1]), MAX_BATCH)
+
+    def test_a_batch_of_big_lines_leaves_before_a_megabyte(self):
+        line = "x" * (MAX_BATCH_BYTES // 3 + 1)
+        for _ in range(3):
+            self.batcher.publish("a", line)
+        self.assertEqual([len(lines) for _, lines in self.sent], [3])
+
+    def test_nothing_is_sent_or_told_once_discarded_or_failed(self):
+        told = []
+        self.batcher.publish("a", "lost", told.append)
+        self.batcher.discard()
+        self.clock.advance(0)
+        self.assertEqual(self.sent, [])
+        self.batcher.publish("b", "failed", told.append)
+        self.clock.advance(0)
+        self.replies[0].errback(ConnectionError("gone"))
+        self.assertEqual(told, [])
+
+
+class WholeReads(unittest.TestCase):
+    def test_every_message_of_a_read_is_handled_in_that_read(self):
+        received = []
+        factory = _Factory(_Subscriber, None, lambda channel, data: received.append(data))
+        subscriber = factory.buildProtocol(None)
+        subscriber.makeConnection(StringTransport())
+        read = b"".join(
+            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$%d\r\n%s\r\n" % (len(m), m)
+            for m in (b"one", b"two", b"three" * 50, b"four")
+        )
+        subscriber.dataReceived(read[:10])
+        subscriber.dataReceived(read[10:])
+        self.assertEqual(received, ["one", "two", "three" * 50, "four"])

@@ -6,13 +6,14 @@ instances and checking that Redis holds nothing of the cluster any more.
 """
 
 import itertools
+import random
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from nea.wire import codec, frames
 from tests import infra
-from tests.support import connect, settle, start_server, tls_listen
+from tests.support import WAIT, connect, settle, start_server, tls_listen
 
 _names = itertools.count(1)
 HEARTBEAT = "0.2"
@@ -86,6 +87,15 @@ class ClusterCase(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
+    def finish(self, *clients):
+        """Close ``clients``; every instance then holds nothing, and stops leaving nothing."""
+        for client in clients:
+            client.transport.loseConnection()
+            yield client.closed
+        yield settle(lambda: all(i.hub.zero_state() for i in self.instances))
+        yield self.stop_and_check_redis_is_clean()
+
+    @defer.inlineCallbacks
     def stop_and_check_redis_is_clean(self):
         """Stop every instance cleanly; then nothing of the cluster may be left in Redis."""
         for instance in self.instances:
@@ -115,10 +125,52 @@ class TwoInstances(ClusterCase):
         self.assertEqual(b.hub.relays.stats.forwarded, len(at_b))
         self.assertEqual(a.hub.relays.stats.acked, len(texts))
         yield settle(lambda: not a.hub.bus.outstanding)
-        for client in (sender, receiver):
-            client.transport.loseConnection()
-            yield client.closed
-        yield self.stop_and_check_redis_is_clean()
+        yield self.finish(sender, receiver)
+
+    @defer.inlineCallbacks
+    def test_targets_are_uniform_over_the_connections_of_both_instances(self):
+        """One connection on i1, three on i2: each gets a quarter, not i1 a half.
+
+        Seeded generators and relays sent in one go make the draws the same every
+        run; 16.27 is the 0.001 point of chi-square with 3 degrees of freedom.
+        """
+        yield self.start_instances(2)
+        a, b = self.instances
+        for seed, instance in enumerate(self.instances):
+            instance.hub.relays.rng = random.Random(seed)
+        sender = yield connect(self, a.ports[0])
+        others = yield defer.gatherResults([connect(self, b.ports[0]) for _ in range(3)])
+        got = [auto_ack(client) for client in (sender, *others)]
+        yield settle(lambda: a.hub.bus.table.weights().get("i2") == 3)
+        for n in range(400):
+            sender.send(f"message u{n}")
+        yield acks(sender, 400)
+        counts = [len(texts) for texts in got]
+        self.assertEqual(sum(counts), 400)
+        self.assertLess(sum((c - 100) ** 2 / 100 for c in counts), 16.27, counts)
+        yield self.finish(sender, *others)
+
+    @defer.inlineCallbacks
+    def test_stopping_instance_hands_back_what_its_clients_held(self):
+        yield self.start_instances(2)
+        a, b = self.instances
+        sender = yield connect(self, a.ports[0])
+        holder = yield connect(self, b.ports[0])  # takes deliveries, never acks
+        auto_ack(sender)
+        yield settle(lambda: a.hub.bus.table.weights().get("i2") == 1)
+        for n in range(30):  # until one lands on the holder (each try: even odds)
+            acked = a.hub.relays.stats.acked
+            sender.send(f"message held {n}")
+            yield settle(lambda: b.hub.relays.in_flight or a.hub.relays.stats.acked > acked)
+            if b.hub.relays.in_flight:
+                break
+        self.assertEqual(b.hub.relays.in_flight, 1)
+        yield b.stopService()  # drains the holder, then leaves the cluster
+        # The tries before it were acked by the sender itself; then the held one.
+        self.assertEqual((yield acks(sender, n + 1)), {f"held {k}" for k in range(n + 1)})
+        self.instances.remove(b)
+        yield holder.closed
+        yield self.finish(sender)
 
     @defer.inlineCallbacks
     def test_clean_stop_withdraws_at_once(self):
@@ -170,10 +222,7 @@ class ThreeInstances(ClusterCase):
         # Exactly once: nobody got a third chat line meanwhile.
         for client in clients:
             self.assertEqual(client.lines.pending, [])
-            client.transport.loseConnection()
-            yield client.closed
-        yield settle(lambda: all(i.hub.zero_state() for i in self.instances))
-        yield self.stop_and_check_redis_is_clean()
+        yield self.finish(*clients)
 
 
 class RedisOutage(ClusterCase):
@@ -201,8 +250,69 @@ class RedisOutage(ClusterCase):
             client.send(f"message after {n}")
         self.assertEqual(len((yield acks(client, 20))), 20)
         self.assertTrue(at_b)
-        for c in (client, other):
-            c.transport.loseConnection()
-            yield c.closed
-        yield settle(lambda: all(i.hub.zero_state() for i in self.instances))
-        yield self.stop_and_check_redis_is_clean()
+        yield self.finish(client, other)
+
+    @defer.inlineCallbacks
+    def test_relays_cross_between_all_three(self):
+        yield self.start_instances(3)
+        clients = yield defer.gatherResults([connect(self, i.ports[0]) for i in self.instances])
+        forwarded = [auto_ack(client) for client in clients]
+        yield settle(
+            lambda: all(len(i.hub.bus.table.weights()) == 2 and all(
+                w == 1 for w in i.hub.bus.table.weights().values()) for i in self.instances)
+        )
+        for n, client in enumerate(clients):
+            for k in range(12):
+                client.send(f"message from {n} #{k}")
+        for n, client in enumerate(clients):
+            self.assertEqual((yield acks(client, 12)), {f"from {n} #{k}" for k in range(12)})
+        # One client per instance: a text from another client crossed instances. Each
+        # client gets about 12 of the 36 texts; none from the others: p ~ 3 ** -12.
+        for n, texts in enumerate(forwarded):
+            self.assertTrue([t for t in texts if not t.startswith(f"from {n} ")], texts)
+        yield self.finish(*clients)
+
+
+class StartWithoutRedis(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_serves_alone_until_redis_comes_then_joins(self):
+        redis = infra.RedisServer()  # not started yet
+        self.addCleanup(redis.stop)
+        instance = yield start_server(
+            self, "--instance-id", "early", "--listen", tls_listen(), "--http", "none",
+            "--redis", redis.url, "--cluster-name", "early", "--heartbeat", HEARTBEAT,
+        )
+        self.assertEqual(instance.hub.bus.state(), "degraded")
+        client = yield connect(self, instance.ports[0])
+        auto_ack(client)
+        client.send("message before redis")
+        self.assertEqual((yield acks(client, 1)), {"before redis"})
+        yield redis.start()
+        yield settle(lambda: instance.hub.bus.state() == "connected")
+        keys, _, channels = yield redis.leftovers("early")
+        self.assertEqual(keys, ["early:member:early", "early:members"])
+        self.assertEqual(channels, ["early:cluster", "early:to:early"])
+        client.transport.loseConnection()
+        yield client.closed
+        yield settle(instance.hub.zero_state)
+        yield instance.stopService()
+        self.assertEqual((yield redis.leftovers("early")), ([], [], []))
+
+
+class KilledInstance(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_kill_9_disappears_within_three_heartbeats(self):
+        redis = yield infra.redis_server(self)
+        survivor, victim = yield infra.nea_daemons(
+            self, 2, "--redis", redis.url, "--cluster-name", "k", "--heartbeat", HEARTBEAT,
+            "--http", "none",
+        )
+        yield infra.until_status(self, survivor.port, lambda s: len(s["cluster"]["members"]) == 2)
+        yield victim.kill()
+        killed_at = reactor.seconds()
+        yield infra.until_status(self, survivor.port, lambda s: len(s["cluster"]["members"]) == 1)
+        # 3 heartbeats of 0.2 s, one more for the beat that notices, and slack for a busy machine.
+        self.assertLess(reactor.seconds() - killed_at, 4 * float(HEARTBEAT) + 2.0)
+        yield survivor.stop()
+        # The victim's key outlives it by up to 3 heartbeats; nothing else may stay.
+        yield infra.until_clean(redis, "k", within=3 * float(HEARTBEAT) + WAIT)

@@ -53,11 +53,18 @@ def client_set(ok_delay="0", timeout=5.0, retries=2, sources=()):
     return reactor, clients
 
 
+class TCPStringTransport(StringTransport):
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
 def connect(reactor, index=-1):
     """Complete the most recent (or ``index``-th) dial; the protocol and its transport."""
     factory = reactor.tcpClients[index][2]
     protocol = factory.buildProtocol(None)
-    transport = StringTransport()
+    transport = TCPStringTransport()
     protocol.makeConnection(transport)
     return protocol, transport
 
@@ -70,6 +77,7 @@ class ClientTests(unittest.TestCase):
         self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 4000, 5.0, None))
         protocol, transport = connect(reactor)
         self.assertEqual(transport.value(), b"message X\n")
+        self.assertTrue(transport.no_delay)  # else Nagle holds an ok for a delayed ACK
         transport.clear()
         protocol.dataReceived(b"2026-01-01\nmessage Y\nmess")
         self.assertEqual(transport.value(), b"")  # the ok waits for its delay
@@ -177,6 +185,19 @@ class ScheduleTests(unittest.TestCase):
         self.assertEqual(clients.tally.counts["acked"], 50)
 
 
+    def test_max_active_holds_back_due_clients(self):
+        reactor, clients = client_set()
+        schedule = Schedule(clients, 20, 0.001, texts=lambda i: f"t{i}", max_active=5)
+        schedule.run(reactor.seconds())
+        reactor.advance(0.1)
+        self.assertEqual(len(reactor.tcpClients), 5)
+        protocol, _ = connect(reactor, 0)
+        protocol.dataReceived(b"ok t0\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        reactor.advance(0.1)
+        self.assertEqual(len(reactor.tcpClients), 6)  # one finished, one more started
+
+
 class VerdictTests(unittest.TestCase):
     def instance(self, connections, pending=0, in_flight=0):
         return {"connections": connections, "relays": {"pending": pending, "in_flight": in_flight}}
@@ -193,6 +214,25 @@ class VerdictTests(unittest.TestCase):
         members[1] = self.instance(0, pending=3)
         verdict = status.judge({**members[0], "cluster": {"members": members}})
         self.assertEqual((verdict.zero_state, verdict.pending), (False, 3))
+
+
+class StatusLineTests(unittest.TestCase):
+    def exchange(self, *lines):
+        protocol = status.StatusLine()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.value(), status.STATUS_REQUEST)
+        for line in lines:
+            protocol.dataReceived(line)
+        return protocol.answer
+
+    def test_the_json_reply_is_the_answer_whatever_comes_first(self):
+        answer = self.exchange(b"2026-01-01\n", b'{"type":"status","payload":{"connections":1}}\n')
+        self.assertEqual(self.successResultOf(answer), {"connections": 1})
+
+    def test_a_listener_without_status_is_a_clear_error(self):
+        answer = self.exchange(b"error not_in_profile the 'relay' profile understands only\n")
+        self.assertIn("--status-port", str(self.failureResultOf(answer, status.StatusRefused).value))
 
 
 class ReportTests(unittest.TestCase):
@@ -218,12 +258,25 @@ class ReportTests(unittest.TestCase):
         self.assertEqual(good["rates"]["exchanges_per_s"], 5.0)
         self.assertEqual(good["latency_ms"]["exchange"]["max"], 9.0)
         self.assertEqual(good["server"]["cpu_us_per_client"], 100000.0)
+        self.assertEqual(good["limit"], "neither")  # 1 s of CPU in 2 s of wall time: 50%
         self.assertIn("OK: nothing lost", report.summary(good))
         lossy = self.build(self.tally(9), self.verdict(True))
         self.assertEqual((lossy["ok"], lossy["lost"]), (False, 1))
         leaky = self.build(self.tally(10), self.verdict(False))
         self.assertFalse(leaky["ok"])
         self.assertIn("zero state NO", report.summary(leaky))
+
+    def test_limit_names_the_saturated_side(self):
+        def shares(server, generator, workers=2):
+            figures = {"server": {"percent_of_a_core": server},
+                       "generator": {"percent_of_a_core": generator}}
+            return report.limit(figures, workers, cores=2)
+
+        self.assertEqual(shares(95, 60), "server")
+        self.assertEqual(shares(40, 180), "generator")  # two workers at 90% each
+        self.assertEqual(shares(40, 120), "neither")
+        self.assertEqual(shares(99, 190), "both")
+        self.assertEqual(shares(69, 123), "machine")  # 192% of two cores between them
 
     def test_percentiles(self):
         self.assertEqual(percentiles(range(1, 101)), {"p50": 50, "p90": 90, "p99": 99, "max": 100})

@@ -2,9 +2,11 @@
 
 - `nea.cluster.names`: the Redis address, and the keys and channels of a cluster;
 - `nea.cluster.envelope`: what instances publish to each other;
-- `nea.cluster.members`: the live-member table and the deliveries still out at others;
+- `nea.cluster.members`: the table of live members;
+- `nea.cluster.outstanding`: the deliveries still out at other instances;
 - `nea.cluster.heartbeat`: the Redis commands of membership;
 - `nea.cluster.link`: the connections to Redis, kept up through outages;
+- `nea.cluster.batch`: one PUBLISH per channel and reactor turn;
 - `nea.cluster.bus`: `RedisBus`, the `nea.core.bus.Bus` built on all of the above;
 - `nea.cluster.service`: wiring into the service tree.
 

@@ -11,7 +11,7 @@ Routing (see `nea.cluster.names` for the key and channel layout):
   delivered them locally, so an instance ignores its own publications.
 
 Not losing relays. Pub/sub is fire-and-forget, so the origin keeps the deliveries
-it published to each other instance (`nea.cluster.members.Outstanding`) until
+it published to each other instance (`nea.cluster.outstanding.Outstanding`) until
 their ack or re-forward comes back. When that instance is gone (heartbeat
 expired or a new run, a leave notice, or PUBLISH reached nobody), the origin
 draws new targets for what it still had there. A delivery may so be made twice
@@ -23,6 +23,7 @@ among local connections only, and chat stays local. Every reconnection starts a
 new ``run``, so the others also recover what they sent here meanwhile.
 """
 
+import functools
 import random
 import uuid
 from typing import Any
@@ -31,7 +32,8 @@ from twisted.logger import Logger
 
 from nea.cluster import envelope, heartbeat
 from nea.cluster.envelope import Acked, Deliver, Event, Leave, Reforward
-from nea.cluster.members import MemberTable, Outstanding, parse_record, record
+from nea.cluster.members import MemberTable, parse_record, record
+from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace
 from nea.core.bus import BusNode, weighted_pick
 from nea.wire.frames import BroadcastPush, ChatPush
@@ -49,6 +51,7 @@ class RedisBus:
         self.table = MemberTable()
         self.outstanding = Outstanding()
         self._node: BusNode | None = None
+        self._twin_reported = False
 
     @property
     def channels(self) -> list[str]:
@@ -78,8 +81,8 @@ class RedisBus:
         if member is None or not self.up:
             self._recover(instance)
             return
-        sent = self._send(instance, Deliver(text, origin, attempt))
-        sent.addCallback(self._check_reached, instance, member.run)
+        self._send(instance, Deliver(text, origin, attempt),
+                   functools.partial(self._check_reached, instance, member.run))
 
     def ack(self, origin: str, text: str) -> None:
         if origin == self.instance_id:
@@ -105,15 +108,14 @@ class RedisBus:
 
     # ---- sending ----
 
-    def _send(self, instance: str, message: envelope.Message):
-        return self._publish(self.namespace.inbox(instance), message)
+    def _send(self, instance: str, message: envelope.Message, reached=None) -> None:
+        self._publish(self.namespace.inbox(instance), message, reached)
 
-    def _publish(self, channel: str, message: envelope.Message):
-        sent = self.link.publish(channel, envelope.encode(self.instance_id, message))
-        # A failed PUBLISH means the link is going down; link_down recovers what was out.
-        return sent.addErrback(lambda _: None)
+    def _publish(self, channel: str, message: envelope.Message, reached=None) -> None:
+        # Unsent while the link is down, or lost with it: link_down recovers what was out.
+        self.link.publish(channel, envelope.encode(self.instance_id, message), reached)
 
-    def _check_reached(self, receivers: int | None, instance: str, run: str) -> None:
+    def _check_reached(self, instance: str, run: str, receivers: int) -> None:
         if receivers == 0 and self.up:
             if self.table.remove(instance, run):
                 log.info("cluster member {member} stopped listening: given up", member=instance)
@@ -176,7 +178,8 @@ class RedisBus:
                 log.warn("ignored member {member}: {error}", member=name, error=str(e))
                 continue
             if name == self.instance_id:
-                if member.run != self.run:
+                if member.run != self.run and not self._twin_reported:
+                    self._twin_reported = True
                     log.error("another instance also calls itself {member}", member=name)
                 continue
             seen[name] = member

@@ -61,6 +61,17 @@ _OPS: dict[type, str] = {
     Event: "event",
     Leave: "leave",
 }
+_KINDS = {op: kind for kind, op in _OPS.items()}
+# json.dumps with arguments builds an encoder per call; this one is built once.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+#: The plain (non-Event) kinds' fields and their types, looked up once, not per message.
+_FIELDS: dict[type, list[tuple[str, type]]] = {
+    kind: [(field.name, field.type) for field in attrs.fields(kind)]
+    for kind in _OPS
+    if kind is not Event
+}
 
 
 def encode(sender: str, message: Message) -> str:
@@ -68,8 +79,9 @@ def encode(sender: str, message: Message) -> str:
     if isinstance(message, Event):
         fields["push"] = codec.encode_push(message.push, Encoding.JSON).decode("utf-8")
     else:
-        fields.update(attrs.asdict(message))
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        for name, _ in _FIELDS[type(message)]:
+            fields[name] = getattr(message, name)
+    return _JSON.encode(fields)
 
 
 def decode(data: str | bytes) -> tuple[str, Message]:
@@ -83,7 +95,7 @@ def decode(data: str | bytes) -> tuple[str, Message]:
                 raise TypeError(f"not a chat or broadcast push: {push!r}")
             message: Message = Event(push)
         else:
-            kind = {op_name: kind for kind, op_name in _OPS.items()}[op]
+            kind = _KINDS[op]
             message = kind(**fields)
             _check_types(message)
         if not isinstance(sender, str):
@@ -94,7 +106,7 @@ def decode(data: str | bytes) -> tuple[str, Message]:
 
 
 def _check_types(message: Message) -> None:
-    for field in attrs.fields(type(message)):
-        value = getattr(message, field.name)
-        if not isinstance(value, field.type) or isinstance(value, bool):
-            raise TypeError(f"{field.name} must be {field.type.__name__}")
+    for name, kind in _FIELDS[type(message)]:
+        value = getattr(message, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"{name} must be {kind.__name__}")

@@ -85,38 +85,3 @@ class MemberTable:
     def summaries(self) -> list[dict[str, Any]]:
         return [m.summary for m in self.members.values()]
 
-
-class Outstanding:
-    """Deliveries this instance originated and published to other instances, unsettled.
-
-    A delivery settles when its ack or re-forward comes back. When the instance it
-    went to is gone, whatever it still had can only be recovered here: the origin
-    draws new targets for it (a kill -9 sends no re-forward).
-    """
-
-    def __init__(self) -> None:
-        self._sent: dict[str, dict[str, int]] = {}
-
-    def add(self, name: str, text: str) -> None:
-        texts = self._sent.setdefault(name, {})
-        texts[text] = texts.get(text, 0) + 1
-
-    def settle(self, name: str, text: str) -> None:
-        texts = self._sent.get(name)
-        if texts is None or text not in texts:
-            return  # already recovered when the member was given up
-        texts[text] -= 1
-        if not texts[text]:
-            del texts[text]
-            if not texts:
-                del self._sent[name]
-
-    def take(self, name: str) -> list[str]:
-        """Everything still out at ``name`` (repeated as often as it was sent), forgotten."""
-        return [text for text, n in self._sent.pop(name, {}).items() for _ in range(n)]
-
-    def instances(self) -> list[str]:
-        return list(self._sent)
-
-    def __len__(self) -> int:
-        return sum(sum(texts.values()) for texts in self._sent.values())

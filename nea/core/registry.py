@@ -30,7 +30,9 @@ class IndexedSet(Generic[T]):
             self._index[last] = i
 
     def choice(self, rng: random.Random) -> T:
-        return self._items[rng.randrange(len(self._items))]
+        # random() scaled, not randrange(): one C call instead of three Python ones
+        # on the relay hot path; uniform to within 2**-53 for any realistic size.
+        return self._items[int(rng.random() * len(self._items))]
 
     def __len__(self) -> int:
         return len(self._items)

@@ -55,10 +55,15 @@ class RelayBroker:
     def request(self, waiter: Waiter, text: str) -> None:
         """``waiter`` sent ``message text``: remember it and send the text on its way."""
         self.stats.requested += 1
-        waiters = self.waiting.setdefault(text, [])
+        waiters = self.waiting.get(text)
+        if waiters is None:
+            waiters = self.waiting[text] = []
         if waiter not in waiters:
             waiters.append(waiter)
-            self._waits_of.setdefault(waiter, set()).add(text)
+            texts = self._waits_of.get(waiter)
+            if texts is None:
+                texts = self._waits_of[waiter] = set()
+            texts.add(text)
         self._dispatch(text, attempt=0)
 
     def _dispatch(self, text: str, attempt: int) -> None:

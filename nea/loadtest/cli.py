@@ -59,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", type=_non_negative(int), default=0,
                    help="source addresses 127.x.y.z to spread over when the server is on "
                    f"loopback (default: one per {CLIENTS_PER_SOURCE} clients)")
+    p.add_argument("--max-active", type=_non_negative(int), default=0,
+                   help="clients connected or retrying at once, over all workers; a client "
+                   "that is due waits for a free slot (default: each worker's open-files "
+                   "limit)")
     p.add_argument("--status-port", type=int, help="port of a listener with the nea profile "
                    "for the status check (default --port)")
     p.add_argument("--no-status", action="store_true", help="skip the zero-state check")
@@ -130,6 +134,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         "timeout": args.timeout,
         "retries": args.retries,
         "progress": args.progress,
+        "max_active": math.ceil(args.max_active / workers) if args.max_active else 0,
         "workers": workers,
         "run_id": run_id,
     }
@@ -260,6 +265,7 @@ def orchestrate(reactor, args: argparse.Namespace):
                                       args.settle)
     shown = {k: configs[0][k] for k in ("host", "port", "tls", "window", "ok_delay", "timeout",
                                           "retries", "workers")}
+    shown["max_active"] = args.max_active or None
     shown.update(clients=args.clients, sources=sum(len(c["sources"]) for c in configs))
     return report.build(tally, shown, wall, verdict, server_cpu)
 

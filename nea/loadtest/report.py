@@ -1,5 +1,6 @@
 """The run's verdict: a JSON-able report from the merged tally, and its human summary."""
 
+import os
 from typing import Any
 
 from nea.loadtest.status import Verdict
@@ -57,7 +58,32 @@ def build(
             "in_flight": verdict.in_flight,
         },
     }
+    report["limit"] = limit(report, config.get("workers", 1))
     return report
+
+
+#: Share of a core past which a process is taken to have been the bottleneck.
+BUSY = 85.0
+
+
+def limit(report: dict[str, Any], workers: int, cores: int | None = None) -> str:
+    """Which side ran out of CPU: "server", "generator", "both", "machine", "neither", "unknown".
+
+    The server is one process (one core at most); each worker is one process too,
+    so the generator is saturated when its workers average more than BUSY. When
+    neither is, but together they kept every core of this machine busy (server
+    and generator on one host), the machine was the limit.
+    """
+    generator_share = report["generator"]["percent_of_a_core"] or 0
+    generator = generator_share / max(1, workers) >= BUSY
+    if report["server"] is None:
+        return "generator" if generator else "unknown"
+    server_share = report["server"]["percent_of_a_core"] or 0
+    server = server_share >= BUSY
+    if server or generator:
+        return {(True, True): "both", (True, False): "server"}.get((server, generator), "generator")
+    cores = cores or os.cpu_count() or 1
+    return "machine" if server_share + generator_share >= BUSY * cores else "neither"
 
 
 def _cpu(seconds: float, clients: int, wall: float) -> dict[str, Any]:
@@ -99,6 +125,8 @@ def summary(report: dict[str, Any]) -> str:
     ]
     if report["server"] is not None:
         lines.append(f"  server     {_cpu_line(report['server'])}")
+    lines.append(f"  CPU limit  {report['limit']} (a process past {BUSY:.0f}% of a core, or all "
+                 "cores busy between them)")
     if zs is None:
         lines.append("  zero state not checked")
     else:

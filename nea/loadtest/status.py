@@ -37,7 +37,11 @@ def judge(status: dict[str, Any]) -> Verdict:
                    connections, pending, in_flight, status)
 
 
-class _StatusLine(LineReceiver):
+class StatusRefused(Exception):
+    """The listener does not answer status (a ``relay`` or ``chat`` profile)."""
+
+
+class StatusLine(LineReceiver):
     """Sends the status request and fires ``answer`` with the first JSON reply."""
 
     delimiter = b"\n"
@@ -50,6 +54,12 @@ class _StatusLine(LineReceiver):
         self.sendLine(STATUS_REQUEST.rstrip(b"\n"))
 
     def lineReceived(self, line: bytes) -> None:
+        if line.startswith(b"error ") and not self.answer.called:
+            self.answer.errback(StatusRefused(
+                f"the server refused the status request ({line.decode('utf-8', 'replace')}); "
+                "point --status-port at a listener with the nea profile"
+            ))
+            return
         if not line.startswith(b"{") or self.answer.called:
             return  # a date push (nea profile) or a relay forwarded before we asked
         obj = json.loads(line)
@@ -64,7 +74,7 @@ class _StatusLine(LineReceiver):
 @defer.inlineCallbacks
 def fetch(reactor, endpoint, timeout: float):
     """The server's status dict, read over a fresh connection from ``endpoint``."""
-    protocol = yield endpoint.connect(Factory.forProtocol(_StatusLine)).addTimeout(timeout, reactor)
+    protocol = yield endpoint.connect(Factory.forProtocol(StatusLine)).addTimeout(timeout, reactor)
     try:
         status = yield protocol.answer.addTimeout(timeout, reactor)
     finally:

@@ -65,9 +65,8 @@ class Options(usage.Options):
          "(default: hostname and a random suffix)."],
         ["dev-certs", None, str(DEV_CERTS), "Directory where missing development "
          "certificates are generated when an ssl listener names files inside it."],
-        ["redis", None, None, "Join a cluster through Redis at redis://host[:port][/db] "
-         "(default port 6379, db 0); without it this instance is the whole server.",
-         _redis_address],
+        ["redis", None, None, "Join a cluster through Redis at this URL (default port "
+         "6379, db 0); without it this instance is the whole server", _redis_address],
         ["cluster-name", None, "nea", "Prefix of the cluster's Redis keys and channels; "
          "clusters sharing one Redis need different names."],
         ["heartbeat", None, 1.0, "Seconds between cluster heartbeats; a member silent for "

@@ -35,7 +35,8 @@ class LineBuffer:
     def feed(self, data: bytes) -> Iterator[bytes]:
         if self._tail:
             data = self._tail + data
-        *lines, self._tail = data.split(b"\n")
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
