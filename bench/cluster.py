@@ -128,10 +128,7 @@ def run(args):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--connections", type=int, default=50)
-    p.add_argument("--window", type=int, default=20, help="relays outstanding per connection")
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--seconds", type=float, default=10.0)
+    harness.relay_load_options(p, "relays")
     p.add_argument("--clients", type=int, default=4000, help="seed-004 clients")
     p.add_argument("--load-window", dest="load_window", type=float, default=2.0,
                    help="seconds over which the seed-004 clients start")
@@ -139,13 +136,7 @@ def main() -> None:
     harness.header(f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
                    f"{args.connections}x{args.window} for {args.seconds} s; seed-004 "
                    f"{args.clients} TLS clients over {args.load_window} s")
-    outcome = []
-    d = run(args)
-    d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
-    reactor.run()
-    results = outcome[0]
-    if not isinstance(results, dict):
-        results.raiseException()
+    results = harness.run_reactor(lambda: run(args))
     for count, r in results.items():
         relay, seed = r["relay"], r["seed004"]
         print(f"{count} instance(s): relay {relay['exchanges_per_s']:8.0f} exchanges/s "

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from twisted.python.failure import Failure
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 LISTENING = re.compile(r'"log_text": "NeaFactory[^"]*? starting on (\d+)"')
@@ -190,6 +192,30 @@ def loadtest(*args: str, timeout: float = 900.0) -> dict:
         return json.loads(report.read_text())
     finally:
         report.unlink(missing_ok=True)
+
+
+def relay_load_options(parser, outstanding: str) -> None:
+    """The options of a persistent-connection relay load (relay_throughput, cluster)."""
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--window", type=int, default=20, help=f"{outstanding} outstanding per connection"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+
+
+def run_reactor(make):
+    """Run the reactor until the Deferred ``make()`` returns fires; return its result or raise."""
+    from twisted.internet import reactor
+
+    outcome = []
+    reactor.callWhenRunning(
+        lambda: make().addBoth(outcome.append).addBoth(lambda _: reactor.stop())
+    )
+    reactor.run()
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]
 
 
 def header(title: str) -> None:

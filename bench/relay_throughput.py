@@ -157,21 +157,12 @@ def run(args):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--connections", type=int, default=50)
-    p.add_argument("--window", type=int, default=20, help="requests outstanding per connection")
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--seconds", type=float, default=10.0)
+    harness.relay_load_options(p, "requests")
     p.add_argument("--profile", help="run nea under cProfile, write the stats here, print the top")
     args = p.parse_args()
     harness.header(f"relay_throughput: {args.connections} connections x {args.window} "
                    f"outstanding, {args.seconds} s")
-    outcome = []
-    d = run(args)
-    d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
-    reactor.run()
-    results = outcome[0]
-    if not isinstance(results, dict):
-        results.raiseException()
+    results = harness.run_reactor(lambda: run(args))
     for name, r in results.items():
         print(f"{name:5} {r['exchanges_per_s']:9.0f} exchanges/s, server "
               f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
