@@ -11,7 +11,6 @@ from twisted.trial import unittest
 
 from nea.wire import codec, frames
 from tests.support import (
-    WAIT,
     connect,
     daemon_command,
     daemon_env,

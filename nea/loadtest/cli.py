@@ -12,7 +12,6 @@ import math
 import os
 import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
