@@ -17,6 +17,9 @@ import harness
 DELAYS = ("0", "uniform:0,1")
 
 
+TIMEOUTS = {"tcp": 10.0, "tls": 60.0}
+
+
 def case(transport: str, delay: str, args, certs_dir) -> dict:
     if transport == "tls":
         listens = (harness.tls("relay", certs_dir), harness.tls("nea", certs_dir))
@@ -29,7 +32,8 @@ def case(transport: str, delay: str, args, certs_dir) -> dict:
         report = harness.loadtest(
             "--port", str(relay), "--status-port", str(nea), *security,
             "--clients", str(args.clients), "--window", str(args.window), "--ok-delay", delay,
-            "--workers", str(args.workers), "--timeout", str(args.timeout),
+            "--workers", str(args.workers),
+            "--timeout", str(args.timeout or TIMEOUTS[transport]),
             "--max-active", str(args.max_active),
             "--server-pid", str(daemon.pid), "--progress", "10",
         )
@@ -59,7 +63,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=100_000)
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, help="seconds a client waits for its ok "
+                   "(default 10 for TCP, 60 for TLS: shorter than the handshake queue under "
+                   "overload, a TLS timeout makes clients retry into a collapse)")
     p.add_argument("--max-active", type=int, default=18_000,
                    help="clients at once (below the daemon's --max-clients 19,000, so that an "
                    "overloaded server is queued for, not refused)")
