@@ -62,6 +62,13 @@ def client_tls(hostname: str = "localhost", client_cert: bool = False):
     return optionsForClientTLS(hostname, ca, own)
 
 
+def parse_options(*args: str) -> Options:
+    """``nea-server`` options parsed from ``args``, as twistd would."""
+    config = Options()
+    config.parseOptions(list(args))
+    return config
+
+
 @defer.inlineCallbacks
 def start_server(testcase, *args: str):
     """Start the real nea-server service tree in this process with ``args``.
@@ -70,8 +77,7 @@ def start_server(testcase, *args: str):
     ``--listen`` order, ``service.http_port`` is the HTTP API's (None with
     ``--http none``). The service is stopped when the test ends.
     """
-    config = Options()
-    config.parseOptions(["--instance-id", "test", *HTTP_ANY_PORT, *args])
+    config = parse_options("--instance-id", "test", *HTTP_ANY_PORT, *args)
     service = makeService(config, reactor)
     service.startService()
     testcase.addCleanup(service.stopService)

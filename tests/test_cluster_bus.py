@@ -21,7 +21,7 @@ from nea.cluster.members import MemberTable, parse_record, record
 from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace, RedisAddress
 from nea.core.hub import Hub
-from nea.server.options import Options
+from tests.support import parse_options
 from nea.core.testing import FakePeer
 from nea.wire import frames
 from nea.wire.frames import BroadcastPush, ChatPush
@@ -320,11 +320,10 @@ class Tables(unittest.TestCase):
         self.assertEqual(len(out), 1)
 
     def test_redis_option_is_validated(self):
-        config = Options()
-        config.parseOptions(["--redis", "redis://127.0.0.1:7000/2", "--cluster-name", "x"])
+        config = parse_options("--redis", "redis://127.0.0.1:7000/2", "--cluster-name", "x")
         self.assertEqual(config["redis"], RedisAddress("127.0.0.1", 7000, 2))
         with self.assertRaises(UsageError):
-            Options().parseOptions(["--redis", "127.0.0.1:6379"])
+            parse_options("--redis", "127.0.0.1:6379")
 
     def test_redis_address(self):
         self.assertEqual(RedisAddress.parse("redis://h"), RedisAddress("h", 6379, 0))

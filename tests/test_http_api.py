@@ -21,11 +21,10 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 
 from nea.http.metrics import RelayTimer
-from nea.server.options import Options
 from nea.server.service import makeService
 from nea.core.testing import FakePeer
 from nea.wire import codec, frames, profiles
-from tests.support import WAIT, connect, settle, start_server, tcp_listen
+from tests.support import WAIT, connect, parse_options, settle, start_server, tcp_listen
 
 TOKEN = "test-admin-token"
 
@@ -417,13 +416,8 @@ class Relay(ServerCase):
 
 
 class OptionsParsing(unittest.TestCase):
-    def parse(self, *args):
-        config = Options()
-        config.parseOptions(list(args))
-        return config
-
     def test_defaults(self):
-        config = self.parse()
+        config = parse_options()
         self.assertEqual(config["http"], "tcp:3000:interface=127.0.0.1")
         self.assertIsNone(config["admin-token"])
         self.assertEqual(config["relay-timeout"], 10.0)
@@ -431,13 +425,13 @@ class OptionsParsing(unittest.TestCase):
             self.assertIn(f"--{name}", str(config))
 
     def test_http_none_disables_it(self):
-        self.assertIsNone(self.parse("--http", "none")["http"])
+        self.assertIsNone(parse_options("--http", "none")["http"])
 
     def test_token_file(self):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("  s3cret\n")
-        self.assertEqual(self.parse("--admin-token-file", path)["admin-token"], "s3cret")
+        self.assertEqual(parse_options("--admin-token-file", path)["admin-token"], "s3cret")
 
     def test_token_file_errors(self):
         empty = self.mktemp()
@@ -445,12 +439,12 @@ class OptionsParsing(unittest.TestCase):
         for args in (["--admin-token-file", empty], ["--admin-token-file", empty + "-missing"],
                      ["--admin-token", "a", "--admin-token-file", empty],
                      ["--relay-timeout", "0"]):
-            self.assertRaises(UsageError, self.parse, *args)
+            self.assertRaises(UsageError, parse_options, *args)
 
     def test_a_busy_http_port_fails_loudly(self):
         busy = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         self.addCleanup(busy.stopListening)
-        config = self.parse("--listen", tcp_listen(), "--http",
+        config = parse_options("--listen", tcp_listen(), "--http",
                             f"tcp:{busy.getHost().port}:interface=127.0.0.1")
         service = makeService(config, reactor)
         self.addCleanup(service.stopService)

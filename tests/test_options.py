@@ -10,6 +10,7 @@ from nea.server.listeners import DEFAULT_LISTEN, Listen
 from nea.server.options import Options
 from nea.server.service import ensure_dev_certs
 from nea.wire import profiles
+from tests.support import parse_options
 
 
 class ListenTests(unittest.TestCase):
@@ -41,13 +42,8 @@ class ListenTests(unittest.TestCase):
 
 
 class OptionsTests(unittest.TestCase):
-    def parse(self, *args):
-        options = Options()
-        options.parseOptions(list(args))
-        return options
-
     def test_defaults_match_the_spec(self):
-        options = self.parse()
+        options = parse_options()
         self.assertEqual(options["listen"], [Listen.parse(DEFAULT_LISTEN)])
         self.assertTrue(DEFAULT_LISTEN.startswith("ssl:3443:"))
         self.assertEqual(options["max-clients"], 100)
@@ -57,13 +53,13 @@ class OptionsTests(unittest.TestCase):
         self.assertTrue(options["instance-id"])
 
     def test_several_listeners(self):
-        options = self.parse("--listen", "tcp:1", "--listen", "chat=tcp:2")
+        options = parse_options("--listen", "tcp:1", "--listen", "chat=tcp:2")
         self.assertEqual([l.profile.name for l in options["listen"]], ["nea", "chat"])
 
     def test_bad_values_are_usage_errors(self):
         for args in (["--max-clients", "0"], ["--date-interval", "-1"], ["--listen", "x=tcp:1"]):
             with self.assertRaises(usage.UsageError, msg=args):
-                self.parse(*args)
+                parse_options(*args)
 
     def test_help_documents_every_option(self):
         text = str(Options())
@@ -78,17 +74,15 @@ class DevCertsOnFirstRunTests(unittest.TestCase):
         home.mkdir()
         self.addCleanup(os.chdir, os.getcwd())
         os.chdir(home)
-        options = Options()
-        options.parseOptions([])
+        options = parse_options()
         ensure_dev_certs(options)
         for name in ("ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"):
             self.assertTrue((home / "certs" / name).exists(), name)
 
     def test_never_generated_outside_the_dev_directory(self):
         elsewhere = Path(self.mktemp())
-        options = Options()
-        options.parseOptions(
-            ["--listen", f"ssl:0:privateKey={elsewhere}/k.pem:certKey={elsewhere}/c.pem"]
+        options = parse_options(
+            "--listen", f"ssl:0:privateKey={elsewhere}/k.pem:certKey={elsewhere}/c.pem"
         )
         ensure_dev_certs(options)
         self.assertFalse(elsewhere.exists())
