@@ -74,7 +74,7 @@ class BehindHAProxy(unittest.TestCase):
             [sys.executable, "-m", "nea.loadtest",
              "--port", str(self.proxy.port), "--ca", str(certs() / devcerts.CA_CERT),
              "--server-name", "localhost", "--clients", str(CLIENTS),
-             "--window", str(WINDOW), "--ok-delay", OK_DELAY, "--timeout", "15",
+             "--window", str(WINDOW), "--ok-delay", OK_DELAY, "--timeout", "45",
              "--retries", "20", "--seed", "4", "--settle", "10", "--progress", "60",
              "--json", str(report)],
             daemon_env(),

@@ -85,10 +85,13 @@ def auto_ack(client) -> None:
 class ServerCase(unittest.TestCase):
     """A server with one plain-TCP nea listener, its HTTP API and an admin token."""
 
+    server_args: tuple[str, ...] = ()
+
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--relay-timeout", "0.5"
+            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--relay-timeout", "0.5",
+            *self.server_args,
         )
         self.hub = self.service.hub
         self.http = self.service.http_port
@@ -246,6 +249,8 @@ class ReadEndpoints(ServerCase):
 
 
 class MetricsEndpoint(ServerCase):
+    server_args = ("--date-interval", "0.2")
+
     @defer.inlineCallbacks
     def test_parses_and_counters_move_with_traffic(self):
         before = yield metrics(self.http)
@@ -258,7 +263,8 @@ class MetricsEndpoint(ServerCase):
         client.send("{broken")
         client.send("reverse me")
         client.send("message round trip")
-        yield settle(lambda: self.hub.relays.stats.acked == 1 and self.hub.requests["Reverse"] == 1)
+        yield settle(lambda: self.hub.relays.stats.acked == 1 and self.hub.requests["Reverse"] == 1
+                     and self.hub.dates.ticks >= 1)
         after = yield metrics(self.http)
         self.assertEqual(after['nea_connections{profile="nea"}'], 1)
         self.assertEqual(after['nea_requests_total{kind="Reverse"}'], 1)

@@ -53,13 +53,17 @@ class DateTests(unittest.TestCase):
         first = FakePeer()
         hub.join(first)
         self.assertTrue(hub.dates.running)
-        [date] = first.take()
-        self.assertEqual(date, frames.DatePush(hub.dates.today()))
-        self.assertRegex(date.date, r"^\d{4}-\d{2}-\d{2}$")
+        self.assertEqual(first.take(), [])  # no date at connect: its reply comes first
+        clock.advance(4)
         second = FakePeer()
         hub.join(second)
         self.assertEqual(second.take(), [])
-        clock.advance(10)  # every client has its first date within one interval
+        clock.advance(6)  # every client has its first date within one interval
+        [date] = first.take()
+        self.assertEqual(date, frames.DatePush(hub.dates.today()))
+        self.assertRegex(date.date, r"^\d{4}-\d{2}-\d{2}$")
+        self.assertEqual(second.take(), [date])
+        clock.advance(10)
         self.assertEqual(len(first.take()), 1)
         self.assertEqual(len(second.take()), 1)
         self.assertEqual(relay_only.take(), [])
@@ -91,7 +95,8 @@ class DateTests(unittest.TestCase):
         clock.advance(1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
         self.assertTrue(hub.dates.running)
-        self.assertEqual(hub.dates.ticks, 3)
+        self.assertEqual(hub.dates.ticks, 2)
+        self.assertEqual(len(good.take()), 2)
 
 
 class RequestTests(unittest.TestCase):
@@ -143,6 +148,45 @@ class RequestTests(unittest.TestCase):
             self.assertIn("detail", reply.message)
             self.assertEqual(peer.closed, error.fatal, error.code)
             self.assertEqual(self.hub.errors[error.code], 1)
+
+    def test_errors_from_relays_are_counted_under_their_code(self):
+        lonely = make_hub()
+        peer = FakePeer(profiles.NEA)
+        lonely.handle(peer, frames.Relay("to nobody"))  # not joined: nobody to relay to
+        lonely.join(peer)
+        lonely.handle(peer, frames.Ack("never forwarded"))
+        codes = [reply.code for reply in peer.take()]
+        self.assertEqual(codes, ["no_recipient", "unexpected_ok"])
+        self.assertEqual(lonely.status()["errors"], {"no_recipient": 1, "unexpected_ok": 1})
+
+
+class EndOfStreamTests(unittest.TestCase):
+    """A client that ended its stream can still be answered, then it is closed."""
+
+    def test_closed_at_once_when_it_waits_for_nothing(self):
+        hub = make_hub()
+        peer = FakePeer(profiles.RELAY)
+        hub.join(peer)
+        hub.input_ended(peer)
+        self.assertTrue(peer.closed)
+
+    def test_closed_once_its_relay_is_acked_and_never_drawn_again(self):
+        hub = make_hub()
+        sender, acker = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub.join(sender)
+        hub.handle(sender, frames.Relay("x"))  # sender alone: forwarded to itself
+        self.assertEqual(sender.take(), [frames.RelayPush("x")])
+        hub.join(acker)
+        hub.input_ended(sender)  # it cannot ack now: its delivery goes to the acker
+        self.assertFalse(sender.closed)
+        self.assertEqual(acker.take(), [frames.RelayPush("x")])
+        for _ in range(50):
+            hub.handle(acker, frames.Relay("y"))
+            hub.handle(acker, frames.Ack("y"))
+        self.assertEqual(sender.take(), [])  # never a target again
+        hub.handle(acker, frames.Ack("x"))
+        self.assertEqual(sender.take(), [frames.AckPush("x")])
+        self.assertTrue(sender.closed)
 
 
 class ReverseTests(unittest.TestCase):

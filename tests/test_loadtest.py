@@ -19,7 +19,7 @@ from tests.support import certs, daemon_command, daemon_env, tcp_listen, tls_lis
 #: Seconds a whole load-test run may take here before the test fails.
 RUN_LIMIT = 120.0
 #: The daemon's (JSON) log line for each nea listener, in --listen order.
-LISTENING = re.compile(rb'"log_text": "NeaFactory[^"]*? starting on (\d+)"')
+LISTENING = re.compile(rb'"log_text": "(?:NeaFactory|TLSServerFactory)[^"]*? starting on (\d+)"')
 
 
 class Daemon(ProcessProtocol):

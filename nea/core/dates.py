@@ -46,9 +46,13 @@ class DateBroadcaster:
         return self._loop.running
 
     def subscribed(self) -> None:
-        """Call after a subscriber joined: starts the loop for the first one (it is sent a date now)."""
+        """Call after a subscriber joined: starts the loop for the first one.
+
+        The first tick is one interval away, never at once: a client that connects
+        and sends a line must read its reply first, not a date.
+        """
         if not self._loop.running and len(self.subscribers):
-            self._loop.start(self.interval, now=True)
+            self._loop.start(self.interval, now=False)
 
     def unsubscribed(self) -> None:
         """Call after a subscriber left: stops the loop when nobody is left."""

@@ -54,7 +54,11 @@ class Hub:
         self.started = clock.seconds()
         self.draining = False
         self.registry = Registry(config.max_clients)
-        self.relays = RelayBroker(self.registry, bus, rng or random.Random())
+        self.relays = RelayBroker(
+            self.registry, bus, rng or random.Random(), self.reject, self._settled
+        )
+        #: Connections that ended their stream and close once their relays are settled.
+        self._ending: set[Peer] = set()
         self.chat = ChatRoom(self.registry, bus)
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
@@ -97,7 +101,29 @@ class Hub:
         self.dates.subscribed()
         return True
 
+    def input_ended(self, peer: Peer) -> None:
+        """``peer`` sends nothing more (FIN, close_notify) but may still read.
+
+        It can no longer ack, so it is no target any more and what it held goes
+        elsewhere; it is closed once no relay it sent is still awaited.
+        """
+        if peer not in self.registry:
+            return
+        self.registry.retire(peer)
+        self.dates.unsubscribed()
+        self.relays.forget_target(peer)
+        if self.relays.waits(peer):
+            self._ending.add(peer)
+        else:
+            peer.close()
+
+    def _settled(self, waiter) -> None:
+        if waiter in self._ending:
+            self._ending.discard(waiter)
+            waiter.close()
+
     def leave(self, peer: Peer) -> None:
+        self._ending.discard(peer)
         if peer not in self.registry:
             return
         self.registry.remove(peer)
@@ -108,8 +134,11 @@ class Hub:
         self.requests[type(request).__name__] += 1
         self._handlers[type(request)](peer, request)
 
-    def reject(self, peer: Peer, error: errors.ErrorCode, detail: str = "") -> None:
-        """Answer with ``error``; close the connection if it is a limit violation."""
+    def reject(self, peer: Waiter, error: errors.ErrorCode, detail: str = "") -> None:
+        """Answer with ``error``, counted under its code; close the connection if it is fatal.
+
+        Every error a client is sent goes through here, so the counters miss none.
+        """
         self.errors[error.code] += 1
         message = f"{error.summary}: {detail}" if detail else error.summary
         peer.push(frames.ErrorReply(error.code, message))

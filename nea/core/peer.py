@@ -2,6 +2,8 @@
 
 from typing import Iterable, Protocol as TypingProtocol
 
+from twisted.logger import Logger
+
 from nea.wire import codec
 from nea.wire.frames import Encoding, Push
 from nea.wire.profiles import Profile
@@ -32,14 +34,24 @@ class Peer(TypingProtocol):
         """End the connection now, dropping whatever is unsent."""
 
 
+log = Logger()
+
+
 def fan_out(peers: Iterable[Peer], push: Push) -> int:
-    """Send ``push`` to every peer, encoding it once per encoding; return how many got it."""
+    """Send ``push`` to every peer, encoding it once per encoding; return how many got it.
+
+    A peer whose ``send`` fails is logged and skipped: the others still get it.
+    """
     lines: dict[Encoding, bytes] = {}
     count = 0
     for peer in peers:
         line = lines.get(peer.encoding)
         if line is None:
             line = lines[peer.encoding] = codec.encode_push(push, peer.encoding)
-        peer.send(line)
+        try:
+            peer.send(line)
+        except Exception:
+            log.failure("sending to {peer} failed", peer=peer.id)
+            continue
         count += 1
     return count

@@ -71,9 +71,14 @@ class Registry:
             self.chat_capable.add(peer)
         return True
 
-    def remove(self, peer: Peer) -> None:
-        for members in (self.peers, self.relay_capable, self.date_subscribers, self.chat_capable):
+    def retire(self, peer: Peer) -> None:
+        """``peer`` keeps its slot but takes no more relays, dates or chat (it is closing)."""
+        for members in (self.relay_capable, self.date_subscribers, self.chat_capable):
             members.discard(peer)
+
+    def remove(self, peer: Peer) -> None:
+        self.peers.discard(peer)
+        self.retire(peer)
 
     def __contains__(self, peer: object) -> bool:
         return peer in self.peers

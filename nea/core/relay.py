@@ -16,7 +16,7 @@ between them goes through the `nea.core.bus.Bus`.
 
 import random
 from collections import deque
-from typing import Protocol as TypingProtocol
+from typing import Callable, Protocol as TypingProtocol
 
 from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
 from nea.core.peer import Peer
@@ -41,10 +41,21 @@ class RelayStats:
 
 
 class RelayBroker:
-    def __init__(self, registry: Registry, bus: Bus, rng: random.Random) -> None:
+    """The relay tables of one instance; see the module docstring.
+
+    ``reject(waiter, error, detail)`` answers with an error (the hub's, which
+    counts it). ``settled(waiter)`` hears, after the waiter was told, that the
+    last relay it waited for is over (a client that ended its stream closes then).
+    """
+
+    def __init__(self, registry: Registry, bus: Bus, rng: random.Random,
+                 reject: Callable[[Waiter, errors.ErrorCode, str], None],
+                 settled: Callable[[Waiter], None] = lambda waiter: None) -> None:
         self.registry = registry
         self.bus = bus
         self.rng = rng
+        self.reject = reject
+        self.settled = settled
         self.waiting: dict[str, list[Waiter]] = {}
         self._waits_of: dict[Waiter, set[str]] = {}
         self.held: dict[Peer, dict[str, deque[str]]] = {}
@@ -79,9 +90,10 @@ class RelayBroker:
 
     def _fail(self, text: str) -> None:
         self.stats.no_recipient += 1
-        error = frames.ErrorReply(errors.NO_RECIPIENT.code, f"nobody to relay {text!r} to")
-        for waiter in self._drop(text):
-            waiter.push(error)
+        waiters = self._drop(text)
+        for waiter in waiters:
+            self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
+        self._tell_settled(waiters)
 
     def acked(self, text: str) -> None:
         """``ok text`` came back: tell every local waiter, and forget them."""
@@ -91,6 +103,16 @@ class RelayBroker:
         push = frames.AckPush(text)
         for waiter in waiters:
             waiter.push(push)
+        self._tell_settled(waiters)
+
+    def _tell_settled(self, waiters: list[Waiter]) -> None:
+        for waiter in waiters:
+            if waiter not in self._waits_of:
+                self.settled(waiter)
+
+    def waits(self, waiter: Waiter) -> bool:
+        """Whether ``waiter`` still waits for an ok."""
+        return waiter in self._waits_of
 
     def redeliver(self, text: str, attempt: int) -> None:
         """A delivery of ``text`` failed; draw again if anyone here still waits for it."""
@@ -140,11 +162,7 @@ class RelayBroker:
         origins = deliveries.get(text) if deliveries else None
         if not origins:
             self.stats.unexpected_ok += 1
-            peer.push(
-                frames.ErrorReply(
-                    errors.UNEXPECTED_OK.code, f"no 'message {text}' was forwarded to you"
-                )
-            )
+            self.reject(peer, errors.UNEXPECTED_OK, f"no 'message {text}' was forwarded to you")
             return
         origin = origins.popleft()
         if not origins:

@@ -8,11 +8,16 @@ still written to it (replies to its own requests and pushes from others); past
 stalled reader never grows the daemon's memory or holds up anyone else. (It does
 not stop reading: TLS pauses producers during its handshake, and a connection
 that stopped reading then would never finish it.)
+
+End of stream (a FIN, or a TLS close_notify) is not the end of the connection:
+the unterminated last line, if any, is still a line; every reply is written;
+then the connection closes, as soon as nothing it asked for is still awaited
+(its relays), and at the latest after ``HALF_CLOSE_LINGER`` seconds.
 """
 
 import time
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -24,9 +29,11 @@ from nea.wire.frames import Encoding
 from nea.wire.profiles import Profile
 
 DEFAULT_MAX_OUTBOUND = 1024 * 1024
+#: Seconds a client that ended its stream is still awaited for answers it is owed.
+HALF_CLOSE_LINGER = 10.0
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class NeaConnection(Protocol):
     log = Logger()
 
@@ -44,6 +51,7 @@ class NeaConnection(Protocol):
         self._closing = False
         self._paused = False
         self._unflushed = 0
+        self._linger = None
 
     # ---- Protocol ----
 
@@ -73,8 +81,23 @@ class NeaConnection(Protocol):
             self.encoding = Encoding.JSON
         self.hub.handle(self, request)
 
+    def readConnectionLost(self) -> None:
+        """The client sends no more: finish its last line, answer, then close."""
+        last = self._lines.finish()
+        if last is not None and not self._closing:
+            self._handle(last)
+        if not self._closing:
+            self.hub.input_ended(self)
+        if not self._closing:
+            self._linger = self.hub.clock.callLater(HALF_CLOSE_LINGER, self.close)
+
+    def writeConnectionLost(self) -> None:
+        """Not called: nea never half-closes its own side."""
+
     def connectionLost(self, reason) -> None:
         self._closing = True
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         self.hub.leave(self)
 
     # ---- nea.core.peer.Peer ----

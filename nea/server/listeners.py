@@ -1,4 +1,9 @@
-"""Listeners: ``[PROFILE=]ENDPOINT`` strings, the backlog, and failing loudly on a busy port."""
+"""Listeners: ``[PROFILE=]ENDPOINT`` strings, the backlog, nea's TLS layer, failing loudly.
+
+An ``ssl:`` endpoint is served as the ``tcp:`` endpoint beneath it with nea's own
+TLS layer (`nea.tls.server`) on top, so that a connection joins the hub only once
+its handshake has completed and a close_notify is an end of stream like a FIN.
+"""
 
 from pathlib import Path
 
@@ -6,6 +11,7 @@ import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 
+from nea.tls.server import TLSServerFactory, server_context
 from nea.wire import profiles
 from nea.wire.profiles import Profile
 
@@ -17,6 +23,17 @@ DEFAULT_LISTEN = (
 
 # Endpoint types whose listen(2) backlog Twisted lets a string set (default 50).
 _BACKLOG_TYPES = {"tcp", "ssl", "tcp6"}
+#: The fields of an ``ssl:`` string that belong to its TLS layer, not to its TCP port.
+_TLS_FIELDS = ("privateKey", "certKey", "extraCertChain")
+
+
+@attrs.frozen
+class TLSFiles:
+    """The files an ``ssl:`` listener serves: key, certificate, optional chain."""
+
+    private_key: Path
+    certificate: Path
+    chain: Path | None = None
 
 
 @attrs.frozen
@@ -41,22 +58,39 @@ class Listen:
             return cls(profiles.BY_NAME[name], endpoint)
         return cls(profiles.NEA, value)
 
+    @property
+    def kind(self) -> str:
+        return self.endpoint.partition(":")[0]
+
     def with_backlog(self, backlog: int) -> str:
-        kind = self.endpoint.partition(":")[0]
-        if kind in _BACKLOG_TYPES and ":backlog=" not in self.endpoint:
+        if self.kind in _BACKLOG_TYPES and ":backlog=" not in self.endpoint:
             return f"{self.endpoint}:backlog={backlog}"
         return self.endpoint
 
+    def tls_files(self) -> TLSFiles | None:
+        """What an ``ssl:`` endpoint's TLS layer serves (None for any other kind).
+
+        As with Twisted's own ``ssl:``, the certificate defaults to the key file.
+        """
+        if self.kind != "ssl":
+            return None
+        fields = dict(f.partition("=")[::2] for f in self.endpoint.split(":")[1:] if "=" in f)
+        key = Path(fields.get("privateKey", "server.pem"))
+        chain = fields.get("extraCertChain")
+        return TLSFiles(key, Path(fields.get("certKey", key)), Path(chain) if chain else None)
+
     def certificate_files(self) -> list[Path]:
         """The key and certificate files an ``ssl:`` endpoint names."""
-        if not self.endpoint.startswith("ssl:"):
-            return []
-        files = []
-        for field in self.endpoint.split(":")[1:]:
-            key, _, value = field.partition("=")
-            if key in ("privateKey", "certKey"):
-                files.append(Path(value))
-        return files
+        files = self.tls_files()
+        return [] if files is None else [files.private_key, files.certificate]
+
+    def transport_endpoint(self, backlog: int) -> str:
+        """The endpoint string that listens: an ``ssl:`` one becomes the ``tcp:`` beneath it."""
+        endpoint = self.with_backlog(backlog)
+        if self.kind != "ssl":
+            return endpoint
+        fields = [f for f in endpoint.split(":")[1:] if f.partition("=")[0] not in _TLS_FIELDS]
+        return ":".join(["tcp", *fields])
 
 
 class ListeningService(StreamServerEndpointService):
@@ -68,8 +102,13 @@ class ListeningService(StreamServerEndpointService):
 
     _raiseSynchronously = True
 
-    def __init__(self, reactor, listen: Listen, backlog: int, factory) -> None:
-        super().__init__(serverFromString(reactor, listen.with_backlog(backlog)), factory)
+    def __init__(self, reactor, listen: Listen, backlog: int, factory,
+                 handshake_timeout: float = 0.0) -> None:
+        files = listen.tls_files()
+        if files is not None:
+            context = server_context(files.private_key, files.certificate, files.chain)
+            factory = TLSServerFactory(factory, lambda: context, reactor, handshake_timeout)
+        super().__init__(serverFromString(reactor, listen.transport_endpoint(backlog)), factory)
         self.listen = listen
 
     def port(self):

@@ -49,6 +49,13 @@ class LineBuffer:
             self._tail = b""
             raise LineTooLong()
 
+    def finish(self) -> bytes | None:
+        """The end of the stream: the unterminated last line, if the stream ended inside one."""
+        tail, self._tail = self._tail, b""
+        if tail.endswith(b"\r"):
+            tail = tail[:-1]
+        return tail or None
+
     @property
     def pending(self) -> int:
         """Bytes held while waiting for the end of a line."""

@@ -1,0 +1,334 @@
+"""The server side of nea's TLS: a memory-BIO TLS layer between TCP and a nea protocol.
+
+Twisted's own TLS wrapper answers a peer's close_notify by shutting down at once,
+discarding whatever the application still had to say, and it connects the
+application protocol at TCP accept, before the handshake. nea needs the
+opposite on both counts:
+
+- the wrapped protocol is connected only once the handshake has completed, so a
+  socket that never finishes it never takes a client slot, gets a push or is
+  drawn as a relay target;
+- a close_notify is an end of stream like a TCP FIN (TLS 1.3 semantics): the
+  wrapped protocol, if it is half-closeable, hears ``readConnectionLost`` and may
+  still write its last replies before it closes;
+- an unfinished handshake is cut off after a deadline, and the factory counts
+  handshakes in progress, so listeners can bound them.
+
+Output goes straight through to the TCP transport after encryption, so the TCP
+transport's own buffer is the one that fills when a peer stops reading, and a
+producer registered here is registered there.
+"""
+
+from pathlib import Path
+from typing import Callable
+
+import attrs
+from OpenSSL import SSL, crypto
+from twisted.internet import interfaces
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, CertificateOptions
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: How much plaintext one ``recv`` may return; larger reads just loop.
+_READ_SIZE = 64 * 1024
+
+
+class CertificateError(ValueError):
+    """A server key, certificate or chain file is missing, unreadable or not PEM."""
+
+
+def _load(path: Path, what: str, load):
+    try:
+        return load(path.read_bytes())
+    except OSError as e:
+        raise CertificateError(f"cannot read the {what} {path}: {e.strerror}") from None
+    except (crypto.Error, ValueError) as e:
+        raise CertificateError(f"the {what} {path} is not usable PEM: {e}") from None
+
+
+def server_context(key: Path, certificate: Path, chain: Path | None = None) -> SSL.Context:
+    """The OpenSSL context a TLS listener serves ``certificate`` (and ``chain``) with."""
+    options = CertificateOptions(
+        privateKey=_load(key, "private key", _pem_key),
+        certificate=_load(certificate, "certificate", Certificate.loadPEM).original,
+        extraCertChain=[
+            c.original for c in _load(chain, "certificate chain", _pem_chain)
+        ] if chain else None,
+    )
+    try:
+        return options.getContext()
+    except SSL.Error as e:
+        raise CertificateError(f"the private key {key} does not match {certificate}: {e}") from None
+
+
+def _pem_key(data: bytes) -> crypto.PKey:
+    return crypto.load_privatekey(crypto.FILETYPE_PEM, data)
+
+
+def _pem_chain(data: bytes) -> list[Certificate]:
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [b + marker for b in data.split(marker) if b.strip()]
+    if not blocks:
+        raise ValueError("no certificate in it")
+    return [Certificate.loadPEM(b) for b in blocks]
+
+
+@attrs.define
+class HandshakeStats:
+    """What a listener's TLS layer has seen; read by status and metrics."""
+
+    in_progress: int = 0
+    completed: int = 0
+    timed_out: int = 0
+    failed: int = 0
+
+
+@implementer(
+    interfaces.ITransport,
+    interfaces.ITCPTransport,
+    interfaces.ISSLTransport,
+    interfaces.IConsumer,
+)
+class TLSServerProtocol(Protocol):
+    """TLS over the TCP connection it is given; the wrapped protocol sees plaintext.
+
+    It is also the wrapped protocol's transport.
+    """
+
+    def __init__(self, factory: "TLSServerFactory", wrapped: Protocol) -> None:
+        self.factory = factory
+        self.wrapped = wrapped
+        self.disconnecting = False
+        self._tls: SSL.Connection | None = None
+        self._handshake_done = False
+        self._handshaking = False
+        self._deadline = None
+        self._read_closed = False
+        self._write_closed = False
+        self._lost = False
+
+    # ---- the TCP side ----
+
+    def connectionMade(self) -> None:
+        self._tls = SSL.Connection(self.factory.context(), None)
+        self._tls.set_accept_state()
+        self._handshaking = True
+        self.factory.stats.in_progress += 1
+        self.factory.handshake_started()
+        timeout = self.factory.handshake_timeout
+        if timeout:
+            self._deadline = self.factory.clock.callLater(timeout, self._handshake_expired)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._lost or self._read_closed:
+            return
+        self._tls.bio_write(data)
+        if not self._handshake_done and not self._handshake():
+            return
+        self._receive()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._lost = True
+        self._tls = None
+        if self._handshake_done:
+            self.wrapped.connectionLost(reason)
+        else:
+            self._end_handshake()
+
+    # ---- the handshake ----
+
+    def _handshake(self) -> bool:
+        """Advance the handshake; True once it has completed."""
+        try:
+            self._tls.do_handshake()
+        except SSL.WantReadError:
+            self._flush()
+            return False
+        except SSL.Error as e:
+            self.factory.stats.failed += 1
+            self._fail(e)
+            return False
+        self._handshake_done = True
+        self._end_handshake()
+        self.factory.stats.completed += 1
+        self._flush()
+        self.wrapped.makeConnection(self)
+        handshake_completed = getattr(self.wrapped, "handshakeCompleted", None)
+        if handshake_completed is not None and not self.disconnecting:
+            handshake_completed()
+        return not self._lost
+
+    def _end_handshake(self) -> None:
+        """The handshake is over, however it ended; counted once."""
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        if self._handshaking:
+            self._handshaking = False
+            self.factory.stats.in_progress -= 1
+            self.factory.handshake_ended()
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        self.factory.stats.timed_out += 1
+        self._end_handshake()
+        self.transport.abortConnection()
+
+    # ---- reading ----
+
+    def _receive(self) -> None:
+        while not (self._lost or self._read_closed or self.disconnecting and self._write_closed):
+            try:
+                data = self._tls.recv(_READ_SIZE)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self._peer_closed()
+                break
+            except SSL.Error as e:
+                self._fail(e)
+                return
+            self.wrapped.dataReceived(data)
+        if not self._lost:
+            self._flush()
+
+    def _peer_closed(self) -> None:
+        """close_notify: the peer sends no more; it may still read our answers."""
+        self._read_closed = True
+        if interfaces.IHalfCloseableProtocol.providedBy(self.wrapped):
+            self.wrapped.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def _fail(self, error: SSL.Error) -> None:
+        # Whatever alert OpenSSL queued (e.g. handshake_failure) goes out first.
+        self._flush()
+        if self._handshake_done:
+            self._read_closed = True
+        self.transport.loseConnection()
+
+    # ---- writing (the wrapped protocol's transport) ----
+
+    def _flush(self) -> None:
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._tls.bio_read(_READ_SIZE))
+            except SSL.WantReadError:
+                break
+        if chunks:
+            self.transport.write(b"".join(chunks))
+
+    def write(self, data: bytes) -> None:
+        if self._write_closed or self._lost or not data:
+            return
+        try:
+            self._tls.send(data)
+        except SSL.Error as e:
+            self._fail(e)
+            return
+        self._flush()
+
+    def writeSequence(self, data) -> None:
+        self.write(b"".join(data))
+
+    def loseWriteConnection(self) -> None:
+        """Send close_notify; keep reading (TLS 1.3 half-close)."""
+        if self._write_closed or self._lost:
+            return
+        self._write_closed = True
+        try:
+            self._tls.shutdown()
+        except SSL.Error:
+            pass
+        self._flush()
+
+    def loseConnection(self) -> None:
+        if self.disconnecting or self._lost:
+            return
+        self.disconnecting = True
+        self.loseWriteConnection()
+        self.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        self._write_closed = True
+        self.transport.abortConnection()
+
+    # ---- the rest of the transport, from the TCP connection ----
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        self.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.transport.unregisterProducer()
+
+    def getPeer(self):
+        return self.transport.getPeer()
+
+    def getHost(self):
+        return self.transport.getHost()
+
+    def getPeerCertificate(self):
+        return self._tls.get_peer_certificate() if self._tls is not None else None
+
+    def getTcpNoDelay(self) -> bool:
+        return self.transport.getTcpNoDelay()
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.transport.setTcpNoDelay(enabled)
+
+    def getTcpKeepAlive(self) -> bool:
+        return self.transport.getTcpKeepAlive()
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        self.transport.setTcpKeepAlive(enabled)
+
+    def getHandle(self):
+        return self.transport.getHandle()
+
+
+class TLSServerFactory(Factory):
+    """Wraps each connection ``wrapped`` builds in server-side TLS.
+
+    ``context`` returns the `OpenSSL.SSL.Context` for a new connection (called
+    per connection, so a reload takes effect for newcomers only).
+    ``handshake_started``/``handshake_ended`` hear every handshake begin and end
+    (completed, failed, timed out or cut off), which is what bounds them.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        wrapped: Factory,
+        context: Callable[[], SSL.Context],
+        clock: IReactorTime,
+        handshake_timeout: float = 0.0,
+    ) -> None:
+        self.wrapped = wrapped
+        self.context = context
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.stats = HandshakeStats()
+
+    def handshake_started(self) -> None:
+        """Hook: a TCP connection arrived and its handshake began."""
+
+    def handshake_ended(self) -> None:
+        """Hook: a handshake is no longer in progress."""
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def buildProtocol(self, addr) -> TLSServerProtocol | None:
+        inner = self.wrapped.buildProtocol(addr)
+        if inner is None:
+            return None
+        return TLSServerProtocol(self, inner)
