@@ -15,6 +15,12 @@ line_text = st.text(
 )
 nonempty_text = line_text.filter(bool)
 nick = st.from_regex(codec.NICK_PATTERN, fullmatch=True)
+# Any JSON value, lone surrogates and deep nesting included.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=60,
+) | st.integers(30, 200).map(lambda n: json.loads("[" * n + "]" * n))
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -159,6 +165,27 @@ class RequestTests(unittest.TestCase):
             request = codec.decode_request(line, profile)
             self.assertIn(type(request), profile.allowed)
 
+    @given(json_values, st.sampled_from(["type", "cmd", "payload", "x"]),
+           st.sampled_from(["message", "ok", "reverse", "chat", "nick", "status"]))
+    @settings(max_examples=300)
+    def test_any_json_value_anywhere_decodes_to_a_request(self, value, key, kind):
+        """Arbitrary JSON (deep, odd types, lone surrogates) as a frame's field never raises."""
+        obj = {"type": kind, key: value} if key != "type" else {key: value}
+        line = json.dumps(obj).encode()  # ASCII: a lone surrogate travels as a \\u escape
+        for profile in profiles.BY_NAME.values():
+            request = codec.decode_request(line, profile)
+            self.assertIn(type(request), profile.allowed)
+            if isinstance(request, (frames.Relay, frames.Ack, frames.Reverse, frames.Chat)):
+                request.text.encode("utf-8")  # what was accepted is valid Unicode
+
+    def test_poison_json_gets_its_code(self):
+        deep = b'{"type":"reverse","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        self.assertIs(self._error(deep), errors.BAD_JSON)
+        self.assertIs(self._error(b'{"type":"reverse","x":' + b"[" * 5000), errors.BAD_JSON)
+        self.assertIs(self._error(b'{"type":"reverse","payload":"\\ud800"}'), errors.BAD_PAYLOAD)
+        nested = b'{"type":"reverse","payload":"","x":' + b"[" * 31 + b"]" * 31 + b"}"
+        self.assertEqual(codec.decode_request(nested, profiles.NEA), frames.Reverse(""))
+
     @given(st.binary(min_size=1, max_size=50))
     def test_invalid_utf8_is_reported_as_such(self, junk):
         try:
@@ -204,6 +231,14 @@ class PushTests(unittest.TestCase):
         self.assertEqual(text(frames.AckPush("x y")), b"ok x y\n")
         self.assertEqual(text(frames.ChatPush("ann", "hi")), b"chat ann: hi\n")
         self.assertEqual(text(frames.ErrorReply("bad_utf8", "oops")), b"error bad_utf8 oops\n")
+
+    @given(st.sampled_from([frames.RelayPush, frames.AckPush, frames.BroadcastPush,
+                            frames.ReverseReply]), st.text(), st.sampled_from(list(Encoding)))
+    def test_encoding_any_text_never_raises(self, kind, text, encoding):
+        """Lone surrogates included: a push is always one line of valid UTF-8."""
+        line = codec.encode_push(kind(text), encoding)
+        self.assertEqual(line.count(b"\n"), 1)
+        line.decode("utf-8")
 
     @given(st.text(max_size=50))
     def test_text_encoding_never_splits_a_frame(self, text):

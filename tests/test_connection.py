@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
-from nea.server.connection import NeaConnection
+from nea.server.connection import ConnectionLimits, NeaConnection
 from nea.wire import codec, frames, profiles
 
 
@@ -20,7 +20,7 @@ def make_hub(**config):
 
 
 def connected(hub, profile=profiles.NEA, max_line=1000, max_outbound=10_000):
-    connection = NeaConnection(hub, profile, max_line, max_outbound)
+    connection = NeaConnection(hub, profile, ConnectionLimits(max_line, max_outbound))
     transport = StringTransport()
     connection.makeConnection(transport)
     return connection, transport
@@ -148,7 +148,7 @@ class PairTests(unittest.TestCase):
         hub = make_hub()
         pairs = [
             iosim.connectedServerAndClient(
-                lambda: NeaConnection(hub, profiles.RELAY, 1000, 10_000), Client
+                lambda: NeaConnection(hub, profiles.RELAY, ConnectionLimits(1000, 10_000)), Client
             )
             for _ in range(2)
         ]

@@ -6,13 +6,15 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from nea.core.bus import LocalBus, MemoryCluster, weighted_pick
-from nea.core.hub import Hub
+from nea.core.hub import Hub, HubConfig
 from nea.core.testing import FakePeer
 from nea.wire import frames, profiles
 
 
-def hub_with(*peers, bus=None, seed=0):
-    hub = Hub(Clock(), bus or LocalBus("solo"), rng=random.Random(seed))
+def hub_with(*peers, bus=None, seed=0, max_pending=10**6):
+    """A hub whose bound on pending relays is out of the way unless a test sets it."""
+    config = HubConfig(max_pending=max_pending)
+    hub = Hub(Clock(), bus or LocalBus("solo"), config, rng=random.Random(seed))
     for peer in peers:
         assert hub.join(peer)
     return hub
@@ -140,7 +142,7 @@ class ClusterRelayTests(unittest.TestCase):
     def setUp(self):
         self.cluster = MemoryCluster()
         self.hubs = [
-            Hub(Clock(), self.cluster.bus(name), rng=random.Random(i))
+            Hub(Clock(), self.cluster.bus(name), HubConfig(max_pending=10**6), rng=random.Random(i))
             for i, name in enumerate(["i1", "i2", "i3"])
         ]
 

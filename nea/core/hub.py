@@ -36,6 +36,8 @@ class RelayObserver(TypingProtocol):
 class HubConfig:
     max_clients: int = 100
     date_interval: float = 10.0
+    #: Relays one connection may wait for, and deliveries one may hold unacknowledged.
+    max_pending: int = 1000
 
 
 class Hub:
@@ -46,8 +48,11 @@ class Hub:
         config: HubConfig = HubConfig(),
         rng: random.Random | None = None,
         today: Callable[[], str] | None = None,
+        handshakes: Any = None,
     ) -> None:
+        """``handshakes``: the TLS listeners' handshake figures (attrs), shown in status."""
         self.clock = clock
+        self.handshakes = handshakes
         self.bus = bus
         self.config = config
         self.instance_id = bus.instance_id
@@ -55,7 +60,8 @@ class Hub:
         self.draining = False
         self.registry = Registry(config.max_clients)
         self.relays = RelayBroker(
-            self.registry, bus, rng or random.Random(), self.reject, self._settled
+            self.registry, bus, rng or random.Random(), self.reject, self._settled,
+            config.max_pending,
         )
         #: Connections that ended their stream and close once their relays are settled.
         self._ending: set[Peer] = set()
@@ -64,6 +70,8 @@ class Hub:
             clock, config.date_interval, self.registry.date_subscribers, today
         )
         self.errors: collections.Counter[str] = collections.Counter()
+        #: Times a connection was made to wait for sending too fast.
+        self.throttled = 0
         self.requests: collections.Counter[str] = collections.Counter()
         #: Bytes from and to every connection since start (connections add to them).
         self.bytes_in = 0
@@ -145,6 +153,10 @@ class Hub:
         if error.fatal:
             peer.close()
 
+    def note_throttled(self) -> None:
+        """A connection sent faster than its rate and stops being read for a while."""
+        self.throttled += 1
+
     def _nick(self, peer: Peer, request: frames.Nick) -> None:
         peer.name = request.name
         peer.push(frames.NickReply(request.name))
@@ -209,6 +221,8 @@ class Hub:
             "profiles": self.registry.by_profile(),
             "max_clients": self.config.max_clients,
             "refused_full": self.registry.refused_full,
+            "handshakes": attrs.asdict(self.handshakes) if self.handshakes is not None else None,
+            "throttled": self.throttled,
             "relays": {
                 "pending": relays.pending,
                 "in_flight": relays.in_flight,

@@ -12,6 +12,11 @@ client has gone both are empty without any sweeping:
 
 In a cluster the origin and the target may be different instances; everything
 between them goes through the `nea.core.bus.Bus`.
+
+Both sides are bounded by ``max_pending``: a waiter that already waits for that
+many texts is refused another (``too_many_pending``), and a connection that holds
+that many unacknowledged deliveries is not drawn as a target until it acks one.
+So no client can make the tables grow beyond max-clients x max-pending entries.
 """
 
 import random
@@ -50,15 +55,20 @@ class RelayBroker:
 
     def __init__(self, registry: Registry, bus: Bus, rng: random.Random,
                  reject: Callable[[Waiter, errors.ErrorCode, str], None],
-                 settled: Callable[[Waiter], None] = lambda waiter: None) -> None:
+                 settled: Callable[[Waiter], None] = lambda waiter: None,
+                 max_pending: int = 1000) -> None:
         self.registry = registry
         self.bus = bus
         self.rng = rng
         self.reject = reject
         self.settled = settled
+        self.max_pending = max_pending
         self.waiting: dict[str, list[Waiter]] = {}
         self._waits_of: dict[Waiter, set[str]] = {}
         self.held: dict[Peer, dict[str, deque[str]]] = {}
+        #: Unacknowledged deliveries per target, and the targets withdrawn for holding too many.
+        self._held_count: dict[Peer, int] = {}
+        self._saturated: set[Peer] = set()
         self.stats = RelayStats()
 
     # ---- the originating side ----
@@ -67,13 +77,16 @@ class RelayBroker:
         """``waiter`` sent ``message text``: remember it and send the text on its way."""
         self.stats.requested += 1
         waiters = self.waiting.get(text)
-        if waiters is None:
-            waiters = self.waiting[text] = []
-        if waiter not in waiters:
-            waiters.append(waiter)
+        if waiters is None or waiter not in waiters:
             texts = self._waits_of.get(waiter)
             if texts is None:
                 texts = self._waits_of[waiter] = set()
+            elif len(texts) >= self.max_pending:
+                self.reject(waiter, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}")
+                return
+            if waiters is None:
+                waiters = self.waiting[text] = []
+            waiters.append(waiter)
             texts.add(text)
         self._dispatch(text, attempt=0)
 
@@ -153,6 +166,10 @@ class RelayBroker:
         if origins is None:
             origins = deliveries[text] = deque()
         origins.append(origin)
+        count = self._held_count[target] = self._held_count.get(target, 0) + 1
+        if count >= self.max_pending:
+            self._saturated.add(target)
+            self.registry.relay_capable.discard(target)
         self.stats.forwarded += 1
         target.push(frames.RelayPush(text))
 
@@ -169,10 +186,20 @@ class RelayBroker:
             del deliveries[text]
             if not deliveries:
                 del self.held[peer]
+        count = self._held_count[peer] - 1
+        if count:
+            self._held_count[peer] = count
+        else:
+            del self._held_count[peer]
+        if peer in self._saturated and count < self.max_pending:
+            self._saturated.discard(peer)
+            self.registry.relay_capable.add(peer)
         self.bus.ack(origin, text)
 
     def forget_target(self, peer: Peer) -> None:
-        """``peer`` left: hand every delivery it had not acked back to its origin."""
+        """``peer`` left (or can ack no more): hand every delivery it held back to its origin."""
+        self._saturated.discard(peer)
+        self._held_count.pop(peer, None)
         for text, origins in self.held.pop(peer, {}).items():
             for origin in origins:
                 self.bus.reforward(origin, text, 0)
@@ -191,4 +218,4 @@ class RelayBroker:
     @property
     def in_flight(self) -> int:
         """Deliveries sent to local connections and not yet acked."""
-        return sum(len(o) for d in self.held.values() for o in d.values())
+        return sum(self._held_count.values())

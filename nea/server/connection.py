@@ -1,13 +1,19 @@
 """One client connection: bytes in, requests to the hub; pushes out, with a bounded buffer.
 
-The protocol parses and delegates; the hub decides. Output is watched: the
-connection registers itself as a streaming producer on its transport, so it
-hears when the transport's buffer is full. While that lasts it counts what is
-still written to it (replies to its own requests and pushes from others); past
-``max_outbound`` bytes the client is a slow consumer and is dropped, so one
-stalled reader never grows the daemon's memory or holds up anyone else. (It does
-not stop reading: TLS pauses producers during its handshake, and a connection
-that stopped reading then would never finish it.)
+The protocol parses and delegates; the hub decides. What it guards itself:
+
+- Output is watched: the connection registers itself as a streaming producer on
+  its transport, so it hears when the transport's buffer is full. While that
+  lasts it counts what is still written to it; past ``max_outbound`` bytes the
+  client is a slow consumer and is dropped, so one stalled reader never grows
+  the daemon's memory or holds up anyone else.
+- Input is rate-limited by backpressure: past ``max_rate`` lines a second
+  (bursts of twice that) the connection stops reading until its bucket refills.
+  Nothing is lost and nothing is answered with an error; the kernel's buffers,
+  then TCP's flow control, hold the client back.
+- A close waits for what was written to go out, but not forever: a client that
+  never reads is aborted ``CLOSE_TIMEOUT`` seconds after it was closed.
+- After a fatal error nothing more from the connection is processed or counted.
 
 End of stream (a FIN, or a TLS close_notify) is not the end of the connection:
 the unterminated last line, if any, is still a line; every reply is written;
@@ -15,60 +21,150 @@ then the connection closes, as soon as nothing it asked for is still awaited
 (its relays), and at the latest after ``HALF_CLOSE_LINGER`` seconds.
 """
 
+import collections
+import itertools
 import time
+from typing import Iterator
 
+import attrs
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from nea.core.hub import Hub
+from nea.server.admission import Admission
 from nea.wire import codec, errors, frames
 from nea.wire.codec import LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
 from nea.wire.profiles import Profile
 
 DEFAULT_MAX_OUTBOUND = 1024 * 1024
+DEFAULT_MAX_RATE = 1000.0
 #: Seconds a client that ended its stream is still awaited for answers it is owed.
 HALF_CLOSE_LINGER = 10.0
+#: Seconds a closed connection may take to flush before it is aborted.
+CLOSE_TIMEOUT = 10.0
+#: A throttled connection reads again once this many seconds' worth of lines is allowed.
+RESUME_AFTER = 0.01
+
+
+@attrs.frozen
+class ConnectionLimits:
+    """What one client connection may use; shared by every connection of an instance."""
+
+    max_line: int = codec.DEFAULT_MAX_LINE
+    max_outbound: int = DEFAULT_MAX_OUTBOUND
+    #: Lines a second a client may send on average (bursts of twice that); 0: no limit.
+    max_rate: float = DEFAULT_MAX_RATE
+
+
+class LineBucket:
+    """A token bucket of lines, refilled from the clock once per read (not per line)."""
+
+    __slots__ = ("rate", "burst", "tokens", "clock", "_last")
+
+    def __init__(self, rate: float, clock) -> None:
+        self.rate = rate
+        self.burst = 2 * rate
+        self.tokens = self.burst
+        self.clock = clock
+        self._last = clock.seconds()
+
+    def refill(self) -> None:
+        now = self.clock.seconds()
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    def wait(self) -> float:
+        """Seconds until a useful batch of lines is allowed again."""
+        return max(1 - self.tokens, self.rate * RESUME_AFTER) / self.rate
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
 class NeaConnection(Protocol):
     log = Logger()
 
-    def __init__(self, hub: Hub, profile: Profile, max_line: int, max_outbound: int) -> None:
+    def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
+                 admission: Admission | None = None) -> None:
         self.hub = hub
         self.profile = profile
-        self.max_outbound = max_outbound
+        self.max_outbound = limits.max_outbound
+        #: Set when this connection is the outermost protocol (plain TCP): it admits itself.
+        self.admission = admission
         self.encoding = Encoding.TEXT
         self.id = hub.next_id()
         self.name = self.id
         self.since = time.time()
         self.bytes_in = 0
         self.bytes_out = 0
-        self._lines = LineBuffer(max_line)
+        self._lines = LineBuffer(limits.max_line)
+        self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None
+        #: While throttled: the lines still to handle, and reads that came meanwhile.
+        self._throttled: Iterator[bytes] | None = None
+        self._held: collections.deque[bytes] = collections.deque()
+        self._input_ended = False
         self._closing = False
+        self._admitted = False
         self._paused = False
         self._unflushed = 0
-        self._linger = None
+        self._timer = None
 
     # ---- Protocol ----
 
     def connectionMade(self) -> None:
+        if self.admission is not None:
+            if not self.admission.admit(self.transport):
+                self._closing = True
+                return
+            self._admitted = True
         self.transport.registerProducer(self, True)
         self.hub.join(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         self.bytes_in += len(data)
         self.hub.bytes_in += len(data)
+        if self._throttled is not None:
+            self._held.append(data)  # a TLS layer may still hand over what it decrypted
+            return
+        self._consume(self._lines.feed(data))
+
+    def _consume(self, lines: Iterator[bytes]) -> None:
+        """Handle lines while the bucket allows; past it, keep the rest and stop reading."""
+        bucket = self._bucket
+        if bucket is not None:
+            bucket.refill()
         try:
-            for line in self._lines.feed(data):
+            for line in lines:
                 if self._closing:
                     return
+                if bucket is not None:
+                    if bucket.tokens < 1:
+                        self._throttle(itertools.chain((line,), lines))
+                        return
+                    bucket.tokens -= 1
                 self._handle(line)
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self._lines.max_length} bytes")
+
+    def _throttle(self, rest: Iterator[bytes]) -> None:
+        self._throttled = rest
+        self.hub.note_throttled()
+        self.transport.pauseProducing()
+        self._timer = self.hub.clock.callLater(self._bucket.wait(), self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._timer = None
+        rest, self._throttled = self._throttled, None
+        self._consume(rest)
+        while self._held and self._throttled is None and not self._closing:
+            self._consume(self._lines.feed(self._held.popleft()))
+        if self._throttled is None and not self._closing:
+            self.transport.resumeProducing()
+            if self._input_ended:
+                self._end_of_input()
 
     def _handle(self, line: bytes) -> None:
         request = codec.decode_request(line, self.profile)
@@ -83,21 +179,31 @@ class NeaConnection(Protocol):
 
     def readConnectionLost(self) -> None:
         """The client sends no more: finish its last line, answer, then close."""
+        self._input_ended = True
+        if self._throttled is None:
+            self._end_of_input()
+
+    def _end_of_input(self) -> None:
         last = self._lines.finish()
         if last is not None and not self._closing:
-            self._handle(last)
+            self._consume(iter((last,)))
+        if self._throttled is not None or self._closing:
+            return
+        self.hub.input_ended(self)
         if not self._closing:
-            self.hub.input_ended(self)
-        if not self._closing:
-            self._linger = self.hub.clock.callLater(HALF_CLOSE_LINGER, self.close)
+            self._timer = self.hub.clock.callLater(HALF_CLOSE_LINGER, self.close)
 
     def writeConnectionLost(self) -> None:
         """Not called: nea never half-closes its own side."""
 
     def connectionLost(self, reason) -> None:
         self._closing = True
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
+        self._throttled = None
+        self._held.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._admitted:
+            self.admission.release(self.transport)
         self.hub.leave(self)
 
     # ---- nea.core.peer.Peer ----
@@ -124,11 +230,15 @@ class NeaConnection(Protocol):
         self.send(codec.encode_push(push, self.encoding))
 
     def close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            # TLS will not start its shutdown while a producer is registered.
-            self.transport.unregisterProducer()
-            self.transport.loseConnection()
+        if self._closing:
+            return
+        self._closing = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        # TLS will not start its shutdown while a producer is registered.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        self._timer = self.hub.clock.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
 
     def abort(self) -> None:
         self._closing = True
@@ -155,21 +265,20 @@ class NeaConnection(Protocol):
 
 
 class NeaFactory(Factory):
-    """Builds connections for one listener, all sharing the instance's hub."""
+    """Builds connections for one listener, all sharing the instance's hub.
+
+    ``admission`` is given when these connections are the outermost protocol
+    (plain TCP); under TLS the TLS layer admits the socket instead.
+    """
 
     noisy = False
 
-    def __init__(
-        self,
-        hub: Hub,
-        profile: Profile,
-        max_line: int = codec.DEFAULT_MAX_LINE,
-        max_outbound: int = DEFAULT_MAX_OUTBOUND,
-    ) -> None:
+    def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits = ConnectionLimits(),
+                 admission: Admission | None = None) -> None:
         self.hub = hub
         self.profile = profile
-        self.max_line = max_line
-        self.max_outbound = max_outbound
+        self.limits = limits
+        self.admission = admission
 
     def buildProtocol(self, addr) -> NeaConnection:
-        return NeaConnection(self.hub, self.profile, self.max_line, self.max_outbound)
+        return NeaConnection(self.hub, self.profile, self.limits, self.admission)

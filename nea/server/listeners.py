@@ -11,7 +11,8 @@ import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 
-from nea.tls.server import TLSServerFactory, server_context
+from nea.server.admission import Admission
+from nea.tls.server import HandshakeGate, TLSServerFactory, server_context
 from nea.wire import profiles
 from nea.wire.profiles import Profile
 
@@ -103,13 +104,38 @@ class ListeningService(StreamServerEndpointService):
     _raiseSynchronously = True
 
     def __init__(self, reactor, listen: Listen, backlog: int, factory,
+                 admission: Admission | None = None, gate: HandshakeGate | None = None,
                  handshake_timeout: float = 0.0) -> None:
+        """``factory`` serves plaintext; an ``ssl:`` listener puts nea's TLS layer under it,
+        which admits each socket (``admission``) and takes its turn at ``gate``."""
         files = listen.tls_files()
+        self.gate = None
         if files is not None:
             context = server_context(files.private_key, files.certificate, files.chain)
-            factory = TLSServerFactory(factory, lambda: context, reactor, handshake_timeout)
+            self.gate = gate or HandshakeGate()
+            factory = TLSServerFactory(factory, lambda: context, reactor,
+                                       admission or Admission(), self.gate, handshake_timeout)
         super().__init__(serverFromString(reactor, listen.transport_endpoint(backlog)), factory)
         self.listen = listen
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self.gate is not None:
+            self.port().addCallback(self._gated)
+
+    def _gated(self, port):
+        self.gate.ports.append(port)
+        return port
+
+    def _ungated(self, port):
+        if port in self.gate.ports:
+            self.gate.ports.remove(port)  # a stopped port must never be resumed
+        return port
+
+    def stopService(self):
+        if self.gate is not None:
+            self.port().addCallback(self._ungated)
+        return super().stopService()
 
     def port(self):
         """A Deferred firing with the listening port (tests read the chosen port from it)."""

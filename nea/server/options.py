@@ -10,7 +10,7 @@ from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
 from nea.server.listeners import DEFAULT_BACKLOG, DEFAULT_LISTEN, DEV_CERTS, Listen
 from nea.wire.codec import DEFAULT_MAX_LINE
-from nea.server.connection import DEFAULT_MAX_OUTBOUND
+from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
 
 
 def _positive(kind):
@@ -24,6 +24,17 @@ def _positive(kind):
     return convert
 
 
+def _non_negative(kind, off: str):
+    def convert(value: str):
+        number = kind(value)
+        if number < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return number
+
+    convert.coerceDoc = f"A {kind.__name__} >= 0; 0 {off}."
+    return convert
+
+
 def _redis_address(value: str) -> RedisAddress:
     return RedisAddress.parse(value)
 
@@ -32,6 +43,9 @@ _redis_address.coerceDoc = "A URL: redis://host[:port][/db]."
 
 
 DEFAULT_HTTP = "tcp:3000:interface=127.0.0.1"
+#: Measured (docs/benchmarks.rst): enough to keep both cores busy with handshakes,
+#: few enough that a handshake waits behind at most a fraction of a second of work.
+DEFAULT_MAX_HANDSHAKES = 64
 
 
 def default_instance_id() -> str:
@@ -57,6 +71,24 @@ class Options(usage.Options):
          "is an error and ends the connection.", _positive(int)],
         ["max-outbound", None, DEFAULT_MAX_OUTBOUND, "Bytes a client that stopped reading "
          "may have queued before it is dropped as a slow consumer.", _positive(int)],
+        ["max-pending", None, 1000, "Relays one client may wait for at once (the next is "
+         "answered 'too_many_pending'), and deliveries one may hold unacknowledged before "
+         "it is no longer drawn as a relay target.", _positive(int)],
+        ["max-rate", None, DEFAULT_MAX_RATE, "Lines a second one client may send on average "
+         "(bursts of twice that); past it nea stops reading that client for a while: nothing "
+         "is lost, nothing is answered with an error.", _non_negative(float, "means no limit")],
+        ["handshake-timeout", None, 10.0, "Seconds from accept within which a TLS client must "
+         "complete its handshake, waiting for its turn included; then it is closed.",
+         _non_negative(float, "means no deadline")],
+        ["max-handshakes", None, DEFAULT_MAX_HANDSHAKES, "TLS handshakes in progress at once, "
+         "all TLS listeners together; past it newcomers wait their turn and the listeners "
+         "stop accepting, so the kernel's backlog holds the rest.",
+         _non_negative(int, "means no limit")],
+        ["keepalive", None, 60.0, "Seconds of silence after which the kernel probes a "
+         "client (TCP keepalive), so a peer that vanished is noticed.",
+         _non_negative(float, "turns keepalive off")],
+        ["max-clients-per-ip", None, 0, "Connections one IP address may hold at once, "
+         "handshakes included; the next is closed at accept.", _non_negative(int, "means no limit")],
         ["backlog", None, DEFAULT_BACKLOG, "listen(2) backlog for tcp and ssl listeners "
          "(unless the endpoint sets backlog=).", _positive(int)],
         ["drain-timeout", None, 5.0, "Seconds a stopping server waits for clients to close "

@@ -10,10 +10,12 @@ from nea.cluster.service import cluster
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.http.site import http_listener
-from nea.server.connection import NeaFactory
+from nea.server.admission import Admission
+from nea.server.connection import ConnectionLimits, NeaFactory
 from nea.server.console import ConsoleService
 from nea.server.listeners import ListeningService
 from nea.tls import devcerts
+from nea.tls.server import HandshakeGate
 
 log = Logger()
 
@@ -93,16 +95,23 @@ def makeService(config, reactor=None) -> InstanceService:
             reactor, config["instance-id"], config["redis"], config["cluster-name"],
             config["heartbeat"],
         )
+    gate = HandshakeGate(config["max-handshakes"])
     hub = Hub(
         reactor,
         bus,
-        HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"]),
+        HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
+                  max_pending=config["max-pending"]),
+        handshakes=gate.stats,
     )
     instance = InstanceService(hub, reactor, config["drain-timeout"])
     instance.link = link
+    limits = ConnectionLimits(config["max-line"], config["max-outbound"], config["max-rate"])
+    admission = Admission(config["keepalive"], config["max-clients-per-ip"])
     for listen in config["listen"]:
-        factory = NeaFactory(hub, listen.profile, config["max-line"], config["max-outbound"])
-        listener = ListeningService(reactor, listen, config["backlog"], factory)
+        tls = listen.tls_files() is not None
+        factory = NeaFactory(hub, listen.profile, limits, None if tls else admission)
+        listener = ListeningService(reactor, listen, config["backlog"], factory,
+                                    admission, gate, config["handshake-timeout"])
         listener.setServiceParent(instance)
         instance.listeners.append(listener)
     if config["console"]:

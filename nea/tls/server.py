@@ -11,14 +11,18 @@ opposite on both counts:
 - a close_notify is an end of stream like a TCP FIN (TLS 1.3 semantics): the
   wrapped protocol, if it is half-closeable, hears ``readConnectionLost`` and may
   still write its last replies before it closes;
-- an unfinished handshake is cut off after a deadline, and the factory counts
-  handshakes in progress, so listeners can bound them.
+- an unfinished handshake is cut off a deadline after accept, and a
+  `HandshakeGate` bounds the handshakes in progress: past the bound a new
+  connection waits, unread, for its turn, and the listening ports stop
+  accepting, so the kernel's backlog holds the rest. Work started for clients
+  that give up before it completes is what collapses goodput under overload.
 
 Output goes straight through to the TCP transport after encryption, so the TCP
 transport's own buffer is the one that fills when a peer stops reading, and a
 producer registered here is registered there.
 """
 
+import collections
 from pathlib import Path
 from typing import Callable
 
@@ -76,14 +80,95 @@ def _pem_chain(data: bytes) -> list[Certificate]:
     return [Certificate.loadPEM(b) for b in blocks]
 
 
+#: A TLS record: 5 header bytes, the last two its length; at most 2**14 + 2048 more.
+_RECORD_HEADER = 5
+_MAX_RECORD = 2**14 + 2048
+
+
+def _record_complete(data: bytearray) -> bool:
+    """Whether ``data`` holds a whole first TLS record (or cannot be one: then let OpenSSL say so)."""
+    if len(data) < _RECORD_HEADER:
+        return False
+    length = int.from_bytes(data[3:5], "big")
+    return len(data) >= _RECORD_HEADER + length or length > _MAX_RECORD
+
+
 @attrs.define
 class HandshakeStats:
-    """What a listener's TLS layer has seen; read by status and metrics."""
+    """What the TLS listeners have seen; read by status and metrics."""
 
+    #: Accepted TLS connections whose handshake has not completed (silent ones included).
+    unfinished: int = 0
+    #: Handshakes under way now (their first record has arrived).
     in_progress: int = 0
+    #: Accepted connections waiting for their turn to handshake.
+    waiting: int = 0
     completed: int = 0
     timed_out: int = 0
     failed: int = 0
+
+
+class HandshakeGate:
+    """At most ``limit`` handshakes in progress (0: no limit); the rest wait in order.
+
+    While the gate is full, every registered listening port is paused with
+    ``stopReading`` (a listening port is a reactor file descriptor), so further
+    connections stay in the kernel's backlog, unaccepted and costing nothing.
+    """
+
+    def __init__(self, limit: int = 0, stats: HandshakeStats | None = None) -> None:
+        self.limit = limit
+        self.stats = stats or HandshakeStats()
+        self.ports: list = []
+        self._queue: collections.OrderedDict = collections.OrderedDict()
+        self._paused = False
+        #: How many times the gate filled up.
+        self.closings = 0
+
+    def request(self, protocol: "TLSServerProtocol") -> bool:
+        """True if ``protocol`` may handshake now; else it is queued and `begin` comes later."""
+        if self.limit and (self.stats.in_progress >= self.limit or self._queue):
+            self._queue[protocol] = None
+            self.stats.waiting += 1
+            self._pause()
+            return False
+        self._started()
+        return True
+
+    def withdraw(self, protocol: "TLSServerProtocol") -> None:
+        """A queued connection went away before its turn."""
+        if protocol in self._queue:
+            del self._queue[protocol]
+            self.stats.waiting -= 1
+            self._maybe_resume()
+
+    def ended(self) -> None:
+        """A handshake in progress ended, however; the next in line begins."""
+        self.stats.in_progress -= 1
+        while self._queue and self.stats.in_progress < self.limit:
+            protocol, _ = self._queue.popitem(last=False)
+            self.stats.waiting -= 1
+            self._started()
+            protocol.begin()
+        self._maybe_resume()
+
+    def _started(self) -> None:
+        self.stats.in_progress += 1
+        if self.limit and self.stats.in_progress >= self.limit:
+            self._pause()
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.closings += 1
+            for port in self.ports:
+                port.stopReading()
+
+    def _maybe_resume(self) -> None:
+        if self._paused and not self._queue and self.stats.in_progress < self.limit:
+            self._paused = False
+            for port in self.ports:
+                port.startReading()
 
 
 @implementer(
@@ -103,6 +188,11 @@ class TLSServerProtocol(Protocol):
         self.wrapped = wrapped
         self.disconnecting = False
         self._tls: SSL.Connection | None = None
+        self._admitted = False
+        #: The first TLS record, gathered until complete; None once past it.
+        self._hello: bytearray | None = bytearray()
+        self._queued = False
+        self._unfinished = False
         self._handshake_done = False
         self._handshaking = False
         self._deadline = None
@@ -113,26 +203,57 @@ class TLSServerProtocol(Protocol):
     # ---- the TCP side ----
 
     def connectionMade(self) -> None:
-        self._tls = SSL.Connection(self.factory.context(), None)
+        factory = self.factory
+        if not factory.admission.admit(self.transport):
+            return
+        self._admitted = self._unfinished = True
+        factory.gate.stats.unfinished += 1
+        self._tls = SSL.Connection(factory.context(), None)
         self._tls.set_accept_state()
-        self._handshaking = True
-        self.factory.stats.in_progress += 1
-        self.factory.handshake_started()
-        timeout = self.factory.handshake_timeout
-        if timeout:
-            self._deadline = self.factory.clock.callLater(timeout, self._handshake_expired)
+        if factory.handshake_timeout:
+            self._deadline = factory.clock.callLater(factory.handshake_timeout, self._expired)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._lost or self._read_closed:
+        if self._lost or self._read_closed or self._tls is None:
+            return
+        if self._hello is not None:
+            self._gather_hello(data)
             return
         self._tls.bio_write(data)
         if not self._handshake_done and not self._handshake():
             return
         self._receive()
 
+    def _gather_hello(self, data: bytes) -> None:
+        """Wait for the whole first record before the handshake takes a turn at the gate.
+
+        Silent sockets and half-sent ClientHellos cost no work, so they must not
+        hold a place that a real handshake needs; the deadline closes them.
+        """
+        hello = self._hello
+        hello += data
+        if self._queued or not _record_complete(hello):
+            return
+        if self.factory.gate.request(self):
+            self.begin()
+        else:
+            self._queued = True
+            self.transport.pauseProducing()  # what else it sends waits in the kernel
+
+    def begin(self) -> None:
+        """Start the handshake with what was gathered (the gate may call this later)."""
+        if self._queued:
+            self._queued = False
+            self.transport.resumeProducing()
+        self._handshaking = True
+        hello, self._hello = bytes(self._hello), None
+        self.dataReceived(hello)
+
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._lost = True
         self._tls = None
+        if self._admitted:
+            self.factory.admission.release(self.transport)
         if self._handshake_done:
             self.wrapped.connectionLost(reason)
         else:
@@ -148,12 +269,12 @@ class TLSServerProtocol(Protocol):
             self._flush()
             return False
         except SSL.Error as e:
-            self.factory.stats.failed += 1
+            self.factory.gate.stats.failed += 1
             self._fail(e)
             return False
         self._handshake_done = True
         self._end_handshake()
-        self.factory.stats.completed += 1
+        self.factory.gate.stats.completed += 1
         self._flush()
         self.wrapped.makeConnection(self)
         handshake_completed = getattr(self.wrapped, "handshakeCompleted", None)
@@ -162,18 +283,24 @@ class TLSServerProtocol(Protocol):
         return not self._lost
 
     def _end_handshake(self) -> None:
-        """The handshake is over, however it ended; counted once."""
+        """The handshake is over (or never began), however it ended; counted once."""
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+        if self._unfinished:
+            self._unfinished = False
+            self.factory.gate.stats.unfinished -= 1
         if self._handshaking:
             self._handshaking = False
-            self.factory.stats.in_progress -= 1
-            self.factory.handshake_ended()
+            self.factory.gate.ended()
+        elif self._queued:
+            self._queued = False
+            self.factory.gate.withdraw(self)
 
-    def _handshake_expired(self) -> None:
+    def _expired(self) -> None:
+        """No completed handshake within the deadline of accept (waiting included)."""
         self._deadline = None
-        self.factory.stats.timed_out += 1
+        self.factory.gate.stats.timed_out += 1
         self._end_handshake()
         self.transport.abortConnection()
 
@@ -260,6 +387,13 @@ class TLSServerProtocol(Protocol):
 
     # ---- the rest of the transport, from the TCP connection ----
 
+    def pauseProducing(self) -> None:
+        """Stop reading from the peer (the wrapped protocol throttles its input)."""
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
     def registerProducer(self, producer, streaming: bool) -> None:
         self.transport.registerProducer(producer, streaming)
 
@@ -295,9 +429,10 @@ class TLSServerFactory(Factory):
     """Wraps each connection ``wrapped`` builds in server-side TLS.
 
     ``context`` returns the `OpenSSL.SSL.Context` for a new connection (called
-    per connection, so a reload takes effect for newcomers only).
-    ``handshake_started``/``handshake_ended`` hear every handshake begin and end
-    (completed, failed, timed out or cut off), which is what bounds them.
+    per connection, so a reload takes effect for newcomers only). ``admission``
+    (`nea.server.admission.Admission`-like: ``admit``/``release`` of a transport)
+    sees every accepted socket first; ``gate`` bounds handshakes in progress and
+    may be shared by several listeners.
     """
 
     noisy = False
@@ -307,19 +442,16 @@ class TLSServerFactory(Factory):
         wrapped: Factory,
         context: Callable[[], SSL.Context],
         clock: IReactorTime,
+        admission,
+        gate: HandshakeGate,
         handshake_timeout: float = 0.0,
     ) -> None:
         self.wrapped = wrapped
         self.context = context
         self.clock = clock
+        self.admission = admission
+        self.gate = gate
         self.handshake_timeout = handshake_timeout
-        self.stats = HandshakeStats()
-
-    def handshake_started(self) -> None:
-        """Hook: a TCP connection arrived and its handshake began."""
-
-    def handshake_ended(self) -> None:
-        """Hook: a handshake is no longer in progress."""
 
     def doStart(self) -> None:
         self.wrapped.doStart()

@@ -78,6 +78,10 @@ _JSON_KINDS: dict[str, tuple[type, str]] = {
 }
 
 NICK_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}\Z")
+#: Deepest nesting of arrays and objects a JSON frame may have.
+MAX_JSON_DEPTH = 32
+#: A lone surrogate (JSON may spell one as "\\ud800"): text that cannot be UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def decode_request(line: bytes, profile: Profile) -> frames.Request:
@@ -147,6 +151,12 @@ def _decode_json(text: str) -> frames.Request:
         obj = json.loads(text)
     except ValueError as e:
         return frames.Invalid(errors.BAD_JSON, str(e))
+    except RecursionError:
+        return frames.Invalid(errors.BAD_JSON, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if not isinstance(obj, dict):
+        return frames.Invalid(errors.BAD_JSON, "a frame is a JSON object")
+    if not _shallow(obj, MAX_JSON_DEPTH):
+        return frames.Invalid(errors.BAD_JSON, f"nested deeper than {MAX_JSON_DEPTH} levels")
     kind = obj.get("type", obj.get("cmd"))
     if not isinstance(kind, str) or kind not in _JSON_KINDS:
         return frames.Invalid(
@@ -159,7 +169,24 @@ def _decode_json(text: str) -> frames.Request:
         return cls()
     if not isinstance(payload, str):
         return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs a string 'payload'")
+    if _SURROGATE.search(payload):
+        return frames.Invalid(errors.BAD_PAYLOAD, "the payload has a lone surrogate (not UTF-8)")
     return cls(payload)
+
+
+def _shallow(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects at most ``limit`` deep (iteratively)."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, (dict, list))
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return True
+    return not any(isinstance(item, (dict, list)) for item in level)
 
 
 def _validated(request: frames.Request) -> frames.Request:
@@ -182,10 +209,10 @@ def encode_request(request: frames.Request, encoding: Encoding) -> bytes:
             obj["payload"] = payload
         return _json_line(obj)
     if kind == "reverse":
-        return payload.encode("utf-8") + b"\n"
+        return payload.encode("utf-8", "replace") + b"\n"
     if payload is None:
         return kind.encode("ascii") + b"\n"
-    return f"{kind} {payload}\n".encode("utf-8")
+    return f"{kind} {payload}\n".encode("utf-8", "replace")
 
 
 _REQUEST_KINDS = {
@@ -204,7 +231,9 @@ _REQUEST_KINDS = {
 
 
 def _json_line(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    # "replace": a lone surrogate that got this far (it is refused on the way in)
+    # becomes "?" rather than an exception in the middle of a fan-out.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace") + b"\n"
 
 
 def _one_line(text: str) -> str:
@@ -254,8 +283,8 @@ def encode_push(push: frames.Push, encoding: Encoding) -> bytes:
         return _json_line(obj)
     prefix = _RELAY_PREFIX.get(type(push))
     if prefix is not None and "\n" not in push.text and "\r" not in push.text:
-        return prefix + push.text.encode("utf-8") + b"\n"  # the relay hot path, same bytes
-    return _one_line(_PUSH_TEXT[type(push)](push)).encode("utf-8") + b"\n"
+        return prefix + push.text.encode("utf-8", "replace") + b"\n"  # the relay hot path
+    return _one_line(_PUSH_TEXT[type(push)](push)).encode("utf-8", "replace") + b"\n"
 
 
 _RELAY_PREFIX = {frames.RelayPush: b"message ", frames.AckPush: b"ok "}

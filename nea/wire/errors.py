@@ -25,6 +25,9 @@ BAD_UTF8 = ErrorCode("bad_utf8", False, "the line is not valid UTF-8")
 UNEXPECTED_OK = ErrorCode("unexpected_ok", False, "nobody waits for this 'ok'")
 NOT_IN_PROFILE = ErrorCode("not_in_profile", False, "this listener's profile does not offer that")
 NO_RECIPIENT = ErrorCode("no_recipient", False, "no connection can take a relay right now")
+TOO_MANY_PENDING = ErrorCode(
+    "too_many_pending", False, "this connection already waits for as many answers as it may"
+)
 LINE_TOO_LONG = ErrorCode("line_too_long", True, "the line is longer than the server's limit")
 SERVER_FULL = ErrorCode("server_full", True, "the server has reached its maximum number of clients")
 SLOW_CONSUMER = ErrorCode("slow_consumer", True, "the client stopped reading and its buffer is full")
@@ -41,6 +44,7 @@ ALL = (
     UNEXPECTED_OK,
     NOT_IN_PROFILE,
     NO_RECIPIENT,
+    TOO_MANY_PENDING,
     LINE_TOO_LONG,
     SERVER_FULL,
     SLOW_CONSUMER,

@@ -1,0 +1,312 @@
+"""Defences against hostile and broken clients: each on a Clock where it is about time,
+with real sockets on loopback where it is about sockets."""
+
+import random
+import socket
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from nea.core.bus import LocalBus
+from nea.core.hub import Hub, HubConfig
+from nea.core.testing import FakePeer
+from nea.server.admission import Admission
+from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits, NeaConnection
+from nea.tls.server import HandshakeGate, TLSServerFactory, server_context
+from nea.wire import frames, profiles
+from tests.support import (
+    WAIT, certs, connect, settle, start_server, tcp_listen, tls_listen,
+)
+
+
+def make_hub(clock=None, **config):
+    return Hub(clock or Clock(), LocalBus("unit"), HubConfig(**config), random.Random(0))
+
+
+# ---- the TLS layer: deadline and gate, on a Clock ----
+
+
+class FakePort:
+    def __init__(self):
+        self.reading = True
+
+    def stopReading(self):
+        self.reading = False
+
+    def startReading(self):
+        self.reading = True
+
+
+def _hello(length: int = 3) -> bytes:
+    """The start of a TLS handshake record of ``length`` bytes (content is OpenSSL's problem)."""
+    return bytes([0x16, 3, 1]) + length.to_bytes(2, "big")
+
+
+class TLSLayerTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.gate = HandshakeGate(limit=2)
+        self.port = FakePort()
+        self.gate.ports.append(self.port)
+        d = certs()
+        context = server_context(d / "server-key.pem", d / "server.pem")
+        self.factory = TLSServerFactory(
+            protocol.Factory.forProtocol(protocol.Protocol), lambda: context, self.clock,
+            Admission(keepalive=0), self.gate, handshake_timeout=10,
+        )
+
+    def accept(self):
+        tls = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        tls.makeConnection(transport)
+        return tls, transport
+
+    def test_an_unfinished_handshake_is_closed_at_the_deadline(self):
+        _, transport = self.accept()
+        self.assertEqual(self.gate.stats.unfinished, 1)
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.2)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual((self.gate.stats.timed_out, self.gate.stats.unfinished), (1, 0))
+
+    def test_silent_and_half_sent_hellos_hold_no_place_at_the_gate(self):
+        silent = [self.accept() for _ in range(5)]
+        for tls, _ in silent[:3]:
+            tls.dataReceived(_hello(100)[:4])  # not even a whole header
+        silent[3][0].dataReceived(_hello(100) + b"x" * 50)  # half a record
+        self.assertEqual(self.gate.stats.in_progress, 0)
+        self.assertTrue(self.port.reading)
+        self.assertEqual(self.gate.stats.unfinished, 5)
+
+    def test_past_the_limit_newcomers_wait_and_the_ports_stop_accepting(self):
+        first, second, third = (self.accept() for _ in range(3))
+        for tls, _ in (first, second):
+            tls.dataReceived(_hello(3) + b"abc")  # whole records (of junk): handshakes begin
+        self.assertEqual(self.gate.stats.in_progress, 2)
+        self.assertFalse(self.port.reading)
+        third[0].dataReceived(_hello(3) + b"abc")
+        self.assertEqual((self.gate.stats.in_progress, self.gate.stats.waiting), (2, 1))
+        self.assertEqual(third[1].producerState, "paused")
+        first[0].connectionLost()  # a handshake ends: the next in line begins
+        self.assertEqual((self.gate.stats.in_progress, self.gate.stats.waiting), (2, 0))
+        self.assertEqual(third[1].producerState, "producing")
+        second[0].connectionLost()
+        third[0].connectionLost()
+        self.assertEqual((self.gate.stats.in_progress, self.gate.stats.waiting), (0, 0))
+        self.assertTrue(self.port.reading)
+
+    def test_a_waiting_connection_that_goes_away_leaves_the_queue(self):
+        holders = [self.accept() for _ in range(2)]
+        for tls, _ in holders:
+            tls.dataReceived(_hello(3) + b"abc")
+        waiting, _ = self.accept()
+        waiting.dataReceived(_hello(3) + b"abc")
+        waiting.connectionLost()
+        self.assertEqual(self.gate.stats.waiting, 0)
+        for tls, _ in holders:
+            tls.connectionLost()
+        self.assertTrue(self.port.reading)
+        self.assertEqual(self.gate.stats.in_progress, 0)
+
+
+# ---- one connection's own limits, on a Clock ----
+
+
+class ConnectionLimitTests(unittest.TestCase):
+    def connect(self, hub, **limits):
+        connection = NeaConnection(hub, profiles.RELAY, ConnectionLimits(**limits))
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        return connection, transport
+
+    def test_past_its_rate_a_client_is_read_later_and_nothing_is_lost(self):
+        clock = Clock()
+        hub = make_hub(clock)
+        acker = FakePeer(profiles.RELAY)
+        hub.join(acker)
+        connection, transport = self.connect(hub, max_rate=10)
+        connection.dataReceived(b"".join(b"message m%d\n" % i for i in range(100)))
+        self.assertEqual(hub.relays.stats.requested, 20)  # the burst: twice the rate
+        self.assertEqual(transport.producerState, "paused")
+        for _ in range(200):
+            if hub.relays.stats.requested == 100:
+                break
+            clock.advance(0.1)
+        self.assertEqual(hub.relays.stats.requested, 100)
+        self.assertGreaterEqual(clock.seconds(), 7.9)  # 80 more at 10 a second
+        self.assertEqual(transport.producerState, "producing")
+        self.assertGreater(hub.throttled, 0)
+        self.assertNotIn(b"error", transport.value())
+
+    def test_after_a_fatal_error_nothing_is_processed_or_counted(self):
+        hub = make_hub()
+        connection, transport = self.connect(hub, max_line=100)
+        for _ in range(50):  # a long line without LF, in many reads
+            connection.dataReceived(b"x" * 64)
+        connection.dataReceived(b"\nmessage after\n")
+        self.assertEqual(hub.errors["line_too_long"], 1)
+        self.assertEqual(hub.relays.stats.requested, 0)
+
+    def test_a_closed_client_that_never_reads_is_aborted_after_the_close_timeout(self):
+        clock = Clock()
+        hub = make_hub(clock)
+        connection, transport = self.connect(hub)
+        connection.close()
+        clock.advance(CLOSE_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnected)
+        clock.advance(0.2)
+        self.assertTrue(transport.disconnected)
+
+
+class PendingBoundTests(unittest.TestCase):
+    def test_a_sender_past_max_pending_is_told_and_stays_connected(self):
+        hub = make_hub(max_pending=3)
+        sender, target = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub.join(target)
+        hub.join(sender)
+        hub.registry.relay_capable.discard(sender)  # only target takes relays
+        for i in range(4):
+            hub.handle(sender, frames.Relay(f"m{i}"))
+        [error] = [p for p in sender.take() if isinstance(p, frames.ErrorReply)]
+        self.assertEqual(error.code, "too_many_pending")
+        self.assertFalse(sender.closed)
+        self.assertEqual(hub.errors["too_many_pending"], 1)
+        self.assertEqual(hub.relays.pending, 3)
+
+    def test_a_target_holding_max_pending_is_not_drawn_until_it_acks(self):
+        hub = make_hub(max_pending=2)
+        hoarder, good, sender = (FakePeer(profiles.RELAY) for _ in range(3))
+        for peer in (hoarder, good, sender):
+            hub.join(peer)
+        hub.registry.relay_capable.discard(sender)
+        for i in range(200):
+            hub.handle(sender, frames.Relay(f"m{i}"))
+            for push in good.take():
+                hub.handle(good, frames.Ack(push.text))
+        held = [p.text for p in hoarder.take()]
+        self.assertEqual(len(held), 2)  # then never drawn again
+        self.assertEqual(hub.relays.in_flight, 2)
+        hub.handle(hoarder, frames.Ack(held[0]))
+        self.assertIn(hoarder, hub.registry.relay_capable)
+
+
+# ---- sockets, on loopback ----
+
+
+class Silent(protocol.Protocol):
+    def __init__(self):
+        self.closed = defer.Deferred()
+
+    def connectionLost(self, reason):
+        self.closed.callback(None)
+
+
+@defer.inlineCallbacks
+def silent_sockets(testcase, port: int, count: int):
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
+    sockets = []
+    for _ in range(count):
+        s = yield endpoint.connect(protocol.Factory.forProtocol(Silent))
+        testcase.addCleanup(_abort, s)
+        sockets.append(s)
+    return sockets
+
+
+def _abort(silent: Silent) -> defer.Deferred:
+    if not silent.closed.called:
+        silent.transport.abortConnection()
+    return silent.closed
+
+
+class SocketDefences(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_silent_sockets_take_no_client_slot(self):
+        service = yield start_server(
+            self, "--max-clients", "5", "--listen", tls_listen(), "--handshake-timeout", "60"
+        )
+        yield silent_sockets(self, service.ports[0], 20)
+        gate = service.hub.handshakes
+        yield settle(lambda: gate.unfinished == 20)
+        client = yield connect(self, service.ports[0])
+        client.send("still served")
+        self.assertEqual((yield client.next()), b"devres llits")
+        status = service.hub.status()
+        self.assertEqual((status["connections"], status["handshakes"]["unfinished"]), (1, 20))
+
+    @defer.inlineCallbacks
+    def test_an_unfinished_handshake_is_closed_by_the_server(self):
+        service = yield start_server(
+            self, "--listen", tls_listen(), "--handshake-timeout", "0.5"
+        )
+        [s] = yield silent_sockets(self, service.ports[0], 1)
+        yield s.closed.addTimeout(WAIT, reactor)
+        self.assertEqual(service.hub.handshakes.timed_out, 1)
+
+    @defer.inlineCallbacks
+    def test_accepted_sockets_have_keepalive_and_nodelay(self):
+        service = yield start_server(
+            self, "--listen", tls_listen(), "--listen", tcp_listen(), "--keepalive", "42"
+        )
+        for port, tls in zip(service.ports, (True, False)):
+            client = yield connect(self, port, tls=tls)
+            client.send("x")
+            yield client.next()
+        for peer in service.hub.registry.peers:
+            handle = peer.transport.getHandle()
+            self.assertEqual(handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+            self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 42)
+            self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+
+    @defer.inlineCallbacks
+    def test_keepalive_zero_turns_it_off(self):
+        service = yield start_server(self, "--listen", tcp_listen(), "--keepalive", "0")
+        client = yield connect(self, service.ports[0], tls=False)
+        client.send("x")
+        yield client.next()
+        [peer] = service.hub.registry.peers
+        self.assertEqual(
+            peer.transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 0
+        )
+
+    @defer.inlineCallbacks
+    def test_per_ip_limit(self):
+        service = yield start_server(
+            self, "--listen", tcp_listen(), "--listen", tls_listen(), "--max-clients-per-ip", "2"
+        )
+        kept = yield silent_sockets(self, service.ports[1], 2)  # TLS, mid-handshake: they count
+        refused = yield silent_sockets(self, service.ports[0], 1)
+        yield refused[0].closed.addTimeout(WAIT, reactor)
+        self.assertFalse(any(s.closed.called for s in kept))
+        yield defer.gatherResults([_abort(s) for s in kept])
+        yield settle(lambda: not service.hub.handshakes.unfinished)
+        client = yield connect(self, service.ports[0], tls=False)  # room again
+        client.send("x")
+        self.assertEqual((yield client.next()), b"x")
+
+    @defer.inlineCallbacks
+    def test_a_10_mb_line_over_tls_is_one_error(self):
+        service = yield start_server(self, "--listen", tls_listen())
+        client = yield connect(self, service.ports[0])
+        client.transport.write(b"x" * (10 * 1024 * 1024))
+        push = yield client.next_push()
+        self.assertEqual(push.code, "line_too_long")
+        yield client.closed.addTimeout(WAIT, reactor)
+        self.assertEqual(service.hub.errors["line_too_long"], 1)
+
+    @defer.inlineCallbacks
+    def test_poison_json_is_answered_counted_and_the_connection_stays(self):
+        service = yield start_server(self, "--listen", tcp_listen())
+        client = yield connect(self, service.ports[0], tls=False)
+        client.send(b'{"type":"reverse","x":' + b"[" * 5000 + b"]" * 5000 + b"}")
+        client.send(b'{"type":"reverse","payload":"\\ud800"}')
+        client.send(b'{"type":"reverse","payload":"ok"}')
+        codes = []
+        for _ in range(3):
+            push = yield client.next_push()
+            codes.append(getattr(push, "code", None) or push.text)
+        self.assertEqual(codes, ["bad_json", "bad_payload", "ko"])
+        self.assertEqual(service.hub.errors, {"bad_json": 1, "bad_payload": 1})
