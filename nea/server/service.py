@@ -12,7 +12,8 @@ from nea.core.hub import Hub, HubConfig
 from nea.http.site import http_listener
 from nea.server.connection import NeaFactory
 from nea.server.console import ConsoleService
-from nea.server.listeners import ListeningService
+from nea.server.listeners import ClientListener, ListeningService
+from nea.server.startup import StartupError
 from nea.tls import devcerts
 
 log = Logger()
@@ -37,7 +38,7 @@ class InstanceService(MultiService):
         self.hub = hub
         self.reactor = reactor
         self.drain_timeout = drain_timeout
-        self.listeners: list[ListeningService] = []
+        self.listeners: list[ClientListener] = []
         self.console: ConsoleService | None = None
         self.http: ListeningService | None = None
         self.link = None
@@ -76,7 +77,13 @@ def ensure_dev_certs(config) -> None:
         files = listen.certificate_files()
         missing = [f for f in files if not f.exists()]
         if missing and all(f.resolve().parent == dev for f in files):
-            devcerts.generate(dev)
+            try:
+                devcerts.generate(dev)
+            except OSError as e:
+                raise StartupError(
+                    f"cannot write development certificates in {dev}: {e.strerror}; make it "
+                    "writable, or give --dev-certs another directory"
+                ) from None
             log.info("generated development certificates in {dir}", dir=str(dev))
             return
 
@@ -102,7 +109,7 @@ def makeService(config, reactor=None) -> InstanceService:
     instance.link = link
     for listen in config["listen"]:
         factory = NeaFactory(hub, listen.profile, config["max-line"], config["max-outbound"])
-        listener = ListeningService(reactor, listen, config["backlog"], factory)
+        listener = ClientListener(reactor, listen, config["backlog"], factory)
         listener.setServiceParent(instance)
         instance.listeners.append(listener)
     if config["console"]:
