@@ -14,16 +14,29 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TESTS ?= tests
 TRIAL_JOBS ?= 2
 
-.PHONY: run test certs venv system-packages clean
+# The development admin token `make run` creates beside the certificates and passes.
+ADMIN_TOKEN_FILE ?= certs/admin-token
+# A server fit for docs/loadtest.rst's example: a relay listener on 3444 beside the
+# nea one on 3443, room for 100,000 clients, and the open files they need.
+LOADTEST_ARGS := --max-clients 110000 \
+	--listen relay=ssl:3444:privateKey=certs/server-key.pem:certKey=certs/server.pem \
+	--listen ssl:3443:privateKey=certs/server-key.pem:certKey=certs/server.pem
+
+.PHONY: run run-loadtest-server test certs venv system-packages clean
 
 run: $(BIN)/.installed certs
-	$(BIN)/twistd --nodaemon --pidfile= nea-server $(ARGS)
+	$(BIN)/twistd --nodaemon --pidfile= nea-server --admin-token-file $(ADMIN_TOKEN_FILE) $(ARGS)
+
+run-loadtest-server: $(BIN)/.installed certs
+	ulimit -n 262144 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
+	$(BIN)/twistd --nodaemon --pidfile= nea-server --admin-token-file $(ADMIN_TOKEN_FILE) $(LOADTEST_ARGS) $(ARGS)
 
 test: $(BIN)/.installed system-packages
 	$(BIN)/trial --jobs=$(TRIAL_JOBS) $(TESTS)
 
 certs: $(BIN)/.installed
 	$(BIN)/python -m nea.tls.devcerts certs
+	$(BIN)/python -m nea.http.devtoken $(ADMIN_TOKEN_FILE)
 
 venv: $(BIN)/.installed
 

@@ -11,7 +11,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import select
 import signal
 import socket
@@ -23,9 +22,10 @@ from pathlib import Path
 
 from twisted.python.failure import Failure
 
+from nea.server.listeners import announced_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-LISTENING = re.compile(r'"log_text": "NeaFactory[^"]*? starting on (\d+)"')
 _started: list[subprocess.Popen] = []
 
 
@@ -103,7 +103,7 @@ class Daemon:
     def _wait_for_ports(self, count: int, timeout: float = 30.0) -> list[int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = [int(p) for p in LISTENING.findall(Path(self.log.name).read_text())]
+            found = announced_ports(Path(self.log.name).read_text())
             if len(found) >= count:
                 return found[:count]
             if self.process.poll() is not None:

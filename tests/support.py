@@ -162,6 +162,12 @@ def daemon_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT, *args]
 
 
+def twistd_command(*args: str) -> list[str]:
+    """argv that runs nea-server as ``twistd -n --pidfile= nea-server`` (as ``make run`` does)."""
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "--nodaemon", "--pidfile=", "nea-server", *HTTP_ANY_PORT, *args]
+
+
 def daemon_env() -> dict[str, str]:
     """Environment for a daemon subprocess: this checkout first on its path."""
     env = dict(os.environ)

@@ -6,7 +6,6 @@ from io import BytesIO
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -22,6 +21,7 @@ from twisted.web.http_headers import Headers
 
 from nea.http.metrics import RelayTimer
 from nea.server.service import makeService
+from nea.server.startup import StartupError
 from nea.core.testing import FakePeer
 from nea.wire import codec, frames, profiles
 from tests.support import WAIT, connect, parse_options, settle, start_server, tcp_listen
@@ -454,7 +454,9 @@ class OptionsParsing(unittest.TestCase):
                             f"tcp:{busy.getHost().port}:interface=127.0.0.1")
         service = makeService(config, reactor)
         self.addCleanup(service.stopService)
-        self.assertRaises(CannotListenError, service.startService)
+        error = self.assertRaises(StartupError, service.startService)
+        self.assertIn("cannot listen on", str(error.code))
+        self.assertIn("(--http)", str(error.code))
 
     @defer.inlineCallbacks
     def test_no_http_listener_with_none(self):

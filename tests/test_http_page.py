@@ -27,6 +27,9 @@ READ_PAGE = """(() => ({
   profiles: [...document.querySelectorAll("#profiles tr")]
     .map(tr => [...tr.children].map(td => td.textContent)),
   members: [...document.querySelectorAll("#members tr")].map(tr => tr.children[0].textContent),
+  updated: document.getElementById("updated").textContent,
+  members_wrap: [...document.querySelectorAll("#members td:first-child")]
+    .map(td => getComputedStyle(td).overflowWrap),
   marker: window.neaTestMarker || null,
 }))()"""
 
@@ -199,3 +202,5 @@ class PagesInChromium(unittest.TestCase):
             expected = str(value).lower() if isinstance(value, bool) else str(value)
             self.assertEqual(text, expected, path)
         self.assertEqual(shown["members"], [m["instance"] for m in status["cluster"]["members"]])
+        self.assertRegex(shown["updated"], r"^\d\d:\d\d:\d\d UTC$")
+        self.assertEqual(set(shown["members_wrap"]), {"anywhere"} if shown["members"] else set())

@@ -6,7 +6,6 @@ server is left with state, or the command does not notice a loss.
 """
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -14,12 +13,11 @@ from twisted.internet import defer, reactor, utils
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
+from nea.server.listeners import announced_ports
 from tests.support import certs, daemon_command, daemon_env, tcp_listen, tls_listen
 
 #: Seconds a whole load-test run may take here before the test fails.
 RUN_LIMIT = 120.0
-#: The daemon's (JSON) log line for each nea listener, in --listen order.
-LISTENING = re.compile(rb'"log_text": "(?:NeaFactory|TLSServerFactory)[^"]*? starting on (\d+)"')
 
 
 class Daemon(ProcessProtocol):
@@ -34,7 +32,7 @@ class Daemon(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        found = [int(p) for p in LISTENING.findall(self.output)]
+        found = announced_ports(self.output.decode("utf-8", "replace"))
         if len(found) >= self.listeners and not self.ports.called:
             self.ports.callback(found[: self.listeners])
 

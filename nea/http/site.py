@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from swagger_ui_bundle import swagger_ui_path
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -16,8 +17,9 @@ from twisted.web.static import File
 from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
-from nea.server.listeners import Listen, ListeningService
-from nea.wire import profiles
+from nea.server.listeners import ListeningService, address_text, server_endpoint, with_backlog
+
+log = Logger()
 
 _STATIC = resources.files("nea.http") / "static"
 #: Swagger UI's own files that /docs uses (the rest of the bundle is not served).
@@ -78,18 +80,50 @@ def build_root(api: Api) -> Resource:
 
 def listening(listeners: list[ListeningService]) -> bool:
     """Whether every client listener is started and has its port."""
-    return all(listener.running and listener.port().called for listener in listeners)
+    return all(listener.listening() for listener in listeners)
 
 
-def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService]) -> ListeningService:
+def _url_host(address) -> str:
+    """A host to put in a URL: "localhost" for a wildcard address, IPv6 in brackets."""
+    if address.host in ("0.0.0.0", "::"):
+        return "localhost"
+    return f"[{address.host}]" if ":" in address.host else address.host
+
+
+class HttpListener(ListeningService):
+    """The HTTP API's listener (``--http``); it says where the status page and docs are."""
+
+    def __init__(self, reactor, endpoint: str, backlog: int, site: Site) -> None:
+        parsed = server_endpoint(reactor, "--http", endpoint, [], with_backlog(endpoint, backlog))
+        super().__init__(reactor, "--http", endpoint, parsed, site)
+
+    def announce(self, address) -> None:
+        if not hasattr(address, "port"):  # a unix socket: no URL to give
+            return super().announce(address)
+        base = f"http://{_url_host(address)}:{address.port}"
+        log.info("HTTP API on {address}: status page {base}/ , API docs {base}/docs",
+                 address=address_text(address), base=base, http_port=address.port)
+
+
+class ApiSite(Site):
+    """The API's site: an access log only when asked for one (``--http-access-log FILE``).
+
+    Twisted's default logs every request to the daemon's log, where an open status
+    page alone adds a line every 2 s.
+    """
+
+    def log(self, request) -> None:
+        if self.logPath is not None:
+            super().log(request)
+
+
+def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService]) -> HttpListener:
     """The HTTP API's listener for ``config`` (nea-server options).
 
     Like the client listeners it fails loudly when it cannot listen.
     """
     settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
     api = Api(hub, reactor, settings, lambda: listening(listeners))
-    site = Site(build_root(api), reactor=reactor)
+    site = ApiSite(build_root(api), logPath=config["http-access-log"], reactor=reactor)
     site.displayTracebacks = False
-    site.noisy = False
-    # The profile is unused: the factory is a web site, not a nea connection.
-    return ListeningService(reactor, Listen(profiles.NEA, config["http"]), config["backlog"], site)
+    return HttpListener(reactor, config["http"], config["backlog"], site)

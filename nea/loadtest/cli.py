@@ -33,7 +33,7 @@ CLIENTS_PER_WORKER = 25_000
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nea-loadtest",
-        description="The seed-004 load test: N relay-mode clients started over a window; "
+        description="The relay load test: N relay-mode clients started over a window; "
         "checks that every 'message X' got its 'ok X' and that the server ends in zero state.",
     )
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
@@ -43,14 +43,16 @@ def parser() -> argparse.ArgumentParser:
                    "server's (default certs/ca.pem, the development CA)")
     p.add_argument("--server-name", help="name to verify in the server certificate "
                    "(default: --host)")
-    p.add_argument("--clients", type=_positive(int), default=1000, help="number of clients")
+    p.add_argument("--clients", type=_positive(int), default=1000, help="number of clients (default 1000)")
     p.add_argument("--window", type=_non_negative(float), default=10.0,
-                   help="seconds over which client starts are spread, uniformly at random")
+                   help="seconds over which client starts are spread, uniformly at random "
+                   "(default 10)")
     p.add_argument("--ok-delay", default="0", type=_delay,
                    help="delay before answering a forwarded message: 0, SECONDS, uniform:A,B, "
                    "exp:MEAN (default 0)")
     p.add_argument("--timeout", type=_positive(float), default=10.0,
-                   help="seconds an attempt may take before the client gives up on it and retries")
+                   help="seconds an attempt may take before the client gives up on it and retries "
+                   "(default 10)")
     p.add_argument("--retries", type=_non_negative(int), default=10,
                    help="reconnect-and-resend attempts after the first (default 10)")
     p.add_argument("--workers", type=_non_negative(int), default=0,
@@ -63,16 +65,16 @@ def parser() -> argparse.ArgumentParser:
                    "that is due waits for a free slot (default: each worker's open-files "
                    "limit)")
     p.add_argument("--status-port", type=int, help="port of a listener with the nea profile "
-                   "for the status check (default --port)")
+                   "for the status check (default: --port)")
     p.add_argument("--no-status", action="store_true", help="skip the zero-state check")
     p.add_argument("--settle", type=_non_negative(float), default=5.0,
                    help="seconds to wait for zero state after the last client (default 5)")
     p.add_argument("--server-pid", type=int, help="also measure this server process's CPU")
     p.add_argument("--progress", type=_positive(float), default=1.0,
-                   help="seconds between progress lines on stderr")
+                   help="seconds between progress lines on stderr (default 1)")
     p.add_argument("--seed", type=int, help="random seed (default: random)")
     p.add_argument("--json", metavar="PATH", help="write the machine-readable report here "
-                   "('-' for stdout, instead of the summary)")
+                   "('-' for stdout, instead of the summary; default: none)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 

@@ -36,7 +36,10 @@ def _non_negative(kind, off: str):
 
 
 def _redis_address(value: str) -> RedisAddress:
-    return RedisAddress.parse(value)
+    try:
+        return RedisAddress.parse(value)
+    except ValueError as e:
+        raise ValueError(f"{e}; e.g. --redis redis://127.0.0.1:6379/0") from None
 
 
 _redis_address.coerceDoc = "A URL: redis://host[:port][/db]."
@@ -108,7 +111,9 @@ class Options(usage.Options):
         ["admin-token", None, None, "Bearer token that POST /broadcast and POST /relay require "
          "(prefer --admin-token-file: a command line is visible to other users)."],
         ["admin-token-file", None, None, "File holding the admin token (surrounding whitespace "
-         "is dropped)."],
+         "is dropped). `make run` creates and passes certs/admin-token."],
+        ["http-access-log", None, None, "Write twisted.web's access log (one line per HTTP "
+         "request) to this file; without it requests are not logged."],
         ["relay-timeout", None, DEFAULT_RELAY_TIMEOUT, "Seconds POST /relay waits for the ok "
          "before it answers 504.", _positive(float)],
     ]
@@ -127,7 +132,8 @@ class Options(usage.Options):
         "[PROFILE=]ENDPOINT to listen on; repeat for several. PROFILE is nea (default), relay "
         "or chat; ENDPOINT is a Twisted endpoint string, e.g. tcp:8000:interface=127.0.0.1, "
         "ssl:3443:privateKey=key.pem:certKey=cert.pem or systemd:domain=INET:index=0. "
-        "Default: ssl:3443 with the development certificates."
+        "Default: ssl:3443 with the development certificates; any --listen replaces that "
+        "default listener (add it again to keep it)."
     )
 
     def postOptions(self) -> None:
@@ -142,5 +148,19 @@ class Options(usage.Options):
                 raise usage.UsageError("give --admin-token or --admin-token-file, not both")
             try:
                 self["admin-token"] = read_token_file(self["admin-token-file"])
-            except (OSError, ValueError) as e:
-                raise usage.UsageError(f"--admin-token-file: {e}")
+            except OSError as e:
+                raise usage.UsageError(
+                    f"--admin-token-file {self['admin-token-file']}: cannot read it: "
+                    f"{e.strerror}; create it holding the token (mode 0600), e.g. "
+                    "python -m nea.http.devtoken FILE"
+                ) from None
+            except ValueError as e:
+                raise usage.UsageError(f"--admin-token-file: {e}; write the token in it") from None
+        if self["http-access-log"] is not None:
+            try:
+                open(self["http-access-log"], "a").close()
+            except OSError as e:
+                raise usage.UsageError(
+                    f"--http-access-log {self['http-access-log']}: cannot open it for writing: "
+                    f"{e.strerror}"
+                ) from None

@@ -13,7 +13,8 @@ from nea.http.site import http_listener
 from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, NeaFactory
 from nea.server.console import ConsoleService
-from nea.server.listeners import ListeningService
+from nea.server.listeners import ClientListener, ListeningService
+from nea.server.startup import StartupError
 from nea.tls import devcerts
 from nea.tls.server import HandshakeGate
 
@@ -39,7 +40,7 @@ class InstanceService(MultiService):
         self.hub = hub
         self.reactor = reactor
         self.drain_timeout = drain_timeout
-        self.listeners: list[ListeningService] = []
+        self.listeners: list[ClientListener] = []
         self.console: ConsoleService | None = None
         self.http: ListeningService | None = None
         self.link = None
@@ -78,7 +79,13 @@ def ensure_dev_certs(config) -> None:
         files = listen.certificate_files()
         missing = [f for f in files if not f.exists()]
         if missing and all(f.resolve().parent == dev for f in files):
-            devcerts.generate(dev)
+            try:
+                devcerts.generate(dev)
+            except OSError as e:
+                raise StartupError(
+                    f"cannot write development certificates in {dev}: {e.strerror}; make it "
+                    "writable, or give --dev-certs another directory"
+                ) from None
             log.info("generated development certificates in {dir}", dir=str(dev))
             return
 
@@ -110,8 +117,8 @@ def makeService(config, reactor=None) -> InstanceService:
     for listen in config["listen"]:
         tls = listen.tls_files() is not None
         factory = NeaFactory(hub, listen.profile, limits, None if tls else admission)
-        listener = ListeningService(reactor, listen, config["backlog"], factory,
-                                    admission, gate, config["handshake-timeout"])
+        listener = ClientListener(reactor, listen, config["backlog"], factory,
+                                  admission, gate, config["handshake-timeout"])
         listener.setServiceParent(instance)
         instance.listeners.append(listener)
     if config["console"]:

@@ -44,13 +44,20 @@ class CertificateError(ValueError):
     """A server key, certificate or chain file is missing, unreadable or not PEM."""
 
 
+def openssl_reason(error: Exception) -> str:
+    """OpenSSL's reasons from one of its errors, without pyOpenSSL's tuples."""
+    entries = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    reasons = [entry[-1] for entry in entries if isinstance(entry, tuple) and entry[-1]]
+    return ", ".join(reasons) or str(error)
+
+
 def _load(path: Path, what: str, load):
     try:
         return load(path.read_bytes())
     except OSError as e:
-        raise CertificateError(f"cannot read the {what} {path}: {e.strerror}") from None
+        raise CertificateError(f"cannot read {path} ({what}): {e.strerror}") from None
     except (crypto.Error, ValueError) as e:
-        raise CertificateError(f"the {what} {path} is not usable PEM: {e}") from None
+        raise CertificateError(f"{path} is not a PEM {what} ({openssl_reason(e)})") from None
 
 
 def server_context(key: Path, certificate: Path, chain: Path | None = None) -> SSL.Context:
@@ -65,7 +72,8 @@ def server_context(key: Path, certificate: Path, chain: Path | None = None) -> S
     try:
         return options.getContext()
     except SSL.Error as e:
-        raise CertificateError(f"the private key {key} does not match {certificate}: {e}") from None
+        raise CertificateError(f"the private key {key} does not match the certificate "
+                               f"{certificate} ({openssl_reason(e)})") from None
 
 
 def _pem_key(data: bytes) -> crypto.PKey:

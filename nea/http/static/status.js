@@ -39,7 +39,8 @@ function show(status) {
     m.instance, m.state ?? "", m.connections ?? "", m.relays?.pending ?? "",
     m.uptime == null ? "" : duration(m.uptime)]));
   fillTable("errors", Object.entries(status.errors).sort());
-  document.getElementById("updated").textContent = new Date().toLocaleTimeString();
+  // UTC, as every other time nea shows (logs, /connections): "15:04:05 UTC".
+  document.getElementById("updated").textContent = new Date().toISOString().slice(11, 19) + " UTC";
 }
 
 async function refresh() {
