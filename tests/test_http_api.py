@@ -286,17 +286,30 @@ class MetricsEndpoint(ServerCase):
 
 class RelayTimerUnit(unittest.TestCase):
     def test_observes_round_trip_and_forgets_abandoned_relays(self):
-        clock, waiting = Clock(), {}
-        histogram = Histogram("t_seconds", "t", registry=CollectorRegistry(), buckets=(1, 10))
+        clock, waiting, registry = Clock(), {}, CollectorRegistry()
+        histogram = Histogram("t_seconds", "t", registry=registry, buckets=(1, 10))
         timer = RelayTimer(clock, waiting, histogram)
+
+        def observed():
+            return registry.get_sample_value("t_seconds_count")
+
         waiting["a"] = ["someone"]
         timer.relay_started("a")
         clock.advance(2)
         timer.relay_acked("a")
-        self.assertEqual(histogram._sum.get(), 2)
+        self.assertEqual(registry.get_sample_value("t_seconds_sum"), 2)
+        self.assertEqual(observed(), 1)
+        del waiting["a"]
+        waiting["live"] = ["someone"]
+        timer.relay_started("live")
         for i in range(1000):  # abandoned: nobody waits for them any more
             timer.relay_started(f"gone {i}")
-        self.assertLessEqual(len(timer._started), 2 * len(waiting) + 65)
+        for i in range(1000):  # a late ack is timed only if its start was still kept
+            timer.relay_acked(f"gone {i}")
+        kept = observed() - 1
+        self.assertLessEqual(kept, 2 * len(waiting) + 64)
+        timer.relay_acked("live")  # still waited for: never swept
+        self.assertEqual(observed(), 1 + kept + 1)
 
 
 class Auth(ServerCase):
