@@ -1,12 +1,13 @@
 """The HTTP API of a real in-process nea-server, spoken to over HTTP on loopback."""
 
 import json
+import random
 from io import BytesIO
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -21,12 +22,17 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 
 from nea.http.metrics import RelayTimer
-from nea.server.service import makeService
+from nea.core.bus import LocalBus
+from nea.core.hub import Hub
+from nea.server.service import InstanceService, makeService
 from nea.core.testing import FakePeer
 from nea.wire import codec, frames, profiles
 from tests.support import WAIT, connect, parse_options, settle, start_server, tcp_listen
 
 TOKEN = "test-admin-token"
+#: POST /relay's wait for the ok: far beyond any wait in a test (only the 504 test
+#: wants it to run out, on a server of its own).
+RELAY_TIMEOUT = 6 * WAIT
 
 
 @defer.inlineCallbacks
@@ -88,13 +94,22 @@ class ServerCase(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--relay-timeout", "0.5"
+            self, "--listen", tcp_listen(), "--admin-token", TOKEN,
+            "--relay-timeout", str(RELAY_TIMEOUT),
         )
         self.hub = self.service.hub
         self.http = self.service.http_port
 
     def client(self):
         return connect(self, self.service.ports[0], tls=False)
+
+    @defer.inlineCallbacks
+    def registered_client(self):
+        """A client the hub has admitted (connected on our side is not yet joined on its side)."""
+        before = len(self.hub.registry)
+        client = yield self.client()
+        yield settle(lambda: len(self.hub.registry) > before)
+        return client
 
 
 class ReadEndpoints(ServerCase):
@@ -105,9 +120,12 @@ class ReadEndpoints(ServerCase):
         code, body = yield fetch_json(self.http, "/status")
         self.assertEqual(code, 200)
         expected = self.hub.status()
-        # Uptime moves between the two reads; everything else must be the same.
+        # Uptime moves between the two reads, and so may the date ticks (a client is
+        # subscribed); everything else must be the same.
+        self.assertLessEqual(body["dates"]["ticks"], expected["dates"]["ticks"])
         for status in (body, expected, *body["cluster"]["members"], *expected["cluster"]["members"]):
             status.pop("uptime")
+            status["dates"].pop("ticks")
         self.assertEqual(body, expected)
         self.assertEqual((body["instance"], body["connections"]), ("test", 1))
 
@@ -146,15 +164,18 @@ class ReadEndpoints(ServerCase):
 
     @defer.inlineCallbacks
     def test_the_api_answers_503_until_the_drain_is_over(self):
-        service = yield start_server(self, "--listen", tcp_listen(), "--drain-timeout", "1")
+        # A drain that cannot time out during the test: only the stuck client's leaving ends it.
+        service = yield start_server(self, "--listen", tcp_listen(), "--drain-timeout", "600")
         stuck = FakePeer(profiles.RELAY)  # a client whose connection never finishes closing
         service.hub.join(stuck)
         stopping = service.stopService()
         code, body = yield fetch_json(service.http_port, "/healthz")  # a new connection
         self.assertEqual((code, body["status"]), (503, "draining"))
-        self.assertFalse(stuck.aborted)
+        self.assertNoResult(stopping)
+        service.hub.leave(stuck)
         yield stopping
-        self.assertTrue(stuck.aborted)  # dropped once the drain timed out
+        self.assertFalse(stuck.aborted)
+        yield self.assertFailure(fetch(service.http_port, "/healthz"), ConnectionRefusedError)
 
     @defer.inlineCallbacks
     def test_healthz_503_when_a_client_listener_is_down(self):
@@ -276,7 +297,7 @@ class MetricsEndpoint(ServerCase):
     @defer.inlineCallbacks
     def test_refused_clients_are_counted(self):
         self.hub.registry.max_clients = 1
-        yield self.client()
+        yield self.registered_client()
         refused = yield self.client()
         yield refused.closed
         samples = yield metrics(self.http)
@@ -310,6 +331,22 @@ class RelayTimerUnit(unittest.TestCase):
         self.assertLessEqual(kept, 2 * len(waiting) + 64)
         timer.relay_acked("live")  # still waited for: never swept
         self.assertEqual(observed(), 1 + kept + 1)
+
+
+class DrainTimeout(unittest.TestCase):
+    def test_whoever_is_left_when_the_drain_times_out_is_dropped(self):
+        clock = Clock()
+        hub = Hub(clock, LocalBus("unit"), rng=random.Random(0))
+        stuck = FakePeer(profiles.RELAY)  # told to go, never finishes closing
+        hub.join(stuck)
+        stopping = InstanceService(hub, clock, drain_timeout=1.0).stopService()
+        self.assertTrue(stuck.closed)
+        clock.advance(0.5)
+        self.assertNoResult(stopping)
+        self.assertFalse(stuck.aborted)
+        clock.advance(0.5)
+        self.successResultOf(stopping)
+        self.assertTrue(stuck.aborted)
 
 
 class Auth(ServerCase):
@@ -390,7 +427,7 @@ class Broadcast(ServerCase):
 class Relay(ServerCase):
     @defer.inlineCallbacks
     def test_acked_relay_answers_200(self):
-        client = yield self.client()
+        client = yield self.registered_client()
         auto_ack(client)
         code, body = yield post_text(self.http, "/relay", "ping over http")
         self.assertEqual(code, 200)
@@ -406,7 +443,12 @@ class Relay(ServerCase):
 
     @defer.inlineCallbacks
     def test_no_ok_in_time_is_504_and_leaves_no_waiter(self):
-        client = yield self.client()
+        service = yield start_server(
+            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--relay-timeout", "0.5"
+        )
+        self.hub, self.http = service.hub, service.http_port
+        client = yield connect(self, service.ports[0], tls=False)
+        yield settle(lambda: len(self.hub.registry) == 1)
         code, body = yield post_text(self.http, "/relay", "never acked")
         self.assertEqual((code, body["error"]), (504, "relay_timeout"))
         forwarded = yield client.next_push()
@@ -420,7 +462,7 @@ class Relay(ServerCase):
 
     @defer.inlineCallbacks
     def test_http_client_leaving_withdraws_its_waiter(self):
-        yield self.client()
+        yield self.registered_client()
         pending = post_text(self.http, "/relay", "caller hangs up")
         yield settle(lambda: self.hub.relays.pending == 1)
         pending.cancel()
