@@ -30,8 +30,8 @@ from nea.wire import codec, frames, profiles
 from tests.support import WAIT, connect, parse_options, settle, start_server, tcp_listen
 
 TOKEN = "test-admin-token"
-#: POST /relay's wait for the ok: far beyond any wait in a test (only the 504 test
-#: wants it to run out, on a server of its own).
+#: POST /relay's wait for the ok: far beyond any wait in a test (only `RelayTimeout`
+#: wants it to run out).
 RELAY_TIMEOUT = 6 * WAIT
 
 
@@ -91,11 +91,13 @@ def auto_ack(client) -> None:
 class ServerCase(unittest.TestCase):
     """A server with one plain-TCP nea listener, its HTTP API and an admin token."""
 
+    relay_timeout = RELAY_TIMEOUT
+
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
             self, "--listen", tcp_listen(), "--admin-token", TOKEN,
-            "--relay-timeout", str(RELAY_TIMEOUT),
+            "--relay-timeout", str(self.relay_timeout),
         )
         self.hub = self.service.hub
         self.http = self.service.http_port
@@ -442,13 +444,22 @@ class Relay(ServerCase):
         self.assertTrue(self.hub.zero_state())
 
     @defer.inlineCallbacks
+    def test_http_client_leaving_withdraws_its_waiter(self):
+        yield self.registered_client()
+        pending = post_text(self.http, "/relay", "caller hangs up")
+        yield settle(lambda: self.hub.relays.pending == 1)
+        pending.cancel()
+        yield self.assertFailure(pending, defer.CancelledError, ResponseNeverReceived)
+        # Withdrawn by the caller's leaving: the relay timeout is far off (RELAY_TIMEOUT).
+        yield settle(lambda: self.hub.relays.pending == 0)
+
+
+class RelayTimeout(ServerCase):
+    relay_timeout = 0.5
+
+    @defer.inlineCallbacks
     def test_no_ok_in_time_is_504_and_leaves_no_waiter(self):
-        service = yield start_server(
-            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--relay-timeout", "0.5"
-        )
-        self.hub, self.http = service.hub, service.http_port
-        client = yield connect(self, service.ports[0], tls=False)
-        yield settle(lambda: len(self.hub.registry) == 1)
+        client = yield self.registered_client()
         code, body = yield post_text(self.http, "/relay", "never acked")
         self.assertEqual((code, body["error"]), (504, "relay_timeout"))
         forwarded = yield client.next_push()
@@ -459,15 +470,6 @@ class Relay(ServerCase):
         client.transport.loseConnection()
         yield client.closed
         yield settle(self.hub.zero_state)
-
-    @defer.inlineCallbacks
-    def test_http_client_leaving_withdraws_its_waiter(self):
-        yield self.registered_client()
-        pending = post_text(self.http, "/relay", "caller hangs up")
-        yield settle(lambda: self.hub.relays.pending == 1)
-        pending.cancel()
-        yield self.assertFailure(pending, defer.CancelledError, ResponseNeverReceived)
-        yield settle(lambda: self.hub.relays.pending == 0)
 
 
 class OptionsParsing(unittest.TestCase):
