@@ -1,14 +1,12 @@
-"""nea's test suite (``trial tests``).
+"""nea's test suite.
 
-Hypothesis: no per-example deadline and no "too slow" health check. The suite
-runs on two shared cores, and how fast an example runs there says nothing about
-whether the property holds; a property that can fail only by timing would be
-a flaky test.
+Hypothesis times each example (200 ms by default) and calls a test flaky when a
+slow first run passes when repeated: on a loaded machine that is the machine, not
+the code. The suite's profile turns the wall-clock deadline and the too-slow
+health check off; what an example does is still checked in full.
 """
 
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "nea", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
-)
+settings.register_profile("nea", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("nea")

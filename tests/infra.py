@@ -14,6 +14,7 @@ import txredisapi
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
+from nea.cluster.link import RedisFactory, Subscriber
 from nea.wire import frames
 from tests import support
 
@@ -140,6 +141,30 @@ class RedisServer:
 
     def stop(self):
         return self.program.stop()
+
+    @defer.inlineCallbacks
+    def subscribe(self, testcase, channel: str):
+        """A connection subscribed to ``channel``: ``heard`` queues what is published there.
+
+        Closed at test end; ``unsubscribe([channel])`` first when Redis must be left clean.
+        """
+        heard = defer.DeferredQueue()
+        factory = RedisFactory(Subscriber, None, lambda _, message: heard.put(message))
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=support.WAIT)
+        redis = yield endpoint.connect(factory).addTimeout(support.WAIT, reactor)
+        testcase.addCleanup(redis.transport.loseConnection)
+        yield redis.subscribe([channel]).addTimeout(support.WAIT, reactor)
+        redis.heard = heard
+        return redis
+
+    @defer.inlineCallbacks
+    def pttl(self, key: str):
+        """Milliseconds ``key`` has left to live (-1: no expiry, -2: no such key)."""
+        redis = yield txredisapi.Connection("127.0.0.1", self.port, reconnect=False)
+        try:
+            return (yield redis.execute_command("PTTL", key))
+        finally:
+            yield redis.disconnect()
 
     @defer.inlineCallbacks
     def leftovers(self, prefix: str):

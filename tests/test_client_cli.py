@@ -3,9 +3,8 @@
 import io
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from twisted.internet import defer
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from nea.client import cli
@@ -13,7 +12,7 @@ from nea.client.relay import RelayClient
 from nea.tls import devcerts
 from nea.tls.client import TLSConfigError, client_tls_options
 from tests.support import certs
-from tests.test_client_fakes import FakeNetwork
+from tests.fakes import FakeNetwork
 
 
 class ParseTests(unittest.TestCase):
@@ -51,14 +50,6 @@ class ParseTests(unittest.TestCase):
         self.parse_fails("--key", "k.pem", saying="--key needs --cert")
         self.parse_fails("--retry-initial", "5", "--retry-max", "1", saying="must not exceed")
         self.parse_fails("--retry-initial", "0", saying="must be positive")
-
-    @defer.inlineCallbacks
-    def test_unreadable_ca_file_exits_2(self):
-        args = cli.parse_args(["--ca", self.mktemp(), "status"])
-        failure = yield self.assertFailure(cli._run(MemoryReactorClock(), args), SystemExit)
-        self.assertEqual(failure.code, cli.EXIT_USAGE)
-        self.assertIn("cannot read the CA file", self.stderr.getvalue())
-
 
     def test_a_file_that_is_no_certificate_is_a_usage_error(self):
         garbage = Path(self.mktemp())
@@ -115,4 +106,6 @@ class RelayReporterTests(unittest.TestCase):
             ("gave_up", cli.EXIT_FAILED),
             ("tls_failed", cli.EXIT_TLS),
         ]:
-            self.assertEqual(cli._exit_code(outcome), code, outcome)
+            reporter = cli.RelayReporter(self.said.append, self.shouted.append)
+            reporter.on_finished(SimpleNamespace(outcome=outcome, detail=None))
+            self.assertEqual(self.successResultOf(reporter.done), code, outcome)

@@ -228,13 +228,15 @@ PYTHON_M = (sys.executable, "-m", "nea.client")
 class ConsoleScript(unittest.TestCase):
     """The real command, as a separate process."""
 
-    def run_client(self, port, *args, stdin: bytes = b"", command=PYTHON_M):
-        """(stdout, stderr, exit code) of ``nea-client --port PORT --ca DEV-CA ARGS``."""
-        argv = [*command, "--port", str(port), "--ca", str(certs() / devcerts.CA_CERT), *args]
+    def run_client(self, port, *args, stdin: bytes = b"", command=PYTHON_M, ca=None):
+        """(stdout, stderr, exit code) of ``nea-client --port PORT --ca CA ARGS`` (the dev CA)."""
+        ca = ca or certs() / devcerts.CA_CERT
+        argv = [*command, "--port", str(port), "--ca", str(ca), *args]
         process = Collect(stdin)
         reactor.spawnProcess(process, argv[0], argv, env=daemon_env())
         self.addCleanup(process.kill)
-        return process.ended.addTimeout(WAIT, reactor)
+        # A fresh Python importing Twisted: slow on a loaded machine, hence the wide bound.
+        return process.ended.addTimeout(3 * WAIT, reactor)
 
     @defer.inlineCallbacks
     def test_status_prints_json(self):
@@ -263,6 +265,12 @@ class ConsoleScript(unittest.TestCase):
         )
         self.assertEqual((code, out), (3, b""))
         self.assertIn(b"not valid for wrong.example", err)
+
+    @defer.inlineCallbacks
+    def test_unreadable_ca_file_exits_2(self):
+        out, err, code = yield self.run_client(1, "status", ca=self.mktemp())
+        self.assertEqual((code, out), (2, b""))
+        self.assertIn(b"cannot read the CA file", err)
 
     @defer.inlineCallbacks
     def test_interactive_mode_over_a_pipe(self):

@@ -11,7 +11,7 @@ from nea.client.interactive import InteractiveClient, format_push
 from nea.client.redial import DialConfig
 from nea.wire import codec, frames
 from nea.wire.frames import Encoding
-from tests.test_client_fakes import FakeNetwork
+from tests.fakes import FakeNetwork
 
 HELLO = b'{"type":"hello"}\n'
 

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from nea.client.backoff import Backoff
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
-from tests.test_client_fakes import FakeNetwork
+from tests.fakes import FakeNetwork
 
 #: No jitter, so that delays are exact: 1, 2, 4, 4, ...
 STEADY = Backoff(initial=1.0, factor=2.0, maximum=4.0, jitter=0.0)

@@ -4,7 +4,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from nea.client.status import STATUS_LINE, StatusError, fetch_status
-from tests.test_client_fakes import FakeNetwork
+from tests.fakes import FakeNetwork
 
 
 class FetchStatusTests(unittest.TestCase):

@@ -1,11 +1,13 @@
 """The HTTP API of a real in-process nea-server, spoken to over HTTP on loopback."""
 
 import json
+import random
 from io import BytesIO
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -20,13 +22,18 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 
 from nea.http.metrics import RelayTimer
-from nea.server.service import makeService
+from nea.core.bus import LocalBus
+from nea.core.hub import Hub
+from nea.server.service import InstanceService, makeService
 from nea.server.startup import StartupError
 from nea.core.testing import FakePeer
 from nea.wire import codec, frames, profiles
 from tests.support import WAIT, connect, parse_options, settle, start_server, tcp_listen
 
 TOKEN = "test-admin-token"
+#: POST /relay's wait for the ok: far beyond any wait in a test (only `RelayTimeout`
+#: wants it to run out).
+RELAY_TIMEOUT = 6 * WAIT
 
 
 @defer.inlineCallbacks
@@ -86,18 +93,27 @@ class ServerCase(unittest.TestCase):
     """A server with one plain-TCP nea listener, its HTTP API and an admin token."""
 
     server_args: tuple[str, ...] = ()
+    relay_timeout = RELAY_TIMEOUT
 
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--relay-timeout", "0.5",
-            *self.server_args,
+            self, "--listen", tcp_listen(), "--admin-token", TOKEN,
+            "--relay-timeout", str(self.relay_timeout), *self.server_args,
         )
         self.hub = self.service.hub
         self.http = self.service.http_port
 
     def client(self):
         return connect(self, self.service.ports[0], tls=False)
+
+    @defer.inlineCallbacks
+    def registered_client(self):
+        """A client the hub has admitted (connected on our side is not yet joined on its side)."""
+        before = len(self.hub.registry)
+        client = yield self.client()
+        yield settle(lambda: len(self.hub.registry) > before)
+        return client
 
 
 class ReadEndpoints(ServerCase):
@@ -108,9 +124,12 @@ class ReadEndpoints(ServerCase):
         code, body = yield fetch_json(self.http, "/status")
         self.assertEqual(code, 200)
         expected = self.hub.status()
-        # Uptime moves between the two reads; everything else must be the same.
+        # Uptime moves between the two reads, and so may the date ticks (a client is
+        # subscribed); everything else must be the same.
+        self.assertLessEqual(body["dates"]["ticks"], expected["dates"]["ticks"])
         for status in (body, expected, *body["cluster"]["members"], *expected["cluster"]["members"]):
             status.pop("uptime")
+            status["dates"].pop("ticks")
         self.assertEqual(body, expected)
         self.assertEqual((body["instance"], body["connections"]), ("test", 1))
 
@@ -149,15 +168,18 @@ class ReadEndpoints(ServerCase):
 
     @defer.inlineCallbacks
     def test_the_api_answers_503_until_the_drain_is_over(self):
-        service = yield start_server(self, "--listen", tcp_listen(), "--drain-timeout", "1")
+        # A drain that cannot time out during the test: only the stuck client's leaving ends it.
+        service = yield start_server(self, "--listen", tcp_listen(), "--drain-timeout", "600")
         stuck = FakePeer(profiles.RELAY)  # a client whose connection never finishes closing
         service.hub.join(stuck)
         stopping = service.stopService()
         code, body = yield fetch_json(service.http_port, "/healthz")  # a new connection
         self.assertEqual((code, body["status"]), (503, "draining"))
-        self.assertFalse(stuck.aborted)
+        self.assertNoResult(stopping)
+        service.hub.leave(stuck)
         yield stopping
-        self.assertTrue(stuck.aborted)  # dropped once the drain timed out
+        self.assertFalse(stuck.aborted)
+        yield self.assertFailure(fetch(service.http_port, "/healthz"), ConnectionRefusedError)
 
     @defer.inlineCallbacks
     def test_healthz_503_when_a_client_listener_is_down(self):
@@ -282,7 +304,7 @@ class MetricsEndpoint(ServerCase):
     @defer.inlineCallbacks
     def test_refused_clients_are_counted(self):
         self.hub.registry.max_clients = 1
-        yield self.client()
+        yield self.registered_client()
         refused = yield self.client()
         yield refused.closed
         samples = yield metrics(self.http)
@@ -292,17 +314,46 @@ class MetricsEndpoint(ServerCase):
 
 class RelayTimerUnit(unittest.TestCase):
     def test_observes_round_trip_and_forgets_abandoned_relays(self):
-        clock, waiting = Clock(), {}
-        histogram = Histogram("t_seconds", "t", registry=CollectorRegistry(), buckets=(1, 10))
+        clock, waiting, registry = Clock(), {}, CollectorRegistry()
+        histogram = Histogram("t_seconds", "t", registry=registry, buckets=(1, 10))
         timer = RelayTimer(clock, waiting, histogram)
+
+        def observed():
+            return registry.get_sample_value("t_seconds_count")
+
         waiting["a"] = ["someone"]
         timer.relay_started("a")
         clock.advance(2)
         timer.relay_acked("a")
-        self.assertEqual(histogram._sum.get(), 2)
+        self.assertEqual(registry.get_sample_value("t_seconds_sum"), 2)
+        self.assertEqual(observed(), 1)
+        del waiting["a"]
+        waiting["live"] = ["someone"]
+        timer.relay_started("live")
         for i in range(1000):  # abandoned: nobody waits for them any more
             timer.relay_started(f"gone {i}")
-        self.assertLessEqual(len(timer._started), 2 * len(waiting) + 65)
+        for i in range(1000):  # a late ack is timed only if its start was still kept
+            timer.relay_acked(f"gone {i}")
+        kept = observed() - 1
+        self.assertLessEqual(kept, 2 * len(waiting) + 64)
+        timer.relay_acked("live")  # still waited for: never swept
+        self.assertEqual(observed(), 1 + kept + 1)
+
+
+class DrainTimeout(unittest.TestCase):
+    def test_whoever_is_left_when_the_drain_times_out_is_dropped(self):
+        clock = Clock()
+        hub = Hub(clock, LocalBus("unit"), rng=random.Random(0))
+        stuck = FakePeer(profiles.RELAY)  # told to go, never finishes closing
+        hub.join(stuck)
+        stopping = InstanceService(hub, clock, drain_timeout=1.0).stopService()
+        self.assertTrue(stuck.closed)
+        clock.advance(0.5)
+        self.assertNoResult(stopping)
+        self.assertFalse(stuck.aborted)
+        clock.advance(0.5)
+        self.successResultOf(stopping)
+        self.assertTrue(stuck.aborted)
 
 
 class Auth(ServerCase):
@@ -383,7 +434,7 @@ class Broadcast(ServerCase):
 class Relay(ServerCase):
     @defer.inlineCallbacks
     def test_acked_relay_answers_200(self):
-        client = yield self.client()
+        client = yield self.registered_client()
         auto_ack(client)
         code, body = yield post_text(self.http, "/relay", "ping over http")
         self.assertEqual(code, 200)
@@ -398,8 +449,22 @@ class Relay(ServerCase):
         self.assertTrue(self.hub.zero_state())
 
     @defer.inlineCallbacks
+    def test_http_client_leaving_withdraws_its_waiter(self):
+        yield self.registered_client()
+        pending = post_text(self.http, "/relay", "caller hangs up")
+        yield settle(lambda: self.hub.relays.pending == 1)
+        pending.cancel()
+        yield self.assertFailure(pending, defer.CancelledError, ResponseNeverReceived)
+        # Withdrawn by the caller's leaving: the relay timeout is far off (RELAY_TIMEOUT).
+        yield settle(lambda: self.hub.relays.pending == 0)
+
+
+class RelayTimeout(ServerCase):
+    relay_timeout = 0.5
+
+    @defer.inlineCallbacks
     def test_no_ok_in_time_is_504_and_leaves_no_waiter(self):
-        client = yield self.client()
+        client = yield self.registered_client()
         code, body = yield post_text(self.http, "/relay", "never acked")
         self.assertEqual((code, body["error"]), (504, "relay_timeout"))
         forwarded = yield client.next_push()
@@ -410,15 +475,6 @@ class Relay(ServerCase):
         client.transport.loseConnection()
         yield client.closed
         yield settle(self.hub.zero_state)
-
-    @defer.inlineCallbacks
-    def test_http_client_leaving_withdraws_its_waiter(self):
-        yield self.client()
-        pending = post_text(self.http, "/relay", "caller hangs up")
-        yield settle(lambda: self.hub.relays.pending == 1)
-        pending.cancel()
-        yield self.assertFailure(pending, defer.CancelledError, ResponseNeverReceived)
-        yield settle(lambda: self.hub.relays.pending == 0)
 
 
 class OptionsParsing(unittest.TestCase):

@@ -23,7 +23,7 @@ class ClusterOverHTTP(unittest.TestCase):
     def instance(self, name: str):
         return start_server(
             self, "--instance-id", name, "--listen", tcp_listen(), "--redis", self.redis.url,
-            "--cluster-name", "httpapi", "--heartbeat", "0.2", "--admin-token", TOKEN,
+            "--cluster-name", "httpapi", "--heartbeat", "0.5", "--admin-token", TOKEN,
             "--relay-timeout", "5",
         )
 

@@ -14,10 +14,18 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
 from nea.server.listeners import announced_ports
-from tests.support import certs, daemon_command, daemon_env, tcp_listen, tls_listen
+from nea.wire import frames
+from tests.support import certs, connect, daemon_command, daemon_env, tcp_listen, tls_listen
 
-#: Seconds a whole load-test run may take here before the test fails.
-RUN_LIMIT = 120.0
+#: Seconds a whole load-test run may take here before the test fails: 2,000 TLS
+#: clients take a minute or more when other suites share the two cores.
+RUN_LIMIT = 300.0
+#: Seconds a load-test attempt may take (its default is 10): on two cores shared
+#: with other suites, 2,000 TLS handshakes took longer, and each timeout's retry
+#: was one handshake more (1,471 of 2,000 clients lost once, at load 15).
+ATTEMPT_TIMEOUT = "60"
+#: Seconds the zero-state check after a run may poll (it stops once zero state shows).
+SETTLE = "30"
 
 
 class Daemon(ProcessProtocol):
@@ -99,7 +107,8 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
         )
         code, report, output = yield loadtest(
             self, "--plain", "--port", str(relay), "--status-port", str(nea),
-            "--clients", "2000", "--window", "5", "--ok-delay", "uniform:0,0.2",
+            "--clients", "2000", "--window", "5", "--timeout", ATTEMPT_TIMEOUT, "--settle", SETTLE,
+            "--ok-delay", "uniform:0,0.2",
             "--workers", "2", "--server-pid", str(daemon.transport.pid),
         )
         self.assertNothingLost(code, report, output, 2000)
@@ -115,7 +124,8 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
         code, report, output = yield loadtest(
             self, "--port", str(relay), "--status-port", str(nea),
             "--ca", str(certs() / "ca.pem"), "--server-name", "localhost",
-            "--clients", "2000", "--window", "5", "--ok-delay", "exp:0.05",
+            "--clients", "2000", "--window", "5", "--timeout", ATTEMPT_TIMEOUT, "--settle", SETTLE,
+            "--ok-delay", "exp:0.05",
             "--workers", "2", "--server-pid", str(daemon.transport.pid),
         )
         self.assertNothingLost(code, report, output, 2000)
@@ -124,18 +134,28 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_loss_fails_the_run(self):
-        """A server that turns clients away: the losses are reported and the exit code is 1."""
+        """A server that turns every client away: the losses are reported and the exit code is 1.
+
+        The test itself holds all of ``--max-clients`` first, each slot proven taken by a
+        reply, so every load-test client is refused whatever the speed of either side.
+        (No status check: it would be refused too.)
+        """
         daemon, (relay, nea) = yield start_daemon(
             self, "--max-clients", "3", "--listen", tcp_listen("relay"), "--listen", tcp_listen()
         )
+        for _ in range(3):
+            holder = yield connect(self, nea, tls=False)  # closed when the test ends
+            holder.send('{"cmd":"status"}')
+            reply = yield holder.next_push()
+            self.assertIsInstance(reply, frames.StatusReply)  # admitted, not server_full
+        self.assertEqual(reply.status["connections"], 3)
         code, report, output = yield loadtest(
-            self, "--plain", "--port", str(relay), "--status-port", str(nea),
+            self, "--plain", "--port", str(relay), "--no-status",
             "--clients", "100", "--window", "0.2", "--retries", "0", "--timeout", "3",
         )
         self.assertEqual(code, 1, output[-3000:])
         self.assertFalse(report["ok"])
-        self.assertGreater(report["lost"], 0)
-        self.assertEqual(report["lost"], report["failed"])
-        self.assertGreater(report["errors"].get("server_full", 0), 0)
-        self.assertLess(report["closes"]["protocol"], 100)
+        self.assertEqual((report["lost"], report["failed"], report["acked"]), (100, 100, 0))
+        self.assertEqual(report["errors"], {"server_full": 100})
+        self.assertEqual(report["closes"]["protocol"], 0, report["closes"])
         self.assertIn("FAILED", output)

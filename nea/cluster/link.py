@@ -45,7 +45,7 @@ class LinkListener(TypingProtocol):
     def leave(self, redis) -> defer.Deferred: ...
 
 
-class _Factory(protocol.Factory):
+class RedisFactory(protocol.Factory):
     """Builds one txredisapi protocol, with the factory attributes its protocols use."""
 
     isLazy = False
@@ -96,7 +96,7 @@ class _Commands(_WholeReads, txredisapi.RedisProtocol):
     pass
 
 
-class _Subscriber(_WholeReads, txredisapi.SubscriberProtocol):
+class Subscriber(_WholeReads, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern, channel, message) -> None:
         self.factory.on_message(channel, message)
 
@@ -213,8 +213,8 @@ class RedisLink:
 
     @defer.inlineCallbacks
     def _connect(self):
-        self._commands = yield self._open(_Factory(_Commands, self.address.db))
-        self._subscriber = yield self._open(_Factory(_Subscriber, None, self._received))
+        self._commands = yield self._open(RedisFactory(_Commands, self.address.db))
+        self._subscriber = yield self._open(RedisFactory(Subscriber, None, self._received))
         yield self._subscriber.subscribe(self.channels).addTimeout(REPLY_TIMEOUT, self.reactor)
         for redis in (self._commands, self._subscriber):
             redis.whenDisconnected().addCallback(self._lost)
@@ -222,7 +222,7 @@ class RedisLink:
                 raise txredisapi.ConnectionError("connection lost while subscribing")
 
     @defer.inlineCallbacks
-    def _open(self, factory: _Factory):
+    def _open(self, factory: RedisFactory):
         endpoint = HostnameEndpoint(
             self.reactor, self.address.host, self.address.port, timeout=REPLY_TIMEOUT
         )

@@ -1,4 +1,4 @@
-"""A socket-free network for nea-client unit tests (helpers only, no tests).
+"""A socket-free network for nea-client unit tests (a helper module: it holds no tests).
 
 Clients dial a real `TCP4ClientEndpoint` on a `MemoryReactorClock`, which only
 records each connection attempt; the test then accepts it (a `StringTransport`
