@@ -48,6 +48,19 @@ class HubCollector:
         yield _gauge("nea_max_clients", "Most clients this instance serves at once.", hub.config.max_clients)
         yield _counter("nea_connections_refused_full", "Clients refused because the instance was full.",
                        hub.registry.refused_full)
+        handshakes = hub.handshakes
+        if handshakes is not None:
+            now = GaugeMetricFamily("nea_tls_handshakes", "TLS connections not yet through their "
+                                    "handshake, by state.", labels=["state"])
+            for state in ("unfinished", "in_progress", "waiting"):
+                now.add_metric([state], getattr(handshakes, state))
+            yield now
+            yield _labelled_counter(
+                "nea_tls_handshakes_ended", "TLS handshakes, by how they ended.", "outcome",
+                {o: getattr(handshakes, o) for o in ("completed", "timed_out", "failed")},
+            )
+        yield _counter("nea_throttled", "Times a client was made to wait for sending too fast.",
+                       hub.throttled)
         yield _labelled_counter("nea_requests", "Requests from clients, by kind.", "kind", hub.requests)
         yield _labelled_counter(
             "nea_errors", "Error replies sent to clients, by code.", "code",

@@ -47,6 +47,18 @@ _SCHEMAS: dict[str, Any] = {
             "profiles": _COUNTS,
             "max_clients": _COUNT,
             "refused_full": _COUNT,
+            "handshakes": {
+                "type": ["object", "null"],
+                "description": "TLS listeners: accepted connections whose handshake has not "
+                               "completed (unfinished), handshakes under way (in_progress) and "
+                               "waiting for their turn (waiting), and how handshakes ended.",
+                "properties": {
+                    name: _COUNT
+                    for name in ("unfinished", "in_progress", "waiting", "completed",
+                                 "timed_out", "failed")
+                },
+            },
+            "throttled": _COUNT,
             "relays": {
                 "type": "object",
                 "required": ["pending", "acked", "reforwarded"],
