@@ -16,7 +16,7 @@ delayed ``ok`` can never be written to a dead connection or to its successor.
 
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
@@ -43,6 +43,10 @@ class ServerLink(Protocol):
     # ---- Protocol ----
 
     def connectionMade(self) -> None:
+        # Without it, a line written while an earlier one is unacknowledged (an
+        # ``ok Y`` after ``message X``) waits for the server's delayed ACK (Nagle).
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
         self.owner.link_made(self)
         if not self.tls:
             self._ready()

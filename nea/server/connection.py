@@ -12,7 +12,7 @@ that stopped reading then would never finish it.)
 
 import time
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -48,6 +48,8 @@ class NeaConnection(Protocol):
     # ---- Protocol ----
 
     def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):  # replies must not wait for ACKs (Nagle)
+            self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.hub.join(self)
 
