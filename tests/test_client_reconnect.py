@@ -1,4 +1,5 @@
-"""When a client dials again after ``shutting_down`` or ``server_full`` (Clock + StringTransport).
+"""When a client dials again after ``shutting_down`` or ``server_full``, and what it says
+(Clock + StringTransport).
 
 A server that served us and then says it is going away is restarting: come back
 within about a second, jittered. A server that says so right after every connect
@@ -23,19 +24,23 @@ FULL = b"error server_full the server has reached its maximum\n"
 
 
 class Dialer(Redialer):
-    """Records each retry's delay."""
+    """Records each retry's delay and reason."""
 
-    __slots__ = ("delays",)
+    __slots__ = ("delays", "whys")
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self.delays: list[float] = []
+        self.whys: list[str] = []
 
     def retrying(self, why: str, delay: float) -> None:
         self.delays.append(delay)
+        self.whys.append(why)
 
 
-class ReconnectTests(unittest.TestCase):
+class FakeServerMixin:
+    """A `Dialer` on a `FakeNetwork`, and the server's side of its sessions."""
+
     def make(self, backoff=EXACT, tls=False, seed=3) -> Dialer:
         self.net = FakeNetwork()
         self.clock = self.net.reactor
@@ -59,6 +64,8 @@ class ReconnectTests(unittest.TestCase):
         self.net.drop()
         return self.client.delays[-1]
 
+
+class ReconnectTests(FakeServerMixin, unittest.TestCase):
     def test_goodbye_after_a_long_session_comes_back_within_a_second(self):
         client = self.make()
         self.fail_dials(7)  # the next backoff would be 30 s
@@ -139,3 +146,27 @@ class ReconnectTests(unittest.TestCase):
         backoff = Backoff(initial=0.05, maximum=0.3, jitter=0.0)
         self.assertEqual(backoff.prompt_delay(random.Random(1)), 0.3)
         self.assertRaises(ValueError, Backoff, prompt=0)
+
+
+class ReasonTests(FakeServerMixin, unittest.TestCase):
+    """What a retry says, for the person watching."""
+
+    def test_a_plain_link_closed_before_a_word_may_be_a_tls_port(self):
+        client = self.make(tls=False)
+        self.net.accept()
+        self.net.drop()
+        self.assertEqual(
+            client.whys,
+            ["closed by the server before it sent anything: if the port wants TLS, leave out --plain"],
+        )
+
+    def test_a_link_closed_after_a_line_is_just_closed(self):
+        client = self.make(tls=False)
+        self.session(held=0.0, last_words=b"2026-11-21\n")
+        self.assertEqual(client.whys, ["closed by the server"])
+
+    def test_a_tls_link_closed_before_a_word_gets_no_plain_hint(self):
+        client = self.make(tls=True)
+        self.net.accept()
+        self.net.drop()
+        self.assertEqual(client.whys, ["closed by the server"])

@@ -37,6 +37,8 @@ class ServerLink(Protocol):
         self.ready = False
         #: Why this side closed the link (e.g. "timeout"); None if the server or network did.
         self.closed_because: str | None = None
+        #: Whether the server has sent anything at all.
+        self.heard = False
         self._lines = LineBuffer(MAX_SERVER_LINE)
         self._timers: list | None = None
 
@@ -60,6 +62,7 @@ class ServerLink(Protocol):
             self.owner.link_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.heard = True
         try:
             for line in self._lines.feed(data):
                 if self.closed_because is not None:

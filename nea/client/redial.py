@@ -44,6 +44,8 @@ class DialConfig:
     backoff: Backoff = Backoff()
     #: Seconds after `Redialer.start` at which the client stops trying; 0 means never.
     give_up: float = 0.0
+    #: The CA file the endpoint's TLS trusts, named when the server's certificate is refused.
+    ca: str | None = None
 
 
 def describe(reason: Failure) -> str:
@@ -57,6 +59,18 @@ def describe(reason: Failure) -> str:
     if reason.check(error.ConnectionLost):
         return "connection lost"
     return reason.getErrorMessage()
+
+
+def describe_lost(link: ServerLink, reason: Failure) -> str:
+    """Why ``link`` ended, for a person.
+
+    A plain TCP link that the server closed before sending a single byte is
+    most likely a TLS listener, which hangs up on what is no TLS handshake.
+    """
+    why = link.closed_because or describe(reason)
+    if not link.tls and not link.heard and reason.check(error.ConnectionDone):
+        why += " before it sent anything: if the port wants TLS, leave out --plain"
+    return why
 
 
 class Redialer:
@@ -193,11 +207,11 @@ class Redialer:
         if self.outcome is not None:
             self.finished()
             return
-        refused = verification_failure(reason)
+        refused = verification_failure(reason, self.dial.ca)
         if refused is not None:
             self.finish("tls_failed", refused)
             return
-        self._redial(link.closed_because or describe(reason), prompt)
+        self._redial(describe_lost(link, reason), prompt)
 
     # ---- hooks ----
 
