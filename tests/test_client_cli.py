@@ -66,7 +66,8 @@ class ParseTests(unittest.TestCase):
         garbage.write_bytes(b"not a certificate\n")
         error = self.assertRaises(TLSConfigError, client_tls_options, "localhost", garbage)
         self.assertEqual(
-            str(error), f"{garbage} is not a PEM certificate (--ca needs the CA's certificate in PEM)"
+            str(error),
+            f"{garbage} is not a PEM certificate (--ca needs the CA's certificate in PEM)",
         )
         ca = certs() / devcerts.CA_CERT
         client = certs() / devcerts.CLIENT_CERT
@@ -88,7 +89,8 @@ class ParseTests(unittest.TestCase):
             certs() / devcerts.CLIENT_CERT, missing,
         )
         self.assertEqual(
-            str(error), f"cannot read the client key {missing}: No such file or directory; check --key"
+            str(error),
+            f"cannot read the client key {missing}: No such file or directory; check --key",
         )
 
 

@@ -57,7 +57,7 @@ class FakeServerMixin:
             self.clock.advance(self.client.delays[-1])
 
     def session(self, held: float, last_words: bytes = GOODBYE) -> float:
-        """Accept the pending dial, keep it ``held`` s, end it with ``last_words``; the retry delay."""
+        """Accept the pending dial, hold it ``held`` s, end with ``last_words``: the retry delay."""
         self.net.accept()
         self.clock.advance(held)
         self.net.receive(last_words)
@@ -157,7 +157,10 @@ class ReasonTests(FakeServerMixin, unittest.TestCase):
         self.net.drop()
         self.assertEqual(
             client.whys,
-            ["closed by the server before it sent anything: if the port wants TLS, leave out --plain"],
+            [
+                "closed by the server before it sent anything: "
+                "if the port wants TLS, leave out --plain"
+            ],
         )
 
     def test_a_link_closed_after_a_line_is_just_closed(self):

@@ -50,7 +50,9 @@ def client_tls_options(
     try:
         trust = Certificate.loadPEM(pem)
     except crypto.Error:
-        raise TLSConfigError(f"{ca} is not a PEM certificate (--ca needs the CA's certificate in PEM)") from None
+        raise TLSConfigError(
+            f"{ca} is not a PEM certificate (--ca needs the CA's certificate in PEM)"
+        ) from None
     own = None
     if cert is not None:
         pem = _read(cert, "client certificate", "check --cert")
