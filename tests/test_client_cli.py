@@ -55,11 +55,32 @@ class ParseTests(unittest.TestCase):
         garbage = Path(self.mktemp())
         garbage.write_bytes(b"not a certificate\n")
         error = self.assertRaises(TLSConfigError, client_tls_options, "localhost", garbage)
-        self.assertIn("not a usable PEM certificate", str(error))
+        self.assertEqual(
+            str(error),
+            f"{garbage} is not a PEM certificate (--ca needs the CA's certificate in PEM)",
+        )
         ca = certs() / devcerts.CA_CERT
-        # A client certificate without its key:
-        self.assertRaises(
-            TLSConfigError, client_tls_options, "localhost", ca, certs() / devcerts.CLIENT_CERT
+        client = certs() / devcerts.CLIENT_CERT
+        # A client certificate without its key, or with another one:
+        error = self.assertRaises(TLSConfigError, client_tls_options, "localhost", ca, client)
+        self.assertEqual(str(error), f"{client} is not a PEM certificate with its key")
+        other_key = certs() / devcerts.SERVER_KEY
+        error = self.assertRaises(
+            TLSConfigError, client_tls_options, "localhost", ca, client, other_key
+        )
+        self.assertEqual(
+            str(error), f"{client} and {other_key} are not a PEM certificate with its key"
+        )
+
+    def test_an_unreadable_client_key_says_which_option(self):
+        missing = self.mktemp()
+        error = self.assertRaises(
+            TLSConfigError, client_tls_options, "localhost", certs() / devcerts.CA_CERT,
+            certs() / devcerts.CLIENT_CERT, missing,
+        )
+        self.assertEqual(
+            str(error),
+            f"cannot read the client key {missing}: No such file or directory; check --key",
         )
 
 

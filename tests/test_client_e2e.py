@@ -150,14 +150,13 @@ class StatusOverTLS(unittest.TestCase):
         service = yield start_server(self, "--listen", tls_listen())
         other = self.mktemp()
         devcerts.generate(Path(other))
+        ca = f"{other}/{devcerts.CA_CERT}"
         failure = yield self.assertFailure(
-            fetch_status(
-                tls_endpoint(service.ports[0], ca=f"{other}/{devcerts.CA_CERT}"), reactor, tls=True
-            ),
+            fetch_status(tls_endpoint(service.ports[0], ca=ca), reactor, tls=True, ca=ca),
             StatusError,
         )
         self.assertTrue(failure.tls_refused)
-        self.assertIn("not signed by the trusted CA", str(failure))
+        self.assertIn(f"does not verify against the CA in {ca}", str(failure))
 
     @defer.inlineCallbacks
     def test_client_certificate_is_presented_when_required(self):
@@ -228,12 +227,15 @@ PYTHON_M = (sys.executable, "-m", "nea.client")
 class ConsoleScript(unittest.TestCase):
     """The real command, as a separate process."""
 
-    def run_client(self, port, *args, stdin: bytes = b"", command=PYTHON_M, ca=None):
-        """(stdout, stderr, exit code) of ``nea-client --port PORT --ca CA ARGS`` (the dev CA)."""
-        ca = ca or certs() / devcerts.CA_CERT
-        argv = [*command, "--port", str(port), "--ca", str(ca), *args]
+    def run_client(self, port, *args, stdin: bytes = b"", command=PYTHON_M, ca=None, cwd=None):
+        """(stdout, stderr, exit code) of ``nea-client --port PORT --ca CA ARGS``.
+
+        ``ca`` defaults to the dev CA; ``ca=""`` leaves ``--ca`` out.
+        """
+        ca = str(certs() / devcerts.CA_CERT) if ca is None else ca
+        argv = [*command, "--port", str(port), *(["--ca", ca] if ca else []), *args]
         process = Collect(stdin)
-        reactor.spawnProcess(process, argv[0], argv, env=daemon_env())
+        reactor.spawnProcess(process, argv[0], argv, env=daemon_env(), path=cwd)
         self.addCleanup(process.kill)
         # A fresh Python importing Twisted: slow on a loaded machine, hence the wide bound.
         return process.ended.addTimeout(3 * WAIT, reactor)
@@ -264,13 +266,68 @@ class ConsoleScript(unittest.TestCase):
             service.ports[0], "--host", "127.0.0.1", "--server-name", "wrong.example", "status"
         )
         self.assertEqual((code, out), (3, b""))
-        self.assertIn(b"not valid for wrong.example", err)
+        self.assertIn(
+            b"the server's certificate is not valid for wrong.example (its CA is trusted; "
+            b"--server-name sets the name to expect)",
+            err,
+        )
+
+    @defer.inlineCallbacks
+    def test_outside_the_checkout_the_missing_default_ca_points_at_ca(self):
+        elsewhere = self.mktemp()
+        Path(elsewhere).mkdir()
+        out, err, code = yield self.run_client(3443, "status", ca="", cwd=elsewhere)
+        self.assertEqual((code, out), (2, b""))
+        self.assertEqual(
+            err.decode(),
+            "nea-client: cannot read the CA file certs/ca.pem: No such file or directory; "
+            "name the CA that signed the server's certificate with --ca FILE\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_a_ca_file_that_is_no_certificate_is_named(self):
+        readme = Path(__file__).resolve().parent.parent / "README.rst"
+        out, err, code = yield self.run_client(3443, "status", ca=str(readme))
+        self.assertEqual((code, out), (2, b""))
+        self.assertEqual(
+            err.decode(),
+            f"nea-client: {readme} is not a PEM certificate "
+            "(--ca needs the CA's certificate in PEM)\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_plain_status_against_a_tls_port_hints_at_tls(self):
+        service = yield start_server(self, "--listen", tls_listen())
+        out, err, code = yield self.run_client(service.ports[0], "--plain", "status")
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(
+            err.decode(),
+            "nea-client: no status: closed by the server before it sent anything: "
+            "if the port wants TLS, leave out --plain\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_a_wrong_ca_is_named_and_what_failed_said(self):
+        service = yield start_server(self, "--listen", tls_listen("relay"))
+        other = self.mktemp()
+        devcerts.generate(Path(other))
+        ca = f"{other}/{devcerts.CA_CERT}"
+        for mode in (["status"], ["relay", "x"]):
+            out, err, code = yield self.run_client(service.ports[0], *mode, ca=ca)
+            self.assertEqual((code, out), (3, b""), mode)
+            self.assertIn(
+                f"the server's certificate does not verify against the CA in {ca} "
+                "(signed by another CA, or out of date)\n",
+                err.decode(),
+            )
+        self.assertEqual(service.hub.relays.stats.requested, 0)
 
     @defer.inlineCallbacks
     def test_unreadable_ca_file_exits_2(self):
         out, err, code = yield self.run_client(1, "status", ca=self.mktemp())
         self.assertEqual((code, out), (2, b""))
         self.assertIn(b"cannot read the CA file", err)
+        self.assertIn(b"with --ca FILE", err)
 
     @defer.inlineCallbacks
     def test_interactive_mode_over_a_pipe(self):

@@ -36,9 +36,20 @@ class FetchStatusTests(unittest.TestCase):
 
     def test_a_server_that_hangs_up_fails(self):
         self.net.accept()
+        self.net.receive(b"2026-11-21\n")
         self.net.drop()
         failure = self.failureResultOf(self.result, StatusError)
         self.assertEqual(str(failure.value), "no status: closed by the server")
+
+    def test_a_server_that_hangs_up_without_a_word_may_want_tls(self):
+        self.net.accept()
+        self.net.drop()
+        failure = self.failureResultOf(self.result, StatusError)
+        self.assertEqual(
+            str(failure.value),
+            "no status: closed by the server before it sent anything: "
+            "if the port wants TLS, leave out --plain",
+        )
 
     def test_a_silent_server_times_out_and_is_dropped(self):
         transport = self.net.accept()

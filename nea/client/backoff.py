@@ -17,16 +17,23 @@ class Backoff:
     scaled down by a random factor in ``[1 - jitter, 1]`` so that clients cut off
     together (a server restart) do not all come back in the same instant. The
     cap is never exceeded.
+
+    ``prompt`` is the (jittered, capped) delay after a server that served us
+    said it is going away: it is restarting, so come back soon, whatever the
+    attempt count.
     """
 
     initial: float = 0.5
     factor: float = 2.0
     maximum: float = 30.0
     jitter: float = 0.5
+    prompt: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.initial <= self.maximum:
             raise ValueError("backoff needs 0 < initial <= maximum")
+        if not self.prompt > 0:
+            raise ValueError("backoff prompt must be positive")
         if self.factor < 1:
             raise ValueError("backoff factor must be at least 1")
         if not 0 <= self.jitter <= 1:
@@ -44,4 +51,16 @@ class Backoff:
         return delay
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        return self.ceiling(attempt) * (1 - self.jitter * rng.random())
+        return self._jittered(self.ceiling(attempt), rng)
+
+    @property
+    def prompt_ceiling(self) -> float:
+        """``prompt``, but never above the cap."""
+        return min(self.prompt, self.maximum)
+
+    def prompt_delay(self, rng: random.Random) -> float:
+        """The delay before coming back to a server that said it is going away."""
+        return self._jittered(self.prompt_ceiling, rng)
+
+    def _jittered(self, ceiling: float, rng: random.Random) -> float:
+        return ceiling * (1 - self.jitter * rng.random())

@@ -152,6 +152,7 @@ def dial_config(args: argparse.Namespace) -> DialConfig:
         tls=not args.plain,
         backoff=Backoff(initial=args.retry_initial, maximum=args.retry_max),
         give_up=args.give_up,
+        ca=None if args.plain else args.ca,
     )
 
 
@@ -234,7 +235,8 @@ def run_status(reactor, args: argparse.Namespace) -> defer.Deferred:
                 return EXIT_TLS
         return EXIT_FAILED
 
-    d = fetch_status(make_endpoint(reactor, args), reactor, not args.plain, timeout)
+    ca = None if args.plain else args.ca
+    d = fetch_status(make_endpoint(reactor, args), reactor, not args.plain, timeout, ca)
     return d.addCallbacks(show, fail)
 
 

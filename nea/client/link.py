@@ -16,7 +16,7 @@ delayed ``ok`` can never be written to a dead connection or to its successor.
 
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
@@ -37,12 +37,18 @@ class ServerLink(Protocol):
         self.ready = False
         #: Why this side closed the link (e.g. "timeout"); None if the server or network did.
         self.closed_because: str | None = None
+        #: Whether the server has sent anything at all.
+        self.heard = False
         self._lines = LineBuffer(MAX_SERVER_LINE)
         self._timers: list | None = None
 
     # ---- Protocol ----
 
     def connectionMade(self) -> None:
+        # Without it, a line written while an earlier one is unacknowledged (an
+        # ``ok Y`` after ``message X``) waits for the server's delayed ACK (Nagle).
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
         self.owner.link_made(self)
         if not self.tls:
             self._ready()
@@ -56,6 +62,7 @@ class ServerLink(Protocol):
             self.owner.link_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.heard = True
         try:
             for line in self._lines.feed(data):
                 if self.closed_because is not None:

@@ -4,8 +4,15 @@ Clients and servers have no start order: a client that finds no server, or
 loses it, keeps redialling with capped exponential backoff and jitter. The
 backoff is reset only when a link is *ready* (TLS handshake completed): a server
 that accepts TCP and then fails every handshake must not be hammered at the
-shortest delay. A server that answers ``server_full`` or ``shutting_down`` did
-not really take us either, so that undoes the reset.
+shortest delay. A server that answers ``server_full`` did not really take us
+either, so that undoes the reset and the backoff keeps growing.
+
+``shutting_down`` from a server that kept the link up for at least the backoff's
+``prompt`` delay means a restart: the client comes back after the (jittered)
+prompt delay, however long it once had to wait. Said sooner than that, it is a
+refusal like ``server_full``. So a server that says ``shutting_down`` right after
+every connect is still backed off from, and one that says it later is dialled at
+most once per prompt delay plus the time it held the link.
 
 A certificate the client refuses ends the client instead (outcome
 ``tls_failed``): waiting does not fix a wrong host name or CA.
@@ -24,7 +31,7 @@ from nea.wire import errors, frames
 
 _SHARED_RNG = random.Random()
 
-#: Errors after which the server closes the connection without having served us.
+#: Errors after which the server closes the connection, perhaps without having served us.
 _REFUSALS = frozenset({errors.SERVER_FULL.code, errors.SHUTTING_DOWN.code})
 
 
@@ -37,6 +44,8 @@ class DialConfig:
     backoff: Backoff = Backoff()
     #: Seconds after `Redialer.start` at which the client stops trying; 0 means never.
     give_up: float = 0.0
+    #: The CA file the endpoint's TLS trusts, named when the server's certificate is refused.
+    ca: str | None = None
 
 
 def describe(reason: Failure) -> str:
@@ -50,6 +59,18 @@ def describe(reason: Failure) -> str:
     if reason.check(error.ConnectionLost):
         return "connection lost"
     return reason.getErrorMessage()
+
+
+def describe_lost(link: ServerLink, reason: Failure) -> str:
+    """Why ``link`` ended, for a person.
+
+    A plain TCP link that the server closed before sending a single byte is
+    most likely a TLS listener, which hangs up on what is no TLS handshake.
+    """
+    why = link.closed_because or describe(reason)
+    if not link.tls and not link.heard and reason.check(error.ConnectionDone):
+        why += " before it sent anything: if the port wants TLS, leave out --plain"
+    return why
 
 
 class Redialer:
@@ -71,6 +92,8 @@ class Redialer:
         "started_at",
         "_attempt",
         "_attempt_before_ready",
+        "_ready_at",
+        "_prompt",
         "_dialing",
         "_redial_call",
         "_give_up_call",
@@ -90,6 +113,10 @@ class Redialer:
         self.started_at: float | None = None
         self._attempt = 0
         self._attempt_before_ready = 0
+        #: When the current link became ready (None: not ready yet).
+        self._ready_at: float | None = None
+        #: The current link's server said it is going away after serving us.
+        self._prompt = False
         self._dialing = None
         self._redial_call = None
         self._give_up_call = None
@@ -138,8 +165,8 @@ class Redialer:
         if self.outcome is None:
             self._redial(describe(reason))
 
-    def _redial(self, why: str) -> None:
-        delay = self.next_delay()
+    def _redial(self, why: str, prompt: bool = False) -> None:
+        delay = self.dial.backoff.prompt_delay(self.rng) if prompt else self.next_delay()
         self.retrying(why, delay)
         self._redial_call = self.clock.callLater(delay, self._connect)
 
@@ -156,24 +183,35 @@ class Redialer:
     def link_ready(self, link: ServerLink) -> None:
         self._attempt_before_ready = self._attempt
         self._attempt = 0
+        self._ready_at = self.clock.seconds()
         self.ready(link)
 
     def link_push(self, link: ServerLink, push: frames.Push) -> None:
         if isinstance(push, frames.ErrorReply) and push.code in _REFUSALS:
-            self._attempt = self._attempt_before_ready
+            if push.code == errors.SHUTTING_DOWN.code and self._served():
+                self._prompt = True
+            else:
+                self._attempt = self._attempt_before_ready
         self.received(link, push)
+
+    def _served(self) -> bool:
+        """Whether the current link has been ready for at least the prompt delay."""
+        if self._ready_at is None:
+            return False
+        return self.clock.seconds() - self._ready_at >= self.dial.backoff.prompt_ceiling
 
     def link_lost(self, link: ServerLink, reason: Failure) -> None:
         if link is self.link:
             self.link = None
+        prompt, self._prompt, self._ready_at = self._prompt, False, None
         if self.outcome is not None:
             self.finished()
             return
-        refused = verification_failure(reason)
+        refused = verification_failure(reason, self.dial.ca)
         if refused is not None:
             self.finish("tls_failed", refused)
             return
-        self._redial(link.closed_because or describe(reason))
+        self._redial(describe_lost(link, reason), prompt)
 
     # ---- hooks ----
 

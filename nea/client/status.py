@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from nea.client.link import LinkFactory, ServerLink
-from nea.client.redial import describe
+from nea.client.redial import describe, describe_lost
 from nea.tls.client import verification_failure
 from nea.wire import frames
 
@@ -27,7 +27,8 @@ class StatusError(Exception):
 class _StatusQuery:
     """The owner of one `ServerLink`: asks once, and settles ``result`` once."""
 
-    def __init__(self) -> None:
+    def __init__(self, ca: str | None) -> None:
+        self.ca = ca
         self.result: defer.Deferred = defer.Deferred()
 
     def link_made(self, link: ServerLink) -> None:
@@ -43,8 +44,8 @@ class _StatusQuery:
             self.settle(Failure(StatusError(f"the server refused: [{push.code}] {push.message}")))
 
     def link_lost(self, link: ServerLink, reason: Failure) -> None:
-        refused = verification_failure(reason)
-        why = refused or describe(reason)
+        refused = verification_failure(reason, self.ca)
+        why = refused or describe_lost(link, reason)
         self.settle(Failure(StatusError(f"no status: {why}", tls_refused=refused is not None)))
 
     def settle(self, outcome) -> None:
@@ -60,10 +61,15 @@ class _StatusQuery:
         return result
 
 
-def fetch_status(endpoint, clock, tls: bool, timeout: float | None = 10.0) -> defer.Deferred:
+def fetch_status(
+    endpoint, clock, tls: bool, timeout: float | None = 10.0, ca: str | None = None
+) -> defer.Deferred:
     """The server's status as a dict; fails with `StatusError` (or, after ``timeout``
-    seconds unless it is None, `twisted.internet.defer.TimeoutError`) otherwise."""
-    query = _StatusQuery()
+    seconds unless it is None, `twisted.internet.defer.TimeoutError`) otherwise.
+
+    ``ca`` is the CA file the endpoint trusts, named if the server's certificate is refused.
+    """
+    query = _StatusQuery(ca)
 
     def dial_failed(reason: Failure) -> None:
         query.settle(Failure(StatusError(f"cannot connect: {describe(reason)}")))

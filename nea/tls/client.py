@@ -28,11 +28,11 @@ class TLSConfigError(Exception):
     """A CA, certificate or key file is missing or unreadable (a usage error, not a network one)."""
 
 
-def _read(path: str | Path, what: str) -> bytes:
+def _read(path: str | Path, what: str, fix: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise TLSConfigError(f"cannot read the {what} {path}: {e.strerror}") from None
+        raise TLSConfigError(f"cannot read the {what} {path}: {e.strerror}; {fix}") from None
 
 
 def client_tls_options(
@@ -46,16 +46,23 @@ def client_tls_options(
     ``cert``/``key`` give a client certificate for servers that ask for one; the
     key may sit in the certificate file (then ``key`` is omitted).
     """
+    pem = _read(ca, "CA file", "name the CA that signed the server's certificate with --ca FILE")
     try:
-        trust = Certificate.loadPEM(_read(ca, "CA file"))
-        own = None
-        if cert is not None:
-            pem = _read(cert, "client certificate")
-            if key is not None:
-                pem += b"\n" + _read(key, "client key")
+        trust = Certificate.loadPEM(pem)
+    except crypto.Error:
+        raise TLSConfigError(
+            f"{ca} is not a PEM certificate (--ca needs the CA's certificate in PEM)"
+        ) from None
+    own = None
+    if cert is not None:
+        pem = _read(cert, "client certificate", "check --cert")
+        if key is not None:
+            pem += b"\n" + _read(key, "client key", "check --key")
+        try:
             own = PrivateCertificate.loadPEM(pem)
-    except (crypto.Error, VerifyError) as e:
-        raise TLSConfigError(f"not a usable PEM certificate and key: {e}") from None
+        except (crypto.Error, VerifyError):
+            files = f"{cert} and {key} are" if key is not None else f"{cert} is"
+            raise TLSConfigError(f"{files} not a PEM certificate with its key") from None
     return optionsForClientTLS(hostname, trust, own)
 
 
@@ -84,13 +91,25 @@ def client_endpoint(
     return endpoint if tls is None else wrapClientTLS(tls, endpoint)
 
 
-def verification_failure(reason: Failure) -> str | None:
-    """Why the server's certificate was refused, if that is what ended a connection."""
+def verification_failure(reason: Failure, ca: str | Path | None = None) -> str | None:
+    """Why the server's certificate was refused, if that is what ended a connection.
+
+    ``ca`` is the CA file trusted, to name it when the certificate does not
+    verify against it.
+    """
     if reason.check(VerificationError):
         names = ", ".join(_expected_name(e) for e in reason.value.errors)
-        return f"the server's certificate is not valid for {names}"
+        return (
+            f"the server's certificate is not valid for {names} "
+            "(its CA is trusted; --server-name sets the name to expect)"
+        )
     if reason.check(SSL.Error) and "certificate verify failed" in str(reason.value):
-        return "the server's certificate is not signed by the trusted CA"
+        # OpenSSL's finer reason is not in the error; these are the likely ones.
+        trusted = f"the CA in {ca}" if ca is not None else "the trusted CA"
+        return (
+            f"the server's certificate does not verify against {trusted} "
+            "(signed by another CA, or out of date)"
+        )
     return None
 
 
