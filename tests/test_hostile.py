@@ -15,7 +15,7 @@ from nea.core.hub import Hub, HubConfig
 from nea.core.testing import FakePeer
 from nea.server.admission import Admission
 from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits, NeaConnection
-from nea.tls.server import HandshakeGate, TLSServerFactory, server_context
+from nea.tls.server import HandshakeGate, TLSFiles, TLSServerFactory, server_context
 from nea.wire import frames, profiles
 from tests.support import (
     WAIT, certs, connect, settle, start_server, tcp_listen, tls_listen,
@@ -52,7 +52,7 @@ class TLSLayerTests(unittest.TestCase):
         self.port = FakePort()
         self.gate.ports.append(self.port)
         d = certs()
-        context = server_context(d / "server-key.pem", d / "server.pem")
+        context = server_context(TLSFiles(d / "server-key.pem", d / "server.pem"))
         self.factory = TLSServerFactory(
             protocol.Factory.forProtocol(protocol.Protocol), lambda: context, self.clock,
             Admission(keepalive=0), self.gate, handshake_timeout=10,

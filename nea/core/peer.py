@@ -20,6 +20,8 @@ class Peer(TypingProtocol):
     name: str
     profile: Profile
     encoding: Encoding
+    #: Who a verified client certificate says this is (mutual TLS), else None.
+    identity: str | None
 
     def send(self, line: bytes) -> None:
         """Write one encoded line (terminator included) to the client."""

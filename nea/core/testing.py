@@ -17,6 +17,7 @@ class FakePeer:
         self.name = self.id
         self.profile = profile
         self.encoding = encoding
+        self.identity = None
         self.lines: list[bytes] = []
         self.closed = False
         self.aborted = False

@@ -97,6 +97,7 @@ class Api:
                 "id": peer.id,
                 "name": peer.name,
                 "peer": peer.peer_address,
+                "identity": peer.identity,
                 "profile": peer.profile.name,
                 "since": _iso(peer.since),
                 "encoding": peer.encoding.value,

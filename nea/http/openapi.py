@@ -118,6 +118,9 @@ _SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "name": {"type": "string"},
             "peer": {"type": "string", "description": "The client's address, host:port."},
+            "identity": {"type": ["string", "null"],
+                         "description": "The verified client certificate's subject CN (else "
+                                        "its first DNS or URI name); null without one."},
             "profile": {"type": "string", "enum": ["nea", "relay", "chat"]},
             "since": {"type": "string", "format": "date-time"},
             "encoding": {"type": "string", "enum": ["text", "json"]},

@@ -27,13 +27,14 @@ import time
 from typing import Iterator
 
 import attrs
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from nea.core.hub import Hub
 from nea.server.admission import Admission
+from nea.tls.server import peer_identity
 from nea.wire import codec, errors, frames
 from nea.wire.codec import LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
@@ -98,6 +99,8 @@ class NeaConnection(Protocol):
         self.since = time.time()
         self.bytes_in = 0
         self.bytes_out = 0
+        #: The verified client certificate's identity (mutual TLS), else None.
+        self.identity: str | None = None
         self._lines = LineBuffer(limits.max_line)
         self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None
         #: While throttled: the lines still to handle, and reads that came meanwhile.
@@ -118,6 +121,8 @@ class NeaConnection(Protocol):
                 self._closing = True
                 return
             self._admitted = True
+        if ISSLTransport.providedBy(self.transport):
+            self.identity = peer_identity(self.transport.getPeerCertificate())
         self.transport.registerProducer(self, True)
         self.hub.join(self)
 

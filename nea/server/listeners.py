@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from nea.server.admission import Admission
 from nea.server.startup import StartupError
 from nea.tls.server import (
-    CertificateError, HandshakeGate, TLSServerFactory, openssl_reason, server_context,
+    CertificateError, ContextSource, HandshakeGate, TLSFiles, TLSServerFactory, openssl_reason,
 )
 from nea.wire import profiles
 from nea.wire.profiles import Profile
@@ -48,15 +48,6 @@ def with_backlog(endpoint: str, backlog: int) -> str:
     if kind in _BACKLOG_TYPES and ":backlog=" not in endpoint:
         return f"{endpoint}:backlog={backlog}"
     return endpoint
-
-
-@attrs.frozen
-class TLSFiles:
-    """The files an ``ssl:`` listener serves: key, certificate, optional chain."""
-
-    private_key: Path
-    certificate: Path
-    chain: Path | None = None
 
 
 @attrs.frozen
@@ -265,17 +256,18 @@ class ClientListener(ListeningService):
 
     def __init__(self, reactor, listen: Listen, backlog: int, factory,
                  admission: Admission | None = None, gate: HandshakeGate | None = None,
-                 handshake_timeout: float = 0.0) -> None:
+                 handshake_timeout: float = 0.0, tls_policy: dict | None = None) -> None:
+        """``tls_policy``: `TLSFiles` fields (client CA, minimum version) for every TLS listener."""
         files = listen.tls_files()
-        self.gate = None
+        self.gate = self.contexts = None
         if files is not None:
             try:
-                context = server_context(files.private_key, files.certificate, files.chain)
+                self.contexts = ContextSource(attrs.evolve(files, **(tls_policy or {})))
             except CertificateError as e:
                 raise StartupError(f"--listen {listen.endpoint}: {e}; point privateKey= and "
                                    "certKey= at a matching PEM key and certificate") from None
             self.gate = gate or HandshakeGate()
-            factory = TLSServerFactory(factory, lambda: context, reactor,
+            factory = TLSServerFactory(factory, self.contexts, reactor,
                                        admission or Admission(), self.gate, handshake_timeout)
         endpoint = server_endpoint(reactor, "--listen", listen.endpoint, [],
                                    listen.transport_endpoint(backlog))

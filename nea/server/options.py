@@ -35,6 +35,16 @@ def _non_negative(kind, off: str):
     return convert
 
 
+def _choice(*allowed: str):
+    def convert(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    convert.coerceDoc = f"One of: {', '.join(allowed)}."
+    return convert
+
+
 def _redis_address(value: str) -> RedisAddress:
     try:
         return RedisAddress.parse(value)
@@ -92,6 +102,13 @@ class Options(usage.Options):
          _non_negative(float, "turns keepalive off")],
         ["max-clients-per-ip", None, 0, "Connections one IP address may hold at once, "
          "handshakes included; the next is closed at accept.", _non_negative(int, "means no limit")],
+        ["tls-client-ca", None, None, "CA file (PEM): every TLS listener asks clients for a "
+         "certificate signed by it (mutual TLS); the verified identity shows in /connections."],
+        ["tls-client-cert", None, "required", "With --tls-client-ca: 'required' (a client "
+         "without a valid certificate fails the handshake) or 'optional' (one is asked for; "
+         "a client without one is still served).", _choice("required", "optional")],
+        ["tls-min-version", None, "1.2", "Oldest TLS version accepted: 1.2 or 1.3 (TLS 1.2 "
+         "offers only ECDHE with AES-GCM or ChaCha20-Poly1305).", _choice("1.2", "1.3")],
         ["backlog", None, DEFAULT_BACKLOG, "listen(2) backlog for tcp and ssl listeners "
          "(unless the endpoint sets backlog=).", _positive(int)],
         ["drain-timeout", None, 5.0, "Seconds a stopping server waits for clients to close "

@@ -14,6 +14,7 @@ from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, NeaFactory
 from nea.server.console import ConsoleService
 from nea.server.listeners import ClientListener, ListeningService
+from nea.server.reload import Reloader, SignalReloadService
 from nea.server.startup import StartupError
 from nea.tls import devcerts
 from nea.tls.server import HandshakeGate
@@ -43,6 +44,7 @@ class InstanceService(MultiService):
         self.listeners: list[ClientListener] = []
         self.console: ConsoleService | None = None
         self.http: ListeningService | None = None
+        self.reloads: SignalReloadService | None = None
         self.link = None
 
     def startService(self) -> None:
@@ -53,6 +55,8 @@ class InstanceService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         Service.stopService(self)
+        if self.reloads is not None:
+            self.reloads.stopService()
         front = [*self.listeners, *([self.console] if self.console else [])]
         yield defer.gatherResults([defer.maybeDeferred(s.stopService) for s in front])
         self.hub.drain()
@@ -114,13 +118,21 @@ def makeService(config, reactor=None) -> InstanceService:
     instance.link = link
     limits = ConnectionLimits(config["max-line"], config["max-outbound"], config["max-rate"])
     admission = Admission(config["keepalive"], config["max-clients-per-ip"])
+    tls_policy = dict(
+        client_ca=Path(config["tls-client-ca"]) if config["tls-client-ca"] else None,
+        client_cert_required=config["tls-client-cert"] == "required",
+        min_version=config["tls-min-version"],
+    )
     for listen in config["listen"]:
         tls = listen.tls_files() is not None
         factory = NeaFactory(hub, listen.profile, limits, None if tls else admission)
         listener = ClientListener(reactor, listen, config["backlog"], factory,
-                                  admission, gate, config["handshake-timeout"])
+                                  admission, gate, config["handshake-timeout"], tls_policy)
         listener.setServiceParent(instance)
         instance.listeners.append(listener)
+    contexts = [listener.contexts for listener in instance.listeners if listener.contexts]
+    instance.reloads = SignalReloadService(Reloader(lambda: contexts), reactor)
+    instance.reloads.setServiceParent(instance)
     if config["console"]:
         instance.console = ConsoleService(hub, reactor)
         instance.console.setServiceParent(instance)

@@ -32,7 +32,8 @@ from twisted.internet import interfaces
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, CertificateOptions
+from cryptography import x509
+from twisted.internet.ssl import AcceptableCiphers, Certificate, CertificateOptions, TLSVersion
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -60,20 +61,89 @@ def _load(path: Path, what: str, load):
         raise CertificateError(f"{path} is not a PEM {what} ({openssl_reason(e)})") from None
 
 
-def server_context(key: Path, certificate: Path, chain: Path | None = None) -> SSL.Context:
-    """The OpenSSL context a TLS listener serves ``certificate`` (and ``chain``) with."""
+#: TLS 1.2 suites offered: forward secret (ECDHE) and authenticated encryption only.
+#: (TLS 1.3 has nothing else.) OpenSSL's default groups are kept, so the hybrid
+#: post-quantum X25519MLKEM768 is offered wherever the OpenSSL build has it.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+
+
+@attrs.frozen
+class TLSFiles:
+    """What a TLS listener serves, and whom it asks for a certificate."""
+
+    private_key: Path
+    certificate: Path
+    chain: Path | None = None
+    #: Clients must present a certificate signed by this CA (mutual TLS)...
+    client_ca: Path | None = None
+    #: ...unless this is False: then a certificate is asked for, not required.
+    client_cert_required: bool = True
+    #: "1.2" or "1.3": the oldest protocol version accepted.
+    min_version: str = "1.2"
+
+
+def server_context(files: TLSFiles) -> SSL.Context:
+    """The OpenSSL context a TLS listener serves ``files`` with; `CertificateError` if it cannot."""
+    verify = {}
+    if files.client_ca is not None:
+        verify = dict(
+            verify=True,
+            caCerts=[c.original for c in _load(files.client_ca, "client CA", _pem_chain)],
+            requireCertificate=files.client_cert_required,
+        )
     options = CertificateOptions(
-        privateKey=_load(key, "private key", _pem_key),
-        certificate=_load(certificate, "certificate", Certificate.loadPEM).original,
+        privateKey=_load(files.private_key, "private key", _pem_key),
+        certificate=_load(files.certificate, "certificate", Certificate.loadPEM).original,
         extraCertChain=[
-            c.original for c in _load(chain, "certificate chain", _pem_chain)
-        ] if chain else None,
+            c.original for c in _load(files.chain, "certificate chain", _pem_chain)
+        ] if files.chain else None,
+        raiseMinimumTo=_VERSIONS[files.min_version],
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(TLS12_CIPHERS),
+        **verify,
     )
     try:
         return options.getContext()
     except SSL.Error as e:
-        raise CertificateError(f"the private key {key} does not match the certificate "
-                               f"{certificate} ({openssl_reason(e)})") from None
+        raise CertificateError(f"the private key {files.private_key} does not match the "
+                               f"certificate {files.certificate} ({openssl_reason(e)})") from None
+
+
+class ContextSource:
+    """The context that new connections get, rebuilt from its files on `reload`.
+
+    Connections already up keep the context they started with; a reload that
+    fails raises `CertificateError` and leaves the current context in place.
+    """
+
+    def __init__(self, files: TLSFiles) -> None:
+        self.files = files
+        self.current = server_context(files)
+
+    def __call__(self) -> SSL.Context:
+        return self.current
+
+    def reload(self) -> None:
+        self.current = server_context(self.files)
+
+
+def peer_identity(certificate) -> str | None:
+    """A verified client certificate's identity: its subject CN, else its first DNS or URI name."""
+    if certificate is None:
+        return None
+    cert = certificate.to_cryptography()
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if names:
+        return str(names[0].value)
+    try:
+        alternatives = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for kind in (x509.DNSName, x509.UniformResourceIdentifier):
+        found = alternatives.get_values_for_type(kind)
+        if found:
+            return found[0]
+    return None
 
 
 def _pem_key(data: bytes) -> crypto.PKey:
