@@ -190,25 +190,35 @@ def redis_server(testcase) -> RedisServer:
 
 
 class NeaDaemon:
-    """nea-server as its own process (so it can be killed), TLS on a free port."""
+    """nea-server as its own process (so it can be killed), TLS on a free port.
+
+    ``proxied_port`` is a second TLS listener, for HAProxy, that reads a PROXY
+    header first; ``port`` is for clients (and status checks) that come directly.
+    """
 
     def __init__(self, instance_id: str, *args: str) -> None:
         self.instance_id = instance_id
-        self.port = free_port()
+        self.port, self.proxied_port = free_port(), free_port()
         d = support.certs()
-        listen = (
-            f"ssl:{self.port}:interface=127.0.0.1:privateKey={d}/server-key.pem"
-            f":certKey={d}/server.pem"
-        )
+        files = f"interface=127.0.0.1:privateKey={d}/server-key.pem:certKey={d}/server.pem"
         self.program = Program(
-            support.daemon_command("--instance-id", instance_id, "--listen", listen, *args),
+            support.daemon_command(
+                "--instance-id", instance_id, "--listen", f"ssl:{self.port}:{files}",
+                "--listen", f"nea+proxy=ssl:{self.proxied_port}:{files}", *args,
+            ),
             support.daemon_env(),
             cwd=tempfile.mkdtemp(prefix="nea-daemon-"),
         )
 
     def start(self):
         self.program.start()
-        return wait_listening(self.program, self.port, timeout=3 * support.WAIT)
+        return self.listening()
+
+    def listening(self):
+        return defer.gatherResults([
+            wait_listening(self.program, port, timeout=3 * support.WAIT)
+            for port in (self.port, self.proxied_port)
+        ])
 
     def stop(self):
         return self.program.stop()
@@ -223,9 +233,7 @@ def nea_daemons(testcase, count: int, *args: str) -> list[NeaDaemon]:
     for daemon in daemons:
         testcase.addCleanup(daemon.stop)
         daemon.program.start()
-    yield defer.gatherResults(
-        [wait_listening(d.program, d.port, timeout=3 * support.WAIT) for d in daemons]
-    )
+    yield defer.gatherResults([d.listening() for d in daemons])
     return daemons
 
 
@@ -255,11 +263,15 @@ def haproxy(testcase, servers: list[int]) -> HAProxy:
 
 @defer.inlineCallbacks
 def status(testcase, port: int):
-    """The status a client sees on ``port`` (TLS), as a dict."""
-    client = yield support.connect(testcase, port)
+    """The status a client sees on ``port`` (TLS), as a dict.
+
+    Asked mid-load, its handshake waits its turn behind the load's (nea completes
+    handshakes in order): so it may take longer than other waits.
+    """
+    client = yield support.connect(testcase, port, timeout=3 * support.WAIT)
     client.send('{"cmd":"status"}')
     for _ in range(100):
-        push = yield client.next_push()
+        push = yield client.next_push(timeout=3 * support.WAIT)
         if isinstance(push, frames.StatusReply):
             client.transport.loseConnection()
             yield client.closed

@@ -127,12 +127,13 @@ class LineClient(LineReceiver):
 
 
 @defer.inlineCallbacks
-def connect(testcase, port: int, tls: bool = True, client_cert: bool = False):
+def connect(testcase, port: int, tls: bool = True, client_cert: bool = False,
+            timeout: float = WAIT):
     """A connected `LineClient` (TLS handshake done when ``tls``); closed at test end."""
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
     if tls:
         endpoint = wrapClientTLS(client_tls(client_cert=client_cert), endpoint)
-    client = yield endpoint.connect(Factory.forProtocol(LineClient)).addTimeout(WAIT, reactor)
+    client = yield endpoint.connect(Factory.forProtocol(LineClient)).addTimeout(timeout, reactor)
     testcase.addCleanup(_close, client)
     return client
 

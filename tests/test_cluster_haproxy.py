@@ -14,13 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
 from twisted.python import log
 from twisted.trial import unittest
 
 from nea.tls import devcerts
+from nea.wire import frames
 from tests import infra
-from tests.support import WAIT, certs, daemon_env
+from tests.support import WAIT, LineClient, certs, client_tls, daemon_env
 
 CLIENTS = 3000
 WINDOW = 8.0
@@ -57,7 +60,7 @@ class BehindHAProxy(unittest.TestCase):
             "--http", "none",
         )
         yield self.until_members([d.port for d in self.daemons], 2)
-        self.proxy = yield infra.haproxy(self, [d.port for d in self.daemons])
+        self.proxy = yield infra.haproxy(self, [d.proxied_port for d in self.daemons])
 
     def until_members(self, ports: list[int], count: int):
         """Until each instance is connected to Redis and sees ``count`` members."""
@@ -163,3 +166,43 @@ class BehindHAProxy(unittest.TestCase):
         yield self.assert_idle_and_clean(self.daemons)
 
 
+
+
+class ClientAddressesBehindHAProxy(unittest.TestCase):
+    """deploy/haproxy.cfg sends a PROXY header: nea sees each client's own address.
+
+    Shown with a per-address limit of one: clients from two source addresses are
+    both served through HAProxy, a second one from the same address is refused.
+    Without the header every client would be HAProxy (127.0.0.1), and the second
+    client would be refused whatever its address.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_each_client_is_seen_with_its_own_address(self):
+        [daemon] = yield infra.nea_daemons(self, 1, "--max-clients-per-ip", "1", "--http", "none")
+        proxy = yield infra.haproxy(self, [daemon.proxied_port] * 2)
+        first = yield connect_from(self, proxy.port, "127.0.0.3")
+        second = yield connect_from(self, proxy.port, "127.0.0.4")
+        for client in (first, second):
+            client.send("hello")
+            self.assertEqual((yield client.next_push()), frames.ReverseReply("olleh"))
+        refused = yield connect_from(self, proxy.port, "127.0.0.3", handshake=False)
+        yield refused.closed.addTimeout(WAIT, reactor)
+        first.send("still")
+        self.assertEqual((yield first.next_push()), frames.ReverseReply("llits"))
+
+
+@defer.inlineCallbacks
+def connect_from(testcase, port: int, source: str, handshake: bool = True):
+    """A TLS line client bound to ``source`` (a loopback address); closed at test end."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT, bindAddress=(source, 0))
+    if handshake:
+        endpoint = wrapClientTLS(client_tls(), endpoint)
+    client = yield endpoint.connect(Factory.forProtocol(LineClient)).addTimeout(WAIT, reactor)
+    testcase.addCleanup(
+        lambda: client.closed if client.closed.called
+        else client.transport.abortConnection() or client.closed
+    )
+    return client

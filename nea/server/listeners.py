@@ -21,6 +21,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from nea.server.admission import Admission
+from nea.server.proxyheader import ProxyHeaderFactory
 from nea.server.startup import StartupError
 from nea.tls.server import (
     CertificateError, ContextSource, HandshakeGate, TLSFiles, TLSServerFactory, openssl_reason,
@@ -54,23 +55,29 @@ def with_backlog(endpoint: str, backlog: int) -> str:
 class Listen:
     profile: Profile
     endpoint: str
+    #: Each connection starts with a PROXY header (the listener is behind a load balancer).
+    proxy: bool = False
 
     @classmethod
     def parse(cls, value: str) -> "Listen":
-        """``relay=tcp:8001`` -> profile relay on tcp:8001; a bare endpoint is profile nea.
+        """``relay=tcp:8001`` -> profile relay on tcp:8001; a bare endpoint is profile nea;
+        ``relay+proxy=...`` also reads a PROXY header first.
 
         An endpoint type never contains '=', so an '=' in the first ':'-separated
         field can only be the profile prefix.
         """
         head, _, _ = value.partition(":")
-        if "=" in head:
-            name, _, endpoint = value.partition("=")
-            if name not in profiles.BY_NAME:
-                raise ValueError(
-                    f"unknown profile {name!r}; choose one of {', '.join(profiles.BY_NAME)}"
-                )
-            return cls(profiles.BY_NAME[name], endpoint)
-        return cls(profiles.NEA, value)
+        if "=" not in head:
+            return cls(profiles.NEA, value)
+        prefix, _, endpoint = value.partition("=")
+        name, plus, option = prefix.partition("+")
+        if name not in profiles.BY_NAME:
+            raise ValueError(
+                f"unknown profile {name!r}; choose one of {', '.join(profiles.BY_NAME)}"
+            )
+        if plus and option != "proxy":
+            raise ValueError(f"unknown listener option {option!r}; the one there is: +proxy")
+        return cls(profiles.BY_NAME[name], endpoint, proxy=bool(plus))
 
     def with_backlog(self, backlog: int) -> str:
         return with_backlog(self.endpoint, backlog)
@@ -257,7 +264,8 @@ class ClientListener(ListeningService):
     def __init__(self, reactor, listen: Listen, backlog: int, factory,
                  admission: Admission | None = None, gate: HandshakeGate | None = None,
                  handshake_timeout: float = 0.0, tls_policy: dict | None = None) -> None:
-        """``tls_policy``: `TLSFiles` fields (client CA, minimum version) for every TLS listener."""
+        """``tls_policy``: `TLSFiles` fields (client CA, minimum version) for every TLS listener.
+        A ``+proxy`` listener reads each connection's PROXY header first (before TLS)."""
         files = listen.tls_files()
         self.gate = self.contexts = None
         if files is not None:
@@ -269,6 +277,8 @@ class ClientListener(ListeningService):
             self.gate = gate or HandshakeGate()
             factory = TLSServerFactory(factory, self.contexts, reactor,
                                        admission or Admission(), self.gate, handshake_timeout)
+        if listen.proxy:
+            factory = ProxyHeaderFactory(factory, reactor, handshake_timeout)
         endpoint = server_endpoint(reactor, "--listen", listen.endpoint, [],
                                    listen.transport_endpoint(backlog))
         super().__init__(reactor, "--listen", listen.endpoint, endpoint, factory)

@@ -146,8 +146,11 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
     opt_listen.__doc__ = (
-        "[PROFILE=]ENDPOINT to listen on; repeat for several. PROFILE is nea (default), relay "
-        "or chat; ENDPOINT is a Twisted endpoint string, e.g. tcp:8000:interface=127.0.0.1, "
+        "[PROFILE[+proxy]=]ENDPOINT to listen on; repeat for several. PROFILE is nea (default), "
+        "relay or chat; +proxy: every connection starts with a PROXY header (v1 or v2, as "
+        "HAProxy's send-proxy-v2 sends it, read before TLS), so client addresses and per-IP "
+        "limits are the real clients' (no valid header within --handshake-timeout: closed). "
+        "ENDPOINT is a Twisted endpoint string, e.g. tcp:8000:interface=127.0.0.1, "
         "ssl:3443:privateKey=key.pem:certKey=cert.pem or systemd:domain=INET:index=0. "
         "Default: ssl:3443 with the development certificates; any --listen replaces that "
         "default listener (add it again to keep it)."
