@@ -4,6 +4,8 @@ Everything binds 127.0.0.1 on a port the kernel picks; every wait has a timeout.
 """
 
 import os
+import socket
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -142,6 +144,17 @@ def _close(client: LineClient):
     if not client.closed.called:
         client.transport.abortConnection()
     return client.closed
+
+
+def bounded_socket(host: str, port: int) -> "socket.socket":
+    """A blocking socket (as pyOpenSSL and plain scripts need) whose every call the kernel
+    times out after ``WAIT`` seconds, for clients run in threads."""
+    sock = socket.create_connection((host, port), timeout=WAIT)
+    sock.settimeout(None)
+    bound = struct.pack("ll", int(WAIT), 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bound)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, bound)
+    return sock
 
 
 def next_tick(seconds: float = 0.01):

@@ -7,7 +7,6 @@ close_notify), then read until the server closes.
 """
 
 import socket
-import struct
 from concurrent.futures import ThreadPoolExecutor
 
 from OpenSSL import SSL
@@ -15,7 +14,9 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from nea.wire import codec, frames
-from tests.support import WAIT, certs, connect, settle, start_server, tcp_listen, tls_listen
+from tests.support import (
+    bounded_socket, certs, connect, settle, start_server, tcp_listen, tls_listen,
+)
 
 CLIENTS = 200
 #: Clients talking at once (threads); the rest queue behind them.
@@ -31,12 +32,7 @@ def _tls_context() -> SSL.Context:
 
 def exchange(port: int, request: bytes, tls: bool) -> bytes:
     """Send ``request``, end the stream, and return everything read until the server closed."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    # Blocking as pyOpenSSL needs, yet bounded: the kernel times out each call.
-    sock.settimeout(None)
-    bound = struct.pack("ll", int(WAIT), 0)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bound)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, bound)
+    sock = bounded_socket("127.0.0.1", port)
     try:
         if not tls:
             sock.sendall(request)

@@ -5,7 +5,6 @@ import json
 import socket
 import ssl
 import sys
-import struct
 import tempfile
 from pathlib import Path
 
@@ -15,15 +14,9 @@ from twisted.trial import unittest
 
 from nea.tls import devcerts
 from tests import infra
-from tests.support import WAIT, certs, connect, daemon_env, settle, start_server, tls_listen
-
-
-def _bounded(sock: socket.socket) -> socket.socket:
-    sock.settimeout(None)
-    bound = struct.pack("ll", int(WAIT), 0)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bound)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, bound)
-    return sock
+from tests.support import (
+    WAIT, bounded_socket, certs, connect, daemon_env, settle, start_server, tls_listen,
+)
 
 
 def stdlib_handshake(port: int, **tweaks) -> str:
@@ -45,7 +38,7 @@ def pyopenssl_group(port: int) -> str:
     """The key-exchange group a pyOpenSSL client negotiates with the server."""
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.load_verify_locations(str(certs() / devcerts.CA_CERT))
-    with _bounded(socket.create_connection(("127.0.0.1", port), timeout=WAIT)) as sock:
+    with bounded_socket("127.0.0.1", port) as sock:
         conn = SSL.Connection(context, sock)
         conn.set_tlsext_host_name(b"localhost")
         conn.set_connect_state()
