@@ -147,9 +147,6 @@ class MemoryBus:
     def state(self) -> str:
         return "connected"
 
-    def leave(self) -> None:
-        self.cluster.nodes.pop(self.instance_id, None)
-
 
 def weighted_pick(weights: dict[str, int], rng: random.Random) -> str | None:
     """A key drawn with probability proportional to its weight; None if all are zero.

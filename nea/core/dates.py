@@ -37,7 +37,6 @@ class DateBroadcaster:
         self.subscribers = subscribers
         self.today = today or (lambda: utc_today(clock))
         self.ticks = 0
-        self.last_fanout_seconds = 0.0
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
 

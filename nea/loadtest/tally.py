@@ -58,10 +58,6 @@ class Tally:
         self.first_start = start if self.first_start is None else min(self.first_start, start)
         self.last_end = end if self.last_end is None else max(self.last_end, end)
 
-    @property
-    def in_progress(self) -> int:
-        return self.counts["started"] - self.counts["acked"] - self.counts["failed"]
-
     # ---- JSON across processes ----
 
     def to_json(self) -> dict[str, Any]:

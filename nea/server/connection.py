@@ -23,7 +23,6 @@ then the connection closes, as soon as nothing it asked for is still awaited
 
 import collections
 import itertools
-import time
 from typing import Iterator
 
 import attrs
@@ -96,7 +95,7 @@ class NeaConnection(Protocol):
         self.encoding = Encoding.TEXT
         self.id = hub.next_id()
         self.name = self.id
-        self.since = time.time()
+        self.since = hub.clock.seconds()
         self.bytes_in = 0
         self.bytes_out = 0
         #: The verified client certificate's identity (mutual TLS), else None.

@@ -50,4 +50,3 @@ ALL = (
     SLOW_CONSUMER,
     SHUTTING_DOWN,
 )
-BY_CODE = {error.code: error for error in ALL}
