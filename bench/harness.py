@@ -238,19 +238,19 @@ class Holders:
 
     def ready(self, timeout: float = 300.0) -> int:
         """Wait until every connection is up (handshakes done); how many there are."""
-        line = _readline(self.process, timeout)
+        line = readline(self.process, timeout)
         return json.loads(line)["ready"]
 
     def finish(self, timeout: float = 120.0) -> dict:
         """Close its stdin (the signal to stop); what it printed last, parsed."""
         self.process.stdin.close()
-        line = _readline(self.process, timeout)
+        line = readline(self.process, timeout)
         self.process.wait(timeout)
         _started.remove(self.process)
         return json.loads(line) if line else {}
 
 
-def _readline(process: subprocess.Popen, timeout: float) -> bytes:
+def readline(process: subprocess.Popen, timeout: float) -> bytes:
     ready, _, _ = select.select([process.stdout], [], [], timeout)
     if not ready:
         raise TimeoutError(f"no answer from {process.args[1]} within {timeout} s")
