@@ -258,16 +258,23 @@ def readline(process: subprocess.Popen, timeout: float) -> bytes:
 
 
 def status(port: int, timeout: float = 10.0) -> dict:
-    """The daemon's status, asked over a fresh plain-TCP connection to a ``nea`` listener."""
+    """The daemon's status, asked over a fresh plain-TCP connection to a ``nea`` listener.
+
+    That connection can take relays, so lines other than the status reply
+    (``message X`` pushes) may come first; they are skipped.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout) as s:
         s.sendall(b'{"cmd":"status"}\n')
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)["payload"]
+        while True:
+            while b"\n" not in data:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise OSError("the daemon closed the status connection")
+                data += chunk
+            line, data = data.split(b"\n", 1)
+            if line.startswith(b'{"type":"status"'):
+                return json.loads(line)["payload"]
 
 
 def zero_state(state: dict) -> bool:
@@ -294,7 +301,7 @@ class Sampler:
         while not self._stop.wait(self.interval):
             try:
                 self.samples.append((round(time.monotonic() - self._t0, 1), self.read()))
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, RuntimeError):
                 pass  # the daemon is busy or gone: a missing sample, not a failure
 
     def stop(self) -> list[tuple[float, object]]:

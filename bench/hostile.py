@@ -119,6 +119,10 @@ def main() -> None:
         under_attack = harness.status(nea)
         attackers_cpu0 = harness.process_cpu(attackers.pid)
         report, progress = load(daemon.ports, args, certs_dir, daemon.pid)
+        if daemon.process.poll() is not None:
+            log = Path(daemon.log.name).read_text(errors="replace")
+            raise SystemExit(f"the daemon EXITED during the attack (status "
+                             f"{daemon.process.returncode}); its log ends:\n{log[-6000:]}")
         during = harness.status(nea)
         attackers_cpu = harness.process_cpu(attackers.pid) - attackers_cpu0
         attackers.stdin.close()
