@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import select
 import signal
 import socket
@@ -237,20 +238,135 @@ class Holders:
 
     def ready(self, timeout: float = 300.0) -> int:
         """Wait until every connection is up (handshakes done); how many there are."""
-        line = _readline(self.process, timeout)
+        line = readline(self.process, timeout)
         return json.loads(line)["ready"]
 
     def finish(self, timeout: float = 120.0) -> dict:
         """Close its stdin (the signal to stop); what it printed last, parsed."""
         self.process.stdin.close()
-        line = _readline(self.process, timeout)
+        line = readline(self.process, timeout)
         self.process.wait(timeout)
         _started.remove(self.process)
         return json.loads(line) if line else {}
 
 
-def _readline(process: subprocess.Popen, timeout: float) -> bytes:
+def readline(process: subprocess.Popen, timeout: float) -> bytes:
     ready, _, _ = select.select([process.stdout], [], [], timeout)
     if not ready:
         raise TimeoutError(f"no answer from {process.args[1]} within {timeout} s")
     return process.stdout.readline()
+
+
+def status(port: int, timeout: float = 10.0) -> dict:
+    """The daemon's status, asked over a fresh plain-TCP connection to a ``nea`` listener.
+
+    That connection can take relays, so lines other than the status reply
+    (``message X`` pushes) may come first; they are skipped.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        s.sendall(b'{"cmd":"status"}\n')
+        data = b""
+        while True:
+            while b"\n" not in data:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise OSError("the daemon closed the status connection")
+                data += chunk
+            line, data = data.split(b"\n", 1)
+            if line.startswith(b'{"type":"status"'):
+                return json.loads(line)["payload"]
+
+
+def zero_state(state: dict) -> bool:
+    """Nothing left but the asking connection: no relay, no handshake under way."""
+    return (state["connections"] == 1 and not state["relays"]["pending"]
+            and not state["relays"]["in_flight"] and not state["handshakes"]["unfinished"])
+
+
+class Sampler:
+    """Calls ``read()`` every ``interval`` seconds in a thread; keeps ``(t, value)`` pairs."""
+
+    def __init__(self, read, interval: float = 1.0) -> None:
+        import threading
+
+        self.read = read
+        self.interval = interval
+        self.samples: list[tuple[float, object]] = []
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append((round(time.monotonic() - self._t0, 1), self.read()))
+            except (OSError, ValueError, KeyError, RuntimeError):
+                pass  # the daemon is busy or gone: a missing sample, not a failure
+
+    def stop(self) -> list[tuple[float, object]]:
+        self._stop.set()
+        self._thread.join(self.interval + 15)
+        return self.samples
+
+
+_PROGRESS = re.compile(
+    r"\[\s*([\d.]+)s\] started (\d+)/\d+\s+acked (\d+)\s+failed (\d+)\s+active (\d+)"
+    r"\s+retrying (\d+)\s+retries (\d+)"
+)
+
+
+class LoadRun:
+    """nea-loadtest in its own process group, its progress lines kept as they come.
+
+    ``progress`` holds ``{t, started, acked, failed, active, retrying, retries}``
+    per progress line, so goodput over time can be told from the total. `finish`
+    waits at most ``limit`` seconds; past it the whole group is killed and the
+    report is None (the run did not complete).
+    """
+
+    def __init__(self, *args: str) -> None:
+        import threading
+
+        self.report_path = Path(tempfile.mkstemp(prefix="nea-bench-loadtest-", suffix=".json")[1])
+        self.process = spawn([PYTHON, "-m", "nea.loadtest", "--json", str(self.report_path),
+                              "--progress", "1", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        self.progress: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        keys = ("t", "started", "acked", "failed", "active", "retrying", "retries")
+        for raw in self.process.stderr:
+            found = _PROGRESS.search(raw.decode("utf-8", "replace"))
+            if found:
+                values = [float(found.group(1)), *map(int, found.groups()[1:])]
+                self.progress.append(dict(zip(keys, values)))
+
+    def finish(self, limit: float) -> dict | None:
+        try:
+            self.process.wait(limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._reader.join(10)
+        _started.remove(self.process)
+        try:
+            text = self.report_path.read_text()
+            return json.loads(text) if text else None
+        finally:
+            self.report_path.unlink(missing_ok=True)
+
+
+def goodput(progress: list[dict], step: float = 5.0) -> list[tuple[float, float]]:
+    """Acked clients per second in each ``step``-second interval of a run's progress."""
+    points, last_t, last_acked = [], 0.0, 0
+    for p in progress:
+        if p["t"] - last_t >= step - 0.05:
+            points.append((round(p["t"]), round((p["acked"] - last_acked) / (p["t"] - last_t))))
+            last_t, last_acked = p["t"], p["acked"]
+    if progress and progress[-1]["t"] - last_t > 0.5:  # the last, shorter interval
+        p = progress[-1]
+        points.append((round(p["t"]), round((p["acked"] - last_acked) / (p["t"] - last_t))))
+    return points

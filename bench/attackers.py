@@ -1,0 +1,260 @@
+"""Hostile clients in one process, for ``hostile.py``: asyncio and the stdlib ``ssl`` module.
+
+    python bench/attackers.py --relay-port R --nea-port N --ca CA [--seconds S] [--scale F]
+
+All on 127.0.0.1, side by side, each kept up (reconnecting when the server
+closes it) until stdin closes or ``--seconds`` pass:
+
+- ``silent``: 1,000 TCP sockets to the TLS relay port that never send a byte;
+- ``half_hello``: 1,000 that send the first half of a real ClientHello and stop;
+- ``non_reader``: 100 TLS relay clients that send ``message`` lines (10 a second
+  each) and never read a byte of what comes back;
+- ``relay_flood``: one TLS relay client sending ``message`` lines as fast as
+  the server takes them (it reads, and acks what is forwarded to it);
+- ``line_flood``: one TLS ``nea`` client sending ``reverse`` lines as fast as
+  the server takes them (it reads the answers);
+- ``poison``: one TLS ``nea`` client sending, in turn and one at a time,
+  5,000-deep nested JSON, lone surrogates in a payload and invalid UTF-8;
+- ``long_line``: one TLS ``nea`` client sending a 10 MB line without LF, over
+  and over.
+
+It prints ``{"ready": {...}}`` once the first connections are up, and at the end
+``{"result": {...}}``: per attacker what it sent, what came back (by error code)
+and how often the server closed it, with how long it held on.
+"""
+
+import argparse
+import asyncio
+import collections
+import json
+import ssl
+import sys
+import time
+
+NESTED = b'{"type":"reverse","x":' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+POISON = (
+    NESTED,
+    b'{"type":"reverse","payload":"\\ud800"}\n',
+    b'{"type":"message","payload":"\\udc00abc"}\n',
+    b'{"type":"reverse","payload":' + b'{"a":' * 3000 + b"1" + b"}" * 3000 + b"}\n",
+    b"reverse \xff\xfe\n",
+)
+LONG_LINE = b"x" * (10 * 1000 * 1000)
+
+
+class Attack:
+    """The shared pieces: where to connect, until when, and the counters."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.deadline = time.monotonic() + args.seconds
+        self.context = ssl.create_default_context(cafile=args.ca)
+        self.stats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.held: dict[str, list[float]] = collections.defaultdict(list)
+        self.stopping = asyncio.Event()
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def over(self) -> bool:
+        return self.stopping.is_set() or not self.left()
+
+    async def connect(self, kind: str, port: int, tls: bool, source: str):
+        try:
+            streams = await asyncio.wait_for(asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0),
+                ssl=self.context if tls else None, server_hostname="localhost" if tls else None,
+            ), min(30.0, self.left() + 0.1))
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            self.stats[kind]["connect_failed"] += 1
+            await asyncio.sleep(0.5)
+            return None
+        self.stats[kind]["opened"] += 1
+        return streams
+
+    async def until_closed(self, kind: str, reader, started: float) -> None:
+        """Wait for the server to close (reading nothing it sends), or for the end."""
+        try:
+            while not self.over():
+                if not await asyncio.wait_for(reader.read(1 << 16), self.left() + 0.1):
+                    break
+            else:
+                return
+        except asyncio.TimeoutError:
+            return
+        except OSError:
+            pass
+        self.stats[kind]["closed_by_server"] += 1
+        self.held[kind].append(time.monotonic() - started)
+
+    def count_reply(self, kind: str, line: bytes) -> None:
+        if line.startswith(b"error "):
+            self.stats[kind]["error " + line.split()[1].decode("ascii", "replace")] += 1
+        elif line.startswith(b'{"type":"error"'):
+            code = json.loads(line)["payload"].get("code", "?")
+            self.stats[kind]["error " + code] += 1
+        else:
+            self.stats[kind]["replies"] += 1
+
+
+def client_hello() -> bytes:
+    """The first flight of a real TLS client: one record holding a ClientHello."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+async def idle(attack: Attack, kind: str, payload: bytes, source: str) -> None:
+    while not attack.over():
+        streams = await attack.connect(kind, attack.args.relay_port, False, source)
+        if streams is None:
+            continue
+        reader, writer = streams
+        started = time.monotonic()
+        if payload:
+            writer.write(payload)
+        await attack.until_closed(kind, reader, started)
+        writer.transport.abort()
+
+
+async def non_reader(attack: Attack, index: int) -> None:
+    kind, sent = "non_reader", 0
+    while not attack.over():
+        streams = await attack.connect(kind, attack.args.relay_port, True, "127.0.61.3")
+        if streams is None:
+            continue
+        _, writer = streams
+        writer.transport.pause_reading()
+        started = time.monotonic()
+        try:
+            while not attack.over():
+                writer.write(f"message nr-{index}-{sent}\n".encode())
+                sent += 1
+                attack.stats[kind]["sent"] += 1
+                await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
+                await asyncio.sleep(0.1)
+        except (OSError, asyncio.TimeoutError):
+            if not attack.over():
+                attack.stats[kind]["closed_by_server"] += 1
+                attack.held[kind].append(time.monotonic() - started)
+        writer.transport.abort()
+
+
+async def flood(attack: Attack, kind: str, port: int, line, answer) -> None:
+    """Write ``line(k)`` as fast as the server takes it; read what comes back with ``answer``."""
+    while not attack.over():
+        streams = await attack.connect(kind, port, True, "127.0.61.4")
+        if streams is None:
+            continue
+        reader, writer = streams
+        started = time.monotonic()
+
+        async def read() -> None:
+            while True:
+                got = await reader.readline()
+                if not got:
+                    return
+                reply = answer(got)
+                if reply:
+                    writer.write(reply)
+                attack.count_reply(kind, got)
+
+        reading = asyncio.ensure_future(read())
+        try:
+            while not attack.over() and not reading.done():
+                base = attack.stats[kind]["sent"]
+                writer.write(b"".join(line(base + k) for k in range(500)))
+                attack.stats[kind]["sent"] += 500
+                await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        if reading.done() and not attack.over():
+            attack.stats[kind]["closed_by_server"] += 1
+            attack.held[kind].append(time.monotonic() - started)
+        reading.cancel()
+        writer.transport.abort()
+
+
+def ack_forwarded(line: bytes) -> bytes | None:
+    return b"ok " + line[8:] if line.startswith(b"message ") else None
+
+
+async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.61.5") -> None:
+    """Send each frame in turn, wait for its answer (or the close), reconnect after a close."""
+    turn = 0
+    while not attack.over():
+        streams = await attack.connect(kind, attack.args.nea_port, True, source)
+        if streams is None:
+            continue
+        reader, writer = streams
+        started = time.monotonic()
+        try:
+            while not attack.over():
+                writer.write(frames[turn % len(frames)])
+                turn += 1
+                attack.stats[kind]["sent"] += 1
+                await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
+                got = await asyncio.wait_for(reader.readline(), min(30.0, attack.left() + 0.1))
+                if not got:
+                    raise ConnectionResetError
+                while got.startswith((b"date ", b'{"type":"date"')):  # a push, not the answer
+                    got = await asyncio.wait_for(reader.readline(), 30.0)
+                attack.count_reply(kind, got)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            if not attack.over():
+                attack.stats[kind]["closed_by_server"] += 1
+                attack.held[kind].append(time.monotonic() - started)
+        writer.transport.abort()
+        await asyncio.sleep(0.2)
+
+
+async def stdin_closed(attack: Attack) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
+    attack.stopping.set()
+
+
+async def main(args) -> None:
+    attack = Attack(args)
+    hello = client_hello()
+    n = lambda count: max(1, int(count * args.scale))  # noqa: E731
+    tasks = [idle(attack, "silent", b"", "127.0.61.1") for _ in range(n(1000))]
+    tasks += [idle(attack, "half_hello", hello[: len(hello) // 2], "127.0.61.2")
+              for _ in range(n(1000))]
+    tasks += [non_reader(attack, i) for i in range(n(100))]
+    tasks += [
+        flood(attack, "relay_flood", args.relay_port, lambda k: b"message flood-%d\n" % k,
+              ack_forwarded),
+        flood(attack, "line_flood", args.nea_port, lambda k: b"reverse line-flood-%d\n" % k,
+              lambda _: None),
+        one_at_a_time(attack, "poison", POISON),
+        one_at_a_time(attack, "long_line", (LONG_LINE,), "127.0.61.6"),
+    ]
+    running = [asyncio.ensure_future(t) for t in tasks]
+    watcher = asyncio.ensure_future(stdin_closed(attack))
+    ready_by = time.monotonic() + 60
+    while time.monotonic() < ready_by and sum(s["opened"] for s in attack.stats.values()) < len(tasks):
+        await asyncio.sleep(0.2)
+    print(json.dumps({"ready": {k: v["opened"] for k, v in attack.stats.items()}}), flush=True)
+    await asyncio.wait([watcher, asyncio.ensure_future(asyncio.sleep(attack.left()))],
+                       return_when=asyncio.FIRST_COMPLETED)
+    attack.stopping.set()
+    await asyncio.wait(running, timeout=30)
+    for task in running:
+        task.cancel()
+    held = {k: {"n": len(v), "median_s": round(sorted(v)[len(v) // 2], 2),
+                "max_s": round(max(v), 2)} for k, v in attack.held.items() if v}
+    print(json.dumps({"result": {"stats": attack.stats, "held": held}}), flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--relay-port", type=int, required=True)
+    p.add_argument("--nea-port", type=int, required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--seconds", type=float, default=300.0, help="at most this long (default 300)")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the connection counts")
+    asyncio.run(main(p.parse_args()))

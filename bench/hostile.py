@@ -1,0 +1,161 @@
+"""A well-behaved seed-004 TLS load alone, then the same load with hostile clients side by side.
+
+One daemon for both runs (a TLS ``relay`` listener for the load, the silent
+sockets, half-sent ClientHellos, non-readers and the relay flooder; a TLS
+``nea`` listener for the line flooder, the poison-JSON sender and the 10 MB
+line; a plain-TCP ``nea`` listener for status). The attackers
+(``attackers.py``, one child process) are up before the second run starts and
+stay up for all of it. What it prints is what the targets ask about: the load
+100% acked, the server back in zero state afterwards, the load's exchange p99
+attacked against alone, the daemon's RSS (sampled from ``/proc``), no
+traceback in its log, and every process's CPU, so a slow figure can be blamed
+on the side that ran out.
+
+    .venv/bin/python bench/hostile.py                      # 15,000 clients over 20 s
+    .venv/bin/python bench/hostile.py --clients 4000 --window 10
+
+Sized for the 20,000 open files a process may have: the daemon holds the load's
+clients at once (at most ``--max-active``) plus about 2,100 attackers.
+"""
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import harness
+
+ROOT = Path(__file__).resolve().parent
+
+
+def load(daemon_ports, args, certs_dir, pid) -> tuple[dict | None, list[dict]]:
+    relay = daemon_ports[0]
+    run = harness.LoadRun(
+        "--port", str(relay), "--ca", str(certs_dir / "ca.pem"), "--server-name", "localhost",
+        "--clients", str(args.clients), "--window", str(args.window),
+        "--timeout", str(args.timeout), "--workers", str(args.workers),
+        "--max-active", str(args.max_active), "--no-status", "--server-pid", str(pid),
+    )
+    return run.finish(args.window + args.limit), run.progress
+
+
+def settle(port: int, seconds: float = 20.0) -> tuple[dict, float | None]:
+    """Status once zero state shows (and after how long), or the last one after ``seconds``."""
+    started = time.monotonic()
+    while True:
+        state = harness.status(port)
+        if harness.zero_state(state):
+            return state, round(time.monotonic() - started, 1)
+        if time.monotonic() - started > seconds:
+            return state, None
+        time.sleep(0.5)
+
+
+def summary(name: str, report: dict | None, rss: list, settled_after, state: dict) -> str:
+    peak = max(v for _, v in rss) / 2**20 if rss else 0
+    if report is None:
+        return f"{name}: DID NOT COMPLETE within the time limit; RSS peak {peak:.1f} MB"
+    ex = report["latency_ms"]["exchange"]
+    return (
+        f"{name}: acked {report['acked']}/{report['clients']} lost {report['lost']} "
+        f"retries {report['retries']} closes {report['closes']}\n"
+        f"     exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
+        f"connect p99 {report['latency_ms']['connect']['p99']} ms; "
+        f"{report['rates']['exchanges_per_s']} acked/s over {report['duration_s']} s\n"
+        f"     server {report['server']['percent_of_a_core']}% of a core "
+        f"({report['server']['cpu_us_per_client']} us/client), generator "
+        f"{report['generator']['percent_of_a_core']}% "
+        f"({report['generator']['cpu_us_per_client']} us/client); CPU limit {report['limit']}\n"
+        f"     RSS peak {peak:.1f} MB; zero state "
+        f"{'after ' + str(settled_after) + ' s' if settled_after is not None else 'NOT reached'}"
+        f" (connections {state['connections']}, pending {state['relays']['pending']}, "
+        f"in flight {state['relays']['in_flight']}, handshakes {state['handshakes']})"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clients", type=int, default=15_000)
+    p.add_argument("--window", type=float, default=20.0)
+    p.add_argument("--timeout", type=float, default=60.0, help="client timeout (default 60)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-active", type=int, default=15_000,
+                   help="the load's clients at once (default 15,000: with ~2,100 attackers "
+                   "under the daemon's 20,000 open files)")
+    p.add_argument("--limit", type=float, default=240.0,
+                   help="seconds past the window a run may take before it is stopped")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the attackers' counts")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    harness.header(f"hostile: {args.clients} TLS clients over {args.window} s, alone and attacked")
+    certs_dir = harness.certs()
+    listens = (harness.tls("relay", certs_dir), harness.tls("nea", certs_dir), harness.tcp("nea"))
+    results = {}
+    with harness.Daemon(*listens, max_clients=17_500) as daemon:
+        relay, nea_tls, nea = daemon.ports
+        rss = harness.Sampler(daemon.rss, 0.5)
+        results["idle_rss_mb"] = round(daemon.rss() / 2**20, 1)
+
+        cpu0 = daemon.cpu()
+        report, progress = load(daemon.ports, args, certs_dir, daemon.pid)
+        state, after = settle(nea)
+        alone_rss = rss.stop()
+        print(summary("alone   ", report, alone_rss, after, state), flush=True)
+        results["alone"] = {"report": report, "goodput": harness.goodput(progress),
+                            "settled_after_s": after, "status": state,
+                            "rss_peak_mb": round(max(v for _, v in alone_rss) / 2**20, 1)}
+
+        rss = harness.Sampler(daemon.rss, 0.5)
+        attackers = harness.spawn(
+            [harness.PYTHON, str(ROOT / "attackers.py"), "--relay-port", str(relay),
+             "--nea-port", str(nea_tls), "--ca", str(certs_dir / "ca.pem"),
+             "--seconds", str(args.window + args.limit + 60), "--scale", str(args.scale)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        ready = json.loads(harness.readline(attackers, 90))
+        print(f"attackers up: {ready['ready']}", flush=True)
+        time.sleep(3)
+        under_attack = harness.status(nea)
+        attackers_cpu0 = harness.process_cpu(attackers.pid)
+        report, progress = load(daemon.ports, args, certs_dir, daemon.pid)
+        if daemon.process.poll() is not None:
+            log = Path(daemon.log.name).read_text(errors="replace")
+            raise SystemExit(f"the daemon EXITED during the attack (status "
+                             f"{daemon.process.returncode}); its log ends:\n{log[-6000:]}")
+        during = harness.status(nea)
+        attackers_cpu = harness.process_cpu(attackers.pid) - attackers_cpu0
+        attackers.stdin.close()
+        line = harness.readline(attackers, 60)
+        attackers.wait(30)
+        harness.stop(attackers)
+        attack = json.loads(line)["result"] if line else {}
+        state, after = settle(nea)
+        attacked_rss = rss.stop()
+        print(summary("attacked", report, attacked_rss, after, state), flush=True)
+        print(f"     attackers' CPU {attackers_cpu:.1f} s; status with attackers up, before the "
+              f"load: connections {under_attack['connections']}, handshakes "
+              f"{under_attack['handshakes']}", flush=True)
+        print(f"     at the end of the load: errors {during['errors']}, throttled "
+              f"{during['throttled']}, relays {during['relays']}", flush=True)
+        print(f"     attackers: {json.dumps(attack)}", flush=True)
+        log = Path(daemon.log.name).read_text(errors="replace")
+        tracebacks = log.count("Traceback")
+        print(f"daemon log: {len(log)} bytes, {tracebacks} 'Traceback', "
+              f"{log.count('log_failure')} logged failures; daemon CPU {daemon.cpu() - cpu0:.1f} s",
+              flush=True)
+        results["attacked"] = {"report": report, "goodput": harness.goodput(progress),
+                               "settled_after_s": after, "status": state, "during": during,
+                               "attackers": attack, "attackers_cpu_s": attackers_cpu,
+                               "rss_peak_mb": round(max(v for _, v in attacked_rss) / 2**20, 1)}
+        results["log"] = {"bytes": len(log), "tracebacks": tracebacks}
+        if results["alone"]["report"] and report:
+            ratio = (report["latency_ms"]["exchange"]["p99"]
+                     / results["alone"]["report"]["latency_ms"]["exchange"]["p99"])
+            print(f"exchange p99 attacked / alone: {ratio:.2f} (target <= 2)", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": harness.machine(), **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
