@@ -257,8 +257,7 @@ class ClientListener(ListeningService):
     """A listener for clients of one profile (``--listen``).
 
     ``factory`` serves plaintext. Under an ``ssl:`` listener nea's TLS layer
-    admits each socket (``admission``) and gives its handshake a turn at
-    ``gate``, whose listening ports it pauses while the gate is full.
+    admits each socket (``admission``) and gives its handshake a turn at ``gate``.
     """
 
     def __init__(self, reactor, listen: Listen, backlog: int, factory,
@@ -267,32 +266,21 @@ class ClientListener(ListeningService):
         """``tls_policy``: `TLSFiles` fields (client CA, minimum version) for every TLS listener.
         A ``+proxy`` listener reads each connection's PROXY header first (before TLS)."""
         files = listen.tls_files()
-        self.gate = self.contexts = None
+        self.contexts = None
         if files is not None:
             try:
                 self.contexts = ContextSource(attrs.evolve(files, **(tls_policy or {})))
             except CertificateError as e:
                 raise StartupError(f"--listen {listen.endpoint}: {e}; point privateKey= and "
                                    "certKey= at a matching PEM key and certificate") from None
-            self.gate = gate or HandshakeGate()
-            factory = TLSServerFactory(factory, self.contexts, reactor,
-                                       admission or Admission(), self.gate, handshake_timeout)
+            factory = TLSServerFactory(factory, self.contexts, reactor, admission or Admission(),
+                                       gate or HandshakeGate(), handshake_timeout)
         if listen.proxy:
             factory = ProxyHeaderFactory(factory, reactor, handshake_timeout)
         endpoint = server_endpoint(reactor, "--listen", listen.endpoint, [],
                                    listen.transport_endpoint(backlog))
         super().__init__(reactor, "--listen", listen.endpoint, endpoint, factory)
         self.listen = listen
-
-    def _listened(self, port):
-        if self.gate is not None:
-            self.gate.ports.append(port)
-        super()._listened(port)
-
-    def stopService(self):
-        if self.gate is not None and self.listening_port in self.gate.ports:
-            self.gate.ports.remove(self.listening_port)  # a stopped port is never resumed
-        return super().stopService()
 
     def announce(self, address) -> None:
         log.info("listening: profile {profile}, {transport} on {address}",

@@ -94,8 +94,8 @@ class Options(usage.Options):
          "complete its handshake, waiting for its turn included; then it is closed.",
          _non_negative(float, "means no deadline")],
         ["max-handshakes", None, DEFAULT_MAX_HANDSHAKES, "TLS handshakes in progress at once, "
-         "all TLS listeners together; past it newcomers wait their turn and the listeners "
-         "stop accepting, so the kernel's backlog holds the rest.",
+         "all TLS listeners together; past it newcomers wait, and a freed place goes to the "
+         "newest waiter (fresh clients are served before they give up).",
          _non_negative(int, "means no limit")],
         ["keepalive", None, 60.0, "Seconds of silence after which the kernel probes a "
          "client (TCP keepalive), so a peer that vanished is noticed.",

@@ -13,9 +13,8 @@ opposite on both counts:
   still write its last replies before it closes;
 - an unfinished handshake is cut off a deadline after accept, and a
   `HandshakeGate` bounds the handshakes in progress: past the bound a new
-  connection waits, unread, for its turn, and the listening ports stop
-  accepting, so the kernel's backlog holds the rest. Work started for clients
-  that give up before it completes is what collapses goodput under overload.
+  connection waits for its turn, newest first. Work spent on clients that give
+  up before it completes is what collapses goodput under overload.
 
 Output goes straight through to the TCP transport after encryption, so the TCP
 transport's own buffer is the one that fills when a peer stops reading, and a
@@ -187,66 +186,45 @@ class HandshakeStats:
 
 
 class HandshakeGate:
-    """At most ``limit`` handshakes in progress (0: no limit); the rest wait in order.
+    """At most ``limit`` handshakes in progress (0: no limit); the others wait, newest first.
 
-    While the gate is full, every registered listening port is paused with
-    ``stopReading`` (a listening port is a reactor file descriptor), so further
-    connections stay in the kernel's backlog, unaccepted and costing nothing.
+    Measured (docs/benchmarks.rst): pausing the listening ports instead fills the
+    kernel's backlog, whose dropped SYNs cost clients seconds of retransmits, and
+    serving the oldest waiter first spends the server's work on clients about to
+    give up. So connections are always accepted, a waiting one is still read (a
+    client that gave up is noticed and leaves the queue at once), and a freed
+    place goes to the newest waiter: under overload the clients served are the
+    fresh ones, whose handshake completes before they give up.
     """
 
     def __init__(self, limit: int = 0, stats: HandshakeStats | None = None) -> None:
         self.limit = limit
         self.stats = stats or HandshakeStats()
-        self.ports: list = []
-        self._queue: collections.OrderedDict = collections.OrderedDict()
-        self._paused = False
-        #: How many times the gate filled up.
-        self.closings = 0
+        #: Waiting connections in arrival order (a dict pops its newest entry first).
+        self._waiting: dict = {}
 
     def request(self, protocol: "TLSServerProtocol") -> bool:
-        """True if ``protocol`` may handshake now; else it is queued and `begin` comes later."""
-        if self.limit and (self.stats.in_progress >= self.limit or self._queue):
-            self._queue[protocol] = None
+        """True if ``protocol`` may handshake now; else it waits and `begin` comes later."""
+        if self.limit and self.stats.in_progress >= self.limit:
+            self._waiting[protocol] = None
             self.stats.waiting += 1
-            self._pause()
             return False
-        self._started()
+        self.stats.in_progress += 1
         return True
 
     def withdraw(self, protocol: "TLSServerProtocol") -> None:
-        """A queued connection went away before its turn."""
-        if protocol in self._queue:
-            del self._queue[protocol]
+        """A waiting connection went away before its turn."""
+        if self._waiting.pop(protocol, False) is None:
             self.stats.waiting -= 1
-            self._maybe_resume()
 
     def ended(self) -> None:
-        """A handshake in progress ended, however; the next in line begins."""
+        """A handshake in progress ended, however; the newest waiter begins."""
         self.stats.in_progress -= 1
-        while self._queue and self.stats.in_progress < self.limit:
-            protocol, _ = self._queue.popitem(last=False)
+        while self._waiting and self.stats.in_progress < self.limit:
+            protocol, _ = self._waiting.popitem()
             self.stats.waiting -= 1
-            self._started()
+            self.stats.in_progress += 1
             protocol.begin()
-        self._maybe_resume()
-
-    def _started(self) -> None:
-        self.stats.in_progress += 1
-        if self.limit and self.stats.in_progress >= self.limit:
-            self._pause()
-
-    def _pause(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self.closings += 1
-            for port in self.ports:
-                port.stopReading()
-
-    def _maybe_resume(self) -> None:
-        if self._paused and not self._queue and self.stats.in_progress < self.limit:
-            self._paused = False
-            for port in self.ports:
-                port.startReading()
 
 
 @implementer(
@@ -310,19 +288,19 @@ class TLSServerProtocol(Protocol):
         """
         hello = self._hello
         hello += data
+        if len(hello) > 2 * _MAX_RECORD:  # a client does not talk before the server answers
+            self.transport.abortConnection()
+            return
         if self._queued or not _record_complete(hello):
             return
         if self.factory.gate.request(self):
             self.begin()
         else:
-            self._queued = True
-            self.transport.pauseProducing()  # what else it sends waits in the kernel
+            self._queued = True  # still read: if the client gives up, it leaves the queue
 
     def begin(self) -> None:
         """Start the handshake with what was gathered (the gate may call this later)."""
-        if self._queued:
-            self._queued = False
-            self.transport.resumeProducing()
+        self._queued = False
         self._handshaking = True
         hello, self._hello = bytes(self._hello), None
         self.dataReceived(hello)
