@@ -124,6 +124,7 @@ class TokenBeforeBody(ServerCase):
                 status, headers, body = yield client.answer()
                 self.assertEqual((status, body["error"]), (401, "unauthorized"), (path, token))
                 self.assertIn(b"Bearer realm", headers)
+                self.assertIn(b"Connection: close", headers)
         self.assertEqual(refused(self.site, "unauthorized"), 4)
         self.assertEqual((self.hub.chat.broadcasts, self.hub.relays.stats.requested), (0, 0))
 
