@@ -192,7 +192,7 @@ class ReadEndpoints(ServerCase):
         client = yield self.client()
         client.send('{"type":"hello"}')
         welcome = yield client.next_push()
-        code, body = yield fetch_json(self.http, "/connections")
+        code, body = yield fetch_json(self.http, "/connections", token=TOKEN)
         self.assertEqual((code, body["count"]), (200, 1))
         [listed] = body["connections"]
         self.assertEqual(listed["name"], welcome.name)
@@ -209,10 +209,10 @@ class ReadEndpoints(ServerCase):
         for _ in range(3):
             yield self.client()
         yield settle(lambda: len(self.hub.registry) == 3)
-        code, body = yield fetch_json(self.http, "/connections?limit=2")
+        code, body = yield fetch_json(self.http, "/connections?limit=2", token=TOKEN)
         self.assertEqual((code, body["count"], len(body["connections"])), (200, 3, 2))
         for bad in ("0", "x", "100001", "-1"):
-            code, body = yield fetch_json(self.http, f"/connections?limit={bad}")
+            code, body = yield fetch_json(self.http, f"/connections?limit={bad}", token=TOKEN)
             self.assertEqual((code, body["error"]), (400, "bad_limit"), bad)
 
     @defer.inlineCallbacks
@@ -237,11 +237,13 @@ class ReadEndpoints(ServerCase):
             {"/", "/status", "/healthz", "/metrics", "/connections", "/broadcast", "/relay",
              "/openapi.json", "/docs"},
         )
-        for path in ("/broadcast", "/relay"):
-            operation = spec["paths"][path]["post"]
+        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get")):
+            operation = spec["paths"][path][method]
             self.assertEqual(operation["security"], [{"adminToken": []}])
             self.assertIn("401", operation["responses"])
             self.assertIn("400", operation["responses"])
+        for path in ("/status", "/healthz", "/metrics"):
+            self.assertNotIn("security", spec["paths"][path]["get"])
 
     @defer.inlineCallbacks
     def test_docs_is_swagger_ui_from_this_server_only(self):
@@ -372,6 +374,19 @@ class Auth(ServerCase):
             self.assertEqual(headers.getRawHeaders(b"WWW-Authenticate"), [b'Bearer realm="nea"'])
         self.assertEqual(self.hub.chat.broadcasts, 0)
         self.assertEqual(self.hub.relays.stats.requested, 0)
+
+    @defer.inlineCallbacks
+    def test_connections_need_the_token_and_the_figures_do_not(self):
+        yield self.registered_client()
+        for token in (None, "wrong"):
+            code, body = yield fetch_json(self.http, "/connections", token=token)
+            self.assertEqual((code, body["error"]), (401, "unauthorized"), token)
+            self.assertNotIn("connections", body)
+        code, body = yield fetch_json(self.http, "/connections", token=TOKEN)
+        self.assertEqual((code, body["count"]), (200, 1))
+        for path in ("/status", "/healthz", "/metrics"):
+            code, _, _ = yield fetch(self.http, path)
+            self.assertEqual(code, 200, path)
 
     @defer.inlineCallbacks
     def test_unauthorized_is_checked_before_the_body(self):

@@ -89,6 +89,7 @@ class Api:
         write_body(request, http.OK, JSON_TYPE, self.spec)
 
     def connections(self, request) -> None:
+        self.auth.check(request)  # it shows who is connected, from where
         limit = _limit(request.args.get(b"limit", []))
         peers = self.hub.registry.peers
         listed = []

@@ -47,12 +47,16 @@ def write_error(request, error: ApiError) -> None:
     write_json(request, error.status, {"error": error.code, "message": error.message})
 
 
+def body_too_large(max_bytes: int) -> ApiError:
+    return ApiError(http.REQUEST_ENTITY_TOO_LARGE, "body_too_large",
+                    f"the body is larger than {max_bytes} bytes")
+
+
 def read_json_object(request, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object, or an `ApiError` saying what is wrong with it."""
     body = request.content.read(max_bytes + 1)
     if len(body) > max_bytes:
-        raise ApiError(http.REQUEST_ENTITY_TOO_LARGE, "body_too_large",
-                       f"the body is larger than {max_bytes} bytes")
+        raise body_too_large(max_bytes)
     try:
         value = json.loads(body)
     except ValueError as e:  # UnicodeDecodeError is a ValueError too

@@ -12,7 +12,7 @@ Each site has its own `CollectorRegistry`, so several servers in one process
 
 from typing import Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.interfaces import IReactorTime
@@ -148,6 +148,15 @@ class Metrics:
         self.http_duration = Histogram(
             "nea_http_request_duration_seconds", "HTTP API requests, by endpoint and status.",
             ["endpoint", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.http_connections = Gauge(
+            "nea_http_connections", "Open connections to the HTTP API.", registry=self.registry,
+        )
+        self.http_refused = Counter(
+            "nea_http_refused", "HTTP requests answered from their headers or cut short, and "
+            "HTTP connections closed, by reason: unauthorized (a body without the admin token), "
+            "body_too_large, request_timeout, too_many_connections.",
+            ["reason"], registry=self.registry,
         )
         self.relay_timer = RelayTimer(clock, hub.relays.waiting, relay_roundtrip)
         hub.relay_observers.append(self.relay_timer)

@@ -183,6 +183,9 @@ def _text_body(max_chars: int, what: str) -> dict[str, Any]:
     }
 
 
+_UNAUTHORIZED = _error("No or wrong 'Authorization: Bearer <admin token>'.")
+
+
 def _mutating(summary: str, description: str, body: dict[str, Any],
               responses: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -194,8 +197,9 @@ def _mutating(summary: str, description: str, body: dict[str, Any],
             "responses": {
                 **responses,
                 "400": _error("The body is not JSON, or not {\"text\": one non-empty line}."),
-                "401": _error("No or wrong 'Authorization: Bearer <admin token>'."),
-                "413": _error("The body is too large."),
+                "401": _UNAUTHORIZED,
+                "413": _error("The body is too large (larger than the text limit allows, or "
+                              "than --http-max-body; the connection is then closed)."),
             },
         }
     }
@@ -237,6 +241,8 @@ def openapi(max_chars: int) -> dict[str, Any]:
             }},
             "/connections": {"get": {
                 "summary": "Current connections of this instance",
+                "description": "Who is connected, from where: it needs the admin token.",
+                "security": [{"adminToken": []}],
                 "parameters": [{
                     "name": "limit", "in": "query", "required": False,
                     "description": "List at most this many connections.",
@@ -244,7 +250,8 @@ def openapi(max_chars: int) -> dict[str, Any]:
                                "default": 1000},
                 }],
                 "responses": {"200": _json(_ref("Connections"), "The connections."),
-                              "400": _error("limit is not an integer from 1 to 100000.")},
+                              "400": _error("limit is not an integer from 1 to 100000."),
+                              "401": _UNAUTHORIZED},
             }},
             "/broadcast": _mutating(
                 "Operator broadcast",

@@ -11,12 +11,12 @@ from swagger_ui_bundle import swagger_ui_path
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 from twisted.web.static import File
 
 from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
+from nea.http.limits import GuardedSite, HttpLimits
 from nea.server.listeners import ListeningService, address_text, server_endpoint, with_backlog
 
 log = Logger()
@@ -93,9 +93,10 @@ def _url_host(address) -> str:
 class HttpListener(ListeningService):
     """The HTTP API's listener (``--http``); it says where the status page and docs are."""
 
-    def __init__(self, reactor, endpoint: str, backlog: int, site: Site) -> None:
+    def __init__(self, reactor, endpoint: str, backlog: int, site: GuardedSite) -> None:
         parsed = server_endpoint(reactor, "--http", endpoint, [], with_backlog(endpoint, backlog))
         super().__init__(reactor, "--http", endpoint, parsed, site)
+        self.site = site
 
     def announce(self, address) -> None:
         if not hasattr(address, "port"):  # a unix socket: no URL to give
@@ -105,7 +106,7 @@ class HttpListener(ListeningService):
                  address=address_text(address), base=base, http_port=address.port)
 
 
-class ApiSite(Site):
+class ApiSite(GuardedSite):
     """The API's site: an access log only when asked for one (``--http-access-log FILE``).
 
     Twisted's default logs every request to the daemon's log, where an open status
@@ -117,13 +118,22 @@ class ApiSite(Site):
             super().log(request)
 
 
+def api_site(clock, config, hub: Hub, listeners: list[ListeningService]) -> ApiSite:
+    """The HTTP API for ``config`` (nea-server options), timed by ``clock``."""
+    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
+    limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
+                        config["http-max-connections"])
+    api = Api(hub, clock, settings, lambda: listening(listeners))
+    site = ApiSite(build_root(api), api.auth, limits, api.metrics,
+                   logPath=config["http-access-log"], reactor=clock)
+    site.displayTracebacks = False
+    return site
+
+
 def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService]) -> HttpListener:
-    """The HTTP API's listener for ``config`` (nea-server options).
+    """The HTTP API's listener for ``config``.
 
     Like the client listeners it fails loudly when it cannot listen.
     """
-    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
-    api = Api(hub, reactor, settings, lambda: listening(listeners))
-    site = ApiSite(build_root(api), logPath=config["http-access-log"], reactor=reactor)
-    site.displayTracebacks = False
+    site = api_site(reactor, config, hub, listeners)
     return HttpListener(reactor, config["http"], config["backlog"], site)

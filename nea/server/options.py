@@ -8,6 +8,7 @@ from twisted.python import usage
 from nea.cluster.names import RedisAddress
 from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
+from nea.http.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from nea.server.listeners import DEFAULT_BACKLOG, DEFAULT_LISTEN, DEV_CERTS, Listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
@@ -130,6 +131,15 @@ class Options(usage.Options):
          "is dropped). `make run` creates and passes certs/admin-token."],
         ["http-access-log", None, None, "Write twisted.web's access log (one line per HTTP "
          "request) to this file; without it requests are not logged."],
+        ["http-max-body", None, DEFAULT_MAX_BODY, "Largest HTTP request body in bytes, checked "
+         "while it is read: a larger one is answered 413 and its connection closed.",
+         _positive(int)],
+        ["http-request-timeout", None, DEFAULT_REQUEST_TIMEOUT, "Seconds within which an HTTP "
+         "request must arrive whole (headers and body), counted from the accept or the end of "
+         "the previous answer; then its connection is closed. Idle keep-alive connections get "
+         "as long.", _positive(float)],
+        ["http-max-connections", None, DEFAULT_MAX_CONNECTIONS, "HTTP API connections open at "
+         "once; past it new ones are closed at accept.", _positive(int)],
         ["relay-timeout", None, DEFAULT_RELAY_TIMEOUT, "Seconds POST /relay waits for the ok "
          "before it answers 504.", _positive(float)],
     ]

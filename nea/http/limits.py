@@ -1,0 +1,181 @@
+"""What the HTTP API enforces while a request is still arriving, below the resources.
+
+twisted.web reads a request's whole body before any resource sees it, and keeps a
+connection for as long as bytes trickle in. So the limits sit in the channel and
+the request themselves:
+
+- a body is read only from a request that carries the admin token (every endpoint
+  that takes a body requires it) and announces no more than ``max_body`` bytes;
+  any other is answered at once from its headers (401 or 413), without a
+  ``100 Continue`` and without its body, and its connection is closed after the
+  answer. A chunked body that outgrows ``max_body`` is answered 413 the same way.
+- a request must arrive whole within ``request_timeout`` seconds of the end of the
+  previous one (or of the accept); an idle keep-alive connection gets as long.
+- at most ``max_connections`` connections are open at once; the next is closed at
+  accept.
+
+Each refusal is counted in ``nea_http_refused_total`` by reason.
+"""
+
+import attrs
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from nea.http.auth import BearerToken
+from nea.http.jsonapi import ApiError, body_too_large, write_error
+from nea.http.metrics import Metrics
+
+DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_REQUEST_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 256
+
+#: ``nea_http_refused_total`` reasons besides the answers' own codes.
+TIMED_OUT = "request_timeout"
+FULL = "too_many_connections"
+REFUSED_REASONS = ("unauthorized", "body_too_large", TIMED_OUT, FULL)
+
+
+@attrs.frozen
+class HttpLimits:
+    max_body: int = DEFAULT_MAX_BODY
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class GuardedRequest(Request):
+    """A request that keeps no more body than the limit and knows when it was refused.
+
+    ``refusal`` is the answer it gets instead of its resource's; ``dispatched``
+    tells whether it has been handed on to be answered.
+    """
+
+    refusal: ApiError | None = None
+    dispatched = False
+    received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refusal is not None:  # answered already: the rest of the body is dropped
+            return
+        self.received += len(data)
+        limit = self.channel.site.limits.max_body
+        if self.received > limit:  # only a chunked body can get here
+            self.channel.site.refused(self, body_too_large(limit))
+            self.channel.answer_now()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version) -> None:
+        self.dispatched = True
+        super().requestReceived(command, path, version)
+
+
+class GuardedChannel(http.HTTPChannel):
+    """An HTTP/1.1 channel that screens each request's headers before reading its body,
+    and whose timeout is a deadline for the whole request, not an idle timer."""
+
+    def connectionMade(self) -> None:
+        self.site.channels.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason) -> None:
+        self.site.channels.discard(self)
+        super().connectionLost(reason)
+
+    def resetTimeout(self) -> None:
+        """Bytes received do not push the deadline back (one byte every few seconds
+        would keep a connection forever); the deadline starts at the accept and
+        again when an answer is done, and stops while a request is answered."""
+
+    def timeoutConnection(self) -> None:
+        self.site.metrics.http_refused.labels(TIMED_OUT).inc()
+        super().timeoutConnection()
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        refusal = self.site.screen(request, self.length)
+        if refusal is not None:
+            self.site.refused(request, refusal)
+            # Dispatched now with an empty body: nothing more is read, no 100 Continue.
+            request.requestHeaders.removeHeader(b"Expect")
+            self.length = 0
+        super().allHeadersReceived()
+        if refusal is not None:
+            self.persistent = False
+
+    def answer_now(self) -> None:
+        """Answer the request whose body is arriving without reading the rest; then close."""
+        self.persistent = False
+        self.allContentReceived()
+
+    def allContentReceived(self) -> None:
+        # A body answered early (answer_now) may still end in the data at hand:
+        # that end is no request.
+        if self.requests and not self.requests[-1].dispatched:
+            super().allContentReceived()
+
+
+class Refused(Resource):
+    """The answer to a request refused from its headers or its body's size."""
+
+    isLeaf = True
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__()
+        self.error = error
+
+    def render(self, request):
+        request.setHeader(b"Connection", b"close")
+        write_error(request, self.error)
+        return NOT_DONE_YET
+
+
+class GuardedSite(Site):
+    """A site whose connections and requests are held to ``limits``."""
+
+    protocol = GuardedChannel
+    requestFactory = GuardedRequest
+
+    def __init__(self, resource, token: BearerToken, limits: HttpLimits, metrics: Metrics,
+                 **kwargs) -> None:
+        super().__init__(resource, timeout=limits.request_timeout, **kwargs)
+        self.token = token
+        self.limits = limits
+        self.metrics = metrics
+        #: The open connections' channels.
+        self.channels: set[GuardedChannel] = set()
+        metrics.http_connections.set_function(lambda: self.connections)
+        for reason in REFUSED_REASONS:
+            metrics.http_refused.labels(reason)
+
+    @property
+    def connections(self) -> int:
+        return len(self.channels)
+
+    def buildProtocol(self, addr):
+        if self.connections >= self.limits.max_connections:
+            self.metrics.http_refused.labels(FULL).inc()
+            return None  # the listening port closes the new socket at once
+        return super().buildProtocol(addr)
+
+    def screen(self, request, length: int | None) -> ApiError | None:
+        """None if the body the headers announce (``length`` bytes, None: chunked)
+        may be read, else the answer to give at once instead."""
+        if length == 0:
+            return None
+        try:
+            self.token.check(request)
+        except ApiError as error:
+            return error
+        if length is not None and length > self.limits.max_body:
+            return body_too_large(self.limits.max_body)
+        return None
+
+    def refused(self, request: GuardedRequest, error: ApiError) -> None:
+        request.refusal = error
+        self.metrics.http_refused.labels(error.code).inc()
+
+    def getResourceFor(self, request):
+        if request.refusal is not None:
+            return Refused(request.refusal)
+        return super().getResourceFor(request)

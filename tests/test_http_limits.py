@@ -1,0 +1,327 @@
+"""The HTTP API's limits against hostile clients, over real sockets on loopback.
+
+Each client here is a raw TCP socket that writes exactly the bytes it is told to,
+so a test can stop after the headers, trickle a request, or never send its body.
+Where the limit is about time, the site is built on a `Clock` (its sockets are
+still real), so no test waits for a timeout to run out.
+"""
+
+import json
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.python.usage import UsageError
+from twisted.trial import unittest
+
+from nea.http.site import api_site
+from tests.support import WAIT, parse_options, settle, start_server, tcp_listen
+from tests.test_http_api import TOKEN
+
+#: A declared body no test ever sends: answering it needs reading none of it.
+HUGE = 500 * 1024 * 1024
+MAX_BODY = 1000
+
+
+class RawClient(Protocol):
+    """Collects every byte the server sends; ``closed`` fires when the connection ends."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed = defer.Deferred()
+        self._waiting: list[tuple[bytes, int, defer.Deferred]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        for wanted, count, waiter in list(self._waiting):
+            if self.received.count(wanted) >= count:
+                self._waiting.remove((wanted, count, waiter))
+                waiter.callback(self.received)
+
+    def connectionLost(self, reason) -> None:
+        self.closed.callback(self.received)
+
+    def until(self, wanted: bytes, count: int = 1):
+        """Fires with everything received once ``wanted`` has been, ``count`` times."""
+        if self.received.count(wanted) >= count:
+            return defer.succeed(self.received)
+        waiter = defer.Deferred()
+        self._waiting.append((wanted, count, waiter))
+        return waiter.addTimeout(WAIT, reactor)
+
+    def answer(self):
+        """(status code, JSON body) of the first response, once the server has closed."""
+        return self.closed.addTimeout(WAIT, reactor).addCallback(parse_response)
+
+
+def parse_response(data: bytes):
+    """(status code, header bytes, JSON body) of the one response in ``data`` (the API
+    sends its bodies chunked); anything after that response is an error."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    body = b""
+    for _ in range(100):
+        size, _, rest = rest.partition(b"\r\n")
+        size = int(size, 16)
+        body, rest = body + rest[:size], rest[size + 2:]
+        if size == 0:
+            break
+    assert rest == b"", rest
+    return int(head.split(b" ")[1]), head, json.loads(body)
+
+
+def head(method: str, path: str, *headers: str, token: str | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@defer.inlineCallbacks
+def raw_client(testcase, port: int):
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
+    client = yield endpoint.connect(Factory.forProtocol(RawClient)).addTimeout(WAIT, reactor)
+
+    def close():
+        if not client.closed.called:
+            client.transport.abortConnection()
+        return client.closed
+
+    testcase.addCleanup(close)
+    return client
+
+
+def refused(site, reason: str) -> float:
+    return site.metrics.registry.get_sample_value("nea_http_refused_total", {"reason": reason})
+
+
+class ServerCase(unittest.TestCase):
+    """A real in-process server with an admin token and a small body limit."""
+
+    server_args: tuple[str, ...] = ("--http-max-body", str(MAX_BODY))
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.service = yield start_server(self, "--listen", tcp_listen(), "--admin-token", TOKEN,
+                                          *self.server_args)
+        self.hub = self.service.hub
+        self.site = self.service.http.site
+
+    def client(self):
+        return raw_client(self, self.service.http_port)
+
+
+class TokenBeforeBody(ServerCase):
+    @defer.inlineCallbacks
+    def test_401_from_the_headers_alone_and_the_connection_closes(self):
+        for path in ("/broadcast", "/relay"):
+            for token in (None, "wrong"):
+                client = yield self.client()
+                client.transport.write(head("POST", path, f"Content-Length: {HUGE}",
+                                            "Content-Type: application/json", token=token))
+                # Nothing of the body is ever sent: the answer cannot have waited for it.
+                status, headers, body = yield client.answer()
+                self.assertEqual((status, body["error"]), (401, "unauthorized"), (path, token))
+                self.assertIn(b"Bearer realm", headers)
+                self.assertIn(b"Connection: close", headers)
+        self.assertEqual(refused(self.site, "unauthorized"), 4)
+        self.assertEqual((self.hub.chat.broadcasts, self.hub.relays.stats.requested), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_no_100_continue_without_the_token(self):
+        client = yield self.client()
+        client.transport.write(head("POST", "/broadcast", f"Content-Length: {HUGE}",
+                                    "Expect: 100-continue"))
+        status, headers, body = yield client.answer()
+        self.assertEqual(status, 401)
+        self.assertNotIn(b"100 Continue", client.received)
+
+    @defer.inlineCallbacks
+    def test_an_unauthorised_chunked_body_is_not_read_either(self):
+        client = yield self.client()
+        client.transport.write(head("POST", "/broadcast", "Transfer-Encoding: chunked"))
+        status, _, body = yield client.answer()
+        self.assertEqual((status, body["error"]), (401, "unauthorized"))
+
+    @defer.inlineCallbacks
+    def test_with_the_token_100_continue_then_the_body_is_read(self):
+        client = yield self.client()
+        body = json.dumps({"text": "after continue"}).encode()
+        client.transport.write(head("POST", "/broadcast", f"Content-Length: {len(body)}",
+                                    "Content-Type: application/json", "Expect: 100-continue",
+                                    token=TOKEN))
+        yield client.until(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertNotIn(b"200", client.received)  # nothing but the 100 before the body
+        client.transport.write(body)
+        received = yield client.until(b'"reached"')
+        self.assertIn(b"HTTP/1.1 200 OK", received)
+        self.assertEqual(self.hub.chat.broadcasts, 1)
+
+    @defer.inlineCallbacks
+    def test_a_body_less_request_keeps_its_connection(self):
+        # Nothing to leave unread: the 401 comes from the endpoint, and keep-alive holds.
+        client = yield self.client()
+        client.transport.write(head("POST", "/broadcast", "Content-Length: 0") * 2)
+        received = yield client.until(b'"unauthorized"', count=2)
+        self.assertEqual(received.count(b"HTTP/1.1 401"), 2)
+        self.assertFalse(client.closed.called)
+        self.assertEqual(refused(self.site, "unauthorized"), 0)
+
+
+class BodyLimit(ServerCase):
+    @defer.inlineCallbacks
+    def test_a_larger_content_length_is_413_at_once(self):
+        client = yield self.client()
+        client.transport.write(head("POST", "/broadcast", f"Content-Length: {MAX_BODY + 1}",
+                                    "Expect: 100-continue", token=TOKEN))
+        status, _, body = yield client.answer()
+        self.assertEqual((status, body["error"]), (413, "body_too_large"))
+        self.assertNotIn(b"100 Continue", client.received)
+        self.assertEqual(refused(self.site, "body_too_large"), 1)
+
+    @defer.inlineCallbacks
+    def test_a_chunked_body_that_outgrows_the_limit_is_413_mid_way(self):
+        client = yield self.client()
+        client.transport.write(head("POST", "/broadcast", "Transfer-Encoding: chunked",
+                                    token=TOKEN))
+        chunk = b" " * 600
+        # Two chunks and no end: the answer comes while the body is still arriving.
+        client.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2)
+        status, _, body = yield client.answer()
+        self.assertEqual((status, body["error"]), (413, "body_too_large"))
+        self.assertEqual(refused(self.site, "body_too_large"), 1)
+        self.assertEqual(self.hub.chat.broadcasts, 0)
+
+    @defer.inlineCallbacks
+    def test_the_end_of_an_outgrown_body_in_the_same_read_is_no_second_request(self):
+        client = yield self.client()
+        chunk = b" " * (MAX_BODY + 1)
+        client.transport.write(head("POST", "/broadcast", "Transfer-Encoding: chunked",
+                                    token=TOKEN)
+                               + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+                               + head("POST", "/broadcast", "Content-Length: 0", token=TOKEN))
+        data = yield client.closed.addTimeout(WAIT, reactor)
+        self.assertEqual(data.count(b"HTTP/1.1"), 1)
+        self.assertEqual(parse_response(data)[0], 413)
+        self.assertEqual(self.hub.chat.broadcasts, 0)
+
+    @defer.inlineCallbacks
+    def test_a_chunked_body_within_the_limit_is_served(self):
+        client = yield self.client()
+        body = json.dumps({"text": "in chunks"}).encode()
+        client.transport.write(head("POST", "/broadcast", "Transfer-Encoding: chunked",
+                                    token=TOKEN)
+                               + b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                                          for part in (body[:5], body[5:]))
+                               + b"0\r\n\r\n")
+        received = yield client.until(b'"reached"')
+        self.assertIn(b"HTTP/1.1 200 OK", received)
+
+
+class ConnectionLimit(ServerCase):
+    server_args = ("--http-max-connections", "3")
+
+    @defer.inlineCallbacks
+    def kept_client(self):
+        """A client the server has accepted and answered, whose connection stays open."""
+        client = yield self.client()
+        client.transport.write(head("GET", "/healthz"))
+        yield client.until(b"serving")
+        return client
+
+    @defer.inlineCallbacks
+    def test_past_the_limit_new_connections_are_closed_at_accept(self):
+        kept = []
+        for _ in range(3):
+            kept.append((yield self.kept_client()))
+        self.assertEqual(self.site.connections, 3)
+        for _ in range(2):
+            extra = yield self.client()
+            extra.transport.write(head("GET", "/healthz"))
+            data = yield extra.closed.addTimeout(WAIT, reactor)
+            self.assertEqual(data, b"")
+        self.assertEqual(refused(self.site, "too_many_connections"), 2)
+        kept[0].transport.loseConnection()
+        yield settle(lambda: self.site.connections == 2)
+        yield self.kept_client()  # room again
+        self.assertEqual(self.site.connections, 3)
+
+
+class RequestDeadline(unittest.TestCase):
+    """The API's site on a Clock, listening on a real loopback port."""
+
+    TIMEOUT = 10.0
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        server = yield start_server(self, "--listen", tcp_listen(), "--admin-token", TOKEN)
+        self.clock = Clock()
+        config = parse_options("--admin-token", TOKEN, "--http-request-timeout", str(self.TIMEOUT))
+        self.site = api_site(self.clock, config, server.hub, [])
+        port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    @defer.inlineCallbacks
+    def accepted(self):
+        """A client the site has accepted, and its channel on the server's side."""
+        before = set(self.site.channels)
+        client = yield raw_client(self, self.port)
+        yield settle(lambda: len(self.site.channels) > len(before))
+        [channel] = set(self.site.channels) - before
+        return client, channel
+
+    def timed_out(self) -> float:
+        return refused(self.site, "request_timeout")
+
+    @defer.inlineCallbacks
+    def test_a_trickled_request_is_closed_at_the_deadline(self):
+        client, channel = yield self.accepted()
+        client.transport.write(b"GET /status HTTP/1.1\r\n")
+        yield settle(lambda: channel.requests)
+        # One header line every 5 s, each seen by the server: none moves the deadline.
+        for i in range(2):
+            self.clock.advance(4.9)
+            client.transport.write(f"X-Slow-{i}: 1\r\n".encode())
+            if i:
+                yield settle(lambda: channel.requests[0].getHeader(f"X-Slow-{i - 1}"))
+        self.clock.advance(self.TIMEOUT - 2 * 4.9 - 0.01)
+        self.assertEqual(self.timed_out(), 0)
+        self.clock.advance(0.01)
+        self.assertEqual(self.timed_out(), 1)
+        data = yield client.closed.addTimeout(WAIT, reactor)
+        self.assertEqual(data, b"")
+
+    @defer.inlineCallbacks
+    def test_a_slow_body_is_closed_at_the_deadline(self):
+        client, channel = yield self.accepted()
+        client.transport.write(head("POST", "/broadcast", "Content-Length: 100", token=TOKEN))
+        yield settle(lambda: channel.requests)
+        self.clock.advance(self.TIMEOUT)
+        self.assertEqual(self.timed_out(), 1)
+        yield client.closed.addTimeout(WAIT, reactor)
+
+    @defer.inlineCallbacks
+    def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(self):
+        client, _ = yield self.accepted()
+        self.clock.advance(self.TIMEOUT - 1)
+        client.transport.write(head("GET", "/healthz"))
+        yield client.until(b"serving")  # in time: answered, and the deadline starts again
+        self.clock.advance(self.TIMEOUT - 0.01)
+        self.assertEqual(self.timed_out(), 0)
+        self.assertFalse(client.closed.called)
+        self.clock.advance(0.01)
+        self.assertEqual(self.timed_out(), 1)
+        data = yield client.closed.addTimeout(WAIT, reactor)
+        self.assertEqual(data.count(b"HTTP/1.1 200"), 1)
+
+
+class LimitOptions(unittest.TestCase):
+    def test_defaults_and_bad_values(self):
+        config = parse_options()
+        self.assertEqual((config["http-max-body"], config["http-request-timeout"],
+                          config["http-max-connections"]), (1024 * 1024, 10.0, 256))
+        for name in ("http-max-body", "http-request-timeout", "http-max-connections"):
+            self.assertIn(f"--{name}", str(config))
+            self.assertRaises(UsageError, parse_options, f"--{name}", "0")
