@@ -3,8 +3,11 @@
 The daemon runs as a real process, under ``twist`` and under ``twistd -n``.
 """
 
+import json
+import re
 import shutil
 import sys
+from io import BytesIO
 import tempfile
 from pathlib import Path
 
@@ -13,11 +16,30 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial import unittest
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
 
 from nea.tls import devcerts
 from nea.wire import frames
 from tests import infra
 from tests.support import HTTP_ANY_PORT, WAIT, LineClient, daemon_env, settle
+
+
+#: twist logs JSON lines when its output is not a terminal.
+HTTP_PORT = re.compile(r'"http_port": (\d+)')
+
+
+def post(port: int, path: str, body: dict, token: str) -> defer.Deferred:
+    """The HTTP status of ``POST path`` with ``body`` and the bearer ``token``."""
+    agent = Agent(reactor)
+    answer = agent.request(
+        b"POST", f"http://127.0.0.1:{port}{path}".encode(),
+        Headers({b"Authorization": [f"Bearer {token}".encode()],
+                 b"Content-Type": [b"application/json"]}),
+        FileBodyProducer(BytesIO(json.dumps(body).encode())),
+    )
+    return answer.addCallback(lambda response: readBody(response).addCallback(
+        lambda _: response.code)).addTimeout(WAIT, reactor)
 
 
 def fresh_certs() -> Path:
@@ -72,10 +94,40 @@ class SighupReload(unittest.TestCase):
 
         (served / devcerts.SERVER_CERT).write_text("not a certificate\n")
         program.signal("HUP")
-        yield settle(lambda: "still serving the old one" in program.output, timeout=3 * WAIT)
+        yield settle(lambda: "still using the old one" in program.output, timeout=3 * WAIT)
         yield tls_client(self, port, second)
         self.assertTrue(program.running)
         self.assertNotIn("Traceback", program.output)
+
+    @defer.inlineCallbacks
+    def test_the_admin_token_file_is_read_again(self):
+        directory = Path(tempfile.mkdtemp(prefix="nea-token-"))
+        token_file = directory / "admin-token"
+        token_file.write_text("first-token\n")
+        program = infra.Program(
+            [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT,
+             "--listen", "tcp:0:interface=127.0.0.1", "--admin-token-file", str(token_file)],
+            daemon_env(), cwd=tempfile.mkdtemp(prefix="nea-daemon-"),
+        )
+        self.addCleanup(program.stop)
+        program.start()
+        yield settle(lambda: HTTP_PORT.search(program.output), timeout=3 * WAIT)
+        port = int(HTTP_PORT.search(program.output).group(1))
+
+        def broadcast(token):
+            return post(port, "/broadcast", {"text": "hi"}, token)
+
+        self.assertEqual((yield broadcast("first-token")), 200)
+        token_file.write_text("second-token\n")
+        program.signal("HUP")
+        yield settle(lambda: '"log_format": "reloaded {what}"' in program.output,
+                     timeout=3 * WAIT)
+        self.assertEqual((yield broadcast("first-token")), 401)
+        self.assertEqual((yield broadcast("second-token")), 200)
+        token_file.unlink()
+        program.signal("HUP")
+        yield settle(lambda: "still using the old one" in program.output, timeout=3 * WAIT)
+        self.assertEqual((yield broadcast("second-token")), 200)  # kept
 
     def test_under_twist(self):
         return self.check([sys.executable, "-m", "twisted"])

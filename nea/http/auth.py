@@ -24,6 +24,10 @@ class BearerToken:
     def __init__(self, token: str | None) -> None:
         self._token = token.encode("utf-8") if token else None
 
+    def replace(self, token: str) -> None:
+        """From now on ``token`` is the one (SIGHUP re-reads the token file)."""
+        self._token = token.encode("utf-8")
+
     def check(self, request) -> None:
         """Return if ``request`` carries the token, else raise a 401 `ApiError`."""
         if self._token is None:

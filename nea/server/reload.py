@@ -1,38 +1,44 @@
-"""SIGHUP: read the TLS files again, without dropping anyone and without dying.
+"""SIGHUP: read the TLS files and the admin token file again, dropping nobody, never dying.
 
 Every TLS listener's key, certificate, chain and client CA are loaded anew;
 connections made from then on use them, connections already up keep what they
-started with. A file that cannot be loaded leaves that listener's current
-context in place and is logged in one line. (By default a SIGHUP kills a
-process, and ``twist`` installs no handler for it, so one is installed here.)
+started with. The admin token file is read again. What cannot be loaded is
+kept as it was and logged in one line. (By default a SIGHUP kills a process,
+and ``twist`` installs no handler for it, so one is installed here.)
 """
 
 import signal
-from typing import Callable, Iterable
+from typing import Callable
 
+import attrs
 from twisted.application.service import Service
 from twisted.logger import Logger
-
-from nea.tls.server import CertificateError, ContextSource
 
 log = Logger()
 
 
+@attrs.frozen
+class ReloadStep:
+    """One thing to read again: what it is (for the log) and how."""
+
+    what: str
+    #: Raises OSError or ValueError (CertificateError is one) when it cannot.
+    load: Callable[[], None]
+
+
 class Reloader:
-    def __init__(self, sources: Callable[[], Iterable[ContextSource]]) -> None:
-        self.sources = sources
-        self.reloads = 0
+    def __init__(self, steps: list[ReloadStep]) -> None:
+        self.steps = steps
 
     def reload(self) -> None:
-        self.reloads += 1
-        for source in self.sources():
+        for step in self.steps:
             try:
-                source.reload()
-            except CertificateError as e:
-                log.error("reload of {certificate} failed, still serving the old one: {why}",
-                          certificate=str(source.files.certificate), why=str(e))
+                step.load()
+            except (OSError, ValueError) as e:
+                log.error("reload of {what} failed, still using the old one: {why}",
+                          what=step.what, why=str(e))
             else:
-                log.info("reloaded {certificate}", certificate=str(source.files.certificate))
+                log.info("reloaded {what}", what=step.what)
 
 
 class SignalReloadService(Service):

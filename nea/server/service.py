@@ -14,7 +14,8 @@ from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, NeaFactory
 from nea.server.console import ConsoleService
 from nea.server.listeners import ClientListener, ListeningService
-from nea.server.reload import Reloader, SignalReloadService
+from nea.http.auth import read_token_file
+from nea.server.reload import Reloader, ReloadStep, SignalReloadService
 from nea.server.startup import StartupError
 from nea.tls import devcerts
 from nea.tls.server import HandshakeGate
@@ -94,6 +95,20 @@ def ensure_dev_certs(config) -> None:
             return
 
 
+def reload_steps(config, instance: InstanceService) -> list[ReloadStep]:
+    """What a SIGHUP reads again: every TLS listener's files, and the admin token file."""
+    steps = [
+        ReloadStep(f"TLS files of {listener.listen.endpoint}", listener.contexts.reload)
+        for listener in instance.listeners if listener.contexts is not None
+    ]
+    path = config["admin-token-file"]
+    if path is not None and instance.http is not None:
+        token = instance.http.site.token
+        steps.append(ReloadStep(f"admin token file {path}",
+                                lambda: token.replace(read_token_file(path))))
+    return steps
+
+
 def makeService(config, reactor=None) -> InstanceService:
     if reactor is None:
         from twisted.internet import reactor
@@ -130,13 +145,12 @@ def makeService(config, reactor=None) -> InstanceService:
                                   admission, gate, config["handshake-timeout"], tls_policy)
         listener.setServiceParent(instance)
         instance.listeners.append(listener)
-    contexts = [listener.contexts for listener in instance.listeners if listener.contexts]
-    instance.reloads = SignalReloadService(Reloader(lambda: contexts), reactor)
-    instance.reloads.setServiceParent(instance)
     if config["console"]:
         instance.console = ConsoleService(hub, reactor)
         instance.console.setServiceParent(instance)
     if config["http"] is not None:
         instance.http = http_listener(reactor, config, hub, instance.listeners)
         instance.http.setServiceParent(instance)
+    instance.reloads = SignalReloadService(Reloader(reload_steps(config, instance)), reactor)
+    instance.reloads.setServiceParent(instance)
     return instance

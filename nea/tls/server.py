@@ -21,7 +21,6 @@ transport's own buffer is the one that fills when a peer stops reading, and a
 producer registered here is registered there.
 """
 
-import collections
 from pathlib import Path
 from typing import Callable
 
