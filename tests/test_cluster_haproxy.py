@@ -49,14 +49,29 @@ def idle(status: dict) -> bool:
 
 
 class IdleClient(LineClient):
-    """A client that only stays connected: it acks every relay it is handed at once."""
+    """A client that only stays connected: it acks every relay it is handed at once.
+
+    ``welcome`` fires with the `frames.Welcome` that answers its hello, or with None
+    if the connection ends first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.welcome = defer.Deferred()
 
     def lineReceived(self, line: bytes) -> None:
         push = codec.decode_push(line)
         if isinstance(push, frames.RelayPush):
             self.send(json.dumps({"type": "ok", "payload": push.text}))
+        elif isinstance(push, frames.Welcome) and not self.welcome.called:
+            self.welcome.callback(push)
         else:
             super().lineReceived(line)
+
+    def connectionLost(self, reason) -> None:
+        if not self.welcome.called:
+            self.welcome.callback(None)
+        super().connectionLost(reason)
 
 
 class BehindHAProxy(unittest.TestCase):
@@ -190,15 +205,20 @@ class BehindHAProxy(unittest.TestCase):
         """
         endpoint = wrapClientTLS(client_tls(), TCP4ClientEndpoint(
             reactor, "127.0.0.1", self.proxy.port, timeout=WAIT))
-        client = yield endpoint.connect(Factory.forProtocol(IdleClient)).addTimeout(
-            3 * WAIT, reactor)
-        if connected is not None:
-            connected.append(reactor.seconds())
-        self.addCleanup(lambda: client.closed.called or client.transport.abortConnection())
-        client.send('{"type":"hello"}')
-        welcome = yield client.next_push(timeout=6 * WAIT)
-        self.assertIsInstance(welcome, frames.Welcome)
-        return client, welcome.instance
+        # A loaded instance closes a handshake that waited past --handshake-timeout
+        # for its turn: then the client dials again, as any client would.
+        for attempt in range(5):
+            client = yield endpoint.connect(Factory.forProtocol(IdleClient)).addTimeout(
+                3 * WAIT, reactor)
+            if connected is not None and attempt == 0:
+                connected.append(reactor.seconds())
+            self.addCleanup(lambda c=client: c.closed.called or c.transport.abortConnection())
+            client.send('{"type":"hello"}')
+            welcome = yield client.welcome.addTimeout(6 * WAIT, reactor)
+            if welcome is not None:
+                return client, welcome.instance
+            log.msg("an idle client was closed before its welcome: dialling again")
+        raise AssertionError("an idle client was closed before its welcome 5 times")
 
     @defer.inlineCallbacks
     def come_back(self, client, survivor: str, arrivals: list[float]):
