@@ -4,8 +4,9 @@ Each test starts redis-server, two nea-server processes (TLS, one cluster) and
 haproxy running deploy/haproxy.cfg in front of them, then runs nea-loadtest
 (relay-mode clients over TLS through the load balancer) and checks that every
 relay was acked, that each instance ends with no state, and that Redis keeps
-nothing once the instances have stopped. Two tests inject a fault during the
-load: kill -9 of an instance, and a restart of redis-server.
+nothing once the instances have stopped. Three tests inject a fault during the
+load: kill -9 of an instance, a restart of redis-server, and SIGTERM of an
+instance (its drain at once and paced, compared).
 """
 
 import itertools
@@ -21,9 +22,10 @@ from twisted.python import log
 from twisted.trial import unittest
 
 from nea.tls import devcerts
-from nea.wire import frames
+from nea.wire import codec, frames
 from tests import infra
 from tests.support import WAIT, LineClient, certs, client_tls, daemon_env
+from tests.test_drain import busiest
 
 CLIENTS = 3000
 WINDOW = 8.0
@@ -35,6 +37,8 @@ OK_DELAY = "uniform:0.1,0.8"
 #: exchange, so that a timeout means a relay got stuck, not that a loaded machine
 #: (3,000 TLS handshakes on two shared cores) was slow.
 CLIENT_TIMEOUT = 60
+#: Idle clients held through HAProxy while an instance stops (half of them on it).
+FLEET = 400
 _names = itertools.count(1)
 
 
@@ -44,6 +48,32 @@ def idle(status: dict) -> bool:
     return status["connections"] == 1 and not relays["pending"] and not relays["in_flight"]
 
 
+class IdleClient(LineClient):
+    """A client that only stays connected: it acks every relay it is handed at once.
+
+    ``welcome`` fires with the `frames.Welcome` that answers its hello, or with None
+    if the connection ends first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.welcome = defer.Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        push = codec.decode_push(line)
+        if isinstance(push, frames.RelayPush):
+            self.send(json.dumps({"type": "ok", "payload": push.text}))
+        elif isinstance(push, frames.Welcome) and not self.welcome.called:
+            self.welcome.callback(push)
+        else:
+            super().lineReceived(line)
+
+    def connectionLost(self, reason) -> None:
+        if not self.welcome.called:
+            self.welcome.callback(None)
+        super().connectionLost(reason)
+
+
 class BehindHAProxy(unittest.TestCase):
     timeout = 180
 
@@ -51,14 +81,14 @@ class BehindHAProxy(unittest.TestCase):
     def setUp(self):
         self.redis = yield infra.redis_server(self)
         self.name = f"h{next(_names)}"
-        self.daemons = yield infra.nea_daemons(
-            self, 2,
+        self.daemon_args = (
             "--redis", self.redis.url,
             "--cluster-name", self.name,
             "--heartbeat", str(HEARTBEAT),
             "--max-clients", str(CLIENTS * 2),
             "--http", "none",
         )
+        self.daemons = yield infra.nea_daemons(self, 2, *self.daemon_args)
         yield self.until_members([d.port for d in self.daemons], 2)
         self.proxy = yield infra.haproxy(self, [d.proxied_port for d in self.daemons])
 
@@ -165,6 +195,95 @@ class BehindHAProxy(unittest.TestCase):
                 self.assertEqual(len([line for line in log_lines if phrase in line]), 1, phrase)
         yield self.assert_idle_and_clean(self.daemons)
 
+    @defer.inlineCallbacks
+    def welcomed(self, connected: list[float] | None = None):
+        """An `IdleClient` connected through HAProxy, and the instance that welcomed it.
+
+        ``connected`` gets the time its TCP connection was made (HAProxy passes it on
+        to an instance at once): when it reached the instance, however long that
+        instance then takes to do its TLS handshake.
+        """
+        endpoint = wrapClientTLS(client_tls(), TCP4ClientEndpoint(
+            reactor, "127.0.0.1", self.proxy.port, timeout=WAIT))
+        # A loaded instance closes a handshake that waited past --handshake-timeout
+        # for its turn: then the client dials again, as any client would.
+        for attempt in range(5):
+            client = yield endpoint.connect(Factory.forProtocol(IdleClient)).addTimeout(
+                3 * WAIT, reactor)
+            if connected is not None and attempt == 0:
+                connected.append(reactor.seconds())
+            self.addCleanup(lambda c=client: c.closed.called or c.transport.abortConnection())
+            client.send('{"type":"hello"}')
+            welcome = yield client.welcome.addTimeout(6 * WAIT, reactor)
+            if welcome is not None:
+                return client, welcome.instance
+            log.msg("an idle client was closed before its welcome: dialling again")
+        raise AssertionError("an idle client was closed before its welcome 5 times")
+
+    @defer.inlineCallbacks
+    def come_back(self, client, survivor: str, arrivals: list[float]):
+        """Told ``shutting_down``, ``client`` reconnects at once (the worst case)."""
+        goodbye = yield client.next_push(timeout=3 * WAIT)
+        self.assertEqual(goodbye, frames.ErrorReply("shutting_down", "the server is shutting down"))
+        yield client.closed
+        again, instance = yield self.welcomed(arrivals)
+        self.assertEqual(instance, survivor)
+        return again
+
+    @defer.inlineCallbacks
+    def sigterm_during_load(self, survivor, victim):
+        """SIGTERM ``victim`` during a load; when its idle clients reached ``survivor`` again."""
+        fleet = yield defer.gatherResults([self.welcomed() for _ in range(FLEET)])
+        leaving = [client for client, instance in fleet if instance == victim.instance_id]
+        self.assertGreater(len(leaving), FLEET // 4, "HAProxy put few clients on the victim")
+        running = self.load()
+        yield self.until_forwarded(victim, CLIENTS // 8)
+        ended = []
+        victim.program.watcher.ended.addCallback(ended.append)
+        arrivals: list[float] = []
+        back = defer.gatherResults(
+            [self.come_back(client, survivor.instance_id, arrivals) for client in leaving]
+        )
+        victim.program.signal("TERM")
+        returned = yield back
+        yield victim.stop()  # already ending: waits for the exit
+        report = yield running
+        # All acked, nothing lost; the instances' zero state is not reached while the
+        # fleet is connected, so it is checked at the end, as the fleet's own leaving.
+        figures = (report["clients"], report["acked"], report["lost"])
+        self.assertEqual(figures, (CLIENTS, CLIENTS, 0), json.dumps(report, indent=1))
+        self.assertEqual(report["zero_state"]["connections_besides_ours"], FLEET)
+        self.assertEqual(len(arrivals), len(leaving))
+        [reason] = ended
+        self.assertEqual(reason.exitCode, 0, victim.program.output)
+        for client in returned + [client for client, _ in fleet if client not in leaving]:
+            client.transport.loseConnection()
+            yield client.closed
+        return arrivals
+
+    @defer.inlineCallbacks
+    def test_sigterm_paced_drain_spreads_the_reconnects(self):
+        """At the survivor, the victim's clients come back spread over the drain, not at once."""
+        survivor, paced = self.daemons
+        paced_arrivals = yield self.sigterm_during_load(survivor, paced)
+        at_once = infra.NeaDaemon("d3", *self.daemon_args, "--drain-timeout", "0")
+        self.addCleanup(at_once.stop)
+        yield at_once.start()
+        yield self.until_members([survivor.port, at_once.port], 2)
+        self.proxy = yield infra.haproxy(self, [survivor.proxied_port, at_once.proxied_port])
+        at_once_arrivals = yield self.sigterm_during_load(survivor, at_once)
+        paced_peak = busiest(paced_arrivals, 1.0)
+        at_once_peak = busiest(at_once_arrivals, 1.0)
+        log.msg(
+            "reconnects reaching the survivor, most in one second: --drain-timeout 0: "
+            f"{at_once_peak} of {len(at_once_arrivals)} clients; default (5 s): {paced_peak} "
+            f"of {len(paced_arrivals)}"
+        )
+        self.assertLess(paced_peak, at_once_peak / 2)
+        yield infra.until_status(self, survivor.port, idle)
+        yield self.assert_idle_and_clean([survivor])
+
+    test_sigterm_paced_drain_spreads_the_reconnects.timeout = 360
 
 
 

@@ -13,6 +13,13 @@ from nea.wire import codec, errors, frames, profiles
 from nea.wire.frames import Encoding
 
 
+class InOrder(random.Random):
+    """An rng that leaves a drain's order alone: the clients go in the order they came."""
+
+    def shuffle(self, x) -> None:
+        pass
+
+
 def make_hub(clock=None, **config):
     return Hub(clock or Clock(), LocalBus("unit"), HubConfig(**config), random.Random(0))
 
@@ -29,16 +36,41 @@ class AdmissionTests(unittest.TestCase):
         self.assertEqual(hub.status()["refused_full"], 1)
         self.assertEqual(hub.status()["connections"], 2)
 
-    def test_draining_refuses_and_closes_everyone(self):
-        hub = make_hub()
-        peer = FakePeer(profiles.RELAY)
-        hub.join(peer)
-        hub.drain()
-        self.assertEqual([p.code for p in peer.take()], ["shutting_down"])
-        self.assertTrue(peer.closed)
+    def test_draining_refuses_newcomers_and_sheds_the_others_in_batches(self):
+        hub = Hub(Clock(), LocalBus("unit"), rng=InOrder())
+        peers = [FakePeer(profiles.RELAY) for _ in range(5)]
+        for peer in peers:
+            hub.join(peer)
+        self.assertEqual(hub.drain(), 5)
+        self.assertEqual(hub.status()["state"], "draining")
         late = FakePeer(profiles.RELAY)
         self.assertFalse(hub.join(late))
-        self.assertEqual(hub.status()["state"], "draining")
+        self.assertEqual([p.code for p in late.take()], ["shutting_down"])
+        self.assertEqual([p.closed for p in peers], [False] * 5)  # drain() alone closes nobody
+        hub.shed(2)
+        self.assertEqual([p.closed for p in peers], [True, True, False, False, False])
+        self.assertEqual([p.code for p in peers[0].take()], ["shutting_down"])
+        hub.leave(peers[2])  # left on its own: skipped, but it counts as one of the next batch
+        hub.shed(2)
+        self.assertEqual([p.closed for p in peers], [True, True, False, True, False])
+        self.assertEqual(peers[2].take(), [])
+        hub.shed(10)  # more than are left
+        self.assertTrue(peers[4].closed)
+        self.assertEqual(hub.errors["shutting_down"], 5)  # four shed and the late one
+
+    def test_the_drain_sheds_everyone_once_in_random_order(self):
+        hub = make_hub()
+        peers = [FakePeer(profiles.RELAY) for _ in range(50)]
+        for peer in peers:
+            hub.join(peer)
+        hub.drain()
+        order = []
+        for _ in range(50):
+            hub.shed(1)
+            order += [p for p in peers if p.closed and p not in order]
+        self.assertEqual(sorted(p.id for p in order), sorted(p.id for p in peers))
+        self.assertNotEqual(order, peers)  # not join order (1 chance in 50! to fail)
+        self.assertEqual({len(p.take()) for p in peers}, {1})
 
 
 class DateTests(unittest.TestCase):

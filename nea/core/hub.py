@@ -58,9 +58,12 @@ class Hub:
         self.instance_id = bus.instance_id
         self.started = clock.seconds()
         self.draining = False
+        #: The clients a drain has still to tell ``shutting_down``, in the order it tells them.
+        self._to_shed: collections.deque[Peer] = collections.deque()
         self.registry = Registry(config.max_clients)
+        self.rng = rng or random.Random()
         self.relays = RelayBroker(
-            self.registry, bus, rng or random.Random(), self.reject, self._settled,
+            self.registry, bus, self.rng, self.reject, self._settled,
             config.max_pending,
         )
         #: Connections that ended their stream and close once their relays are settled.
@@ -180,11 +183,28 @@ class Hub:
         """A non-connection waiter gave up (timed out)."""
         self.relays.forget_waiter(waiter)
 
-    def drain(self) -> None:
-        """Refuse newcomers, tell every client the server is going, close them all."""
+    def drain(self) -> int:
+        """Refuse newcomers from now on; return how many clients `shed` has to close.
+
+        The clients go in batches (`shed`) so that they do not all reconnect
+        elsewhere in the same instant, in random order: no group of them (the
+        oldest, those of one listener) is always the first to be sent away.
+        """
         self.draining = True
-        for peer in self.registry.peers:
-            self.reject(peer, errors.SHUTTING_DOWN)
+        peers = list(self.registry.peers)
+        self.rng.shuffle(peers)
+        self._to_shed = collections.deque(peers)
+        return len(self._to_shed)
+
+    def shed(self, count: int) -> None:
+        """Tell the next ``count`` clients of the drain the server is going, and close them.
+
+        A client that left on its own meanwhile still counts, so the pace holds.
+        """
+        for _ in range(min(count, len(self._to_shed))):
+            peer = self._to_shed.popleft()
+            if peer in self.registry:
+                self.reject(peer, errors.SHUTTING_DOWN)
 
     # ---- the bus side (nea.core.bus.BusNode) ----
 

@@ -9,6 +9,7 @@ from nea.cluster.names import RedisAddress
 from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
 from nea.http.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
+from nea.server.service import DRAIN_GRACE
 from nea.server.listeners import DEFAULT_BACKLOG, DEFAULT_LISTEN, DEV_CERTS, Listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
@@ -111,8 +112,10 @@ class Options(usage.Options):
          "offers only ECDHE with AES-GCM or ChaCha20-Poly1305).", _choice("1.2", "1.3")],
         ["backlog", None, DEFAULT_BACKLOG, "listen(2) backlog for tcp and ssl listeners "
          "(unless the endpoint sets backlog=).", _positive(int)],
-        ["drain-timeout", None, 5.0, "Seconds a stopping server waits for clients to close "
-         "before it drops the rest.", _positive(float)],
+        ["drain-timeout", None, 5.0, "Seconds over which a stopping server tells its clients "
+         "'shutting_down' and closes them, in batches spread evenly, so that they do not "
+         "all reconnect elsewhere at once; a client still connected then (and at least "
+         f"{DRAIN_GRACE:g} s after it was told) is dropped.", _non_negative(float, "closes them all at once")],
         ["instance-id", None, None, "This instance's name in status and in the cluster "
          "(default: hostname and a random suffix)."],
         ["dev-certs", None, str(DEV_CERTS), "Directory where missing development "

@@ -1,5 +1,6 @@
 """``makeService``: the service tree of one nea instance."""
 
+import itertools
 from pathlib import Path
 
 from twisted.application.service import MultiService, Service
@@ -22,6 +23,11 @@ from nea.tls.server import HandshakeGate
 
 log = Logger()
 
+#: Seconds between two batches of a paced drain.
+DRAIN_TICK = 0.1
+#: Seconds the last clients told to go have to close before they are dropped.
+DRAIN_GRACE = 1.0
+
 
 class InstanceService(MultiService):
     """One instance: its listeners, console, HTTP API and cluster link around one hub.
@@ -30,8 +36,11 @@ class InstanceService(MultiService):
     so that nothing in flight is lost and operators can watch it happen:
 
     1. the client listeners stop accepting and the console stops reading;
-    2. the hub drains: every client is told ``shutting_down`` and closed; whoever
-       is left after ``drain_timeout`` is dropped; the date loop stops;
+    2. the hub drains: newcomers are refused, and the clients are told
+       ``shutting_down`` and closed in batches spread evenly over ``drain_timeout``
+       (all at once when it is 0), so that they do not all reconnect elsewhere in
+       the same instant; whoever is left ``drain_timeout`` after the start, and at
+       least `DRAIN_GRACE` after the last batch, is dropped; the date loop stops;
     3. the cluster link leaves Redis (re-forwards from departing clients still
        travelled over it during the drain);
     4. the HTTP API stops last, so ``/healthz`` answers 503 throughout the drain.
@@ -60,7 +69,6 @@ class InstanceService(MultiService):
             self.reloads.stopService()
         front = [*self.listeners, *([self.console] if self.console else [])]
         yield defer.gatherResults([defer.maybeDeferred(s.stopService) for s in front])
-        self.hub.drain()
         yield self._drained()
         self.hub.dates.stop()
         if self.link is not None:
@@ -70,11 +78,33 @@ class InstanceService(MultiService):
 
     @defer.inlineCallbacks
     def _drained(self):
-        deadline = self.reactor.seconds() + self.drain_timeout
+        start = self.reactor.seconds()
+        yield self._shed_evenly(start)
+        deadline = max(start + self.drain_timeout, self.reactor.seconds() + DRAIN_GRACE)
         while len(self.hub.registry) and self.reactor.seconds() < deadline:
-            yield task.deferLater(self.reactor, 0.05, lambda: None)
+            yield self._tick(0.05)
         for peer in self.hub.registry.peers:
             peer.abort()
+
+    @defer.inlineCallbacks
+    def _shed_evenly(self, start: float):
+        """Close the clients in batches, the n-th of N at about (n - 1) / N of the drain."""
+        total = self.hub.drain()
+        shed = 0
+        for tick in itertools.count(1):  # ends once drain_timeout has passed
+            elapsed = self.reactor.seconds() - start
+            due = total
+            if elapsed < self.drain_timeout:
+                due = min(total, int(total * elapsed / self.drain_timeout) + 1)
+            self.hub.shed(due - shed)
+            shed = due
+            if shed == total:
+                return
+            # On the schedule, not after the last batch: a late batch does not delay the rest.
+            yield self._tick(start + tick * DRAIN_TICK - self.reactor.seconds())
+
+    def _tick(self, seconds: float) -> defer.Deferred:
+        return task.deferLater(self.reactor, max(0.0, seconds), lambda: None)
 
 
 def ensure_dev_certs(config) -> None:

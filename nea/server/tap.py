@@ -1,12 +1,17 @@
 """The module twistd and twist load for ``nea-server`` (see twisted/plugins/nea_plugin.py)."""
 
+import signal
+
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
 from twisted.python import usage
 
-from nea.server import options
-from nea.server.service import makeService
+from nea.server import options, service
 from nea.server.startup import StartupError
 
 __all__ = ["Options", "makeService"]
+
+log = Logger()
 
 
 class Options(options.Options):
@@ -21,3 +26,40 @@ class Options(options.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             raise StartupError(f"{e} (--help lists the options)") from None
+
+
+def makeService(config) -> service.InstanceService:
+    from twisted.internet import reactor
+
+    instance = service.makeService(config, reactor)
+    reactor.callWhenRunning(TermStops(reactor).install)
+    return instance
+
+
+class TermStops:
+    """SIGTERM stops the reactor, so the instance drains, and the process then exits 0.
+
+    Twisted's own SIGTERM handler remembers the signal, and twist and twistd send
+    it to themselves again once the reactor has stopped: a clean drain would end
+    as "killed by signal 15", which supervisors and scripts read as a crash.
+    SIGTERM is how systemd, container runtimes and operators ask nea to stop, so
+    it is answered like a stop that was asked for. Installed once the reactor
+    runs, after (and so in place of) Twisted's handler; SIGINT keeps Twisted's.
+    """
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._received)
+
+    def _received(self, signum, frame) -> None:
+        self.reactor.callFromThread(self._stop)
+
+    def _stop(self) -> None:
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            log.info("Received SIGTERM again: already stopping")
+        else:
+            log.info("Received SIGTERM: draining, then exiting")
