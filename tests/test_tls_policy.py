@@ -131,6 +131,7 @@ class MutualTLS(unittest.TestCase):
         self.assertEqual((yield client.next()), b"olleh")
         [peer] = self.service.hub.registry.peers
         self.assertEqual(peer.identity, "nea-client")
+        self.assertEqual(self.service.hub.status()["identified"], 1)
 
     @defer.inlineCallbacks
     def test_openssl_s_client_with_and_without_a_certificate(self):
@@ -162,6 +163,7 @@ class MutualTLS(unittest.TestCase):
         self.assertEqual((yield client.next()), b"olleh")
         [peer] = self.service.hub.registry.peers
         self.assertIsNone(peer.identity)
+        self.assertEqual(self.service.hub.status()["identified"], 0)
 
     @defer.inlineCallbacks
     def test_nea_client_with_cert_and_key(self):

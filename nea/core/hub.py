@@ -239,6 +239,8 @@ class Hub:
             "connections": len(self.registry),
             "relay_capable": len(self.registry.relay_capable),
             "profiles": self.registry.by_profile(),
+            # connections whose client certificate was verified (mutual TLS)
+            "identified": sum(1 for peer in self.registry.peers if peer.identity is not None),
             "max_clients": self.config.max_clients,
             "refused_full": self.registry.refused_full,
             "handshakes": attrs.asdict(self.handshakes) if self.handshakes is not None else None,

@@ -59,6 +59,7 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "throttled": _COUNT,
+            "identified": _COUNT,
             "relays": {
                 "type": "object",
                 "required": ["pending", "acked", "reforwarded"],
