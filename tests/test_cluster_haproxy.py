@@ -39,6 +39,8 @@ OK_DELAY = "uniform:0.1,0.8"
 CLIENT_TIMEOUT = 60
 #: Idle clients held through HAProxy while an instance stops (half of them on it).
 FLEET = 400
+#: The load during which it stops, twice per test: lighter than the others' (CPU is shared).
+DRAIN_LOAD = 1000
 _names = itertools.count(1)
 
 
@@ -104,13 +106,13 @@ class BehindHAProxy(unittest.TestCase):
         """Until ``daemon`` has forwarded ``count`` relays: the load is under way."""
         return infra.until_status(self, daemon.port, lambda s: s["relays"]["forwarded"] >= count)
 
-    def load(self) -> defer.Deferred:
+    def load(self, clients: int = CLIENTS) -> defer.Deferred:
         """Run nea-loadtest through HAProxy; fires with its JSON report."""
         report = Path(tempfile.mkdtemp(prefix="nea-load-")) / "report.json"
         program = infra.Program(
             [sys.executable, "-m", "nea.loadtest",
              "--port", str(self.proxy.port), "--ca", str(certs() / devcerts.CA_CERT),
-             "--server-name", "localhost", "--clients", str(CLIENTS),
+             "--server-name", "localhost", "--clients", str(clients),
              "--window", str(WINDOW), "--ok-delay", OK_DELAY, "--timeout", str(CLIENT_TIMEOUT),
              "--retries", "20", "--seed", "4", "--settle", "10", "--progress", "60",
              "--json", str(report)],
@@ -221,9 +223,10 @@ class BehindHAProxy(unittest.TestCase):
         raise AssertionError("an idle client was closed before its welcome 5 times")
 
     @defer.inlineCallbacks
-    def come_back(self, client, survivor: str, arrivals: list[float]):
+    def come_back(self, client, survivor: str, goodbyes: list[float], arrivals: list[float]):
         """Told ``shutting_down``, ``client`` reconnects at once (the worst case)."""
         goodbye = yield client.next_push(timeout=3 * WAIT)
+        goodbyes.append(reactor.seconds())
         self.assertEqual(goodbye, frames.ErrorReply("shutting_down", "the server is shutting down"))
         yield client.closed
         again, instance = yield self.welcomed(arrivals)
@@ -232,17 +235,19 @@ class BehindHAProxy(unittest.TestCase):
 
     @defer.inlineCallbacks
     def sigterm_during_load(self, survivor, victim):
-        """SIGTERM ``victim`` during a load; when its idle clients reached ``survivor`` again."""
+        """SIGTERM ``victim`` during a load: when its idle clients were told to go, and when
+        they reached ``survivor`` again."""
         fleet = yield defer.gatherResults([self.welcomed() for _ in range(FLEET)])
         leaving = [client for client, instance in fleet if instance == victim.instance_id]
         self.assertGreater(len(leaving), FLEET // 4, "HAProxy put few clients on the victim")
-        running = self.load()
-        yield self.until_forwarded(victim, CLIENTS // 8)
+        running = self.load(DRAIN_LOAD)
+        yield self.until_forwarded(victim, DRAIN_LOAD // 8)
         ended = []
         victim.program.watcher.ended.addCallback(ended.append)
+        goodbyes: list[float] = []
         arrivals: list[float] = []
         back = defer.gatherResults(
-            [self.come_back(client, survivor.instance_id, arrivals) for client in leaving]
+            [self.come_back(client, survivor.instance_id, goodbyes, arrivals) for client in leaving]
         )
         victim.program.signal("TERM")
         returned = yield back
@@ -251,7 +256,7 @@ class BehindHAProxy(unittest.TestCase):
         # All acked, nothing lost; the instances' zero state is not reached while the
         # fleet is connected, so it is checked at the end, as the fleet's own leaving.
         figures = (report["clients"], report["acked"], report["lost"])
-        self.assertEqual(figures, (CLIENTS, CLIENTS, 0), json.dumps(report, indent=1))
+        self.assertEqual(figures, (DRAIN_LOAD, DRAIN_LOAD, 0), json.dumps(report, indent=1))
         self.assertEqual(report["zero_state"]["connections_besides_ours"], FLEET)
         self.assertEqual(len(arrivals), len(leaving))
         [reason] = ended
@@ -259,27 +264,33 @@ class BehindHAProxy(unittest.TestCase):
         for client in returned + [client for client, _ in fleet if client not in leaving]:
             client.transport.loseConnection()
             yield client.closed
-        return arrivals
+        return goodbyes, arrivals
 
     @defer.inlineCallbacks
     def test_sigterm_paced_drain_spreads_the_reconnects(self):
-        """At the survivor, the victim's clients come back spread over the drain, not at once."""
+        """The victim's clients are told to go spread over the drain, not at once, and so
+        come back to the survivor spread out.
+
+        What pacing decides is when the victim closes its clients, so that is what is
+        asserted (the goodbyes' arrival, most in one second). When they reach the
+        survivor again also depends on how fast the survivor completes handshakes on
+        two shared cores, so that rate is measured and logged.
+        """
         survivor, paced = self.daemons
-        paced_arrivals = yield self.sigterm_during_load(survivor, paced)
+        paced_goodbyes, paced_arrivals = yield self.sigterm_during_load(survivor, paced)
         at_once = infra.NeaDaemon("d3", *self.daemon_args, "--drain-timeout", "0")
         self.addCleanup(at_once.stop)
         yield at_once.start()
         yield self.until_members([survivor.port, at_once.port], 2)
         self.proxy = yield infra.haproxy(self, [survivor.proxied_port, at_once.proxied_port])
-        at_once_arrivals = yield self.sigterm_during_load(survivor, at_once)
-        paced_peak = busiest(paced_arrivals, 1.0)
-        at_once_peak = busiest(at_once_arrivals, 1.0)
+        at_once_goodbyes, at_once_arrivals = yield self.sigterm_during_load(survivor, at_once)
         log.msg(
-            "reconnects reaching the survivor, most in one second: --drain-timeout 0: "
-            f"{at_once_peak} of {len(at_once_arrivals)} clients; default (5 s): {paced_peak} "
-            f"of {len(paced_arrivals)}"
+            "most in one second, --drain-timeout 0 vs default (5 s): goodbyes "
+            f"{busiest(at_once_goodbyes, 1.0)} vs {busiest(paced_goodbyes, 1.0)} of "
+            f"{len(at_once_goodbyes)}/{len(paced_goodbyes)}; reconnects reaching the survivor "
+            f"{busiest(at_once_arrivals, 1.0)} vs {busiest(paced_arrivals, 1.0)}"
         )
-        self.assertLess(paced_peak, at_once_peak / 2)
+        self.assertLess(busiest(paced_goodbyes, 1.0), busiest(at_once_goodbyes, 1.0) / 2)
         yield infra.until_status(self, survivor.port, idle)
         yield self.assert_idle_and_clean([survivor])
 
