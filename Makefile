@@ -7,8 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite starts for real (redis-server, haproxy, and
-# chromium for the status page) or uses as a peer (nats-server, for the relay benchmark).
-SYSTEM_PACKAGES := redis-server haproxy chromium
+# chromium for the status page), or calls as a user would (openssl s_client, curl).
+SYSTEM_PACKAGES := redis-server haproxy chromium openssl curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Test modules to run; `make test TESTS=tests.test_codec` runs one.
 TESTS ?= tests
