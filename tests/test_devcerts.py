@@ -2,6 +2,7 @@
 
 import ipaddress
 import stat
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from cryptography import x509
@@ -9,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.trial import unittest
 
 from nea.tls import devcerts
+from nea.tls.server import TLSFiles, server_context
 
 
 class DevCertsTests(unittest.TestCase):
@@ -48,3 +50,19 @@ class DevCertsTests(unittest.TestCase):
         (self.dir / devcerts.CLIENT_KEY).unlink()
         self.assertTrue(devcerts.ensure(self.dir))
         self.assertNotEqual((self.dir / devcerts.SERVER_CERT).read_bytes(), before)
+
+
+def _generate_missing(directory: str) -> bool:
+    d = Path(directory)
+    return devcerts.generate_missing(d, [d / devcerts.SERVER_KEY, d / devcerts.SERVER_CERT])
+
+
+class ConcurrentStarts(unittest.TestCase):
+    def test_daemons_starting_at_once_generate_one_matching_set(self):
+        """Four processes at once in one directory: one set is written, its key fits its cert."""
+        directory = self.mktemp()
+        with ProcessPoolExecutor(4) as pool:
+            generated = list(pool.map(_generate_missing, [directory] * 4))
+        self.assertEqual(sorted(generated), [False, False, False, True])
+        d = Path(directory)
+        server_context(TLSFiles(d / devcerts.SERVER_KEY, d / devcerts.SERVER_CERT))

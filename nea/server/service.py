@@ -115,13 +115,14 @@ def ensure_dev_certs(config) -> None:
         missing = [f for f in files if not f.exists()]
         if missing and all(f.resolve().parent == dev for f in files):
             try:
-                devcerts.generate(dev)
+                generated = devcerts.generate_missing(dev, files)
             except OSError as e:
                 raise StartupError(
                     f"cannot write development certificates in {dev}: {e.strerror}; make it "
                     "writable, or give --dev-certs another directory"
                 ) from None
-            log.info("generated development certificates in {dir}", dir=str(dev))
+            if generated:
+                log.info("generated development certificates in {dir}", dir=str(dev))
             return
 
 

@@ -7,6 +7,7 @@ their own certificates.
 """
 
 import datetime
+import fcntl
 import ipaddress
 import os
 import sys
@@ -23,6 +24,8 @@ SERVER_CERT = "server.pem"
 SERVER_KEY = "server-key.pem"
 CLIENT_CERT = "client.pem"
 CLIENT_KEY = "client-key.pem"
+#: Held while a set is generated (git-ignored, like the keys).
+LOCK = ".generating.lock"
 FILES = (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, CLIENT_CERT, CLIENT_KEY)
 
 VALIDITY = datetime.timedelta(days=825)
@@ -84,6 +87,21 @@ def _leaf(common_name, purpose, alt_names, ca_name, ca_key, now):
     if alt_names:
         extensions.append((x509.SubjectAlternativeName(alt_names), False))
     return key, _issue(_name(common_name), key.public_key(), ca_name, ca_key, now, extensions)
+
+
+def generate_missing(directory: Path, wanted: list[Path]) -> bool:
+    """Generate the set in ``directory`` unless every ``wanted`` file exists; True if it did.
+
+    Under a lock: two daemons starting at once in one directory would otherwise
+    each write a key pair, and serve one's key with the other's certificate.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(path.exists() for path in wanted):
+            return False
+        generate(directory)
+        return True
 
 
 def generate(directory: Path) -> None:
