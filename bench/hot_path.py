@@ -55,7 +55,7 @@ def run(exchanges: int, connections: int = 100) -> float:
         for peer in peers:
             peer.transport.clear()
         done += len(acks)
-    if hub.relays.pending or hub.relays.in_flight:
+    if hub.snapshot().relays.pending or hub.snapshot().relays.in_flight:
         raise RuntimeError("the hot-path bench left relays behind")
     return spent / done
 

@@ -95,11 +95,11 @@ class RelayOverTLS(unittest.TestCase):
         client, watcher = self.relay("survivor", port, config)
         self.assertEqual((yield watcher.forwarded.addTimeout(WAIT, reactor)), "survivor")
         yield first.stopService()
-        self.assertEqual(first.hub.relays.stats.acked, 0)
+        self.assertEqual(first.hub.snapshot().relays.acked, 0)
         second = yield start_server(self, "--listen", tls_listen_on(port))
         self.assertEqual((yield watcher.finished), "acked")
         self.assertEqual(client.sends, 2)
-        self.assertEqual(second.hub.relays.stats.acked, 1)
+        self.assertEqual(second.hub.snapshot().relays.acked, 1)
         self.assertIn("shutting_down", watcher.errors)  # the first server said goodbye
         self.assertGreaterEqual(len(watcher.retries), 1)
 
@@ -121,7 +121,7 @@ class RelayOverTLS(unittest.TestCase):
         self.assertEqual((yield watcher.finished), "tls_failed")
         self.assertIn("not valid for wrong.example", client.detail)
         self.assertEqual(client.sends, 0)
-        self.assertEqual(service.hub.relays.stats.requested, 0)
+        self.assertEqual(service.hub.snapshot().relays.requested, 0)
 
 
 class StatusOverTLS(unittest.TestCase):
@@ -257,7 +257,7 @@ class ConsoleScript(unittest.TestCase):
         out, err, code = yield self.run_client(service.ports[0], "relay", "from", "a", "script")
         self.assertEqual(code, 0, err)
         self.assertEqual(out, b"ok from a script\n")
-        self.assertEqual(service.hub.relays.stats.acked, 1)
+        self.assertEqual(service.hub.snapshot().relays.acked, 1)
 
     @defer.inlineCallbacks
     def test_wrong_host_name_exits_3(self):
@@ -320,7 +320,7 @@ class ConsoleScript(unittest.TestCase):
                 "(signed by another CA, or out of date)\n",
                 err.decode(),
             )
-        self.assertEqual(service.hub.relays.stats.requested, 0)
+        self.assertEqual(service.hub.snapshot().relays.requested, 0)
 
     @defer.inlineCallbacks
     def test_unreadable_ca_file_exits_2(self):

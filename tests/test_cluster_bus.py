@@ -8,6 +8,7 @@ discovery results to the buses directly. The Redis side itself is tested for
 real in test_cluster_redis.py.
 """
 
+import json
 import random
 from collections import deque
 
@@ -15,12 +16,13 @@ from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
-from nea.cluster import envelope
+from nea.cluster import envelope, record
 from nea.cluster.bus import RedisBus
-from nea.cluster.members import MemberTable, parse_record, record
+from nea.cluster.members import Member, MemberTable
 from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace, RedisAddress
 from nea.core.hub import Hub
+from nea.core.snapshot import MemberFigures
 from tests.support import parse_options
 from nea.core.testing import FakePeer
 from nea.wire import frames
@@ -98,7 +100,7 @@ class Cluster:
     def discover(self, *, keys_of: list[str] | None = None) -> None:
         """Every connected bus reads the heartbeat keys of ``keys_of`` (default: all up)."""
         names = keys_of if keys_of is not None else [n for n in self.hubs if self.bus(n).up]
-        records = {n: record(self.bus(n).run, self.hubs[n].summary()) for n in names}
+        records = {n: record.encode(self.bus(n).run, self.hubs[n].member()) for n in names}
         for name in self.hubs:
             if self.bus(name).up:
                 self.bus(name).discovered(records)
@@ -247,7 +249,7 @@ class Degraded(unittest.TestCase):
         self.cluster.bus("a").link.cut()
         self.cluster.bus("a").link_down()
         self.assertEqual(self.cluster.bus("a").state(), "degraded")
-        self.assertEqual([m["instance"] for m in self.cluster.bus("a").members()], ["a"])
+        self.assertEqual([m.instance for m in self.a.snapshot().cluster.members], ["a"])
         for n in range(10):
             self.a.relay(local, f"d{n}")
         self.a.chat.say("alice", "anyone?")
@@ -288,13 +290,61 @@ class Degraded(unittest.TestCase):
         self.assertEqual(waiter.take(), [frames.AckPush("lost in the outage")])
 
 
+def figures(instance: str = "x", weight: int = 1) -> MemberFigures:
+    return MemberFigures(instance, "9.9", "serving", weight + 1, weight, 0, False)
+
+
+def member(run: str, weight: int) -> Member:
+    return Member(run, figures(weight=weight), weight)
+
+
+class Records(unittest.TestCase):
+    """The heartbeat record: versioned, and read by members of other versions."""
+
+    def test_round_trip(self):
+        announced = record.decode("x", record.encode("r1", figures("x", 3)))
+        self.assertEqual(announced, record.Announcement("r1", figures("x", 3)))
+
+    def test_unknown_fields_are_ignored(self):
+        data = record.encode("r1", figures("x", 3))[:-1] + ',"new_field":[1,2]}'
+        self.assertEqual(record.decode("x", data).figures, figures("x", 3))
+
+    def test_a_record_without_a_version_is_the_old_status_form(self):
+        status = {"version": "0.0.9", "state": "draining", "connections": 7, "relay_capable": 5,
+                  "relays": {"pending": 2, "in_flight": 1}, "zero_state": False, "uptime": 3}
+        announced = record.decode("old", json.dumps({"run": "r0", "summary": status}))
+        self.assertEqual(announced.record_version, 0)
+        self.assertTrue(announced.compatible)
+        self.assertEqual(announced.figures,
+                         MemberFigures("old", "0.0.9", "draining", 7, 5, 2, False))
+
+    def test_a_newer_version_is_tracked_but_unreadable(self):
+        data = json.dumps({"v": record.VERSION + 1, "run": "r9", "version": "2.0",
+                           "relay_weight": "lots"})
+        announced = record.decode("new", data)
+        self.assertFalse(announced.compatible)
+        self.assertEqual((announced.run, announced.record_version), ("r9", record.VERSION + 1))
+        self.assertEqual((announced.figures.state, announced.figures.relay_weight),
+                         ("incompatible", 0))
+
+    def test_malformed_records_are_refused(self):
+        good = json.loads(record.encode("r", figures()))
+        for data in ["", "[]", "{}", '{"run":1,"v":1}', '{"run":"r","v":-1}',
+                     '{"run":"r","v":true}', '{"run":"r","summary":{"relay_capable":1}}',
+                     json.dumps({**good, "relay_weight": -1}),
+                     json.dumps({**good, "connections": True}),
+                     json.dumps({**good, "zero_state": 0})]:
+            with self.assertRaises(ValueError, msg=data):
+                record.decode("x", data)
+
+
 class Tables(unittest.TestCase):
     def test_member_table_gone_new_run_and_dead_runs(self):
         table = MemberTable()
-        one = parse_record(record("r1", {"relay_capable": 2}))
+        one = member("r1", 2)
         self.assertEqual(table.update({"x": one, "y": one}), [])
         self.assertEqual(table.weights(), {"x": 2, "y": 2})
-        restarted = parse_record(record("r2", {"relay_capable": 0}))
+        restarted = member("r2", 0)
         self.assertEqual(sorted(table.update({"x": restarted})), ["x", "y"])
         self.assertTrue(table.remove("x"))
         self.assertEqual(table.update({"x": restarted}), [])
@@ -302,22 +352,17 @@ class Tables(unittest.TestCase):
         self.assertEqual(table.update({}), [])  # key gone: the dead run is forgotten
         self.assertEqual(table.dead, set())
 
-    def test_malformed_records_are_refused(self):
-        for data in ["", "{}", '{"run":1,"summary":{"relay_capable":1}}',
-                     '{"run":"r","summary":{"relay_capable":-1}}']:
-            with self.assertRaises(ValueError):
-                parse_record(data)
-
     def test_outstanding_counts_repeats(self):
         out = Outstanding()
         out.add("b", "t")
         out.add("b", "t")
         out.add("c", "u")
-        out.settle("b", "t")
-        out.settle("b", "never sent")
+        out.answered("b", "t")
+        out.answered("b", "never sent")
         self.assertEqual(out.take("b"), ["t"])
         self.assertEqual(out.take("b"), [])
         self.assertEqual(len(out), 1)
+
 
     def test_redis_option_is_validated(self):
         config = parse_options("--redis", "redis://127.0.0.1:7000/2", "--cluster-name", "x")
@@ -336,7 +381,7 @@ class Tables(unittest.TestCase):
     def test_envelope_round_trip(self):
         messages = [
             envelope.Deliver("ünïcode text", "a", 3),
-            envelope.Acked("t"),
+            envelope.Confirm("t"),
             envelope.Reforward("t", 0),
             envelope.Event(ChatPush("bob", "two\nlines")),
             envelope.Event(BroadcastPush("b")),

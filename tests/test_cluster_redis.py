@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from nea.cluster import envelope
 from nea.wire import codec, frames
+from nea.core.snapshot import status_json
 from tests import infra
 from tests.support import WAIT, connect, settle, start_server, tls_listen
 
@@ -84,7 +85,7 @@ class ClusterCase(unittest.TestCase):
         instances = instances or self.instances
         return settle(
             lambda: all(
-                i.hub.bus.state() == "connected" and len(i.hub.bus.members()) == count
+                i.hub.bus.state() == "connected" and len(i.hub.snapshot().cluster.members) == count
                 for i in instances
             )
         )
@@ -102,7 +103,7 @@ class ClusterCase(unittest.TestCase):
     def stop_and_check_redis_is_clean(self):
         """Stop every instance cleanly; then nothing of the cluster may be left in Redis."""
         for instance in self.instances:
-            self.assertTrue(instance.hub.zero_state(), instance.hub.summary())
+            self.assertTrue(instance.hub.zero_state(), status_json(instance.hub.snapshot()))
         yield defer.gatherResults([i.stopService() for i in self.instances])
         keys, eternal, channels = yield self.redis.leftovers(self.name)
         self.assertEqual((keys, eternal, channels), ([], [], []))
@@ -125,8 +126,8 @@ class TwoInstances(ClusterCase):
         self.assertEqual(acked, set(texts))
         # 20 fair draws between two connections all landing on one: 2 ** -19.
         self.assertTrue(at_b)
-        self.assertEqual(b.hub.relays.stats.forwarded, len(at_b))
-        self.assertEqual(a.hub.relays.stats.acked, len(texts))
+        self.assertEqual(b.hub.snapshot().relays.forwarded, len(at_b))
+        self.assertEqual(a.hub.snapshot().relays.acked, len(texts))
         yield settle(lambda: not a.hub.bus.outstanding)
         yield self.finish(sender, receiver)
 
@@ -162,12 +163,12 @@ class TwoInstances(ClusterCase):
         auto_ack(sender)
         yield settle(lambda: a.hub.bus.table.weights().get("i2") == 1)
         for n in range(30):  # until one lands on the holder (each try: even odds)
-            acked = a.hub.relays.stats.acked
+            acked = a.hub.snapshot().relays.acked
             sender.send(f"message held {n}")
-            yield settle(lambda: b.hub.relays.in_flight or a.hub.relays.stats.acked > acked)
-            if b.hub.relays.in_flight:
+            yield settle(lambda: b.hub.snapshot().relays.in_flight or a.hub.snapshot().relays.acked > acked)
+            if b.hub.snapshot().relays.in_flight:
                 break
-        self.assertEqual(b.hub.relays.in_flight, 1)
+        self.assertEqual(b.hub.snapshot().relays.in_flight, 1)
         yield b.stopService()  # drains the holder, then leaves the cluster
         # The tries before it were acked by the sender itself; then the held one.
         self.assertEqual((yield acks(sender, n + 1)), {f"held {k}" for k in range(n + 1)})
@@ -193,7 +194,7 @@ class TwoInstances(ClusterCase):
         heard = yield listener.heard.get().addTimeout(WAIT, reactor)
         self.assertEqual(envelope.decode(heard), ("i2", envelope.Leave(run)))
         yield listener.unsubscribe([channel]).addTimeout(WAIT, reactor)
-        yield settle(lambda: [m["instance"] for m in a.hub.bus.members()] == ["i1"])
+        yield settle(lambda: [m.instance for m in a.hub.snapshot().cluster.members] == ["i1"])
         keys, _, channels = yield self.redis.leftovers(self.name)
         self.assertNotIn(f"{self.name}:member:i2", keys)
         self.assertNotIn(f"{self.name}:to:i2", channels)
@@ -211,7 +212,7 @@ class ThreeInstances(ClusterCase):
                 clients.append((yield connect(self, instance.ports[0])))
         yield settle(
             lambda: all(
-                sum(m["connections"] for m in i.hub.bus.members()) == 6 for i in self.instances
+                i.hub.snapshot().cluster.connections == 6 for i in self.instances
             )
         )
         clients[0].send('{"cmd":"chat","payload":"hello cluster"}')
@@ -240,7 +241,7 @@ class RedisOutage(ClusterCase):
         a, b = self.instances
         yield self.redis.stop()
         yield settle(lambda: all(i.hub.bus.state() == "degraded" for i in self.instances))
-        self.assertEqual([m["instance"] for m in a.hub.bus.members()], ["i1"])
+        self.assertEqual([m.instance for m in a.hub.snapshot().cluster.members], ["i1"])
         # Local-only serving: a lone client on a relays to itself and gets its ok.
         client = yield connect(self, a.ports[0])
         auto_ack(client)

@@ -28,4 +28,4 @@ class ConsoleTests(unittest.TestCase):
             self.assertEqual(peer.take(), [frames.BroadcastPush("maintenance at noon")])
         self.assertEqual(relay_only.take(), [])
         self.assertEqual(terminal.value(), b"[broadcast to 2 local clients]\n")
-        self.assertEqual(hub.chat.broadcasts, 1)
+        self.assertEqual(hub.snapshot().chat.broadcasts, 1)

@@ -55,7 +55,7 @@ class TLSEndToEnd(unittest.TestCase):
             line = yield client.next()
             self.assertIsInstance(codec.decode_push(line), frames.DatePush)
             self.assertRegex(line.decode(), r"^\d{4}-\d{2}-\d{2}$")
-        self.assertGreaterEqual(self.service.hub.dates.ticks, 3)
+        self.assertGreaterEqual(self.service.hub.snapshot().dates.ticks, 3)
 
     @defer.inlineCallbacks
     def test_reverse(self):
@@ -107,13 +107,13 @@ class Limits(unittest.TestCase):
         clients = []
         for _ in range(100):
             clients.append((yield connect(self, service.ports[0])))
-        yield settle(lambda: len(service.hub.registry) == 100)
+        yield settle(lambda: service.hub.snapshot().connections == 100)
         extra = yield connect(self, service.ports[0])
         push = yield extra.next_push()
         self.assertEqual(push.code, "server_full")
         yield extra.closed
-        self.assertEqual(service.hub.registry.refused_full, 1)
-        self.assertEqual(len(service.hub.registry), 100)
+        self.assertEqual(service.hub.snapshot().refused_full, 1)
+        self.assertEqual(service.hub.snapshot().connections, 100)
 
     @defer.inlineCallbacks
     def test_tls_and_tcp_side_by_side_and_zero_state_after(self):
@@ -180,7 +180,7 @@ class Robustness(unittest.TestCase):
         yield witness.closed
         # Closed on our side is not yet gone on the server's: wait, so that the relays
         # below are drawn among their two senders alone, the same way every run.
-        yield settle(lambda: len(service.hub.registry) == 0)
+        yield settle(lambda: service.hub.snapshot().connections == 0)
         a = yield connect(self, service.ports[1])
         b = yield connect(self, service.ports[0], tls=False)
         yield defer.gatherResults([seed_relay_client(a, "after"), seed_relay_client(b, "storm")])

@@ -167,7 +167,7 @@ class FirstLineIsTheReply(unittest.TestCase):
             client.send("hello")
             first = yield client.next()
             self.assertEqual(first, b"olleh")
-            self.assertTrue(service.hub.dates.running)
+            self.assertTrue(service.hub.snapshot().dates.running)
             client.transport.loseConnection()
             yield client.closed
-            yield settle(lambda: not len(service.hub.registry))
+            yield settle(lambda: not service.hub.snapshot().connections)

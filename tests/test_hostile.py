@@ -17,6 +17,7 @@ from nea.server.admission import Admission
 from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits, NeaConnection
 from nea.tls.server import HandshakeGate, TLSFiles, TLSServerFactory, server_context
 from nea.wire import frames, profiles
+from nea.core.snapshot import status_json
 from tests.support import (
     WAIT, certs, connect, settle, start_server, tcp_listen, tls_listen,
 )
@@ -122,16 +123,16 @@ class ConnectionLimitTests(unittest.TestCase):
         hub.join(acker)
         connection, transport = self.connect(hub, max_rate=10)
         connection.dataReceived(b"".join(b"message m%d\n" % i for i in range(100)))
-        self.assertEqual(hub.relays.stats.requested, 20)  # the burst: twice the rate
+        self.assertEqual(hub.snapshot().relays.requested, 20)  # the burst: twice the rate
         self.assertEqual(transport.producerState, "paused")
         for _ in range(200):
-            if hub.relays.stats.requested == 100:
+            if hub.snapshot().relays.requested == 100:
                 break
             clock.advance(0.1)
-        self.assertEqual(hub.relays.stats.requested, 100)
+        self.assertEqual(hub.snapshot().relays.requested, 100)
         self.assertGreaterEqual(clock.seconds(), 7.9)  # 80 more at 10 a second
         self.assertEqual(transport.producerState, "producing")
-        self.assertGreater(hub.throttled, 0)
+        self.assertGreater(hub.snapshot().throttled, 0)
         self.assertNotIn(b"error", transport.value())
 
     def test_after_a_fatal_error_nothing_is_processed_or_counted(self):
@@ -140,8 +141,8 @@ class ConnectionLimitTests(unittest.TestCase):
         for _ in range(50):  # a long line without LF, in many reads
             connection.dataReceived(b"x" * 64)
         connection.dataReceived(b"\nmessage after\n")
-        self.assertEqual(hub.errors["line_too_long"], 1)
-        self.assertEqual(hub.relays.stats.requested, 0)
+        self.assertEqual(hub.snapshot().errors["line_too_long"], 1)
+        self.assertEqual(hub.snapshot().relays.requested, 0)
 
     def test_a_closed_client_that_never_reads_is_aborted_after_the_close_timeout(self):
         clock = Clock()
@@ -166,8 +167,8 @@ class PendingBoundTests(unittest.TestCase):
         [error] = [p for p in sender.take() if isinstance(p, frames.ErrorReply)]
         self.assertEqual(error.code, "too_many_pending")
         self.assertFalse(sender.closed)
-        self.assertEqual(hub.errors["too_many_pending"], 1)
-        self.assertEqual(hub.relays.pending, 3)
+        self.assertEqual(hub.snapshot().errors["too_many_pending"], 1)
+        self.assertEqual(hub.snapshot().relays.pending, 3)
 
     def test_a_target_holding_max_pending_is_not_drawn_until_it_acks(self):
         hub = make_hub(max_pending=2)
@@ -181,7 +182,7 @@ class PendingBoundTests(unittest.TestCase):
                 hub.handle(good, frames.Ack(push.text))
         held = [p.text for p in hoarder.take()]
         self.assertEqual(len(held), 2)  # then never drawn again
-        self.assertEqual(hub.relays.in_flight, 2)
+        self.assertEqual(hub.snapshot().relays.in_flight, 2)
         hub.handle(hoarder, frames.Ack(held[0]))
         self.assertIn(hoarder, hub.registry.relay_capable)
 
@@ -221,12 +222,11 @@ class SocketDefences(unittest.TestCase):
             self, "--max-clients", "5", "--listen", tls_listen(), "--handshake-timeout", "60"
         )
         yield silent_sockets(self, service.ports[0], 20)
-        gate = service.hub.handshakes
-        yield settle(lambda: gate.unfinished == 20)
+        yield settle(lambda: service.hub.snapshot().handshakes["unfinished"] == 20)
         client = yield connect(self, service.ports[0])
         client.send("still served")
         self.assertEqual((yield client.next()), b"devres llits")
-        status = service.hub.status()
+        status = status_json(service.hub.snapshot())
         self.assertEqual((status["connections"], status["handshakes"]["unfinished"]), (1, 20))
 
     @defer.inlineCallbacks
@@ -236,7 +236,7 @@ class SocketDefences(unittest.TestCase):
         )
         [s] = yield silent_sockets(self, service.ports[0], 1)
         yield s.closed.addTimeout(WAIT, reactor)
-        self.assertEqual(service.hub.handshakes.timed_out, 1)
+        self.assertEqual(service.hub.snapshot().handshakes["timed_out"], 1)
 
     @defer.inlineCallbacks
     def test_accepted_sockets_have_keepalive_and_nodelay(self):
@@ -274,7 +274,7 @@ class SocketDefences(unittest.TestCase):
         yield refused[0].closed.addTimeout(WAIT, reactor)
         self.assertFalse(any(s.closed.called for s in kept))
         yield defer.gatherResults([_abort(s) for s in kept])
-        yield settle(lambda: not service.hub.handshakes.unfinished)
+        yield settle(lambda: not service.hub.snapshot().handshakes["unfinished"])
         client = yield connect(self, service.ports[0], tls=False)  # room again
         client.send("x")
         self.assertEqual((yield client.next()), b"x")
@@ -287,7 +287,7 @@ class SocketDefences(unittest.TestCase):
         push = yield client.next_push()
         self.assertEqual(push.code, "line_too_long")
         yield client.closed.addTimeout(WAIT, reactor)
-        self.assertEqual(service.hub.errors["line_too_long"], 1)
+        self.assertEqual(service.hub.snapshot().errors["line_too_long"], 1)
 
     @defer.inlineCallbacks
     def test_poison_json_is_answered_counted_and_the_connection_stays(self):
@@ -301,4 +301,4 @@ class SocketDefences(unittest.TestCase):
             push = yield client.next_push()
             codes.append(getattr(push, "code", None) or push.text)
         self.assertEqual(codes, ["bad_json", "bad_payload", "ko"])
-        self.assertEqual(service.hub.errors, {"bad_json": 1, "bad_payload": 1})
+        self.assertEqual(service.hub.snapshot().errors, {"bad_json": 1, "bad_payload": 1})

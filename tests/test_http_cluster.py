@@ -16,7 +16,7 @@ class ClusterOverHTTP(unittest.TestCase):
         self.a = yield self.instance("a")
         self.b = yield self.instance("b")
         yield settle(lambda: all(
-            len(s.hub.bus.members()) == 2 and s.hub.bus.state() == "connected"
+            len(s.hub.snapshot().cluster.members) == 2 and s.hub.snapshot().cluster.state == "connected"
             for s in (self.a, self.b)
         ))
 
@@ -38,7 +38,7 @@ class ClusterOverHTTP(unittest.TestCase):
 
         # The only client is on b; a's HTTP API reaches it, and gets its ok back.
         client = yield connect(self, self.b.ports[0], tls=False)
-        yield settle(lambda: self.a.hub.status()["cluster"]["connections"] == 1)
+        yield settle(lambda: self.a.hub.snapshot().cluster.connections == 1)
         code, body = yield post_text(self.a.http_port, "/broadcast", "to the whole cluster")
         self.assertEqual((code, body["reached"]), (200, 0))
         self.assertEqual((yield client.next_push()), frames.BroadcastPush("to the whole cluster"))

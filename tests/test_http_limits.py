@@ -126,7 +126,7 @@ class TokenBeforeBody(ServerCase):
                 self.assertIn(b"Bearer realm", headers)
                 self.assertIn(b"Connection: close", headers)
         self.assertEqual(refused(self.site, "unauthorized"), 4)
-        self.assertEqual((self.hub.chat.broadcasts, self.hub.relays.stats.requested), (0, 0))
+        self.assertEqual((self.hub.snapshot().chat.broadcasts, self.hub.snapshot().relays.requested), (0, 0))
 
     @defer.inlineCallbacks
     def test_no_100_continue_without_the_token(self):
@@ -156,7 +156,7 @@ class TokenBeforeBody(ServerCase):
         client.transport.write(body)
         received = yield client.until(b'"reached"')
         self.assertIn(b"HTTP/1.1 200 OK", received)
-        self.assertEqual(self.hub.chat.broadcasts, 1)
+        self.assertEqual(self.hub.snapshot().chat.broadcasts, 1)
 
     @defer.inlineCallbacks
     def test_a_body_less_request_keeps_its_connection(self):
@@ -191,7 +191,7 @@ class BodyLimit(ServerCase):
         status, _, body = yield client.answer()
         self.assertEqual((status, body["error"]), (413, "body_too_large"))
         self.assertEqual(refused(self.site, "body_too_large"), 1)
-        self.assertEqual(self.hub.chat.broadcasts, 0)
+        self.assertEqual(self.hub.snapshot().chat.broadcasts, 0)
 
     @defer.inlineCallbacks
     def test_the_end_of_an_outgrown_body_in_the_same_read_is_no_second_request(self):
@@ -204,7 +204,7 @@ class BodyLimit(ServerCase):
         data = yield client.closed.addTimeout(WAIT, reactor)
         self.assertEqual(data.count(b"HTTP/1.1"), 1)
         self.assertEqual(parse_response(data)[0], 413)
-        self.assertEqual(self.hub.chat.broadcasts, 0)
+        self.assertEqual(self.hub.snapshot().chat.broadcasts, 0)
 
     @defer.inlineCallbacks
     def test_a_chunked_body_within_the_limit_is_served(self):

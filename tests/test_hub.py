@@ -33,8 +33,8 @@ class AdmissionTests(unittest.TestCase):
         [reply] = peers[2].take()
         self.assertEqual(reply.code, "server_full")
         self.assertTrue(peers[2].closed)
-        self.assertEqual(hub.status()["refused_full"], 1)
-        self.assertEqual(hub.status()["connections"], 2)
+        self.assertEqual(hub.snapshot().refused_full, 1)
+        self.assertEqual(hub.snapshot().connections, 2)
 
     def test_draining_refuses_newcomers_and_sheds_the_others_in_batches(self):
         hub = Hub(Clock(), LocalBus("unit"), rng=InOrder())
@@ -42,7 +42,7 @@ class AdmissionTests(unittest.TestCase):
         for peer in peers:
             hub.join(peer)
         self.assertEqual(hub.drain(), 5)
-        self.assertEqual(hub.status()["state"], "draining")
+        self.assertEqual(hub.snapshot().state, "draining")
         late = FakePeer(profiles.RELAY)
         self.assertFalse(hub.join(late))
         self.assertEqual([p.code for p in late.take()], ["shutting_down"])
@@ -56,7 +56,7 @@ class AdmissionTests(unittest.TestCase):
         self.assertEqual(peers[2].take(), [])
         hub.shed(10)  # more than are left
         self.assertTrue(peers[4].closed)
-        self.assertEqual(hub.errors["shutting_down"], 5)  # four shed and the late one
+        self.assertEqual(hub.snapshot().errors["shutting_down"], 5)  # four shed and the late one
 
     def test_the_drain_sheds_everyone_once_in_random_order(self):
         hub = make_hub()
@@ -78,13 +78,13 @@ class DateTests(unittest.TestCase):
         clock = Clock()
         clock.advance(86400 * 365 * 56 + 86400 * 14)  # some day in 2026
         hub = make_hub(clock, date_interval=10)
-        self.assertFalse(hub.dates.running)
+        self.assertFalse(hub.snapshot().dates.running)
         relay_only = FakePeer(profiles.RELAY)
         hub.join(relay_only)
-        self.assertFalse(hub.dates.running)  # relay profile gets no dates
+        self.assertFalse(hub.snapshot().dates.running)  # relay profile gets no dates
         first = FakePeer()
         hub.join(first)
-        self.assertTrue(hub.dates.running)
+        self.assertTrue(hub.snapshot().dates.running)
         self.assertEqual(first.take(), [])  # no date at connect: its reply comes first
         clock.advance(4)
         second = FakePeer()
@@ -101,7 +101,7 @@ class DateTests(unittest.TestCase):
         self.assertEqual(relay_only.take(), [])
         hub.leave(first)
         hub.leave(second)
-        self.assertFalse(hub.dates.running)
+        self.assertFalse(hub.snapshot().dates.running)
         clock.advance(100)
         self.assertEqual(first.take() + second.take(), [])
 
@@ -126,8 +126,8 @@ class DateTests(unittest.TestCase):
         clock.advance(1)
         clock.advance(1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
-        self.assertTrue(hub.dates.running)
-        self.assertEqual(hub.dates.ticks, 2)
+        self.assertTrue(hub.snapshot().dates.running)
+        self.assertEqual(hub.snapshot().dates.ticks, 2)
         self.assertEqual(len(good.take()), 2)
 
 
@@ -179,7 +179,7 @@ class RequestTests(unittest.TestCase):
             self.assertEqual(reply.code, error.code)
             self.assertIn("detail", reply.message)
             self.assertEqual(peer.closed, error.fatal, error.code)
-            self.assertEqual(self.hub.errors[error.code], 1)
+            self.assertEqual(self.hub.snapshot().errors[error.code], 1)
 
     def test_errors_from_relays_are_counted_under_their_code(self):
         lonely = make_hub()
@@ -189,7 +189,7 @@ class RequestTests(unittest.TestCase):
         lonely.handle(peer, frames.Ack("never forwarded"))
         codes = [reply.code for reply in peer.take()]
         self.assertEqual(codes, ["no_recipient", "unexpected_ok"])
-        self.assertEqual(lonely.status()["errors"], {"no_recipient": 1, "unexpected_ok": 1})
+        self.assertEqual(lonely.snapshot().errors, {"no_recipient": 1, "unexpected_ok": 1})
 
 
 class EndOfStreamTests(unittest.TestCase):

@@ -126,7 +126,7 @@ class RealConnections(unittest.TestCase):
         for port, secure, header in ((tcp, False, V1), (tls, True, v2())):
             answer = yield threads.deferToThread(exchange, port, header + b"||hello\n", secure)
             self.assertEqual(answer, b"olleh\n")
-        yield settle(lambda: not len(service.hub.registry))
+        yield settle(lambda: not service.hub.snapshot().connections)
 
     @defer.inlineCallbacks
     def test_per_ip_limits_count_the_real_clients(self):
@@ -143,8 +143,8 @@ class RealConnections(unittest.TestCase):
         first, answer = yield threads.deferToThread(hold)
         self.addCleanup(first.close)
         self.assertEqual(answer, b"olleh\n")
-        [peer] = service.hub.registry.peers
-        self.assertEqual(peer.peer_address, "192.0.2.7:5555")
+        [connection] = service.hub.connections(10)
+        self.assertEqual(connection.peer, "192.0.2.7:5555")
         # Another client behind the same proxy is served; the same client again is not.
         other = yield threads.deferToThread(
             exchange, port, b"PROXY TCP4 192.0.2.99 127.0.0.1 1 2\r\n||hi\n", False)

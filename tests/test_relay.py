@@ -36,10 +36,10 @@ class SingleInstanceRelayTests(unittest.TestCase):
         got = {peer: relays_to(peer) for peer in (a, b)}
         [target] = [peer for peer, texts in got.items() if texts == ["x"]]
         self.assertEqual(sum(len(texts) for texts in got.values()), 1)
-        self.assertEqual((hub.relays.pending, hub.relays.in_flight), (1, 1))
+        self.assertEqual((hub.snapshot().relays.pending, hub.snapshot().relays.in_flight), (1, 1))
         hub.handle(target, frames.Ack("x"))
         self.assertEqual(acks_to(a), ["x"])
-        self.assertEqual((hub.relays.pending, hub.relays.in_flight), (0, 0))
+        self.assertEqual((hub.snapshot().relays.pending, hub.snapshot().relays.in_flight), (0, 0))
 
     def test_the_sender_itself_may_be_the_target(self):
         a = FakePeer(profiles.RELAY)
@@ -70,7 +70,7 @@ class SingleInstanceRelayTests(unittest.TestCase):
         hub.handle(holder, frames.Ack("same"))
         self.assertIn(frames.AckPush("same"), a.pushes)
         self.assertIn(frames.AckPush("same"), b.pushes)
-        self.assertEqual(hub.relays.pending, 0)
+        self.assertEqual(hub.snapshot().relays.pending, 0)
 
     def test_unexpected_ok_is_an_error_and_keeps_the_connection(self):
         a = FakePeer(profiles.RELAY)
@@ -79,7 +79,7 @@ class SingleInstanceRelayTests(unittest.TestCase):
         [reply] = a.take()
         self.assertEqual(reply.code, "unexpected_ok")
         self.assertFalse(a.closed)
-        self.assertEqual(hub.relays.stats.unexpected_ok, 1)
+        self.assertEqual(hub.snapshot().relays.unexpected_ok, 1)
 
     def test_only_the_holder_may_ack(self):
         a, b, c = (FakePeer(profiles.RELAY) for _ in range(3))
@@ -90,7 +90,7 @@ class SingleInstanceRelayTests(unittest.TestCase):
         other.take()
         hub.handle(other, frames.Ack("x"))
         self.assertEqual([p.code for p in other.take()], ["unexpected_ok"])
-        self.assertEqual(hub.relays.pending, 1)
+        self.assertEqual(hub.snapshot().relays.pending, 1)
 
     def test_recipient_leaving_before_ack_gets_the_message_reforwarded(self):
         a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
@@ -102,7 +102,7 @@ class SingleInstanceRelayTests(unittest.TestCase):
         a.take()
         hub.leave(b)
         self.assertEqual(sorted(relays_to(a)), held_by_b)  # a is the only one left
-        self.assertEqual(hub.relays.stats.reforwarded, len(held_by_b))
+        self.assertEqual(hub.snapshot().relays.reforwarded, len(held_by_b))
         for i in range(20):
             hub.handle(a, frames.Ack(f"m{i}"))
         self.assertEqual(sorted(acks_to(a)), sorted(f"m{i}" for i in range(20)))
@@ -112,7 +112,7 @@ class SingleInstanceRelayTests(unittest.TestCase):
         hub = hub_with(a, b)
         hub.handle(a, frames.Relay("x"))
         hub.leave(a)
-        self.assertEqual(hub.relays.pending, 0)
+        self.assertEqual(hub.snapshot().relays.pending, 0)
         if hub.relays.held.get(b):  # b holds it: its late ok is accepted and goes nowhere
             hub.handle(b, frames.Ack("x"))
             self.assertNotIn("unexpected_ok", [getattr(p, "code", None) for p in b.take()])
@@ -127,15 +127,15 @@ class SingleInstanceRelayTests(unittest.TestCase):
         for peer in peers:
             hub.leave(peer)
         self.assertTrue(hub.zero_state())
-        self.assertEqual(hub.status()["relays"]["pending"], 0)
-        self.assertTrue(hub.status()["zero_state"])
+        self.assertEqual(hub.snapshot().relays.pending, 0)
+        self.assertTrue(hub.snapshot().zero_state)
 
     def test_http_waiter_with_nobody_to_relay_to_gets_no_recipient(self):
         hub = hub_with(FakePeer(profiles.CHAT))
         waiter = FakePeer()
         hub.relay(waiter, "x")
         self.assertEqual([p.code for p in waiter.take()], ["no_recipient"])
-        self.assertEqual(hub.relays.pending, 0)
+        self.assertEqual(hub.snapshot().relays.pending, 0)
 
 
 class ClusterRelayTests(unittest.TestCase):
@@ -204,8 +204,8 @@ class ClusterRelayTests(unittest.TestCase):
             )
 
     def test_status_lists_members(self):
-        status = self.hubs[0].status()
-        self.assertEqual([m["instance"] for m in status["cluster"]["members"]], ["i1", "i2", "i3"])
+        members = self.hubs[0].snapshot().cluster.members
+        self.assertEqual([m.instance for m in members], ["i1", "i2", "i3"])
 
 
 class WeightedPickTests(unittest.TestCase):

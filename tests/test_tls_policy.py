@@ -129,9 +129,9 @@ class MutualTLS(unittest.TestCase):
         client = yield connect(self, port, client_cert=True)
         client.send("hello")
         self.assertEqual((yield client.next()), b"olleh")
-        [peer] = self.service.hub.registry.peers
-        self.assertEqual(peer.identity, "nea-client")
-        self.assertEqual(self.service.hub.status()["identified"], 1)
+        [connection] = self.service.hub.connections(10)
+        self.assertEqual(connection.identity, "nea-client")
+        self.assertEqual(self.service.hub.snapshot().identified, 1)
 
     @defer.inlineCallbacks
     def test_openssl_s_client_with_and_without_a_certificate(self):
@@ -142,7 +142,7 @@ class MutualTLS(unittest.TestCase):
         self.assertIn(b"olleh", out)
         out = yield s_client(self, port)
         self.assertNotIn(b"olleh", out)
-        self.assertEqual(self.service.hub.handshakes.failed, 1)
+        self.assertEqual(self.service.hub.snapshot().handshakes["failed"], 1)
 
     @defer.inlineCallbacks
     def test_a_certificate_from_another_ca_is_refused(self):
@@ -152,8 +152,8 @@ class MutualTLS(unittest.TestCase):
         out = yield s_client(self, port, "-cert", str(other / devcerts.CLIENT_CERT),
                              "-key", str(other / devcerts.CLIENT_KEY))
         self.assertNotIn(b"olleh", out)
-        yield settle(lambda: self.service.hub.handshakes.failed == 1)
-        self.assertEqual(len(self.service.hub.registry), 0)
+        yield settle(lambda: self.service.hub.snapshot().handshakes["failed"] == 1)
+        self.assertEqual(self.service.hub.snapshot().connections, 0)
 
     @defer.inlineCallbacks
     def test_optional_serves_a_client_without_a_certificate(self):
@@ -163,7 +163,7 @@ class MutualTLS(unittest.TestCase):
         self.assertEqual((yield client.next()), b"olleh")
         [peer] = self.service.hub.registry.peers
         self.assertIsNone(peer.identity)
-        self.assertEqual(self.service.hub.status()["identified"], 0)
+        self.assertEqual(self.service.hub.snapshot().identified, 0)
 
     @defer.inlineCallbacks
     def test_nea_client_with_cert_and_key(self):

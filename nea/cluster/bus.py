@@ -26,16 +26,16 @@ new ``run``, so the others also recover what they sent here meanwhile.
 import functools
 import random
 import uuid
-from typing import Any
 
 from twisted.logger import Logger
 
-from nea.cluster import envelope, heartbeat
-from nea.cluster.envelope import Acked, Deliver, Event, Leave, Reforward
-from nea.cluster.members import MemberTable, parse_record, record
+from nea.cluster import envelope, heartbeat, record
+from nea.cluster.envelope import Confirm, Deliver, Event, Leave, Reforward
+from nea.cluster.members import Member, MemberTable
 from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace
-from nea.core.bus import BusNode, weighted_pick
+from nea.core.bus import ChatNode, Figures, RelayNode, weighted_pick
+from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush
 
 log = Logger()
@@ -50,8 +50,12 @@ class RedisBus:
         self.run = ""
         self.table = MemberTable()
         self.outstanding = Outstanding()
-        self._node: BusNode | None = None
+        self._relays: RelayNode | None = None
+        self._chat: ChatNode | None = None
+        self._figures: Figures | None = None
         self._twin_reported = False
+        #: ``(member, record version)`` pairs already logged as unreadable.
+        self._incompatible_reported: set[tuple[str, int]] = set()
 
     @property
     def channels(self) -> list[str]:
@@ -63,18 +67,18 @@ class RedisBus:
 
     # ---- nea.core.bus.Bus ----
 
-    def attach(self, node: BusNode) -> None:
-        self._node = node
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
+        self._relays, self._chat, self._figures = relays, chat, figures
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
-        weights = {self.instance_id: self._node.relay_count()}
+        weights = {self.instance_id: self._relays.relay_weight()}
         if self.up:
             weights.update(self.table.weights())
         return weighted_pick(weights, rng)
 
     def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None:
         if instance == self.instance_id:
-            self._node.on_deliver(text, origin, attempt)
+            self._relays.deliver(text, origin, attempt)
             return
         member = self.table.members.get(instance)
         self.outstanding.add(instance, text)
@@ -84,15 +88,15 @@ class RedisBus:
         self._send(instance, Deliver(text, origin, attempt),
                    functools.partial(self._check_reached, instance, member.run))
 
-    def ack(self, origin: str, text: str) -> None:
+    def confirm(self, origin: str, text: str) -> None:
         if origin == self.instance_id:
-            self._node.on_ack(text)
+            self._relays.confirm(text)
         else:
-            self._send(origin, Acked(text))
+            self._send(origin, Confirm(text))
 
     def reforward(self, origin: str, text: str, attempt: int) -> None:
         if origin == self.instance_id:
-            self._node.on_reforward(text, attempt)
+            self._relays.reforward(text, attempt)
         else:
             self._send(origin, Reforward(text, attempt))
 
@@ -100,8 +104,8 @@ class RedisBus:
         if self.up:  # when degraded, local delivery (already done by the hub) is all there is
             self._publish(self.namespace.cluster, Event(push))
 
-    def members(self) -> list[dict[str, Any]]:
-        return [self._node.summary(), *(self.table.summaries() if self.up else [])]
+    def others(self) -> list[MemberFigures]:
+        return self.table.figures() if self.up else []
 
     def state(self) -> str:
         return "connected" if self.up else "degraded"
@@ -124,7 +128,7 @@ class RedisBus:
     def _recover(self, instance: str) -> None:
         """``instance`` is gone: draw new targets for what it had not settled."""
         for text in self.outstanding.take(instance):
-            self._node.on_reforward(text, 0)
+            self._relays.reforward(text, 0)
 
     # ---- nea.cluster.link.LinkListener ----
 
@@ -144,19 +148,18 @@ class RedisBus:
             return
         if sender == self.instance_id:
             return  # our own chat/broadcast/leave, already handled here
-        node = self._node
         if isinstance(message, Deliver):
-            node.on_deliver(message.text, message.origin, message.attempt)
-        elif isinstance(message, Acked):
-            self.outstanding.settle(sender, message.text)
-            node.on_ack(message.text)
+            self._relays.deliver(message.text, message.origin, message.attempt)
+        elif isinstance(message, Confirm):
+            self.outstanding.answered(sender, message.text)
+            self._relays.confirm(message.text)
         elif isinstance(message, Reforward):
-            self.outstanding.settle(sender, message.text)
+            self.outstanding.answered(sender, message.text)
             if message.attempt > 0:  # it had nobody to take it: stop drawing it until it beats
                 self.table.emptied(sender)
-            node.on_reforward(message.text, message.attempt)
+            self._relays.reforward(message.text, message.attempt)
         elif isinstance(message, Event):
-            node.on_event(message.push)
+            self._chat.fan_out(message.push)
         elif isinstance(message, Leave):
             if self.table.remove(sender, message.run):
                 log.info("cluster member {member} left", member=sender)
@@ -164,7 +167,7 @@ class RedisBus:
 
     def beat(self, redis):
         """Announce this instance and refresh the member table (one heartbeat)."""
-        announced = record(self.run, self._node.summary())
+        announced = record.encode(self.run, self._figures())
         found = heartbeat.beat(redis, self.namespace, self.instance_id, announced, self.interval)
         return found.addCallback(self.discovered)
 
@@ -173,22 +176,34 @@ class RedisBus:
         seen = {}
         for name, data in records.items():
             try:
-                member = parse_record(data)
+                announced = record.decode(name, data)
             except ValueError as e:
                 log.warn("ignored member {member}: {error}", member=name, error=str(e))
                 continue
             if name == self.instance_id:
-                if member.run != self.run and not self._twin_reported:
+                if announced.run != self.run and not self._twin_reported:
                     self._twin_reported = True
                     log.error("another instance also calls itself {member}", member=name)
                 continue
-            seen[name] = member
+            if not announced.compatible:
+                self._report_incompatible(name, announced.record_version)
+            weight = announced.figures.relay_weight if announced.compatible else 0
+            seen[name] = Member(announced.run, announced.figures, weight)
         joined = set(seen) - set(self.table.members)
         for instance in self.table.update(seen):
             log.info("cluster member {member} is gone", member=instance)
             self._recover(instance)
         for instance in sorted(joined & set(self.table.members)):
             log.info("cluster member {member} joined", member=instance)
+
+    def _report_incompatible(self, name: str, version: int) -> None:
+        if (name, version) not in self._incompatible_reported:
+            self._incompatible_reported.add((name, version))
+            log.warn(
+                "cluster member {member} announces heartbeat record version {version}; this"
+                " instance reads up to {known}: it is kept as a member but sent no relays",
+                member=name, version=version, known=record.VERSION,
+            )
 
     def leave(self, redis):
         """Withdraw this instance's heartbeat and tell the others at once."""

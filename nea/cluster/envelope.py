@@ -24,7 +24,7 @@ class Deliver:
 
 
 @attrs.frozen
-class Acked:
+class Confirm:
     """``ok text`` came back for a delivery you originated."""
 
     text: str
@@ -52,11 +52,12 @@ class Leave:
     run: str
 
 
-Message = Union[Deliver, Acked, Reforward, Event, Leave]
+Message = Union[Deliver, Confirm, Reforward, Event, Leave]
 
+#: The op names are what instances of every version exchange: never rename one.
 _OPS: dict[type, str] = {
     Deliver: "deliver",
-    Acked: "ack",
+    Confirm: "ack",
     Reforward: "reforward",
     Event: "event",
     Leave: "leave",

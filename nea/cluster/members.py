@@ -7,35 +7,18 @@ messages meanwhile), when it says it leaves, or when a delivery published to it
 reached no subscriber. A run declared dead is not taken back from a stale key.
 """
 
-import json
-from typing import Any
-
 import attrs
+
+from nea.core.snapshot import MemberFigures
 
 
 @attrs.frozen
 class Member:
     run: str
-    summary: dict[str, Any]
-    #: Relay-capable connections as announced; zero after it bounced a delivery.
+    figures: MemberFigures
+    #: Relay-capable connections as announced; zero after it bounced a delivery, and for a
+    #: member whose heartbeat record this instance cannot read.
     weight: int
-
-
-def parse_record(data: str) -> Member:
-    """A heartbeat record ``{"run": ..., "summary": {...}}``; ValueError if malformed."""
-    try:
-        record = json.loads(data)
-        run, summary = record["run"], record["summary"]
-        weight = summary["relay_capable"]
-        if not isinstance(run, str) or not isinstance(weight, int) or weight < 0:
-            raise TypeError("bad run or relay_capable")
-        return Member(run, summary, weight)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"malformed heartbeat record {data!r}: {e}") from None
-
-
-def record(run: str, summary: dict[str, Any]) -> str:
-    return json.dumps({"run": run, "summary": summary}, separators=(",", ":"))
 
 
 class MemberTable:
@@ -82,6 +65,6 @@ class MemberTable:
     def weights(self) -> dict[str, int]:
         return {name: m.weight for name, m in self.members.items()}
 
-    def summaries(self) -> list[dict[str, Any]]:
-        return [m.summary for m in self.members.values()]
+    def figures(self) -> list[MemberFigures]:
+        return [m.figures for m in self.members.values()]
 

@@ -4,7 +4,7 @@ Everything a cluster writes is under its name (``--cluster-name``, default ``nea
 so several clusters (or test runs) can share one Redis without meeting:
 
 - ``NAME:member:ID`` (string, ``SET PX`` = 3 heartbeats): the heartbeat of instance
-  ID, a JSON record ``{"run": ..., "summary": hub.summary()}``;
+  ID, its heartbeat record (`nea.cluster.record`);
 - ``NAME:members`` (sorted set, ``PEXPIRE`` = 3 heartbeats): the index of member ids,
   so discovery never scans the keyspace; ids whose heartbeat key has expired are
   pruned from it by whoever notices;

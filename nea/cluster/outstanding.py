@@ -2,9 +2,9 @@
 
 
 class Outstanding:
-    """Deliveries this instance originated and published to other instances, unsettled.
+    """Deliveries this instance originated and published to other instances, unanswered.
 
-    A delivery settles when its ack or re-forward comes back. When the instance it
+    A delivery is answered when its confirmation or re-forward comes back. When the instance it
     went to is gone, whatever it still had can only be recovered here: the origin
     draws new targets for it (a kill -9 sends no re-forward).
     """
@@ -16,7 +16,7 @@ class Outstanding:
         texts = self._sent.setdefault(name, {})
         texts[text] = texts.get(text, 0) + 1
 
-    def settle(self, name: str, text: str) -> None:
+    def answered(self, name: str, text: str) -> None:
         texts = self._sent.get(name)
         if texts is None or text not in texts:
             return  # already recovered when the member was given up

@@ -7,8 +7,9 @@ single-instance server (no other instances; everything is delivered in-process);
 """
 
 import random
-from typing import Any, Protocol as TypingProtocol
+from typing import Callable, Protocol as TypingProtocol
 
+from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush
 
 #: How many times a relay may bounce off an instance that had no taker before the
@@ -16,49 +17,57 @@ from nea.wire.frames import BroadcastPush, ChatPush
 MAX_DELIVERY_ATTEMPTS = 5
 
 
-class BusNode(TypingProtocol):
-    """The side of a hub that a bus delivers to (implemented by `nea.core.hub.Hub`)."""
+class RelayNode(TypingProtocol):
+    """The relay side of an instance that a bus calls (`nea.core.relay.RelayBroker`).
 
-    instance_id: str
+    Each step of a relay has one name, the same on the bus and on the node:
+    ``deliver`` goes to the target's instance, ``confirm`` (the target's ``ok``)
+    and ``reforward`` (the target could not take it, or left) go back to the origin.
+    """
 
-    def relay_count(self) -> int:
+    def relay_weight(self) -> int:
         """Relay-capable connections on this instance."""
 
-    def summary(self) -> dict[str, Any]:
-        """This instance's figures, announced to the other members."""
-
-    def on_deliver(self, text: str, origin: str, attempt: int) -> None:
+    def deliver(self, text: str, origin: str, attempt: int) -> None:
         """Forward ``message text`` to one local relay-capable connection."""
 
-    def on_ack(self, text: str) -> None:
+    def confirm(self, text: str) -> None:
         """``ok text`` came back for relays this instance originated."""
 
-    def on_reforward(self, text: str, attempt: int) -> None:
+    def reforward(self, text: str, attempt: int) -> None:
         """A delivery of ``text`` failed; draw a new target if someone still waits."""
 
-    def on_event(self, push: ChatPush | BroadcastPush) -> None:
+
+class ChatNode(TypingProtocol):
+    """The chat side of an instance that a bus calls (`nea.core.chat.ChatRoom`)."""
+
+    def fan_out(self, push: ChatPush | BroadcastPush) -> int:
         """Chat or an operator broadcast from another instance: deliver it locally."""
+
+
+#: This instance's figures as the cluster sees them, read when the bus needs them.
+Figures = Callable[[], MemberFigures]
 
 
 class Bus(TypingProtocol):
     instance_id: str
 
-    def attach(self, node: BusNode) -> None: ...
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None: ...
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         """An instance, drawn with weight = its relay-capable connections; None if none."""
 
     def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None: ...
 
-    def ack(self, origin: str, text: str) -> None: ...
+    def confirm(self, origin: str, text: str) -> None: ...
 
     def reforward(self, origin: str, text: str, attempt: int) -> None: ...
 
     def publish(self, push: ChatPush | BroadcastPush) -> None:
-        """Send chat/broadcast to every other instance (the hub delivers locally itself)."""
+        """Send chat/broadcast to every other instance (the chat room fans out locally itself)."""
 
-    def members(self) -> list[dict[str, Any]]:
-        """The live members with their last announced summaries, this one included."""
+    def others(self) -> list[MemberFigures]:
+        """The other live members, as last announced."""
 
     def state(self) -> str:
         """``standalone``, ``connected`` or ``degraded`` (cluster configured, Redis unreachable)."""
@@ -69,31 +78,38 @@ class LocalBus:
 
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
-        self._node: BusNode | None = None
+        self._relays: RelayNode | None = None
 
-    def attach(self, node: BusNode) -> None:
-        self._node = node
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
+        self._relays = relays
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
-        return self.instance_id if self._node.relay_count() else None
+        return self.instance_id if self._relays.relay_weight() else None
 
     def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None:
-        self._node.on_deliver(text, origin, attempt)
+        self._relays.deliver(text, origin, attempt)
 
-    def ack(self, origin: str, text: str) -> None:
-        self._node.on_ack(text)
+    def confirm(self, origin: str, text: str) -> None:
+        self._relays.confirm(text)
 
     def reforward(self, origin: str, text: str, attempt: int) -> None:
-        self._node.on_reforward(text, attempt)
+        self._relays.reforward(text, attempt)
 
     def publish(self, push: ChatPush | BroadcastPush) -> None:
         pass
 
-    def members(self) -> list[dict[str, Any]]:
-        return [self._node.summary()]
+    def others(self) -> list[MemberFigures]:
+        return []
 
     def state(self) -> str:
         return "standalone"
+
+
+class _Node:
+    __slots__ = ("relays", "chat", "figures")
+
+    def __init__(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
+        self.relays, self.chat, self.figures = relays, chat, figures
 
 
 class MemoryCluster:
@@ -104,7 +120,7 @@ class MemoryCluster:
     """
 
     def __init__(self) -> None:
-        self.nodes: dict[str, BusNode] = {}
+        self.nodes: dict[str, _Node] = {}
 
     def bus(self, instance_id: str) -> "MemoryBus":
         return MemoryBus(self, instance_id)
@@ -115,34 +131,35 @@ class MemoryBus:
         self.cluster = cluster
         self.instance_id = instance_id
 
-    def attach(self, node: BusNode) -> None:
-        self.cluster.nodes[self.instance_id] = node
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
+        self.cluster.nodes[self.instance_id] = _Node(relays, chat, figures)
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         return weighted_pick(
-            {name: node.relay_count() for name, node in self.cluster.nodes.items()}, rng
+            {name: node.relays.relay_weight() for name, node in self.cluster.nodes.items()}, rng
         )
 
     def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None:
-        self.cluster.nodes[instance].on_deliver(text, origin, attempt)
+        self.cluster.nodes[instance].relays.deliver(text, origin, attempt)
 
-    def ack(self, origin: str, text: str) -> None:
+    def confirm(self, origin: str, text: str) -> None:
         node = self.cluster.nodes.get(origin)
         if node is not None:
-            node.on_ack(text)
+            node.relays.confirm(text)
 
     def reforward(self, origin: str, text: str, attempt: int) -> None:
         node = self.cluster.nodes.get(origin)
         if node is not None:
-            node.on_reforward(text, attempt)
+            node.relays.reforward(text, attempt)
 
     def publish(self, push: ChatPush | BroadcastPush) -> None:
         for name, node in list(self.cluster.nodes.items()):
             if name != self.instance_id:
-                node.on_event(push)
+                node.chat.fan_out(push)
 
-    def members(self) -> list[dict[str, Any]]:
-        return [node.summary() for node in self.cluster.nodes.values()]
+    def others(self) -> list[MemberFigures]:
+        return [node.figures() for name, node in self.cluster.nodes.items()
+                if name != self.instance_id]
 
     def state(self) -> str:
         return "connected"

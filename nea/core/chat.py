@@ -8,10 +8,13 @@ delivers its own publication twice, whether or not the bus is up.
 from nea.core.bus import Bus
 from nea.core.peer import fan_out
 from nea.core.registry import Registry
+from nea.core.snapshot import ChatFigures
 from nea.wire.frames import BroadcastPush, ChatPush
 
 
 class ChatRoom:
+    """The bus's chat node (`nea.core.bus.ChatNode`): the bus calls `fan_out` on it directly."""
+
     def __init__(self, registry: Registry, bus: Bus) -> None:
         self.registry = registry
         self.bus = bus
@@ -30,7 +33,11 @@ class ChatRoom:
 
     def _send(self, push: ChatPush | BroadcastPush) -> int:
         self.bus.publish(push)
-        return self.deliver(push)
+        return self.fan_out(push)
 
-    def deliver(self, push: ChatPush | BroadcastPush) -> int:
+    def fan_out(self, push: ChatPush | BroadcastPush) -> int:
+        """Deliver ``push`` to this instance's chat clients; returns how many got it."""
         return fan_out(self.registry.chat_capable, push)
+
+    def figures(self) -> ChatFigures:
+        return ChatFigures(self.said, self.broadcasts)

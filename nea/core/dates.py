@@ -12,9 +12,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from nea.core.peer import fan_out
+from nea.core.peer import Peer, fan_out
 from nea.core.registry import IndexedSet
-from nea.core.peer import Peer
+from nea.core.snapshot import DateFigures
 from nea.wire.frames import DatePush
 
 
@@ -57,6 +57,9 @@ class DateBroadcaster:
         """Call after a subscriber left: stops the loop when nobody is left."""
         if self._loop.running and not len(self.subscribers):
             self._loop.stop()
+
+    def figures(self) -> DateFigures:
+        return DateFigures(self.ticks, self.running)
 
     def stop(self) -> None:
         if self._loop.running:

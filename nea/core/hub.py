@@ -1,13 +1,16 @@
 """The hub: one instance's state, and the place where a parsed request is decided.
 
 `nea.server.connection.NeaConnection` parses bytes and calls `join`, `handle` and
-`leave`; the HTTP API and the console call `broadcast`, `relay` and `status`.
+`leave`, and reports what it sees through methods (`received`, `sent`,
+`throttled`, `reject`); the HTTP API and the console call `broadcast`, `relay`
+and `snapshot`. Nothing outside the core reads or writes the hub's parts: the
+figures leave it only as a frozen `nea.core.snapshot.Snapshot`.
 """
 
 import collections
 import itertools
 import random
-from typing import Any, Callable, Protocol as TypingProtocol
+from typing import Any, Callable, Mapping
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -18,18 +21,12 @@ from nea.core.chat import ChatRoom
 from nea.core.dates import DateBroadcaster
 from nea.core.peer import Peer
 from nea.core.registry import Registry
-from nea.core.relay import RelayBroker, Waiter
+from nea.core.relay import RelayBroker, RelayTimings, Waiter
 from nea.core.reverse import reverse_text
+from nea.core.snapshot import (
+    ClusterFigures, ConnectionInfo, MemberFigures, Snapshot, status_json,
+)
 from nea.wire import errors, frames
-from nea.wire.frames import BroadcastPush, ChatPush
-
-
-class RelayObserver(TypingProtocol):
-    """Hears relays this instance originates start and get acked (metrics time the round trip)."""
-
-    def relay_started(self, text: str) -> None: ...
-
-    def relay_acked(self, text: str) -> None: ...
 
 
 @attrs.frozen
@@ -48,11 +45,11 @@ class Hub:
         config: HubConfig = HubConfig(),
         rng: random.Random | None = None,
         today: Callable[[], str] | None = None,
-        handshakes: Any = None,
+        handshakes: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
-        """``handshakes``: the TLS listeners' handshake figures (attrs), shown in status."""
+        """``handshakes``: reads the TLS listeners' handshake figures, shown in status."""
         self.clock = clock
-        self.handshakes = handshakes
+        self._handshakes = handshakes
         self.bus = bus
         self.config = config
         self.instance_id = bus.instance_id
@@ -63,23 +60,19 @@ class Hub:
         self.registry = Registry(config.max_clients)
         self.rng = rng or random.Random()
         self.relays = RelayBroker(
-            self.registry, bus, self.rng, self.reject, self._settled,
-            config.max_pending,
+            self.registry, bus, self.rng, self.reject, self._done_waiting, config.max_pending,
         )
-        #: Connections that ended their stream and close once their relays are settled.
+        #: Connections that ended their stream and close once no relay of theirs is awaited.
         self._ending: set[Peer] = set()
         self.chat = ChatRoom(self.registry, bus)
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
-        self.errors: collections.Counter[str] = collections.Counter()
-        #: Times a connection was made to wait for sending too fast.
-        self.throttled = 0
-        self.requests: collections.Counter[str] = collections.Counter()
-        #: Bytes from and to every connection since start (connections add to them).
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.relay_observers: list[RelayObserver] = []
+        self._errors: collections.Counter[str] = collections.Counter()
+        self._throttled = 0
+        self._requests: collections.Counter[str] = collections.Counter()
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._ids = itertools.count(1)
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
             frames.Relay: lambda peer, r: self.relay(peer, r.text),
@@ -90,11 +83,13 @@ class Hub:
             frames.Hello: lambda peer, r: peer.push(
                 frames.Welcome(peer.name, self.instance_id, peer.profile.name)
             ),
-            frames.Status: lambda peer, r: peer.push(frames.StatusReply(self.status())),
+            frames.Status: lambda peer, r: peer.push(
+                frames.StatusReply(status_json(self.snapshot(asking=peer)))
+            ),
             frames.Exit: self._exit,
             frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
         }
-        bus.attach(self)
+        bus.attach(self.relays, self.chat, self.member)
 
     # ---- connections ----
 
@@ -128,7 +123,7 @@ class Hub:
         else:
             peer.close()
 
-    def _settled(self, waiter) -> None:
+    def _done_waiting(self, waiter) -> None:
         if waiter in self._ending:
             self._ending.discard(waiter)
             waiter.close()
@@ -142,7 +137,7 @@ class Hub:
         self.dates.unsubscribed()
 
     def handle(self, peer: Peer, request: frames.Request) -> None:
-        self.requests[type(request).__name__] += 1
+        self._requests[type(request).__name__] += 1
         self._handlers[type(request)](peer, request)
 
     def reject(self, peer: Waiter, error: errors.ErrorCode, detail: str = "") -> None:
@@ -150,15 +145,27 @@ class Hub:
 
         Every error a client is sent goes through here, so the counters miss none.
         """
-        self.errors[error.code] += 1
+        self._errors[error.code] += 1
         message = f"{error.summary}: {detail}" if detail else error.summary
         peer.push(frames.ErrorReply(error.code, message))
         if error.fatal:
             peer.close()
 
-    def note_throttled(self) -> None:
+    def dropped(self, error: errors.ErrorCode) -> None:
+        """A connection was cut for ``error`` without being told (it would not read it)."""
+        self._errors[error.code] += 1
+
+    def throttled(self) -> None:
         """A connection sent faster than its rate and stops being read for a while."""
-        self.throttled += 1
+        self._throttled += 1
+
+    def received(self, size: int) -> None:
+        """``size`` bytes came from a connection."""
+        self._bytes_in += size
+
+    def sent(self, size: int) -> None:
+        """``size`` bytes were written to a connection."""
+        self._bytes_out += size
 
     def _nick(self, peer: Peer, request: frames.Nick) -> None:
         peer.name = request.name
@@ -175,13 +182,15 @@ class Hub:
 
     def relay(self, waiter: Waiter, text: str) -> None:
         """Relay ``text`` for a connection, or for a waiter that is not one (HTTP ``POST /relay``)."""
-        for observer in self.relay_observers:
-            observer.relay_started(text)
         self.relays.request(waiter, text)
 
     def forget(self, waiter: Waiter) -> None:
         """A non-connection waiter gave up (timed out)."""
         self.relays.forget_waiter(waiter)
+
+    def time_relays(self, timings: RelayTimings) -> None:
+        """Tell ``timings`` when each relay starts and ends being waited for (metrics)."""
+        self.relays.timings.append(timings)
 
     def drain(self) -> int:
         """Refuse newcomers from now on; return how many clients `shed` has to close.
@@ -206,73 +215,70 @@ class Hub:
             if peer in self.registry:
                 self.reject(peer, errors.SHUTTING_DOWN)
 
-    # ---- the bus side (nea.core.bus.BusNode) ----
+    def abort_all(self) -> None:
+        """Drop every connection still there (the end of a drain)."""
+        for peer in self.registry.peers:
+            peer.abort()
 
-    def relay_count(self) -> int:
-        return len(self.registry.relay_capable)
+    def stop(self) -> None:
+        """The instance stops: no more dates."""
+        self.dates.stop()
 
-    def on_deliver(self, text: str, origin: str, attempt: int) -> None:
-        self.relays.deliver(text, origin, attempt)
+    # ---- what it looks like ----
 
-    def on_ack(self, text: str) -> None:
-        if text in self.relays.waiting:
-            for observer in self.relay_observers:
-                observer.relay_acked(text)
-        self.relays.acked(text)
+    def connections(self, limit: int) -> tuple[ConnectionInfo, ...]:
+        """Up to ``limit`` of the connections, as values (``GET /connections``)."""
+        return tuple(
+            ConnectionInfo(peer.id, peer.name, peer.peer_address, peer.identity, peer.profile.name,
+                           peer.since, peer.encoding.value, peer.bytes_in, peer.bytes_out)
+            for peer, _ in zip(self.registry.peers, range(limit))
+        )
 
-    def on_reforward(self, text: str, attempt: int) -> None:
-        self.relays.redeliver(text, attempt)
+    def zero_state(self, asking: Peer | None = None) -> bool:
+        """No connection (but ``asking``, the one that asks) and no relay state left: what a
+        clean end of a load leaves. The one definition: every other reads this flag."""
+        others = len(self.registry) - (asking is not None and asking in self.registry)
+        return not others and self.relays.empty
 
-    def on_event(self, push: ChatPush | BroadcastPush) -> None:
-        self.chat.deliver(push)
+    def member(self, asking: Peer | None = None) -> MemberFigures:
+        """This instance's figures as the cluster sees them (what a heartbeat announces)."""
+        return MemberFigures(
+            instance=self.instance_id,
+            version=nea.__version__,
+            state="draining" if self.draining else "serving",
+            connections=len(self.registry),
+            relay_weight=self.relays.relay_weight(),
+            pending=len(self.relays.waiting),
+            zero_state=self.zero_state(asking),
+        )
 
-    # ---- status ----
+    def snapshot(self, asking: Peer | None = None) -> Snapshot:
+        """This instance's figures now, with the other members' as last heard.
 
-    def summary(self) -> dict[str, Any]:
-        """This instance's figures (also what it announces to the cluster)."""
-        relays = self.relays
-        return {
-            "instance": self.instance_id,
-            "version": nea.__version__,
-            "uptime": round(self.clock.seconds() - self.started, 3),
-            "state": "draining" if self.draining else "serving",
-            "connections": len(self.registry),
-            "relay_capable": len(self.registry.relay_capable),
-            "profiles": self.registry.by_profile(),
-            # connections whose client certificate was verified (mutual TLS)
-            "identified": sum(1 for peer in self.registry.peers if peer.identity is not None),
-            "max_clients": self.config.max_clients,
-            "refused_full": self.registry.refused_full,
-            "handshakes": attrs.asdict(self.handshakes) if self.handshakes is not None else None,
-            "throttled": self.throttled,
-            "relays": {
-                "pending": relays.pending,
-                "in_flight": relays.in_flight,
-                "requested": relays.stats.requested,
-                "forwarded": relays.stats.forwarded,
-                "acked": relays.stats.acked,
-                "reforwarded": relays.stats.reforwarded,
-                "unexpected_ok": relays.stats.unexpected_ok,
-                "no_recipient": relays.stats.no_recipient,
-            },
-            "chat": {"said": self.chat.said, "broadcasts": self.chat.broadcasts},
-            "dates": {"ticks": self.dates.ticks, "running": self.dates.running},
-            "errors": dict(self.errors),
-            "zero_state": self.zero_state(),
-        }
-
-    def zero_state(self) -> bool:
-        return not len(self.registry) and not self.relays.waiting and not self.relays.held
-
-    def status(self) -> dict[str, Any]:
-        """What ``{"cmd":"status"}``, ``GET /status`` and ``nea-client status`` show."""
-        members = self.bus.members()
-        status = self.summary()
-        status["cluster"] = {
-            "state": self.bus.state(),
-            "members": members,
-            "connections": sum(m.get("connections", 0) for m in members),
-            "pending": sum(m.get("relays", {}).get("pending", 0) for m in members),
-            "zero_state": all(m.get("zero_state", False) for m in members),
-        }
-        return status
+        ``asking``: the connection that asks for them (``{"cmd":"status"}``); it is not
+        counted against zero state, so a client can see everyone else has gone.
+        """
+        registry = self.registry
+        return Snapshot(
+            instance=self.instance_id,
+            version=nea.__version__,
+            uptime=self.clock.seconds() - self.started,
+            draining=self.draining,
+            connections=len(registry),
+            relay_capable=len(registry.relay_capable),
+            profiles=registry.by_profile(),
+            identified=registry.identified,
+            max_clients=registry.max_clients,
+            refused_full=registry.refused_full,
+            handshakes=self._handshakes() if self._handshakes is not None else None,
+            throttled=self._throttled,
+            requests=self._requests,
+            errors=self._errors,
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+            relays=self.relays.figures(),
+            chat=self.chat.figures(),
+            dates=self.dates.figures(),
+            zero_state=self.zero_state(asking),
+            cluster=ClusterFigures(self.bus.state(), (self.member(asking), *self.bus.others())),
+        )

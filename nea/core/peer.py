@@ -20,8 +20,15 @@ class Peer(TypingProtocol):
     name: str
     profile: Profile
     encoding: Encoding
-    #: Who a verified client certificate says this is (mutual TLS), else None.
+    #: Who a verified client certificate says this is (mutual TLS), else None; set before
+    #: the peer joins, never changed afterwards.
     identity: str | None
+    #: Where it connects from (``host:port``), and when (seconds since the epoch).
+    peer_address: str
+    since: float
+    #: Bytes read from and written to it.
+    bytes_in: int
+    bytes_out: int
 
     def send(self, line: bytes) -> None:
         """Write one encoded line (terminator included) to the client."""

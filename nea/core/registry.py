@@ -57,12 +57,19 @@ class Registry:
         self.relay_capable = IndexedSet[Peer]()
         self.date_subscribers = IndexedSet[Peer]()
         self.chat_capable = IndexedSet[Peer]()
+        #: Kept up to date on every admission and removal, so status costs O(1).
+        self._by_profile: dict[str, int] = {}
+        self.identified = 0
 
     def admit(self, peer: Peer) -> bool:
         if len(self.peers) >= self.max_clients:
             self.refused_full += 1
             return False
         self.peers.add(peer)
+        name = peer.profile.name
+        self._by_profile[name] = self._by_profile.get(name, 0) + 1
+        if peer.identity is not None:
+            self.identified += 1
         if peer.profile.relays:
             self.relay_capable.add(peer)
         if peer.profile.dates:
@@ -77,8 +84,16 @@ class Registry:
             members.discard(peer)
 
     def remove(self, peer: Peer) -> None:
+        if peer not in self.peers:
+            return
         self.peers.discard(peer)
         self.retire(peer)
+        name = peer.profile.name
+        self._by_profile[name] -= 1
+        if not self._by_profile[name]:
+            del self._by_profile[name]
+        if peer.identity is not None:
+            self.identified -= 1
 
     def __contains__(self, peer: object) -> bool:
         return peer in self.peers
@@ -87,7 +102,4 @@ class Registry:
         return len(self.peers)
 
     def by_profile(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for peer in self.peers:
-            counts[peer.profile.name] = counts.get(peer.profile.name, 0) + 1
-        return counts
+        return dict(self._by_profile)

@@ -23,9 +23,12 @@ import random
 from collections import deque
 from typing import Callable, Protocol as TypingProtocol
 
+import attrs
+
 from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
 from nea.core.peer import Peer
 from nea.core.registry import Registry
+from nea.core.snapshot import RelayFigures
 from nea.wire import errors, frames
 
 
@@ -35,47 +38,58 @@ class Waiter(TypingProtocol):
     def push(self, push: frames.Push) -> None: ...
 
 
-class RelayStats:
-    def __init__(self) -> None:
-        self.requested = 0
-        self.forwarded = 0
-        self.acked = 0
-        self.reforwarded = 0
-        self.unexpected_ok = 0
-        self.no_recipient = 0
+class RelayTimings(TypingProtocol):
+    """Hears when a text starts and stops being waited for on this instance (metrics time it)."""
+
+    def relay_started(self, text: str) -> None: ...
+
+    def relay_ended(self, text: str, acked: bool) -> None: ...
+
+
+@attrs.define
+class RelayCounts:
+    requested: int = 0
+    forwarded: int = 0
+    acked: int = 0
+    reforwarded: int = 0
+    unexpected_ok: int = 0
+    no_recipient: int = 0
 
 
 class RelayBroker:
     """The relay tables of one instance; see the module docstring.
 
-    ``reject(waiter, error, detail)`` answers with an error (the hub's, which
-    counts it). ``settled(waiter)`` hears, after the waiter was told, that the
-    last relay it waited for is over (a client that ended its stream closes then).
+    It is the bus's relay node (`nea.core.bus.RelayNode`): the bus calls
+    `deliver`, `confirm` and `reforward` on it directly. ``reject(waiter, error,
+    detail)`` answers with an error (the hub's, which counts it).
+    ``done_waiting(waiter)`` hears, after the waiter was told, that it waits for
+    no relay any more (a client that ended its stream closes then).
     """
 
     def __init__(self, registry: Registry, bus: Bus, rng: random.Random,
                  reject: Callable[[Waiter, errors.ErrorCode, str], None],
-                 settled: Callable[[Waiter], None] = lambda waiter: None,
+                 done_waiting: Callable[[Waiter], None] = lambda waiter: None,
                  max_pending: int = 1000) -> None:
         self.registry = registry
         self.bus = bus
         self.rng = rng
         self.reject = reject
-        self.settled = settled
+        self.done_waiting = done_waiting
         self.max_pending = max_pending
+        self.timings: list[RelayTimings] = []
         self.waiting: dict[str, list[Waiter]] = {}
         self._waits_of: dict[Waiter, set[str]] = {}
         self.held: dict[Peer, dict[str, deque[str]]] = {}
         #: Unacknowledged deliveries per target, and the targets withdrawn for holding too many.
         self._held_count: dict[Peer, int] = {}
         self._saturated: set[Peer] = set()
-        self.stats = RelayStats()
+        self.counts = RelayCounts()
 
     # ---- the originating side ----
 
     def request(self, waiter: Waiter, text: str) -> None:
         """``waiter`` sent ``message text``: remember it and send the text on its way."""
-        self.stats.requested += 1
+        self.counts.requested += 1
         waiters = self.waiting.get(text)
         if waiters is None or waiter not in waiters:
             texts = self._waits_of.get(waiter)
@@ -86,6 +100,8 @@ class RelayBroker:
                 return
             if waiters is None:
                 waiters = self.waiting[text] = []
+                for timing in self.timings:
+                    timing.relay_started(text)
             waiters.append(waiter)
             texts.add(text)
         self._dispatch(text, attempt=0)
@@ -102,39 +118,43 @@ class RelayBroker:
             self.bus.deliver(instance, text, self.bus.instance_id, attempt)
 
     def _fail(self, text: str) -> None:
-        self.stats.no_recipient += 1
-        waiters = self._drop(text)
+        self.counts.no_recipient += 1
+        waiters = self._drop(text, acked=False)
         for waiter in waiters:
             self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
-        self._tell_settled(waiters)
+        self._tell_done(waiters)
 
-    def acked(self, text: str) -> None:
-        """``ok text`` came back: tell every local waiter, and forget them."""
-        waiters = self._drop(text)
+    def confirm(self, text: str) -> None:
+        """``ok text`` came back from a target: tell every local waiter, and forget them."""
+        waiters = self._drop(text, acked=True)
         if waiters:
-            self.stats.acked += 1
+            self.counts.acked += 1
         push = frames.AckPush(text)
         for waiter in waiters:
             waiter.push(push)
-        self._tell_settled(waiters)
+        self._tell_done(waiters)
 
-    def _tell_settled(self, waiters: list[Waiter]) -> None:
+    def reforward(self, text: str, attempt: int) -> None:
+        """A delivery of ``text`` failed; draw again if anyone here still waits for it."""
+        if text in self.waiting:
+            self.counts.reforwarded += 1
+            self._dispatch(text, attempt)
+
+    def _tell_done(self, waiters: list[Waiter]) -> None:
         for waiter in waiters:
             if waiter not in self._waits_of:
-                self.settled(waiter)
+                self.done_waiting(waiter)
 
     def waits(self, waiter: Waiter) -> bool:
         """Whether ``waiter`` still waits for an ok."""
         return waiter in self._waits_of
 
-    def redeliver(self, text: str, attempt: int) -> None:
-        """A delivery of ``text`` failed; draw again if anyone here still waits for it."""
-        if text in self.waiting:
-            self.stats.reforwarded += 1
-            self._dispatch(text, attempt)
-
-    def _drop(self, text: str) -> list[Waiter]:
+    def _drop(self, text: str, acked: bool) -> list[Waiter]:
         waiters = self.waiting.pop(text, [])
+        if not waiters:
+            return waiters
+        for timing in self.timings:
+            timing.relay_ended(text, acked)
         for waiter in waiters:
             texts = self._waits_of.get(waiter)
             if texts is not None:
@@ -150,8 +170,14 @@ class RelayBroker:
             waiters.remove(waiter)
             if not waiters:
                 del self.waiting[text]
+                for timing in self.timings:
+                    timing.relay_ended(text, False)
 
     # ---- the delivering side ----
+
+    def relay_weight(self) -> int:
+        """Local connections a delivery may go to: this instance's weight in a draw."""
+        return len(self.registry.relay_capable)
 
     def deliver(self, text: str, origin: str, attempt: int) -> None:
         """Forward ``message text`` to a local relay-capable connection, drawn uniformly."""
@@ -170,15 +196,15 @@ class RelayBroker:
         if count >= self.max_pending:
             self._saturated.add(target)
             self.registry.relay_capable.discard(target)
-        self.stats.forwarded += 1
+        self.counts.forwarded += 1
         target.push(frames.RelayPush(text))
 
     def ack(self, peer: Peer, text: str) -> None:
-        """``peer`` sent ``ok text``: it must hold that delivery; route the ack to its origin."""
+        """``peer`` sent ``ok text``: it must hold that delivery; confirm it to its origin."""
         deliveries = self.held.get(peer)
         origins = deliveries.get(text) if deliveries else None
         if not origins:
-            self.stats.unexpected_ok += 1
+            self.counts.unexpected_ok += 1
             self.reject(peer, errors.UNEXPECTED_OK, f"no 'message {text}' was forwarded to you")
             return
         origin = origins.popleft()
@@ -194,7 +220,7 @@ class RelayBroker:
         if peer in self._saturated and count < self.max_pending:
             self._saturated.discard(peer)
             self.registry.relay_capable.add(peer)
-        self.bus.ack(origin, text)
+        self.bus.confirm(origin, text)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can ack no more): hand every delivery it held back to its origin."""
@@ -211,11 +237,12 @@ class RelayBroker:
         self.forget_target(peer)
 
     @property
-    def pending(self) -> int:
-        """Distinct texts some local waiter still waits for."""
-        return len(self.waiting)
+    def empty(self) -> bool:
+        """Nothing waited for and nothing held: the relay part of zero state."""
+        return not self.waiting and not self.held
 
-    @property
-    def in_flight(self) -> int:
-        """Deliveries sent to local connections and not yet acked."""
-        return sum(self._held_count.values())
+    def figures(self) -> RelayFigures:
+        return RelayFigures(
+            pending=len(self.waiting), in_flight=sum(self._held_count.values()),
+            **attrs.asdict(self.counts),
+        )

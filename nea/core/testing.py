@@ -18,6 +18,9 @@ class FakePeer:
         self.profile = profile
         self.encoding = encoding
         self.identity = None
+        self.peer_address = "127.0.0.1:0"
+        self.since = 0.0
+        self.bytes_in = self.bytes_out = 0
         self.lines: list[bytes] = []
         self.closed = False
         self.aborted = False

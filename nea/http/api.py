@@ -9,6 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import http
 
 from nea.core.hub import Hub
+from nea.core.snapshot import status_json
 from nea.http import relay
 from nea.http.auth import BearerToken
 from nea.http.jsonapi import JSON_TYPE, ApiError, read_json_object, write_body, write_error, write_json
@@ -67,10 +68,11 @@ class Api:
     # ---- reading ----
 
     def status(self, request) -> None:
-        write_json(request, http.OK, self.hub.status())
+        write_json(request, http.OK, status_json(self.hub.snapshot()))
 
     def healthz(self, request) -> None:
-        if self.hub.draining:
+        snapshot = self.hub.snapshot()
+        if snapshot.draining:
             state = "draining"
         elif not self.listening():
             state = "not_listening"
@@ -79,7 +81,7 @@ class Api:
         write_json(
             request,
             http.OK if state == "serving" else http.SERVICE_UNAVAILABLE,
-            {"status": state, "instance": self.hub.instance_id, "cluster": self.hub.bus.state()},
+            {"status": state, "instance": snapshot.instance, "cluster": snapshot.cluster.state},
         )
 
     def prometheus(self, request) -> None:
@@ -91,22 +93,13 @@ class Api:
     def connections(self, request) -> None:
         self.auth.check(request)  # it shows who is connected, from where
         limit = _limit(request.args.get(b"limit", []))
-        peers = self.hub.registry.peers
-        listed = []
-        for peer, _ in zip(peers, range(limit)):
-            listed.append({
-                "id": peer.id,
-                "name": peer.name,
-                "peer": peer.peer_address,
-                "identity": peer.identity,
-                "profile": peer.profile.name,
-                "since": _iso(peer.since),
-                "encoding": peer.encoding.value,
-                "bytes_in": peer.bytes_in,
-                "bytes_out": peer.bytes_out,
-            })
+        listed = [
+            {**attrs.asdict(connection), "since": _iso(connection.since)}
+            for connection in self.hub.connections(limit)
+        ]
         write_json(request, http.OK, {
-            "instance": self.hub.instance_id, "count": len(peers), "connections": listed,
+            "instance": self.hub.instance_id, "count": self.hub.snapshot().connections,
+            "connections": listed,
         })
 
     # ---- driving (admin token) ----

@@ -1,10 +1,10 @@
 """``GET /metrics``: the hub's own counters read at scrape time, plus latency histograms.
 
-The core keeps plain counters (requests, errors, relay stats, date ticks, bytes)
-and knows nothing of Prometheus; `HubCollector` turns them into metric families
-when Prometheus asks. Latencies cannot be read after the fact, so they are
-observed as they happen: `RelayTimer` hears relays start and get acked through
-the hub's observer hook, and the HTTP layer times its own requests.
+The core keeps plain counters (requests, errors, relay figures, date ticks,
+bytes) and knows nothing of Prometheus; `HubCollector` turns the hub's snapshot
+into metric families when Prometheus asks. Latencies cannot be read after the
+fact, so they are observed as they happen: `RelayTimer` hears relays start and
+end through the hub, and the HTTP layer times its own requests.
 
 Each site has its own `CollectorRegistry`, so several servers in one process
 (tests) never share or clash on metrics.
@@ -33,60 +33,61 @@ class HubCollector:
         self.hub = hub
 
     def collect(self) -> Iterator:
-        hub, status = self.hub, self.hub.status()
+        snapshot = self.hub.snapshot()
         info = InfoMetricFamily("nea", "This instance.")
-        info.add_metric([], {"instance": hub.instance_id, "version": status["version"]})
+        info.add_metric([], {"instance": snapshot.instance, "version": snapshot.version})
         yield info
-        yield _gauge("nea_uptime_seconds", "Seconds since this instance started.", status["uptime"])
-        yield _gauge("nea_draining", "1 while the instance drains before stopping.", int(hub.draining))
+        yield _gauge("nea_uptime_seconds", "Seconds since this instance started.", snapshot.uptime)
+        yield _gauge("nea_draining", "1 while the instance drains before stopping.", int(snapshot.draining))
         connections = GaugeMetricFamily(
             "nea_connections", "Connected clients, by listener profile.", labels=["profile"]
         )
-        for profile, count in sorted(status["profiles"].items()):
+        for profile, count in sorted(snapshot.profiles.items()):
             connections.add_metric([profile], count)
         yield connections
-        yield _gauge("nea_max_clients", "Most clients this instance serves at once.", hub.config.max_clients)
+        yield _gauge("nea_max_clients", "Most clients this instance serves at once.", snapshot.max_clients)
         yield _counter("nea_connections_refused_full", "Clients refused because the instance was full.",
-                       hub.registry.refused_full)
-        handshakes = hub.handshakes
+                       snapshot.refused_full)
+        handshakes = snapshot.handshakes
         if handshakes is not None:
             now = GaugeMetricFamily("nea_tls_handshakes", "TLS connections not yet through their "
                                     "handshake, by state.", labels=["state"])
             for state in ("unfinished", "in_progress", "waiting"):
-                now.add_metric([state], getattr(handshakes, state))
+                now.add_metric([state], handshakes[state])
             yield now
             yield _labelled_counter(
                 "nea_tls_handshakes_ended", "TLS handshakes, by how they ended.", "outcome",
-                {o: getattr(handshakes, o) for o in ("completed", "timed_out", "failed")},
+                {o: handshakes[o] for o in ("completed", "timed_out", "failed")},
             )
         yield _counter("nea_throttled", "Times a client was made to wait for sending too fast.",
-                       hub.throttled)
-        yield _labelled_counter("nea_requests", "Requests from clients, by kind.", "kind", hub.requests)
+                       snapshot.throttled)
+        yield _labelled_counter("nea_requests", "Requests from clients, by kind.", "kind", snapshot.requests)
         yield _labelled_counter(
             "nea_errors", "Error replies sent to clients, by code.", "code",
-            {**{e.code: 0 for e in errors.ALL}, **hub.errors},
+            {**{e.code: 0 for e in errors.ALL}, **snapshot.errors},
         )
-        stats = hub.relays.stats
+        relays = snapshot.relays
         yield _labelled_counter("nea_relay_events", "Relay events on this instance.", "event",
-                                {event: getattr(stats, event) for event in RELAY_EVENTS})
+                                {event: getattr(relays, event) for event in RELAY_EVENTS})
         yield _gauge("nea_relays_pending", "Relayed texts whose ok some local waiter still waits for.",
-                     hub.relays.pending)
+                     relays.pending)
         yield _gauge("nea_relays_in_flight", "Relays forwarded to local clients and not yet acked.",
-                     hub.relays.in_flight)
-        yield _counter("nea_chat_messages", "Chat lines said by clients of this instance.", hub.chat.said)
-        yield _counter("nea_broadcasts", "Operator broadcasts made on this instance.", hub.chat.broadcasts)
-        yield _counter("nea_date_ticks", "Date pushes fanned out.", hub.dates.ticks)
-        yield _counter("nea_received_bytes", "Bytes received from clients.", hub.bytes_in)
-        yield _counter("nea_sent_bytes", "Bytes written to clients.", hub.bytes_out)
-        cluster = status["cluster"]
+                     relays.in_flight)
+        yield _counter("nea_chat_messages", "Chat lines said by clients of this instance.", snapshot.chat.said)
+        yield _counter("nea_broadcasts", "Operator broadcasts made on this instance.",
+                       snapshot.chat.broadcasts)
+        yield _counter("nea_date_ticks", "Date pushes fanned out.", snapshot.dates.ticks)
+        yield _counter("nea_received_bytes", "Bytes received from clients.", snapshot.bytes_in)
+        yield _counter("nea_sent_bytes", "Bytes written to clients.", snapshot.bytes_out)
+        cluster = snapshot.cluster
         state = GaugeMetricFamily(
             "nea_cluster_state", "1 for the cluster (Redis) state this instance is in.", labels=["state"]
         )
-        for name in sorted({*CLUSTER_STATES, cluster["state"]}):
-            state.add_metric([name], int(name == cluster["state"]))
+        for name in sorted({*CLUSTER_STATES, cluster.state}):
+            state.add_metric([name], int(name == cluster.state))
         yield state
         yield _gauge("nea_cluster_members", "Live instances in the cluster, this one included.",
-                     len(cluster["members"]))
+                     len(cluster.members))
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -106,28 +107,28 @@ def _labelled_counter(name: str, documentation: str, label: str,
 
 
 class RelayTimer:
-    """A hub relay observer: the round trip from ``message X`` to its ``ok X``, per text.
+    """`nea.core.relay.RelayTimings`: the round trip from ``message X`` to its ``ok X``.
 
-    Starts are kept per text from the first request until the ack. A relay that
-    never gets its ack (its originators left) leaves a start behind; those are
-    swept, against the broker's table of texts still waited for, whenever the
-    starts outnumber it twice over, so memory stays bounded by the live relays.
+    The hub says when each text starts and stops being waited for, so the starts
+    kept here are exactly the relays still in progress: bounded by the live relays.
     """
 
-    def __init__(self, clock: IReactorTime, waiting: Mapping[str, object], histogram: Histogram) -> None:
+    def __init__(self, clock: IReactorTime, histogram: Histogram) -> None:
         self.clock = clock
-        self.waiting = waiting
         self.histogram = histogram
         self._started: dict[str, float] = {}
 
-    def relay_started(self, text: str) -> None:
-        self._started.setdefault(text, self.clock.seconds())
-        if len(self._started) > 2 * len(self.waiting) + 64:
-            self._started = {t: s for t, s in self._started.items() if t in self.waiting}
+    @property
+    def in_progress(self) -> int:
+        """Relays being timed now."""
+        return len(self._started)
 
-    def relay_acked(self, text: str) -> None:
+    def relay_started(self, text: str) -> None:
+        self._started[text] = self.clock.seconds()
+
+    def relay_ended(self, text: str, acked: bool) -> None:
         started = self._started.pop(text, None)
-        if started is not None:
+        if acked and started is not None:
             self.histogram.observe(self.clock.seconds() - started)
 
 
@@ -158,8 +159,8 @@ class Metrics:
             "body_too_large, request_timeout, too_many_connections.",
             ["reason"], registry=self.registry,
         )
-        self.relay_timer = RelayTimer(clock, hub.relays.waiting, relay_roundtrip)
-        hub.relay_observers.append(self.relay_timer)
+        self.relay_timer = RelayTimer(clock, relay_roundtrip)
+        hub.time_relays(self.relay_timer)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

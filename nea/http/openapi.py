@@ -35,8 +35,28 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Member": {
         "type": "object",
-        "description": "One instance's figures, as announced to the cluster.",
-        "required": ["instance", "connections", "relays", "zero_state"],
+        "description": "One cluster member, as its heartbeat announces it (this instance: now).",
+        "required": ["instance", "version", "state", "connections", "relay_weight", "pending",
+                     "zero_state"],
+        "properties": {
+            "instance": {"type": "string"},
+            "version": {"type": "string"},
+            "state": {"type": "string", "enum": ["serving", "draining", "incompatible"],
+                      "description": "incompatible: it announces a heartbeat record this "
+                                     "instance cannot read; it is sent no relays."},
+            "connections": _COUNT,
+            "relay_weight": {**_COUNT, "description": "Relay-capable connections."},
+            "pending": _COUNT,
+            "zero_state": {"type": "boolean"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "description": "This instance's figures and its view of the cluster "
+                       "(the same object {\"cmd\":\"status\"} answers).",
+        "required": ["instance", "version", "uptime", "state", "connections", "relay_capable",
+                     "profiles", "identified", "max_clients", "refused_full", "handshakes",
+                     "throttled", "relays", "chat", "dates", "errors", "zero_state", "cluster"],
         "properties": {
             "instance": {"type": "string"},
             "version": {"type": "string"},
@@ -45,6 +65,7 @@ _SCHEMAS: dict[str, Any] = {
             "connections": _COUNT,
             "relay_capable": _COUNT,
             "profiles": _COUNTS,
+            "identified": _COUNT,
             "max_clients": _COUNT,
             "refused_full": _COUNT,
             "handshakes": {
@@ -59,49 +80,42 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "throttled": _COUNT,
-            "identified": _COUNT,
             "relays": {
                 "type": "object",
-                "required": ["pending", "acked", "reforwarded"],
+                "required": ["pending", "in_flight", "requested", "forwarded", "acked",
+                             "reforwarded", "unexpected_ok", "no_recipient"],
                 "properties": {
                     name: _COUNT
                     for name in ("pending", "in_flight", "requested", "forwarded", "acked",
                                  "reforwarded", "unexpected_ok", "no_recipient")
                 },
             },
-            "chat": _COUNTS,
+            "chat": {
+                "type": "object",
+                "required": ["said", "broadcasts"],
+                "properties": {"said": _COUNT, "broadcasts": _COUNT},
+            },
             "dates": {
                 "type": "object",
+                "required": ["ticks", "running"],
                 "properties": {"ticks": _COUNT, "running": {"type": "boolean"}},
             },
             "errors": _COUNTS,
-            "zero_state": {"type": "boolean"},
-        },
-    },
-    "Status": {
-        "description": "This instance's figures and its view of the cluster "
-                       "(the same object {\"cmd\":\"status\"} answers).",
-        "allOf": [
-            _ref("Member"),
-            {
+            "zero_state": {"type": "boolean",
+                           "description": "No connection (but the asking one, on the wire) "
+                                          "and no relay waited for or held."},
+            "cluster": {
                 "type": "object",
-                "required": ["instance", "version", "uptime", "state", "profiles", "cluster"],
+                "required": ["state", "members", "connections", "pending", "zero_state"],
                 "properties": {
-                    "cluster": {
-                        "type": "object",
-                        "required": ["state", "members", "connections", "pending", "zero_state"],
-                        "properties": {
-                            "state": {"type": "string",
-                                      "enum": ["standalone", "connected", "degraded"]},
-                            "members": {"type": "array", "items": _ref("Member")},
-                            "connections": _COUNT,
-                            "pending": _COUNT,
-                            "zero_state": {"type": "boolean"},
-                        },
-                    }
+                    "state": {"type": "string", "enum": ["standalone", "connected", "degraded"]},
+                    "members": {"type": "array", "items": _ref("Member")},
+                    "connections": _COUNT,
+                    "pending": _COUNT,
+                    "zero_state": {"type": "boolean"},
                 },
             },
-        ],
+        },
     },
     "Health": {
         "type": "object",

@@ -129,7 +129,7 @@ class NeaConnection(Protocol):
         if self._closing:
             return
         self.bytes_in += len(data)
-        self.hub.bytes_in += len(data)
+        self.hub.received(len(data))
         if self._throttled is not None:
             self._held.append(data)  # a TLS layer may still hand over what it decrypted
             return
@@ -155,7 +155,7 @@ class NeaConnection(Protocol):
 
     def _throttle(self, rest: Iterator[bytes]) -> None:
         self._throttled = rest
-        self.hub.note_throttled()
+        self.hub.throttled()
         self.transport.pauseProducing()
         self._timer = self.hub.clock.callLater(self._bucket.wait(), self._unthrottle)
 
@@ -222,7 +222,7 @@ class NeaConnection(Protocol):
         if self._closing:
             return
         self.bytes_out += len(line)
-        self.hub.bytes_out += len(line)
+        self.hub.sent(len(line))
         if self._paused:
             self._unflushed += len(line)
             if self._unflushed > self.max_outbound:
@@ -252,7 +252,7 @@ class NeaConnection(Protocol):
         self.log.info(
             "dropping slow consumer {peer} ({n} bytes unread)", peer=self.peer_address, n=self._unflushed
         )
-        self.hub.errors[errors.SLOW_CONSUMER.code] += 1
+        self.hub.dropped(errors.SLOW_CONSUMER)
         self.abort()
 
     # ---- IPushProducer: the transport tells us when its buffer is full ----

@@ -3,6 +3,7 @@
 import itertools
 from pathlib import Path
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -70,7 +71,7 @@ class InstanceService(MultiService):
         front = [*self.listeners, *([self.console] if self.console else [])]
         yield defer.gatherResults([defer.maybeDeferred(s.stopService) for s in front])
         yield self._drained()
-        self.hub.dates.stop()
+        self.hub.stop()
         if self.link is not None:
             yield self.link.stop()
         if self.http is not None:
@@ -81,10 +82,9 @@ class InstanceService(MultiService):
         start = self.reactor.seconds()
         yield self._shed_evenly(start)
         deadline = max(start + self.drain_timeout, self.reactor.seconds() + DRAIN_GRACE)
-        while len(self.hub.registry) and self.reactor.seconds() < deadline:
+        while self.hub.snapshot().connections and self.reactor.seconds() < deadline:
             yield self._tick(0.05)
-        for peer in self.hub.registry.peers:
-            peer.abort()
+        self.hub.abort_all()
 
     @defer.inlineCallbacks
     def _shed_evenly(self, start: float):
@@ -158,7 +158,7 @@ def makeService(config, reactor=None) -> InstanceService:
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
                   max_pending=config["max-pending"]),
-        handshakes=gate.stats,
+        handshakes=lambda: attrs.asdict(gate.stats),
     )
     instance = InstanceService(hub, reactor, config["drain-timeout"])
     instance.link = link

@@ -34,10 +34,8 @@ function show(status) {
     element.textContent = element.dataset.format === "duration" ? duration(value) : String(value);
   }
   fillTable("profiles", Object.entries(status.profiles).sort());
-  // Other members announce what their version knows: show what is there.
   fillTable("members", status.cluster.members.map(m => [
-    m.instance, m.state ?? "", m.connections ?? "", m.relays?.pending ?? "",
-    m.uptime == null ? "" : duration(m.uptime)]));
+    m.instance, m.version, m.state, m.connections, m.pending]));
   fillTable("errors", Object.entries(status.errors).sort());
   // UTC, as every other time nea shows (logs, /connections): "15:04:05 UTC".
   document.getElementById("updated").textContent = new Date().toISOString().slice(11, 19) + " UTC";

@@ -1,0 +1,110 @@
+"""The heartbeat record: what an instance announces to the others, and its versions.
+
+A record is a small JSON object, separate from the status document so that a
+status key can be renamed without breaking a cluster that runs two versions.
+Version 1::
+
+    {"v": 1, "run": "4f3a...", "version": "0.1.0", "state": "serving",
+     "connections": 12, "relay_weight": 10, "pending": 0, "zero_state": false}
+
+Readers ignore fields they do not know, so adding one keeps the version; a change
+an older reader would misread gets a new version number. ``v`` and ``run`` keep
+their meaning in every version, so a member with a newer record than this
+instance knows is still tracked (joined, restarted, gone) but never drawn as a
+relay target, and shows as ``incompatible`` in status. A record with no ``v`` is
+the form instances announced before records had versions (``{"run", "summary"}``,
+the whole status document): it is read as version 0, so that while a cluster is
+upgraded the new instances still route relays to the old ones.
+"""
+
+import json
+from typing import Any
+
+import attrs
+
+from nea.core.snapshot import MemberFigures
+
+VERSION = 1
+
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+@attrs.frozen
+class Announcement:
+    run: str
+    figures: MemberFigures
+    #: False for a record of a version this instance does not know.
+    compatible: bool = True
+    #: The record's version.
+    record_version: int = VERSION
+
+
+def encode(run: str, figures: MemberFigures) -> str:
+    fields = attrs.asdict(figures)
+    del fields["instance"]  # the key it is stored under names it
+    return _JSON.encode({"v": VERSION, "run": run, **fields})
+
+
+def decode(instance: str, data: str) -> Announcement:
+    """The record stored for ``instance``; ValueError if it is malformed."""
+    try:
+        record = json.loads(data)
+        if not isinstance(record, dict):
+            raise TypeError("not an object")
+        run = record["run"]
+        if not isinstance(run, str):
+            raise TypeError("run must be a string")
+        version = record.get("v", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise TypeError("v must be a non-negative integer")
+        if version == 0:
+            return Announcement(run, _from_status(instance, record["summary"]), record_version=0)
+        if version > VERSION:
+            return Announcement(run, _unknown(instance, record), False, version)
+        return Announcement(run, MemberFigures(
+            instance=instance,
+            version=_typed(record, "version", str),
+            state=_typed(record, "state", str),
+            connections=_count(record, "connections"),
+            relay_weight=_count(record, "relay_weight"),
+            pending=_count(record, "pending"),
+            zero_state=_typed(record, "zero_state", bool),
+        ))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"malformed heartbeat record {data!r}: {e}") from None
+
+
+def _from_status(instance: str, summary: dict[str, Any]) -> MemberFigures:
+    """Version 0: the figures inside a whole status document."""
+    return MemberFigures(
+        instance=instance,
+        version=_typed(summary, "version", str),
+        state=_typed(summary, "state", str),
+        connections=_count(summary, "connections"),
+        relay_weight=_count(summary, "relay_capable"),
+        pending=_count(summary["relays"], "pending"),
+        zero_state=_typed(summary, "zero_state", bool),
+    )
+
+
+def _unknown(instance: str, record: dict[str, Any]) -> MemberFigures:
+    """A newer record: nothing in it is read but the nea version, if it is a string."""
+    version = record.get("version")
+    return MemberFigures(
+        instance=instance, version=version if isinstance(version, str) else "unknown",
+        state="incompatible", connections=0, relay_weight=0, pending=0, zero_state=True,
+    )
+
+
+def _typed(fields: dict[str, Any], name: str, kind: type):
+    value = fields[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(f"{name} must be {kind.__name__}")
+    return value
+
+
+def _count(fields: dict[str, Any], name: str) -> int:
+    value = _typed(fields, name, int)
+    if value < 0:
+        raise TypeError(f"{name} must not be negative")
+    return value
