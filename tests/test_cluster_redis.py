@@ -6,12 +6,13 @@ instances and checking that Redis holds nothing of the cluster any more.
 """
 
 import itertools
+import json
 import random
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from nea.cluster import envelope
+from nea.cluster import envelope, record
 from nea.wire import codec, frames
 from nea.core.snapshot import status_json
 from tests import infra
@@ -107,6 +108,68 @@ class ClusterCase(unittest.TestCase):
         yield defer.gatherResults([i.stopService() for i in self.instances])
         keys, eternal, channels = yield self.redis.leftovers(self.name)
         self.assertEqual((keys, eternal, channels), ([], [], []))
+
+
+def legacy_record(run: str, figures) -> str:
+    """The record of an instance from before record versions: the whole status document."""
+    summary = {"version": figures.version, "state": figures.state, "uptime": 1.0,
+               "connections": figures.connections, "relay_capable": figures.relay_weight,
+               "relays": {"pending": figures.pending, "in_flight": 0},
+               "zero_state": figures.zero_state}
+    return json.dumps({"run": run, "summary": summary})
+
+
+def future_record(run: str, figures) -> str:
+    """A record of a version this code does not know, with figures it must not read."""
+    return json.dumps({"v": record.VERSION + 1, "run": run, "version": "99.0",
+                       "weights": {"relay": figures.relay_weight}})
+
+
+class MixedVersions(ClusterCase):
+    """Two members that announce different heartbeat record versions, on a real Redis."""
+
+    @defer.inlineCallbacks
+    def relays_to(self, sender, texts):
+        for text in texts:
+            sender.send(f"message {text}")
+        return (yield acks(sender, len(texts)))
+
+    @defer.inlineCallbacks
+    def test_a_member_with_the_old_record_still_gets_relays(self):
+        yield self.start_instances(2)
+        new, old = self.instances
+        old.hub.bus.encode_record = legacy_record
+        sender = yield connect(self, new.ports[0])
+        receiver = yield connect(self, old.ports[0])
+        # The old member's count comes only through its legacy record.
+        yield settle(lambda: new.hub.bus.table.weights().get("i2") == 1)
+        [_, seen] = new.hub.snapshot().cluster.members
+        self.assertEqual((seen.instance, seen.connections, seen.state), ("i2", 1, "serving"))
+        at_old = auto_ack(receiver)
+        auto_ack(sender)
+        texts = [f"to old {n}" for n in range(20)]
+        self.assertEqual((yield self.relays_to(sender, texts)), set(texts))
+        self.assertTrue(at_old)  # 20 fair draws all landing on one side: 2 ** -19
+        yield self.finish(sender, receiver)
+
+    @defer.inlineCallbacks
+    def test_a_member_with_a_newer_record_is_listed_but_sent_no_relays(self):
+        yield self.start_instances(2)
+        current, newer = self.instances
+        newer.hub.bus.encode_record = future_record
+        sender = yield connect(self, current.ports[0])
+        receiver = yield connect(self, newer.ports[0])
+        yield settle(lambda: current.hub.snapshot().cluster.members[-1].state == "incompatible")
+        self.assertEqual(current.hub.bus.table.weights(), {"i2": 0})
+        at_newer = auto_ack(receiver)
+        auto_ack(sender)  # the sender is the only target left for its own relays
+        texts = [f"stay {n}" for n in range(20)]
+        self.assertEqual((yield self.relays_to(sender, texts)), set(texts))
+        self.assertEqual(at_newer, [])
+        # The newer member reads this one's record and still relays to it.
+        yield settle(lambda: newer.hub.bus.table.weights().get("i1") == 1)
+        self.assertEqual(newer.hub.snapshot().cluster.members[-1].state, "serving")
+        yield self.finish(sender, receiver)
 
 
 class TwoInstances(ClusterCase):

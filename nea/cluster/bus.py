@@ -42,8 +42,12 @@ log = Logger()
 
 
 class RedisBus:
-    def __init__(self, instance_id: str, namespace: Namespace, interval: float) -> None:
+    def __init__(self, instance_id: str, namespace: Namespace, interval: float,
+                 encode_record=record.encode) -> None:
+        """``encode_record(run, figures)``: the heartbeat record this instance announces
+        (another version's, in tests of mixed-version clusters)."""
         self.instance_id = instance_id
+        self.encode_record = encode_record
         self.namespace = namespace
         self.interval = interval
         self.link = None  # a nea.cluster.link.RedisLink, set by nea.cluster.service
@@ -167,7 +171,7 @@ class RedisBus:
 
     def beat(self, redis):
         """Announce this instance and refresh the member table (one heartbeat)."""
-        announced = record.encode(self.run, self._figures())
+        announced = self.encode_record(self.run, self._figures())
         found = heartbeat.beat(redis, self.namespace, self.instance_id, announced, self.interval)
         return found.addCallback(self.discovered)
 
