@@ -80,7 +80,7 @@ class RelayOverTLS(unittest.TestCase):
         outcomes = yield defer.gatherResults([seen_a.finished, seen_b.finished])
         self.assertEqual(outcomes, ["acked", "acked"])
         self.assertEqual((a.sends, b.sends), (1, 1))
-        relays = service.hub.relays.stats
+        relays = service.hub.snapshot().relays
         self.assertEqual((relays.requested, relays.forwarded, relays.acked), (2, 2, 2))
         # Both closed by the protocol: the server is back to zero state.
         yield settle(service.hub.zero_state)

@@ -69,7 +69,7 @@ class TLSEndToEnd(unittest.TestCase):
         b = yield connect(self, self.relay)
         yield defer.gatherResults([seed_relay_client(a, "from-a"), seed_relay_client(b, "from-b")])
         yield settle(self.service.hub.zero_state)
-        stats = self.service.hub.relays.stats
+        stats = self.service.hub.snapshot().relays
         self.assertEqual((stats.requested, stats.acked), (2, 2))
 
     @defer.inlineCallbacks
