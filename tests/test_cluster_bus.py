@@ -17,7 +17,7 @@ from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from nea.cluster import envelope, record
-from nea.cluster.bus import RedisBus
+from nea.cluster.redisbus import RedisBus
 from nea.cluster.members import Member, MemberTable
 from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace, RedisAddress

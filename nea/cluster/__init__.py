@@ -7,7 +7,7 @@
 - `nea.cluster.heartbeat`: the Redis commands of membership;
 - `nea.cluster.link`: the connections to Redis, kept up through outages;
 - `nea.cluster.batch`: one PUBLISH per channel and reactor turn;
-- `nea.cluster.bus`: `RedisBus`, the `nea.core.bus.Bus` built on all of the above;
+- `nea.cluster.redisbus`: `RedisBus`, the `nea.core.bus.Bus` built on all of the above;
 - `nea.cluster.service`: wiring into the service tree.
 
 docs/cluster.rst tells the whole design.

@@ -9,7 +9,7 @@ batch leaves at the end of the current reactor turn, or at once when full.
 A sender that needs to know whether anyone received its message (a delivery:
 nobody means the instance is gone) passes a callback, called with the batch's
 receiver count. Nothing is called when a batch cannot be sent: the connection is
-then going down, and what was out is recovered by the bus (`nea.cluster.bus`).
+then going down, and what was out is recovered by the bus (`nea.cluster.redisbus`).
 """
 
 from typing import Callable

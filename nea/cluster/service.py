@@ -8,7 +8,7 @@ publishes a leave notice and closes its connections, so a clean stop leaves no
 key and no subscription behind.
 """
 
-from nea.cluster.bus import RedisBus
+from nea.cluster.redisbus import RedisBus
 from nea.cluster.link import RedisLink
 from nea.cluster.names import Namespace, RedisAddress
 

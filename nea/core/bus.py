@@ -18,7 +18,7 @@ MAX_DELIVERY_ATTEMPTS = 5
 
 
 class RelayNode(TypingProtocol):
-    """The relay side of an instance that a bus calls (`nea.core.relay.RelayBroker`).
+    """The relay side of an instance that a bus calls (`nea.core.broker.RelayBroker`).
 
     Each step of a relay has one name, the same on the bus and on the node:
     ``deliver`` goes to the target's instance, ``confirm`` (the target's ``ok``)

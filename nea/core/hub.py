@@ -21,7 +21,7 @@ from nea.core.chat import ChatRoom
 from nea.core.dates import DateBroadcaster
 from nea.core.peer import Peer
 from nea.core.registry import Registry
-from nea.core.relay import RelayBroker, RelayTimings, Waiter
+from nea.core.broker import RelayBroker, RelayTimings, Waiter
 from nea.core.reverse import reverse_text
 from nea.core.snapshot import (
     ClusterFigures, ConnectionInfo, MemberFigures, Snapshot, status_json,

@@ -10,7 +10,7 @@ from twisted.web import http
 
 from nea.core.hub import Hub
 from nea.core.snapshot import status_json
-from nea.http import relay
+from nea.http import waiter
 from nea.http.auth import BearerToken
 from nea.http.jsonapi import JSON_TYPE, ApiError, read_json_object, write_body, write_error, write_json
 from nea.http.metrics import Metrics
@@ -113,7 +113,7 @@ class Api:
         write_json(request, http.OK, {"instance": self.hub.instance_id, "reached": reached})
 
     def relay(self, request) -> None:
-        outcome = relay.relay(self.hub, self.clock, self._text(request), self.settings.relay_timeout)
+        outcome = waiter.relay(self.hub, self.clock, self._text(request), self.settings.relay_timeout)
 
         def failed(failure) -> None:
             failure.trap(ApiError)

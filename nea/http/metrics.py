@@ -107,7 +107,7 @@ def _labelled_counter(name: str, documentation: str, label: str,
 
 
 class RelayTimer:
-    """`nea.core.relay.RelayTimings`: the round trip from ``message X`` to its ``ok X``.
+    """`nea.core.broker.RelayTimings`: the round trip from ``message X`` to its ``ok X``.
 
     The hub says when each text starts and stops being waited for, so the starts
     kept here are exactly the relays still in progress: bounded by the live relays.

@@ -10,7 +10,7 @@ from nea.wire import frames
 
 
 class HTTPWaiter:
-    """A `nea.core.relay.Waiter` that settles a Deferred with the first push it is sent."""
+    """A `nea.core.broker.Waiter` that settles a Deferred with the first push it is sent."""
 
     def __init__(self) -> None:
         self.outcome: defer.Deferred = defer.Deferred()
