@@ -21,6 +21,7 @@ from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.core.testing import FakePeer
 from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits
+from nea.server.listeners import Listen
 from nea.server.websocket import (
     MAX_HANDSHAKE, MessageSession, WebSocketFactory, WebSocketSettings, origin_allowed,
     parse_origins,
@@ -160,9 +161,12 @@ class Framing(unittest.TestCase):
 
     def test_fragments_that_add_up_past_the_limit(self):
         connection, transport = self.connect(max_line=100)
+        connection.dataReceived(client_frame(b"x" * 60, fin=False))
+        self.assertEqual(self.hub.errors["line_too_long"], 0)
         for _ in range(3):
-            connection.dataReceived(client_frame(b"x" * 60, fin=False))
+            connection.dataReceived(client_frame(b"x" * 60, opcode=0, fin=False))
         self.assertEqual(self.hub.errors["line_too_long"], 1)
+        self.assertEqual(self.messages(transport)[0]["payload"]["code"], "line_too_long")
 
     def test_an_unfinished_opening_handshake_is_closed_at_the_deadline(self):
         connection, transport = self.connect(handshake=False)
@@ -552,3 +556,13 @@ class Limits(unittest.TestCase):
             yield next_tick(0.001)
         self.assertEqual(service.hub.errors["slow_consumer"], 1)
         yield settle(service.hub.zero_state)
+
+
+class ListenerSyntax(unittest.TestCase):
+    def test_ws_after_the_profile_and_with_proxy(self):
+        listen = Listen.parse("chat+proxy+ws=ssl:8443:privateKey=k.pem:certKey=c.pem")
+        self.assertEqual((listen.profile, listen.proxy, listen.websocket, listen.transport),
+                         (profiles.CHAT, True, True, "tls"))
+        self.assertFalse(Listen.parse("relay+proxy=tcp:1").websocket)
+        with self.assertRaisesRegex(ValueError, r"unknown listener option 'wss'.*\+proxy, \+ws"):
+            Listen.parse("nea+wss=tcp:1")
