@@ -158,6 +158,11 @@ class GuardedSite(Site):
             return None  # the listening port closes the new socket at once
         return super().buildProtocol(addr)
 
+    def hand_over(self, channel: GuardedChannel) -> None:
+        """``channel``'s socket now belongs to another protocol (a WebSocket client):
+        it no longer counts as an HTTP connection."""
+        self.channels.discard(channel)
+
     def screen(self, request, length: int | None) -> ApiError | None:
         """None if the body the headers announce (``length`` bytes, None: chunked)
         may be read, else the answer to give at once instead."""

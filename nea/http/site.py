@@ -17,6 +17,7 @@ from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
 from nea.http.limits import GuardedSite, HttpLimits
+from nea.http.ws import websocket_endpoint
 from nea.server.listeners import ListeningService, address_text, server_endpoint, with_backlog
 
 log = Logger()
@@ -124,7 +125,9 @@ def api_site(clock, config, hub: Hub, listeners: list[ListeningService]) -> ApiS
     limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
                         config["http-max-connections"])
     api = Api(hub, clock, settings, lambda: listening(listeners))
-    site = ApiSite(build_root(api), api.auth, limits, api.metrics,
+    root = build_root(api)
+    root.putChild(b"ws", websocket_endpoint(hub, config))
+    site = ApiSite(root, api.auth, limits, api.metrics,
                    logPath=config["http-access-log"], reactor=clock)
     site.displayTracebacks = False
     return site

@@ -1,6 +1,8 @@
 """One client connection: bytes in, requests to the hub; pushes out, with a bounded buffer.
 
-The protocol parses and delegates; the hub decides. What it guards itself:
+The protocol parses and delegates; the hub decides. `Session` is what a
+connection is whatever its framing; `NeaConnection` frames it in lines (a
+WebSocket framing lives in `nea.server.websocket`). What a session guards itself:
 
 - Output is watched: the connection registers itself as a streaming producer on
   its transport, so it hears when the transport's buffer is full. While that
@@ -81,14 +83,24 @@ class LineBucket:
         return max(1 - self.tokens, self.rate * RESUME_AFTER) / self.rate
 
 
-@implementer(IPushProducer, IHalfCloseableProtocol)
-class NeaConnection(Protocol):
+@implementer(IPushProducer)
+class Session(Protocol):
+    """What a client connection does whatever its framing: admission, joining and
+    leaving the hub, the rate bucket, the outbound bound, closing.
+
+    A framing (`NeaConnection` for lines, `nea.server.websocket` for WebSocket
+    messages) hands what it receives to `received`, and says how that becomes
+    units (`units`), how a unit becomes a request (`decode`), how an encoded push
+    goes out (`write`) and how the connection ends (`shut`).
+    """
+
     log = Logger()
 
     def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
                  admission: Admission | None = None) -> None:
         self.hub = hub
         self.profile = profile
+        self.max_line = limits.max_line
         self.max_outbound = limits.max_outbound
         #: Set when this connection is the outermost protocol (plain TCP): it admits itself.
         self.admission = admission
@@ -100,7 +112,6 @@ class NeaConnection(Protocol):
         self.bytes_out = 0
         #: The verified client certificate's identity (mutual TLS), else None.
         self.identity: str | None = None
-        self._lines = LineBuffer(limits.max_line)
         self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None
         #: While throttled: the lines still to handle, and reads that came meanwhile.
         self._throttled: Iterator[bytes] | None = None
@@ -112,20 +123,56 @@ class NeaConnection(Protocol):
         self._unflushed = 0
         self._timer = None
 
-    # ---- Protocol ----
+    # ---- what a framing provides ----
 
-    def connectionMade(self) -> None:
+    def units(self, data: bytes) -> Iterator[bytes]:
+        """The units (lines, messages) in what was received; may raise `LineTooLong`."""
+        raise NotImplementedError
+
+    def finish(self) -> bytes | None:
+        """The last, unterminated unit once the client has ended its stream, if any."""
+        return None
+
+    def decode(self, unit: bytes) -> frames.Request:
+        raise NotImplementedError
+
+    def write(self, line: bytes) -> None:
+        """Put one encoded push (terminator included) on the wire."""
+        raise NotImplementedError
+
+    def shut(self) -> None:
+        """End the connection once what was written is out."""
+        raise NotImplementedError
+
+    # ---- the session ----
+
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is ending: nothing more from it is processed."""
+        return self._closing
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the transport's buffer is full (the client is not reading)."""
+        return self._paused
+
+    def admit(self) -> bool:
+        """Admit the socket when this is its outermost protocol; False: refused (closed)."""
         if self.admission is not None:
             if not self.admission.admit(self.transport):
                 self._closing = True
-                return
+                return False
             self._admitted = True
+        return True
+
+    def start(self) -> None:
+        """The client is connected (its handshakes done): watch output, join the hub."""
         if ISSLTransport.providedBy(self.transport):
             self.identity = peer_identity(self.transport.getPeerCertificate())
         self.transport.registerProducer(self, True)
         self.hub.join(self)
 
-    def dataReceived(self, data: bytes) -> None:
+    def received(self, data: bytes) -> None:
         if self._closing:
             return
         self.bytes_in += len(data)
@@ -133,7 +180,7 @@ class NeaConnection(Protocol):
         if self._throttled is not None:
             self._held.append(data)  # a TLS layer may still hand over what it decrypted
             return
-        self._consume(self._lines.feed(data))
+        self._consume(self.units(data))
 
     def _consume(self, lines: Iterator[bytes]) -> None:
         """Handle lines while the bucket allows; past it, keep the rest and stop reading."""
@@ -149,9 +196,9 @@ class NeaConnection(Protocol):
                         self._throttle(itertools.chain((line,), lines))
                         return
                     bucket.tokens -= 1
-                self._handle(line)
+                self.hub.handle(self, self.decode(line))
         except LineTooLong:
-            self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self._lines.max_length} bytes")
+            self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
 
     def _throttle(self, rest: Iterator[bytes]) -> None:
         self._throttled = rest
@@ -164,31 +211,20 @@ class NeaConnection(Protocol):
         rest, self._throttled = self._throttled, None
         self._consume(rest)
         while self._held and self._throttled is None and not self._closing:
-            self._consume(self._lines.feed(self._held.popleft()))
+            self._consume(self.units(self._held.popleft()))
         if self._throttled is None and not self._closing:
             self.transport.resumeProducing()
             if self._input_ended:
                 self._end_of_input()
 
-    def _handle(self, line: bytes) -> None:
-        request = codec.decode_request(line, self.profile)
-        if (
-            self.encoding is Encoding.TEXT
-            and self.profile.json
-            and line[:1] == b"{"
-            and not (isinstance(request, frames.Invalid) and request.error is errors.BAD_JSON)
-        ):
-            self.encoding = Encoding.JSON
-        self.hub.handle(self, request)
-
-    def readConnectionLost(self) -> None:
-        """The client sends no more: finish its last line, answer, then close."""
+    def end_of_input(self) -> None:
+        """The client sends no more: finish its last unit, answer, then close."""
         self._input_ended = True
         if self._throttled is None:
             self._end_of_input()
 
     def _end_of_input(self) -> None:
-        last = self._lines.finish()
+        last = self.finish()
         if last is not None and not self._closing:
             self._consume(iter((last,)))
         if self._throttled is not None or self._closing:
@@ -196,9 +232,6 @@ class NeaConnection(Protocol):
         self.hub.input_ended(self)
         if not self._closing:
             self._timer = self.hub.clock.callLater(HALF_CLOSE_LINGER, self.close)
-
-    def writeConnectionLost(self) -> None:
-        """Not called: nea never half-closes its own side."""
 
     def connectionLost(self, reason) -> None:
         self._closing = True
@@ -228,7 +261,7 @@ class NeaConnection(Protocol):
             if self._unflushed > self.max_outbound:
                 self._drop_slow_consumer()
                 return
-        self.transport.write(line)
+        self.write(line)
 
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding))
@@ -239,9 +272,7 @@ class NeaConnection(Protocol):
         self._closing = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        # TLS will not start its shutdown while a producer is registered.
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        self.shut()
         self._timer = self.hub.clock.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
 
     def abort(self) -> None:
@@ -266,6 +297,54 @@ class NeaConnection(Protocol):
 
     def stopProducing(self) -> None:
         self._closing = True
+
+
+@implementer(IHalfCloseableProtocol)
+class NeaConnection(Session):
+    """The line framing: one request per line, one push per line."""
+
+    def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
+                 admission: Admission | None = None) -> None:
+        super().__init__(hub, profile, limits, admission)
+        self._lines = LineBuffer(limits.max_line)
+
+    def connectionMade(self) -> None:
+        if self.admit():
+            self.start()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received(data)
+
+    def readConnectionLost(self) -> None:
+        self.end_of_input()
+
+    def writeConnectionLost(self) -> None:
+        """Not called: nea never half-closes its own side."""
+
+    def units(self, data: bytes) -> Iterator[bytes]:
+        return self._lines.feed(data)
+
+    def finish(self) -> bytes | None:
+        return self._lines.finish()
+
+    def decode(self, line: bytes) -> frames.Request:
+        request = codec.decode_request(line, self.profile)
+        if (
+            self.encoding is Encoding.TEXT
+            and self.profile.json
+            and line[:1] == b"{"
+            and not (isinstance(request, frames.Invalid) and request.error is errors.BAD_JSON)
+        ):
+            self.encoding = Encoding.JSON
+        return request
+
+    def write(self, line: bytes) -> None:
+        self.transport.write(line)
+
+    def shut(self) -> None:
+        # TLS will not start its shutdown while a producer is registered.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
 
 class NeaFactory(Factory):

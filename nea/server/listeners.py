@@ -39,6 +39,8 @@ DEFAULT_LISTEN = (
 
 # Endpoint types whose listen(2) backlog Twisted lets a string set (default 50).
 _BACKLOG_TYPES = {"tcp", "ssl", "tcp6"}
+#: What may follow a profile name, each after a '+'.
+_OPTIONS = ("proxy", "ws")
 #: The fields of an ``ssl:`` string that belong to its TLS layer, not to its TCP port.
 _TLS_FIELDS = ("privateKey", "certKey", "extraCertChain")
 
@@ -57,11 +59,14 @@ class Listen:
     endpoint: str
     #: Each connection starts with a PROXY header (the listener is behind a load balancer).
     proxy: bool = False
+    #: Clients speak WebSocket (``ws://``, ``wss://`` on an ``ssl:`` endpoint), not lines.
+    websocket: bool = False
 
     @classmethod
     def parse(cls, value: str) -> "Listen":
         """``relay=tcp:8001`` -> profile relay on tcp:8001; a bare endpoint is profile nea;
-        ``relay+proxy=...`` also reads a PROXY header first.
+        ``relay+proxy=...`` also reads a PROXY header first; ``chat+ws=...`` serves
+        WebSocket clients (options combine: ``chat+proxy+ws=...``).
 
         An endpoint type never contains '=', so an '=' in the first ':'-separated
         field can only be the profile prefix.
@@ -70,14 +75,17 @@ class Listen:
         if "=" not in head:
             return cls(profiles.NEA, value)
         prefix, _, endpoint = value.partition("=")
-        name, plus, option = prefix.partition("+")
+        name, *options = prefix.split("+")
         if name not in profiles.BY_NAME:
             raise ValueError(
                 f"unknown profile {name!r}; choose one of {', '.join(profiles.BY_NAME)}"
             )
-        if plus and option != "proxy":
-            raise ValueError(f"unknown listener option {option!r}; the one there is: +proxy")
-        return cls(profiles.BY_NAME[name], endpoint, proxy=bool(plus))
+        for option in options:
+            if option not in _OPTIONS:
+                raise ValueError(f"unknown listener option {option!r}; there are: "
+                                 + ", ".join(f"+{o}" for o in _OPTIONS))
+        return cls(profiles.BY_NAME[name], endpoint, proxy="proxy" in options,
+                   websocket="ws" in options)
 
     def with_backlog(self, backlog: int) -> str:
         return with_backlog(self.endpoint, backlog)
@@ -284,7 +292,8 @@ class ClientListener(ListeningService):
 
     def announce(self, address) -> None:
         log.info("listening: profile {profile}, {transport} on {address}",
-                 profile=self.listen.profile.name, transport=self.listen.transport,
+                 profile=self.listen.profile.name,
+                 transport=self.listen.transport + ("+ws" if self.listen.websocket else ""),
                  address=address_text(address), port=getattr(address, "port", None))
 
 

@@ -13,6 +13,7 @@ from nea.server.service import DRAIN_GRACE
 from nea.server.listeners import DEFAULT_BACKLOG, DEFAULT_LISTEN, DEV_CERTS, Listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
+from nea.server.websocket import parse_origins
 
 
 def _positive(kind):
@@ -143,6 +144,11 @@ class Options(usage.Options):
          "as long.", _positive(float)],
         ["http-max-connections", None, DEFAULT_MAX_CONNECTIONS, "HTTP API connections open at "
          "once; past it new ones are closed at accept.", _positive(int)],
+        ["ws-allowed-origins", None, None, "Comma-separated Origin values (e.g. "
+         "https://chat.example.com) whose pages may open WebSocket connections, on /ws and "
+         "on +ws listeners; '*' allows any. Default: only pages of the host the client "
+         "connects to (its Host header). Clients that send no Origin (programs, not "
+         "browsers) are always allowed; a refused one gets HTTP 403.", parse_origins],
         ["relay-timeout", None, DEFAULT_RELAY_TIMEOUT, "Seconds POST /relay waits for the ok "
          "before it answers 504.", _positive(float)],
     ]
@@ -158,10 +164,12 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
     opt_listen.__doc__ = (
-        "[PROFILE[+proxy]=]ENDPOINT to listen on; repeat for several. PROFILE is nea (default), "
-        "relay or chat; +proxy: every connection starts with a PROXY header (v1 or v2, as "
-        "HAProxy's send-proxy-v2 sends it, read before TLS), so client addresses and per-IP "
-        "limits are the real clients' (no valid header within --handshake-timeout: closed). "
+        "[PROFILE[+proxy][+ws]=]ENDPOINT to listen on; repeat for several. PROFILE is nea "
+        "(default), relay or chat; +proxy: every connection starts with a PROXY header (v1 or "
+        "v2, as HAProxy's send-proxy-v2 sends it, read before TLS), so client addresses and "
+        "per-IP limits are the real clients' (no valid header within --handshake-timeout: "
+        "closed); +ws: clients speak WebSocket (JSON frames in text messages; wss:// on an "
+        "ssl: endpoint), its opening handshake also due within --handshake-timeout. "
         "ENDPOINT is a Twisted endpoint string, e.g. tcp:8000:interface=127.0.0.1, "
         "ssl:3443:privateKey=key.pem:certKey=cert.pem or systemd:domain=INET:index=0. "
         "Default: ssl:3443 with the development certificates; any --listen replaces that "

@@ -14,6 +14,7 @@ from nea.core.hub import Hub, HubConfig
 from nea.http.site import http_listener
 from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, NeaFactory
+from nea.server import websocket
 from nea.server.console import ConsoleService
 from nea.server.listeners import ClientListener, ListeningService
 from nea.http.auth import read_token_file
@@ -171,7 +172,11 @@ def makeService(config, reactor=None) -> InstanceService:
     )
     for listen in config["listen"]:
         tls = listen.tls_files() is not None
-        factory = NeaFactory(hub, listen.profile, limits, None if tls else admission)
+        if listen.websocket:
+            factory = websocket.listener_factory(hub, listen.profile, config,
+                                                 None if tls else admission)
+        else:
+            factory = NeaFactory(hub, listen.profile, limits, None if tls else admission)
         listener = ClientListener(reactor, listen, config["backlog"], factory,
                                   admission, gate, config["handshake-timeout"], tls_policy)
         listener.setServiceParent(instance)

@@ -97,6 +97,27 @@ def decode_request(line: bytes, profile: Profile) -> frames.Request:
         request = _decode_json(text)
     else:
         request = _decode_text(text, profile)
+    return _checked(request, profile)
+
+
+def decode_message(payload: bytes, binary: bool, profile: Profile) -> frames.Request:
+    """Turn one WebSocket message into the request it makes under ``profile``.
+
+    A message is always a JSON frame, whatever the profile: WebSocket clients are
+    programs, and a message needs no text verbs to be told from a push. JSON
+    travels in text messages; a binary one, or text that is no JSON object, is
+    ``bad_json``, as a malformed JSON line is.
+    """
+    if binary:
+        return frames.Invalid(errors.BAD_JSON, "send JSON frames as text messages, not binary")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:  # only where the WebSocket layer does not check it
+        return frames.Invalid(errors.BAD_UTF8, f"invalid byte at offset {e.start}")
+    return _checked(_decode_json(text), profile)
+
+
+def _checked(request: frames.Request, profile: Profile) -> frames.Request:
     if type(request) not in profile.allowed:
         return frames.Invalid(
             errors.NOT_IN_PROFILE, f"the {profile.name!r} profile does not offer this"

@@ -1,0 +1,29 @@
+"""``/ws``: WebSocket clients on the HTTP API's port, of the profile ``?profile=`` names.
+
+The opening handshake arrives as an HTTP request; autobahn's `WebSocketResource`
+then takes the socket over from twisted.web, and from there on it is a client
+connection like any other (`nea.server.websocket`), counted by the hub, no longer
+one of the API's HTTP connections.
+"""
+
+from autobahn.twisted.resource import WebSocketResource
+
+from nea.core.hub import Hub
+from nea.server.websocket import WebSocketFactory, settings_for
+from nea.wire import profiles
+
+
+class WebSocketEndpoint(WebSocketResource):
+    def render(self, request):
+        channel = request.channel
+        channel.site.hand_over(channel)
+        if channel.transport is not None:
+            # The WebSocket session watches the socket's buffer in the channel's place.
+            channel.transport.unregisterProducer()
+        return super().render(request)
+
+
+def websocket_endpoint(hub: Hub, config) -> WebSocketEndpoint:
+    """``/ws`` for nea-server options ``config`` (default profile nea)."""
+    settings = settings_for(config, profiles.NEA, choose_profile=True)
+    return WebSocketEndpoint(WebSocketFactory(hub, settings))
