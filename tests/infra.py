@@ -14,7 +14,7 @@ import txredisapi
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from nea.cluster.link import RedisFactory, Subscriber
+from nea.cluster.redisproto import RedisFactory, Subscriber
 from nea.wire import frames
 from tests import support
 

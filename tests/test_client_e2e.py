@@ -11,7 +11,6 @@ from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertifi
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
-from nea.client.backoff import Backoff
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
 from nea.client.status import StatusError, fetch_status
@@ -19,6 +18,7 @@ from nea.server.connection import NeaFactory
 from nea.tls import devcerts
 from nea.tls.client import client_endpoint, client_tls_options
 from nea.wire import profiles
+from nea.wire.backoff import Backoff
 from tests.support import WAIT, certs, daemon_env, settle, start_server, tls_listen
 
 #: Short delays so that every reconnect in these tests takes a fraction of a second.

@@ -6,10 +6,10 @@ import typing
 from twisted.internet import error
 from twisted.trial import unittest
 
-from nea.client.backoff import Backoff
 from nea.client.interactive import InteractiveClient, format_push
 from nea.client.redial import DialConfig
 from nea.wire import codec, frames
+from nea.wire.backoff import Backoff
 from nea.wire.frames import Encoding
 from tests.fakes import FakeNetwork
 

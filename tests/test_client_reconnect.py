@@ -10,8 +10,8 @@ import random
 
 from twisted.trial import unittest
 
-from nea.client.backoff import Backoff
 from nea.client.redial import DialConfig, Redialer
+from nea.wire.backoff import Backoff
 from tests.fakes import FakeNetwork
 
 #: Exact delays (no jitter): 0.5, 1, 2, 4, 8, 16, 30, ...; prompt 1.
@@ -142,34 +142,13 @@ class ReconnectTests(FakeServerMixin, unittest.TestCase):
         self.net.drop()
         self.assertEqual(client.delays[-1], 0.5)
 
-    def test_the_prompt_delay_never_exceeds_the_cap(self):
-        backoff = Backoff(initial=0.05, maximum=0.3, jitter=0.0)
-        self.assertEqual(backoff.prompt_delay(random.Random(1)), 0.3)
-        self.assertRaises(ValueError, Backoff, prompt=0)
 
-
-class ReasonTests(FakeServerMixin, unittest.TestCase):
-    """What a retry says, for the person watching."""
-
-    def test_a_plain_link_closed_before_a_word_may_be_a_tls_port(self):
-        client = self.make(tls=False)
-        self.net.accept()
-        self.net.drop()
-        self.assertEqual(
-            client.whys,
-            [
-                "closed by the server before it sent anything: "
-                "if the port wants TLS, leave out --plain"
-            ],
-        )
-
-    def test_a_link_closed_after_a_line_is_just_closed(self):
-        client = self.make(tls=False)
-        self.session(held=0.0, last_words=b"2026-11-21\n")
-        self.assertEqual(client.whys, ["closed by the server"])
-
-    def test_a_tls_link_closed_before_a_word_gets_no_plain_hint(self):
-        client = self.make(tls=True)
-        self.net.accept()
-        self.net.drop()
-        self.assertEqual(client.whys, ["closed by the server"])
+class GeneratorTests(unittest.TestCase):
+    def test_each_client_has_its_own_generator_unless_given_one(self):
+        net = FakeNetwork()
+        dial = DialConfig(tls=False)
+        one, other = Redialer(net.endpoint, net.reactor, dial), Redialer(net.endpoint, net.reactor, dial)
+        self.assertIsInstance(one.rng, random.Random)
+        self.assertIsNot(one.rng, other.rng)
+        rng = random.Random(1)
+        self.assertIs(Redialer(net.endpoint, net.reactor, dial, rng).rng, rng)

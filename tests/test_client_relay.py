@@ -1,4 +1,4 @@
-"""The relay client's state machine and its backoff, without sockets (Clock + StringTransport)."""
+"""The relay client's state machine, without sockets (Clock + StringTransport)."""
 
 import random
 
@@ -6,46 +6,13 @@ from service_identity import VerificationError
 from twisted.internet import error
 from twisted.trial import unittest
 
-from nea.client.backoff import Backoff
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
+from nea.wire.backoff import Backoff
 from tests.fakes import FakeNetwork
 
 #: No jitter, so that delays are exact: 1, 2, 4, 4, ...
 STEADY = Backoff(initial=1.0, factor=2.0, maximum=4.0, jitter=0.0)
-
-
-class BackoffTests(unittest.TestCase):
-    def test_grows_then_stays_at_the_cap(self):
-        backoff = Backoff(initial=0.5, factor=2.0, maximum=3.0, jitter=0.0)
-        rng = random.Random(1)
-        self.assertEqual(
-            [backoff.delay(n, rng) for n in range(6)], [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
-        )
-
-    def test_huge_attempt_numbers_stay_capped(self):
-        self.assertEqual(Backoff(maximum=30.0).ceiling(10**6), 30.0)
-
-    def test_jitter_stays_within_bounds_and_varies(self):
-        backoff = Backoff(initial=1.0, factor=2.0, maximum=8.0, jitter=0.5)
-        rng = random.Random(7)
-        for attempt in range(6):
-            ceiling = backoff.ceiling(attempt)
-            delays = [backoff.delay(attempt, rng) for _ in range(200)]
-            self.assertTrue(all(ceiling * 0.5 <= d <= ceiling for d in delays), delays)
-            self.assertGreater(len(set(delays)), 100)
-            # Spread over the whole range, not bunched at one end.
-            self.assertLess(min(delays), ceiling * 0.6)
-            self.assertGreater(max(delays), ceiling * 0.9)
-
-    def test_rejects_nonsense(self):
-        for bad in (
-            dict(initial=0),
-            dict(initial=5, maximum=1),
-            dict(factor=0.5),
-            dict(jitter=1.5),
-        ):
-            self.assertRaises(ValueError, Backoff, **bad)
 
 
 class Recorder(RelayObserver):

@@ -1,12 +1,14 @@
-"""`RedisLink` without Redis: reconnection, batching and parsing, on fake clocks.
+"""`RedisLink` without Redis: reconnection, batching and timeouts, on fake clocks.
 
 While Redis is unreachable (a `MemoryReactorClock` refusing every connection
 attempt while 60 seconds of clock time pass): capped backoff, no busy loop, one
-log line. The real connection is tested in test_cluster_redis.py.
+log line. While it is hung (connected, never answering): each wait times out on
+the link's clock and the connections are aborted. The real connection is tested
+in test_cluster_redis.py; the parsing in test_cluster_redisproto.py.
 """
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
@@ -14,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nea.cluster.batch import MAX_BATCH, MAX_BATCH_BYTES, Batcher
-from nea.cluster.link import RedisLink, RedisFactory, Subscriber
+from nea.cluster.link import REPLY_TIMEOUT, RedisLink
 from nea.cluster.names import RedisAddress
 
 
@@ -138,16 +140,94 @@ class Batching(unittest.TestCase):
         self.assertEqual(told, [])
 
 
-class WholeReads(unittest.TestCase):
-    def test_every_message_of_a_read_is_handled_in_that_read(self):
-        received = []
-        factory = RedisFactory(Subscriber, None, lambda channel, data: received.append(data))
-        subscriber = factory.buildProtocol(None)
-        subscriber.makeConnection(StringTransport())
-        read = b"".join(
-            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$%d\r\n%s\r\n" % (len(m), m)
-            for m in (b"one", b"two", b"three" * 50, b"four")
+class TCPTransport(StringTransport):
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+class Beating(Listener):
+    """Beats with a real command, so a Redis that stops answering hangs the beat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.downs = 0
+
+    def link_down(self) -> None:
+        self.downs += 1
+
+    def beat(self, redis):
+        return redis.ping()
+
+
+class HungRedis(unittest.TestCase):
+    """Redis accepts, then stops answering: timed out on the link's own clock, aborted."""
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.listener = Beating()
+        self.link = RedisLink(
+            self.reactor, RedisAddress("127.0.0.1", 1), ["ch"], self.listener, interval=0.5,
         )
-        subscriber.dataReceived(read[:10])
-        subscriber.dataReceived(read[10:])
-        self.assertEqual(received, ["one", "two", "three" * 50, "four"])
+        self.transports = []
+
+    def accept(self):
+        """Complete the latest connection attempt; its protocol (endpoint-wrapped)."""
+        factory = self.reactor.tcpClients[-1][2]
+        wrapper = factory.buildProtocol(None)
+        transport = TCPTransport()
+        wrapper.makeConnection(transport)
+        self.transports.append(transport)
+        return wrapper, transport
+
+    def join(self):
+        """Start the link and answer until it is up: SELECT, then SUBSCRIBE."""
+        self.link.start()
+        commands, transport = self.accept()
+        self.assertIn(b"SELECT", transport.value())
+        commands.dataReceived(b"+OK\r\n")
+        subscriber, transport = self.accept()
+        self.assertIn(b"SUBSCRIBE", transport.value())
+        subscriber.dataReceived(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n")
+        return commands, subscriber
+
+    def test_a_beat_without_reply_takes_the_link_down_after_the_reply_timeout(self):
+        commands, subscriber = self.join()
+        self.assertTrue(self.link.up)
+        self.assertIn(b"PING", self.transports[0].value())  # the first beat, never answered
+        self.reactor.advance(REPLY_TIMEOUT - 0.01)
+        self.assertTrue(self.link.up)
+        self.reactor.advance(0.01)
+        self.assertFalse(self.link.up)
+        self.assertEqual((self.listener.ups, self.listener.downs), (1, 1))
+        self.assertTrue(all(t.disconnected for t in self.transports))  # aborted: Redis may not read
+        for protocol in (commands, subscriber):
+            protocol.connectionLost(Failure(ConnectionLost()))
+        dials = len(self.reactor.tcpClients)
+        self.reactor.advance(0.5)  # the first backoff: one interval
+        self.assertEqual(len(self.reactor.tcpClients), dials + 1)
+
+    def test_a_select_without_reply_is_a_failed_attempt(self):
+        self.link.start()
+        commands, transport = self.accept()
+        self.reactor.advance(REPLY_TIMEOUT)
+        self.assertTrue(transport.disconnected)
+        self.assertFalse(self.link.up)
+        self.assertEqual(self.listener.ups, 0)
+        commands.connectionLost(Failure(ConnectionLost()))
+        self.reactor.advance(0.5)
+        self.assertEqual(len(self.reactor.tcpClients), 2)  # tried again after the backoff
+
+    def test_a_publish_without_reply_fails_when_the_beat_does(self):
+        commands, subscriber = self.join()
+        commands.dataReceived(b"+PONG\r\n")
+        reached = []
+        self.link.publish("ch", "data", reached.append)
+        self.reactor.advance(0)
+        self.assertIn(b"PUBLISH", self.transports[0].value())
+        for _ in range(round((0.5 + REPLY_TIMEOUT) / 0.1) + 1):  # the next beat, and its timeout
+            self.reactor.advance(0.1)
+        self.assertFalse(self.link.up)
+        for protocol in (commands, subscriber):
+            protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(reached, [])  # no receiver count for a PUBLISH that got no reply
+        self.assertEqual(self.listener.downs, 1)

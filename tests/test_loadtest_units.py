@@ -20,6 +20,7 @@ from nea.loadtest.client import (
 )
 from nea.loadtest.tally import Tally, percentiles
 from nea.loadtest.worker import Schedule
+from nea.wire.codec import MAX_SERVER_LINE
 
 
 class DelayTests(unittest.TestCase):
@@ -143,6 +144,36 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(len(reactor.tcpClients), 2)
         self.assertEqual(dict(clients.tally.closes), {"connect_failed": 1})
 
+    def test_retries_wait_the_growing_jittered_backoff(self):
+        reactor, clients = client_set(retries=7)
+        RelayClient(clients, 0, "X").start()
+        waits = []
+        for _ in range(7):
+            reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionLost()))
+            failed_at, dials = reactor.seconds(), len(reactor.tcpClients)
+            for _ in range(3000):  # 3 s in 1 ms steps, past the 2 s cap
+                reactor.advance(0.001)
+                if len(reactor.tcpClients) > dials:
+                    break
+            waits.append(reactor.seconds() - failed_at)
+        for wait, ceiling in zip(waits, (0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0)):
+            self.assertTrue(ceiling / 2 - 0.002 <= wait <= ceiling + 0.002, (waits, ceiling))
+        self.assertGreater(len({round(w / c, 2) for w, c in zip(waits, (0.1, 0.2, 0.4))}), 1)
+
+    def test_an_endless_line_ends_the_attempt(self):
+        reactor, clients = client_set()
+        RelayClient(clients, 0, "X").start()
+        protocol, transport = connect(reactor)
+        chunk = b"m" * 65536
+        for _ in range(70):  # 4.4 MiB without a newline: more than any server line
+            protocol.dataReceived(chunk)
+            if transport.disconnected:
+                break
+        self.assertTrue(transport.disconnected)  # aborted, not left to grow
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(dict(clients.tally.closes), {"error": 1})
+        self.assertEqual(clients.tally.counts["unexpected"], 1)
+
 
 class SourceAddressTests(unittest.TestCase):
     def test_bound_sockets_leave_the_port_to_connect(self):
@@ -233,6 +264,19 @@ class StatusLineTests(unittest.TestCase):
     def test_a_listener_without_status_is_a_clear_error(self):
         answer = self.exchange(b"error not_in_profile the 'relay' profile understands only\n")
         self.assertIn("--status-port", str(self.failureResultOf(answer, status.StatusRefused).value))
+
+    def test_a_reply_split_over_reads(self):
+        answer = self.exchange(b'{"type":"sta', b'tus","payload":{"connections":2}}', b"\r\n")
+        self.assertEqual(self.successResultOf(answer), {"connections": 2})
+
+    def test_an_endless_line_fails_the_answer(self):
+        protocol = status.StatusLine()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"{" + b"x" * MAX_SERVER_LINE + b"\n")
+        self.assertTrue(transport.disconnected)  # aborted
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(protocol.answer, ConnectionLost)
 
 
 class ReportTests(unittest.TestCase):

@@ -17,12 +17,12 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 import nea
-from nea.client.backoff import Backoff
 from nea.client.interactive import InteractiveClient
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
 from nea.client.status import StatusError, fetch_status
 from nea.tls.client import DEFAULT_CA, TLSConfigError, client_endpoint, client_tls_options
+from nea.wire.backoff import Backoff
 from nea.wire.codec import LineBuffer, LineTooLong
 
 EXIT_OK = 0

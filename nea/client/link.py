@@ -21,11 +21,8 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from nea.wire import codec, frames
-from nea.wire.codec import LineBuffer, LineTooLong
+from nea.wire.codec import MAX_SERVER_LINE, LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
-
-#: Longest line a client accepts from a server (a cluster's status can be long).
-MAX_SERVER_LINE = 4 * 1024 * 1024
 
 
 @implementer(IHandshakeListener)

@@ -24,12 +24,10 @@ import attrs
 from twisted.internet import error
 from twisted.python.failure import Failure
 
-from nea.client.backoff import Backoff
 from nea.client.link import LinkFactory, ServerLink
 from nea.tls.client import verification_failure
 from nea.wire import errors, frames
-
-_SHARED_RNG = random.Random()
+from nea.wire.backoff import Backoff
 
 #: Errors after which the server closes the connection, perhaps without having served us.
 _REFUSALS = frozenset({errors.SERVER_FULL.code, errors.SHUTTING_DOWN.code})
@@ -103,9 +101,8 @@ class Redialer:
         self.endpoint = endpoint
         self.clock = clock
         self.dial = dial
-        # One generator for all clients unless told otherwise: a Random is ~2.5 KB,
-        # which a load test's 100,000 clients should not each carry.
-        self.rng = rng or _SHARED_RNG
+        #: Draws the backoff's jitter (and subclasses' random choices); seeded in tests.
+        self.rng = random.Random() if rng is None else rng
         self.link: ServerLink | None = None
         self.outcome: str | None = None
         #: A human explanation of the outcome, when there is more to say.

@@ -1,20 +1,26 @@
 """One instance's connection to Redis, kept up through outages.
 
-Two txredisapi connections: one for commands (heartbeats, PUBLISH) and one
-subscribed to this instance's channels. They are up or down together: losing
-either drops both, so "up" always means "subscribed and able to publish".
+Two txredisapi connections (`nea.cluster.redisproto`): one for commands
+(heartbeats, PUBLISH) and one subscribed to this instance's channels. They are
+up or down together: losing either drops both, so "up" always means
+"subscribed and able to publish".
 
 A `LoopingCall` ticks every heartbeat interval. While up, a tick runs the
 listener's beat; while down, a tick reconnects when the backoff allows (the
-interval doubling per failure, capped at ``max_backoff``). txredisapi does not
-re-subscribe after a reconnect, so the link makes fresh connections and
-subscribes itself. The tick never raises (a LoopingCall that raises stops for
-good) and never overlaps a previous tick; every Redis wait has a timeout, so a
-hung Redis is an outage like any other. Transitions are logged once each.
+interval doubling per failure, capped at ``max_backoff``, not jittered).
+txredisapi does not re-subscribe after a reconnect, so the link makes fresh
+connections and subscribes itself. The tick never raises (a LoopingCall that
+raises stops for good) and never overlaps a previous tick.
+
+Every Redis wait has a timeout on the link's reactor: connecting, subscribing,
+each beat and the leave. A PUBLISH has none of its own: it shares the command
+connection with the beats, so a PUBLISH that gets no reply is followed by a beat
+that gets none either, and the link going down fails it. So a hung Redis is an
+outage like any other, and its connections are aborted. Transitions are logged
+once each.
 """
 
-import txredisapi
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -22,6 +28,8 @@ from typing import Protocol as TypingProtocol
 
 from nea.cluster.batch import Batcher, Reached
 from nea.cluster.names import RedisAddress
+from nea.cluster.redisproto import Commands, RedisFactory, Subscriber
+from nea.wire.backoff import Backoff
 
 log = Logger()
 
@@ -45,62 +53,6 @@ class LinkListener(TypingProtocol):
     def leave(self, redis) -> defer.Deferred: ...
 
 
-class RedisFactory(protocol.Factory):
-    """Builds one txredisapi protocol, with the factory attributes its protocols use."""
-
-    isLazy = False
-    noisy = False
-
-    def __init__(self, kind, dbid: int | None, on_message=None) -> None:
-        self.kind = kind
-        self.dbid = dbid
-        self.on_message = on_message
-
-    def buildProtocol(self, addr):
-        redis = self.kind(
-            charset="utf-8", replyTimeout=REPLY_TIMEOUT, dbid=self.dbid, convertNumbers=False
-        )
-        redis.factory = self
-        return redis
-
-    def stopTrying(self) -> None:
-        """txredisapi calls this when SELECT fails; the link does its own retrying."""
-
-    def connectionError(self, why: str) -> None:
-        log.error("redis refused the connection: {why}", why=why)
-
-
-class _WholeReads:
-    """Parse everything a read brought, now.
-
-    After each bulk string txredisapi stops reading and leaves the rest of the
-    read to a later reactor turn (to avoid recursing): three turns per pub/sub
-    message, which under load makes Redis the slowest hop by far. Here the rest
-    goes back through the parser in a loop instead.
-    """
-
-    _rest = b""
-
-    def setLineMode(self, extra=b"") -> None:
-        self.line_mode = 1
-        self._rest = extra
-
-    def dataReceived(self, data, unpause=False) -> None:
-        while data:
-            self._rest = b""
-            super().dataReceived(data)
-            data = self._rest
-
-
-class _Commands(_WholeReads, txredisapi.RedisProtocol):
-    pass
-
-
-class Subscriber(_WholeReads, txredisapi.SubscriberProtocol):
-    def messageReceived(self, pattern, channel, message) -> None:
-        self.factory.on_message(channel, message)
-
-
 class RedisLink:
     def __init__(
         self,
@@ -116,7 +68,7 @@ class RedisLink:
         self.channels = channels
         self.listener = listener
         self.interval = interval
-        self.max_backoff = max_backoff
+        self.backoff = Backoff(initial=min(interval, max_backoff), maximum=max_backoff, jitter=0.0)
         self.up = False
         self._commands = None
         self._subscriber = None
@@ -196,8 +148,7 @@ class RedisLink:
 
     def _down(self, reason: str) -> None:
         self._failures += 1
-        delay = min(self.max_backoff, self.interval * 2 ** (self._failures - 1))
-        self._retry_at = self.reactor.seconds() + delay
+        self._retry_at = self.reactor.seconds() + self.backoff.ceiling(self._failures - 1)
         if not self._reported_down:
             self._reported_down = True
             log.warn(
@@ -205,7 +156,7 @@ class RedisLink:
                 " retrying every {cap:g}s at most",
                 address=str(self.address),
                 error=reason,
-                cap=self.max_backoff,
+                cap=self.backoff.maximum,
             )
         self._drop()
 
@@ -213,13 +164,13 @@ class RedisLink:
 
     @defer.inlineCallbacks
     def _connect(self):
-        self._commands = yield self._open(RedisFactory(_Commands, self.address.db))
+        self._commands = yield self._open(RedisFactory(Commands, self.address.db))
         self._subscriber = yield self._open(RedisFactory(Subscriber, None, self._received))
         yield self._subscriber.subscribe(self.channels).addTimeout(REPLY_TIMEOUT, self.reactor)
         for redis in (self._commands, self._subscriber):
             redis.whenDisconnected().addCallback(self._lost)
             if not redis.connected:
-                raise txredisapi.ConnectionError("connection lost while subscribing")
+                raise ConnectionError("connection lost while subscribing")
 
     @defer.inlineCallbacks
     def _open(self, factory: RedisFactory):
@@ -248,19 +199,22 @@ class RedisLink:
             self._down("connection lost")
 
     def _drop(self) -> None:
-        """Down: close whatever is still open and tell the listener (once)."""
+        """Down: abort whatever is still open (Redis may not be reading) and tell the listener (once)."""
         was_up, self.up = self.up, False
         self._batcher.discard()
-        self._close()
+        self._close(abort=True)
         if was_up:
             self.listener.link_down()
 
-    def _close(self):
+    def _close(self, abort: bool = False):
         waits = []
         for redis in (self._commands, self._subscriber):
             if redis is not None and redis.transport is not None and redis.connected:
                 waits.append(redis.whenDisconnected())
-                redis.transport.loseConnection()
+                if abort:
+                    redis.transport.abortConnection()
+                else:
+                    redis.transport.loseConnection()
         self._commands = self._subscriber = None
         return defer.DeferredList(waits).addTimeout(REPLY_TIMEOUT, self.reactor).addErrback(
             lambda _: None

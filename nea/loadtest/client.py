@@ -28,9 +28,11 @@ from zope.interface import implementer
 
 from nea.loadtest.delays import Delay
 from nea.loadtest.tally import Tally
+from nea.wire.backoff import Backoff
+from nea.wire.codec import MAX_SERVER_LINE, LineBuffer, LineTooLong
 
-BACKOFF_BASE = 0.1
-BACKOFF_CAP = 2.0
+#: Between a client's attempts: 0.1 s doubled per retry, at most 2 s, jittered down to half.
+BACKOFF = Backoff(initial=0.1, maximum=2.0, jitter=0.5)
 #: Linux: bind() takes only the address and the port is picked at connect(), with
 #: the whole 4-tuple known; so a source address's ports are shared among servers,
 #: and ports in TIME_WAIT towards this server are reused (net.ipv4.tcp_tw_reuse).
@@ -170,8 +172,7 @@ class RelayClient(ClientFactory):
         else:
             if self.attempt == 1:
                 clients.retrying += 1
-            backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self.attempt - 1))
-            clients.clock.callLater(backoff * clients.rng.uniform(0.5, 1.0), self._try)
+            clients.clock.callLater(BACKOFF.delay(self.attempt - 1, clients.rng), self._try)
 
     def _finish(self, outcome: str) -> None:
         clients = self.clients
@@ -218,7 +219,7 @@ class RelayConnection(Protocol):
 
     def __init__(self, client: RelayClient) -> None:
         self.client = client
-        self._tail = b""
+        self._lines = LineBuffer(MAX_SERVER_LINE)
         self._ending: str | None = None
         self._ready = False  # TCP connected and, with TLS, handshake done
         self._oks: list = []  # pending delayed ``ok Y`` calls
@@ -236,11 +237,15 @@ class RelayConnection(Protocol):
         self.client.ready()
 
     def dataReceived(self, data: bytes) -> None:
-        *lines, self._tail = (self._tail + data).split(b"\n")
-        for line in lines:
-            if self._ending is not None:
-                return
-            self._line(line.rstrip(b"\r"))
+        try:
+            for line in self._lines.feed(data):
+                if self._ending is not None:
+                    return
+                self._line(line)
+        except LineTooLong:  # no line of the protocol: a broken or hostile server
+            if self._ending is None:
+                self.client.clients.tally.count("unexpected")
+                self.end("error", abort=True)
 
     def _line(self, line: bytes) -> None:
         client = self.client

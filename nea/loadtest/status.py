@@ -12,8 +12,9 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer, task
-from twisted.internet.protocol import Factory
-from twisted.protocols.basic import LineReceiver
+from twisted.internet.protocol import Factory, Protocol
+
+from nea.wire.codec import MAX_SERVER_LINE, LineBuffer, LineTooLong
 
 STATUS_REQUEST = b'{"cmd":"status"}\n'
 
@@ -41,17 +42,22 @@ class StatusRefused(Exception):
     """The listener does not answer status (a ``relay`` or ``chat`` profile)."""
 
 
-class StatusLine(LineReceiver):
+class StatusLine(Protocol):
     """Sends the status request and fires ``answer`` with the first JSON reply."""
-
-    delimiter = b"\n"
-    MAX_LENGTH = 16 * 1024 * 1024
 
     def __init__(self) -> None:
         self.answer: defer.Deferred = defer.Deferred()
+        self._lines = LineBuffer(MAX_SERVER_LINE)
 
     def connectionMade(self) -> None:
-        self.sendLine(STATUS_REQUEST.rstrip(b"\n"))
+        self.transport.write(STATUS_REQUEST)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            for line in self._lines.feed(data):
+                self.lineReceived(line)
+        except LineTooLong:
+            self.transport.abortConnection()  # connectionLost fails ``answer``
 
     def lineReceived(self, line: bytes) -> None:
         if line.startswith(b"error ") and not self.answer.called:

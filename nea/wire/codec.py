@@ -14,6 +14,8 @@ from nea.wire.frames import Encoding
 from nea.wire.profiles import Profile
 
 DEFAULT_MAX_LINE = 64 * 1024
+#: Longest line a client accepts from a server (a cluster's status can be long).
+MAX_SERVER_LINE = 4 * 1024 * 1024
 
 
 class LineTooLong(Exception):
@@ -27,6 +29,8 @@ class LineBuffer:
     it raises `LineTooLong` (after the complete lines before it) as soon as a line
     is known to exceed ``max_length``.
     """
+
+    __slots__ = ("max_length", "_tail")  # one per connection: a load test holds 100,000
 
     def __init__(self, max_length: int = DEFAULT_MAX_LINE) -> None:
         self.max_length = max_length

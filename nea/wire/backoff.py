@@ -1,4 +1,12 @@
-"""Capped exponential backoff with jitter, as a value shared by many clients.
+"""The reconnect schedule: capped exponential backoff with jitter.
+
+The protocol asks every client that loses its server, or finds none, to come
+back on this schedule, growing per failed attempt up to a cap, and jittered so
+that clients cut off together (a server restart) do not all return in the same
+instant; a server that says ``shutting_down`` after serving is restarting, so
+its clients come back after the short ``prompt`` delay instead. nea-client and
+nea-loadtest follow it, and the cluster link uses it, without jitter, between
+attempts to reach Redis.
 
 The policy is immutable and holds no per-client state; each client keeps only
 its own attempt counter, so a load test's thousands of clients share one policy.
