@@ -5,7 +5,7 @@
 - `nea.cluster.members`: the table of live members;
 - `nea.cluster.outstanding`: the deliveries still out at other instances;
 - `nea.cluster.heartbeat`: the Redis commands of membership;
-- `nea.cluster.link`: the connections to Redis, kept up through outages;
+- `nea.cluster.redislink`: the connections to Redis, kept up through outages;
 - `nea.cluster.redisproto`: txredisapi's protocols, and all that relies on how they work inside;
 - `nea.cluster.batch`: one PUBLISH per channel and reactor turn;
 - `nea.cluster.redisbus`: `RedisBus`, the `nea.core.bus.Bus` built on all of the above;

@@ -50,7 +50,7 @@ class RedisBus:
         self.encode_record = encode_record
         self.namespace = namespace
         self.interval = interval
-        self.link = None  # a nea.cluster.link.RedisLink, set by nea.cluster.service
+        self.link = None  # a nea.cluster.redislink.RedisLink, set by nea.cluster.service
         self.run = ""
         self.table = MemberTable()
         self.outstanding = Outstanding()
@@ -134,7 +134,7 @@ class RedisBus:
         for text in self.outstanding.take(instance):
             self._relays.reforward(text, 0)
 
-    # ---- nea.cluster.link.LinkListener ----
+    # ---- nea.cluster.redislink.LinkListener ----
 
     def link_up(self) -> None:
         self.run = uuid.uuid4().hex[:12]

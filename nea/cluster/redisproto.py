@@ -12,7 +12,7 @@ tests/test_cluster_redisproto.py fails if the library changes under any of this:
 - **No global reactor.** txredisapi's timers (that re-feed, and the per-command
   ``replyTimeout``) run on the reactor it imports, not the one the link is
   given. With whole reads and ``replyTimeout=None`` it schedules nothing:
-  every wait on Redis is timed by `nea.cluster.link.RedisLink` on its own
+  every wait on Redis is timed by `nea.cluster.redislink.RedisLink` on its own
   reactor (a hung Redis is an outage like any other; a Clock in tests).
 - **The factory** (`RedisFactory`). txredisapi's protocols call
   ``factory.stopTrying()`` and ``factory.connectionError(why)``, and read

@@ -9,7 +9,7 @@ key and no subscription behind.
 """
 
 from nea.cluster.redisbus import RedisBus
-from nea.cluster.link import RedisLink
+from nea.cluster.redislink import RedisLink
 from nea.cluster.names import Namespace, RedisAddress
 
 

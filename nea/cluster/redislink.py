@@ -40,7 +40,7 @@ REPLY_TIMEOUT = 3.0
 
 
 class LinkListener(TypingProtocol):
-    """What the link drives (implemented by `nea.cluster.bus.RedisBus`)."""
+    """What the link drives (implemented by `nea.cluster.redisbus.RedisBus`)."""
 
     def link_up(self) -> None: ...
 

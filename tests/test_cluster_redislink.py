@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nea.cluster.batch import MAX_BATCH, MAX_BATCH_BYTES, Batcher
-from nea.cluster.link import REPLY_TIMEOUT, RedisLink
+from nea.cluster.redislink import REPLY_TIMEOUT, RedisLink
 from nea.cluster.names import RedisAddress
 
 
