@@ -37,6 +37,14 @@ class StoreContract:
         self.assertEqual(back[0].time.utcoffset().total_seconds(), 0)
 
     @defer.inlineCallbacks
+    def test_any_text_is_stored_and_read_back_as_it_was_answered(self):
+        odd = [Line(Kind.CHAT, "nul\x00name", "nul \x00 and a lone surrogate \ud800", SAID)]
+        stored = yield self.store.append(odd + lines("next"))
+        self.assertEqual((yield self.store.since(0, 10)), stored)
+        self.assertEqual(stored[0].text[:4], "nul ")
+        self.assertEqual(stored[1].text, "next")
+
+    @defer.inlineCallbacks
     def test_since_gives_exactly_the_lines_after_the_id(self):
         ids = yield self.fill(10)
         got = yield self.store.since(ids[2], 4)

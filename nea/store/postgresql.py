@@ -68,6 +68,10 @@ class PostgreSQL(Dialect):
         connection.commit()
         return connection
 
+    def clean(self, text: str) -> str:
+        # PostgreSQL's text cannot hold NUL.
+        return super().clean(text).replace("\x00", "\ufffd")
+
     def lock_schema(self, cursor) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
 

@@ -20,6 +20,7 @@ this nea knows is refused.
 from datetime import datetime
 from typing import Sequence
 
+import attrs
 from twisted.internet import defer
 
 from nea.store.lines import MAX_ID, Kind, Line, StoredLine, StoreError, check_count
@@ -57,6 +58,14 @@ class Dialect:
     def insert(self, cursor, rows: list[tuple]) -> list[int]:
         """Insert ``rows`` (kind, name, body, said_at) in order; their ids."""
         raise NotImplementedError
+
+    def clean(self, text: str) -> str:
+        """``text`` as the database can hold it: lone surrogates (no UTF-8) become U+FFFD.
+
+        One client's odd line must not fail the batch it is in, and degrade
+        history for everyone.
+        """
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
     def to_db(self, time: datetime):
         return time
@@ -159,6 +168,9 @@ def _migrate(cursor, dialect: Dialect) -> None:
 def _append(cursor, dialect: Dialect, lines: list[Line]) -> list[StoredLine]:
     if not lines:
         return []
+    # What is fanned out is what was stored, cleaned or not.
+    lines = [attrs.evolve(line, name=line.name and dialect.clean(line.name),
+                          text=dialect.clean(line.text)) for line in lines]
     rows = [(line.kind.value, line.name, line.text, dialect.to_db(line.time)) for line in lines]
     ids = dialect.insert(cursor, rows)
     return [line.stored(id) for line, id in zip(lines, ids)]

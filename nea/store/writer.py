@@ -18,6 +18,7 @@ when the store answers after all.
 """
 
 import collections
+import itertools
 
 import attrs
 from twisted.internet import defer
@@ -110,7 +111,7 @@ class StoreWriter:
     def _pump(self) -> None:
         if self._writing or not self._queue or self.state != OK:
             return
-        lines = [line for line, _ in list(self._queue)[:self.batch]]
+        lines = [line for line, _ in itertools.islice(self._queue, self.batch)]
         self._writing = len(lines)
         attempt = self._attempt
         # A deadline of our own rather than cancelling the write: a late answer is still told.
