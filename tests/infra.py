@@ -5,6 +5,7 @@ and stopped at cleanup. Readiness is waited for by polling with a deadline, neve
 by sleeping; a program that dies while we wait fails the test with its output.
 """
 
+import atexit
 import glob
 import os
 import pwd
@@ -351,6 +352,7 @@ def postgresql_template() -> Path:
     if _postgresql_template is None:
         user = _postgresql_user()
         parent = Path(tempfile.mkdtemp(prefix="nea-pg-template-"))
+        atexit.register(shutil.rmtree, parent, ignore_errors=True)
         _chown_tree(parent, user)
         data = parent / "data"
         subprocess.run(
