@@ -6,9 +6,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the test suite starts for real (redis-server, haproxy, and
-# chromium for the status page), or calls as a user would (openssl s_client, curl).
-SYSTEM_PACKAGES := redis-server haproxy chromium openssl curl
+# Debian packages the test suite starts for real (redis-server, haproxy, postgresql
+# for the history store, and chromium for the status page), or calls as a user would
+# (openssl s_client, curl). postgresql's programs land in /usr/lib/postgresql/VERSION/bin,
+# off PATH: tests/infra.py looks there.
+SYSTEM_PACKAGES := redis-server haproxy postgresql chromium openssl curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Test modules to run; `make test TESTS=tests.test_codec` runs one.
 TESTS ?= tests

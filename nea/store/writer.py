@@ -1,0 +1,207 @@
+"""Between the chat room and the store: lines are stored in order, and live chat never waits long.
+
+The chat room hands each line to `StoreWriter.write` and fans it out when the
+Deferred fires: with a `StoredLine` (stored, with the store's id) or with the
+`Line` itself (``id`` None: not stored). Deferreds fire in the order the lines
+were written, so lines said on one instance are fanned out in the order said.
+
+Lines wait in a queue of at most ``bound`` lines, written in batches (one
+transaction each) with a deadline. When a write fails or times out, or the queue
+is full, the writer is *degraded*: every line in the queue is released unsaved
+at once, in order, and so is every later line, without waiting, until a probe
+of the store (retried with exponential backoff on the injected reactor)
+succeeds. Unsaved lines are counted, and nothing is kept for later.
+
+A write abandoned at its deadline may still commit: those lines were fanned out
+unsaved and are then in history too. The writer counts them (``stored_late``)
+when the store answers after all.
+"""
+
+import collections
+import itertools
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from nea.store.lines import HistoryStore, Line, StoredLine
+
+log = Logger()
+
+OK, DEGRADED, OFF = "ok", "degraded", "off"
+#: Lines that may wait for the store; past it the writer degrades.
+BOUND = 1000
+#: Lines per append (one transaction).
+BATCH = 100
+#: Seconds a write, or a probe, may take.
+TIMEOUT = 2.0
+#: Seconds before the first probe after a failure, and at most between probes.
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0
+
+
+@attrs.frozen
+class StoreStatus:
+    """What status and health checks show of the history store."""
+
+    store: str
+    state: str  #: `OK`, `DEGRADED`, or `OFF` (``--store none``)
+    queued: int  #: lines waiting for the store now
+    stored: int
+    unsaved: int  #: lines fanned out without being stored (degraded, or queue full)
+    stored_late: int  #: lines stored after their write had been given up
+    error: str | None  #: why it is degraded, one line
+
+
+class StoreWriter:
+    def __init__(self, store: HistoryStore, reactor, bound: int = BOUND, batch: int = BATCH,
+                 timeout: float = TIMEOUT, retry_first: float = RETRY_FIRST,
+                 retry_max: float = RETRY_MAX) -> None:
+        self.store = store
+        self.reactor = reactor
+        self.bound = bound
+        self.batch = batch
+        self.timeout = timeout
+        self.retry_first = retry_first
+        self.retry_max = retry_max
+        self.state = OK if store.enabled else OFF
+        self.error: str | None = None
+        self.stored = self.unsaved = self.stored_late = 0
+        self._queue: collections.deque[tuple[Line, defer.Deferred]] = collections.deque()
+        self._writing = 0  # lines at the head of the queue being written now
+        self._attempt = 0  # bumped when the writer gives up, so late answers are told apart
+        self._retry_delay = retry_first
+        self._probe_call = None
+        self._stopping: defer.Deferred | None = None
+        # Every write's Deferred fires from here, first in first out, even when a
+        # callback writes again: ordering cannot depend on who calls back whom.
+        self._outbox: collections.deque[tuple[defer.Deferred, Line | StoredLine]] = (
+            collections.deque())
+        self._releasing = False
+
+    def write(self, line: Line) -> defer.Deferred:
+        """Fires, in order, with the `StoredLine`, or with ``line`` when it was not stored."""
+        waiter = defer.Deferred()
+        if self.state == OK and len(self._queue) >= self.bound:
+            self._degrade(f"{self.bound} lines were waiting for the store")
+        if self.state == OK:
+            self._queue.append((line, waiter))
+            self._pump()
+        else:
+            self.unsaved += self.state != OFF
+            self._release([(waiter, line)])
+        return waiter
+
+    @property
+    def status(self) -> StoreStatus:
+        return StoreStatus(self.store.name, self.state, len(self._queue), self.stored,
+                           self.unsaved, self.stored_late, self.error)
+
+    def stop(self) -> defer.Deferred:
+        """Wait, within the timeout, for the queue to be written; then probe no more."""
+        if self._probe_call is not None and self._probe_call.active():
+            self._probe_call.cancel()
+        self._stopping = defer.Deferred()
+        self._drained()
+        return self._stopping.addTimeout(self.timeout, self.reactor).addErrback(self._late_stop)
+
+    def _late_stop(self, failure) -> None:
+        failure.trap(defer.TimeoutError)
+        self._degrade("stopped before the store answered")
+
+    def _pump(self) -> None:
+        if self._writing or not self._queue or self.state != OK:
+            return
+        lines = [line for line, _ in itertools.islice(self._queue, self.batch)]
+        self._writing = len(lines)
+        attempt = self._attempt
+        # A deadline of our own rather than cancelling the write: a late answer is still told.
+        deadline = self.reactor.callLater(self.timeout, self._give_up, attempt,
+                                          f"no answer within {self.timeout:g} s")
+        writing = defer.maybeDeferred(self.store.append, lines)
+        writing.addBoth(_disarm, deadline)
+        writing.addCallbacks(self._written, self._failed,
+                             callbackArgs=(attempt,), errbackArgs=(attempt,))
+
+    def _written(self, stored: list[StoredLine], attempt: int) -> None:
+        if attempt != self._attempt:
+            self.stored_late += len(stored)
+            return
+        done = [self._queue.popleft() for _ in range(self._writing)]
+        self._writing = 0
+        self._retry_delay = self.retry_first
+        self.stored += len(done)
+        self._release([(waiter, line) for (_, waiter), line in zip(done, stored)])
+        self._pump()
+        self._drained()
+
+    def _failed(self, failure, attempt: int) -> None:
+        self._give_up(attempt, _reason(failure, self.timeout))
+
+    def _give_up(self, attempt: int, reason: str) -> None:
+        if attempt == self._attempt:
+            self._degrade(reason)
+
+    def _degrade(self, reason: str) -> None:
+        """Give up on the queue: release it unsaved, and probe the store later."""
+        self._attempt += 1
+        self._writing = 0
+        released = list(self._queue)
+        self._queue.clear()
+        self.unsaved += len(released)
+        self.error = reason
+        if self.state == OK:
+            log.warn("history store {store} degraded, chat goes on unsaved: {reason}",
+                     store=self.store.name, reason=reason)
+        self.state = DEGRADED
+        if self._stopping is None:
+            self._probe_later()
+        self._release([(waiter, line) for line, waiter in released])
+        self._drained()
+
+    def _release(self, results: list[tuple[defer.Deferred, Line | StoredLine]]) -> None:
+        self._outbox.extend(results)
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            while self._outbox:
+                waiter, result = self._outbox.popleft()
+                waiter.callback(result)
+        finally:
+            self._releasing = False
+
+    def _probe_later(self) -> None:
+        self._probe_call = self.reactor.callLater(self._retry_delay, self._probe)
+        self._retry_delay = min(self._retry_delay * 2, self.retry_max)
+
+    def _probe(self) -> None:
+        probing = defer.maybeDeferred(self.store.latest, 1)
+        probing.addTimeout(self.timeout, self.reactor)
+        probing.addCallbacks(self._recovered, self._still_down)
+
+    def _recovered(self, _) -> None:
+        if self._stopping is None:
+            self.state, self.error = OK, None
+            log.info("history store {store} recovered", store=self.store.name)
+
+    def _still_down(self, failure) -> None:
+        self.error = _reason(failure, self.timeout)
+        if self._stopping is None:
+            self._probe_later()
+
+    def _drained(self) -> None:
+        if self._stopping is not None and not self._queue and not self._stopping.called:
+            self._stopping.callback(None)
+
+
+def _disarm(result, deadline):
+    if deadline.active():
+        deadline.cancel()
+    return result
+
+
+def _reason(failure, timeout: float) -> str:
+    if failure.check(defer.TimeoutError):
+        return f"no answer within {timeout:g} s"
+    return " ".join(str(failure.value).split()) or failure.type.__name__
+
