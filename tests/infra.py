@@ -1,4 +1,5 @@
-"""Real outside programs for tests: redis-server, haproxy and nea-server daemons.
+"""Real outside programs for tests: redis-server, haproxy, PostgreSQL, nea-server daemons
+and a headless Chromium.
 
 Each listens on 127.0.0.1 on a port the kernel found free, is started by the test
 and stopped at cleanup. Readiness is waited for by polling with a deadline, never
@@ -7,6 +8,7 @@ by sleeping; a program that dies while we wait fails the test with its output.
 
 import atexit
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -15,9 +17,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import attrs
 import txredisapi
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial import unittest
 
 from nea.cluster.redisproto import RedisFactory, Subscriber
 from nea.wire import frames
@@ -420,3 +424,140 @@ def postgresql_server(testcase, durable: bool = False) -> PostgreSQLServer:
     testcase.addCleanup(server.stop)
     yield server.start()
     return server
+
+
+# ---- headless Chromium ----
+#
+# Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+# it reads commands on its fd 3 and answers on fd 4, NUL-separated JSON), which the
+# reactor serves as two extra child file descriptors; no extra package is needed.
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_COMMANDS, _ANSWERS = 3, 4
+
+
+class DevTools(protocol.ProcessProtocol):
+    """A headless Chromium and the DevTools calls made to it, each bounded by ``WAIT``."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._ids = iter(range(1, 1_000_000))
+        self._calls: dict[int, defer.Deferred] = {}
+        self.stderr = b""
+        self.ended = defer.Deferred()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd == 2:
+            self.stderr = (self.stderr + data)[-4000:]
+        if fd != _ANSWERS:
+            return
+        *messages, self._buffer = (self._buffer + data).split(b"\0")
+        for message in messages:
+            answer = json.loads(message)
+            call = self._calls.pop(answer.get("id"), None)
+            if call is None:
+                continue  # an event; nothing here waits for those
+            if "error" in answer:
+                call.errback(RuntimeError(f"DevTools: {answer['error']}"))
+            else:
+                call.callback(answer["result"])
+
+    def processEnded(self, reason) -> None:
+        for call in self._calls.values():
+            call.errback(RuntimeError(f"chromium ended: {self.stderr[-1000:]!r}"))
+        self._calls.clear()
+        self.ended.callback(None)
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None):
+        number = next(self._ids)
+        message = {"id": number, "method": method, "params": params or {}}
+        if session is not None:
+            message["sessionId"] = session
+        self._calls[number] = result = defer.Deferred()
+        self.transport.writeToChild(_COMMANDS, json.dumps(message).encode() + b"\0")
+        return result.addTimeout(support.WAIT, reactor)
+
+
+def launch(testcase, url: str) -> DevTools:
+    """A headless Chromium showing ``url``, closed when the test ends; skips without one."""
+    if CHROMIUM is None:
+        raise unittest.SkipTest("no chromium binary (make system-packages installs it)")
+    devtools = DevTools()
+    args = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-default-apps", "--no-first-run", "--remote-debugging-pipe",
+        f"--user-data-dir={testcase.mktemp()}", url,
+    ]
+    reactor.spawnProcess(devtools, CHROMIUM, args, env=None,
+                         childFDs={0: "w", 1: "r", 2: "r", _COMMANDS: "w", _ANSWERS: "r"})
+    testcase.addCleanup(_close_chromium, devtools)
+    return devtools
+
+
+@defer.inlineCallbacks
+def _close_chromium(devtools: DevTools):
+    if devtools.ended.called:
+        return
+    try:
+        yield devtools.call("Browser.close")
+    except Exception:
+        pass
+    try:
+        yield devtools.ended.addTimeout(support.WAIT, reactor)
+    except defer.TimeoutError:
+        try:
+            devtools.transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+        yield devtools.ended
+
+
+@defer.inlineCallbacks
+def poll(read, condition, what: str, tries: int = 600):
+    """Read until ``condition(value)`` holds: at most ``tries`` reads, 0.05 s apart.
+
+    Up to half a minute: Chromium starting on a loaded machine can take many seconds.
+    """
+    value = None
+    for _ in range(tries):
+        value = yield read()
+        if condition(value):
+            return value
+        yield support.next_tick(0.05)
+    raise AssertionError(f"{what}: not seen on the page; last read {value!r}")
+
+
+@attrs.frozen
+class Page:
+    """One page of a headless Chromium: DevTools calls in its session."""
+
+    devtools: DevTools
+    session: str
+
+    def call(self, method: str, params: dict | None = None):
+        return self.devtools.call(method, params, self.session)
+
+    @defer.inlineCallbacks
+    def evaluate(self, expression: str):
+        """The value of the JavaScript ``expression`` in the page (awaited if a promise)."""
+        answer = yield self.call("Runtime.evaluate", {
+            "expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in answer:
+            raise AssertionError(f"JavaScript failed: {answer['exceptionDetails']}")
+        return answer["result"].get("value")
+
+
+@defer.inlineCallbacks
+def open_page(testcase, url: str) -> Page:
+    """Chromium showing ``url``, attached to its page."""
+    devtools = launch(testcase, url)
+    targets = yield poll(
+        lambda: devtools.call("Target.getTargets"),
+        lambda result: any(t["type"] == "page" for t in result["targetInfos"]),
+        "a page target",
+    )
+    page = next(t for t in targets["targetInfos"] if t["type"] == "page")
+    attached = yield devtools.call("Target.attachToTarget",
+                                   {"targetId": page["targetId"], "flatten": True})
+    return Page(devtools, attached["sessionId"])
