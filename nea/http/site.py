@@ -67,7 +67,10 @@ def build_root(api: Api) -> Resource:
         b"static": Branch({
             b"status.js": _page("status.js", b"text/javascript"),
             b"status.css": _page("status.css", b"text/css"),
+            b"chat.js": _page("chat.js", b"text/javascript"),
+            b"chat.css": _page("chat.css", b"text/css"),
         }),
+        b"chat": Branch({}, index=_page("chat.html", html)),
         b"docs": docs,
         b"status": Endpoint({b"GET": api.timed("status", api.status)}),
         b"healthz": Endpoint({b"GET": api.timed("healthz", api.healthz)}),
