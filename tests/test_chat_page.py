@@ -334,9 +334,10 @@ class ChatPage(unittest.TestCase):
             self.assertEqual(re.findall(rb"\b(?:https?|wss?)://", body), [], path)
         origin = f"http://127.0.0.1:{service.http_port}"
         page = yield open_page(self, f"{origin}/chat")
-        shown = yield poll(lambda: page.evaluate(READ_PAGE),
-                           lambda v: v and v["state"] == "idle", "the page, before a name")
-        self.assertEqual(shown["focused"], "name")
+        # The name field has the focus (autofocus applies once the page is first rendered).
+        yield poll(lambda: page.evaluate(READ_PAGE),
+                   lambda v: v and v["state"] == "idle" and v["focused"] == "name",
+                   "the page, before a name, its name field focused")
         fetched = yield page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
         self.assertEqual(sorted(fetched), [f"{origin}/static/chat.css", f"{origin}/static/chat.js"])
         labelled = yield page.evaluate(
