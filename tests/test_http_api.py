@@ -236,8 +236,8 @@ class ReadEndpoints(ServerCase):
         self.assertTrue(spec["openapi"].startswith("3."))
         self.assertEqual(
             set(spec["paths"]),
-            {"/", "/status", "/healthz", "/metrics", "/connections", "/broadcast", "/relay",
-             "/openapi.json", "/docs"},
+            {"/", "/chat", "/status", "/healthz", "/metrics", "/connections", "/broadcast",
+             "/relay", "/openapi.json", "/docs"},
         )
         for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get")):
             operation = spec["paths"][path][method]

@@ -238,6 +238,9 @@ def openapi(max_chars: int) -> dict[str, Any]:
         "paths": {
             "/": _page("Status page", "The status of this instance and its cluster, for people; "
                                       "it refreshes itself from /status."),
+            "/chat": _page("Chat page", "The chat room in a browser: join with a name, see the "
+                                        "history and new lines; it reconnects by itself and "
+                                        "recovers the lines it missed."),
             "/status": {"get": {
                 "summary": "Status as JSON",
                 "responses": {"200": _json(_ref("Status"), "This instance and its cluster.")},
