@@ -25,7 +25,7 @@ from nea.http.metrics import RelayTimer
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub
 from nea.server.service import InstanceService, makeService
-from nea.server.startup import StartupError
+from nea.net.startup import StartupError
 from nea.core.testing import FakePeer
 from nea.wire import codec, frames, profiles
 from nea.wire.profiles import RELAY

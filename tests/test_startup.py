@@ -9,8 +9,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from nea.server.listeners import ListeningService
-from nea.server.startup import StartupError
+from nea.net.listening import ListeningService
+from nea.net.startup import StartupError
 from tests.support import (
     WAIT, certs, daemon_command, daemon_env, start_server, tcp_listen, tls_listen, twistd_command,
 )

@@ -8,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 
 from swagger_ui_bundle import swagger_ui_path
-from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.static import File
@@ -18,9 +17,7 @@ from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
 from nea.http.limits import GuardedSite, HttpLimits
 from nea.http.ws import websocket_endpoint
-from nea.server.listeners import ListeningService, address_text, server_endpoint, with_backlog
-
-log = Logger()
+from nea.net.listening import ListeningService, server_endpoint, with_backlog
 
 _STATIC = resources.files("nea.http") / "static"
 #: Swagger UI's own files that /docs uses (the rest of the bundle is not served).
@@ -103,8 +100,8 @@ class HttpListener(ListeningService):
         if not hasattr(address, "port"):  # a unix socket: no URL to give
             return super().announce(address)
         base = f"http://{_url_host(address)}:{address.port}"
-        log.info("HTTP API on {address}: status page {base}/ , API docs {base}/docs",
-                 address=address_text(address), base=base, http_port=address.port)
+        self.announce_as("HTTP API on {address}: status page {base}/ , API docs {base}/docs",
+                         address, base=base, http_port=address.port)
 
 
 class ApiSite(GuardedSite):
