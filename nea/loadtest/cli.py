@@ -263,7 +263,7 @@ def orchestrate(reactor, args: argparse.Namespace):
     verdict = None
     if not args.no_status:
         verdict = yield status.settle(reactor, status_endpoint(reactor, args, configs[0]),
-                                      args.settle)
+                                      configs[0]["tls"], args.settle)
     shown = {k: configs[0][k] for k in ("host", "port", "tls", "window", "ok_delay", "timeout",
                                           "retries", "workers")}
     shown["max_active"] = args.max_active or None
