@@ -232,35 +232,19 @@ class ScheduleTests(unittest.TestCase):
 
 
 class VerdictTests(unittest.TestCase):
-    def member(self, name, connections, pending=0, in_flight=0, zero_state=False):
-        return {"instance": name, "connections": connections, "zero_state": zero_state,
-                "relays": {"pending": pending, "in_flight": in_flight}}
+    def status(self, zero_state, cluster_zero_state, in_flight=0):
+        cluster = {"members": [], "connections": 3, "pending": 2, "zero_state": cluster_zero_state}
+        return {"zero_state": zero_state, "relays": {"pending": 0, "in_flight": in_flight},
+                "cluster": cluster}
 
-    def status(self, asked, *others):
-        members = [asked, *others]
-        zero = all(m.get("zero_state", False) for m in members)
-        return {**asked, "cluster": {"members": members, "zero_state": zero}}
+    def test_the_servers_own_verdict_on_itself_and_its_cluster_is_taken(self):
+        self.assertTrue(status.judge(self.status(True, True)).zero_state)
+        self.assertFalse(status.judge(self.status(False, True)).zero_state)
+        self.assertFalse(status.judge(self.status(True, False)).zero_state)
 
-    def test_the_servers_own_verdict_is_taken(self):
-        self.assertTrue(status.judge(self.status(self.member("i1", 0, zero_state=True))).zero_state)
-        self.assertFalse(status.judge(self.status(self.member("i1", 0, pending=1))).zero_state)
-
-    def test_only_the_asking_connection_is_zero_state(self):
-        self.assertTrue(status.judge(self.status(self.member("i1", 1))).zero_state)
-        self.assertFalse(status.judge(self.status(self.member("i1", 2))).zero_state)
-        self.assertFalse(status.judge(self.status(self.member("i1", 1, pending=1))).zero_state)
-        self.assertFalse(status.judge(self.status(self.member("i1", 1, in_flight=1))).zero_state)
-
-    def test_the_other_members_are_judged_by_their_own_verdict(self):
-        asked = self.member("i1", 1)
-        idle = self.member("i2", 0, zero_state=True)
-        self.assertTrue(status.judge(self.status(asked, idle)).zero_state)
-        busy = self.member("i2", 0, pending=3)
-        verdict = status.judge(self.status(asked, busy))
-        self.assertEqual((verdict.zero_state, verdict.pending), (False, 3))
-        older = self.member("i2", 0)
-        del older["zero_state"]  # a member that does not say: not zero state
-        self.assertFalse(status.judge(self.status(asked, older)).zero_state)
+    def test_the_figures_come_with_it(self):
+        verdict = status.judge(self.status(False, False, in_flight=4))
+        self.assertEqual((verdict.connections, verdict.pending, verdict.in_flight), (3, 2, 4))
 
 
 class FetchTests(unittest.TestCase):

@@ -1,10 +1,10 @@
 """The zero-state check: ask the server for its status in-band and read its verdict.
 
 Zero state is the server's to define: the check reads the ``zero_state`` the
-server reports for itself and for its cluster (`nea.client.status` fetches it).
-The status connection is itself a connection, on the instance asked. In a
-cluster the other members' figures are heartbeats that lag, so `settle` polls,
-bounded in time, until zero state shows or the time is up.
+server reports for itself and for its cluster (`nea.client.status` fetches it),
+which leave out the connection that asks. In a cluster the other members'
+figures are heartbeats that lag, so `settle` polls, bounded in time, until zero
+state shows or the time is up.
 """
 
 from typing import Any
@@ -18,7 +18,8 @@ from nea.client.status import StatusError, fetch_status
 @attrs.frozen
 class Verdict:
     zero_state: bool
-    #: The figures the report shows, summed over the cluster's members (ours included).
+    #: The figures the report shows: the cluster's connections (ours included) and
+    #: relays waited for; deliveries in flight on the instance asked.
     connections: int
     pending: int
     in_flight: int
@@ -26,28 +27,11 @@ class Verdict:
 
 
 def judge(status: dict[str, Any]) -> Verdict:
-    """The server's verdict on itself and its cluster, with the figures behind it."""
-    members = status["cluster"]["members"]
-    reported = bool(status["zero_state"] and status["cluster"]["zero_state"])
-    return Verdict(
-        reported or _zero_but_the_asker(status, members),
-        sum(m.get("connections", 0) for m in members),
-        sum(m.get("relays", {}).get("pending", 0) for m in members),
-        sum(m.get("relays", {}).get("in_flight", 0) for m in members),
-        status,
-    )
-
-
-# TEMPORARY (issue 9): the instance asked counts the asking connection in its own
-# ``zero_state``, so asked in-band it never reports zero state. Until its status
-# leaves the asker out, the instance asked is judged here (our connection its only
-# one, no relay pending or in flight), every other member by its reported field.
-# Delete this function and its call in `judge` once the server does that.
-def _zero_but_the_asker(status: dict[str, Any], members: list[dict[str, Any]]) -> bool:
-    relays = status["relays"]
-    return (status["connections"] == 1 and not relays["pending"] and not relays["in_flight"]
-            and all(m.get("zero_state", False)
-                    for m in members if m.get("instance") != status["instance"]))
+    """The server's verdict on itself and its cluster (the asking connection not
+    counted), with the figures behind it."""
+    cluster = status["cluster"]
+    return Verdict(bool(status["zero_state"] and cluster["zero_state"]), cluster["connections"],
+                   cluster["pending"], status["relays"]["in_flight"], status)
 
 
 class StatusRefused(Exception):
