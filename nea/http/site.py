@@ -16,7 +16,6 @@ from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
 from nea.http.limits import GuardedSite, HttpLimits
-from nea.http.ws import websocket_endpoint
 from nea.net.listening import ListeningService, server_endpoint, with_backlog
 
 _STATIC = resources.files("nea.http") / "static"
@@ -116,24 +115,31 @@ class ApiSite(GuardedSite):
             super().log(request)
 
 
-def api_site(clock, config, hub: Hub, listeners: list[ListeningService]) -> ApiSite:
-    """The HTTP API for ``config`` (nea-server options), timed by ``clock``."""
+def api_site(clock, config, hub: Hub, listeners: list[ListeningService],
+             more: dict[bytes, Resource] | None = None) -> ApiSite:
+    """The HTTP API for ``config`` (nea-server options), timed by ``clock``.
+
+    ``more``: resources the daemon serves beside the API's own (``/ws``, its
+    WebSocket clients), built by the daemon, which knows its connections.
+    """
     settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
     limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
                         config["http-max-connections"])
     api = Api(hub, clock, settings, lambda: listening(listeners))
     root = build_root(api)
-    root.putChild(b"ws", websocket_endpoint(hub, config))
+    for name, resource in (more or {}).items():
+        root.putChild(name, resource)
     site = ApiSite(root, api.auth, limits, api.metrics,
                    logPath=config["http-access-log"], reactor=clock)
     site.displayTracebacks = False
     return site
 
 
-def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService]) -> HttpListener:
-    """The HTTP API's listener for ``config``.
+def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService],
+                  more: dict[bytes, Resource] | None = None) -> HttpListener:
+    """The HTTP API's listener for ``config``, with ``more`` as in `api_site`.
 
     Like the client listeners it fails loudly when it cannot listen.
     """
-    site = api_site(reactor, config, hub, listeners)
+    site = api_site(reactor, config, hub, listeners, more)
     return HttpListener(reactor, config["http"], config["backlog"], site)

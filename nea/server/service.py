@@ -22,6 +22,7 @@ from nea.server import websocket
 from nea.server.console import ConsoleService
 from nea.server.listeners import ClientListener
 from nea.http.auth import read_token_file
+from nea.server.ws import websocket_endpoint
 from nea.server.reload import Reloader, ReloadStep, SignalReloadService
 from nea.tls.server import HandshakeGate
 
@@ -165,7 +166,8 @@ def makeService(config, reactor=None) -> InstanceService:
         instance.console = ConsoleService(hub, reactor)
         instance.console.setServiceParent(instance)
     if config["http"] is not None:
-        instance.http = http_listener(reactor, config, hub, instance.listeners)
+        instance.http = http_listener(reactor, config, hub, instance.listeners,
+                                      {b"ws": websocket_endpoint(hub, config)})
         instance.http.setServiceParent(instance)
     instance.reloads = SignalReloadService(Reloader(reload_steps(config, instance)), reactor)
     instance.reloads.setServiceParent(instance)
