@@ -15,10 +15,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "wire": frozenset(),
     "tls": frozenset(),
     "net": frozenset({"tls"}),
+    "store": frozenset(),
     "core": frozenset({"wire"}),
     "cluster": frozenset({"core", "wire"}),
     "http": frozenset({"core", "net", "wire"}),
-    "server": frozenset({"cluster", "core", "http", "net", "tls", "wire"}),
+    "server": frozenset({"cluster", "core", "http", "net", "store", "tls", "wire"}),
     "client": frozenset({"tls", "wire"}),
     "loadtest": frozenset({"client", "tls", "wire"}),
 }
