@@ -108,7 +108,37 @@ def cycle(allowed: dict[str, frozenset[str]]) -> list[str] | None:
     return None
 
 
+#: The hub's parts: only nea.core may touch them; everyone else reads a snapshot.
+HUB_PARTS = frozenset({"registry", "relays", "chat", "dates"})
+
+
+def reaches_into_the_hub(source: str) -> list[int]:
+    """Lines of ``source`` that read ``<something>.hub.<part>`` or ``hub.<part>``."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in HUB_PARTS:
+            owner = node.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", None)
+            if name == "hub":
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
 class LayeringTests(unittest.TestCase):
+    def test_nothing_outside_the_core_reaches_into_the_hub(self):
+        root = Path(nea.__file__).parent
+        found = {
+            str(path.relative_to(root.parent)): lines
+            for path in sorted(root.rglob("*.py"))
+            if path.parent.name != "core"
+            for lines in [reaches_into_the_hub(path.read_text())] if lines
+        }
+        self.assertEqual(found, {})
+
+    def test_the_hub_check_can_fail(self):
+        source = "x = self.hub.registry.peers\ny = hub.relays\nz = self.hub.snapshot()\n"
+        self.assertEqual(reaches_into_the_hub(source), [1, 2])
+
     def test_nea_follows_the_layering(self):
         imports = import_map(Path(nea.__file__).parent)
         self.assertIn("nea.server.service", imports)  # the walk found the tree

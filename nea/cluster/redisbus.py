@@ -111,6 +111,9 @@ class RedisBus:
     def others(self) -> list[MemberFigures]:
         return self.table.figures() if self.up else []
 
+    def unanswered(self) -> int:
+        return len(self.outstanding)
+
     def state(self) -> str:
         return "connected" if self.up else "degraded"
 

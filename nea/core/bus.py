@@ -69,6 +69,9 @@ class Bus(TypingProtocol):
     def others(self) -> list[MemberFigures]:
         """The other live members, as last announced."""
 
+    def unanswered(self) -> int:
+        """Deliveries sent to other instances whose confirmation or re-forward is still due."""
+
     def state(self) -> str:
         """``standalone``, ``connected`` or ``degraded`` (cluster configured, Redis unreachable)."""
 
@@ -100,6 +103,9 @@ class LocalBus:
 
     def others(self) -> list[MemberFigures]:
         return []
+
+    def unanswered(self) -> int:
+        return 0
 
     def state(self) -> str:
         return "standalone"
@@ -160,6 +166,9 @@ class MemoryBus:
     def others(self) -> list[MemberFigures]:
         return [node.figures() for name, node in self.cluster.nodes.items()
                 if name != self.instance_id]
+
+    def unanswered(self) -> int:
+        return 0  # calls are direct: what is out is held by the target instance's broker
 
     def state(self) -> str:
         return "connected"

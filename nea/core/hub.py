@@ -235,10 +235,11 @@ class Hub:
         )
 
     def zero_state(self, asking: Peer | None = None) -> bool:
-        """No connection (but ``asking``, the one that asks) and no relay state left: what a
-        clean end of a load leaves. The one definition: every other reads this flag."""
+        """No connection (but ``asking``, the one that asks), no relay waited for or held
+        here, and no delivery out at another instance unanswered: what a clean end of a
+        load leaves. The one definition: every other reads this flag."""
         others = len(self.registry) - (asking is not None and asking in self.registry)
-        return not others and self.relays.empty
+        return not others and self.relays.empty and not self.bus.unanswered()
 
     def member(self, asking: Peer | None = None) -> MemberFigures:
         """This instance's figures as the cluster sees them (what a heartbeat announces)."""
