@@ -133,7 +133,7 @@ class RedisBus:
             self._recover(instance)
 
     def _recover(self, instance: str) -> None:
-        """``instance`` is gone: draw new targets for what it had not settled."""
+        """``instance`` is gone: draw new targets for what it had not answered."""
         for text in self.outstanding.take(instance):
             self._relays.reforward(text, 0)
 

@@ -13,7 +13,7 @@ from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush
 
 #: How many times a relay may bounce off an instance that had no taker before the
-#: origin stops asking the cluster and settles for a local target.
+#: origin stops asking the cluster and falls back to a local target.
 MAX_DELIVERY_ATTEMPTS = 5
 
 

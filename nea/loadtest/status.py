@@ -3,7 +3,7 @@
 Zero state is the server's to define: the check reads the ``zero_state`` the
 server reports for itself and for its cluster (`nea.client.status` fetches it),
 which leave out the connection that asks. In a cluster the other members'
-figures are heartbeats that lag, so `settle` polls, bounded in time, until zero
+figures are heartbeats that lag, so `until_zero_state` polls, bounded in time, until zero
 state shows or the time is up.
 """
 
@@ -50,7 +50,7 @@ def fetch(reactor, endpoint, tls: bool, timeout: float):
 
 
 @defer.inlineCallbacks
-def settle(reactor, endpoint, tls: bool, within: float, interval: float = 0.25):
+def until_zero_state(reactor, endpoint, tls: bool, within: float, interval: float = 0.25):
     """Poll until zero state (or ``within`` seconds); the last `Verdict`."""
     deadline = reactor.seconds() + within
     while True:
