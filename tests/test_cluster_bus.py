@@ -12,6 +12,7 @@ import json
 import random
 from collections import deque
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.trial import unittest
@@ -39,6 +40,8 @@ class PubSub:
         self.subscribed: dict[str, list[RedisBus]] = {}
         self.queue: deque = deque()
         self.published = 0
+        #: What Redis holds besides channels: the names hashes.
+        self.hashes: dict[str, dict[str, str]] = {}
 
     def publish(self, channel: str, data: str, reached=None) -> None:
         receivers = list(self.subscribed.get(channel, []))
@@ -57,11 +60,47 @@ class PubSub:
         raise AssertionError("messages keep coming: a delivery loop")
 
 
+class FakeRedis:
+    """The commands the bus keeps its names hash with, on hashes shared by the cluster.
+
+    Replies come at once (Redis answers in order, and these tests need no more).
+    """
+
+    def __init__(self, hashes: dict[str, dict[str, str]]) -> None:
+        self.hashes = hashes
+
+    def execute_command(self, op: str, key: str, *args: str):
+        fields = self.hashes.setdefault(key, {})
+        result: object = 1
+        if op == "HSET":
+            fields.update(zip(args[::2], args[1::2]))
+        elif op == "HDEL":
+            result = sum(fields.pop(name, None) is not None for name in args)
+        elif op == "HGET":
+            result = fields.get(args[0])
+        elif op != "PEXPIRE":
+            raise AssertionError(f"unexpected command {op}")
+        if not fields:  # Redis drops an empty hash
+            del self.hashes[key]
+        return defer.succeed(result)
+
+    def delete(self, key: str):
+        return defer.succeed(int(self.hashes.pop(key, None) is not None))
+
+    def hgetall(self, key: str):
+        return defer.succeed(dict(self.hashes.get(key, {})))
+
+
 class FakeLink:
     def __init__(self, pubsub: PubSub, bus: RedisBus) -> None:
         self.pubsub = pubsub
         self.bus = bus
         self.up = False
+        self.redis = FakeRedis(pubsub.hashes)
+
+    @property
+    def commands(self):
+        return self.redis if self.up else None
 
     def connect(self) -> None:
         self.up = True
