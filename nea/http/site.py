@@ -17,6 +17,7 @@ from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
 from nea.http.limits import GuardedSite, HttpLimits
+from nea.http.requests import resources as addressed_resources
 from nea.server.listeners import ListeningService, address_text, server_endpoint, with_backlog
 
 log = Logger()
@@ -74,6 +75,7 @@ def build_root(api: Api) -> Resource:
         b"connections": Endpoint({b"GET": api.timed("connections", api.connections)}),
         b"broadcast": Endpoint({b"POST": api.timed("broadcast", api.broadcast)}),
         b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
+        **addressed_resources(api),
         b"openapi.json": Endpoint({b"GET": api.openapi}),
     })
 
