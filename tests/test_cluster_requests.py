@@ -19,8 +19,11 @@ from tests.test_http_api import TOKEN, fetch_json
 HEARTBEAT = "0.5"
 
 
-def answering(client, reply=lambda body: f"answer to {body}") -> list[frames.RequestPush]:
-    """Make ``client`` reply to every request at once; returns the requests it got."""
+def on_requests(client, handle) -> list[frames.RequestPush]:
+    """Hand every request ``client`` gets to ``handle``; returns the requests it got.
+
+    Other lines queue up as usual.
+    """
     got: list[frames.RequestPush] = []
     queue_line = client.lineReceived
 
@@ -28,28 +31,22 @@ def answering(client, reply=lambda body: f"answer to {body}") -> list[frames.Req
         push = codec.decode_push(line)
         if isinstance(push, frames.RequestPush):
             got.append(push)
-            client.send(f"reply {push.id} {reply(push.body)}")
+            handle(push)
         else:
             queue_line(line)
 
     client.lineReceived = line_received
     return got
+
+
+def answering(client, reply=lambda body: f"answer to {body}") -> list[frames.RequestPush]:
+    """Make ``client`` reply to every request at once."""
+    return on_requests(client, lambda push: client.send(f"reply {push.id} {reply(push.body)}"))
 
 
 def holding(client) -> list[frames.RequestPush]:
     """Make ``client`` keep every request it gets without replying."""
-    got: list[frames.RequestPush] = []
-    queue_line = client.lineReceived
-
-    def line_received(line: bytes) -> None:
-        push = codec.decode_push(line)
-        if isinstance(push, frames.RequestPush):
-            got.append(push)
-        else:
-            queue_line(line)
-
-    client.lineReceived = line_received
-    return got
+    return on_requests(client, lambda push: None)
 
 
 def post(port: int, path: str, body, timeout: float = 4 * WAIT):
