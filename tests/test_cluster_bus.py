@@ -91,12 +91,20 @@ class FakeRedis:
         return defer.succeed(dict(self.hashes.get(key, {})))
 
 
+class AtOnce:
+    """A reactor whose ``callLater`` calls at once: the end of the turn is now."""
+
+    def callLater(self, delay: float, f, *args) -> None:
+        f(*args)
+
+
 class FakeLink:
     def __init__(self, pubsub: PubSub, bus: RedisBus) -> None:
         self.pubsub = pubsub
         self.bus = bus
         self.up = False
         self.redis = FakeRedis(pubsub.hashes)
+        self.reactor = AtOnce()
 
     @property
     def commands(self):
