@@ -237,9 +237,13 @@ class ReadEndpoints(ServerCase):
         self.assertEqual(
             set(spec["paths"]),
             {"/", "/status", "/healthz", "/metrics", "/connections", "/broadcast", "/relay",
-             "/openapi.json", "/docs"},
+             "/openapi.json", "/docs", "/clients", "/clients/{name}", "/services",
+             "/clients/{name}/requests", "/services/{service}/requests"},
         )
-        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get")):
+        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get"),
+                             ("/clients", "get"), ("/clients/{name}", "get"), ("/services", "get"),
+                             ("/clients/{name}/requests", "post"),
+                             ("/services/{service}/requests", "post")):
             operation = spec["paths"][path][method]
             self.assertEqual(operation["security"], [{"adminToken": []}])
             self.assertIn("401", operation["responses"])

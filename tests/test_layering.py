@@ -109,7 +109,7 @@ def cycle(allowed: dict[str, frozenset[str]]) -> list[str] | None:
 
 
 #: The hub's parts: only nea.core may touch them; everyone else reads a snapshot.
-HUB_PARTS = frozenset({"registry", "relays", "chat", "dates"})
+HUB_PARTS = frozenset({"registry", "relays", "addressed", "chat", "dates"})
 
 
 def reaches_into_the_hub(source: str) -> list[int]:

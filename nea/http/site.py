@@ -16,6 +16,7 @@ from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
 from nea.http.limits import GuardedSite, HttpLimits
+from nea.http.requests import resources as addressed_resources
 from nea.net.listening import ListeningService, server_endpoint, with_backlog
 
 _STATIC = resources.files("nea.http") / "static"
@@ -71,6 +72,7 @@ def build_root(api: Api) -> Resource:
         b"connections": Endpoint({b"GET": api.timed("connections", api.connections)}),
         b"broadcast": Endpoint({b"POST": api.timed("broadcast", api.broadcast)}),
         b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
+        **addressed_resources(api),
         b"openapi.json": Endpoint({b"GET": api.openapi}),
     })
 

@@ -139,7 +139,9 @@ def makeService(config, reactor=None) -> InstanceService:
         reactor,
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
-                  max_pending=config["max-pending"]),
+                  max_pending=config["max-pending"],
+                  names_need_identity=bool(config["tls-client-ca"])
+                  and config["tls-client-cert"] == "required"),
         handshakes=lambda: attrs.asdict(gate.stats),
     )
     instance = InstanceService(hub, reactor, config["drain-timeout"])
