@@ -23,7 +23,7 @@ from pathlib import Path
 
 from twisted.python.failure import Failure
 
-from nea.server.listeners import announced_ports
+from nea.net.listening import announced_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

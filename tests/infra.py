@@ -20,11 +20,11 @@ from pathlib import Path
 import attrs
 import txredisapi
 from twisted.internet import defer, error, protocol, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.trial import unittest
 
+from nea.client.status import fetch_status
 from nea.cluster.redisproto import RedisFactory, Subscriber
-from nea.wire import frames
 from tests import support
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,23 +273,16 @@ def haproxy(testcase, servers: list[int]) -> HAProxy:
     return proxy
 
 
-@defer.inlineCallbacks
 def status(testcase, port: int):
-    """The status a client sees on ``port`` (TLS), as a dict.
+    """The status a client sees on ``port`` (TLS), as a dict, once the asking
+    connection is closed.
 
     Asked mid-load, its handshake waits its turn behind the load's (nea completes
     handshakes in order): so it may take longer than other waits.
     """
-    client = yield support.connect(testcase, port, timeout=3 * support.WAIT)
-    client.send('{"cmd":"status"}')
-    for _ in range(100):
-        push = yield client.next_push(timeout=3 * support.WAIT)
-        if isinstance(push, frames.StatusReply):
-            client.transport.loseConnection()
-            yield client.closed
-            return push.status
-    raise AssertionError("no status reply")
-
+    endpoint = wrapClientTLS(support.client_tls(), TCP4ClientEndpoint(
+        reactor, "127.0.0.1", port, timeout=3 * support.WAIT))
+    return fetch_status(endpoint, reactor, tls=True, timeout=3 * support.WAIT, until_closed=True)
 
 
 @defer.inlineCallbacks

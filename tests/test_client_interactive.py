@@ -32,6 +32,12 @@ class FormatTests(unittest.TestCase):
         (frames.StatusReply({"instance": "east-1"}), '[status] {\n  "instance": "east-1"\n}'),
         (frames.ErrorReply("bad_json", "not JSON"), "[error bad_json] not JSON"),
         (frames.Bye(), "[bye]"),
+        (frames.Registered("lock1"), "[registered] you are addressable as lock1"),
+        (frames.Serving("people"), "[serving] you are a member of people"),
+        (frames.Unserved("people"), "[unserved] you left people"),
+        (frames.RequestPush("r1", {"a": 1}, "people"),
+         '[request r1] (service people) {"a":1}  (answer: reply r1 TEXT)'),
+        (frames.ReplyPush("7", "locked", "i2"), "[reply 7] locked  (from i2)"),
     ]
 
     def test_each_kind_of_push_is_labelled(self):

@@ -12,6 +12,7 @@ import json
 import random
 from collections import deque
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.trial import unittest
@@ -39,6 +40,8 @@ class PubSub:
         self.subscribed: dict[str, list[RedisBus]] = {}
         self.queue: deque = deque()
         self.published = 0
+        #: What Redis holds besides channels: the names hashes.
+        self.hashes: dict[str, dict[str, str]] = {}
 
     def publish(self, channel: str, data: str, reached=None) -> None:
         receivers = list(self.subscribed.get(channel, []))
@@ -57,11 +60,55 @@ class PubSub:
         raise AssertionError("messages keep coming: a delivery loop")
 
 
+class FakeRedis:
+    """The commands the bus keeps its names hash with, on hashes shared by the cluster.
+
+    Replies come at once (Redis answers in order, and these tests need no more).
+    """
+
+    def __init__(self, hashes: dict[str, dict[str, str]]) -> None:
+        self.hashes = hashes
+
+    def execute_command(self, op: str, key: str, *args: str):
+        fields = self.hashes.setdefault(key, {})
+        result: object = 1
+        if op == "HSET":
+            fields.update(zip(args[::2], args[1::2]))
+        elif op == "HDEL":
+            result = sum(fields.pop(name, None) is not None for name in args)
+        elif op == "HGET":
+            result = fields.get(args[0])
+        elif op != "PEXPIRE":
+            raise AssertionError(f"unexpected command {op}")
+        if not fields:  # Redis drops an empty hash
+            del self.hashes[key]
+        return defer.succeed(result)
+
+    def delete(self, key: str):
+        return defer.succeed(int(self.hashes.pop(key, None) is not None))
+
+    def hgetall(self, key: str):
+        return defer.succeed(dict(self.hashes.get(key, {})))
+
+
+class AtOnce:
+    """A reactor whose ``callLater`` calls at once: the end of the turn is now."""
+
+    def callLater(self, delay: float, f, *args) -> None:
+        f(*args)
+
+
 class FakeLink:
     def __init__(self, pubsub: PubSub, bus: RedisBus) -> None:
         self.pubsub = pubsub
         self.bus = bus
         self.up = False
+        self.redis = FakeRedis(pubsub.hashes)
+        self.reactor = AtOnce()
+
+    @property
+    def commands(self):
+        return self.redis if self.up else None
 
     def connect(self) -> None:
         self.up = True
@@ -394,3 +441,100 @@ class Tables(unittest.TestCase):
             with self.assertRaises(ValueError):
                 envelope.decode(junk)
 
+
+
+class RequestsAcrossInstances(unittest.TestCase):
+    """Names and services over `RedisBus`: the names hashes, claims, offers and answers."""
+
+    def setUp(self):
+        self.cluster = Cluster(["a", "b", "c"])
+        self.hubs = self.cluster.hubs
+
+    def peer(self, name: str) -> FakePeer:
+        peer = FakePeer(encoding=frames.Encoding.JSON)
+        self.hubs[name].join(peer)
+        return peer
+
+    def requests(self, peer: FakePeer) -> list[frames.RequestPush]:
+        return [p for p in peer.take() if isinstance(p, frames.RequestPush)]
+
+    def test_a_name_is_found_in_its_instances_hash_and_answers_from_there(self):
+        device = self.peer("b")
+        self.hubs["b"].handle(device, frames.Register("lock1"))
+        self.assertEqual(list(self.cluster.pubsub.hashes), [f"{NS.name}:names:b"])
+        asker = self.peer("a")
+        self.hubs["a"].handle(asker, frames.Ask("1", "lock1", None, {"cmd": "open"}))
+        self.cluster.pubsub.flush()
+        [request] = self.requests(device)
+        self.assertEqual(request.body, {"cmd": "open"})
+        self.hubs["b"].handle(device, frames.Reply(request.id, "opened"))
+        self.cluster.pubsub.flush()
+        self.assertEqual(asker.take(), [frames.ReplyPush("1", "opened", "b")])
+        self.hubs["b"].leave(device)
+        self.assertEqual(self.cluster.pubsub.hashes, {})
+
+    def test_a_claim_takes_the_name_over_on_another_instance(self):
+        old = self.peer("a")
+        self.hubs["a"].handle(old, frames.Register("lock1"))
+        self.hubs["b"].clock.advance(5)
+        new = self.peer("b")
+        self.hubs["b"].handle(new, frames.Register("lock1"))
+        self.cluster.pubsub.flush()
+        self.assertEqual([p.code for p in old.take() if isinstance(p, frames.ErrorReply)],
+                         ["name_taken_over"])
+        self.assertTrue(old.closed)
+        self.assertEqual(list(self.cluster.pubsub.hashes), [f"{NS.name}:names:b"])
+        found = []
+        self.hubs["c"].find_client("lock1").addCallback(found.append)
+        self.assertEqual(found, ["b"])
+
+    def test_an_instance_gone_fails_its_names_requests_and_redraws_its_services(self):
+        device = self.peer("b")
+        self.hubs["b"].handle(device, frames.Register("lock1"))
+        member = self.peer("b")
+        self.hubs["b"].handle(member, frames.Serve("people"))
+        self.cluster.discover()
+        asker = self.peer("a")
+        self.hubs["a"].handle(asker, frames.Ask("n", "lock1", None, 1))
+        self.hubs["a"].handle(asker, frames.Ask("s", None, "people", 2))
+        self.cluster.pubsub.flush()
+        self.assertEqual(len(self.requests(device)) + len(self.requests(member)), 2)
+        rescuer = self.peer("c")
+        self.hubs["c"].handle(rescuer, frames.Serve("people"))
+        self.cluster.bus("b").link.cut()  # kill -9
+        self.cluster.discover(keys_of=["a", "c"])
+        self.cluster.pubsub.flush()
+        self.assertEqual([(p.code, p.id) for p in asker.take()], [("client_gone", "n")])
+        [request] = self.requests(rescuer)
+        self.assertEqual(request.body, 2)
+        self.hubs["c"].handle(rescuer, frames.Reply(request.id, "from c"))
+        self.cluster.pubsub.flush()
+        self.assertEqual(asker.take(), [frames.ReplyPush("s", "from c", "c")])
+        # b's names are no longer found, though its hash lingers until it expires.
+        found = []
+        self.hubs["a"].find_client("lock1").addCallback(found.append)
+        self.assertEqual(found, [None])
+
+    def test_an_instance_that_lost_its_member_has_the_request_drawn_elsewhere(self):
+        member = self.peer("b")
+        self.hubs["b"].handle(member, frames.Serve("people"))
+        self.cluster.discover()  # a now thinks b has a member
+        self.hubs["b"].handle(member, frames.Unserve("people"))
+        other = self.peer("c")
+        self.hubs["c"].handle(other, frames.Serve("people"))
+        self.cluster.discover(keys_of=["c"])  # a has not heard b's newer beat
+        asker = self.peer("a")
+        for n in range(10):
+            self.hubs["a"].handle(asker, frames.Ask(str(n), None, "people", n))
+        self.cluster.pubsub.flush()
+        self.assertEqual(sorted(r.body for r in self.requests(other)), list(range(10)))
+
+    def test_names_registered_while_degraded_are_written_when_redis_is_back(self):
+        bus = self.cluster.bus("a")
+        bus.link.cut()
+        bus.link_down()
+        device = self.peer("a")
+        self.hubs["a"].handle(device, frames.Register("lock1"))
+        self.assertEqual(self.cluster.pubsub.hashes, {})
+        bus.link.connect()
+        self.assertEqual(list(self.cluster.pubsub.hashes[f"{NS.name}:names:a"]), ["lock1"])

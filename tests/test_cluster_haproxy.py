@@ -46,8 +46,7 @@ _names = itertools.count(1)
 
 def idle(status: dict) -> bool:
     """This instance holds nothing but the connection that asked for its status."""
-    relays = status["relays"]
-    return status["connections"] == 1 and not relays["pending"] and not relays["in_flight"]
+    return status["zero_state"]
 
 
 class IdleClient(LineClient):
@@ -140,8 +139,7 @@ class BehindHAProxy(unittest.TestCase):
     def assert_idle_and_clean(self, daemons):
         """Every running instance idle; after they stop, Redis holds nothing of the cluster."""
         for daemon in daemons:
-            status = yield infra.status(self, daemon.port)
-            self.assertTrue(idle(status), status)
+            yield infra.until_status(self, daemon.port, idle)
         yield defer.gatherResults([d.stop() for d in daemons])
         # A killed instance's key outlives it by up to 3 heartbeats; nothing else may stay.
         yield infra.until_clean(self.redis, self.name, within=3 * HEARTBEAT + WAIT)

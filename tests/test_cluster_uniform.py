@@ -1,4 +1,4 @@
-"""Relay targets are uniform over the cluster's connections, not over instances.
+"""Relay targets (and service members) are uniform over the cluster, not over instances.
 
 A chi-square goodness-of-fit test with fixed seeds (deterministic, so never
 flaky): 16 relay-capable connections spread 1/4/11 over three instances, 16,000
@@ -62,7 +62,40 @@ def memory_cluster() -> dict[str, Hub]:
     }
 
 
+def member_counts(hubs: dict[str, Hub], joined=lambda: None, flush=lambda: None) -> list[int]:
+    """Send RELAYS requests to service ``s`` from instance a; count where each lands."""
+    members = {name: [FakePeer() for _ in range(n)] for name, n in SPREAD.items()}
+    for name, group in members.items():
+        for member in group:
+            hubs[name].join(member)
+            hubs[name].handle(member, frames.Serve("s"))
+            member.take()
+    joined()
+    asker = FakePeer()
+    counts = {member: 0 for group in members.values() for member in group}
+    owner = {member: name for name, group in members.items() for member in group}
+    for n in range(RELAYS):
+        hubs["a"].ask(asker, str(n), None, "s", n)
+        flush()
+        (target,) = [member for member in counts if member.lines]
+        [request] = target.take()
+        counts[target] += 1
+        hubs[owner[target]].handle(target, frames.Reply(request.id, "ok"))
+        flush()
+    assert len(asker.take()) == RELAYS, "every request answered"
+    return list(counts.values())
+
+
 class Uniformity(unittest.TestCase):
+    def test_service_members_are_drawn_uniformly_over_the_cluster(self):
+        counts = member_counts(memory_cluster())
+        self.assertLess(chi_square(counts, RELAYS), CRITICAL_DF15_P001, counts)
+
+    def test_redis_bus_draws_service_members_uniformly_by_heartbeat(self):
+        cluster = Cluster(list(SPREAD), seed=11)
+        counts = member_counts(cluster.hubs, cluster.discover, cluster.pubsub.flush)
+        self.assertLess(chi_square(counts, RELAYS), CRITICAL_DF15_P001, counts)
+
     def test_memory_cluster_draws_connections_uniformly(self):
         counts = relay_counts(memory_cluster())
         self.assertLess(chi_square(counts, RELAYS), CRITICAL_DF15_P001, counts)

@@ -2,6 +2,7 @@
 
 import json
 
+import attrs
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
@@ -21,6 +22,33 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=60,
 ) | st.integers(30, 200).map(lambda n: json.loads("[" * n + "]" * n))
+
+# What a request or reply body may be: any JSON value nea accepts (finite, valid Unicode).
+clean_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+bodies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | clean_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(clean_text, inner, max_size=3),
+    max_leaves=20,
+)
+names = st.from_regex(codec.NAME_PATTERN, fullmatch=True)
+ids = st.from_regex(codec.ID_PATTERN, fullmatch=True)
+timeouts = st.none() | st.floats(min_value=0.001, max_value=codec.MAX_REQUEST_TIMEOUT)
+
+
+def asks(body):
+    """Asks to a name or to a service, with ``body`` as their body."""
+    return st.one_of(
+        st.builds(frames.Ask, ids, names, st.none(), body, timeouts),
+        st.builds(frames.Ask, ids, st.none(), names, body, timeouts),
+    )
+
+
+def addressed_requests(body):
+    return st.one_of(
+        names.map(frames.Register), names.map(frames.Serve), names.map(frames.Unserve),
+        st.builds(frames.Reply, ids, body), asks(body),
+    )
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -92,6 +120,7 @@ requests = st.one_of(
     st.just(frames.Hello()),
     st.just(frames.Status()),
     st.just(frames.Exit()),
+    addressed_requests(bodies),
 )
 
 
@@ -108,6 +137,47 @@ class RequestTests(unittest.TestCase):
         for profile in (profiles.NEA, profiles.RELAY):
             self.assertEqual(codec.decode_request(line[:-1], profile), request)
 
+    @given(addressed_requests(line_text).map(
+        lambda r: attrs.evolve(r, timeout=None) if isinstance(r, frames.Ask) else r))
+    def test_text_round_trip_of_addressed_verbs(self, request):
+        """In text a body is the rest of the line (a string), and an ask has no timeout."""
+        line = codec.encode_request(request, Encoding.TEXT)
+        self.assertEqual(line.count(b"\n"), 1)
+        self.assertEqual(codec.decode_request(line[:-1], profiles.NEA), request)
+
+    def test_addressed_verbs_in_text(self):
+        nea = profiles.NEA
+        self.assertEqual(codec.decode_request(b"register lock-1", nea), frames.Register("lock-1"))
+        self.assertEqual(codec.decode_request(b"serve people", nea), frames.Serve("people"))
+        self.assertEqual(codec.decode_request(b"unserve people", nea), frames.Unserve("people"))
+        self.assertEqual(codec.decode_request(b"reply r.1 a  b ", nea), frames.Reply("r.1", "a  b "))
+        self.assertEqual(codec.decode_request(b"ask 7 lock-1 status", nea),
+                         frames.Ask("7", "lock-1", None, "status"))
+        self.assertEqual(codec.decode_request(b"ask 7 @people who is there", nea),
+                         frames.Ask("7", None, "people", "who is there"))
+        self.assertEqual(codec.decode_request(b"ask 7 lock-1", nea), frames.Ask("7", "lock-1", None, ""))
+
+    def test_addressed_error_codes(self):
+        self.assertIs(self._error(b"register"), errors.BAD_NAME)
+        self.assertIs(self._error(b"register a b"), errors.BAD_NAME)
+        self.assertIs(self._error(b"serve @x"), errors.BAD_NAME)
+        self.assertIs(self._error(b"reply"), errors.BAD_USAGE)
+        self.assertIs(self._error(b"ask 1"), errors.BAD_USAGE)
+        self.assertIs(self._error(b"ask " + b"x" * 65 + b" n t"), errors.BAD_USAGE)
+        self.assertIs(self._error(b'{"type":"reply","payload":"r1"}'), errors.BAD_PAYLOAD)
+        self.assertIs(self._error(b'{"type":"reply","payload":{"body":1}}'), errors.BAD_PAYLOAD)
+        self.assertIs(self._error(b'{"type":"ask","payload":{"id":"1","to":"a","service":"b"}}'),
+                      errors.BAD_PAYLOAD)
+        self.assertIs(self._error(b'{"type":"ask","payload":{"id":"1","to":"a","timeout":0}}'),
+                      errors.BAD_PAYLOAD)
+        self.assertIs(self._error(b'{"type":"ask","payload":{"id":"1","to":"a","timeout":"5"}}'),
+                      errors.BAD_PAYLOAD)
+        self.assertIs(self._error(b'{"type":"reply","payload":{"id":"1","body":"\\udc00"}}'),
+                      errors.BAD_PAYLOAD)
+        self.assertIs(self._error(b'{"type":"reply","payload":{"id":"1","body":[Infinity]}}'),
+                      errors.BAD_JSON)
+        self.assertIs(self._error(b"register x", profiles.RELAY), errors.NOT_IN_PROFILE)
+
     @given(line_text)
     def test_any_other_line_is_reversed_in_the_nea_profile(self, text):
         request = codec.decode_request(text.encode(), profiles.NEA)
@@ -115,7 +185,8 @@ class RequestTests(unittest.TestCase):
             self.assertEqual(request.text, text)
         else:  # it was a verb, a JSON frame, or an error: never silently dropped
             self.assertTrue(
-                text.startswith(("message", "ok", "chat", "nick", "{", "exit", "quit")), request
+                text.startswith(("message", "ok", "chat", "nick", "{", "exit", "quit", "register",
+                                 "serve", "unserve", "reply", "ask")), request
             )
 
     def test_verbs(self):
@@ -166,7 +237,8 @@ class RequestTests(unittest.TestCase):
             self.assertIn(type(request), profile.allowed)
 
     @given(json_values, st.sampled_from(["type", "cmd", "payload", "x"]),
-           st.sampled_from(["message", "ok", "reverse", "chat", "nick", "status"]))
+           st.sampled_from(["message", "ok", "reverse", "chat", "nick", "status", "register",
+                            "reply", "ask"]))
     @settings(max_examples=300)
     def test_any_json_value_anywhere_decodes_to_a_request(self, value, key, kind):
         """Arbitrary JSON (deep, odd types, lone surrogates) as a frame's field never raises."""
@@ -177,6 +249,8 @@ class RequestTests(unittest.TestCase):
             self.assertIn(type(request), profile.allowed)
             if isinstance(request, (frames.Relay, frames.Ack, frames.Reverse, frames.Chat)):
                 request.text.encode("utf-8")  # what was accepted is valid Unicode
+            if isinstance(request, (frames.Reply, frames.Ask)):
+                self.assertIsNone(codec.body_problem(request.body))
 
     def test_poison_json_gets_its_code(self):
         deep = b'{"type":"reverse","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
@@ -206,10 +280,42 @@ pushes = st.one_of(
     st.dictionaries(nick, st.integers()).map(frames.StatusReply),
     st.builds(frames.ErrorReply, st.sampled_from([e.code for e in errors.ALL]), line_text),
     st.just(frames.Bye()),
+    names.map(frames.Registered),
+    names.map(frames.Serving),
+    names.map(frames.Unserved),
+)
+
+addressed_pushes = st.one_of(
+    st.builds(frames.RequestPush, ids, bodies, st.none() | names),
+    st.builds(frames.ReplyPush, ids, bodies, nick),
+    st.builds(frames.ErrorReply, st.sampled_from([e.code for e in errors.ALL]), line_text,
+              st.none() | ids),
 )
 
 
 class PushTests(unittest.TestCase):
+    @given(addressed_pushes)
+    def test_json_round_trip_of_requests_and_replies(self, push):
+        line = codec.encode_push(push, Encoding.JSON)
+        self.assertEqual(line.count(b"\n"), 1)
+        self.assertEqual(codec.decode_push(line[:-1]), push)
+
+    @given(st.one_of(st.builds(frames.RequestPush, ids, line_text),
+                     st.builds(frames.ReplyPush, ids, line_text)))
+    def test_text_round_trip_of_requests_and_replies(self, push):
+        """In text a body is the rest of the line; the service and instance stay in JSON."""
+        line = codec.encode_push(push, Encoding.TEXT)
+        self.assertEqual(line.count(b"\n"), 1)
+        self.assertEqual(codec.decode_push(line[:-1]), push)
+
+    @given(bodies)
+    def test_a_text_client_sees_a_body_as_one_line_of_json(self, body):
+        line = codec.encode_push(frames.RequestPush("r1", body), Encoding.TEXT)
+        self.assertEqual(line.count(b"\n"), 1)
+        rest = line[len(b"request r1 "):-1].decode("utf-8")
+        self.assertEqual(rest if isinstance(body, str) else json.loads(rest),
+                         body.replace("\r", " ").replace("\n", " ") if isinstance(body, str) else body)
+
     @given(pushes)
     def test_json_round_trip(self, push):
         line = codec.encode_push(push, Encoding.JSON)

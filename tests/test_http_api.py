@@ -25,7 +25,7 @@ from nea.http.metrics import RelayTimer
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub
 from nea.server.service import InstanceService, makeService
-from nea.server.startup import StartupError
+from nea.net.startup import StartupError
 from nea.core.testing import FakePeer
 from nea.wire import codec, frames, profiles
 from nea.wire.profiles import RELAY
@@ -237,9 +237,13 @@ class ReadEndpoints(ServerCase):
         self.assertEqual(
             set(spec["paths"]),
             {"/", "/chat", "/status", "/healthz", "/metrics", "/connections", "/broadcast",
-             "/relay", "/openapi.json", "/docs"},
+             "/relay", "/openapi.json", "/docs", "/clients", "/clients/{name}", "/services",
+             "/clients/{name}/requests", "/services/{service}/requests"},
         )
-        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get")):
+        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get"),
+                             ("/clients", "get"), ("/clients/{name}", "get"), ("/services", "get"),
+                             ("/clients/{name}/requests", "post"),
+                             ("/services/{service}/requests", "post")):
             operation = spec["paths"][path][method]
             self.assertEqual(operation["security"], [{"adminToken": []}])
             self.assertIn("401", operation["responses"])

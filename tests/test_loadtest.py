@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, utils
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
-from nea.server.listeners import announced_ports
+from nea.net.listening import announced_ports
 from nea.wire import frames
 from tests.support import certs, connect, daemon_command, daemon_env, tcp_listen, tls_listen
 

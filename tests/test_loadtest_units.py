@@ -9,6 +9,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from nea.client.status import STATUS_LINE, StatusError
 from nea.loadtest import delays, report, status
 from nea.loadtest.client import (
     IP_BIND_ADDRESS_NO_PORT,
@@ -21,6 +22,7 @@ from nea.loadtest.client import (
 from nea.loadtest.tally import Tally, percentiles
 from nea.loadtest.worker import Schedule
 from nea.wire.codec import MAX_SERVER_LINE
+from tests.fakes import FakeNetwork
 
 
 class DelayTests(unittest.TestCase):
@@ -230,53 +232,50 @@ class ScheduleTests(unittest.TestCase):
 
 
 class VerdictTests(unittest.TestCase):
-    def instance(self, connections, pending=0, in_flight=0):
-        return {"connections": connections, "relays": {"pending": pending, "in_flight": in_flight}}
+    def status(self, zero_state, cluster_zero_state, in_flight=0):
+        cluster = {"members": [], "connections": 3, "pending": 2, "zero_state": cluster_zero_state}
+        return {"zero_state": zero_state, "relays": {"pending": 0, "in_flight": in_flight},
+                "cluster": cluster}
 
-    def test_only_the_asking_connection_is_zero_state(self):
-        self.assertTrue(status.judge(self.instance(1)).zero_state)
-        self.assertFalse(status.judge(self.instance(2)).zero_state)
-        self.assertFalse(status.judge(self.instance(1, pending=1)).zero_state)
-        self.assertFalse(status.judge(self.instance(1, in_flight=1)).zero_state)
+    def test_the_servers_own_verdict_on_itself_and_its_cluster_is_taken(self):
+        self.assertTrue(status.judge(self.status(True, True)).zero_state)
+        self.assertFalse(status.judge(self.status(False, True)).zero_state)
+        self.assertFalse(status.judge(self.status(True, False)).zero_state)
 
-    def test_cluster_members_are_summed(self):
-        members = [self.instance(1), self.instance(0)]
-        self.assertTrue(status.judge({**members[0], "cluster": {"members": members}}).zero_state)
-        members[1] = self.instance(0, pending=3)
-        verdict = status.judge({**members[0], "cluster": {"members": members}})
-        self.assertEqual((verdict.zero_state, verdict.pending), (False, 3))
+    def test_the_figures_come_with_it(self):
+        verdict = status.judge(self.status(False, False, in_flight=4))
+        self.assertEqual((verdict.connections, verdict.pending, verdict.in_flight), (3, 2, 4))
 
 
-class StatusLineTests(unittest.TestCase):
-    def exchange(self, *lines):
-        protocol = status.StatusLine()
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.assertEqual(transport.value(), status.STATUS_REQUEST)
-        for line in lines:
-            protocol.dataReceived(line)
-        return protocol.answer
+class FetchTests(unittest.TestCase):
+    def setUp(self):
+        self.net = FakeNetwork()
+        self.answer = status.fetch(self.net.reactor, self.net.endpoint, tls=False, timeout=5.0)
+        self.transport = self.net.accept()
+        self.assertEqual(self.transport.value(), STATUS_LINE)
 
-    def test_the_json_reply_is_the_answer_whatever_comes_first(self):
-        answer = self.exchange(b"2026-01-01\n", b'{"type":"status","payload":{"connections":1}}\n')
-        self.assertEqual(self.successResultOf(answer), {"connections": 1})
+    def test_the_answer_comes_once_the_asking_connection_is_closed(self):
+        self.net.receive(b"2026-01-01\n" b'{"type":"status","payload":{"connections":1}}\n')
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNoResult(self.answer)
+        self.net.drop()
+        self.assertEqual(self.successResultOf(self.answer), {"connections": 1})
 
     def test_a_listener_without_status_is_a_clear_error(self):
-        answer = self.exchange(b"error not_in_profile the 'relay' profile understands only\n")
-        self.assertIn("--status-port", str(self.failureResultOf(answer, status.StatusRefused).value))
+        self.net.receive(b"error not_in_profile the 'relay' profile understands only\n")
+        self.assertIn("--status-port", str(self.failureResultOf(self.answer, status.StatusRefused).value))
 
     def test_a_reply_split_over_reads(self):
-        answer = self.exchange(b'{"type":"sta', b'tus","payload":{"connections":2}}', b"\r\n")
-        self.assertEqual(self.successResultOf(answer), {"connections": 2})
+        for part in (b'{"type":"sta', b'tus","payload":{"connections":2}}', b"\r\n"):
+            self.net.receive(part)
+        self.net.drop()
+        self.assertEqual(self.successResultOf(self.answer), {"connections": 2})
 
     def test_an_endless_line_fails_the_answer(self):
-        protocol = status.StatusLine()
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"{" + b"x" * MAX_SERVER_LINE + b"\n")
-        self.assertTrue(transport.disconnected)  # aborted
-        protocol.connectionLost(Failure(ConnectionLost()))
-        self.failureResultOf(protocol.answer, ConnectionLost)
+        self.net.receive(b"{" + b"x" * MAX_SERVER_LINE + b"\n")
+        self.assertTrue(self.transport.disconnected)  # aborted
+        self.net.drop(ConnectionLost())
+        self.assertIn("over-long line", str(self.failureResultOf(self.answer, StatusError).value))
 
 
 class ReportTests(unittest.TestCase):

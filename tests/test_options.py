@@ -6,9 +6,9 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial import unittest
 
-from nea.server.listeners import DEFAULT_LISTEN, Listen
+from nea.server.listeners import Listen, default_listen
 from nea.server.options import Options
-from nea.server.service import ensure_dev_certs
+from nea.server.tap import ensure_dev_certs
 from nea.wire import profiles
 from tests.support import parse_options
 
@@ -44,8 +44,11 @@ class ListenTests(unittest.TestCase):
 class OptionsTests(unittest.TestCase):
     def test_defaults_match_the_spec(self):
         options = parse_options()
-        self.assertEqual(options["listen"], [Listen.parse(DEFAULT_LISTEN)])
-        self.assertTrue(DEFAULT_LISTEN.startswith("ssl:3443:"))
+        self.assertEqual(options["dev-certs"], Path("certs").resolve())
+        self.assertEqual(options["listen"], [Listen.parse(default_listen(options["dev-certs"]))])
+        self.assertEqual(options["listen"][0].certificate_files(), [
+            Path("certs").resolve() / "server-key.pem", Path("certs").resolve() / "server.pem",
+        ])
         self.assertEqual(options["max-clients"], 100)
         self.assertEqual(options["date-interval"], 10.0)
         self.assertEqual(options["max-line"], 64 * 1024)
@@ -78,6 +81,21 @@ class DevCertsOnFirstRunTests(unittest.TestCase):
         ensure_dev_certs(options)
         for name in ("ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"):
             self.assertTrue((home / "certs" / name).exists(), name)
+
+    def test_the_directory_is_the_one_of_the_start_even_after_a_change_of_directory(self):
+        home, elsewhere = Path(self.mktemp()).resolve(), Path(self.mktemp()).resolve()
+        home.mkdir()
+        elsewhere.mkdir()
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(home)
+        options = parse_options("--dev-certs", "mine")
+        self.assertEqual(options["dev-certs"], home / "mine")
+        [listen] = options["listen"]
+        self.assertEqual({f.parent for f in listen.certificate_files()}, {home / "mine"})
+        os.chdir(elsewhere)
+        ensure_dev_certs(options)
+        self.assertTrue((home / "mine" / "server.pem").exists())
+        self.assertEqual(list(elsewhere.iterdir()), [])
 
     def test_never_generated_outside_the_dev_directory(self):
         elsewhere = Path(self.mktemp())

@@ -4,16 +4,20 @@ alike (each run as a real process); a started daemon says where it listens."""
 from pathlib import Path
 
 from twisted.internet import defer, reactor, utils
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from nea.server.listeners import ListeningService
-from nea.server.startup import StartupError
+from nea.client.status import fetch_status
+from nea.net.listening import ListeningService
+from nea.net.startup import StartupError
 from tests.support import (
     WAIT, certs, daemon_command, daemon_env, start_server, tcp_listen, tls_listen, twistd_command,
 )
+from tests import infra
 from tests.test_http_api import fetch
 
 RUNNERS = {"twist": daemon_command, "twistd": twistd_command}
@@ -128,6 +132,30 @@ class StartupFailures(unittest.TestCase):
             ["--listen", tcp_listen(), "--redis", "localhost:6379"],
             "expected redis://host[:port][/db]", "--redis redis://127.0.0.1:6379/0",
         )
+
+
+class FirstRun(unittest.TestCase):
+    """From a directory without certificates (a fresh clone), the daemon makes its
+    development certificates before it builds its listeners, and serves them."""
+
+    @defer.inlineCallbacks
+    def test_generates_and_serves_development_certificates(self):
+        home = Path(self.mktemp()).resolve()
+        home.mkdir()
+        port = infra.free_port()
+        program = infra.Program(daemon_command(
+            "--listen", f"ssl:{port}:interface=127.0.0.1:privateKey=certs/server-key.pem"
+                        ":certKey=certs/server.pem",
+        ), env=daemon_env(), cwd=str(home))
+        program.start()
+        self.addCleanup(program.stop)
+        yield infra.wait_listening(program, port, timeout=3 * WAIT)
+        self.assertIn("generated development certificates", program.output)
+        ca = Certificate.loadPEM((home / "certs" / "ca.pem").read_bytes())
+        endpoint = wrapClientTLS(optionsForClientTLS("localhost", ca),
+                                 TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT))
+        status = yield fetch_status(endpoint, reactor, tls=True, timeout=3 * WAIT)
+        self.assertEqual(status["connections"], 1)
 
 
 class Announcements(unittest.TestCase):

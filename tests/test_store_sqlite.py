@@ -8,7 +8,6 @@ from twisted.trial import unittest
 
 from nea.store.lines import StoreError
 from nea.store.sql import SCHEMA_VERSION, SQLStore
-from nea.store.sqlite import SQLite
 from nea.store.url import parse_store
 from nea.store.writer import OK, StoreWriter
 from tests.store_contract import StoreContract, lines

@@ -1,6 +1,5 @@
 """The store writer, the trimmer and ``--store`` parsing, on in-memory stores and a Clock."""
 
-from twisted.internet import defer
 from twisted.internet.testing import Clock
 from twisted.trial import unittest
 

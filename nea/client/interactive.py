@@ -17,7 +17,7 @@ from typing import Callable
 
 from nea.client.link import ServerLink
 from nea.client.redial import DialConfig, Redialer
-from nea.wire import errors, frames
+from nea.wire import codec, errors, frames
 from nea.wire.frames import Encoding
 
 _QUIT_WORDS = (b"exit", b"quit")
@@ -48,6 +48,17 @@ def format_push(push: frames.Push) -> str:
             return f"[error {code}] {message}"
         case frames.Bye():
             return "[bye]"
+        case frames.Registered(name):
+            return f"[registered] you are addressable as {name}"
+        case frames.Serving(service):
+            return f"[serving] you are a member of {service}"
+        case frames.Unserved(service):
+            return f"[unserved] you left {service}"
+        case frames.RequestPush(id, body, service):
+            via = f" (service {service})" if service is not None else ""
+            return f"[request {id}]{via} {codec.body_text(body)}  (answer: reply {id} TEXT)"
+        case frames.ReplyPush(id, body, instance):
+            return f"[reply {id}] {codec.body_text(body)}  (from {instance})"
     raise TypeError(f"not a push: {push!r}")
 
 

@@ -10,6 +10,7 @@ from typing import Any, Union
 
 import attrs
 
+from nea.core.requests import Offer
 from nea.wire import codec
 from nea.wire.frames import BroadcastPush, ChatPush, Encoding
 
@@ -52,7 +53,32 @@ class Leave:
     run: str
 
 
-Message = Union[Deliver, Confirm, Reforward, Event, Leave]
+@attrs.frozen
+class Answer:
+    """The reply to request ``id`` you originated (the sender is where the client is)."""
+
+    id: str
+    body: object = attrs.field(eq=True, hash=False)
+
+
+@attrs.frozen
+class Refuse:
+    """Request ``id`` you originated: I cannot take it, or its client left (``code``)."""
+
+    id: str
+    code: str
+
+
+@attrs.frozen
+class Claim:
+    """``name`` was registered here at ``stamp``: an older registration of it ends."""
+
+    name: str
+    stamp: float
+
+
+#: `Offer` (``offer``) is the core's own value: a request on its way to a client.
+Message = Union[Deliver, Confirm, Reforward, Event, Leave, Offer, Answer, Refuse, Claim]
 
 #: The op names are what instances of every version exchange: never rename one.
 _OPS: dict[type, str] = {
@@ -61,6 +87,10 @@ _OPS: dict[type, str] = {
     Reforward: "reforward",
     Event: "event",
     Leave: "leave",
+    Offer: "offer",
+    Answer: "answer",
+    Refuse: "refuse",
+    Claim: "claim",
 }
 _KINDS = {op: kind for kind, op in _OPS.items()}
 # json.dumps with arguments builds an encoder per call; this one is built once.
@@ -109,5 +139,9 @@ def decode(data: str | bytes) -> tuple[str, Message]:
 def _check_types(message: Message) -> None:
     for name, kind in _FIELDS[type(message)]:
         value = getattr(message, name)
+        if kind is object:  # a body: any JSON value
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            continue  # JSON does not tell 5 from 5.0
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise TypeError(f"{name} must be {kind.__name__}")
+            raise TypeError(f"{name} must be {getattr(kind, '__name__', kind)}")

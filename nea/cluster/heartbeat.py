@@ -1,7 +1,7 @@
 """The Redis commands of membership: announce this instance, read the others, withdraw.
 
-Each beat refreshes this instance's key and the members index (both expire after
-three beats, so a killed cluster leaves nothing behind for long), then reads every
+Each beat refreshes this instance's key, its names and the members index (all expire
+after three beats, so a killed cluster leaves nothing behind for long), then reads every
 indexed member's record in one MGET and prunes ids whose key has expired.
 """
 
@@ -13,16 +13,22 @@ from nea.cluster.names import Namespace
 TTL_BEATS = 3
 
 
+def ttl_ms(interval: float) -> int:
+    """How long, in milliseconds, what a beat refreshes lives without another beat."""
+    return max(1, round(interval * TTL_BEATS * 1000))
+
+
 @defer.inlineCallbacks
 def beat(redis, ns: Namespace, instance: str, record: str, interval: float):
     """Announce ``record`` for ``instance``; return ``{id: record}`` of every live member."""
-    ttl_ms = max(1, round(interval * TTL_BEATS * 1000))
+    ttl = ttl_ms(interval)
     # Sent back to back on one connection: Redis answers them in order.
     yield defer.gatherResults(
         [
-            redis.set(ns.member(instance), record, pexpire=ttl_ms),
+            redis.set(ns.member(instance), record, pexpire=ttl),
             redis.zadd(ns.members, 0, instance),
-            redis.execute_command("PEXPIRE", ns.members, ttl_ms),
+            redis.execute_command("PEXPIRE", ns.members, ttl),
+            redis.execute_command("PEXPIRE", ns.names(instance), ttl),
         ],
         consumeErrors=True,
     )
@@ -37,8 +43,8 @@ def beat(redis, ns: Namespace, instance: str, record: str, interval: float):
 
 
 def withdraw(redis, ns: Namespace, instance: str):
-    """Remove this instance's key and index entry (the index vanishes with its last entry)."""
+    """Remove this instance's keys and index entry (the index vanishes with its last entry)."""
     return defer.gatherResults(
-        [redis.delete(ns.member(instance)), redis.zrem(ns.members, instance)],
+        [redis.delete(ns.member(instance), ns.names(instance)), redis.zrem(ns.members, instance)],
         consumeErrors=True,
     )

@@ -8,8 +8,12 @@ so several clusters (or test runs) can share one Redis without meeting:
 - ``NAME:members`` (sorted set, ``PEXPIRE`` = 3 heartbeats): the index of member ids,
   so discovery never scans the keyspace; ids whose heartbeat key has expired are
   pruned from it by whoever notices;
+- ``NAME:names:ID`` (hash, ``PEXPIRE`` = 3 heartbeats, refreshed by each beat): the
+  client names registered on instance ID, each with when it was registered; it
+  dies with the instance's heartbeat, so a dead instance's names vanish with it;
 - channel ``NAME:cluster``: chat, operator broadcasts and leave notices for everyone;
-- channel ``NAME:to:ID``: deliveries, acks and re-forwards addressed to instance ID.
+- channel ``NAME:to:ID``: deliveries, acks and re-forwards, and requests' offers,
+  answers and refusals, addressed to instance ID.
 
 Pub/sub channels are not per database in Redis: two clusters on one Redis server
 need different names even when they use different database numbers.
@@ -59,6 +63,9 @@ class Namespace:
 
     def member(self, instance: str) -> str:
         return f"{self.name}:member:{instance}"
+
+    def names(self, instance: str) -> str:
+        return f"{self.name}:names:{instance}"
 
     def inbox(self, instance: str) -> str:
         return f"{self.name}:to:{instance}"

@@ -5,8 +5,11 @@ status key can be renamed without breaking a cluster that runs two versions.
 Version 1::
 
     {"v": 1, "run": "4f3a...", "version": "0.1.0", "state": "serving",
-     "connections": 12, "relay_weight": 10, "pending": 0, "zero_state": false}
+     "connections": 12, "relay_weight": 10, "pending": 0, "zero_state": false,
+     "services": {"people": 2}}
 
+``services`` (each service's members on the instance: its weight when a member
+is drawn) was added within version 1: a record without it has no members.
 Readers ignore fields they do not know, so adding one keeps the version; a change
 an older reader would misread gets a new version number. ``v`` and ``run`` keep
 their meaning in every version, so a member with a newer record than this
@@ -40,7 +43,7 @@ class Announcement:
 
 
 def encode(run: str, figures: MemberFigures) -> str:
-    fields = attrs.asdict(figures)
+    fields = figures.as_json()
     del fields["instance"]  # the key it is stored under names it
     return _JSON.encode({"v": VERSION, "run": run, **fields})
 
@@ -69,6 +72,7 @@ def decode(instance: str, data: str) -> Announcement:
             relay_weight=_count(record, "relay_weight"),
             pending=_count(record, "pending"),
             zero_state=_typed(record, "zero_state", bool),
+            services=_services(record.get("services", {})),
         ))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"malformed heartbeat record {data!r}: {e}") from None
@@ -94,6 +98,12 @@ def _unknown(instance: str, record: dict[str, Any]) -> MemberFigures:
         instance=instance, version=version if isinstance(version, str) else "unknown",
         state="incompatible", connections=0, relay_weight=0, pending=0, zero_state=True,
     )
+
+
+def _services(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise TypeError("services must be an object")
+    return {name: _count(value, name) for name in value}
 
 
 def _typed(fields: dict[str, Any], name: str, kind: type):

@@ -17,6 +17,18 @@ expired or a new run, a leave notice, or PUBLISH reached nobody), the origin
 draws new targets for what it still had there. A delivery may so be made twice
 (at least once, never lost); a second ``ok`` finds nobody waiting and is quiet.
 
+Requests (`nea.core.requests`). A name lives in this instance's names hash
+(`nea.cluster.names`), written when it is registered and expiring with the
+heartbeat; a registration also publishes a ``claim``, so an older holder of the
+name on another instance is told ``name_taken_over`` at once. A request to a
+name looks the name up in the live members' hashes (one HGET each, the newest
+registration wins) and is offered straight to that instance. A member of a
+service is drawn like a relay target, with each instance weighted by its
+members of that service (its heartbeat's ``services``). Answers and refusals go
+back to the origin's inbox. When an instance is gone, the origin hears it
+(`RequestNode.instance_gone`): a request to a name there fails ``client_gone``,
+one to a service is drawn again.
+
 Degraded (Redis unreachable): the state is ``degraded``, other instances are
 forgotten (their outstanding deliveries are re-forwarded here), targets are drawn
 among local connections only, and chat stays local. Every reconnection starts a
@@ -27,14 +39,17 @@ import functools
 import random
 import uuid
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from nea.cluster import envelope, heartbeat, record
-from nea.cluster.envelope import Confirm, Deliver, Event, Leave, Reforward
+from nea.cluster.envelope import (
+    Answer, Claim, Confirm, Deliver, Event, Leave, Offer, Refuse, Reforward,
+)
 from nea.cluster.members import Member, MemberTable
 from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace
-from nea.core.bus import ChatNode, Figures, RelayNode, weighted_pick
+from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush
 
@@ -57,6 +72,9 @@ class RedisBus:
         self._relays: RelayNode | None = None
         self._chat: ChatNode | None = None
         self._figures: Figures | None = None
+        self._requests: RequestNode | None = None
+        #: Names registered (their stamp) or released (None) here, not yet written to Redis.
+        self._name_changes: dict[str, float | None] = {}
         self._twin_reported = False
         #: ``(member, record version)`` pairs already logged as unreadable.
         self._incompatible_reported: set[tuple[str, int]] = set()
@@ -71,8 +89,10 @@ class RedisBus:
 
     # ---- nea.core.bus.Bus ----
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
+               requests: RequestNode) -> None:
         self._relays, self._chat, self._figures = relays, chat, figures
+        self._requests = requests
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         weights = {self.instance_id: self._relays.relay_weight()}
@@ -111,8 +131,120 @@ class RedisBus:
     def others(self) -> list[MemberFigures]:
         return self.table.figures() if self.up else []
 
+    def unanswered(self) -> int:
+        return len(self.outstanding)
+
     def state(self) -> str:
         return "connected" if self.up else "degraded"
+
+    # ---- requests ----
+
+    @property
+    def _redis(self):
+        return self.link.commands if self.link is not None else None
+
+    def register(self, name: str, stamp: float) -> None:
+        if self.up:  # else written, and claimed, when the link is up again
+            self._name_changed(name, stamp)
+            self._publish(self.namespace.cluster, Claim(name, stamp))
+
+    def unregister(self, name: str) -> None:
+        if self.up:
+            self._name_changed(name, None)
+
+    def _name_changed(self, name: str, stamp: float | None) -> None:
+        """Write the names hash at the end of the reactor turn: a client that registers
+        name after name costs one HSET and one HDEL per read, not per line."""
+        first = not self._name_changes
+        self._name_changes[name] = stamp
+        if first:
+            self.link.reactor.callLater(0, self._write_name_changes)
+
+    def _write_name_changes(self) -> None:
+        changes, self._name_changes = self._name_changes, {}
+        redis = self._redis
+        if redis is None or not changes:
+            return  # the link went down: link_up writes the whole hash again
+        removed = [name for name, stamp in changes.items() if stamp is None]
+        if removed:
+            _quietly(redis.execute_command("HDEL", self.namespace.names(self.instance_id),
+                                           *removed))
+        added = {name: stamp for name, stamp in changes.items() if stamp is not None}
+        if added:
+            self._write_names(redis, added)
+
+    def _write_names(self, redis, names: dict[str, float]) -> None:
+        key = self.namespace.names(self.instance_id)
+        fields = [item for name, stamp in names.items() for item in (name, repr(stamp))]
+        _quietly(redis.execute_command("HSET", key, *fields))
+        _quietly(redis.execute_command("PEXPIRE", key, heartbeat.ttl_ms(self.interval)))
+
+    def find_client(self, name: str) -> defer.Deferred:
+        if self._requests.has_name(name) is not None:
+            return defer.succeed(self.instance_id)
+        instances = sorted(self.table.members)
+        redis = self._redis
+        if redis is None or not instances:
+            return defer.succeed(None)
+        found = defer.gatherResults(
+            [redis.execute_command("HGET", self.namespace.names(i), name) for i in instances],
+            consumeErrors=True,
+        )
+
+        def newest_live(stamps) -> str | None:
+            held = {i: {name: _stamp(s)} for i, s in zip(instances, stamps) if _stamp(s) is not None}
+            instance = newest(held).get(name)
+            return instance if instance in self.table.members else None
+
+        return found.addCallbacks(newest_live, lambda failure: None)
+
+    def clients(self) -> defer.Deferred:
+        instances = sorted(self.table.members)
+        redis = self._redis
+        local = {self.instance_id: self._requests.local_names()}
+        if redis is None or not instances:
+            return defer.succeed(newest(local))
+        found = defer.gatherResults(
+            [redis.hgetall(self.namespace.names(i)) for i in instances], consumeErrors=True
+        )
+
+        def merged(hashes) -> dict[str, str]:
+            for instance, names in zip(instances, hashes):
+                local[instance] = {n: s for n, s in ((n, _stamp(v)) for n, v in names.items())
+                                   if s is not None}
+            return newest(local)
+
+        return found.addCallbacks(merged, lambda failure: newest(local))
+
+    def pick_member_instance(self, service: str, rng: random.Random,
+                             skip: set[str]) -> str | None:
+        weights = {self.instance_id: self._requests.member_weight(service)}
+        if self.up:
+            weights.update({name: m.figures.services.get(service, 0)
+                            for name, m in self.table.members.items()})
+        return weighted_pick({i: w for i, w in weights.items() if i not in skip}, rng)
+
+    def offer(self, instance: str, offer: Offer) -> None:
+        if instance == self.instance_id:
+            self._requests.offer(offer)
+            return
+        member = self.table.members.get(instance)
+        if member is None or not self.up:
+            self._requests.instance_gone(instance)
+            return
+        self._send(instance, offer, functools.partial(self._check_reached, instance, member.run))
+
+    def answer(self, origin: str, rid: str, body) -> None:
+        if origin == self.instance_id:
+            self._requests.answer(rid, body, self.instance_id)
+        else:
+            self._send(origin, Answer(rid, body))
+
+    def refuse(self, origin: str, rid: str, code: str) -> None:
+        if origin == self.instance_id:
+            self._requests.refuse(rid, code, self.instance_id)
+        else:
+            self._send(origin, Refuse(rid, code))
 
     # ---- sending ----
 
@@ -130,18 +262,29 @@ class RedisBus:
             self._recover(instance)
 
     def _recover(self, instance: str) -> None:
-        """``instance`` is gone: draw new targets for what it had not settled."""
+        """``instance`` is gone: draw new targets for what it had not answered."""
         for text in self.outstanding.take(instance):
             self._relays.reforward(text, 0)
+        self._requests.instance_gone(instance)
 
     # ---- nea.cluster.redislink.LinkListener ----
 
     def link_up(self) -> None:
         self.run = uuid.uuid4().hex[:12]
+        # The names registered meanwhile (or before a restart of Redis): written, and claimed.
+        names = self._requests.local_names()
+        self._name_changes = {}
+        redis = self._redis
+        _quietly(redis.delete(self.namespace.names(self.instance_id)))
+        if names:
+            self._write_names(redis, names)
+            for name, stamp in names.items():
+                self._publish(self.namespace.cluster, Claim(name, stamp))
 
     def link_down(self) -> None:
+        gone = {*self.table.members, *self.outstanding.instances()}
         self.table.clear()
-        for instance in self.outstanding.instances():
+        for instance in sorted(gone):
             self._recover(instance)
 
     def received(self, channel: str, data: str) -> None:
@@ -164,6 +307,14 @@ class RedisBus:
             self._relays.reforward(message.text, message.attempt)
         elif isinstance(message, Event):
             self._chat.fan_out(message.push)
+        elif isinstance(message, Offer):
+            self._requests.offer(message)
+        elif isinstance(message, Answer):
+            self._requests.answer(message.id, message.body, sender)
+        elif isinstance(message, Refuse):
+            self._requests.refuse(message.id, message.code, sender)
+        elif isinstance(message, Claim):
+            self._requests.claim(message.name, message.stamp, sender)
         elif isinstance(message, Leave):
             if self.table.remove(sender, message.run):
                 log.info("cluster member {member} left", member=sender)
@@ -218,3 +369,17 @@ class RedisBus:
 
     def _leave_notice(self) -> str:
         return envelope.encode(self.instance_id, Leave(self.run))
+
+
+def _stamp(value) -> float | None:
+    """A registration time as read from a names hash; None for none (or garbage)."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _quietly(written: defer.Deferred) -> None:
+    """A write whose failure needs no handling: the link is going down, and what the
+    names hash should hold is written again when it is up (`RedisBus.link_up`)."""
+    written.addErrback(lambda failure: None)

@@ -104,6 +104,11 @@ class RedisLink:
         self._batcher.discard()
         yield self._close()
 
+    @property
+    def commands(self):
+        """The command connection while up (for writes other than PUBLISH), else None."""
+        return self._commands if self.up else None
+
     def publish(self, channel: str, data: str, reached: Reached | None = None) -> None:
         """PUBLISH (batched, only while up); ``reached(receivers)`` once it is out."""
         if self.up:

@@ -108,7 +108,7 @@ class RelayBroker:
 
     def _dispatch(self, text: str, attempt: int) -> None:
         if attempt >= MAX_DELIVERY_ATTEMPTS and len(self.registry.relay_capable):
-            # The cluster's counts keep pointing at instances that have nobody; settle locally.
+            # The cluster's counts keep pointing at instances that have nobody; deliver locally.
             self.deliver(text, self.bus.instance_id, attempt)
             return
         instance = self.bus.pick_relay_instance(self.rng)

@@ -7,13 +7,15 @@ single-instance server (no other instances; everything is delivered in-process);
 """
 
 import random
-from typing import Callable, Protocol as TypingProtocol
+from typing import Any, Callable, Protocol as TypingProtocol
+
+from twisted.internet import defer
 
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush
 
 #: How many times a relay may bounce off an instance that had no taker before the
-#: origin stops asking the cluster and settles for a local target.
+#: origin stops asking the cluster and falls back to a local target.
 MAX_DELIVERY_ATTEMPTS = 5
 
 
@@ -38,6 +40,38 @@ class RelayNode(TypingProtocol):
         """A delivery of ``text`` failed; draw a new target if someone still waits."""
 
 
+class RequestNode(TypingProtocol):
+    """The request side of an instance that a bus calls (`nea.core.requests.RequestBroker`).
+
+    ``offer`` goes to the target's instance; ``answer`` (the client's reply) and
+    ``refuse`` go back to the origin; ``claim`` goes to every other instance.
+    """
+
+    def offer(self, offer: Any) -> None:
+        """Push a `nea.core.requests.Offer` to the named connection or a member."""
+
+    def answer(self, rid: str, body: Any, instance: str) -> None:
+        """The reply to ``rid``, from a client on ``instance``."""
+
+    def refuse(self, rid: str, code: str, instance: str) -> None:
+        """``instance`` could not take ``rid``, or its client left before replying."""
+
+    def claim(self, name: str, stamp: float, instance: str) -> None:
+        """``name`` was registered on ``instance`` at ``stamp``."""
+
+    def instance_gone(self, instance: str) -> None:
+        """``instance`` left the cluster."""
+
+    def has_name(self, name: str) -> float | None:
+        """When ``name`` was registered on this instance, or None."""
+
+    def local_names(self) -> dict[str, float]:
+        """Every name registered here, with when."""
+
+    def member_weight(self, service: str) -> int:
+        """Local members of ``service``."""
+
+
 class ChatNode(TypingProtocol):
     """The chat side of an instance that a bus calls (`nea.core.chat.ChatRoom`)."""
 
@@ -52,7 +86,8 @@ Figures = Callable[[], MemberFigures]
 class Bus(TypingProtocol):
     instance_id: str
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None: ...
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
+               requests: RequestNode) -> None: ...
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         """An instance, drawn with weight = its relay-capable connections; None if none."""
@@ -69,6 +104,31 @@ class Bus(TypingProtocol):
     def others(self) -> list[MemberFigures]:
         """The other live members, as last announced."""
 
+    def unanswered(self) -> int:
+        """Deliveries sent to other instances whose confirmation or re-forward is still due."""
+
+    def register(self, name: str, stamp: float) -> None:
+        """``name`` is registered here from ``stamp`` on: record it, and claim it everywhere."""
+
+    def unregister(self, name: str) -> None:
+        """``name`` is no longer registered here."""
+
+    def find_client(self, name: str) -> defer.Deferred:
+        """The instance where ``name`` is registered (the newest registration), or None."""
+
+    def clients(self) -> defer.Deferred:
+        """``{name: instance}`` of every registered name in the cluster."""
+
+    def pick_member_instance(self, service: str, rng: random.Random,
+                             skip: set[str]) -> str | None:
+        """An instance not in ``skip``, drawn with weight = its members of ``service``."""
+
+    def offer(self, instance: str, offer: Any) -> None: ...
+
+    def answer(self, origin: str, rid: str, body: Any) -> None: ...
+
+    def refuse(self, origin: str, rid: str, code: str) -> None: ...
+
     def state(self) -> str:
         """``standalone``, ``connected`` or ``degraded`` (cluster configured, Redis unreachable)."""
 
@@ -79,9 +139,11 @@ class LocalBus:
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
         self._relays: RelayNode | None = None
+        self._requests: RequestNode | None = None
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
-        self._relays = relays
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
+               requests: RequestNode) -> None:
+        self._relays, self._requests = relays, requests
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         return self.instance_id if self._relays.relay_weight() else None
@@ -101,15 +163,47 @@ class LocalBus:
     def others(self) -> list[MemberFigures]:
         return []
 
+    def unanswered(self) -> int:
+        return 0
+
     def state(self) -> str:
         return "standalone"
 
+    def register(self, name: str, stamp: float) -> None:
+        pass
+
+    def unregister(self, name: str) -> None:
+        pass
+
+    def find_client(self, name: str) -> defer.Deferred:
+        here = self._requests.has_name(name) is not None
+        return defer.succeed(self.instance_id if here else None)
+
+    def clients(self) -> defer.Deferred:
+        return defer.succeed({name: self.instance_id for name in self._requests.local_names()})
+
+    def pick_member_instance(self, service: str, rng: random.Random,
+                             skip: set[str]) -> str | None:
+        if self.instance_id in skip or not self._requests.member_weight(service):
+            return None
+        return self.instance_id
+
+    def offer(self, instance: str, offer: Any) -> None:
+        self._requests.offer(offer)
+
+    def answer(self, origin: str, rid: str, body: Any) -> None:
+        self._requests.answer(rid, body, self.instance_id)
+
+    def refuse(self, origin: str, rid: str, code: str) -> None:
+        self._requests.refuse(rid, code, self.instance_id)
+
 
 class _Node:
-    __slots__ = ("relays", "chat", "figures")
+    __slots__ = ("relays", "chat", "figures", "requests")
 
-    def __init__(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
-        self.relays, self.chat, self.figures = relays, chat, figures
+    def __init__(self, relays: RelayNode, chat: ChatNode, figures: Figures,
+                 requests: RequestNode) -> None:
+        self.relays, self.chat, self.figures, self.requests = relays, chat, figures, requests
 
 
 class MemoryCluster:
@@ -125,14 +219,21 @@ class MemoryCluster:
     def bus(self, instance_id: str) -> "MemoryBus":
         return MemoryBus(self, instance_id)
 
+    def kill(self, instance_id: str) -> None:
+        """``instance_id`` vanishes at once (kill -9): the others hear it is gone."""
+        del self.nodes[instance_id]
+        for node in list(self.nodes.values()):
+            node.requests.instance_gone(instance_id)
+
 
 class MemoryBus:
     def __init__(self, cluster: MemoryCluster, instance_id: str) -> None:
         self.cluster = cluster
         self.instance_id = instance_id
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures) -> None:
-        self.cluster.nodes[self.instance_id] = _Node(relays, chat, figures)
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
+               requests: RequestNode) -> None:
+        self.cluster.nodes[self.instance_id] = _Node(relays, chat, figures, requests)
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         return weighted_pick(
@@ -161,8 +262,65 @@ class MemoryBus:
         return [node.figures() for name, node in self.cluster.nodes.items()
                 if name != self.instance_id]
 
+    def unanswered(self) -> int:
+        return 0  # calls are direct: what is out is held by the target instance's broker
+
     def state(self) -> str:
         return "connected"
+
+    def register(self, name: str, stamp: float) -> None:
+        for instance, node in list(self.cluster.nodes.items()):
+            if instance != self.instance_id:
+                node.requests.claim(name, stamp, self.instance_id)
+
+    def unregister(self, name: str) -> None:
+        pass
+
+    def find_client(self, name: str) -> defer.Deferred:
+        stamps = {instance: node.requests.has_name(name)
+                  for instance, node in self.cluster.nodes.items()}
+        found = [(stamp, instance) for instance, stamp in stamps.items() if stamp is not None]
+        return defer.succeed(max(found)[1] if found else None)
+
+    def clients(self) -> defer.Deferred:
+        return defer.succeed(newest({
+            instance: node.requests.local_names() for instance, node in self.cluster.nodes.items()
+        }))
+
+    def pick_member_instance(self, service: str, rng: random.Random,
+                             skip: set[str]) -> str | None:
+        return weighted_pick({
+            instance: node.requests.member_weight(service)
+            for instance, node in self.cluster.nodes.items() if instance not in skip
+        }, rng)
+
+    def offer(self, instance: str, offer: Any) -> None:
+        node = self.cluster.nodes.get(instance)
+        if node is None:
+            self.cluster.nodes[self.instance_id].requests.instance_gone(instance)
+        else:
+            node.requests.offer(offer)
+
+    def answer(self, origin: str, rid: str, body: Any) -> None:
+        node = self.cluster.nodes.get(origin)
+        if node is not None:
+            node.requests.answer(rid, body, self.instance_id)
+
+    def refuse(self, origin: str, rid: str, code: str) -> None:
+        node = self.cluster.nodes.get(origin)
+        if node is not None:
+            node.requests.refuse(rid, code, self.instance_id)
+
+
+def newest(names_of: dict[str, dict[str, float]]) -> dict[str, str]:
+    """``{name: instance}`` from each instance's ``{name: registered at}``: where a name is
+    registered twice (a takeover on its way), the newer registration."""
+    best: dict[str, tuple[float, str]] = {}
+    for instance, names in names_of.items():
+        for name, stamp in names.items():
+            if name not in best or best[name] < (stamp, instance):
+                best[name] = (stamp, instance)
+    return {name: instance for name, (_, instance) in sorted(best.items())}
 
 
 def weighted_pick(weights: dict[str, int], rng: random.Random) -> str | None:

@@ -22,6 +22,7 @@ from nea.core.dates import DateBroadcaster
 from nea.core.peer import Peer
 from nea.core.registry import Registry
 from nea.core.broker import RelayBroker, RelayTimings, Waiter
+from nea.core.requests import RequestBroker
 from nea.core.reverse import reverse_text
 from nea.core.snapshot import (
     ClusterFigures, ConnectionInfo, MemberFigures, Snapshot, status_json,
@@ -33,8 +34,13 @@ from nea.wire import errors, frames
 class HubConfig:
     max_clients: int = 100
     date_interval: float = 10.0
-    #: Relays one connection may wait for, and deliveries one may hold unacknowledged.
+    #: Relays (and requests) one connection may wait for, and deliveries (and requests)
+    #: one may hold unanswered.
     max_pending: int = 1000
+    #: Seconds an ``ask`` waits for its reply unless it says otherwise.
+    request_timeout: float = 10.0
+    #: Client certificates are required: a registered name must be the certificate's identity.
+    names_need_identity: bool = False
 
 
 class Hub:
@@ -62,7 +68,11 @@ class Hub:
         self.relays = RelayBroker(
             self.registry, bus, self.rng, self.reject, self._done_waiting, config.max_pending,
         )
-        #: Connections that ended their stream and close once no relay of theirs is awaited.
+        self.addressed = RequestBroker(
+            clock, bus, self.rng, self.reject, self._done_waiting, config.max_pending,
+            config.request_timeout, config.names_need_identity,
+        )
+        #: Connections that ended their stream and close once nothing they asked is awaited.
         self._ending: set[Peer] = set()
         self.chat = ChatRoom(self.registry, bus)
         self.dates = DateBroadcaster(
@@ -88,8 +98,13 @@ class Hub:
             ),
             frames.Exit: self._exit,
             frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
+            frames.Register: lambda peer, r: self.addressed.register(peer, r.name),
+            frames.Serve: lambda peer, r: self.addressed.serve(peer, r.service),
+            frames.Unserve: lambda peer, r: self.addressed.unserve(peer, r.service),
+            frames.Reply: lambda peer, r: self.addressed.reply(peer, r.id, r.body),
+            frames.Ask: lambda peer, r: self.ask(peer, r.id, r.name, r.service, r.body, r.timeout),
         }
-        bus.attach(self.relays, self.chat, self.member)
+        bus.attach(self.relays, self.chat, self.member, self.addressed)
 
     # ---- connections ----
 
@@ -110,21 +125,25 @@ class Hub:
     def input_ended(self, peer: Peer) -> None:
         """``peer`` sends nothing more (FIN, close_notify) but may still read.
 
-        It can no longer ack, so it is no target any more and what it held goes
-        elsewhere; it is closed once no relay it sent is still awaited.
+        It can no longer ack or reply, so it is no target any more and what it held
+        goes elsewhere (or fails); it is closed once nothing it asked is still awaited.
         """
         if peer not in self.registry:
             return
         self.registry.retire(peer)
         self.dates.unsubscribed()
         self.relays.forget_target(peer)
-        if self.relays.waits(peer):
+        self.addressed.forget_target(peer)
+        if self._waits(peer):
             self._ending.add(peer)
         else:
             peer.close()
 
+    def _waits(self, waiter) -> bool:
+        return self.relays.waits(waiter) or self.addressed.waits(waiter)
+
     def _done_waiting(self, waiter) -> None:
-        if waiter in self._ending:
+        if waiter in self._ending and not self._waits(waiter):
             self._ending.discard(waiter)
             waiter.close()
 
@@ -134,20 +153,25 @@ class Hub:
             return
         self.registry.remove(peer)
         self.relays.peer_left(peer)
+        self.addressed.peer_left(peer)
         self.dates.unsubscribed()
 
     def handle(self, peer: Peer, request: frames.Request) -> None:
         self._requests[type(request).__name__] += 1
         self._handlers[type(request)](peer, request)
 
-    def reject(self, peer: Waiter, error: errors.ErrorCode, detail: str = "") -> None:
+    def reject(self, peer: Waiter, error: errors.ErrorCode, detail: str = "",
+               id: str | None = None) -> None:
         """Answer with ``error``, counted under its code; close the connection if it is fatal.
 
-        Every error a client is sent goes through here, so the counters miss none.
+        ``id``: the asker's id of the ``ask`` it answers. Every error a client is sent
+        goes through here, so the counters miss none.
         """
         self._errors[error.code] += 1
         message = f"{error.summary}: {detail}" if detail else error.summary
-        peer.push(frames.ErrorReply(error.code, message))
+        if id is not None:
+            message = f"{message} (ask {id})"
+        peer.push(frames.ErrorReply(error.code, message, id))
         if error.fatal:
             peer.close()
 
@@ -185,8 +209,23 @@ class Hub:
         self.relays.request(waiter, text)
 
     def forget(self, waiter: Waiter) -> None:
-        """A non-connection waiter gave up (timed out)."""
+        """A non-connection waiter gave up (timed out, or its HTTP client left)."""
         self.relays.forget_waiter(waiter)
+        self.addressed.forget_waiter(waiter)
+
+    def ask(self, waiter: Waiter, ref: str, name: str | None, service: str | None, body,
+            timeout: float | None = None) -> None:
+        """Send ``body`` to the client registered as ``name``, or to a member of ``service``;
+        ``waiter`` is pushed the `frames.ReplyPush` or the `frames.ErrorReply` for ``ref``."""
+        self.addressed.ask(waiter, ref, name, service, body, timeout)
+
+    def find_client(self, name: str):
+        """A Deferred: the instance where ``name`` is registered in the cluster, or None."""
+        return self.bus.find_client(name)
+
+    def clients(self):
+        """A Deferred: ``{name: instance}`` of every name registered in the cluster."""
+        return self.bus.clients()
 
     def time_relays(self, timings: RelayTimings) -> None:
         """Tell ``timings`` when each relay starts and ends being waited for (metrics)."""
@@ -235,10 +274,12 @@ class Hub:
         )
 
     def zero_state(self, asking: Peer | None = None) -> bool:
-        """No connection (but ``asking``, the one that asks) and no relay state left: what a
-        clean end of a load leaves. The one definition: every other reads this flag."""
+        """No connection (but ``asking``, the one that asks), no relay or request waited
+        for or held here, and no delivery out at another instance unanswered: what a clean
+        end of a load leaves. The one definition: every other reads this flag."""
         others = len(self.registry) - (asking is not None and asking in self.registry)
-        return not others and self.relays.empty
+        return (not others and self.relays.empty and self.addressed.empty
+                and not self.bus.unanswered())
 
     def member(self, asking: Peer | None = None) -> MemberFigures:
         """This instance's figures as the cluster sees them (what a heartbeat announces)."""
@@ -250,6 +291,7 @@ class Hub:
             relay_weight=self.relays.relay_weight(),
             pending=len(self.relays.waiting),
             zero_state=self.zero_state(asking),
+            services=self.addressed.services(),
         )
 
     def snapshot(self, asking: Peer | None = None) -> Snapshot:
@@ -277,6 +319,7 @@ class Hub:
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
             relays=self.relays.figures(),
+            addressed=self.addressed.figures(),
             chat=self.chat.figures(),
             dates=self.dates.figures(),
             zero_state=self.zero_state(asking),

@@ -33,6 +33,26 @@ class RelayFigures:
 
 
 @attrs.frozen
+class RequestFigures:
+    #: Asks of local waiters not yet settled.
+    pending: int
+    #: Requests pushed to local connections and not yet replied to.
+    in_flight: int
+    #: Names registered here, and services with a member here.
+    names: int
+    services: int
+    asked: int
+    offered: int
+    replied: int
+    answered: int
+    redrawn: int
+    failed: int
+    timed_out: int
+    unexpected_reply: int
+    taken_over: int
+
+
+@attrs.frozen
 class ChatFigures:
     said: int
     broadcasts: int
@@ -56,9 +76,11 @@ class MemberFigures:
     relay_weight: int
     pending: int
     zero_state: bool
+    #: Service -> members here: the member's weight when a member of a service is drawn.
+    services: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_mapping)
 
     def as_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return {**attrs.asdict(self), "services": dict(self.services)}
 
 
 @attrs.frozen
@@ -120,6 +142,8 @@ class Snapshot:
     bytes_in: int
     bytes_out: int
     relays: RelayFigures
+    #: Addressed requests (to names and services); ``requests`` in the status document.
+    addressed: RequestFigures
     chat: ChatFigures
     dates: DateFigures
     #: No connection, nothing waited for, nothing held: all state is gone.
@@ -148,6 +172,7 @@ def status_json(snapshot: Snapshot) -> dict[str, Any]:
         "handshakes": dict(snapshot.handshakes) if snapshot.handshakes is not None else None,
         "throttled": snapshot.throttled,
         "relays": attrs.asdict(snapshot.relays),
+        "requests": attrs.asdict(snapshot.addressed),
         "chat": attrs.asdict(snapshot.chat),
         "dates": attrs.asdict(snapshot.dates),
         "errors": dict(snapshot.errors),

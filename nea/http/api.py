@@ -92,7 +92,7 @@ class Api:
 
     def connections(self, request) -> None:
         self.auth.check(request)  # it shows who is connected, from where
-        limit = _limit(request.args.get(b"limit", []))
+        limit = self.limit(request)
         listed = [
             {**attrs.asdict(connection), "since": _iso(connection.since)}
             for connection in self.hub.connections(limit)
@@ -101,6 +101,11 @@ class Api:
             "instance": self.hub.instance_id, "count": self.hub.snapshot().connections,
             "connections": listed,
         })
+
+    @staticmethod
+    def limit(request) -> int:
+        """The ``limit`` query argument of a listing, or a 400 `ApiError`."""
+        return _limit(request.args.get(b"limit", []))
 
     # ---- driving (admin token) ----
 

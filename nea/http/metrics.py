@@ -22,6 +22,8 @@ from nea.wire import errors
 
 CLUSTER_STATES = ("standalone", "connected", "degraded")
 RELAY_EVENTS = ("requested", "forwarded", "acked", "reforwarded", "unexpected_ok", "no_recipient")
+REQUEST_EVENTS = ("asked", "offered", "replied", "answered", "redrawn", "failed", "timed_out",
+                  "unexpected_reply", "taken_over")
 #: Seconds: from a loopback round trip (sub-millisecond) to a client that acks late.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -73,6 +75,15 @@ class HubCollector:
                      relays.pending)
         yield _gauge("nea_relays_in_flight", "Relays forwarded to local clients and not yet acked.",
                      relays.in_flight)
+        requests = snapshot.addressed
+        yield _labelled_counter("nea_request_events", "Addressed request events on this instance.",
+                                "event", {event: getattr(requests, event) for event in REQUEST_EVENTS})
+        yield _gauge("nea_requests_pending", "Requests a local asker still waits for the reply of.",
+                     requests.pending)
+        yield _gauge("nea_requests_in_flight", "Requests pushed to local clients, not yet replied to.",
+                     requests.in_flight)
+        yield _gauge("nea_registered_names", "Client names registered on this instance.", requests.names)
+        yield _gauge("nea_services", "Services with a member on this instance.", requests.services)
         yield _counter("nea_chat_messages", "Chat lines said by clients of this instance.", snapshot.chat.said)
         yield _counter("nea_broadcasts", "Operator broadcasts made on this instance.",
                        snapshot.chat.broadcasts)

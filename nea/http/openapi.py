@@ -24,6 +24,10 @@ def _error(description: str) -> dict[str, Any]:
 _COUNT = {"type": "integer", "minimum": 0}
 _COUNTS = {"type": "object", "additionalProperties": _COUNT}
 
+_REQUEST_COUNTS = ("pending", "in_flight", "names", "services", "asked", "offered", "replied",
+                   "answered", "redrawn", "failed", "timed_out", "unexpected_reply", "taken_over")
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-][A-Za-z0-9_.:@-]{0,63}$"}
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -48,6 +52,7 @@ _SCHEMAS: dict[str, Any] = {
             "relay_weight": {**_COUNT, "description": "Relay-capable connections."},
             "pending": _COUNT,
             "zero_state": {"type": "boolean"},
+            "services": {**_COUNTS, "description": "Each service's members on it."},
         },
     },
     "Status": {
@@ -56,7 +61,8 @@ _SCHEMAS: dict[str, Any] = {
                        "(the same object {\"cmd\":\"status\"} answers).",
         "required": ["instance", "version", "uptime", "state", "connections", "relay_capable",
                      "profiles", "identified", "max_clients", "refused_full", "handshakes",
-                     "throttled", "relays", "chat", "dates", "errors", "zero_state", "cluster"],
+                     "throttled", "relays", "requests", "chat", "dates", "errors", "zero_state",
+                     "cluster"],
         "properties": {
             "instance": {"type": "string"},
             "version": {"type": "string"},
@@ -89,6 +95,14 @@ _SCHEMAS: dict[str, Any] = {
                     for name in ("pending", "in_flight", "requested", "forwarded", "acked",
                                  "reforwarded", "unexpected_ok", "no_recipient")
                 },
+            },
+            "requests": {
+                "type": "object",
+                "description": "Addressed requests: asks waited for here (pending), requests "
+                               "pushed to clients here (in_flight), names and services here, "
+                               "and counters.",
+                "required": list(_REQUEST_COUNTS),
+                "properties": {name: _COUNT for name in _REQUEST_COUNTS},
             },
             "chat": {
                 "type": "object",
@@ -161,6 +175,44 @@ _SCHEMAS: dict[str, Any] = {
                                                  "(other instances deliver to their own)."},
         },
     },
+    "Replied": {
+        "type": "object",
+        "required": ["reply", "instance", "seconds"],
+        "properties": {
+            "reply": {"description": "The client's reply: any JSON value (a string from a "
+                                     "text client)."},
+            "instance": {"type": "string", "description": "Where the client that replied is."},
+            "seconds": {"type": "number", "minimum": 0, "description": "Request to reply."},
+        },
+    },
+    "Client": {
+        "type": "object",
+        "required": ["name", "instance"],
+        "properties": {"name": _NAME, "instance": {"type": "string"}},
+    },
+    "Clients": {
+        "type": "object",
+        "required": ["count", "clients"],
+        "properties": {
+            "count": {**_COUNT, "description": "Every registered name (the list may be cut "
+                                               "at limit)."},
+            "clients": {"type": "array", "items": _ref("Client")},
+        },
+    },
+    "Services": {
+        "type": "object",
+        "required": ["services"],
+        "properties": {"services": {"type": "array", "items": {
+            "type": "object",
+            "required": ["service", "members", "instances"],
+            "properties": {
+                "service": _NAME,
+                "members": _COUNT,
+                "instances": {**_COUNTS, "description": "Members per instance, as last "
+                                                        "announced."},
+            },
+        }}},
+    },
     "Relayed": {
         "type": "object",
         "required": ["text", "acked", "seconds"],
@@ -218,6 +270,56 @@ def _mutating(summary: str, description: str, body: dict[str, Any],
             },
         }
     }
+
+
+_REQUEST_BODY = {
+    "required": True,
+    "content": {"application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["body"],
+            "additionalProperties": False,
+            "properties": {
+                "body": {"description": "Any JSON value; a text client sees a string as it "
+                                        "is and anything else as one line of JSON."},
+                "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 300,
+                            "description": "Seconds to wait for the reply (default: "
+                                           "--relay-timeout)."},
+            },
+        },
+        "example": {"body": {"cmd": "status"}, "timeout": 5},
+    }},
+}
+
+
+def _ask(summary: str, description: str, parameter: str, failures: dict[str, str]) -> dict:
+    return {"post": {
+        "summary": summary,
+        "description": description,
+        "security": [{"adminToken": []}],
+        "parameters": [{"name": parameter, "in": "path", "required": True, "schema": _NAME}],
+        "requestBody": _REQUEST_BODY,
+        "responses": {
+            "200": _json(_ref("Replied"), "The reply came back."),
+            **{code: _error(text) for code, text in failures.items()},
+            "400": _error("The body is not {\"body\": ANY, \"timeout\": SECONDS}, or the "
+                          "name is not valid."),
+            "401": _UNAUTHORIZED,
+            "413": _error("The body is larger than a client's line."),
+            "504": _error("No reply within the timeout (request_timeout)."),
+        },
+    }}
+
+
+def _listing(summary: str, schema: str, parameters: list | None = None,
+             more: dict | None = None) -> dict:
+    return {"get": {
+        "summary": summary,
+        "security": [{"adminToken": []}],
+        "parameters": parameters or [],
+        "responses": {"200": _json(_ref(schema), summary), "400": _error("Bad parameter."),
+                      "401": _UNAUTHORIZED, **(more or {})},
+    }}
 
 
 def _page(summary: str, description: str) -> dict[str, Any]:
@@ -285,6 +387,34 @@ def openapi(max_chars: int) -> dict[str, Any]:
                 {"200": _json(_ref("Relayed"), "The ok came back."),
                  "503": _error("No client can take a relay (error no_recipient)."),
                  "504": _error("No ok came back within the relay timeout.")},
+            ),
+            "/clients": _listing("Registered clients of the cluster", "Clients", [{
+                "name": "limit", "in": "query", "required": False,
+                "description": "List at most this many names.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 1000},
+            }]),
+            "/clients/{name}": _listing(
+                "Where a name is registered", "Client",
+                [{"name": "name", "in": "path", "required": True, "schema": _NAME}],
+                {"404": _error("Nobody is registered under that name (no_such_client).")},
+            ),
+            "/services": _listing("Services and their members, cluster-wide", "Services"),
+            "/clients/{name}/requests": _ask(
+                "Send a request to a registered client and wait for its reply",
+                "Pushes 'request ID BODY' to the client registered as NAME, wherever it is "
+                "connected, at most once.",
+                "name",
+                {"404": "Nobody is registered under that name (no_such_client).",
+                 "503": "The client left before replying (client_gone), or already holds "
+                        "as many requests as it may (too_many_pending)."},
+            ),
+            "/services/{service}/requests": _ask(
+                "Send a request to a member of a service and wait for its reply",
+                "Pushes 'request ID BODY' to one member of SERVICE drawn uniformly among the "
+                "cluster's members; if it leaves before replying, another member is drawn.",
+                "service",
+                {"503": "The service has no member (no_member), or it is overloaded "
+                        "(too_many_pending)."},
             ),
             "/openapi.json": {"get": {
                 "summary": "This document",

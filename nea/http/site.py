@@ -8,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 
 from swagger_ui_bundle import swagger_ui_path
-from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.static import File
@@ -17,10 +16,8 @@ from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
 from nea.http.limits import GuardedSite, HttpLimits
-from nea.http.ws import websocket_endpoint
-from nea.server.listeners import ListeningService, address_text, server_endpoint, with_backlog
-
-log = Logger()
+from nea.http.requests import resources as addressed_resources
+from nea.net.listening import ListeningService, server_endpoint, with_backlog
 
 _STATIC = resources.files("nea.http") / "static"
 #: Swagger UI's own files that /docs uses (the rest of the bundle is not served).
@@ -78,6 +75,7 @@ def build_root(api: Api) -> Resource:
         b"connections": Endpoint({b"GET": api.timed("connections", api.connections)}),
         b"broadcast": Endpoint({b"POST": api.timed("broadcast", api.broadcast)}),
         b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
+        **addressed_resources(api),
         b"openapi.json": Endpoint({b"GET": api.openapi}),
     })
 
@@ -106,8 +104,8 @@ class HttpListener(ListeningService):
         if not hasattr(address, "port"):  # a unix socket: no URL to give
             return super().announce(address)
         base = f"http://{_url_host(address)}:{address.port}"
-        log.info("HTTP API on {address}: status page {base}/ , API docs {base}/docs",
-                 address=address_text(address), base=base, http_port=address.port)
+        self.announce_as("HTTP API on {address}: status page {base}/ , API docs {base}/docs",
+                         address, base=base, http_port=address.port)
 
 
 class ApiSite(GuardedSite):
@@ -122,24 +120,31 @@ class ApiSite(GuardedSite):
             super().log(request)
 
 
-def api_site(clock, config, hub: Hub, listeners: list[ListeningService]) -> ApiSite:
-    """The HTTP API for ``config`` (nea-server options), timed by ``clock``."""
+def api_site(clock, config, hub: Hub, listeners: list[ListeningService],
+             more: dict[bytes, Resource] | None = None) -> ApiSite:
+    """The HTTP API for ``config`` (nea-server options), timed by ``clock``.
+
+    ``more``: resources the daemon serves beside the API's own (``/ws``, its
+    WebSocket clients), built by the daemon, which knows its connections.
+    """
     settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
     limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
                         config["http-max-connections"])
     api = Api(hub, clock, settings, lambda: listening(listeners))
     root = build_root(api)
-    root.putChild(b"ws", websocket_endpoint(hub, config))
+    for name, resource in (more or {}).items():
+        root.putChild(name, resource)
     site = ApiSite(root, api.auth, limits, api.metrics,
                    logPath=config["http-access-log"], reactor=clock)
     site.displayTracebacks = False
     return site
 
 
-def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService]) -> HttpListener:
-    """The HTTP API's listener for ``config``.
+def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService],
+                  more: dict[bytes, Resource] | None = None) -> HttpListener:
+    """The HTTP API's listener for ``config``, with ``more`` as in `api_site`.
 
     Like the client listeners it fails loudly when it cannot listen.
     """
-    site = api_site(reactor, config, hub, listeners)
+    site = api_site(reactor, config, hub, listeners, more)
     return HttpListener(reactor, config["http"], config["backlog"], site)

@@ -262,8 +262,8 @@ def orchestrate(reactor, args: argparse.Namespace):
         tally.merge_json(result)
     verdict = None
     if not args.no_status:
-        verdict = yield status.settle(reactor, status_endpoint(reactor, args, configs[0]),
-                                      args.settle)
+        verdict = yield status.until_zero_state(reactor, status_endpoint(reactor, args, configs[0]),
+                                      configs[0]["tls"], args.settle)
     shown = {k: configs[0][k] for k in ("host", "port", "tls", "window", "ok_delay", "timeout",
                                           "retries", "workers")}
     shown["max_active"] = args.max_active or None

@@ -2,6 +2,7 @@
 
 import socket
 import uuid
+from pathlib import Path
 
 from twisted.python import usage
 
@@ -9,8 +10,9 @@ from nea.cluster.names import RedisAddress
 from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
 from nea.http.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
+from nea.net.listening import DEFAULT_BACKLOG
 from nea.server.service import DRAIN_GRACE
-from nea.server.listeners import DEFAULT_BACKLOG, DEFAULT_LISTEN, DEV_CERTS, Listen
+from nea.server.listeners import Listen, default_listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
 from nea.server.websocket import parse_origins
@@ -59,6 +61,8 @@ _redis_address.coerceDoc = "A URL: redis://host[:port][/db]."
 
 
 DEFAULT_HTTP = "tcp:3000:interface=127.0.0.1"
+#: Where development certificates are generated, relative to the directory nea-server starts in.
+DEFAULT_DEV_CERTS = "certs"
 #: Off: no gate value measured so far did better than none (docs/benchmarks.rst).
 DEFAULT_MAX_HANDSHAKES = 0
 
@@ -72,7 +76,7 @@ class Options(usage.Options):
     longdesc = (
         "Run nea, a TLS messaging daemon: date pushes, reverse, acknowledged relays and chat. "
         "With no options it listens with TLS on port 3443 (profile nea), generating development "
-        "certificates in ./certs on first run."
+        "certificates in ./certs (--dev-certs) on first run."
     )
     optFlags = [
         ["console", None, "Broadcast every line typed on stdin to all chat-capable clients "
@@ -119,8 +123,10 @@ class Options(usage.Options):
          f"{DRAIN_GRACE:g} s after it was told) is dropped.", _non_negative(float, "closes them all at once")],
         ["instance-id", None, None, "This instance's name in status and in the cluster "
          "(default: hostname and a random suffix)."],
-        ["dev-certs", None, str(DEV_CERTS), "Directory where missing development "
-         "certificates are generated when an ssl listener names files inside it."],
+        ["dev-certs", None, DEFAULT_DEV_CERTS, "Directory where missing development "
+         "certificates are generated at start-up when an ssl listener names files inside it "
+         "(the default listener does); a relative path is taken from the directory nea-server "
+         "starts in, once, as the options are read."],
         ["redis", None, None, "Join a cluster through Redis at this URL (default port "
          "6379, db 0); without it this instance is the whole server", _redis_address],
         ["cluster-name", None, "nea", "Prefix of the cluster's Redis keys and channels; "
@@ -172,13 +178,14 @@ class Options(usage.Options):
         "ssl: endpoint), its opening handshake also due within --handshake-timeout. "
         "ENDPOINT is a Twisted endpoint string, e.g. tcp:8000:interface=127.0.0.1, "
         "ssl:3443:privateKey=key.pem:certKey=cert.pem or systemd:domain=INET:index=0. "
-        "Default: ssl:3443 with the development certificates; any --listen replaces that "
-        "default listener (add it again to keep it)."
+        "Default: ssl:3443 with the development certificates of --dev-certs; any --listen "
+        "replaces that default listener (add it again to keep it)."
     )
 
     def postOptions(self) -> None:
+        self["dev-certs"] = Path(self["dev-certs"]).resolve()
         if not self["listen"]:
-            self["listen"] = [Listen.parse(DEFAULT_LISTEN)]
+            self["listen"] = [Listen.parse(default_listen(self["dev-certs"]))]
         if self["instance-id"] is None:
             self["instance-id"] = default_instance_id()
         if self["http"].lower() == "none":

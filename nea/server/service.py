@@ -1,4 +1,8 @@
-"""``makeService``: the service tree of one nea instance."""
+"""``makeService``: the service tree of one nea instance.
+
+It only builds services: what has to exist before (the development certificates)
+is made by `nea.server.tap`, the step twistd runs first.
+"""
 
 import itertools
 from pathlib import Path
@@ -6,24 +10,21 @@ from pathlib import Path
 import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from nea.cluster.service import cluster
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.http.site import http_listener
+from nea.net.listening import ListeningService
 from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, NeaFactory
 from nea.server import websocket
 from nea.server.console import ConsoleService
-from nea.server.listeners import ClientListener, ListeningService
+from nea.server.listeners import ClientListener
 from nea.http.auth import read_token_file
+from nea.server.ws import websocket_endpoint
 from nea.server.reload import Reloader, ReloadStep, SignalReloadService
-from nea.server.startup import StartupError
-from nea.tls import devcerts
 from nea.tls.server import HandshakeGate
-
-log = Logger()
 
 #: Seconds between two batches of a paced drain.
 DRAIN_TICK = 0.1
@@ -108,25 +109,6 @@ class InstanceService(MultiService):
         return task.deferLater(self.reactor, max(0.0, seconds), lambda: None)
 
 
-def ensure_dev_certs(config) -> None:
-    """Generate development certificates when an ssl listener wants them and they are missing."""
-    dev = Path(config["dev-certs"]).resolve()
-    for listen in config["listen"]:
-        files = listen.certificate_files()
-        missing = [f for f in files if not f.exists()]
-        if missing and all(f.resolve().parent == dev for f in files):
-            try:
-                generated = devcerts.generate_missing(dev, files)
-            except OSError as e:
-                raise StartupError(
-                    f"cannot write development certificates in {dev}: {e.strerror}; make it "
-                    "writable, or give --dev-certs another directory"
-                ) from None
-            if generated:
-                log.info("generated development certificates in {dir}", dir=str(dev))
-            return
-
-
 def reload_steps(config, instance: InstanceService) -> list[ReloadStep]:
     """What a SIGHUP reads again: every TLS listener's files, and the admin token file."""
     steps = [
@@ -144,7 +126,6 @@ def reload_steps(config, instance: InstanceService) -> list[ReloadStep]:
 def makeService(config, reactor=None) -> InstanceService:
     if reactor is None:
         from twisted.internet import reactor
-    ensure_dev_certs(config)
     link = None
     if config["redis"] is None:
         bus = LocalBus(config["instance-id"])
@@ -158,7 +139,9 @@ def makeService(config, reactor=None) -> InstanceService:
         reactor,
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
-                  max_pending=config["max-pending"]),
+                  max_pending=config["max-pending"],
+                  names_need_identity=bool(config["tls-client-ca"])
+                  and config["tls-client-cert"] == "required"),
         handshakes=lambda: attrs.asdict(gate.stats),
     )
     instance = InstanceService(hub, reactor, config["drain-timeout"])
@@ -185,7 +168,8 @@ def makeService(config, reactor=None) -> InstanceService:
         instance.console = ConsoleService(hub, reactor)
         instance.console.setServiceParent(instance)
     if config["http"] is not None:
-        instance.http = http_listener(reactor, config, hub, instance.listeners)
+        instance.http = http_listener(reactor, config, hub, instance.listeners,
+                                      {b"ws": websocket_endpoint(hub, config)})
         instance.http.setServiceParent(instance)
     instance.reloads = SignalReloadService(Reloader(reload_steps(config, instance)), reactor)
     instance.reloads.setServiceParent(instance)

@@ -1,13 +1,17 @@
-"""The module twistd and twist load for ``nea-server`` (see twisted/plugins/nea_plugin.py)."""
+"""The module twistd and twist load for ``nea-server`` (see twisted/plugins/nea_plugin.py):
+the options, what has to exist before the service tree is built, and the tree.
+"""
 
 import signal
+from pathlib import Path
 
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
+from nea.net.startup import StartupError
 from nea.server import options, service
-from nea.server.startup import StartupError
+from nea.tls import devcerts
 
 __all__ = ["Options", "makeService"]
 
@@ -31,9 +35,34 @@ class Options(options.Options):
 def makeService(config) -> service.InstanceService:
     from twisted.internet import reactor
 
+    ensure_dev_certs(config)
     instance = service.makeService(config, reactor)
     reactor.callWhenRunning(TermStops(reactor).install)
     return instance
+
+
+def ensure_dev_certs(config) -> None:
+    """Generate the development certificates (in ``config["dev-certs"]``, resolved when the
+    options were read) when an ssl listener names files there and some are missing.
+
+    So that ``make run`` serves TLS from a fresh clone; a listener whose files are
+    elsewhere never gets any generated (a missing file there is the operator's fault).
+    """
+    dev: Path = config["dev-certs"]
+    for listen in config["listen"]:
+        files = listen.certificate_files()
+        missing = [f for f in files if not f.exists()]
+        if missing and all(f.resolve().parent == dev for f in files):
+            try:
+                generated = devcerts.generate_missing(dev, files)
+            except OSError as e:
+                raise StartupError(
+                    f"cannot write development certificates in {dev}: {e.strerror}; make it "
+                    "writable, or give --dev-certs another directory"
+                ) from None
+            if generated:
+                log.info("generated development certificates in {dir}", dir=str(dev))
+            return
 
 
 class TermStops:

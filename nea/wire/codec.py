@@ -6,6 +6,7 @@ limit (the terminator excluded) is an error that ends the connection.
 """
 
 import json
+import math
 import re
 from typing import Any, Iterator
 
@@ -79,9 +80,21 @@ _JSON_KINDS: dict[str, tuple[type, str]] = {
     "status": (frames.Status, "none"),
     "exit": (frames.Exit, "none"),
     "quit": (frames.Exit, "none"),
+    "register": (frames.Register, "text"),
+    "serve": (frames.Serve, "text"),
+    "unserve": (frames.Unserve, "text"),
+    "reply": (frames.Reply, "object"),
+    "ask": (frames.Ask, "object"),
 }
 
 NICK_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}\Z")
+#: A registered name or a service. Not starting with '@', which marks a service in ``ask``;
+#: ':' and '@' let a name be a certificate's identity (``device:42``, ``lock@site``).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-][A-Za-z0-9_.:@\-]{0,63}\Z")
+#: The id of a request or an ask: up to 64 printable ASCII characters, no space.
+ID_PATTERN = re.compile(r"[!-~]{1,64}\Z")
+#: Longest timeout an ``ask`` may set, in seconds.
+MAX_REQUEST_TIMEOUT = 300.0
 #: Deepest nesting of arrays and objects a JSON frame may have.
 MAX_JSON_DEPTH = 32
 #: A lone surrogate (JSON may spell one as "\\ud800"): text that cannot be UTF-8.
@@ -162,6 +175,8 @@ def _decode_text(text: str, profile: Profile) -> frames.Request:
             return frames.Chat(rest)
         if verb == "nick":
             return frames.Nick(rest.strip())
+        if verb in _TEXT_ADDRESSED:
+            return _TEXT_ADDRESSED[verb](rest)
     if profile.plain is None:
         return frames.Invalid(
             errors.NOT_IN_PROFILE,
@@ -171,9 +186,38 @@ def _decode_text(text: str, profile: Profile) -> frames.Request:
     return profile.plain(text)
 
 
+def _text_reply(rest: str) -> frames.Request:
+    id, _, body = rest.partition(" ")
+    return frames.Reply(id, body) if id else frames.Invalid(errors.BAD_USAGE, "usage: reply ID TEXT")
+
+
+def _text_ask(rest: str) -> frames.Request:
+    parts = rest.split(" ", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        return frames.Invalid(errors.BAD_USAGE, "usage: ask ID NAME TEXT, or ask ID @SERVICE TEXT")
+    id, target = parts[0], parts[1]
+    body = parts[2] if len(parts) == 3 else ""
+    if target.startswith("@"):
+        return frames.Ask(id, None, target[1:], body)
+    return frames.Ask(id, target, None, body)
+
+
+_TEXT_ADDRESSED = {
+    "register": lambda rest: frames.Register(rest.strip()),
+    "serve": lambda rest: frames.Serve(rest.strip()),
+    "unserve": lambda rest: frames.Unserve(rest.strip()),
+    "reply": _text_reply,
+    "ask": _text_ask,
+}
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode_json(text: str) -> frames.Request:
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as e:
         return frames.Invalid(errors.BAD_JSON, str(e))
     except RecursionError:
@@ -192,11 +236,68 @@ def _decode_json(text: str) -> frames.Request:
     payload = obj.get("payload")
     if shape == "none":
         return cls()
+    if shape == "object":
+        if not isinstance(payload, dict):
+            return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs an object 'payload'")
+        return _JSON_OBJECTS[kind](payload)
     if not isinstance(payload, str):
         return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs a string 'payload'")
     if _SURROGATE.search(payload):
         return frames.Invalid(errors.BAD_PAYLOAD, "the payload has a lone surrogate (not UTF-8)")
     return cls(payload)
+
+
+def _json_reply(payload: dict[str, Any]) -> frames.Request:
+    id = payload.get("id")
+    if not isinstance(id, str):
+        return frames.Invalid(errors.BAD_PAYLOAD, "'reply' needs a string 'id'")
+    return frames.Reply(id, payload.get("body"))
+
+
+def _json_ask(payload: dict[str, Any]) -> frames.Request:
+    id, name, service = payload.get("id"), payload.get("to"), payload.get("service")
+    timeout = payload.get("timeout")
+    if not isinstance(id, str):
+        return frames.Invalid(errors.BAD_PAYLOAD, "'ask' needs a string 'id'")
+    if (name is None) == (service is None) or not isinstance(name or service, str):
+        return frames.Invalid(errors.BAD_PAYLOAD, "'ask' needs a string 'to' (a name) or "
+                                                  "'service', not both")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)):
+        return frames.Invalid(errors.BAD_PAYLOAD, "'timeout' must be a number of seconds")
+    return frames.Ask(id, name, service, payload.get("body"),
+                      None if timeout is None else float(timeout))
+
+
+_JSON_OBJECTS = {"reply": _json_reply, "ask": _json_ask}
+
+
+def body_problem(body: Any, depth: int = MAX_JSON_DEPTH) -> str | None:
+    """What makes ``body`` unfit to travel as a request or reply body, or None.
+
+    A body is any JSON value, nested at most ``depth`` deep, with finite numbers
+    and no lone surrogate (text that cannot be UTF-8) in any string or key.
+    """
+    level = [body]
+    for _ in range(depth + 1):
+        children = []
+        for item in level:
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    return "a string in the body has a lone surrogate (not UTF-8)"
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    return "a number in the body is not finite"
+            elif isinstance(item, dict):
+                children.extend(item.keys())
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+            elif item is not None and not isinstance(item, (bool, int)):
+                return f"the body holds a {type(item).__name__}, which is not JSON"
+        if not children:
+            return None
+        level = children
+    return f"the body is nested deeper than {depth} levels"
 
 
 def _shallow(value: Any, limit: int) -> bool:
@@ -222,7 +323,36 @@ def _validated(request: frames.Request) -> frames.Request:
         return frames.Invalid(errors.EMPTY_CHAT, "usage: chat <text>")
     if isinstance(request, frames.Nick) and not NICK_PATTERN.match(request.name):
         return frames.Invalid(errors.BAD_NICK, f"not a valid nick: {request.name!r}")
+    if isinstance(request, (frames.Register, frames.Serve, frames.Unserve)):
+        name = request.name if isinstance(request, frames.Register) else request.service
+        if not NAME_PATTERN.match(name):
+            return frames.Invalid(errors.BAD_NAME, f"not a valid name: {name!r}")
+    if isinstance(request, (frames.Reply, frames.Ask)):
+        return _addressed(request)
     return request
+
+
+def _addressed(request: frames.Reply | frames.Ask) -> frames.Request:
+    if not ID_PATTERN.match(request.id):
+        return frames.Invalid(errors.BAD_USAGE, "an id is 1-64 printable ASCII characters, no space")
+    problem = body_problem(request.body)
+    if problem is not None:
+        return frames.Invalid(errors.BAD_PAYLOAD, problem)
+    if isinstance(request, frames.Ask):
+        target = request.name if request.name is not None else request.service
+        if not NAME_PATTERN.match(target):
+            return frames.Invalid(errors.BAD_NAME, f"not a valid name: {target!r}")
+        timeout = request.timeout
+        if timeout is not None and not 0 < timeout <= MAX_REQUEST_TIMEOUT:
+            return frames.Invalid(errors.BAD_PAYLOAD,
+                                  f"'timeout' must be more than 0 and at most {MAX_REQUEST_TIMEOUT:g}")
+    return request
+
+
+def body_text(body: Any) -> str:
+    """A body as the text form carries it: a string as it is, any other value as JSON."""
+    return body if isinstance(body, str) else json.dumps(body, ensure_ascii=False,
+                                                         separators=(",", ":"))
 
 
 def encode_request(request: frames.Request, encoding: Encoding) -> bytes:
@@ -235,6 +365,9 @@ def encode_request(request: frames.Request, encoding: Encoding) -> bytes:
         return _json_line(obj)
     if kind == "reverse":
         return payload.encode("utf-8", "replace") + b"\n"
+    text = _REQUEST_TEXT.get(type(request))
+    if text is not None:
+        return _one_line(f"{kind} {text(request)}").encode("utf-8", "replace") + b"\n"
     if payload is None:
         return kind.encode("ascii") + b"\n"
     return f"{kind} {payload}\n".encode("utf-8", "replace")
@@ -249,6 +382,21 @@ _REQUEST_KINDS = {
     frames.Hello: lambda r: ("hello", None),
     frames.Status: lambda r: ("status", None),
     frames.Exit: lambda r: ("exit", None),
+    frames.Register: lambda r: ("register", r.name),
+    frames.Serve: lambda r: ("serve", r.service),
+    frames.Unserve: lambda r: ("unserve", r.service),
+    frames.Reply: lambda r: ("reply", {"id": r.id, "body": r.body}),
+    frames.Ask: lambda r: ("ask", {
+        "id": r.id, **({"to": r.name} if r.name is not None else {"service": r.service}),
+        "body": r.body, **({"timeout": r.timeout} if r.timeout is not None else {}),
+    }),
+}
+
+#: Requests whose text form is not ``verb payload``: what follows the verb.
+_REQUEST_TEXT = {
+    frames.Reply: lambda r: f"{r.id} {body_text(r.body)}",
+    frames.Ask: lambda r: (f"{r.id} {r.name if r.name is not None else '@' + r.service} "
+                           f"{body_text(r.body)}"),
 }
 
 
@@ -279,8 +427,15 @@ _PUSH_JSON = {
         {"name": p.name, "instance": p.instance, "profile": p.profile},
     ),
     frames.StatusReply: lambda p: ("status", p.status),
-    frames.ErrorReply: lambda p: ("error", {"code": p.code, "message": p.message}),
+    frames.ErrorReply: lambda p: ("error", {
+        "code": p.code, "message": p.message, **({"id": p.id} if p.id is not None else {}),
+    }),
     frames.Bye: lambda p: ("bye", None),
+    frames.Registered: lambda p: ("registered", p.name),
+    frames.Serving: lambda p: ("serving", p.service),
+    frames.Unserved: lambda p: ("unserved", p.service),
+    frames.RequestPush: lambda p: ("request", {"id": p.id, "body": p.body, "service": p.service}),
+    frames.ReplyPush: lambda p: ("reply", {"id": p.id, "body": p.body, "instance": p.instance}),
 }
 
 _PUSH_TEXT = {
@@ -295,6 +450,11 @@ _PUSH_TEXT = {
     frames.StatusReply: lambda p: json.dumps(p.status, separators=(",", ":")),
     frames.ErrorReply: lambda p: f"error {p.code} {p.message}",
     frames.Bye: lambda p: "bye",
+    frames.Registered: lambda p: f"registered {p.name}",
+    frames.Serving: lambda p: f"serving {p.service}",
+    frames.Unserved: lambda p: f"unserved {p.service}",
+    frames.RequestPush: lambda p: f"request {p.id} {body_text(p.body)}",
+    frames.ReplyPush: lambda p: f"reply {p.id} {body_text(p.body)}",
 }
 
 
@@ -314,6 +474,9 @@ def encode_push(push: frames.Push, encoding: Encoding) -> bytes:
 
 _RELAY_PREFIX = {frames.RelayPush: b"message ", frames.AckPush: b"ok "}
 
+
+_TEXT_NAMED = {"registered": frames.Registered, "serving": frames.Serving,
+               "unserved": frames.Unserved}
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
@@ -343,6 +506,9 @@ def _decode_json_push(obj: dict[str, Any]) -> frames.Push:
         "broadcast": frames.BroadcastPush,
         "reverse": frames.ReverseReply,
         "nick": frames.NickReply,
+        "registered": frames.Registered,
+        "serving": frames.Serving,
+        "unserved": frames.Unserved,
     }
     if kind in simple:
         if not isinstance(payload, str):
@@ -355,7 +521,11 @@ def _decode_json_push(obj: dict[str, Any]) -> frames.Push:
     if kind == "status":
         return frames.StatusReply(dict(payload))
     if kind == "error":
-        return frames.ErrorReply(payload["code"], payload["message"])
+        return frames.ErrorReply(payload["code"], payload["message"], payload.get("id"))
+    if kind == "request":
+        return frames.RequestPush(payload["id"], payload["body"], payload.get("service"))
+    if kind == "reply":
+        return frames.ReplyPush(payload["id"], payload["body"], payload.get("instance", ""))
     if kind == "bye":
         return frames.Bye()
     raise KeyError(kind)
@@ -375,6 +545,11 @@ def _decode_text_push(text: str) -> frames.Push:
         return frames.BroadcastPush(rest)
     if verb == "nick":
         return frames.NickReply(rest)
+    if verb in _TEXT_NAMED:
+        return _TEXT_NAMED[verb](rest)
+    if verb in ("request", "reply") and rest:
+        id, _, body = rest.partition(" ")
+        return frames.RequestPush(id, body) if verb == "request" else frames.ReplyPush(id, body)
     if verb == "error":
         code, _, message = rest.partition(" ")
         return frames.ErrorReply(code, message)

@@ -28,6 +28,25 @@ NO_RECIPIENT = ErrorCode("no_recipient", False, "no connection can take a relay 
 TOO_MANY_PENDING = ErrorCode(
     "too_many_pending", False, "this connection already waits for as many answers as it may"
 )
+BAD_USAGE = ErrorCode("bad_usage", False, "the verb's arguments are missing or malformed")
+BAD_NAME = ErrorCode(
+    "bad_name", False, "a name or service is 1-64 letters, digits, '_', '.', ':', '-' or '@', "
+    "not starting with '@'"
+)
+NAME_NOT_ALLOWED = ErrorCode(
+    "name_not_allowed", False, "the name does not match your client certificate's identity"
+)
+TOO_MANY_SERVICES = ErrorCode(
+    "too_many_services", False, "this connection already serves as many services as it may"
+)
+NO_SUCH_CLIENT = ErrorCode("no_such_client", False, "no client is registered under that name")
+NO_MEMBER = ErrorCode("no_member", False, "the service has no member that can take the request")
+CLIENT_GONE = ErrorCode("client_gone", False, "the client left before replying")
+REQUEST_TIMEOUT = ErrorCode("request_timeout", False, "no reply came back in time")
+UNEXPECTED_REPLY = ErrorCode("unexpected_reply", False, "nobody waits for this 'reply'")
+NAME_TAKEN_OVER = ErrorCode(
+    "name_taken_over", True, "a newer connection registered your name (on some instance)"
+)
 LINE_TOO_LONG = ErrorCode("line_too_long", True, "the line is longer than the server's limit")
 SERVER_FULL = ErrorCode("server_full", True, "the server has reached its maximum number of clients")
 SLOW_CONSUMER = ErrorCode("slow_consumer", True, "the client stopped reading and its buffer is full")
@@ -45,6 +64,16 @@ ALL = (
     NOT_IN_PROFILE,
     NO_RECIPIENT,
     TOO_MANY_PENDING,
+    BAD_USAGE,
+    BAD_NAME,
+    NAME_NOT_ALLOWED,
+    TOO_MANY_SERVICES,
+    NO_SUCH_CLIENT,
+    NO_MEMBER,
+    CLIENT_GONE,
+    REQUEST_TIMEOUT,
+    UNEXPECTED_REPLY,
+    NAME_TAKEN_OVER,
     LINE_TOO_LONG,
     SERVER_FULL,
     SLOW_CONSUMER,

@@ -80,7 +80,54 @@ class Invalid:
     detail: str = ""
 
 
-Request = Union[Relay, Ack, Chat, Reverse, Nick, Hello, Status, Exit, Invalid]
+@attrs.frozen
+class Register:
+    """``register NAME``: make this connection addressable as NAME across the cluster."""
+
+    name: str
+
+
+@attrs.frozen
+class Serve:
+    """``serve SERVICE``: join a service group; requests to it may be drawn to this connection."""
+
+    service: str
+
+
+@attrs.frozen
+class Unserve:
+    """``unserve SERVICE``: leave a service group."""
+
+    service: str
+
+
+@attrs.frozen
+class Reply:
+    """``reply ID BODY``: the answer to a ``request ID`` pushed to this connection."""
+
+    id: str
+    body: Any = attrs.field(eq=True, hash=False)
+
+
+@attrs.frozen
+class Ask:
+    """``ask ID NAME BODY`` or ``ask ID @SERVICE BODY``: a request from this connection.
+
+    Exactly one of ``name`` and ``service`` is set; ``id`` is the asker's own, echoed in
+    the reply (or error) it gets; ``timeout`` in seconds, None for the server's default.
+    """
+
+    id: str
+    name: str | None
+    service: str | None
+    body: Any = attrs.field(eq=True, hash=False)
+    timeout: float | None = None
+
+
+Request = Union[
+    Relay, Ack, Chat, Reverse, Nick, Hello, Status, Exit, Invalid,
+    Register, Serve, Unserve, Reply, Ask,
+]
 
 
 # ---- pushes (server -> client) ----
@@ -150,6 +197,46 @@ class StatusReply:
 class ErrorReply:
     code: str
     message: str
+    #: The asker's id of the ``ask`` this error answers, else None.
+    id: str | None = None
+
+
+@attrs.frozen
+class Registered:
+    """This connection is now addressable as ``name``."""
+
+    name: str
+
+
+@attrs.frozen
+class Serving:
+    service: str
+
+
+@attrs.frozen
+class Unserved:
+    service: str
+
+
+@attrs.frozen
+class RequestPush:
+    """A request for this connection: answer with ``reply ID BODY``.
+
+    ``service`` is the service it was drawn for, None when it was addressed by name.
+    """
+
+    id: str
+    body: Any = attrs.field(eq=True, hash=False)
+    service: str | None = None
+
+
+@attrs.frozen
+class ReplyPush:
+    """The reply to an ``ask`` this connection made; ``instance``: where the answering client is."""
+
+    id: str
+    body: Any = attrs.field(eq=True, hash=False)
+    instance: str = ""
 
 
 @attrs.frozen
@@ -169,4 +256,9 @@ Push = Union[
     StatusReply,
     ErrorReply,
     Bye,
+    Registered,
+    Serving,
+    Unserved,
+    RequestPush,
+    ReplyPush,
 ]

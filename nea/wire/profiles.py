@@ -12,7 +12,8 @@ from nea.wire import frames
 @attrs.frozen
 class Profile:
     name: str
-    #: text verbs recognised at the start of a line (``message``, ``ok``, ``chat``, ``nick``)
+    #: text verbs recognised at the start of a line (``message``, ``ok``, ``chat``, ``nick``,
+    #: ``register``, ``serve``, ``unserve``, ``reply``, ``ask``)
     verbs: frozenset[str]
     #: what a line that is no verb means: a Reverse or a Chat request (or None: refused)
     plain: type | None
@@ -31,10 +32,16 @@ _ALWAYS = frozenset({frames.Exit, frames.Invalid})
 
 NEA = Profile(
     name="nea",
-    verbs=frozenset({"message", "ok", "chat", "nick"}),
+    verbs=frozenset({"message", "ok", "chat", "nick", "register", "serve", "unserve", "reply",
+                     "ask"}),
     plain=frames.Reverse,
     allowed=_ALWAYS
     | {
+        frames.Register,
+        frames.Serve,
+        frames.Unserve,
+        frames.Reply,
+        frames.Ask,
         frames.Relay,
         frames.Ack,
         frames.Chat,

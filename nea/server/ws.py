@@ -3,7 +3,8 @@
 The opening handshake arrives as an HTTP request; autobahn's `WebSocketResource`
 then takes the socket over from twisted.web, and from there on it is a client
 connection like any other (`nea.server.websocket`), counted by the hub, no longer
-one of the API's HTTP connections.
+one of the API's HTTP connections. The daemon hangs it on the API's resource
+tree (`nea.http.site.api_site`), which knows nothing of connections.
 """
 
 from autobahn.twisted.resource import WebSocketResource
