@@ -1,9 +1,9 @@
 """The ``nea-client`` command: options, wiring, output and exit codes.
 
 Everything that decides anything lives in `nea.client.relay`,
-`nea.client.interactive` and `nea.client.status`; this module turns the command
-line into those objects, prints what they report and exits with a code a script
-can test (see `EXIT_*`).
+`nea.client.interactive`, `nea.client.addressed` and `nea.client.status`; this
+module turns the command line into those objects, prints what they report and
+exits with a code a script can test (see `EXIT_*`).
 """
 
 import argparse
@@ -17,9 +17,11 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 import nea
+from nea.client.addressed import RegisterClient, ServeClient, ServeConfig
 from nea.client.interactive import InteractiveClient
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
+from nea.client.shell import ShellCommand
 from nea.client.status import StatusError, fetch_status
 from nea.tls.client import DEFAULT_CA, TLSConfigError, client_endpoint, client_tls_options
 from nea.wire.backoff import Backoff
@@ -32,6 +34,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: The server's certificate was refused (wrong CA or host name).
 EXIT_TLS = 3
+#: register: another client registered the name.
+EXIT_TAKEN_OVER = 4
 
 RELAY_TIMEOUT = 30.0
 STATUS_TIMEOUT = 10.0
@@ -61,21 +65,34 @@ def _ok_delay(value: str) -> tuple[float, float]:
     return bounds
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nea-client",
         description="Talk to a nea server. With no command: interactive mode (type lines, "
         "see labelled replies and pushes; 'exit' or Ctrl-D quits). 'relay TEXT' sends "
         "'message TEXT' and waits for 'ok TEXT', answering forwarded messages, reconnecting "
-        "as needed (the seed-004 client). 'status' prints the server's status as JSON.",
+        "as needed. 'status' prints the server's status as JSON. 'register NAME' shows "
+        "each request to NAME and sends what you type as the answer. 'serve SERVICE "
+        "--reply-with COMMAND' answers each request to SERVICE with COMMAND's output.",
         epilog="Exit codes: 0 success; 1 relay gave up / status failed; 2 usage error; "
-        "3 the server's certificate was refused.",
+        "3 the server's certificate was refused; 4 register: the name was taken over.",
     )
     parser.add_argument("--version", action="version", version=f"nea-client {nea.__version__}")
     parser.add_argument(
-        "command", nargs="?", choices=("relay", "status"), help="default: interactive mode"
+        "command", nargs="?", choices=("relay", "status", "register", "serve"),
+        help="default: interactive mode",
     )
-    parser.add_argument("text", nargs="*", help="relay: the text to relay (words are joined)")
+    parser.add_argument(
+        "text", nargs="*",
+        help="relay: the text to relay (words are joined); register: the NAME; serve: the SERVICE",
+    )
     net = parser.add_argument_group("connection")
     net.add_argument("--host", default="localhost", help="server name or address (localhost)")
     net.add_argument("--port", type=int, default=3443, help="server port (3443)")
@@ -94,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--server-name", metavar="NAME",
         help="name (or IP) the server's certificate must carry (default: --host)",
     )
-    retry = parser.add_argument_group("reconnecting (interactive and relay)")
+    retry = parser.add_argument_group("reconnecting (interactive, relay, register, serve)")
     relay = parser.add_argument_group("relay and status")
     for group, name, kind, default, what in (
         (net, "--connect-timeout", _positive_seconds, 10.0, "seconds per dial (10)"),
@@ -116,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="relay: seconds before answering a forwarded message, drawn from MIN..MAX (0)",
     )
     relay.add_argument("--quiet", action="store_true", help="relay: no progress on stderr")
+    serve = parser.add_argument_group("serve")
+    serve.add_argument(
+        "--reply-with", metavar="COMMAND",
+        help="run through /bin/sh -c for each request: the body on stdin, stdout the reply",
+    )
+    serve.add_argument(
+        "--max-running", type=_positive_int, default=8, metavar="N",
+        help="commands running at once (8)",
+    )
+    serve.add_argument(
+        "--max-queued", type=_positive_int, default=1000, metavar="N",
+        help="requests waiting for a free slot; past it the reply is an error (1000)",
+    )
+    serve.add_argument(
+        "--command-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+        help="kill a command (its process group) after this long (0 = never; 30)",
+    )
     parser.add_argument(
         "--auto-ack", action="store_true", help="interactive: answer forwarded messages with ok"
     )
@@ -131,6 +165,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error("relay needs a TEXT")
         if "\n" in args.text or "\r" in args.text:
             parser.error("relay TEXT must be one line")
+    elif args.command in ("register", "serve"):
+        if len(args.text) != 1:
+            what = "NAME" if args.command == "register" else "SERVICE"
+            parser.error(f"{args.command} needs exactly one {what}")
+        args.text = args.text[0]
+        if (args.command == "serve") != (args.reply_with is not None):
+            parser.error("--reply-with goes with serve, and serve needs it")
     elif args.text:
         parser.error(f"unexpected arguments: {' '.join(args.text)}")
     if args.retry_initial > args.retry_max:
@@ -159,6 +200,8 @@ def dial_config(args: argparse.Namespace) -> DialConfig:
 def _exit_code(outcome: str | None) -> int:
     if outcome in ("acked", "quit", "closed"):
         return EXIT_OK
+    if outcome == "taken_over":
+        return EXIT_TAKEN_OVER
     return EXIT_TLS if outcome == "tls_failed" else EXIT_FAILED
 
 
@@ -277,26 +320,56 @@ class Terminal(Protocol):
         self.closed.callback(None)
 
 
-def run_interactive(reactor, args: argparse.Namespace) -> defer.Deferred:
+def _on_terminal(reactor, make_client) -> defer.Deferred:
+    """Run ``make_client(show, over)`` with stdin and stdout; fires with the exit code."""
     terminal = Terminal()
     done: defer.Deferred = defer.Deferred()
 
-    def over(client: InteractiveClient) -> None:
+    def over(client) -> None:
         terminal.transport.loseConnection()  # flushes what is still to be shown
         terminal.closed.addCallback(lambda _: done.callback(_exit_code(client.outcome)))
 
-    terminal.client = InteractiveClient(
-        make_endpoint(reactor, args), reactor, dial_config(args), terminal.show, over,
-        auto_ack=args.auto_ack,
-    )
+    terminal.client = make_client(terminal.show, over)
     stdio.StandardIO(terminal, reactor=reactor)
     terminal.client.start()
     return done
 
 
+def run_interactive(reactor, args: argparse.Namespace) -> defer.Deferred:
+    return _on_terminal(reactor, lambda show, over: InteractiveClient(
+        make_endpoint(reactor, args), reactor, dial_config(args), show, over,
+        auto_ack=args.auto_ack,
+    ))
+
+
+# ---- register and serve ----
+
+
+def run_register(reactor, args: argparse.Namespace) -> defer.Deferred:
+    return _on_terminal(reactor, lambda show, over: RegisterClient(
+        args.text, make_endpoint(reactor, args), reactor, dial_config(args), show, over,
+    ))
+
+
+def run_serve(reactor, args: argparse.Namespace) -> defer.Deferred:
+    done: defer.Deferred = defer.Deferred()
+    config = ServeConfig(
+        ShellCommand(args.reply_with, timeout=args.command_timeout),
+        max_running=args.max_running, max_queued=args.max_queued,
+    )
+    ServeClient(
+        args.text, config, make_endpoint(reactor, args), reactor, dial_config(args), _stdout,
+        lambda client: done.callback(_exit_code(client.outcome)),
+    ).start()
+    return done
+
+
 # ---- entry point ----
 
-_MODES = {None: run_interactive, "relay": run_relay, "status": run_status}
+_MODES = {
+    None: run_interactive, "relay": run_relay, "status": run_status,
+    "register": run_register, "serve": run_serve,
+}
 
 
 def _run(reactor, args: argparse.Namespace) -> defer.Deferred:
@@ -314,6 +387,6 @@ def _exit_with(code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: ``nea-client [options] [relay TEXT | status]``."""
+    """Console-script entry point: ``nea-client [options] [MODE ...]`` (see `build_parser`)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     task.react(_run, [args])
