@@ -1,5 +1,6 @@
 """Relay throughput: persistent connections exchanging message/ok as fast as they can,
-nea against nats-server (queue-group request/reply), driven by the same harness.
+and requests to a service (serve/ask/reply), nea against nats-server (queue-group
+request/reply), driven by the same harness.
 
 C connections each keep W requests outstanding. A request goes to a random
 member (nea: a random relay-capable connection; NATS: a random member of the
@@ -74,6 +75,31 @@ class NeaDriver(Driver):
             out.append(self.request())
 
 
+class NeaServiceDriver(Driver):
+    """nea requests to a service: every connection serves it and asks it.
+
+    ``ask ID @bench X`` out; the member drawn gets ``request RID X`` and answers
+    ``reply RID X``; the asker gets ``reply ID X`` and asks again. The same shape
+    as NATS request/reply through a queue group.
+    """
+
+    def greeting(self) -> bytes:
+        return b"serve bench\n"
+
+    def request(self) -> bytes:
+        return b"ask %s.%d @bench x\n" % (self.name, next(self.seq))
+
+    def line(self, line: bytes, out: list[bytes]) -> None:
+        if line.startswith(b"request "):
+            rid, _, body = line[8:].partition(b" ")
+            out.append(b"reply %s %s\n" % (rid, body))
+        elif line.startswith(b"reply "):
+            self.counter.exchanges += 1
+            out.append(self.request())
+        elif line.startswith(b"error "):
+            raise RuntimeError(line.decode())
+
+
 class NatsDriver(Driver):
     """NATS: PUB to the queue group with a reply inbox; members answer on the inbox."""
 
@@ -143,6 +169,8 @@ def run(args):
     results = {}
     with harness.Daemon(harness.tcp("relay"), profile=args.profile) as daemon:
         results["nea"] = yield drive(daemon.ports[0], NeaDriver, args, daemon.cpu)
+    with harness.Daemon(harness.tcp("nea"), profile=args.profile) as daemon:
+        results["nea-svc"] = yield drive(daemon.ports[0], NeaServiceDriver, args, daemon.cpu)
     port = harness.free_port()
     nats = harness.spawn([nats_server(), "-a", "127.0.0.1", "-p", str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -164,13 +192,15 @@ def main() -> None:
                    f"outstanding, {args.seconds} s")
     results = harness.run_reactor(lambda: run(args))
     for name, r in results.items():
-        print(f"{name:5} {r['exchanges_per_s']:9.0f} exchanges/s, server "
+        print(f"{name:7} {r['exchanges_per_s']:9.0f} exchanges/s, server "
               f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
               f"({r['server_percent_of_a_core']:.0f}% of a core)")
-    nea, nats = results["nea"], results["nats"]
-    print(f"ratio nea/nats: throughput {nea['exchanges_per_s'] / nats['exchanges_per_s']:.2f}, "
-          f"server CPU per exchange {nea['server_us_per_exchange'] / nats['server_us_per_exchange']:.1f}x",
-          flush=True)
+    nats = results["nats"]
+    for name in ("nea", "nea-svc"):
+        r = results[name]
+        print(f"ratio {name}/nats: throughput {r['exchanges_per_s'] / nats['exchanges_per_s']:.2f}, "
+              f"server CPU per exchange "
+              f"{r['server_us_per_exchange'] / nats['server_us_per_exchange']:.1f}x", flush=True)
     if args.profile:
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
 

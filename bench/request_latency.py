@@ -1,0 +1,117 @@
+"""Latency of ``POST /clients/{name}/requests``: one at a time, local and across instances.
+
+Two instances share a redis-server. A device (a raw TCP client, ``register dev``,
+answering every request at once) is connected to instance B. The driver posts
+N requests one after the other over one persistent HTTP connection, first to B
+(the device is local), then to A (the request crosses Redis to B and the reply
+comes back), and reports p50 and p99 of the whole HTTP round trip.
+
+    .venv/bin/python bench/request_latency.py [--requests 1000]
+"""
+
+import argparse
+import http.client
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import threading
+import time
+
+import harness
+
+TOKEN = "bench-token"
+
+
+def device(port: int, ready: threading.Event, stop: threading.Event) -> None:
+    """Registers as ``dev`` and answers ``request ID TEXT`` with ``reply ID TEXT``."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"register dev\n")
+        sock.settimeout(0.2)
+        tail = b""
+        while not stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                return
+            *lines, tail = (tail + data).split(b"\n")
+            out = []
+            for line in lines:
+                if line.startswith(b"registered "):
+                    ready.set()
+                elif line.startswith(b"request "):
+                    rid, _, body = line[8:].partition(b" ")
+                    out.append(b"reply %s %s\n" % (rid, body))
+            if out:
+                sock.sendall(b"".join(out))
+
+
+def post_many(http_port: int, count: int) -> list[float]:
+    connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    seconds = []
+    for n in range(count):
+        body = json.dumps({"body": f"ping {n}", "timeout": 10})
+        started = time.perf_counter()
+        connection.request("POST", "/clients/dev/requests", body, headers)
+        answer = connection.getresponse()
+        data = answer.read()
+        seconds.append(time.perf_counter() - started)
+        if answer.status != 200:
+            raise RuntimeError(f"HTTP {answer.status}: {data[:200]!r}")
+    connection.close()
+    return seconds
+
+
+def summary(seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (f"p50 {statistics.median(ordered) * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms, "
+            f"mean {statistics.fmean(ordered) * 1e3:.2f} ms")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=1000)
+    args = p.parse_args()
+    harness.header(f"request_latency: {args.requests} sequential POST /clients/dev/requests")
+    redis_port = harness.free_port()
+    redis = harness.spawn([shutil.which("redis-server"), "--port", str(redis_port), "--bind",
+                           "127.0.0.1", "--save", "", "--appendonly", "no"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemons = []
+    try:
+        harness.wait_listening(redis_port, redis)
+        http_ports = {}
+        for name in ("a", "b"):
+            http_ports[name] = harness.free_port()
+            daemons.append(harness.Daemon(harness.tcp("nea"), extra=(
+                "--instance-id", name, "--redis", f"redis://127.0.0.1:{redis_port}/0",
+                "--heartbeat", "0.5", "--admin-token", TOKEN,
+                "--http", f"tcp:{http_ports[name]}:interface=127.0.0.1")))
+        ready, stop = threading.Event(), threading.Event()
+        answering = threading.Thread(target=device, args=(daemons[1].ports[0], ready, stop))
+        answering.start()
+        try:
+            if not ready.wait(10):
+                raise RuntimeError("the device was not registered")
+            time.sleep(2)  # A learns of the name through Redis within a heartbeat or two
+            post_many(http_ports["b"], 50)  # warm-up
+            for label, name in (("local (device on this instance)", "b"),
+                                ("across instances (device on the other)", "a")):
+                print(f"{label}: {summary(post_many(http_ports[name], args.requests))}",
+                      flush=True)
+        finally:
+            stop.set()
+            answering.join()
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        harness.stop(redis)
+
+
+if __name__ == "__main__":
+    main()
