@@ -17,7 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 
 import nea
 from nea.core.bus import Bus
-from nea.core.chat import ChatRoom
+from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
+from nea.core.history import History, NoHistory
 from nea.core.dates import DateBroadcaster
 from nea.core.peer import Peer
 from nea.core.registry import Registry
@@ -35,6 +36,8 @@ class HubConfig:
     date_interval: float = 10.0
     #: Relays one connection may wait for, and deliveries one may hold unacknowledged.
     max_pending: int = 1000
+    #: Lines of history a chat-profile newcomer is shown (``--history-on-join``).
+    history_on_join: int = DEFAULT_ON_JOIN
 
 
 class Hub:
@@ -46,8 +49,10 @@ class Hub:
         rng: random.Random | None = None,
         today: Callable[[], str] | None = None,
         handshakes: Callable[[], Mapping[str, int]] | None = None,
+        history: History | None = None,
     ) -> None:
-        """``handshakes``: reads the TLS listeners' handshake figures, shown in status."""
+        """``handshakes``: reads the TLS listeners' handshake figures, shown in status.
+        ``history``: where chat lines are kept (default: nowhere)."""
         self.clock = clock
         self._handshakes = handshakes
         self.bus = bus
@@ -64,7 +69,9 @@ class Hub:
         )
         #: Connections that ended their stream and close once no relay of theirs is awaited.
         self._ending: set[Peer] = set()
-        self.chat = ChatRoom(self.registry, bus)
+        self.history = history if history is not None else NoHistory(clock)
+        self.chat = ChatRoom(self.registry, bus, self.history, self.reject,
+                             config.history_on_join)
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
@@ -77,7 +84,7 @@ class Hub:
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
             frames.Relay: lambda peer, r: self.relay(peer, r.text),
             frames.Ack: lambda peer, r: self.relays.ack(peer, r.text),
-            frames.Chat: lambda peer, r: self.chat.say(peer.name, r.text),
+            frames.Chat: lambda peer, r: self.chat.say(peer, r.text),
             frames.Reverse: lambda peer, r: peer.push(frames.ReverseReply(reverse_text(r.text))),
             frames.Nick: self._nick,
             frames.Hello: lambda peer, r: peer.push(
@@ -88,6 +95,8 @@ class Hub:
             ),
             frames.Exit: self._exit,
             frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
+            frames.History: self.chat.replay,
+            frames.Since: self.chat.replay,
         }
         bus.attach(self.relays, self.chat, self.member)
 
@@ -115,6 +124,7 @@ class Hub:
         """
         if peer not in self.registry:
             return
+        self.chat.left(peer)
         self.registry.retire(peer)
         self.dates.unsubscribed()
         self.relays.forget_target(peer)
@@ -132,6 +142,7 @@ class Hub:
         self._ending.discard(peer)
         if peer not in self.registry:
             return
+        self.chat.left(peer)
         self.registry.remove(peer)
         self.relays.peer_left(peer)
         self.dates.unsubscribed()
@@ -170,6 +181,9 @@ class Hub:
     def _nick(self, peer: Peer, request: frames.Nick) -> None:
         peer.name = request.name
         peer.push(frames.NickReply(request.name))
+        if peer.profile.naming is not None and not peer.named:
+            peer.named = True  # its first line: it enters the chat room
+            self.chat.enter(peer)
 
     def _exit(self, peer: Peer, request: frames.Exit) -> None:
         peer.push(frames.Bye())
@@ -177,7 +191,8 @@ class Hub:
 
     # ---- operators (HTTP API, console) ----
 
-    def broadcast(self, text: str) -> int:
+    def broadcast(self, text: str):
+        """Fires with how many local clients got it, once history has answered."""
         return self.chat.broadcast(text)
 
     def relay(self, waiter: Waiter, text: str) -> None:
@@ -281,4 +296,5 @@ class Hub:
             dates=self.dates.figures(),
             zero_state=self.zero_state(asking),
             cluster=ClusterFigures(self.bus.state(), (self.member(asking), *self.bus.others())),
+            store=self.history.figures(),
         )

@@ -76,6 +76,9 @@ def build_root(api: Api) -> Resource:
         b"broadcast": Endpoint({b"POST": api.timed("broadcast", api.broadcast)}),
         b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
         b"openapi.json": Endpoint({b"GET": api.openapi}),
+        b"chat": Branch({
+            b"history": Endpoint({b"GET": api.timed("chat_history", api.chat_history)}),
+        }),
     })
 
 
