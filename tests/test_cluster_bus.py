@@ -385,10 +385,18 @@ class Tables(unittest.TestCase):
             envelope.Reforward("t", 0),
             envelope.Event(ChatPush("bob", "two\nlines")),
             envelope.Event(BroadcastPush("b")),
+            envelope.Event(ChatPush("bob", "stored", 41, "2026-12-01T19:40:00.123Z")),
+            envelope.Event(BroadcastPush("stored", 42, "2026-12-01T19:40:00.123Z")),
+            envelope.Event(frames.Presence("bob", "left")),
             envelope.Leave("run1"),
         ]
         for message in messages:
             self.assertEqual(envelope.decode(envelope.encode("me", message)), ("me", message))
+            push = getattr(message, "push", None)
+            if push is not None and not isinstance(push, frames.Presence):
+                # id and time travel with the line (time is not part of a push's equality)
+                _, decoded = envelope.decode(envelope.encode("me", message))
+                self.assertEqual((decoded.push.id, decoded.push.time), (push.id, push.time))
         for junk in ["x", "{}", '{"op":"ack","from":"a","text":1}',
                      '{"op":"deliver","from":"a","text":"t","origin":"o","attempt":true}']:
             with self.assertRaises(ValueError):

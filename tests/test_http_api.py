@@ -237,9 +237,10 @@ class ReadEndpoints(ServerCase):
         self.assertEqual(
             set(spec["paths"]),
             {"/", "/status", "/healthz", "/metrics", "/connections", "/broadcast", "/relay",
-             "/openapi.json", "/docs"},
+             "/openapi.json", "/docs", "/chat/history"},
         )
-        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get")):
+        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get"),
+                             ("/chat/history", "get")):
             operation = spec["paths"][path][method]
             self.assertEqual(operation["security"], [{"adminToken": []}])
             self.assertIn("401", operation["responses"])

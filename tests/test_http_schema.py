@@ -3,7 +3,8 @@
 The server runs in this process; schemathesis runs as a subprocess (its CLI) while
 the reactor serves it. A relay client that acks everything is connected, so
 ``POST /relay`` can succeed (with nobody to relay to it would rightly answer 503,
-which schemathesis counts as a server error).
+which schemathesis counts as a server error); for the same reason chat history is
+on, in a SQLite file.
 """
 
 import os
@@ -26,7 +27,8 @@ class Schemathesis(unittest.TestCase):
     @defer.inlineCallbacks
     def test_no_server_error_and_no_schema_violation(self):
         service = yield start_server(
-            self, "--listen", tcp_listen("relay"), "--admin-token", TOKEN, "--relay-timeout", "5"
+            self, "--listen", tcp_listen("relay"), "--admin-token", TOKEN, "--relay-timeout", "5",
+            "--store", f"sqlite:{self.mktemp()}.db",
         )
         client = yield connect(self, service.ports[0], tls=False)
         auto_ack(client)
