@@ -11,6 +11,7 @@ from twisted.internet import reactor
 
 from nea.server.service import makeService
 from nea.server.startup import StartupError
+from tests.test_websocket import ws_connect
 from tests.support import (
     connect, parse_options, settle, start_server, tcp_listen, tls_listen,
 )
@@ -93,6 +94,43 @@ class TutorialClient(unittest.TestCase):
         self.assertEqual([(l["kind"], l["name"], l["text"]) for l in body["lines"]],
                          [("broadcast", None, "from the operator")])
         self.assertFalse(body["more"])
+
+
+class WebSocketAndLines(unittest.TestCase):
+    """A browser-like client (autobahn's) at /ws?profile=chat and a tutorial line client."""
+
+    @defer.inlineCallbacks
+    def test_they_chat_together(self):
+        service = yield start_server(self, "--listen", tcp_listen("chat"),
+                                     "--store", f"sqlite:{self.mktemp()}.db")
+        line = yield connect(self, service.ports[0], tls=False)
+        line.send("liner")
+        yield line.next()
+        line.send("before the browser")
+        yield settle(lambda: service.hub.snapshot().store.stored == 1)
+        ws = yield ws_connect(self, service.http_port, "/ws?profile=chat")
+        ws.send_json("nick", "webby")
+        self.assertEqual((yield ws.next()), {"type": "nick", "payload": "webby"})
+        replay = yield ws.next()
+        self.assertEqual((replay["type"], replay["payload"]["id"], replay["payload"]["text"]),
+                         ("history", 1, "before the browser"))
+        self.assertEqual((yield ws.next()),
+                         {"type": "history_end", "payload": {"last_id": 1, "more": False}})
+        self.assertEqual((yield line.next()), b"* webby joined")
+        line.send("hello browser")
+        live = (yield ws.next())["payload"]
+        self.assertEqual((live["from"], live["text"], live["id"]), ("liner", "hello browser", 2))
+        ws.send_json("chat", "hello line")
+        self.assertEqual((yield line.next()), b"webby: hello line")
+        ws.send_json("since", 1)
+        # its own line too: it was not echoed live, and has an id only from here
+        for id, text in ((2, "hello browser"), (3, "hello line")):
+            replayed = (yield ws.next())["payload"]
+            self.assertEqual((replayed["id"], replayed["text"]), (id, text))
+        self.assertEqual((yield ws.next())["payload"], {"last_id": 3, "more": False})
+        ws.sendClose(1000)
+        yield ws.closed
+        self.assertEqual((yield line.next()), b"* webby left")
 
 
 class Restart(unittest.TestCase):
