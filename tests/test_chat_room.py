@@ -147,6 +147,22 @@ class Room(unittest.TestCase):
         self.assertEqual([(type(p).__name__, getattr(p, "id", None)) for p in pushes],
                          [("HistoryLine", 1), ("HistoryEnd", None), ("ChatPush", 2)])
 
+    def test_one_history_read_at_a_time(self):
+        web = self.client("web", Encoding.JSON)
+        web.take()
+        read, waiting = self.store.since, defer.Deferred()
+        self.store.since = lambda last_id, limit: waiting.addCallback(
+            lambda _: read(last_id, limit))
+        self.hub.handle(web, frames.Since(0))
+        self.hub.handle(web, frames.Since(0))
+        (error,) = web.take()
+        self.assertEqual(error.code, "too_many_pending")
+        waiting.callback(None)
+        self.assertEqual(web.take(), [frames.HistoryEnd(0, False)])
+        self.store.since = read
+        self.hub.handle(web, frames.Since(0))  # the first is answered: the next may come
+        self.assertEqual(web.take(), [frames.HistoryEnd(0, False)])
+
     def test_the_nea_profile_keeps_chat_and_nick(self):
         nea = FakePeer(profiles.NEA)
         self.hub.join(nea)

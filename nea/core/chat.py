@@ -45,6 +45,9 @@ class ChatRoom:
         self.broadcasts = 0
         #: Newcomers whose join history is being read, and the lines held for them meanwhile.
         self._replaying: dict[Peer, list[ChatPush | BroadcastPush]] = {}
+        #: Clients with a ``history``/``since`` being read: one at a time each, so that a
+        #: client cannot pile reads up in front of the store.
+        self._reading: set[Peer] = set()
 
     def say(self, sender: Peer, text: str) -> None:
         """A client said ``text``; in the room it is not echoed to the sender."""
@@ -105,6 +108,7 @@ class ChatRoom:
     def left(self, peer: Peer) -> None:
         """``peer`` is going: if it was in the room, the room hears it."""
         self._replaying.pop(peer, None)
+        self._reading.discard(peer)
         if peer in self.registry.room:
             self.registry.room.discard(peer)
             self._send(Presence(peer.name, "left"))
@@ -116,14 +120,23 @@ class ChatRoom:
         if not self.history.available:
             self.reject(peer, errors.HISTORY_UNAVAILABLE, self.history.figures().state)
             return
+        if peer in self._reading:
+            self.reject(peer, errors.TOO_MANY_PENDING, "one history read at a time")
+            return
+        self._reading.add(peer)
         if isinstance(request, frames.History):
             reading = self.history.latest(request.count)
             asked = 0
         else:
             reading = self.history.since(request.last_id, MAX_REPLAY + 1)
             asked = request.last_id
+        reading.addBoth(self._read, peer)
         reading.addCallbacks(self._replayed, self._unreadable,
                              callbackArgs=(peer, asked), errbackArgs=(peer,))
+
+    def _read(self, result, peer: Peer):
+        self._reading.discard(peer)
+        return result
 
     def _replayed(self, entries: list[Entry], peer: Peer, asked: int) -> None:
         more = len(entries) > MAX_REPLAY
