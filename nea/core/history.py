@@ -34,6 +34,10 @@ def iso_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+class Unavailable(Exception):
+    """History cannot be read now: it is off, or its store is degraded (the message says)."""
+
+
 class HistoryWriter(TypingProtocol):
     def write(self, kind: str, name: str | None, text: str) -> defer.Deferred:
         """Fires with the `Entry` (stored or not), in the order written; never fails."""

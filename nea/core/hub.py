@@ -13,12 +13,13 @@ import random
 from typing import Any, Callable, Mapping
 
 import attrs
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 import nea
 from nea.core.bus import Bus
 from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
-from nea.core.history import History, NoHistory
+from nea.core.history import History, NoHistory, Unavailable
 from nea.core.dates import DateBroadcaster
 from nea.core.peer import Peer
 from nea.core.registry import Registry
@@ -69,8 +70,8 @@ class Hub:
         )
         #: Connections that ended their stream and close once no relay of theirs is awaited.
         self._ending: set[Peer] = set()
-        self.history = history if history is not None else NoHistory(clock)
-        self.chat = ChatRoom(self.registry, bus, self.history, self.reject,
+        self._history = history if history is not None else NoHistory(clock)
+        self.chat = ChatRoom(self.registry, bus, self._history, self.reject,
                              config.history_on_join)
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
@@ -195,6 +196,13 @@ class Hub:
         """Fires with how many local clients got it, once history has answered."""
         return self.chat.broadcast(text)
 
+    def history_since(self, last_id: int, limit: int):
+        """Up to ``limit`` stored lines after ``last_id`` (``GET /chat/history``); fails with
+        `Unavailable` when history is off or its store degraded."""
+        if not self._history.available:
+            return defer.fail(Unavailable(f"chat history is {self._history.figures().state}"))
+        return self._history.since(last_id, limit)
+
     def relay(self, waiter: Waiter, text: str) -> None:
         """Relay ``text`` for a connection, or for a waiter that is not one (HTTP ``POST /relay``)."""
         self.relays.request(waiter, text)
@@ -296,5 +304,5 @@ class Hub:
             dates=self.dates.figures(),
             zero_state=self.zero_state(asking),
             cluster=ClusterFigures(self.bus.state(), (self.member(asking), *self.bus.others())),
-            store=self.history.figures(),
+            store=self._history.figures(),
         )

@@ -112,10 +112,6 @@ class Api:
         self.auth.check(request)
         since = _integer(request.args.get(b"since", []), "since", 0, MAX_ID, 0)
         limit = _integer(request.args.get(b"limit", []), "limit", 1, MAX_REPLAY, 100)
-        history = self.hub.history
-        if not history.available:
-            raise ApiError(http.SERVICE_UNAVAILABLE, "history_unavailable",
-                           f"chat history is {history.figures().state}")
         gone = []
         request.notifyFinish().addErrback(gone.append)
 
@@ -132,7 +128,7 @@ class Api:
                 write_error(request, ApiError(http.SERVICE_UNAVAILABLE, "history_unavailable",
                                               " ".join(str(failure.value).split())))
 
-        history.since(since, limit + 1).addCallbacks(answer, failed)
+        self.hub.history_since(since, limit + 1).addCallbacks(answer, failed)
 
     # ---- driving (admin token) ----
 
