@@ -65,9 +65,10 @@ def client_tls(hostname: str = "localhost", client_cert: bool = False):
 
 
 def parse_options(*args: str) -> Options:
-    """``nea-server`` options parsed from ``args``, as twistd would."""
+    """``nea-server`` options parsed from ``args``, as twistd would; history is off
+    (``--store none``) unless ``args`` name a store, so tests do not share a file."""
     config = Options()
-    config.parseOptions(list(args))
+    config.parseOptions(list(without_history(args)))
     return config
 
 
@@ -171,15 +172,23 @@ def settle(condition, timeout: float = WAIT):
         yield next_tick()
 
 
+def without_history(args) -> tuple[str, ...]:
+    """``args``, with ``--store none`` unless they name a store: tests share no history file."""
+    if any(arg == "--store" or arg.startswith("--store=") for arg in args):
+        return tuple(args)
+    return (*args, "--store", "none")
+
+
 def daemon_command(*args: str) -> list[str]:
     """argv that runs nea-server in the foreground as a separate process."""
-    return [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT, *args]
+    return [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT,
+            *without_history(args)]
 
 
 def twistd_command(*args: str) -> list[str]:
     """argv that runs nea-server as ``twistd -n --pidfile= nea-server`` (as ``make run`` does)."""
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "nea-server", *HTTP_ANY_PORT, *args]
+            "--nodaemon", "--pidfile=", "nea-server", *HTTP_ANY_PORT, *without_history(args)]
 
 
 def daemon_env() -> dict[str, str]:

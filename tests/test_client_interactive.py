@@ -24,6 +24,10 @@ class FormatTests(unittest.TestCase):
         (frames.AckPush("X"), "[ack] ok X"),
         (frames.ChatPush("alice", "hi"), "[chat] alice: hi"),
         (frames.BroadcastPush("maintenance at 5"), "[broadcast] maintenance at 5"),
+        (frames.HistoryLine(7, "2026-12-01T19:40:00.123Z", "chat", "bo", "hi"),
+         "[history 7 2026-12-01T19:40:00.123Z] bo: hi"),
+        (frames.HistoryEnd(7, True), "[history end] last id 7, more to ask"),
+        (frames.Presence("bo", "joined"), "[presence] bo joined"),
         (frames.NickReply("bob"), "[nick] you are now bob"),
         (
             frames.Welcome("c1", "east-1", "nea"),

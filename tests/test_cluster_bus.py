@@ -27,7 +27,7 @@ from nea.core.snapshot import MemberFigures
 from tests.support import parse_options
 from nea.core.testing import FakePeer
 from nea.wire import frames
-from nea.wire.frames import BroadcastPush, ChatPush
+from nea.wire.frames import BroadcastPush, ChatPush, Encoding
 from nea.wire.profiles import CHAT
 
 NS = Namespace("unit")
@@ -153,7 +153,7 @@ class Cluster:
                 self.bus(name).discovered(records)
 
     def peers(self, name: str, count: int, profile=None) -> list[FakePeer]:
-        peers = [FakePeer(profile) if profile else FakePeer() for _ in range(count)]
+        peers = [FakePeer(profile, Encoding.JSON, name="ann") if profile else FakePeer() for _ in range(count)]
         for peer in peers:
             self.hubs[name].join(peer)
         return peers
@@ -263,7 +263,7 @@ class RelayAcrossInstances(unittest.TestCase):
 
     def test_chat_reaches_every_instance_exactly_once(self):
         listeners = {name: self.cluster.peers(name, 2, CHAT) for name in self.cluster.hubs}
-        self.cluster.hubs["b"].chat.say("bob", "hi all")
+        self.cluster.hubs["b"].chat.say(FakePeer(name="bob"), "hi all")
         self.cluster.hubs["c"].broadcast("maintenance at noon")
         self.cluster.pubsub.flush()
         for peers in listeners.values():
@@ -299,7 +299,7 @@ class Degraded(unittest.TestCase):
         self.assertEqual([m.instance for m in self.a.snapshot().cluster.members], ["a"])
         for n in range(10):
             self.a.relay(local, f"d{n}")
-        self.a.chat.say("alice", "anyone?")
+        self.a.chat.say(FakePeer(name="alice"), "anyone?")
         self.cluster.pubsub.flush()
         self.assertEqual(len(answer(self.cluster, "a", [local])), 10)
         self.assertEqual(sum(len(relays(p)) for p in remote), 0)
@@ -432,10 +432,18 @@ class Tables(unittest.TestCase):
             envelope.Reforward("t", 0),
             envelope.Event(ChatPush("bob", "two\nlines")),
             envelope.Event(BroadcastPush("b")),
+            envelope.Event(ChatPush("bob", "stored", 41, "2026-12-01T19:40:00.123Z")),
+            envelope.Event(BroadcastPush("stored", 42, "2026-12-01T19:40:00.123Z")),
+            envelope.Event(frames.Presence("bob", "left")),
             envelope.Leave("run1"),
         ]
         for message in messages:
             self.assertEqual(envelope.decode(envelope.encode("me", message)), ("me", message))
+            push = getattr(message, "push", None)
+            if push is not None and not isinstance(push, frames.Presence):
+                # id and time travel with the line (time is not part of a push's equality)
+                _, decoded = envelope.decode(envelope.encode("me", message))
+                self.assertEqual((decoded.push.id, decoded.push.time), (push.id, push.time))
         for junk in ["x", "{}", '{"op":"ack","from":"a","text":1}',
                      '{"op":"deliver","from":"a","text":"t","origin":"o","attempt":true}']:
             with self.assertRaises(ValueError):

@@ -121,6 +121,8 @@ requests = st.one_of(
     st.just(frames.Status()),
     st.just(frames.Exit()),
     addressed_requests(bodies),
+    st.integers(0, codec.MAX_REPLAY).map(frames.History),
+    st.integers(0, 2**63 - 1).map(frames.Since),
 )
 
 
@@ -290,7 +292,66 @@ addressed_pushes = st.one_of(
     st.builds(frames.ReplyPush, ids, bodies, nick),
     st.builds(frames.ErrorReply, st.sampled_from([e.code for e in errors.ALL]), line_text,
               st.none() | ids),
+    st.builds(frames.HistoryLine, st.integers(1, 2**63 - 1),
+              st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z"),
+              st.just("chat"), nick, line_text),
+    st.builds(frames.HistoryLine, st.integers(1, 2**63 - 1), st.just("2026-12-01T19:40:00.123Z"),
+              st.just("broadcast"), st.none(), line_text),
+    st.builds(frames.HistoryEnd, st.integers(0, 2**63 - 1), st.booleans()),
 )
+
+#: Only JSON carries them whole (the text form of presence is for people).
+json_only = st.one_of(
+    st.builds(frames.Presence, nick, st.sampled_from(["joined", "left"])),
+    st.builds(frames.ChatPush, nick, line_text, st.none() | st.integers(1, 2**63 - 1),
+              st.just("2026-12-01T19:40:00.123Z")),
+)
+
+
+class HistoryFrameTests(unittest.TestCase):
+    @given(json_only)
+    def test_json_round_trip_with_id_and_time(self, push):
+        decoded = codec.decode_push(codec.encode_push(push, Encoding.JSON)[:-1])
+        self.assertEqual(decoded, push)
+        self.assertEqual(getattr(decoded, "time", None), getattr(push, "time", None))
+
+    @given(st.integers(0, 2**63 - 1), st.sampled_from(["history", "since"]))
+    def test_text_and_json_requests_agree(self, value, verb):
+        text = codec.decode_request(f"{verb} {value}".encode(), profiles.NEA)
+        json_form = codec.decode_request(
+            json.dumps({"type": verb, "payload": value}).encode(), profiles.NEA)
+        self.assertEqual(text, json_form)
+        if verb == "history" and value > codec.MAX_REPLAY:
+            self.assertEqual(text.error, errors.BAD_HISTORY)
+
+    def test_bad_counts(self):
+        for line in (b"history", b"history -1", b"since x", b'{"type":"since","payload":true}',
+                     b'{"type":"history","payload":"5"}x', b'{"type":"since","payload":1.5}'):
+            request = codec.decode_request(line, profiles.NEA)
+            self.assertIsInstance(request, frames.Invalid, line)
+
+    @given(nick, line_text)
+    def test_the_room_text_forms(self, name, text):
+        room = lambda push: codec.encode_push(push, Encoding.TEXT, room=True)
+        self.assertEqual(room(frames.ChatPush(name, text)),
+                         f"{name}: {text}".encode("utf-8", "replace") + b"\n")
+        self.assertEqual(room(frames.BroadcastPush(text)), f"* {text}".encode("utf-8", "replace") + b"\n")
+        self.assertEqual(room(frames.NickReply(name)), f"* welcome {name}".encode() + b"\n")
+        self.assertEqual(room(frames.Presence(name, "joined")), f"* {name} joined".encode() + b"\n")
+        # the nea profile's forms are unchanged
+        self.assertEqual(codec.encode_push(frames.ChatPush(name, text), Encoding.TEXT),
+                         f"chat {name}: {text}".encode("utf-8", "replace") + b"\n")
+
+    def test_the_chat_profile_reads_its_first_line_as_a_name(self):
+        naming = profiles.CHAT.naming
+        self.assertEqual(codec.decode_request(b"alice", naming), frames.Nick("alice"))
+        for bad in (b"", b"two words", b"x" * 33, b"tab\there"):
+            self.assertEqual(codec.decode_request(bad, naming).error, errors.BAD_NICK, bad)
+        self.assertEqual(codec.decode_request(b"exit", naming), frames.Exit())
+        # after it, every text line is chat; history is asked in JSON
+        self.assertEqual(codec.decode_request(b"history 5", profiles.CHAT), frames.Chat("history 5"))
+        self.assertEqual(codec.decode_request(b'{"type":"since","payload":3}', profiles.CHAT),
+                         frames.Since(3))
 
 
 class PushTests(unittest.TestCase):

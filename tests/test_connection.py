@@ -113,8 +113,8 @@ class ConnectionTests(unittest.TestCase):
 class SlowConsumerTests(unittest.TestCase):
     def test_a_client_that_stops_reading_is_dropped_past_the_limit(self):
         hub = make_hub()
-        connection, transport = connected(hub, profiles.CHAT, max_outbound=1000)
-        other, other_transport = connected(hub, profiles.CHAT)
+        connection, transport = connected(hub, profiles.NEA, max_outbound=1000)
+        other, other_transport = connected(hub, profiles.NEA)
         connection.pauseProducing()  # what the transport says when its buffer is full
         for i in range(50):
             hub.broadcast(f"news {i:02d}" + "." * 20)
@@ -124,7 +124,7 @@ class SlowConsumerTests(unittest.TestCase):
 
     def test_resume_resets_the_count(self):
         hub = make_hub()
-        connection, transport = connected(hub, profiles.CHAT, max_outbound=1000)
+        connection, transport = connected(hub, profiles.NEA, max_outbound=1000)
         for _ in range(5):
             connection.pauseProducing()
             for i in range(10):

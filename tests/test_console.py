@@ -11,12 +11,13 @@ from nea.core.hub import Hub
 from nea.core.testing import FakePeer
 from nea.server.console import ConsoleProtocol
 from nea.wire import frames, profiles
+from nea.wire.frames import Encoding
 
 
 class ConsoleTests(unittest.TestCase):
     def test_typed_lines_are_broadcast(self):
         hub = Hub(Clock(), LocalBus("unit"), rng=random.Random(0))
-        listeners = [FakePeer(profiles.CHAT), FakePeer(profiles.CHAT)]
+        listeners = [FakePeer(profiles.CHAT, Encoding.JSON, name="ann"), FakePeer(profiles.CHAT, Encoding.JSON, name="ann")]
         relay_only = FakePeer(profiles.RELAY)
         for peer in listeners + [relay_only]:
             hub.join(peer)

@@ -74,15 +74,18 @@ class TLSEndToEnd(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_chat_reaches_every_chat_capable_client(self):
-        speaker = yield connect(self, self.chat)
+        speaker = yield connect(self, self.nea)
         listener = yield connect(self, self.chat)
         nea_client = yield connect(self, self.nea)
         relay_client = yield connect(self, self.relay)
+        listener.send("bob")
+        self.assertEqual((yield listener.next()), b"* welcome bob")
         speaker.send("nick ann")
         self.assertEqual((yield speaker.next_push()), frames.NickReply("ann"))
-        speaker.send("hello everyone")
-        for client in (speaker, listener, nea_client):
+        speaker.send("chat hello everyone")
+        for client in (speaker, nea_client):
             self.assertEqual((yield client.next_push()), frames.ChatPush("ann", "hello everyone"))
+        self.assertEqual((yield listener.next()), b"ann: hello everyone")
         relay_client.send("exit")
         self.assertEqual((yield relay_client.next_push()), frames.Bye())  # no chat before bye
         yield relay_client.closed

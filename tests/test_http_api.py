@@ -238,12 +238,12 @@ class ReadEndpoints(ServerCase):
             set(spec["paths"]),
             {"/", "/chat", "/status", "/healthz", "/metrics", "/connections", "/broadcast",
              "/relay", "/openapi.json", "/docs", "/clients", "/clients/{name}", "/services",
-             "/clients/{name}/requests", "/services/{service}/requests"},
+             "/clients/{name}/requests", "/services/{service}/requests", "/chat/history"},
         )
         for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get"),
                              ("/clients", "get"), ("/clients/{name}", "get"), ("/services", "get"),
                              ("/clients/{name}/requests", "post"),
-                             ("/services/{service}/requests", "post")):
+                             ("/services/{service}/requests", "post"), ("/chat/history", "get")):
             operation = spec["paths"][path][method]
             self.assertEqual(operation["security"], [{"adminToken": []}])
             self.assertIn("401", operation["responses"])

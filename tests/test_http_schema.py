@@ -3,11 +3,12 @@
 The server runs in this process; schemathesis runs as a subprocess (its CLI) while
 the reactor serves it. A relay client that acks everything is connected, so
 ``POST /relay`` can succeed (with nobody to relay to it would rightly answer 503,
-which schemathesis counts as a server error). Likewise a client registered as
-``dev`` and serving ``people`` answers every request, and schemathesis is told
-to use those names, so the addressed requests reach it; a timeout schemathesis
-draws may be too short for any reply, so for those two operations a 504
-(``request_timeout``) is an expected answer.
+which schemathesis counts as a server error); for the same reason chat history is
+on, in a SQLite file. Likewise a client registered as ``dev`` and serving
+``people`` answers every request, and schemathesis is told to use those names,
+so the addressed requests reach it; a timeout schemathesis draws may be too
+short for any reply, so for those two operations a 504 (``request_timeout``) is
+an expected answer.
 """
 
 import os
@@ -49,7 +50,7 @@ class Schemathesis(unittest.TestCase):
     def test_no_server_error_and_no_schema_violation(self):
         service = yield start_server(
             self, "--listen", tcp_listen("relay"), "--listen", tcp_listen(), "--admin-token", TOKEN,
-            "--relay-timeout", "5",
+            "--relay-timeout", "5", "--store", f"sqlite:{self.mktemp()}.db",
         )
         client = yield connect(self, service.ports[0], tls=False)
         auto_ack(client)

@@ -50,7 +50,7 @@ class SingleInstanceRelayTests(unittest.TestCase):
         self.assertEqual(a.take(), [frames.AckPush("self")])
 
     def test_targets_are_uniform_over_relay_capable_connections(self):
-        peers = [FakePeer(profiles.RELAY) for _ in range(4)] + [FakePeer(profiles.CHAT)]
+        peers = [FakePeer(profiles.RELAY) for _ in range(4)] + [FakePeer(profiles.CHAT, name="ann")]
         hub = hub_with(*peers, seed=42)
         for i in range(4000):
             hub.handle(peers[0], frames.Relay(f"m{i}"))
@@ -131,7 +131,7 @@ class SingleInstanceRelayTests(unittest.TestCase):
         self.assertTrue(hub.snapshot().zero_state)
 
     def test_http_waiter_with_nobody_to_relay_to_gets_no_recipient(self):
-        hub = hub_with(FakePeer(profiles.CHAT))
+        hub = hub_with(FakePeer(profiles.CHAT, name="ann"))
         waiter = FakePeer()
         hub.relay(waiter, "x")
         self.assertEqual([p.code for p in waiter.take()], ["no_recipient"])
@@ -189,7 +189,7 @@ class ClusterRelayTests(unittest.TestCase):
         self.assertTrue(self.hubs[1].zero_state())
 
     def test_chat_reaches_every_instance_once(self):
-        listeners = [FakePeer(profiles.CHAT) for _ in self.hubs]
+        listeners = [FakePeer(profiles.NEA) for _ in self.hubs]
         for hub, peer in zip(self.hubs, listeners):
             hub.join(peer)
         self.hubs[1].handle(listeners[1], frames.Chat("hello"))

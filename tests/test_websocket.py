@@ -198,8 +198,8 @@ class Framing(unittest.TestCase):
         self.assertGreater(self.hub.snapshot().throttled, 0)
 
     def test_a_client_that_stops_reading_is_dropped_past_the_limit(self):
-        connection, transport = self.connect(profiles.CHAT, max_outbound=1000)
-        other = FakePeer(profiles.CHAT)
+        connection, transport = self.connect(profiles.NEA, max_outbound=1000)
+        other = FakePeer(profiles.CHAT, name="ann")
         self.hub.join(other)
         connection.session.pauseProducing()  # what the transport says when its buffer is full
         for i in range(50):
@@ -410,8 +410,9 @@ class OnLoopback(unittest.TestCase):
             ws.send_json("nick", "webby")
             self.assertEqual((yield ws.next()), {"type": "nick", "payload": "webby"})
             line.send("chat hello from a line")
-            self.assertEqual((yield ws.next())["payload"],
-                             {"from": line_name(self.hub), "text": "hello from a line"})
+            said = (yield ws.next())["payload"]
+            self.assertEqual((said["from"], said["text"], said["id"]),
+                             (line_name(self.hub), "hello from a line", None))
             ws.send_json("chat", "hello from a browser")
             for _ in range(3):  # its own line first, then the WebSocket's
                 push = yield line.next_push()

@@ -36,6 +36,12 @@ def format_push(push: frames.Push) -> str:
             return f"[ack] ok {text}"
         case frames.ChatPush(sender, text):
             return f"[chat] {sender}: {text}"
+        case frames.HistoryLine(id, time, _, name, text):
+            return f"[history {id} {time}] {'*' if name is None else name + ':'} {text}"
+        case frames.HistoryEnd(last_id, more):
+            return f"[history end] last id {last_id}" + (", more to ask" if more else "")
+        case frames.Presence(name, event):
+            return f"[presence] {name} {event}"
         case frames.BroadcastPush(text):
             return f"[broadcast] {text}"
         case frames.NickReply(name):

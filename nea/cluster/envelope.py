@@ -12,7 +12,7 @@ import attrs
 
 from nea.core.requests import Offer
 from nea.wire import codec
-from nea.wire.frames import BroadcastPush, ChatPush, Encoding
+from nea.wire.frames import BroadcastPush, ChatPush, Encoding, Presence
 
 
 @attrs.frozen
@@ -43,7 +43,7 @@ class Reforward:
 class Event:
     """Chat or an operator broadcast to deliver to your own clients."""
 
-    push: ChatPush | BroadcastPush
+    push: ChatPush | BroadcastPush | Presence
 
 
 @attrs.frozen
@@ -109,6 +109,9 @@ def encode(sender: str, message: Message) -> str:
     fields: dict[str, Any] = {"op": _OPS[type(message)], "from": sender}
     if isinstance(message, Event):
         fields["push"] = codec.encode_push(message.push, Encoding.JSON).decode("utf-8")
+        if isinstance(message.push, BroadcastPush):
+            # A broadcast's JSON payload is its bare text: its history id travels beside it.
+            fields["id"], fields["time"] = message.push.id, message.push.time
     else:
         for name, _ in _FIELDS[type(message)]:
             fields[name] = getattr(message, name)
@@ -122,8 +125,11 @@ def decode(data: str | bytes) -> tuple[str, Message]:
         op, sender = fields.pop("op"), fields.pop("from")
         if op == "event":
             push = codec.decode_push(fields["push"].rstrip("\n").encode("utf-8"))
-            if not isinstance(push, (ChatPush, BroadcastPush)):
-                raise TypeError(f"not a chat or broadcast push: {push!r}")
+            if not isinstance(push, (ChatPush, BroadcastPush, Presence)):
+                raise TypeError(f"not a chat, broadcast or presence push: {push!r}")
+            if isinstance(push, BroadcastPush):
+                push = attrs.evolve(push, id=_optional(fields.get("id"), int),
+                                    time=_optional(fields.get("time"), str))
             message: Message = Event(push)
         else:
             kind = _KINDS[op]
@@ -134,6 +140,12 @@ def decode(data: str | bytes) -> tuple[str, Message]:
         return sender, message
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"malformed cluster message {data!r}: {e}") from None
+
+
+def _optional(value, kind: type):
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise TypeError(f"{value!r} is not {kind.__name__}")
+    return value
 
 
 def _check_types(message: Message) -> None:

@@ -51,7 +51,7 @@ from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace
 from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
 from nea.core.snapshot import MemberFigures
-from nea.wire.frames import BroadcastPush, ChatPush
+from nea.wire.frames import BroadcastPush, ChatPush, Presence
 
 log = Logger()
 
@@ -124,7 +124,7 @@ class RedisBus:
         else:
             self._send(origin, Reforward(text, attempt))
 
-    def publish(self, push: ChatPush | BroadcastPush) -> None:
+    def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         if self.up:  # when degraded, local delivery (already done by the hub) is all there is
             self._publish(self.namespace.cluster, Event(push))
 

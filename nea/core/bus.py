@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol as TypingProtocol
 from twisted.internet import defer
 
 from nea.core.snapshot import MemberFigures
-from nea.wire.frames import BroadcastPush, ChatPush
+from nea.wire.frames import BroadcastPush, ChatPush, Presence
 
 #: How many times a relay may bounce off an instance that had no taker before the
 #: origin stops asking the cluster and falls back to a local target.
@@ -75,8 +75,9 @@ class RequestNode(TypingProtocol):
 class ChatNode(TypingProtocol):
     """The chat side of an instance that a bus calls (`nea.core.chat.ChatRoom`)."""
 
-    def fan_out(self, push: ChatPush | BroadcastPush) -> int:
-        """Chat or an operator broadcast from another instance: deliver it locally."""
+    def fan_out(self, push: ChatPush | BroadcastPush | Presence) -> int:
+        """Chat, an operator broadcast or a room's join or leave from another instance:
+        deliver it locally."""
 
 
 #: This instance's figures as the cluster sees them, read when the bus needs them.
@@ -98,8 +99,8 @@ class Bus(TypingProtocol):
 
     def reforward(self, origin: str, text: str, attempt: int) -> None: ...
 
-    def publish(self, push: ChatPush | BroadcastPush) -> None:
-        """Send chat/broadcast to every other instance (the chat room fans out locally itself)."""
+    def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
+        """Send chat/broadcast/presence to every other instance (the chat room fans out locally itself)."""
 
     def others(self) -> list[MemberFigures]:
         """The other live members, as last announced."""
@@ -157,7 +158,7 @@ class LocalBus:
     def reforward(self, origin: str, text: str, attempt: int) -> None:
         self._relays.reforward(text, attempt)
 
-    def publish(self, push: ChatPush | BroadcastPush) -> None:
+    def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         pass
 
     def others(self) -> list[MemberFigures]:
@@ -253,7 +254,7 @@ class MemoryBus:
         if node is not None:
             node.relays.reforward(text, attempt)
 
-    def publish(self, push: ChatPush | BroadcastPush) -> None:
+    def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         for name, node in list(self.cluster.nodes.items()):
             if name != self.instance_id:
                 node.chat.fan_out(push)

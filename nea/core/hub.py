@@ -13,11 +13,13 @@ import random
 from typing import Any, Callable, Mapping
 
 import attrs
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 import nea
 from nea.core.bus import Bus
-from nea.core.chat import ChatRoom
+from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
+from nea.core.history import History, NoHistory, Unavailable
 from nea.core.dates import DateBroadcaster
 from nea.core.peer import Peer
 from nea.core.registry import Registry
@@ -41,6 +43,8 @@ class HubConfig:
     request_timeout: float = 10.0
     #: Client certificates are required: a registered name must be the certificate's identity.
     names_need_identity: bool = False
+    #: Lines of history a chat-profile newcomer is shown (``--history-on-join``).
+    history_on_join: int = DEFAULT_ON_JOIN
 
 
 class Hub:
@@ -52,8 +56,10 @@ class Hub:
         rng: random.Random | None = None,
         today: Callable[[], str] | None = None,
         handshakes: Callable[[], Mapping[str, int]] | None = None,
+        history: History | None = None,
     ) -> None:
-        """``handshakes``: reads the TLS listeners' handshake figures, shown in status."""
+        """``handshakes``: reads the TLS listeners' handshake figures, shown in status.
+        ``history``: where chat lines are kept (default: nowhere)."""
         self.clock = clock
         self._handshakes = handshakes
         self.bus = bus
@@ -74,7 +80,9 @@ class Hub:
         )
         #: Connections that ended their stream and close once nothing they asked is awaited.
         self._ending: set[Peer] = set()
-        self.chat = ChatRoom(self.registry, bus)
+        self._history = history if history is not None else NoHistory(clock)
+        self.chat = ChatRoom(self.registry, bus, self._history, self.reject,
+                             config.history_on_join)
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
@@ -87,7 +95,7 @@ class Hub:
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
             frames.Relay: lambda peer, r: self.relay(peer, r.text),
             frames.Ack: lambda peer, r: self.relays.ack(peer, r.text),
-            frames.Chat: lambda peer, r: self.chat.say(peer.name, r.text),
+            frames.Chat: lambda peer, r: self.chat.say(peer, r.text),
             frames.Reverse: lambda peer, r: peer.push(frames.ReverseReply(reverse_text(r.text))),
             frames.Nick: self._nick,
             frames.Hello: lambda peer, r: peer.push(
@@ -103,6 +111,8 @@ class Hub:
             frames.Unserve: lambda peer, r: self.addressed.unserve(peer, r.service),
             frames.Reply: lambda peer, r: self.addressed.reply(peer, r.id, r.body),
             frames.Ask: lambda peer, r: self.ask(peer, r.id, r.name, r.service, r.body, r.timeout),
+            frames.History: self.chat.replay,
+            frames.Since: self.chat.replay,
         }
         bus.attach(self.relays, self.chat, self.member, self.addressed)
 
@@ -130,6 +140,7 @@ class Hub:
         """
         if peer not in self.registry:
             return
+        self.chat.left(peer)
         self.registry.retire(peer)
         self.dates.unsubscribed()
         self.relays.forget_target(peer)
@@ -151,6 +162,7 @@ class Hub:
         self._ending.discard(peer)
         if peer not in self.registry:
             return
+        self.chat.left(peer)
         self.registry.remove(peer)
         self.relays.peer_left(peer)
         self.addressed.peer_left(peer)
@@ -194,6 +206,9 @@ class Hub:
     def _nick(self, peer: Peer, request: frames.Nick) -> None:
         peer.name = request.name
         peer.push(frames.NickReply(request.name))
+        if peer.profile.naming is not None and not peer.named:
+            peer.named = True  # its first line: it enters the chat room
+            self.chat.enter(peer)
 
     def _exit(self, peer: Peer, request: frames.Exit) -> None:
         peer.push(frames.Bye())
@@ -201,8 +216,16 @@ class Hub:
 
     # ---- operators (HTTP API, console) ----
 
-    def broadcast(self, text: str) -> int:
+    def broadcast(self, text: str):
+        """Fires with how many local clients got it, once history has answered."""
         return self.chat.broadcast(text)
+
+    def history_since(self, last_id: int, limit: int):
+        """Up to ``limit`` stored lines after ``last_id`` (``GET /chat/history``); fails with
+        `Unavailable` when history is off or its store degraded."""
+        if not self._history.available:
+            return defer.fail(Unavailable(f"chat history is {self._history.figures().state}"))
+        return self._history.since(last_id, limit)
 
     def relay(self, waiter: Waiter, text: str) -> None:
         """Relay ``text`` for a connection, or for a waiter that is not one (HTTP ``POST /relay``)."""
@@ -324,4 +347,5 @@ class Hub:
             dates=self.dates.figures(),
             zero_state=self.zero_state(asking),
             cluster=ClusterFigures(self.bus.state(), (self.member(asking), *self.bus.others())),
+            store=self._history.figures(),
         )

@@ -26,6 +26,8 @@ class Peer(TypingProtocol):
     #: Where it connects from (``host:port``), and when (seconds since the epoch).
     peer_address: str
     since: float
+    #: Whether a client that must give its name first (the chat profile's) has given it.
+    named: bool
     #: Bytes read from and written to it.
     bytes_in: int
     bytes_out: int
@@ -34,7 +36,7 @@ class Peer(TypingProtocol):
         """Write one encoded line (terminator included) to the client."""
 
     def push(self, push: Push) -> None:
-        """Encode ``push`` in this peer's encoding and send it."""
+        """Encode ``push`` in this peer's encoding (and profile's forms) and send it."""
 
     def close(self) -> None:
         """End the connection once what was sent to it is written."""
@@ -46,17 +48,20 @@ class Peer(TypingProtocol):
 log = Logger()
 
 
-def fan_out(peers: Iterable[Peer], push: Push) -> int:
-    """Send ``push`` to every peer, encoding it once per encoding; return how many got it.
+def fan_out(peers: Iterable[Peer], push: Push, skip: Peer | None = None) -> int:
+    """Send ``push`` to every peer but ``skip``, encoding it once per form; how many got it.
 
     A peer whose ``send`` fails is logged and skipped: the others still get it.
     """
-    lines: dict[Encoding, bytes] = {}
+    lines: dict[tuple[Encoding, bool], bytes] = {}
     count = 0
     for peer in peers:
-        line = lines.get(peer.encoding)
+        if peer is skip:
+            continue
+        form = (peer.encoding, peer.profile.room)
+        line = lines.get(form)
         if line is None:
-            line = lines[peer.encoding] = codec.encode_push(push, peer.encoding)
+            line = lines[form] = codec.encode_push(push, *form)
         try:
             peer.send(line)
         except Exception:

@@ -57,6 +57,8 @@ class Registry:
         self.relay_capable = IndexedSet[Peer]()
         self.date_subscribers = IndexedSet[Peer]()
         self.chat_capable = IndexedSet[Peer]()
+        #: Chat-profile clients that have given their name: they hear joins and leaves.
+        self.room = IndexedSet[Peer]()
         #: Kept up to date on every admission and removal, so status costs O(1).
         self._by_profile: dict[str, int] = {}
         self.identified = 0
@@ -74,13 +76,21 @@ class Registry:
             self.relay_capable.add(peer)
         if peer.profile.dates:
             self.date_subscribers.add(peer)
-        if peer.profile.chat:
+        if peer.profile.chat and (peer.profile.naming is None or peer.named):
             self.chat_capable.add(peer)
+            if peer.profile.room:
+                self.room.add(peer)
         return True
+
+    def enter_room(self, peer: Peer) -> None:
+        """A chat-profile client has its name: it takes chat from now on."""
+        if peer in self.peers:
+            self.chat_capable.add(peer)
+            self.room.add(peer)
 
     def retire(self, peer: Peer) -> None:
         """``peer`` keeps its slot but takes no more relays, dates or chat (it is closing)."""
-        for members in (self.relay_capable, self.date_subscribers, self.chat_capable):
+        for members in (self.relay_capable, self.date_subscribers, self.chat_capable, self.room):
             members.discard(peer)
 
     def remove(self, peer: Peer) -> None:

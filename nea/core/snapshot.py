@@ -59,6 +59,23 @@ class ChatFigures:
 
 
 @attrs.frozen
+class StoreFigures:
+    """The chat history store: ``state`` is ``ok``, ``degraded`` or ``off``."""
+
+    store: str
+    state: str
+    #: Lines waiting for the store now.
+    queued: int
+    stored: int
+    #: Lines fanned out without being stored (degraded, or its queue was full).
+    unsaved: int
+    #: Lines stored after their write had been given up (fanned out unsaved too).
+    stored_late: int
+    #: Why it is degraded, one line.
+    error: str | None
+
+
+@attrs.frozen
 class DateFigures:
     ticks: int
     running: bool
@@ -149,6 +166,7 @@ class Snapshot:
     #: No connection, nothing waited for, nothing held: all state is gone.
     zero_state: bool
     cluster: ClusterFigures
+    store: StoreFigures
 
     @property
     def state(self) -> str:
@@ -175,6 +193,7 @@ def status_json(snapshot: Snapshot) -> dict[str, Any]:
         "requests": attrs.asdict(snapshot.addressed),
         "chat": attrs.asdict(snapshot.chat),
         "dates": attrs.asdict(snapshot.dates),
+        "store": attrs.asdict(snapshot.store),
         "errors": dict(snapshot.errors),
         "zero_state": snapshot.zero_state,
         "cluster": {

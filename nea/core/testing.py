@@ -12,14 +12,17 @@ _ids = itertools.count(1)
 class FakePeer:
     """A `nea.core.peer.Peer` that records what it was sent."""
 
-    def __init__(self, profile: Profile = NEA, encoding: Encoding = Encoding.TEXT) -> None:
+    def __init__(self, profile: Profile = NEA, encoding: Encoding = Encoding.TEXT,
+                 name: str | None = None) -> None:
+        """``name``: it has given its name already (a chat-profile client is in the room)."""
         self.id = f"f{next(_ids)}"
-        self.name = self.id
+        self.name = name or self.id
         self.profile = profile
         self.encoding = encoding
         self.identity = None
         self.peer_address = "127.0.0.1:0"
         self.since = 0.0
+        self.named = name is not None
         self.bytes_in = self.bytes_out = 0
         self.lines: list[bytes] = []
         self.closed = False
@@ -29,7 +32,7 @@ class FakePeer:
         self.lines.append(line)
 
     def push(self, push: frames.Push) -> None:
-        self.send(codec.encode_push(push, self.encoding))
+        self.send(codec.encode_push(push, self.encoding, self.profile.room))
 
     def close(self) -> None:
         self.closed = True

@@ -16,7 +16,10 @@ from nea.http.jsonapi import JSON_TYPE, ApiError, read_json_object, write_body, 
 from nea.http.metrics import Metrics
 from nea.http.openapi import openapi
 from nea.http.text import max_text_chars, text_field
-from nea.wire.codec import DEFAULT_MAX_LINE
+from nea.wire.codec import DEFAULT_MAX_LINE, MAX_REPLAY
+
+#: The highest id a store gives.
+MAX_ID = 2**63 - 1
 
 DEFAULT_RELAY_TIMEOUT = 10.0
 DEFAULT_CONNECTIONS_LIMIT = 1000
@@ -81,7 +84,9 @@ class Api:
         write_json(
             request,
             http.OK if state == "serving" else http.SERVICE_UNAVAILABLE,
-            {"status": state, "instance": snapshot.instance, "cluster": snapshot.cluster.state},
+            # A degraded history store is told, not failed: live chat goes on without it.
+            {"status": state, "instance": snapshot.instance, "cluster": snapshot.cluster.state,
+             "store": snapshot.store.state},
         )
 
     def prometheus(self, request) -> None:
@@ -106,6 +111,28 @@ class Api:
     def limit(request) -> int:
         """The ``limit`` query argument of a listing, or a 400 `ApiError`."""
         return _limit(request.args.get(b"limit", []))
+    def chat_history(self, request) -> None:
+        """Stored chat lines after ``since``, oldest first (admin token: it is chat content)."""
+        self.auth.check(request)
+        since = _integer(request.args.get(b"since", []), "since", 0, MAX_ID, 0)
+        limit = _integer(request.args.get(b"limit", []), "limit", 1, MAX_REPLAY, 100)
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(entries) -> None:
+            if not gone:
+                more = len(entries) > limit
+                entries = entries[:limit]
+                write_json(request, http.OK, {
+                    "lines": [attrs.asdict(entry) for entry in entries],
+                    "last_id": entries[-1].id if entries else since, "more": more})
+
+        def failed(failure) -> None:
+            if not gone:
+                write_error(request, ApiError(http.SERVICE_UNAVAILABLE, "history_unavailable",
+                                              " ".join(str(failure.value).split())))
+
+        self.hub.history_since(since, limit + 1).addCallbacks(answer, failed)
 
     # ---- driving (admin token) ----
 
@@ -114,8 +141,12 @@ class Api:
         return text_field(read_json_object(request, self.max_body), self.max_chars)
 
     def broadcast(self, request) -> None:
-        reached = self.hub.broadcast(self._text(request))
-        write_json(request, http.OK, {"instance": self.hub.instance_id, "reached": reached})
+        broadcasting = self.hub.broadcast(self._text(request))
+        # Stored first: the HTTP client may be gone by the time it is fanned out.
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+        broadcasting.addCallback(lambda reached: gone or write_json(
+            request, http.OK, {"instance": self.hub.instance_id, "reached": reached}))
 
     def relay(self, request) -> None:
         outcome = waiter.relay(self.hub, self.clock, self._text(request), self.settings.relay_timeout)
@@ -141,6 +172,16 @@ def _limit(values: list[bytes]) -> int:
         raise ApiError(http.BAD_REQUEST, "bad_limit",
                        f"limit must be an integer from 1 to {MAX_CONNECTIONS_LIMIT}")
     return limit
+
+
+def _integer(values: list[bytes], name: str, low: int, high: int, default: int) -> int:
+    if not values:
+        return default
+    text = values[-1]
+    if not (text.isdigit() and len(text) < 20 and low <= int(text) <= high):
+        raise ApiError(http.BAD_REQUEST, f"bad_{name}",
+                       f"{name} must be an integer from {low} to {high}")
+    return int(text)
 
 
 def _iso(seconds: float) -> str:

@@ -99,6 +99,24 @@ class HubCollector:
         yield state
         yield _gauge("nea_cluster_members", "Live instances in the cluster, this one included.",
                      len(cluster.members))
+        yield from _store_metrics(snapshot.store)
+
+
+STORE_STATES = ("ok", "degraded", "off")
+
+
+def _store_metrics(store) -> Iterator:
+    state = GaugeMetricFamily("nea_store_state", "1 for the chat history store's state.",
+                              labels=["state"])
+    for name in STORE_STATES:
+        state.add_metric([name], int(name == store.state))
+    yield state
+    yield _gauge("nea_store_queued", "Chat lines waiting for the history store.", store.queued)
+    yield _counter("nea_store_stored", "Chat lines stored by this instance.", store.stored)
+    yield _counter("nea_store_unsaved", "Chat lines fanned out without being stored.",
+                   store.unsaved)
+    yield _counter("nea_store_stored_late", "Chat lines stored after their write was given up.",
+                   store.stored_late)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

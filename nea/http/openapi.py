@@ -62,7 +62,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["instance", "version", "uptime", "state", "connections", "relay_capable",
                      "profiles", "identified", "max_clients", "refused_full", "handshakes",
                      "throttled", "relays", "requests", "chat", "dates", "errors", "zero_state",
-                     "cluster"],
+                     "cluster", "store"],
         "properties": {
             "instance": {"type": "string"},
             "version": {"type": "string"},
@@ -109,6 +109,7 @@ _SCHEMAS: dict[str, Any] = {
                 "required": ["said", "broadcasts"],
                 "properties": {"said": _COUNT, "broadcasts": _COUNT},
             },
+            "store": _ref("Store"),
             "dates": {
                 "type": "object",
                 "required": ["ticks", "running"],
@@ -138,6 +139,46 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["serving", "draining", "not_listening"]},
             "instance": {"type": "string"},
             "cluster": {"type": "string"},
+            "store": {"type": "string", "enum": ["ok", "degraded", "off"],
+                      "description": "The chat history store; degraded is still 200: live "
+                                     "chat goes on unsaved."},
+        },
+    },
+    # ---- chat history ----
+    "Store": {
+        "type": "object",
+        "description": "The chat history store: lines queued for it, stored, and fanned out "
+                       "unsaved (degraded, or its queue full).",
+        "required": ["store", "state", "queued", "stored", "unsaved", "stored_late", "error"],
+        "properties": {
+            "store": {"type": "string", "description": "--store, without its password."},
+            "state": {"type": "string", "enum": ["ok", "degraded", "off"]},
+            "queued": _COUNT,
+            "stored": _COUNT,
+            "unsaved": _COUNT,
+            "stored_late": _COUNT,
+            "error": {"type": ["string", "null"], "description": "Why it is degraded."},
+        },
+    },
+    "HistoryLine": {
+        "type": "object",
+        "required": ["id", "kind", "name", "text", "time"],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "kind": {"type": "string", "enum": ["chat", "broadcast"]},
+            "name": {"type": ["string", "null"], "description": "Null for a broadcast."},
+            "text": {"type": "string"},
+            "time": {"type": "string", "description": "ISO 8601 UTC, milliseconds."},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["lines", "last_id", "more"],
+        "properties": {
+            "lines": {"type": "array", "items": _ref("HistoryLine")},
+            "last_id": {"type": "integer", "minimum": 0,
+                        "description": "The last id listed, or since when none is."},
+            "more": {"type": "boolean", "description": "Lines after last_id remain: ask again."},
         },
     },
     "Connection": {
@@ -372,6 +413,26 @@ def openapi(max_chars: int) -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Connections"), "The connections."),
                               "400": _error("limit is not an integer from 1 to 100000."),
                               "401": _UNAUTHORIZED},
+            }},
+            "/chat/history": {"get": {
+                "summary": "Stored chat lines after an id",
+                "description": "Chat lines and operator broadcasts with an id above since, "
+                               "oldest first. Chat content: it needs the admin token.",
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {"name": "since", "in": "query", "required": False,
+                     "description": "List lines after this id (0: from the first).",
+                     "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "description": "List at most this many lines.",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                "default": 100}},
+                ],
+                "responses": {"200": _json(_ref("History"), "The lines."),
+                              "400": _error("since or limit out of range."),
+                              "401": _UNAUTHORIZED,
+                              "503": _error("History is off (--store none) or its store "
+                                            "is degraded (history_unavailable).")},
             }},
             "/broadcast": _mutating(
                 "Operator broadcast",

@@ -67,7 +67,6 @@ def build_root(api: Api) -> Resource:
             b"chat.js": _page("chat.js", b"text/javascript"),
             b"chat.css": _page("chat.css", b"text/css"),
         }),
-        b"chat": Branch({}, index=_page("chat.html", html)),
         b"docs": docs,
         b"status": Endpoint({b"GET": api.timed("status", api.status)}),
         b"healthz": Endpoint({b"GET": api.timed("healthz", api.healthz)}),
@@ -77,6 +76,9 @@ def build_root(api: Api) -> Resource:
         b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
         **addressed_resources(api),
         b"openapi.json": Endpoint({b"GET": api.openapi}),
+        b"chat": Branch({
+            b"history": Endpoint({b"GET": api.timed("chat_history", api.chat_history)}),
+        }, index=_page("chat.html", html)),
     })
 
 

@@ -112,6 +112,8 @@ class Session(Protocol):
         self.bytes_out = 0
         #: The verified client certificate's identity (mutual TLS), else None.
         self.identity: str | None = None
+        #: Set by the hub once a chat-profile client has given its name.
+        self.named = False
         self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None
         #: While throttled: the lines still to handle, and reads that came meanwhile.
         self._throttled: Iterator[bytes] | None = None
@@ -145,6 +147,12 @@ class Session(Protocol):
         raise NotImplementedError
 
     # ---- the session ----
+
+    @property
+    def grammar(self) -> Profile:
+        """The profile its next unit is read under: a chat client's first line is its name."""
+        naming = self.profile.naming
+        return naming if naming is not None and not self.named else self.profile
 
     @property
     def closing(self) -> bool:
@@ -264,7 +272,7 @@ class Session(Protocol):
         self.write(line)
 
     def push(self, push: frames.Push) -> None:
-        self.send(codec.encode_push(push, self.encoding))
+        self.send(codec.encode_push(push, self.encoding, self.profile.room))
 
     def close(self) -> None:
         if self._closing:
@@ -328,7 +336,7 @@ class NeaConnection(Session):
         return self._lines.finish()
 
     def decode(self, line: bytes) -> frames.Request:
-        request = codec.decode_request(line, self.profile)
+        request = codec.decode_request(line, self.grammar)
         if (
             self.encoding is Encoding.TEXT
             and self.profile.json

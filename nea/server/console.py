@@ -16,8 +16,8 @@ class ConsoleProtocol(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         text = line.decode("utf-8", errors="replace").rstrip("\r")
         if text:
-            reached = self.hub.broadcast(text)
-            self.sendLine(f"[broadcast to {reached} local clients]".encode())
+            self.hub.broadcast(text).addCallback(
+                lambda reached: self.sendLine(f"[broadcast to {reached} local clients]".encode()))
 
 
 class ConsoleService(Service):

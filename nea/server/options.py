@@ -16,6 +16,11 @@ from nea.server.listeners import Listen, default_listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
 from nea.server.websocket import parse_origins
+from nea.core.chat import DEFAULT_ON_JOIN
+from nea.store.url import DEFAULT_STORE
+
+#: Lines of chat history kept by default (``--history-max``).
+DEFAULT_HISTORY_MAX = 100_000
 
 
 def _positive(kind):
@@ -155,6 +160,14 @@ class Options(usage.Options):
          "on +ws listeners; '*' allows any. Default: only pages of the host the client "
          "connects to (its Host header). Clients that send no Origin (programs, not "
          "browsers) are always allowed; a refused one gets HTTP 403.", parse_origins],
+        # ---- chat history ----
+        ["store", None, DEFAULT_STORE, "Where chat lines and broadcasts are kept: "
+         "sqlite:PATH (one instance; relative to where nea runs), postgresql://USER@HOST/DB "
+         "(shared by a cluster), or none (history off)."],
+        ["history-on-join", None, DEFAULT_ON_JOIN, "Lines of history a chat-profile client "
+         "is shown when it has given its name.", _non_negative(int, "shows none")],
+        ["history-max", None, DEFAULT_HISTORY_MAX, "Lines of history kept; older ones are "
+         "deleted in the background.", _non_negative(int, "keeps all")],
         ["relay-timeout", None, DEFAULT_RELAY_TIMEOUT, "Seconds POST /relay waits for the ok "
          "before it answers 504.", _positive(float)],
     ]

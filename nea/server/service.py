@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from nea.cluster.service import cluster
 from nea.core.bus import LocalBus
@@ -24,7 +25,15 @@ from nea.server.listeners import ClientListener
 from nea.http.auth import read_token_file
 from nea.server.ws import websocket_endpoint
 from nea.server.reload import Reloader, ReloadStep, SignalReloadService
+from nea.net.startup import StartupError
 from nea.tls.server import HandshakeGate
+from nea.server.history import Reopening, StoreHistory
+from nea.store.lines import StoreError, SchemaError
+from nea.store.trimmer import Trimmer
+from nea.store.url import parse_store
+from nea.store.writer import StoreWriter
+
+log = Logger()
 
 #: Seconds between two batches of a paced drain.
 DRAIN_TICK = 0.1
@@ -44,9 +53,11 @@ class InstanceService(MultiService):
        (all at once when it is 0), so that they do not all reconnect elsewhere in
        the same instant; whoever is left ``drain_timeout`` after the start, and at
        least `DRAIN_GRACE` after the last batch, is dropped; the date loop stops;
-    3. the cluster link leaves Redis (re-forwards from departing clients still
+    3. chat history: the trimmer stops, the writer writes what is queued (within
+       its timeout), and the store is closed;
+    4. the cluster link leaves Redis (re-forwards from departing clients still
        travelled over it during the drain);
-    4. the HTTP API stops last, so ``/healthz`` answers 503 throughout the drain.
+    5. the HTTP API stops last, so ``/healthz`` answers 503 throughout the drain.
     """
 
     def __init__(self, hub: Hub, reactor, drain_timeout: float) -> None:
@@ -59,10 +70,14 @@ class InstanceService(MultiService):
         self.http: ListeningService | None = None
         self.reloads: SignalReloadService | None = None
         self.link = None
+        self.history: StoreHistory | None = None
+        self.trimmer: Trimmer | None = None
 
     def startService(self) -> None:
         if self.link is not None:
             self.link.start()  # the hub serves locally until Redis answers
+        if self.trimmer is not None:
+            self.trimmer.start()
         super().startService()
 
     @defer.inlineCallbacks
@@ -74,6 +89,11 @@ class InstanceService(MultiService):
         yield defer.gatherResults([defer.maybeDeferred(s.stopService) for s in front])
         yield self._drained()
         self.hub.stop()
+        if self.trimmer is not None:
+            self.trimmer.stop()
+        if self.history is not None:
+            yield self.history.writer.stop()
+            yield self.history.store.close()
         if self.link is not None:
             yield self.link.stop()
         if self.http is not None:
@@ -123,6 +143,43 @@ def reload_steps(config, instance: InstanceService) -> list[ReloadStep]:
     return steps
 
 
+def open_history(config, reactor) -> tuple[StoreHistory, Trimmer | None]:
+    """The store ``--store`` names, its schema created or migrated now, with its writer.
+
+    A bad ``--store``, ``--redis`` with a store instances cannot share, a newer
+    schema, or a SQLite file that cannot be opened stop the start in one line. A
+    PostgreSQL that does not answer does not: nea starts with history degraded,
+    and its writer's probes open the store (the schema too) once it answers.
+    """
+    try:
+        store = parse_store(config["store"], reactor)
+    except StoreError as e:
+        raise StartupError(str(e)) from None
+    if config["redis"] is not None and not store.cluster_safe:
+        raise StartupError(
+            f"--store {store.name} cannot be shared by a cluster (--redis): give every "
+            "instance the same --store postgresql://..., or --store none")
+    down = None
+    if store.enabled:
+        try:
+            store.open_now()
+        except SchemaError as e:
+            raise StartupError(str(e)) from None
+        except StoreError as e:
+            if not store.cluster_safe:
+                raise StartupError(f"--store: {e}") from None
+            down = str(e)
+    writer = StoreWriter(Reopening(store, opened=False), reactor)
+    if down is not None:
+        log.warn("history store {store} did not answer at start, chat goes on unsaved until"
+                 " it does: {reason}", store=store.name, reason=down)
+        writer.down(down)
+    trimmer = None
+    if store.enabled and config["history-max"]:
+        trimmer = Trimmer(writer.store, config["history-max"], reactor)
+    return StoreHistory(writer.store, writer, reactor), trimmer
+
+
 def makeService(config, reactor=None) -> InstanceService:
     if reactor is None:
         from twisted.internet import reactor
@@ -134,18 +191,21 @@ def makeService(config, reactor=None) -> InstanceService:
             reactor, config["instance-id"], config["redis"], config["cluster-name"],
             config["heartbeat"],
         )
+    history, trimmer = open_history(config, reactor)
     gate = HandshakeGate(config["max-handshakes"])
     hub = Hub(
         reactor,
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
-                  max_pending=config["max-pending"],
+                  max_pending=config["max-pending"], history_on_join=config["history-on-join"],
                   names_need_identity=bool(config["tls-client-ca"])
                   and config["tls-client-cert"] == "required"),
         handshakes=lambda: attrs.asdict(gate.stats),
+        history=history,
     )
     instance = InstanceService(hub, reactor, config["drain-timeout"])
     instance.link = link
+    instance.history, instance.trimmer = history, trimmer
     limits = ConnectionLimits(config["max-line"], config["max-outbound"], config["max-rate"])
     admission = Admission(config["keepalive"], config["max-clients-per-ip"])
     tls_policy = dict(

@@ -109,7 +109,7 @@ class MessageSession(Session):
         return iter((message,))
 
     def decode(self, message: Message):
-        return codec.decode_message(message.payload, message.binary, self.profile)
+        return codec.decode_message(message.payload, message.binary, self.grammar)
 
     def write(self, line: bytes) -> None:
         self.socket.deliver(line)

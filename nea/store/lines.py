@@ -22,6 +22,10 @@ class StoreError(Exception):
     """The store failed or refused; the message is one line, fit for a log or status."""
 
 
+class SchemaError(StoreError):
+    """The database holds a history schema newer than this nea's: waiting will not help."""
+
+
 @attrs.frozen
 class Line:
     """A line as said, before the store has given it an id.

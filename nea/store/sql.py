@@ -23,7 +23,9 @@ from typing import Sequence
 import attrs
 from twisted.internet import defer
 
-from nea.store.lines import MAX_ID, Kind, Line, StoredLine, StoreError, check_count
+from nea.store.lines import (
+    MAX_ID, Kind, Line, SchemaError, StoredLine, StoreError, check_count,
+)
 from nea.store.worker import Worker
 
 #: The schema version this nea writes; ``Dialect.migrations[v]`` brings v - 1 to v.
@@ -93,6 +95,24 @@ class SQLStore:
         self._reads.start()
         return self._call(self._writes, _migrate, self._dialect)
 
+    def open_now(self) -> None:
+        """Create or migrate the schema on this thread, at start, before the reactor runs.
+
+        `SchemaError` for a newer schema, `StoreError` (one line) for anything else;
+        the driver's own timeouts bound the wait. `open` is still to be called.
+        """
+        try:
+            connection = self._dialect.connect()
+            try:
+                _migrate(connection.cursor(), self._dialect)
+                connection.commit()
+            finally:
+                connection.close()
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"{self.name}: {one_line(e)}") from None
+
     def append(self, lines: Sequence[Line]):
         return self._call(self._writes, _append, self._dialect, list(lines))
 
@@ -153,7 +173,7 @@ def _migrate(cursor, dialect: Dialect) -> None:
     cursor.execute("SELECT max(version) FROM nea_schema")
     version = cursor.fetchone()[0] or 0
     if version > SCHEMA_VERSION:
-        raise StoreError(
+        raise SchemaError(
             f"{dialect.name}: the history schema is version {version}, newer than this nea's"
             f" {SCHEMA_VERSION}: run a newer nea, or point --store elsewhere")
     for step in range(version + 1, SCHEMA_VERSION + 1):

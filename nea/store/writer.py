@@ -91,6 +91,11 @@ class StoreWriter:
             self._release([(waiter, line)])
         return waiter
 
+    def down(self, reason: str) -> None:
+        """The store is known to be down (it could not be opened at start): degrade, and probe."""
+        if self.state == OK:
+            self._degrade(reason)
+
     @property
     def status(self) -> StoreStatus:
         return StoreStatus(self.store.name, self.state, len(self._queue), self.stored,

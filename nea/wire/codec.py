@@ -85,7 +85,12 @@ _JSON_KINDS: dict[str, tuple[type, str]] = {
     "unserve": (frames.Unserve, "text"),
     "reply": (frames.Reply, "object"),
     "ask": (frames.Ask, "object"),
+    "history": (frames.History, "count"),
+    "since": (frames.Since, "count"),
 }
+
+#: Most lines one ``history N`` or ``since ID`` replays.
+MAX_REPLAY = 1000
 
 NICK_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}\Z")
 #: A registered name or a service. Not starting with '@', which marks a service in ``ask``;
@@ -177,6 +182,8 @@ def _decode_text(text: str, profile: Profile) -> frames.Request:
             return frames.Nick(rest.strip())
         if verb in _TEXT_ADDRESSED:
             return _TEXT_ADDRESSED[verb](rest)
+        if verb in ("history", "since"):
+            return _replay_request(verb, rest.strip())
     if profile.plain is None:
         return frames.Invalid(
             errors.NOT_IN_PROFILE,
@@ -240,6 +247,8 @@ def _decode_json(text: str) -> frames.Request:
         if not isinstance(payload, dict):
             return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs an object 'payload'")
         return _JSON_OBJECTS[kind](payload)
+    if shape == "count":
+        return _replay_request(kind, payload)
     if not isinstance(payload, str):
         return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs a string 'payload'")
     if _SURROGATE.search(payload):
@@ -298,6 +307,17 @@ def body_problem(body: Any, depth: int = MAX_JSON_DEPTH) -> str | None:
             return None
         level = children
     return f"the body is nested deeper than {depth} levels"
+def _replay_request(verb: str, value: Any) -> frames.Request:
+    """``history N`` / ``since ID`` from the text after the verb, or a JSON payload."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        return frames.Invalid(errors.BAD_HISTORY, f"usage: {verb} <integer >= 0>")
+    if verb == "history":
+        if value > MAX_REPLAY:
+            return frames.Invalid(errors.BAD_HISTORY, f"at most {MAX_REPLAY} lines at once")
+        return frames.History(value)
+    return frames.Since(value)
 
 
 def _shallow(value: Any, limit: int) -> bool:
@@ -368,6 +388,8 @@ def encode_request(request: frames.Request, encoding: Encoding) -> bytes:
     text = _REQUEST_TEXT.get(type(request))
     if text is not None:
         return _one_line(f"{kind} {text(request)}").encode("utf-8", "replace") + b"\n"
+    if isinstance(payload, int):
+        return f"{kind} {payload}\n".encode("ascii")
     if payload is None:
         return kind.encode("ascii") + b"\n"
     return f"{kind} {payload}\n".encode("utf-8", "replace")
@@ -390,6 +412,8 @@ _REQUEST_KINDS = {
         "id": r.id, **({"to": r.name} if r.name is not None else {"service": r.service}),
         "body": r.body, **({"timeout": r.timeout} if r.timeout is not None else {}),
     }),
+    frames.History: lambda r: ("history", r.count),
+    frames.Since: lambda r: ("since", r.last_id),
 }
 
 #: Requests whose text form is not ``verb payload``: what follows the verb.
@@ -418,7 +442,8 @@ _PUSH_JSON = {
     frames.DatePush: lambda p: ("date", p.date),
     frames.RelayPush: lambda p: ("message", p.text),
     frames.AckPush: lambda p: ("ok", p.text),
-    frames.ChatPush: lambda p: ("chat", {"from": p.sender, "text": p.text}),
+    frames.ChatPush: lambda p: ("chat", {"from": p.sender, "text": p.text, "id": p.id,
+                                         "time": p.time}),
     frames.BroadcastPush: lambda p: ("broadcast", p.text),
     frames.ReverseReply: lambda p: ("reverse", p.text),
     frames.NickReply: lambda p: ("nick", p.name),
@@ -436,6 +461,10 @@ _PUSH_JSON = {
     frames.Unserved: lambda p: ("unserved", p.service),
     frames.RequestPush: lambda p: ("request", {"id": p.id, "body": p.body, "service": p.service}),
     frames.ReplyPush: lambda p: ("reply", {"id": p.id, "body": p.body, "instance": p.instance}),
+    frames.HistoryLine: lambda p: ("history", {"id": p.id, "time": p.time, "kind": p.kind,
+                                               "from": p.name, "text": p.text}),
+    frames.HistoryEnd: lambda p: ("history_end", {"last_id": p.last_id, "more": p.more}),
+    frames.Presence: lambda p: ("presence", {"name": p.name, "event": p.event}),
 }
 
 _PUSH_TEXT = {
@@ -455,11 +484,33 @@ _PUSH_TEXT = {
     frames.Unserved: lambda p: f"unserved {p.service}",
     frames.RequestPush: lambda p: f"request {p.id} {body_text(p.body)}",
     frames.ReplyPush: lambda p: f"reply {p.id} {body_text(p.body)}",
+    frames.HistoryLine: lambda p: f"history {p.id} {p.time} {_said(p.name, p.text)}",
+    frames.HistoryEnd: lambda p: f"history_end {p.last_id} {int(p.more)}",
+    frames.Presence: lambda p: f"* {p.name} {p.event}",
 }
 
 
-def encode_push(push: frames.Push, encoding: Encoding) -> bytes:
-    """The line sent to a client for ``push``, terminator included."""
+def _said(name: str | None, text: str) -> str:
+    """A line as the chat room shows it: ``NAME: text``, or ``* text`` for the operator's."""
+    return f"* {text}" if name is None else f"{name}: {text}"
+
+
+#: The chat room's text forms (the chat profile), where they differ from `_PUSH_TEXT`.
+_ROOM_TEXT = {
+    frames.ChatPush: lambda p: _said(p.sender, p.text),
+    frames.BroadcastPush: lambda p: _said(None, p.text),
+    frames.NickReply: lambda p: f"* welcome {p.name}",
+}
+
+
+def encode_push(push: frames.Push, encoding: Encoding, room: bool = False) -> bytes:
+    """The line sent to a client for ``push``, terminator included.
+
+    ``room``: the client is in the chat profile's room, whose text forms are the
+    seed chat's (``NAME: text``); its JSON is everyone's.
+    """
+    if room and encoding is Encoding.TEXT and type(push) in _ROOM_TEXT:
+        return _one_line(_ROOM_TEXT[type(push)](push)).encode("utf-8", "replace") + b"\n"
     if encoding is Encoding.JSON:
         kind, payload = _PUSH_JSON[type(push)](push)
         obj: dict[str, Any] = {"type": kind}
@@ -515,7 +566,15 @@ def _decode_json_push(obj: dict[str, Any]) -> frames.Push:
             raise TypeError(kind)
         return simple[kind](payload)
     if kind == "chat":
-        return frames.ChatPush(payload["from"], payload["text"])
+        return frames.ChatPush(payload["from"], payload["text"], payload.get("id"),
+                               payload.get("time"))
+    if kind == "history":
+        return frames.HistoryLine(payload["id"], payload["time"], payload["kind"],
+                                  payload["from"], payload["text"])
+    if kind == "history_end":
+        return frames.HistoryEnd(payload["last_id"], payload["more"])
+    if kind == "presence":
+        return frames.Presence(payload["name"], payload["event"])
     if kind == "welcome":
         return frames.Welcome(payload["name"], payload["instance"], payload["profile"])
     if kind == "status":
@@ -556,6 +615,22 @@ def _decode_text_push(text: str) -> frames.Push:
     if verb == "chat" and ": " in rest:
         sender, _, said = rest.partition(": ")
         return frames.ChatPush(sender, said)
+    if verb == "history":
+        return _decode_history_text(text, rest)
+    if verb == "history_end" and re.fullmatch(r"\d+ [01]", rest):
+        last_id, more = rest.split(" ")
+        return frames.HistoryEnd(int(last_id), more == "1")
     if verb == "welcome" and rest.count(" ") == 2:
         return frames.Welcome(*rest.split(" "))
     return frames.ReverseReply(text)
+
+
+def _decode_history_text(text: str, rest: str) -> frames.Push:
+    id, _, rest = rest.partition(" ")
+    time, _, said = rest.partition(" ")
+    if not id.isdigit():
+        return frames.ReverseReply(text)
+    if said.startswith("* "):
+        return frames.HistoryLine(int(id), time, "broadcast", None, said[2:])
+    name, _, said = said.partition(": ")
+    return frames.HistoryLine(int(id), time, "chat", name, said)

@@ -124,9 +124,26 @@ class Ask:
     timeout: float | None = None
 
 
+# ---- chat history requests ----
+
+
+@attrs.frozen
+class History:
+    """``history N``: the last N stored chat lines, oldest first, then `HistoryEnd`."""
+
+    count: int
+
+
+@attrs.frozen
+class Since:
+    """``since ID``: the stored chat lines after ID, oldest first, then `HistoryEnd`."""
+
+    last_id: int
+
+
 Request = Union[
     Relay, Ack, Chat, Reverse, Nick, Hello, Status, Exit, Invalid,
-    Register, Serve, Unserve, Reply, Ask,
+    Register, Serve, Unserve, Reply, Ask, History, Since,
 ]
 
 
@@ -156,17 +173,30 @@ class AckPush:
 
 @attrs.frozen
 class ChatPush:
-    """A chat line and the name of whoever said it."""
+    """A chat line and the name of whoever said it.
+
+    ``id`` is the history store's (None: it went out unsaved), ``time`` when it
+    was said (ISO 8601 UTC); both travel in JSON only.
+    """
 
     sender: str
     text: str
+    id: int | None = None
+    #: Not part of a push's identity: the same line compares equal whenever it was said.
+    time: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
 class BroadcastPush:
-    """A message from the operator to every chat-capable client."""
+    """A message from the operator to every chat-capable client.
+
+    Stored like chat; ``id`` and ``time`` travel between instances, not to clients
+    (a live broadcast's JSON payload stays a string).
+    """
 
     text: str
+    id: int | None = None
+    time: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -244,7 +274,40 @@ class Bye:
     """Sent just before the server closes the connection politely."""
 
 
+# ---- chat history and presence pushes ----
+
+
+@attrs.frozen
+class HistoryLine:
+    """One stored line replayed by ``history`` or ``since``; ``name`` None for a broadcast."""
+
+    id: int
+    time: str
+    kind: str  #: ``chat`` or ``broadcast``
+    name: str | None
+    text: str
+
+
+@attrs.frozen
+class HistoryEnd:
+    """The end of a replay: the last id replayed (or the one asked), and whether more follow."""
+
+    last_id: int
+    more: bool
+
+
+@attrs.frozen
+class Presence:
+    """A chat-profile client joined or left the room."""
+
+    name: str
+    event: str  #: ``joined`` or ``left``
+
+
 Push = Union[
+    HistoryLine,
+    HistoryEnd,
+    Presence,
     DatePush,
     RelayPush,
     AckPush,

@@ -26,6 +26,11 @@ class Profile:
     relays: bool
     #: receives chat lines and operator broadcasts
     chat: bool
+    #: the chat room of the chat profile: lines shown as ``NAME: text``, presence announced,
+    #: a client's own lines not echoed
+    room: bool = False
+    #: the grammar before the client has a name (its first line is the name), if it needs one
+    naming: "Profile | None" = None
 
 
 _ALWAYS = frozenset({frames.Exit, frames.Invalid})
@@ -33,7 +38,7 @@ _ALWAYS = frozenset({frames.Exit, frames.Invalid})
 NEA = Profile(
     name="nea",
     verbs=frozenset({"message", "ok", "chat", "nick", "register", "serve", "unserve", "reply",
-                     "ask"}),
+                     "ask", "history", "since"}),
     plain=frames.Reverse,
     allowed=_ALWAYS
     | {
@@ -49,6 +54,8 @@ NEA = Profile(
         frames.Nick,
         frames.Hello,
         frames.Status,
+        frames.History,
+        frames.Since,
     },
     json=True,
     dates=True,
@@ -67,15 +74,32 @@ RELAY = Profile(
     chat=False,
 )
 
+#: The chat profile before its client has a name: the first line is the name.
+CHAT_NAMING = Profile(
+    name="chat",
+    verbs=frozenset(),
+    plain=frames.Nick,
+    allowed=_ALWAYS | {frames.Nick, frames.Hello, frames.Status},
+    json=True,
+    dates=False,
+    relays=False,
+    chat=False,
+    room=True,
+)
+
+#: In text every line after the name is chat (but ``exit``); history is asked in JSON.
 CHAT = Profile(
     name="chat",
-    verbs=frozenset({"nick"}),
+    verbs=frozenset(),
     plain=frames.Chat,
-    allowed=_ALWAYS | {frames.Chat, frames.Nick, frames.Hello, frames.Status},
+    allowed=_ALWAYS | {frames.Chat, frames.Nick, frames.Hello, frames.Status, frames.History,
+                       frames.Since},
     json=True,
     dates=False,
     relays=False,
     chat=True,
+    room=True,
+    naming=CHAT_NAMING,
 )
 
 BY_NAME = {profile.name: profile for profile in (NEA, RELAY, CHAT)}
