@@ -1,8 +1,8 @@
 """The hub: one instance's state, and the place where a parsed request is decided.
 
 `nea.server.connection.NeaConnection` parses bytes and calls `join`, `handle` and
-`leave`, and reports what it sees through methods (`received`, `sent`,
-`throttled`, `reject`); the HTTP API and the console call `broadcast`, `relay`
+`leave`, and reports what it sees through methods (`throttled`, `dropped`,
+`reject`); the HTTP API and the console call `broadcast`, `relay`
 and `snapshot`. Nothing outside the core reads or writes the hub's parts: the
 figures leave it only as a frozen `nea.core.snapshot.Snapshot`.
 """
@@ -89,8 +89,10 @@ class Hub:
         self._errors: collections.Counter[str] = collections.Counter()
         self._throttled = 0
         self._requests: collections.Counter[str] = collections.Counter()
-        self._bytes_in = 0
-        self._bytes_out = 0
+        #: Bytes from and to the connections that have left; the live ones keep their own,
+        #: added at snapshot time, so that no read or write pays for a shared counter.
+        self._left_bytes_in = 0
+        self._left_bytes_out = 0
         self._ids = itertools.count(1)
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
             frames.Relay: lambda peer, r: self.relay(peer, r.text),
@@ -159,6 +161,8 @@ class Hub:
             waiter.close()
 
     def leave(self, peer: Peer) -> None:
+        self._left_bytes_in += peer.bytes_in
+        self._left_bytes_out += peer.bytes_out
         self._ending.discard(peer)
         if peer not in self.registry:
             return
@@ -194,14 +198,6 @@ class Hub:
     def throttled(self) -> None:
         """A connection sent faster than its rate and stops being read for a while."""
         self._throttled += 1
-
-    def received(self, size: int) -> None:
-        """``size`` bytes came from a connection."""
-        self._bytes_in += size
-
-    def sent(self, size: int) -> None:
-        """``size`` bytes were written to a connection."""
-        self._bytes_out += size
 
     def _nick(self, peer: Peer, request: frames.Nick) -> None:
         peer.name = request.name
@@ -339,8 +335,8 @@ class Hub:
             throttled=self._throttled,
             requests=self._requests,
             errors=self._errors,
-            bytes_in=self._bytes_in,
-            bytes_out=self._bytes_out,
+            bytes_in=self._left_bytes_in + sum(peer.bytes_in for peer in registry.peers),
+            bytes_out=self._left_bytes_out + sum(peer.bytes_out for peer in registry.peers),
             relays=self.relays.figures(),
             addressed=self.addressed.figures(),
             chat=self.chat.figures(),

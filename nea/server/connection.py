@@ -184,7 +184,6 @@ class Session(Protocol):
         if self._closing:
             return
         self.bytes_in += len(data)
-        self.hub.received(len(data))
         if self._throttled is not None:
             self._held.append(data)  # a TLS layer may still hand over what it decrypted
             return
@@ -263,7 +262,6 @@ class Session(Protocol):
         if self._closing:
             return
         self.bytes_out += len(line)
-        self.hub.sent(len(line))
         if self._paused:
             self._unflushed += len(line)
             if self._unflushed > self.max_outbound:
