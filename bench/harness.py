@@ -93,7 +93,9 @@ class Daemon:
                                                delete=False)
         self.profile = profile
         profiler = [str(ROOT / "bench" / "profiled.py"), profile] if profile else ["-m"]
-        argv = [PYTHON, *profiler, "twisted", "nea-server", "--http", "none",
+        # No chat history unless ``extra`` names a store (a later option wins): the benches
+        # measure relays, and a cluster may not share the default SQLite file.
+        argv = [PYTHON, *profiler, "twisted", "nea-server", "--http", "none", "--store", "none",
                 "--max-clients", str(max_clients), *extra]
         for listen in listens:
             argv += ["--listen", listen]
@@ -110,8 +112,9 @@ class Daemon:
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
+        output = Path(self.log.name).read_text()[-2000:]
         self.stop()
-        raise RuntimeError(f"nea-server did not start: {Path(self.log.name).read_text()[-2000:]}")
+        raise RuntimeError(f"nea-server did not start: {output}")
 
     def cpu(self) -> float:
         return process_cpu(self.pid)
