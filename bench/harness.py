@@ -208,6 +208,12 @@ def relay_load_options(parser, outstanding: str) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values``, nearest rank: one definition for every bench."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
 def run_reactor(make):
     """Run the reactor until the Deferred ``make()`` returns fires; return its result or raise."""
     from twisted.internet import reactor

@@ -40,11 +40,6 @@ def said(i: int) -> Line:
     return Line.at(time.time(), Kind.CHAT, "bench", f"line {i} of the history benchmark")
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 @defer.inlineCallbacks
 def serial(writer: StoreWriter, count: int):
     latencies = []
@@ -99,10 +94,10 @@ def measure(name: str, store, args):
         yield writer.stop()
         yield store.close()
     ms = 1000.0
-    print(f"{name:<12} serial p50 {percentile(quiet, 50) * ms:7.3f} ms  p99"
-          f" {percentile(quiet, 99) * ms:7.3f} ms | window {args.window}:"
-          f" {args.lines / elapsed:9,.0f} lines/s  p50 {percentile(busy, 50) * ms:7.2f} ms"
-          f"  p99 {percentile(busy, 99) * ms:7.2f} ms")
+    print(f"{name:<12} serial p50 {harness.percentile(quiet, 50) * ms:7.3f} ms  p99"
+          f" {harness.percentile(quiet, 99) * ms:7.3f} ms | window {args.window}:"
+          f" {args.lines / elapsed:9,.0f} lines/s  p50 {harness.percentile(busy, 50) * ms:7.2f} ms"
+          f"  p99 {harness.percentile(busy, 99) * ms:7.2f} ms")
     sys.stdout.flush()
 
 

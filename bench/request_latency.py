@@ -67,10 +67,9 @@ def post_many(http_port: int, count: int) -> list[float]:
 
 
 def summary(seconds: list[float]) -> str:
-    ordered = sorted(seconds)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (f"p50 {statistics.median(ordered) * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms, "
-            f"mean {statistics.fmean(ordered) * 1e3:.2f} ms")
+    return (f"p50 {harness.percentile(seconds, 50) * 1e3:.2f} ms, "
+            f"p99 {harness.percentile(seconds, 99) * 1e3:.2f} ms, "
+            f"mean {statistics.fmean(seconds) * 1e3:.2f} ms")
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ def summary(samples: list[float]) -> str:
     ordered = sorted(samples)
 
     def at(q: float) -> str:
-        return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.2f}"
+        return f"{harness.percentile(ordered, q * 100) * 1000:.2f}"
 
     slow = sum(1 for s in ordered if s >= 0.030)
     return (f"n {len(ordered)}: p50 {at(0.5)} p90 {at(0.9)} p99 {at(0.99)} "
