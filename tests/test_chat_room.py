@@ -147,6 +147,21 @@ class Room(unittest.TestCase):
         self.assertEqual([(type(p).__name__, getattr(p, "id", None)) for p in pushes],
                          [("HistoryLine", 1), ("HistoryEnd", None), ("ChatPush", 2)])
 
+    def test_a_join_history_read_late_holds_only_what_came_before_the_join(self):
+        ann = self.client("ann")
+        self.say(ann, "before")
+        read, held = self.store.latest, defer.Deferred()
+        # The read runs only when released: after the lines said meanwhile are stored.
+        self.store.latest = lambda count: held.addCallback(lambda _: read(count))
+        web = self.client("web")
+        self.say(web, "mine, said early")  # stored as 2: never echoed to web
+        self.say(ann, "during")  # stored as 3: reaches web once, live
+        self.assertEqual(lines(web), [b"* welcome web"])
+        held.callback(None)
+        # The last 2 stored (2 and 3) came after the join: no join history is left, and
+        # the one line of the others reaches web live, once.
+        self.assertEqual(lines(web), [b"ann: during"])
+
     def test_one_history_read_at_a_time(self):
         web = self.client("web", Encoding.JSON)
         web.take()

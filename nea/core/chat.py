@@ -43,8 +43,9 @@ class ChatRoom:
         self.on_join = on_join
         self.said = 0
         self.broadcasts = 0
-        #: Newcomers whose join history is being read, and the lines held for them meanwhile.
-        self._replaying: dict[Peer, list[ChatPush | BroadcastPush]] = {}
+        #: Newcomers whose join history is being read, and the lines said meanwhile (each
+        #: with whether the newcomer said it itself).
+        self._replaying: dict[Peer, list[tuple[ChatPush | BroadcastPush, bool]]] = {}
         #: Clients with a ``history``/``since`` being read: one at a time each, so that a
         #: client cannot pile reads up in front of the store.
         self._reading: set[Peer] = set()
@@ -71,8 +72,7 @@ class ChatRoom:
         if isinstance(push, Presence):
             return fan_out(self.registry.room, push, skip)
         for newcomer, held in self._replaying.items():
-            if newcomer is not skip:
-                held.append(push)
+            held.append((push, newcomer is skip))
         return fan_out(self.registry.chat_capable, push, skip)
 
     # ---- the room ----
@@ -91,6 +91,12 @@ class ChatRoom:
         held = self._replaying.pop(peer, [])
         if peer not in self.registry:
             return  # it left while its history was read
+        # The read may have run after lines said meanwhile were stored: those are not
+        # the history before the join but live lines, sent below (its own ones not at
+        # all). The join history then holds fewer than --history-on-join lines.
+        said_since = [push.id for push, _ in held if push.id is not None]
+        if said_since:
+            entries = [entry for entry in entries if entry.id < min(said_since)]
         last = entries[-1].id if entries else 0
         if peer.encoding is Encoding.JSON:
             for entry in entries:
@@ -99,8 +105,8 @@ class ChatRoom:
         else:
             for entry in entries:
                 peer.push(_push(entry))
-        for push in held:
-            if push.id is None or push.id > last:
+        for push, own in held:
+            if not own and (push.id is None or push.id > last):
                 peer.push(push)
         self.registry.enter_room(peer)
         self._send(Presence(peer.name, "joined"), peer)
