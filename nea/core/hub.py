@@ -302,6 +302,9 @@ class Hub:
 
     def member(self, asking: Peer | None = None) -> MemberFigures:
         """This instance's figures as the cluster sees them (what a heartbeat announces)."""
+        return self._member(self.zero_state(asking))
+
+    def _member(self, zero_state: bool) -> MemberFigures:
         return MemberFigures(
             instance=self.instance_id,
             version=nea.__version__,
@@ -309,7 +312,7 @@ class Hub:
             connections=len(self.registry),
             relay_weight=self.relays.relay_weight(),
             pending=len(self.relays.waiting),
-            zero_state=self.zero_state(asking),
+            zero_state=zero_state,
             services=self.addressed.services(),
         )
 
@@ -320,6 +323,7 @@ class Hub:
         counted against zero state, so a client can see everyone else has gone.
         """
         registry = self.registry
+        zero_state = self.zero_state(asking)  # once: it is this instance's member figure too
         return Snapshot(
             instance=self.instance_id,
             version=nea.__version__,
@@ -341,7 +345,9 @@ class Hub:
             addressed=self.addressed.figures(),
             chat=self.chat.figures(),
             dates=self.dates.figures(),
-            zero_state=self.zero_state(asking),
-            cluster=ClusterFigures(self.bus.state(), (self.member(asking), *self.bus.others())),
+            zero_state=zero_state,
+            cluster=ClusterFigures(
+                self.bus.state(), (self._member(zero_state), *self.bus.others())
+            ),
             store=self._history.figures(),
         )
