@@ -108,10 +108,10 @@ def exchange(port: int, data: bytes, tls: bool) -> bytes:
             with context.wrap_socket(sock, server_hostname="localhost") as wrapped:
                 wrapped.sendall(line)
                 return wrapped.recv(1000)
-        sock.sendall(line)
         try:
+            sock.sendall(line)
             return sock.recv(1000)
-        except ConnectionResetError:  # refused at once (aborted)
+        except (ConnectionResetError, BrokenPipeError):  # refused at once (aborted)
             return b""
 
 
