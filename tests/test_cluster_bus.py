@@ -12,6 +12,7 @@ import json
 import random
 from collections import deque
 
+from hypothesis import given, strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
@@ -410,6 +411,19 @@ class Tables(unittest.TestCase):
         self.assertEqual(out.take("b"), [])
         self.assertEqual(len(out), 1)
 
+    @given(st.lists(st.tuples(st.sampled_from(["add", "answered", "take"]),
+                              st.sampled_from("bc"), st.sampled_from("tu"))))
+    def test_outstanding_count_is_what_is_held(self, steps):
+        out = Outstanding()
+        for step, name, text in steps:
+            if step == "take":
+                out.take(name)
+            else:
+                getattr(out, step)(name, text)
+        counted = len(out)
+        held = sum(len(out.take(name)) for name in out.instances())
+        self.assertEqual(counted, held)
+        self.assertEqual(len(out), 0)
 
     def test_redis_option_is_validated(self):
         config = parse_options("--redis", "redis://127.0.0.1:7000/2", "--cluster-name", "x")

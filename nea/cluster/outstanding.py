@@ -11,16 +11,19 @@ class Outstanding:
 
     def __init__(self) -> None:
         self._sent: dict[str, dict[str, int]] = {}
+        self._count = 0  # kept, not summed: zero state is asked at every heartbeat and status read
 
     def add(self, name: str, text: str) -> None:
         texts = self._sent.setdefault(name, {})
         texts[text] = texts.get(text, 0) + 1
+        self._count += 1
 
     def answered(self, name: str, text: str) -> None:
         texts = self._sent.get(name)
         if texts is None or text not in texts:
             return  # already recovered when the member was given up
         texts[text] -= 1
+        self._count -= 1
         if not texts[text]:
             del texts[text]
             if not texts:
@@ -28,10 +31,12 @@ class Outstanding:
 
     def take(self, name: str) -> list[str]:
         """Everything still out at ``name`` (repeated as often as it was sent), forgotten."""
-        return [text for text, n in self._sent.pop(name, {}).items() for _ in range(n)]
+        taken = [text for text, n in self._sent.pop(name, {}).items() for _ in range(n)]
+        self._count -= len(taken)
+        return taken
 
     def instances(self) -> list[str]:
         return list(self._sent)
 
     def __len__(self) -> int:
-        return sum(sum(texts.values()) for texts in self._sent.values())
+        return self._count
