@@ -141,3 +141,37 @@ class SharedHistory(unittest.TestCase):
         (live,) = yield chat_lines(bob, 1)
         self.assertIsInstance(said(live)[1], int)
         self.assertEqual(flushed(), [])  # no traceback was logged
+
+
+class DatabaseDownAtStart(unittest.TestCase):
+    """A PostgreSQL that is not up yet when nea starts: chat goes on unsaved, and the
+    schema is created and lines stored as soon as it answers."""
+
+    @defer.inlineCallbacks
+    def test_chat_starts_degraded_and_history_recovers(self):
+        pg = infra.PostgreSQLServer()
+        self.addCleanup(pg.stop)
+        service = yield start_server(
+            self, "--listen", tcp_listen("chat"), "--store", pg.url, "--history-on-join", "0")
+        self.assertEqual(service.hub.snapshot().store.state, "degraded")
+        port = service.ports[0]
+        ann = yield connect(self, port, tls=False)
+        bob = yield connect(self, port, tls=False)
+        for client, name in ((ann, "ann"), (bob, "bob")):
+            client.send(json.dumps({"type": "nick", "payload": name}))
+            self.assertEqual(json.loads((yield client.next()))["payload"], name)
+            self.assertEqual(said((yield client.next())), ("end", 0, False))
+        yield lines(ann, 1)  # bob joined
+        ann.send('{"type":"chat","payload":"unsaved"}')
+        (live,) = yield chat_lines(bob, 1)
+        self.assertEqual(said(live)[1:], (None, "ann", "unsaved"))
+        yield pg.start()
+        yield settle(lambda: service.hub.snapshot().store.state == "ok", timeout=60)
+        ann.send('{"type":"chat","payload":"saved"}')
+        (live,) = yield chat_lines(bob, 1)
+        kind, id, name, text = said(live)
+        self.assertEqual((kind, name, text), ("chat", "ann", "saved"))
+        bob.send(json.dumps({"type": "since", "payload": 0}))
+        self.assertEqual((yield replayed(bob)),
+                         [("history", id, "ann", "saved"), ("end", id, False)])
+        self.assertEqual(self.flushLoggedErrors(), [])
