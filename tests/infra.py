@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -84,8 +85,8 @@ class Program:
 
     def signal(self, name: str) -> None:
         if self.running:
-            try:
-                self.process.signalProcess(name)
+            try:  # (Twisted takes only some names; the number works for every signal)
+                self.process.signalProcess(getattr(signal, f"SIG{name}"))
             except error.ProcessExitedAlready:
                 pass
 
@@ -402,11 +403,16 @@ class PostgreSQLServer:
                                      f"{self.program.output}")
             yield support.next_tick(0.05)
 
-    def stop(self):
-        """Fast shutdown (SIGINT): clients are disconnected, open transactions rolled back."""
+    def stop(self, immediate: bool = False):
+        """Fast shutdown (SIGINT): clients are disconnected, open transactions rolled back.
+
+        In a fast shutdown a transaction that waited on a lock may still take it and commit
+        when the holder's backend ends first; ``immediate`` (SIGQUIT) ends every backend
+        with no cleanup, so nothing that waited commits.
+        """
         if self.program is None:
             return defer.succeed(None)
-        return self.program.stop("INT")
+        return self.program.stop("QUIT" if immediate else "INT")
 
 
 @defer.inlineCallbacks

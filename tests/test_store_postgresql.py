@@ -132,7 +132,7 @@ class PostgreSQLDegradedTests(PostgreSQLTestCase):
         self.locked()
         said = [writer.write(line) for line in lines("mid-1", "mid-2", "mid-3")]
         yield support.settle(self.waiting_on_the_lock)  # mid-1 is in the database's hands
-        yield self.server.stop()
+        yield self.server.stop(immediate=True)
         mid = yield defer.gatherResults(said)
         self.assertEqual([line.text for line in mid], ["mid-1", "mid-2", "mid-3"])
         self.assertEqual([line.id for line in mid], [None, None, None])
