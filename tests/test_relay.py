@@ -11,9 +11,9 @@ from nea.core.testing import FakePeer
 from nea.wire import frames, profiles
 
 
-def hub_with(*peers, bus=None, seed=0, max_pending=10**6):
+def hub_with(*peers, bus=None, seed=0, max_pending=10**6, ack_timeout=5.0):
     """A hub whose bound on pending relays is out of the way unless a test sets it."""
-    config = HubConfig(max_pending=max_pending)
+    config = HubConfig(max_pending=max_pending, ack_timeout=ack_timeout)
     hub = Hub(Clock(), bus or LocalBus("solo"), config, rng=random.Random(seed))
     for peer in peers:
         assert hub.join(peer)
@@ -136,6 +136,113 @@ class SingleInstanceRelayTests(unittest.TestCase):
         hub.relay(waiter, "x")
         self.assertEqual([p.code for p in waiter.take()], ["no_recipient"])
         self.assertEqual(hub.snapshot().relays.pending, 0)
+
+
+class AckTimeoutTests(unittest.TestCase):
+    """A target that does not ack in time: its deliveries are drawn again elsewhere."""
+
+    def setUp(self):
+        self.acked: dict[FakePeer, list[str]] = {}
+
+    def relays(self, peer) -> list[str]:
+        """What ``peer`` was sent to relay since last asked; its acks are kept for `acks`."""
+        pushes = peer.take()
+        self.acked.setdefault(peer, []).extend(
+            p.text for p in pushes if isinstance(p, frames.AckPush))
+        return [p.text for p in pushes if isinstance(p, frames.RelayPush)]
+
+    def acks(self, peer) -> list[str]:
+        self.relays(peer)
+        return sorted(self.acked.pop(peer, []))
+
+    def ack_all(self, hub, peer) -> list[str]:
+        texts = self.relays(peer)
+        for text in texts:
+            hub.handle(peer, frames.Ack(text))
+        return texts
+
+    def test_an_unacked_delivery_is_drawn_again_and_the_silent_target_withdrawn(self):
+        sender, silent = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(sender, silent, seed=1, ack_timeout=5)
+        texts = [f"m{i}" for i in range(20)]
+        for text in texts:
+            hub.handle(sender, frames.Relay(text))
+        to_silent = self.relays(silent)
+        self.assertTrue(to_silent)
+        self.ack_all(hub, sender)
+        hub.clock.advance(4.9)
+        self.assertEqual(self.relays(sender), [])  # not yet
+        hub.clock.advance(0.1)
+        self.assertEqual(sorted(self.ack_all(hub, sender)), sorted(to_silent))  # the only other
+        self.assertEqual(hub.snapshot().relays.expired, len(to_silent))
+        more = [f"n{i}" for i in range(20)]
+        for text in more:  # the silent one is not drawn while it does not ack
+            hub.handle(sender, frames.Relay(text))
+        self.assertEqual(self.relays(silent), [])
+        self.assertEqual(sorted(self.ack_all(hub, sender)), sorted(more))
+        self.assertEqual(self.acks(sender), sorted(texts + more))
+        # A late ok is taken without an error, tells nobody twice, and makes it a target again.
+        hub.handle(silent, frames.Ack(to_silent[0]))
+        self.assertEqual((silent.take(), self.acks(sender)), ([], []))
+        for i in range(20):
+            hub.handle(sender, frames.Relay(f"p{i}"))
+        self.assertTrue(self.relays(silent))
+        self.assertEqual(hub.snapshot().relays.unexpected_ok, 0)
+
+    def test_an_expired_delivery_is_not_handed_back_again_when_its_target_leaves(self):
+        sender, silent = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(sender, silent, seed=1, ack_timeout=5)
+        for i in range(20):
+            hub.handle(sender, frames.Relay(f"m{i}"))
+        to_silent = self.relays(silent)
+        self.ack_all(hub, sender)
+        hub.clock.advance(5)
+        self.assertEqual(hub.snapshot().relays.reforwarded, len(to_silent))
+        hub.leave(silent)
+        self.assertEqual(hub.snapshot().relays.reforwarded, len(to_silent))
+        self.ack_all(hub, sender)
+        self.assertEqual(len(self.acks(sender)), 20)
+        hub.leave(sender)
+        self.assertTrue(hub.zero_state())
+
+    def test_one_timer_at_most_and_none_once_every_delivery_is_past_its_deadline(self):
+        a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(a, b, ack_timeout=5)
+        self.assertEqual(hub.clock.getDelayedCalls(), [])
+        for i in range(50):
+            hub.handle(a, frames.Relay(f"m{i}"))
+            hub.clock.advance(0.01)
+        self.assertEqual(len(hub.clock.getDelayedCalls()), 1)
+        for peer in (a, b):
+            self.ack_all(hub, peer)
+        hub.clock.advance(5)
+        self.assertEqual(hub.snapshot().relays.expired, 0)
+        self.assertEqual(hub.clock.getDelayedCalls(), [])
+
+    def test_zero_means_a_target_has_as_long_as_it_stays(self):
+        sender, silent = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(sender, silent, seed=1, ack_timeout=0)
+        for i in range(20):
+            hub.handle(sender, frames.Relay(f"m{i}"))
+        self.assertTrue(self.relays(silent))
+        hub.clock.advance(3600)
+        self.assertEqual((hub.snapshot().relays.expired, hub.clock.getDelayedCalls()), (0, []))
+
+    def test_across_instances_the_origin_draws_again(self):
+        cluster = MemoryCluster()
+        hubs = [Hub(Clock(), cluster.bus(name), HubConfig(ack_timeout=5), rng=random.Random(i))
+                for i, name in enumerate(["i1", "i2"])]
+        sender, silent = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hubs[0].join(sender)
+        hubs[1].join(silent)
+        for i in range(30):
+            hubs[0].handle(sender, frames.Relay(f"m{i}"))
+        to_silent = self.relays(silent)
+        self.assertTrue(to_silent)
+        self.ack_all(hubs[0], sender)
+        hubs[1].clock.advance(5)  # the deadline runs where the target is
+        self.assertEqual(sorted(self.ack_all(hubs[0], sender)), sorted(to_silent))
+        self.assertEqual(self.acks(sender), sorted(f"m{i}" for i in range(30)))
 
 
 class ClusterRelayTests(unittest.TestCase):

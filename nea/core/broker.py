@@ -17,6 +17,12 @@ Both sides are bounded by ``max_pending``: a waiter that already waits for that
 many texts is refused another (``too_many_pending``), and a connection that holds
 that many unacknowledged deliveries is not drawn as a target until it acks one.
 So no client can make the tables grow beyond max-clients x max-pending entries.
+
+A target that has not acked a delivery within ``ack_timeout`` seconds (a client
+that never reads, or has hung) makes the delivery *expire*: it is handed back to
+its origin to be drawn again, as if the target had left, and the target is not
+drawn again until it acks something. Its late ``ok`` is still taken and confirmed
+(a waiter already answered ignores it), so a slow client is never told it erred.
 """
 
 import random
@@ -24,6 +30,7 @@ from collections import deque
 from typing import Callable, Protocol as TypingProtocol
 
 import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
 from nea.core.peer import Peer
@@ -46,12 +53,23 @@ class RelayTimings(TypingProtocol):
     def relay_ended(self, text: str, acked: bool) -> None: ...
 
 
+@attrs.define(slots=True, eq=False)
+class Delivery:
+    """One forward of a text to a target, until the target acks it."""
+
+    origin: str
+    deadline: float
+    acked: bool = False
+    expired: bool = False
+
+
 @attrs.define
 class RelayCounts:
     requested: int = 0
     forwarded: int = 0
     acked: int = 0
     reforwarded: int = 0
+    expired: int = 0
     unexpected_ok: int = 0
     no_recipient: int = 0
 
@@ -66,10 +84,13 @@ class RelayBroker:
     no relay any more (a client that ended its stream closes then).
     """
 
-    def __init__(self, registry: Registry, bus: Bus, rng: random.Random,
+    def __init__(self, clock: IReactorTime, registry: Registry, bus: Bus, rng: random.Random,
                  reject: Callable[[Waiter, errors.ErrorCode, str], None],
                  done_waiting: Callable[[Waiter], None] = lambda waiter: None,
-                 max_pending: int = 1000) -> None:
+                 max_pending: int = 1000, ack_timeout: float = 0) -> None:
+        """``ack_timeout``: seconds a target has to ack a delivery (0: as long as it stays)."""
+        self.clock = clock
+        self.ack_timeout = ack_timeout
         self.registry = registry
         self.bus = bus
         self.rng = rng
@@ -79,10 +100,16 @@ class RelayBroker:
         self.timings: list[RelayTimings] = []
         self.waiting: dict[str, list[Waiter]] = {}
         self._waits_of: dict[Waiter, set[str]] = {}
-        self.held: dict[Peer, dict[str, deque[str]]] = {}
-        #: Unacknowledged deliveries per target, and the targets withdrawn for holding too many.
+        self.held: dict[Peer, dict[str, deque[Delivery]]] = {}
+        #: Unacknowledged deliveries per target, and the targets withdrawn from draws: for
+        #: holding too many, or for letting one expire.
         self._held_count: dict[Peer, int] = {}
         self._saturated: set[Peer] = set()
+        self._stalled: set[Peer] = set()
+        #: Every delivery with its target, in deadline order (acked ones are skipped when
+        #: reached): one timer for all of them, armed only while any is out.
+        self._deadlines: deque[tuple[Delivery, Peer, str]] = deque()
+        self._expiry: IDelayedCall | None = None
         self.counts = RelayCounts()
 
     # ---- the originating side ----
@@ -188,10 +215,15 @@ class RelayBroker:
         deliveries = self.held.get(target)
         if deliveries is None:  # (setdefault would build a dict and a deque on every call)
             deliveries = self.held[target] = {}
-        origins = deliveries.get(text)
-        if origins is None:
-            origins = deliveries[text] = deque()
-        origins.append(origin)
+        held = deliveries.get(text)
+        if held is None:
+            held = deliveries[text] = deque()
+        delivery = Delivery(origin, self.clock.seconds() + self.ack_timeout)
+        held.append(delivery)
+        if self.ack_timeout:
+            self._deadlines.append((delivery, target, text))
+            if self._expiry is None:
+                self._expiry = self.clock.callLater(self.ack_timeout, self._expire)
         count = self._held_count[target] = self._held_count.get(target, 0) + 1
         if count >= self.max_pending:
             self._saturated.add(target)
@@ -199,16 +231,35 @@ class RelayBroker:
         self.counts.forwarded += 1
         target.push(frames.RelayPush(text))
 
+    def _expire(self) -> None:
+        """Hand back every delivery past its deadline; wake again at the next one's."""
+        self._expiry = None
+        now = self.clock.seconds()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0].deadline <= now:
+            delivery, target, text = deadlines.popleft()
+            if delivery.acked or target not in self.held:
+                continue  # acked, or handed back when the target left
+            delivery.expired = True
+            self.counts.expired += 1
+            if target not in self._stalled:
+                self._stalled.add(target)
+                self.registry.relay_capable.discard(target)
+            self.bus.reforward(delivery.origin, text, 0)
+        if deadlines:
+            self._expiry = self.clock.callLater(deadlines[0][0].deadline - now, self._expire)
+
     def ack(self, peer: Peer, text: str) -> None:
         """``peer`` sent ``ok text``: it must hold that delivery; confirm it to its origin."""
         deliveries = self.held.get(peer)
-        origins = deliveries.get(text) if deliveries else None
-        if not origins:
+        held = deliveries.get(text) if deliveries else None
+        if not held:
             self.counts.unexpected_ok += 1
             self.reject(peer, errors.UNEXPECTED_OK, f"no 'message {text}' was forwarded to you")
             return
-        origin = origins.popleft()
-        if not origins:
+        delivery = held.popleft()
+        delivery.acked = True
+        if not held:
             del deliveries[text]
             if not deliveries:
                 del self.held[peer]
@@ -217,24 +268,35 @@ class RelayBroker:
             self._held_count[peer] = count
         else:
             del self._held_count[peer]
-        if peer in self._saturated and count < self.max_pending:
-            self._saturated.discard(peer)
-            self.registry.relay_capable.add(peer)
-        self.bus.confirm(origin, text)
+        if peer in self._saturated or peer in self._stalled:
+            if count < self.max_pending:
+                self._saturated.discard(peer)
+            self._stalled.discard(peer)  # it acks again
+            if peer not in self._saturated:
+                self.registry.relay_capable.add(peer)
+        self.bus.confirm(delivery.origin, text)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can ack no more): hand every delivery it held back to its origin."""
         self._saturated.discard(peer)
+        self._stalled.discard(peer)
         self._held_count.pop(peer, None)
-        for text, origins in self.held.pop(peer, {}).items():
-            for origin in origins:
-                self.bus.reforward(origin, text, 0)
+        for text, held in self.held.pop(peer, {}).items():
+            for delivery in held:
+                if not delivery.expired:  # (an expired one was handed back already)
+                    self.bus.reforward(delivery.origin, text, 0)
 
     # ---- both ----
 
     def peer_left(self, peer: Peer) -> None:
         self.forget_waiter(peer)
         self.forget_target(peer)
+
+    def stop(self) -> None:
+        """No more expiries (the instance is stopping)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     @property
     def empty(self) -> bool:

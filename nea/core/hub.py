@@ -39,6 +39,8 @@ class HubConfig:
     #: Relays (and requests) one connection may wait for, and deliveries (and requests)
     #: one may hold unanswered.
     max_pending: int = 1000
+    #: Seconds a relay target has to ack a delivery before it is drawn again elsewhere.
+    ack_timeout: float = 5.0
     #: Seconds an ``ask`` waits for its reply unless it says otherwise.
     request_timeout: float = 10.0
     #: Client certificates are required: a registered name must be the certificate's identity.
@@ -72,7 +74,8 @@ class Hub:
         self.registry = Registry(config.max_clients)
         self.rng = rng or random.Random()
         self.relays = RelayBroker(
-            self.registry, bus, self.rng, self.reject, self._done_waiting, config.max_pending,
+            clock, self.registry, bus, self.rng, self.reject, self._done_waiting,
+            config.max_pending, config.ack_timeout,
         )
         self.addressed = RequestBroker(
             clock, bus, self.rng, self.reject, self._done_waiting, config.max_pending,
@@ -279,8 +282,9 @@ class Hub:
             peer.abort()
 
     def stop(self) -> None:
-        """The instance stops: no more dates."""
+        """The instance stops: no more dates, no more ack deadlines."""
         self.dates.stop()
+        self.relays.stop()
 
     # ---- what it looks like ----
 

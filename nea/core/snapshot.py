@@ -28,6 +28,8 @@ class RelayFigures:
     forwarded: int
     acked: int
     reforwarded: int
+    #: Deliveries not acked within the ack timeout, and so drawn again.
+    expired: int
     unexpected_ok: int
     no_recipient: int
 

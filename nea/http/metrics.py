@@ -21,7 +21,8 @@ from nea.core.hub import Hub
 from nea.wire import errors
 
 CLUSTER_STATES = ("standalone", "connected", "degraded")
-RELAY_EVENTS = ("requested", "forwarded", "acked", "reforwarded", "unexpected_ok", "no_recipient")
+RELAY_EVENTS = ("requested", "forwarded", "acked", "reforwarded", "expired", "unexpected_ok",
+                "no_recipient")
 REQUEST_EVENTS = ("asked", "offered", "replied", "answered", "redrawn", "failed", "timed_out",
                   "unexpected_reply", "taken_over")
 #: Seconds: from a loopback round trip (sub-millisecond) to a client that acks late.

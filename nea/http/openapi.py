@@ -89,11 +89,11 @@ _SCHEMAS: dict[str, Any] = {
             "relays": {
                 "type": "object",
                 "required": ["pending", "in_flight", "requested", "forwarded", "acked",
-                             "reforwarded", "unexpected_ok", "no_recipient"],
+                             "reforwarded", "expired", "unexpected_ok", "no_recipient"],
                 "properties": {
                     name: _COUNT
                     for name in ("pending", "in_flight", "requested", "forwarded", "acked",
-                                 "reforwarded", "unexpected_ok", "no_recipient")
+                                 "reforwarded", "expired", "unexpected_ok", "no_recipient")
                 },
             },
             "requests": {

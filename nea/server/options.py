@@ -98,6 +98,9 @@ class Options(usage.Options):
         ["max-pending", None, 1000, "Relays one client may wait for at once (the next is "
          "answered 'too_many_pending'), and deliveries one may hold unacknowledged before "
          "it is no longer drawn as a relay target.", _positive(int)],
+        ["ack-timeout", None, 5.0, "Seconds a relay target has to ack a delivery; past it the "
+         "text is drawn again for another client, and that target is not drawn until it acks.",
+         _non_negative(float, "means as long as the target stays connected")],
         ["max-rate", None, DEFAULT_MAX_RATE, "Lines a second one client may send on average "
          "(bursts of twice that); past it nea stops reading that client for a while: nothing "
          "is lost, nothing is answered with an error.", _non_negative(float, "means no limit")],

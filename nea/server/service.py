@@ -197,7 +197,8 @@ def makeService(config, reactor=None) -> InstanceService:
         reactor,
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
-                  max_pending=config["max-pending"], history_on_join=config["history-on-join"],
+                  max_pending=config["max-pending"], ack_timeout=config["ack-timeout"],
+                  history_on_join=config["history-on-join"],
                   names_need_identity=bool(config["tls-client-ca"])
                   and config["tls-client-cert"] == "required"),
         handshakes=lambda: attrs.asdict(gate.stats),
