@@ -19,14 +19,15 @@ from twisted.internet.testing import StringTransport
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub
-from nea.server.connection import NeaFactory
+from nea.server.connection import ConnectionLimits, NeaFactory
 from nea.wire import profiles
 
 
 def run(exchanges: int, connections: int = 100) -> float:
     """CPU seconds per exchange."""
     hub = Hub(Clock(), LocalBus("bench"), rng=random.Random(1))
-    factory = NeaFactory(hub, profiles.RELAY)
+    # No rate limit: the Clock never moves, so any bucket would run dry and stall reading.
+    factory = NeaFactory(hub, profiles.RELAY, ConnectionLimits(max_rate=0))
     peers = []
     for _ in range(connections):
         peer = factory.buildProtocol(None)

@@ -55,9 +55,11 @@ class RelayTimings(TypingProtocol):
 
 @attrs.define(slots=True, eq=False)
 class Delivery:
-    """One forward of a text to a target, until the target acks it."""
+    """One forward of ``text`` to ``target``, until the target acks it."""
 
     origin: str
+    target: Peer
+    text: str
     deadline: float
     acked: bool = False
     expired: bool = False
@@ -108,7 +110,7 @@ class RelayBroker:
         self._stalled: set[Peer] = set()
         #: Every delivery with its target, in deadline order (acked ones are skipped when
         #: reached): one timer for all of them, armed only while any is out.
-        self._deadlines: deque[tuple[Delivery, Peer, str]] = deque()
+        self._deadlines: deque[Delivery] = deque()
         self._expiry: IDelayedCall | None = None
         self.counts = RelayCounts()
 
@@ -218,10 +220,10 @@ class RelayBroker:
         held = deliveries.get(text)
         if held is None:
             held = deliveries[text] = deque()
-        delivery = Delivery(origin, self.clock.seconds() + self.ack_timeout)
+        delivery = Delivery(origin, target, text, self.clock.seconds() + self.ack_timeout)
         held.append(delivery)
         if self.ack_timeout:
-            self._deadlines.append((delivery, target, text))
+            self._deadlines.append(delivery)
             if self._expiry is None:
                 self._expiry = self.clock.callLater(self.ack_timeout, self._expire)
         count = self._held_count[target] = self._held_count.get(target, 0) + 1
@@ -236,8 +238,9 @@ class RelayBroker:
         self._expiry = None
         now = self.clock.seconds()
         deadlines = self._deadlines
-        while deadlines and deadlines[0][0].deadline <= now:
-            delivery, target, text = deadlines.popleft()
+        while deadlines and deadlines[0].deadline <= now:
+            delivery = deadlines.popleft()
+            target = delivery.target
             if delivery.acked or target not in self.held:
                 continue  # acked, or handed back when the target left
             delivery.expired = True
@@ -245,9 +248,9 @@ class RelayBroker:
             if target not in self._stalled:
                 self._stalled.add(target)
                 self.registry.relay_capable.discard(target)
-            self.bus.reforward(delivery.origin, text, 0)
+            self.bus.reforward(delivery.origin, delivery.text, 0)
         if deadlines:
-            self._expiry = self.clock.callLater(deadlines[0][0].deadline - now, self._expire)
+            self._expiry = self.clock.callLater(deadlines[0].deadline - now, self._expire)
 
     def ack(self, peer: Peer, text: str) -> None:
         """``peer`` sent ``ok text``: it must hold that delivery; confirm it to its origin."""
