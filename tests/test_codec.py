@@ -188,7 +188,7 @@ class RequestTests(unittest.TestCase):
         else:  # it was a verb, a JSON frame, or an error: never silently dropped
             self.assertTrue(
                 text.startswith(("message", "ok", "chat", "nick", "{", "exit", "quit", "register",
-                                 "serve", "unserve", "reply", "ask")), request
+                                 "serve", "unserve", "reply", "ask", "history", "since")), request
             )
 
     def test_verbs(self):
