@@ -35,8 +35,11 @@ from holders import stdin_closed
 #: What a server adds to the client's key for Sec-WebSocket-Accept (RFC 6455).
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
-#: Seconds to wait for one client's welcome, and for the sender to be seen joining.
+#: Seconds to wait for one client's welcome.
 JOIN_TIMEOUT = 60.0
+#: Seconds to wait for the sender to be seen joining: it joins once every child's clients
+#: have, and on a loaded machine another child's thousand joins take minutes.
+READY_TIMEOUT = 600.0
 
 
 class Client:
@@ -227,7 +230,7 @@ def main() -> None:
     join(args, room)
     print(json.dumps({"joined": len(room.clients)}), flush=True)
     room.until(lambda: all(args.sender in c.seen for c in room.clients),
-               f"{args.sender} joining", JOIN_TIMEOUT)
+               f"{args.sender} joining", READY_TIMEOUT)
     print(json.dumps({"ready": len(room.clients)}), flush=True)
     done = stdin_closed()
     last = args.lines - 1
