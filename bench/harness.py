@@ -30,10 +30,11 @@ PYTHON = sys.executable
 _started: list[subprocess.Popen] = []
 
 
-def env() -> dict[str, str]:
-    """The environment for child processes: this checkout first on the path."""
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for child processes: this checkout first on the path, and ``extra``."""
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(extra or {})
     return e
 
 
@@ -54,9 +55,10 @@ def tcp(profile: str, port: int = 0) -> str:
     return f"{profile}=tcp:{port}:interface=127.0.0.1"
 
 
-def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
-    """Start a child that `stop_all` will stop if the benchmark does not."""
-    process = subprocess.Popen(argv, env=env(), **kwargs)
+def spawn(argv: list[str], environ: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """Start a child that `stop_all` will stop if the benchmark does not; ``environ`` adds
+    to its environment."""
+    process = subprocess.Popen(argv, env=env(environ), **kwargs)
     _started.append(process)
     return process
 
@@ -85,10 +87,11 @@ class Daemon:
     ``ports`` are the listening ports in ``listens`` order; `cpu` and `rss` read
     /proc for the process. With ``profile`` it runs under cProfile (see
     ``profiled.py``), whose statistics are written to that path when it stops.
+    ``environ`` adds to its environment (e.g. ``OPENSSL_CONF``).
     """
 
     def __init__(self, *listens: str, max_clients: int = 19_000, extra: tuple[str, ...] = (),
-                 profile: str | None = None):
+                 profile: str | None = None, environ: dict[str, str] | None = None):
         self.log = tempfile.NamedTemporaryFile(prefix="nea-bench-daemon-", suffix=".log",
                                                delete=False)
         self.profile = profile
@@ -99,7 +102,8 @@ class Daemon:
                 "--max-clients", str(max_clients), *extra]
         for listen in listens:
             argv += ["--listen", listen]
-        self.process = spawn(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
+        self.process = spawn(argv, environ, stdout=self.log, stderr=subprocess.STDOUT,
+                             cwd=tempfile.gettempdir())
         self.pid = self.process.pid
         self.ports = self._wait_for_ports(len(listens))
 
@@ -175,6 +179,21 @@ def stat_cpu(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def group_cpu(pgid: int) -> dict[int, float]:
+    """utime + stime, in seconds, of every process in group ``pgid``, by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
 def machine() -> dict[str, str]:
     model = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -190,11 +209,12 @@ def machine() -> dict[str, str]:
     }
 
 
-def loadtest(*args: str, timeout: float = 900.0) -> dict:
-    """Run nea-loadtest with ``args``; its JSON report (whatever the exit code)."""
+def loadtest(*args: str, timeout: float = 900.0, environ: dict[str, str] | None = None) -> dict:
+    """Run nea-loadtest with ``args`` (``environ`` added to its environment); its JSON report
+    (whatever the exit code)."""
     report = Path(tempfile.mkstemp(prefix="nea-bench-loadtest-", suffix=".json")[1])
     try:
-        process = spawn([PYTHON, "-m", "nea.loadtest", "--json", str(report), *args],
+        process = spawn([PYTHON, "-m", "nea.loadtest", "--json", str(report), *args], environ,
                         stdout=subprocess.DEVNULL)
         process.wait(timeout)
         _started.remove(process)
@@ -339,12 +359,12 @@ class LoadRun:
     report is None (the run did not complete).
     """
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, environ: dict[str, str] | None = None) -> None:
         import threading
 
         self.report_path = Path(tempfile.mkstemp(prefix="nea-bench-loadtest-", suffix=".json")[1])
         self.process = spawn([PYTHON, "-m", "nea.loadtest", "--json", str(self.report_path),
-                              "--progress", "1", *args], stdout=subprocess.DEVNULL,
+                              "--progress", "1", *args], environ, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, start_new_session=True)
         self.progress: list[dict] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
