@@ -19,7 +19,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 
-from nea.loadtest import delays, report, status, worker
+from nea.client import delays
+from nea.loadtest import report, status, worker
 from nea.loadtest.tally import Tally
 from nea.tls.client import TLSConfigError, client_endpoint, client_tls_options
 
