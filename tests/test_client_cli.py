@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from twisted.trial import unittest
 
 from nea.client import cli
+from nea.client.delays import Constant, Uniform
 from nea.client.relay import RelayClient
 from nea.tls import devcerts
 from nea.tls.client import TLSConfigError, client_tls_options
@@ -37,8 +38,8 @@ class ParseTests(unittest.TestCase):
         self.assertEqual((args.command, args.text, args.port), ("relay", "hello big world", 8001))
 
     def test_ok_delay_is_a_fixed_value_or_a_range(self):
-        self.assertEqual(cli.parse_args(["--ok-delay", "0.5"]).ok_delay, (0.5, 0.5))
-        self.assertEqual(cli.parse_args(["--ok-delay", "0.1:2"]).ok_delay, (0.1, 2.0))
+        self.assertEqual(cli.parse_args(["--ok-delay", "0.5"]).ok_delay, Constant(0.5))
+        self.assertEqual(cli.parse_args(["--ok-delay", "0.1:2"]).ok_delay, Uniform(0.1, 2.0))
         self.parse_fails("--ok-delay", "2:1", saying="MIN must not exceed MAX")
         self.parse_fails("--ok-delay", "-1", saying="must not be negative")
 

@@ -11,6 +11,7 @@ from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertifi
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
+from nea.client.delays import Constant
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
 from nea.client.status import StatusError, fetch_status
@@ -91,7 +92,7 @@ class RelayOverTLS(unittest.TestCase):
         port = first.ports[0]
         # The only relay-capable connection, it is forwarded its own message and
         # would ack it after 1 s: the server goes away before that.
-        config = RelayConfig(dial=QUICK, timeout=WAIT, ok_delay=(1.0, 1.0))
+        config = RelayConfig(dial=QUICK, timeout=WAIT, ok_delay=Constant(1.0))
         client, watcher = self.relay("survivor", port, config)
         self.assertEqual((yield watcher.forwarded.addTimeout(WAIT, reactor)), "survivor")
         yield first.stopService()

@@ -6,6 +6,7 @@ from service_identity import VerificationError
 from twisted.internet import error
 from twisted.trial import unittest
 
+from nea.client.delays import Constant, Uniform
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
 from nea.wire.backoff import Backoff
@@ -36,11 +37,17 @@ class Recorder(RelayObserver):
     def on_error(self, client, error):
         self.events.append(("error", error.code))
 
+    def on_attempt_over(self, client, ending):
+        self.events.append(("over", ending))
+
     def on_finished(self, client):
         self.events.append(("finished", client.outcome))
 
     def retries(self) -> list[tuple]:
         return [e[1:] for e in self.events if e[0] == "retry"]
+
+    def endings(self) -> list[str]:
+        return [e[1] for e in self.events if e[0] == "over"]
 
 
 class RelayClientTests(unittest.TestCase):
@@ -63,6 +70,7 @@ class RelayClientTests(unittest.TestCase):
         transport = self.net.accept()
         self.assertEqual(transport.value(), b"message hello\n")
         self.assertEqual(self.seen.events, [("connected", 1)])
+        self.assertEqual(self.client.sent_at - self.client.dialled_at, 0.0)
 
     def test_waits_for_the_tls_handshake_before_sending(self):
         self.make(tls=True)
@@ -83,13 +91,13 @@ class RelayClientTests(unittest.TestCase):
         self.assertEqual(self.client.acked_at - self.client.started_at, 0.25)
         self.net.drop()
         self.assertEqual(self.client.outcome, "acked")
-        self.assertEqual(self.seen.events[-2:], [("acked",), ("finished", "acked")])
+        self.assertEqual(self.seen.events[-3:], [("acked",), ("over", "protocol"), ("finished", "acked")])
         self.clock.advance(100)
         self.assertEqual(self.net.dials, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_forwarded_message_is_acked_after_the_delay(self):
-        self.make(ok_delay=(1.5, 1.5))
+        self.make(ok_delay=Constant(1.5))
         transport = self.net.accept()
         transport.clear()
         self.net.receive(b"message from-x\r\n")
@@ -107,7 +115,7 @@ class RelayClientTests(unittest.TestCase):
         self.assertEqual(transport.value(), b"ok a\nok b\n")
 
     def test_random_ok_delay_stays_within_its_bounds(self):
-        self.make(ok_delay=(1.0, 2.0))
+        self.make(ok_delay=Uniform(1.0, 2.0))
         transport = self.net.accept()
         transport.clear()
         self.net.receive(b"".join(b"message m%d\n" % i for i in range(20)))
@@ -117,7 +125,7 @@ class RelayClientTests(unittest.TestCase):
         self.assertEqual(transport.value().count(b"\n"), 20)
 
     def test_pending_ok_dies_with_its_connection(self):
-        self.make(ok_delay=(1.0, 1.0))
+        self.make(ok_delay=Constant(1.0))
         old = self.net.accept()
         old.clear()
         self.net.receive(b"message y\n")
@@ -199,15 +207,16 @@ class RelayClientTests(unittest.TestCase):
         self.assertEqual([d for _, d in self.seen.retries()], [1.0, 2.0, 4.0])
         self.assertIn(("error", "server_full"), self.seen.events)
 
-    def test_no_recipient_sends_again_after_a_backoff_on_the_same_connection(self):
-        self.make()
-        transport = self.net.accept()
-        transport.clear()
-        self.net.receive(b"error no_recipient nobody to relay 'hello' to\n")
-        self.assertEqual(self.seen.retries(), [("no_recipient", 1.0)])
-        self.clock.advance(1.0)
-        self.assertEqual(transport.value(), b"message hello\n")
-        self.assertEqual(self.net.dials, 1)
+    def test_no_recipient_and_too_many_pending_send_again_after_a_backoff_on_the_same_connection(self):
+        for code in ("no_recipient", "too_many_pending"):
+            self.make()
+            transport = self.net.accept()
+            transport.clear()
+            self.net.receive(b"error %s nobody can take it now\n" % code.encode())
+            self.assertEqual(self.seen.retries(), [(code, 1.0)])
+            self.clock.advance(1.0)
+            self.assertEqual(transport.value(), b"message hello\n")
+            self.assertEqual((self.client.sends, self.net.dials), (2, 1))
 
     def test_gives_up_when_nothing_works(self):
         self.make(give_up=3.5)
@@ -263,3 +272,62 @@ class RelayClientTests(unittest.TestCase):
         net = FakeNetwork()
         for bad in ("", "two\nlines", "cr\r"):
             self.assertRaises(ValueError, RelayClient, bad, net.endpoint, net.reactor)
+
+    def test_an_error_that_no_retry_fixes_ends_the_client(self):
+        self.make()
+        transport = self.net.accept()
+        self.net.receive(b"error not_in_profile the 'chat' profile does not offer that\n")
+        self.assertTrue(transport.disconnected)
+        self.net.drop(error.ConnectionAborted())
+        self.assertEqual(self.client.outcome, "refused")
+        self.assertIn("not_in_profile", self.client.detail)
+        self.assertEqual(self.seen.endings(), ["error"])
+        self.clock.advance(100)
+        self.assertEqual(self.net.dials, 1)
+
+    def test_a_fatal_error_closes_and_redials(self):
+        self.make()
+        transport = self.net.accept()
+        self.net.receive(b"error slow_consumer the client stopped reading\n")
+        self.assertTrue(transport.disconnecting)  # politely: the server closes anyway
+        self.net.drop()
+        self.assertEqual(self.seen.endings(), ["error"])
+        self.assertEqual(self.seen.retries(), [("slow_consumer", 1.0)])
+
+    def test_retries_run_out(self):
+        self.make(retries=2)
+        self.net.refuse()
+        self.clock.advance(1.0)
+        self.net.accept()
+        self.net.receive(b"error no_recipient nobody to relay 'hello' to\n")
+        self.clock.advance(2.0)  # sent again on the same connection: the third try
+        self.net.receive(b"error no_recipient nobody to relay 'hello' to\n")
+        self.assertEqual(self.client.outcome, "gave_up")
+        self.assertEqual((self.client.retries, self.client.sends, self.net.dials), (2, 2, 2))
+        self.net.drop(error.ConnectionAborted())
+        self.assertEqual(self.seen.events[-1], ("finished", "gave_up"))
+        self.assertEqual(self.seen.endings(), ["connect_failed", "error"])
+
+    def test_the_timeout_covers_a_connect_that_never_completes(self):
+        self.make(timeout=2.0)
+        self.clock.advance(2.0)  # the dial is still pending: abandoned
+        self.assertEqual(self.seen.endings(), ["timeout"])
+        self.assertEqual(self.seen.retries(), [("timeout", 1.0)])
+        self.clock.advance(1.0)
+        self.assertEqual(self.net.dials, 2)
+
+    def test_endings_tell_lost_from_never_ready(self):
+        self.make(tls=True)
+        self.net.accept()
+        self.net.drop(error.ConnectionLost())  # before the handshake completed
+        self.clock.advance(1.0)
+        self.net.accept()
+        self.client.link.handshakeCompleted()
+        self.net.drop(error.ConnectionLost())
+        self.clock.advance(2.0)
+        self.net.accept()
+        self.client.link.handshakeCompleted()
+        self.net.receive(b"ok hello\n")
+        self.net.drop()
+        self.assertEqual(self.seen.endings(), ["connect_failed", "lost", "protocol"])
+        self.assertEqual(self.client.dials, 3)

@@ -1,26 +1,22 @@
-"""nea-loadtest's parts without sockets: delays, the client state machine, the
-schedule, the zero-state verdict and the report."""
+"""nea-loadtest's parts without sockets: delays, its clients (nea-client's relay
+state machine, tallied), the schedule, the zero-state verdict and the report."""
 
 import random
 import socket
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from nea.client.status import STATUS_LINE, StatusError
-from nea.loadtest import delays, report, status
-from nea.loadtest.client import (
-    IP_BIND_ADDRESS_NO_PORT,
-    Behaviour,
-    ClientSet,
-    RelayClient,
-    SourceBoundClient,
-    Target,
-)
+from nea.client import delays
+from nea.loadtest import report, status
+from nea.loadtest.client import IP_BIND_ADDRESS_NO_PORT, SourceBoundClient, SourceBoundReactor
 from nea.loadtest.tally import Tally, percentiles
-from nea.loadtest.worker import Schedule
+from nea.loadtest.worker import Schedule, make_clients
 from nea.wire.codec import MAX_SERVER_LINE
 from tests.fakes import FakeNetwork
 
@@ -43,19 +39,16 @@ class DelayTests(unittest.TestCase):
 
 
 def client_set(ok_delay="0", timeout=5.0, retries=2, sources=()):
+    """A worker's clients, as `nea.loadtest.worker.run` makes them, on a fake reactor."""
     reactor = MemoryReactorClock()
-    clients = ClientSet(
-        reactor,
-        reactor,
-        Target("127.0.0.1", 4000, None, sources),
-        Behaviour(delays.parse(ok_delay), timeout, retries),
-        random.Random(0),
-        Tally(),
-        reactor.seconds,
-    )
+    config = {"host": "127.0.0.1", "port": 4000, "ca": None, "sources": list(sources),
+              "ok_delay": ok_delay, "timeout": timeout, "retries": retries, "seed": 0}
+    clients = make_clients(config, reactor, None)
+    clients.observer.wall = reactor.seconds
     return reactor, clients
 
 
+@implementer(ITCPTransport)
 class TCPStringTransport(StringTransport):
     no_delay = False
 
@@ -75,7 +68,7 @@ def connect(reactor, index=-1):
 class ClientTests(unittest.TestCase):
     def test_exchange_closed_by_the_protocol(self):
         reactor, clients = client_set(ok_delay="0.5")
-        RelayClient(clients, 0, "X").start()
+        clients.start("X")
         host, port, _, timeout, bind = reactor.tcpClients[0]
         self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 4000, 5.0, None))
         protocol, transport = connect(reactor)
@@ -98,17 +91,17 @@ class ClientTests(unittest.TestCase):
         self.assertEqual((tally.counts["oks_sent"], tally.counts["unexpected"]), (1, 0))
         self.assertEqual(dict(tally.closes), {"protocol": 1})
         self.assertEqual(len(tally.samples["exchange_ms"]), 1)
-        self.assertEqual(clients.active, 0)
+        self.assertEqual(clients.observer.active, 0)
 
     def test_timeout_then_retry_resends(self):
         reactor, clients = client_set(timeout=5.0)
-        RelayClient(clients, 0, "X").start()
+        clients.start("X")
         protocol, transport = connect(reactor)
         reactor.advance(5.0)
         self.assertTrue(transport.disconnected)  # aborted
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(dict(clients.tally.closes), {"timeout": 1})
-        self.assertEqual(clients.retrying, 1)
+        self.assertEqual(clients.observer.retrying, 1)
         reactor.advance(1.0)  # past the first backoff
         self.assertEqual(len(reactor.tcpClients), 2)
         protocol, transport = connect(reactor)
@@ -117,11 +110,11 @@ class ClientTests(unittest.TestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         counts = clients.tally.counts
         self.assertEqual((counts["acked"], counts["acked_first_try"], counts["retries"]), (1, 0, 1))
-        self.assertEqual(clients.retrying, 0)
+        self.assertEqual(clients.observer.retrying, 0)
 
     def test_error_reply_and_lost_connections_until_it_gives_up(self):
         reactor, clients = client_set(retries=1)
-        RelayClient(clients, 0, "X").start()
+        clients.start("X")
         protocol, transport = connect(reactor)
         protocol.dataReceived(b"error server_full the server has reached its maximum\n")
         self.assertTrue(transport.disconnecting)
@@ -135,11 +128,29 @@ class ClientTests(unittest.TestCase):
         self.assertEqual((tally.counts["failed"], tally.counts["acked"]), (1, 0))
         reactor.advance(10.0)
         self.assertEqual(len(reactor.tcpClients), 2)  # no third attempt
-        self.assertEqual(clients.active, 0)
+        self.assertEqual(clients.observer.active, 0)
+
+    def test_no_recipient_is_sent_again_on_the_same_connection(self):
+        """As nea-client does: the attempt goes on, the resend counts as a retry."""
+        reactor, clients = client_set(retries=3)
+        clients.start("X")
+        protocol, transport = connect(reactor)
+        transport.clear()
+        protocol.dataReceived(b"error no_recipient nobody to relay 'X' to\n")
+        self.assertFalse(transport.disconnecting)
+        reactor.advance(0.1)  # the longest first backoff
+        self.assertEqual(transport.value(), b"message X\n")
+        protocol.dataReceived(b"ok X\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        tally = clients.tally
+        self.assertEqual(dict(tally.errors), {"no_recipient": 1})
+        self.assertEqual(dict(tally.closes), {"protocol": 1})
+        self.assertEqual((tally.counts["acked"], tally.counts["retries"], tally.counts["attempts"]),
+                         (1, 1, 1))
 
     def test_failed_connect_is_retried(self):
         reactor, clients = client_set(retries=3)
-        RelayClient(clients, 0, "X").start()
+        clients.start("X")
         factory = reactor.tcpClients[0][2]
         factory.clientConnectionFailed(None, Failure(ConnectionLost()))
         reactor.advance(1.0)
@@ -148,7 +159,7 @@ class ClientTests(unittest.TestCase):
 
     def test_retries_wait_the_growing_jittered_backoff(self):
         reactor, clients = client_set(retries=7)
-        RelayClient(clients, 0, "X").start()
+        clients.start("X")
         waits = []
         for _ in range(7):
             reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionLost()))
@@ -164,7 +175,7 @@ class ClientTests(unittest.TestCase):
 
     def test_an_endless_line_ends_the_attempt(self):
         reactor, clients = client_set()
-        RelayClient(clients, 0, "X").start()
+        clients.start("X")
         protocol, transport = connect(reactor)
         chunk = b"m" * 65536
         for _ in range(70):  # 4.4 MiB without a newline: more than any server line
@@ -174,7 +185,7 @@ class ClientTests(unittest.TestCase):
         self.assertTrue(transport.disconnected)  # aborted, not left to grow
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(dict(clients.tally.closes), {"error": 1})
-        self.assertEqual(clients.tally.counts["unexpected"], 1)
+        self.assertEqual(clients.tally.counts["retries"], 1)  # and it dials again
 
 
 class SourceAddressTests(unittest.TestCase):
@@ -187,17 +198,25 @@ class SourceAddressTests(unittest.TestCase):
 
     def test_sources_are_used_round_robin(self):
         reactor, clients = client_set(sources=("127.0.10.1", "127.0.10.2"))
-        addresses = []
-        for n in range(4):
-            connector = clients.connect(RelayClient(clients, n, f"X{n}"), n)
+        bound = []
+        dial = SourceBoundReactor.connectTCP
+
+        def recording(source_reactor, *args, **kwargs):
+            connector = dial(source_reactor, *args, **kwargs)
             self.addCleanup(connector.stopConnecting)
-            addresses.append(connector.bindAddress[0])
-        self.assertEqual(addresses, ["127.0.10.1", "127.0.10.2"] * 2)
+            bound.append(connector.bindAddress[0])
+            return connector
+
+        self.patch(SourceBoundReactor, "connectTCP", recording)
+        for n in range(4):
+            clients.start(f"X{n}")
+        self.assertEqual(bound, ["127.0.10.1", "127.0.10.2"] * 2)
+        self.assertEqual(reactor.tcpClients, [])  # none dialled without a source address
 
 
 class ScheduleTests(unittest.TestCase):
     def test_starts_spread_over_the_window_then_fires(self):
-        reactor, clients = client_set()
+        reactor, clients = client_set(timeout=60.0)  # no dial times out meanwhile
         reactor.advance(100.0)
         schedule = Schedule(clients, 50, 10.0, texts=lambda i: f"t{i}")
         done = schedule.run(reactor.seconds())

@@ -8,13 +8,13 @@ ACK: a 40 ms step in the exchange latency.
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from nea.client.link import LinkFactory
+from nea.client.link import LinkFactory, PushReader
 from nea.tls.client import client_endpoint
 from nea.wire import frames
 from tests.support import WAIT, client_tls, start_server, tcp_listen, tls_listen
 
 
-class FirstPush:
+class FirstPush(PushReader):
     """A link owner that asks for the status once ready and fires ``pushed`` with the link."""
 
     def __init__(self) -> None:

@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 import nea
 from nea.client.addressed import RegisterClient, ServeClient, ServeConfig
+from nea.client.delays import Constant, Delay, Uniform
 from nea.client.interactive import InteractiveClient
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig, RelayObserver
@@ -57,12 +58,12 @@ def _positive_seconds(value: str) -> float:
     return number
 
 
-def _ok_delay(value: str) -> tuple[float, float]:
+def _ok_delay(value: str) -> Delay:
     low, _, high = value.partition(":")
     bounds = (_seconds(low), _seconds(high or low))
     if bounds[0] > bounds[1]:
         raise argparse.ArgumentTypeError(f"MIN must not exceed MAX in {value}")
-    return bounds
+    return Constant(bounds[0]) if bounds[0] == bounds[1] else Uniform(*bounds)
 
 
 def _positive_int(value: str) -> int:
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         group.add_argument(name, type=kind, default=default, metavar="SECONDS", help=what)
     relay.add_argument(
-        "--ok-delay", type=_ok_delay, default=(0.0, 0.0), metavar="MIN[:MAX]",
+        "--ok-delay", type=_ok_delay, default=Constant(0.0), metavar="MIN[:MAX]",
         help="relay: seconds before answering a forwarded message, drawn from MIN..MAX (0)",
     )
     relay.add_argument("--quiet", action="store_true", help="relay: no progress on stderr")

@@ -7,7 +7,8 @@ to its owner (a `nea.client.redial.Redialer`, or the status query):
 - ``link_ready(link)``: the connection can be trusted: the TLS handshake has
   completed, or, over plain TCP, at once. Only this proves the server is
   really there, so it is what resets a client's reconnect backoff;
-- ``link_push(link, push)``: a line from the server, decoded;
+- ``link_line(link, line)``: a line from the server, terminator removed
+  (`PushReader` decodes it into a push for owners that want one);
 - ``link_lost(link, reason)``: the connection is gone.
 
 Timers started with `later` belong to the connection and die with it, so a
@@ -64,7 +65,7 @@ class ServerLink(Protocol):
             for line in self._lines.feed(data):
                 if self.closed_because is not None:
                     return
-                self.owner.link_push(self, codec.decode_push(line))
+                self.owner.link_line(self, line)
         except LineTooLong:
             self.close("the server sent an over-long line", abort=True)
 
@@ -107,6 +108,18 @@ class ServerLink(Protocol):
             self.transport.abortConnection()
         else:
             self.transport.loseConnection()
+
+
+class PushReader:
+    """For owners that take a server's lines decoded: ``link_push(link, push)``."""
+
+    __slots__ = ()
+
+    def link_line(self, link: ServerLink, line: bytes) -> None:
+        self.link_push(link, codec.decode_push(line))
+
+    def link_push(self, link: ServerLink, push: frames.Push) -> None:
+        """The server sent ``push``."""
 
 
 class LinkFactory(Factory):

@@ -24,7 +24,7 @@ import attrs
 from twisted.internet import error
 from twisted.python.failure import Failure
 
-from nea.client.link import LinkFactory, ServerLink
+from nea.client.link import LinkFactory, PushReader, ServerLink
 from nea.tls.client import verification_failure
 from nea.wire import errors, frames
 from nea.wire.backoff import Backoff
@@ -52,6 +52,8 @@ def describe(reason: Failure) -> str:
         return "connection refused"
     if reason.check(error.TimeoutError):
         return "connect timed out"
+    if reason.check(error.ConnectingCancelledError):  # abandoned: the client's own timeout
+        return "timeout"
     if reason.check(error.ConnectionDone):
         return "closed by the server"
     if reason.check(error.ConnectionLost):
@@ -71,11 +73,12 @@ def describe_lost(link: ServerLink, reason: Failure) -> str:
     return why
 
 
-class Redialer:
+class Redialer(PushReader):
     """Keeps one link to ``endpoint`` until `finish` is called.
 
-    Subclasses fill in the hooks `made`, `ready`, `received`, `retrying` and
-    `finished`. ``outcome`` is None while running, then the reason it finished
+    Subclasses fill in the hooks `dialling`, `made`, `ready`, `received`,
+    `attempt_over`, `retrying` and `finished` (or take the server's raw lines by
+    overriding `link_line`, calling `server_error` for each error line). ``outcome`` is None while running, then the reason it finished
     ("gave_up", "tls_failed", or whatever the subclass passed to `finish`).
     """
 
@@ -149,8 +152,16 @@ class Redialer:
         self._attempt += 1
         return delay
 
+    def abandon_attempt(self) -> None:
+        """Give up on the current dial or link (aborted); the next comes after the backoff."""
+        if self.link is not None:
+            self.link.close("timeout", abort=True)
+        elif self._dialing is not None:
+            self._dialing.cancel()
+
     def _connect(self) -> None:
         self._redial_call = None
+        self.dialling()
         self._dialing = self.endpoint.connect(LinkFactory(self, self.clock, self.dial.tls))
         self._dialing.addCallbacks(self._dialled, self._dial_failed)
 
@@ -159,7 +170,9 @@ class Redialer:
 
     def _dial_failed(self, reason: Failure) -> None:
         self._dialing = None
-        if self.outcome is None:
+        running = self.outcome is None
+        self.attempt_over(None, reason)
+        if running and self.outcome is None:
             self._redial(describe(reason))
 
     def _redial(self, why: str, prompt: bool = False) -> None:
@@ -184,12 +197,17 @@ class Redialer:
         self.ready(link)
 
     def link_push(self, link: ServerLink, push: frames.Push) -> None:
-        if isinstance(push, frames.ErrorReply) and push.code in _REFUSALS:
-            if push.code == errors.SHUTTING_DOWN.code and self._served():
+        if isinstance(push, frames.ErrorReply):
+            self.server_error(push.code)
+        self.received(link, push)
+
+    def server_error(self, code: str) -> None:
+        """The server sent ``error code``: a refusal undoes the backoff's reset."""
+        if code in _REFUSALS:
+            if code == errors.SHUTTING_DOWN.code and self._served():
                 self._prompt = True
             else:
                 self._attempt = self._attempt_before_ready
-        self.received(link, push)
 
     def _served(self) -> bool:
         """Whether the current link has been ready for at least the prompt delay."""
@@ -201,8 +219,12 @@ class Redialer:
         if link is self.link:
             self.link = None
         prompt, self._prompt, self._ready_at = self._prompt, False, None
-        if self.outcome is not None:
+        running = self.outcome is None
+        self.attempt_over(link, reason)
+        if not running:
             self.finished()
+            return
+        if self.outcome is not None:  # attempt_over finished the client
             return
         refused = verification_failure(reason, self.dial.ca)
         if refused is not None:
@@ -211,6 +233,13 @@ class Redialer:
         self._redial(describe_lost(link, reason), prompt)
 
     # ---- hooks ----
+
+    def dialling(self) -> None:
+        """A dial is about to start (the first, or a retry)."""
+
+    def attempt_over(self, link: ServerLink | None, reason: Failure) -> None:
+        """A dial failed (``link`` None) or a link ended, for ``reason``. Calling
+        `finish` here ends the client instead of dialling again."""
 
     def made(self, link: ServerLink) -> None:
         """The TCP connection is up (the handshake may still be under way)."""

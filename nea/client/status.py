@@ -8,7 +8,7 @@ for the status wants to hear now whether the server answers.
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from nea.client.link import LinkFactory, ServerLink
+from nea.client.link import LinkFactory, PushReader, ServerLink
 from nea.client.redial import describe, describe_lost
 from nea.tls.client import verification_failure
 from nea.wire import frames
@@ -27,7 +27,7 @@ class StatusError(Exception):
         self.code = code
 
 
-class _StatusQuery:
+class _StatusQuery(PushReader):
     """The owner of one `ServerLink`: asks once, and settles ``result`` once."""
 
     def __init__(self, ca: str | None, until_closed: bool) -> None:

@@ -19,7 +19,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 
-from nea.loadtest import delays, report, status, worker
+from nea.client import delays
+from nea.loadtest import report, status, worker
 from nea.loadtest.tally import Tally
 from nea.tls.client import TLSConfigError, client_endpoint, client_tls_options
 
@@ -166,6 +167,8 @@ class WorkerProcess(ProcessProtocol):
         self.config = config
         self.ready: defer.Deferred = defer.Deferred()
         self.result: defer.Deferred = defer.Deferred()
+        #: Fires once the process has exited and been reaped.
+        self.ended: defer.Deferred = defer.Deferred()
         self.progress: dict[str, Any] = {}
         self._tail = b""
 
@@ -189,6 +192,7 @@ class WorkerProcess(ProcessProtocol):
         for d in (self.ready, self.result):
             if not d.called:
                 d.errback(failure)
+        self.ended.callback(None)
 
 
 def spawn(reactor, config: dict[str, Any]) -> WorkerProcess:
@@ -257,6 +261,9 @@ def orchestrate(reactor, args: argparse.Namespace):
     progress.show()
     wall = reactor.seconds() - t0
     server_cpu = process_cpu(args.server_pid) - server_cpu_before if args.server_pid else None
+    # Reaped workers count in this process's children's CPU time, so that
+    # /usr/bin/time or a shell's ``time`` sees the whole generator.
+    yield defer.gatherResults([p.ended for p in processes]).addTimeout(30, reactor)
     tally = Tally()
     for result in results:
         tally.merge_json(result)

@@ -14,12 +14,15 @@ import resource
 import time
 from typing import Any, Callable
 
+import attrs
 from twisted.internet import defer, stdio
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import LineReceiver
 
-from nea.loadtest import delays
-from nea.loadtest.client import Behaviour, ClientSet, RelayClient, Target
+from nea.client import delays
+from nea.client.redial import DialConfig
+from nea.client.relay import RelayClient, RelayConfig
+from nea.loadtest.client import BACKOFF, Tallying, source_endpoint
 from nea.loadtest.tally import Tally
 
 
@@ -31,6 +34,25 @@ MAX_BURST = 100
 FULL_POLL = 0.01
 #: File descriptors a worker keeps for itself (stdio, epoll, ...) below its limit.
 FD_RESERVE = 100
+
+
+@attrs.frozen
+class Clients:
+    """What the clients of one worker share: how they dial, behave and report."""
+
+    endpoint: object  # IStreamClientEndpoint
+    clock: object  # IReactorTime
+    config: RelayConfig
+    rng: random.Random
+    observer: Tallying
+
+    @property
+    def tally(self) -> Tally:
+        return self.observer.tally
+
+    def start(self, text: str) -> None:
+        client = RelayClient(text, self.endpoint, self.clock, self.config, self.observer, self.rng)
+        self.observer.start(client)
 
 
 class Schedule:
@@ -45,7 +67,7 @@ class Schedule:
 
     def __init__(
         self,
-        clients: ClientSet,
+        clients: Clients,
         count: int,
         window: float,
         texts: Callable[[int], str],
@@ -71,10 +93,10 @@ class Schedule:
         elapsed = clock.seconds() - self.t0
         burst = self.next + MAX_BURST
         while self.next < min(burst, len(self.offsets)) and self.offsets[self.next] <= elapsed:
-            if self.max_active is not None and self.clients.active >= self.max_active:
+            if self.max_active is not None and self.clients.observer.active >= self.max_active:
                 clock.callLater(FULL_POLL, self._start_due)  # late, rather than over the cap
                 return
-            RelayClient(self.clients, self.next, self.texts(self.next)).start()
+            self.clients.start(self.texts(self.next))
             self.next += 1
         if self.next < len(self.offsets):
             clock.callLater(max(0.0, self.offsets[self.next] - elapsed), self._start_due)
@@ -82,7 +104,7 @@ class Schedule:
             self._check_done()
 
     def _check_done(self) -> None:
-        if self.clients.active or self.done.called:
+        if self.clients.observer.active or self.done.called:
             if not self.done.called:
                 self.clients.clock.callLater(0.05, self._check_done)
             return
@@ -94,8 +116,8 @@ class Schedule:
             "started": counts["started"],
             "acked": counts["acked"],
             "failed": counts["failed"],
-            "active": self.clients.active,
-            "retrying": self.clients.retrying,
+            "active": self.clients.observer.active,
+            "retrying": self.clients.observer.retrying,
             "retries": counts["retries"],
         }
 
@@ -113,16 +135,17 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def client_set(config: dict[str, Any], reactor, tls_options) -> ClientSet:
-    return ClientSet(
-        reactor,
-        reactor,
-        Target(config["host"], config["port"], tls_options, tuple(config["sources"])),
-        Behaviour(delays.parse(config["ok_delay"]), config["timeout"], config["retries"]),
-        random.Random(config["seed"]),
-        Tally(),
-        time.time,
-    )
+def make_clients(config: dict[str, Any], reactor, tls_options) -> Clients:
+    """A worker's `Clients`; the attempt's timeout also bounds each connect."""
+    timeout = config["timeout"]
+    endpoint = source_endpoint(reactor, config["host"], config["port"], tls_options, timeout,
+                               config["sources"])
+    dial = DialConfig(tls=tls_options is not None, backoff=BACKOFF,
+                      ca=config["ca"] if tls_options is not None else None)
+    relay = RelayConfig(dial=dial, timeout=timeout, ok_delay=delays.parse(config["ok_delay"]),
+                        retries=config["retries"])
+    return Clients(endpoint, reactor, relay, random.Random(config["seed"]),
+                   Tallying(Tally(), time.time))
 
 
 class Control(LineReceiver):
@@ -151,7 +174,7 @@ class Control(LineReceiver):
 def run(reactor, config: dict[str, Any], tls_options):
     """The worker's whole life, as driven by the command."""
     fds = raise_fd_limit()
-    clients = client_set(config, reactor, tls_options)
+    clients = make_clients(config, reactor, tls_options)
     index, workers, run_id = config["index"], config["workers"], config["run_id"]
     schedule = Schedule(
         clients,

@@ -1,7 +1,8 @@
 """The delay before a client answers a forwarded ``message Y`` with ``ok Y``.
 
-Written on the command line as ``0`` (answer at once), ``0.25`` (always that
-many seconds), ``uniform:A,B`` or ``exp:MEAN`` (seconds).
+Shared by nea-client and nea-loadtest. Written on nea-loadtest's command line
+as ``0`` (answer at once), ``0.25`` (always that many seconds), ``uniform:A,B``
+or ``exp:MEAN`` (seconds).
 """
 
 import random
