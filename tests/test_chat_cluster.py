@@ -2,7 +2,9 @@
 sharing a real PostgreSQL, spoken to over real sockets on loopback."""
 
 import json
+from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -50,35 +52,59 @@ def replayed(client, most: int = 50):
     raise AssertionError(f"no history_end in {most} lines")
 
 
+@attrs.frozen
+class ChatCluster:
+    """Two in-process instances, ``a`` and ``b``, on one redis-server and one PostgreSQL."""
+
+    redis: infra.RedisServer
+    pg: infra.PostgreSQLServer
+    a: Any
+    b: Any
+
+
+@defer.inlineCallbacks
+def chat_cluster(testcase, *args: str) -> ChatCluster:
+    """A started `ChatCluster` whose instances see each other; ``args`` go to both.
+
+    Each has a plain ``chat`` line listener (its first port) and the HTTP API (admin
+    token `TOKEN`); all is stopped when the test ends.
+    """
+    redis = yield infra.redis_server(testcase)
+    pg = yield infra.postgresql_server(testcase)
+    instances = []
+    for name in ("a", "b"):
+        instances.append((yield start_server(
+            testcase, "--instance-id", name, "--listen", tcp_listen("chat"), "--redis", redis.url,
+            "--cluster-name", "chathistory", "--heartbeat", "0.5", "--admin-token", TOKEN,
+            "--store", pg.url, *args)))
+    a, b = instances
+    yield settle(lambda: all(
+        len(s.hub.snapshot().cluster.members) == 2 and s.hub.snapshot().cluster.state == "connected"
+        for s in (a, b)))
+    return ChatCluster(redis, pg, a, b)
+
+
+@defer.inlineCallbacks
+def join(testcase, service, name: str):
+    """A JSON client of ``service``'s chat listener named ``name``, shown no join history
+    (none is asked for, or none is stored yet)."""
+    client = yield connect(testcase, service.ports[0], tls=False)
+    client.send(json.dumps({"type": "nick", "payload": name}))
+    testcase.assertEqual(json.loads((yield client.next())), {"type": "nick", "payload": name})
+    testcase.assertEqual(said((yield client.next())), ("end", 0, False))
+    return client
+
+
 class SharedHistory(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
-        self.redis = yield infra.redis_server(self)
-        self.pg = yield infra.postgresql_server(self)
-        self.a = yield self.instance("a")
-        self.b = yield self.instance("b")
-        yield settle(lambda: all(
-            len(s.hub.snapshot().cluster.members) == 2 and s.hub.snapshot().cluster.state == "connected"
-            for s in (self.a, self.b)))
-
-    def instance(self, name: str):
-        return start_server(
-            self, "--instance-id", name, "--listen", tcp_listen("chat"), "--redis", self.redis.url,
-            "--cluster-name", "chathistory", "--heartbeat", "0.5", "--admin-token", TOKEN,
-            "--store", self.pg.url, "--history-on-join", "0")
-
-    @defer.inlineCallbacks
-    def join(self, service, name: str):
-        client = yield connect(self, service.ports[0], tls=False)
-        client.send(json.dumps({"type": "nick", "payload": name}))
-        self.assertEqual(json.loads((yield client.next())), {"type": "nick", "payload": name})
-        self.assertEqual(said((yield client.next())), ("end", 0, False))  # no join history
-        return client
+        cluster = yield chat_cluster(self, "--history-on-join", "0")
+        self.pg, self.a, self.b = cluster.pg, cluster.a, cluster.b
 
     @defer.inlineCallbacks
     def test_a_line_said_on_a_is_stored_once_and_recovered_on_b_by_id(self):
-        ann = yield self.join(self.a, "ann")
-        bob = yield self.join(self.b, "bob")
+        ann = yield join(self, self.a, "ann")
+        bob = yield join(self, self.b, "bob")
         yield lines(ann, 1)  # bob joined
         ann.send('{"type":"chat","payload":"hello from a"}')
         (live,) = yield chat_lines(bob, 1)
@@ -93,8 +119,8 @@ class SharedHistory(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_client_that_reconnects_elsewhere_gets_exactly_what_it_missed(self):
-        ann = yield self.join(self.a, "ann")
-        web = yield self.join(self.a, "web")
+        ann = yield join(self, self.a, "ann")
+        web = yield join(self, self.a, "web")
         yield lines(ann, 1)
         ann.send('{"type":"chat","payload":"seen"}')
         last_seen = said((yield lines(web, 1))[0])[1]
@@ -107,7 +133,7 @@ class SharedHistory(unittest.TestCase):
         self.assertEqual(code, 200)
         yield settle(lambda: self.a.hub.snapshot().store.stored == 6)
         yield settle(lambda: self.b.hub.snapshot().store.stored == 1)
-        back = yield self.join(self.b, "web")
+        back = yield join(self, self.b, "web")
         back.send(json.dumps({"type": "since", "payload": last_seen}))
         # Lines may still reach b live (Redis) around the replay: a client dedupes those
         # by id; what it asked for is what ``since`` replays, up to history_end.
@@ -123,8 +149,8 @@ class SharedHistory(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_the_database_stopped_mid_chat(self):
-        ann = yield self.join(self.a, "ann")
-        bob = yield self.join(self.b, "bob")
+        ann = yield join(self, self.a, "ann")
+        bob = yield join(self, self.b, "bob")
         yield lines(ann, 1)
         flushed = self.flushLoggedErrors
         yield self.pg.stop()

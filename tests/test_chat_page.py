@@ -311,14 +311,34 @@ def fake_chat_server(testcase, chat: FakeChat) -> str:
 
 
 @defer.inlineCallbacks
-def type_and_enter(page, element_id: str, text: str):
-    """Types ``text`` into the element and presses Enter, as a person does."""
+def type_into(page, element_id: str, text: str):
+    """Focuses the element and types ``text`` into it."""
     yield page.evaluate(f"document.getElementById({json.dumps(element_id)}).focus()")
     yield page.call("Input.insertText", {"text": text})
+
+
+@defer.inlineCallbacks
+def type_and_enter(page, element_id: str, text: str):
+    """Types ``text`` into the element and presses Enter, as a person does."""
+    yield type_into(page, element_id, text)
     for kind in ("keyDown", "keyUp"):
         yield page.call("Input.dispatchKeyEvent", {
             "type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13,
             **({"text": "\r"} if kind == "keyDown" else {})})
+
+
+@defer.inlineCallbacks
+def type_and_click(page, element_id: str, text: str, button_id: str):
+    """Types ``text`` into the element and clicks the button with the mouse, as a person does."""
+    yield type_into(page, element_id, text)
+    x, y = yield page.evaluate(f"""(button => {{
+      button.scrollIntoView({{block: "center"}});
+      const box = button.getBoundingClientRect();
+      return [box.x + box.width / 2, box.y + box.height / 2];
+    }})(document.getElementById({json.dumps(button_id)}))""")
+    for kind in ("mousePressed", "mouseReleased"):
+        yield page.call("Input.dispatchMouseEvent",
+                        {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
 
 
 class ChatPage(unittest.TestCase):
