@@ -416,12 +416,14 @@ class PostgreSQLServer:
 
 
 @defer.inlineCallbacks
-def postgresql_server(testcase, durable: bool = False) -> PostgreSQLServer:
-    """A started `PostgreSQLServer`, stopped and removed when the test ends."""
+def postgresql_server(testcase, durable: bool = False, started: bool = True) -> PostgreSQLServer:
+    """A `PostgreSQLServer` (started unless ``started`` is false), stopped and removed
+    when the test ends."""
     server = PostgreSQLServer(durable)
     testcase.addCleanup(shutil.rmtree, server.dir, ignore_errors=True)
     testcase.addCleanup(server.stop)
-    yield server.start()
+    if started:
+        yield server.start()
     return server
 
 

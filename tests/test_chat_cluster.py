@@ -175,18 +175,12 @@ class DatabaseDownAtStart(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_chat_starts_degraded_and_history_recovers(self):
-        pg = infra.PostgreSQLServer()
-        self.addCleanup(pg.stop)
+        pg = yield infra.postgresql_server(self, started=False)
         service = yield start_server(
             self, "--listen", tcp_listen("chat"), "--store", pg.url, "--history-on-join", "0")
         self.assertEqual(service.hub.snapshot().store.state, "degraded")
-        port = service.ports[0]
-        ann = yield connect(self, port, tls=False)
-        bob = yield connect(self, port, tls=False)
-        for client, name in ((ann, "ann"), (bob, "bob")):
-            client.send(json.dumps({"type": "nick", "payload": name}))
-            self.assertEqual(json.loads((yield client.next()))["payload"], name)
-            self.assertEqual(said((yield client.next())), ("end", 0, False))
+        ann = yield join(self, service, "ann")
+        bob = yield join(self, service, "bob")
         yield lines(ann, 1)  # bob joined
         ann.send('{"type":"chat","payload":"unsaved"}')
         (live,) = yield chat_lines(bob, 1)
