@@ -2,7 +2,6 @@
 state machine, tallied), the schedule, the zero-state verdict and the report."""
 
 import random
-import socket
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ITCPTransport
@@ -14,9 +13,9 @@ from zope.interface import implementer
 from nea.client.status import STATUS_LINE, StatusError
 from nea.client import delays
 from nea.loadtest import report, status
-from nea.loadtest.client import IP_BIND_ADDRESS_NO_PORT, SourceBoundClient, SourceBoundReactor
 from nea.loadtest.tally import Tally, percentiles
 from nea.loadtest.worker import Schedule, make_clients
+from nea.tls.client import client_endpoint
 from nea.wire.codec import MAX_SERVER_LINE
 from tests.fakes import FakeNetwork
 
@@ -38,12 +37,12 @@ class DelayTests(unittest.TestCase):
                 delays.parse(text)
 
 
-def client_set(ok_delay="0", timeout=5.0, retries=2, sources=()):
+def client_set(ok_delay="0", timeout=5.0, retries=2):
     """A worker's clients, as `nea.loadtest.worker.run` makes them, on a fake reactor."""
     reactor = MemoryReactorClock()
-    config = {"host": "127.0.0.1", "port": 4000, "ca": None, "sources": list(sources),
-              "ok_delay": ok_delay, "timeout": timeout, "retries": retries, "seed": 0}
-    clients = make_clients(config, reactor, None)
+    config = {"tls": False, "ca": None, "ok_delay": ok_delay, "timeout": timeout,
+              "retries": retries, "seed": 0}
+    clients = make_clients(config, reactor, client_endpoint(reactor, "127.0.0.1", 4000, None, timeout))
     clients.observer.wall = reactor.seconds
     return reactor, clients
 
@@ -69,8 +68,6 @@ class ClientTests(unittest.TestCase):
     def test_exchange_closed_by_the_protocol(self):
         reactor, clients = client_set(ok_delay="0.5")
         clients.start("X")
-        host, port, _, timeout, bind = reactor.tcpClients[0]
-        self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 4000, 5.0, None))
         protocol, transport = connect(reactor)
         self.assertEqual(transport.value(), b"message X\n")
         self.assertTrue(transport.no_delay)  # else Nagle holds an ok for a delayed ACK
@@ -186,32 +183,6 @@ class ClientTests(unittest.TestCase):
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(dict(clients.tally.closes), {"error": 1})
         self.assertEqual(clients.tally.counts["retries"], 1)  # and it dials again
-
-
-class SourceAddressTests(unittest.TestCase):
-    def test_bound_sockets_leave_the_port_to_connect(self):
-        skt = SourceBoundClient.createInternetSocket(SourceBoundClient.__new__(SourceBoundClient))
-        self.addCleanup(skt.close)
-        self.assertEqual(skt.getsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT), 1)
-        skt.bind(("127.0.10.7", 0))
-        self.assertEqual(skt.getsockname(), ("127.0.10.7", 0))  # no port taken yet
-
-    def test_sources_are_used_round_robin(self):
-        reactor, clients = client_set(sources=("127.0.10.1", "127.0.10.2"))
-        bound = []
-        dial = SourceBoundReactor.connectTCP
-
-        def recording(source_reactor, *args, **kwargs):
-            connector = dial(source_reactor, *args, **kwargs)
-            self.addCleanup(connector.stopConnecting)
-            bound.append(connector.bindAddress[0])
-            return connector
-
-        self.patch(SourceBoundReactor, "connectTCP", recording)
-        for n in range(4):
-            clients.start(f"X{n}")
-        self.assertEqual(bound, ["127.0.10.1", "127.0.10.2"] * 2)
-        self.assertEqual(reactor.tcpClients, [])  # none dialled without a source address
 
 
 class ScheduleTests(unittest.TestCase):

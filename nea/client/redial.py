@@ -173,6 +173,12 @@ class Redialer(PushReader):
         running = self.outcome is None
         self.attempt_over(None, reason)
         if running and self.outcome is None:
+            # An endpoint that connects only once the handshake is done (asyncio's)
+            # fails the dial itself on a refused certificate.
+            refused = verification_failure(reason, self.dial.ca)
+            if refused is not None:
+                self.finish("tls_failed", refused)
+                return
             self._redial(describe(reason))
 
     def _redial(self, why: str, prompt: bool = False) -> None:

@@ -6,6 +6,7 @@ usage.
 """
 
 import argparse
+import asyncio
 import ipaddress
 import json
 import math
@@ -300,7 +301,12 @@ def _run(start) -> Any:
 
 def run_worker(config_json: str) -> int:
     config = json.loads(config_json)
-    result = _run(lambda reactor: worker.run(reactor, config, tls_options(config)))
+    loop = asyncio.new_event_loop()
+    # Installed before anything imports the default reactor (see nea.loadtest.dialler).
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install(loop)
+    result = _run(lambda reactor: worker.run(reactor, loop, config))
     if not isinstance(result, Tally):
         sys.stderr.write(f"nea-loadtest worker {config['index']} failed: {result}\n")
         return 1

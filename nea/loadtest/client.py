@@ -1,33 +1,20 @@
-"""The load test's clients: nea-client's `RelayClient`, dialled and tallied for a worker.
+"""The load test's clients: nea-client's `RelayClient`, tallied for a worker.
 
 Each load-test client is one `nea.client.relay.RelayClient` (the same state
-machine as ``nea-client relay``) for one unique text X. What is particular to
-the load test lives here: `Tallying`, the one observer a worker's clients share,
-which turns their reports into the worker's `Tally`; and `source_endpoint`,
-which dials from a spread of loopback source addresses so that a run's
-connections do not run out of ephemeral ports.
+machine as ``nea-client relay``) for one unique text X, dialled through
+`nea.loadtest.dialler`. What is particular to the load test lives here:
+`Tallying`, the one observer a worker's clients share, which turns their
+reports into the worker's `Tally`.
 """
 
-import socket
 from typing import Callable
-
-from twisted.internet import tcp
-from twisted.internet.interfaces import IStreamClientEndpoint
-from zope.interface import implementer
 
 from nea.client.relay import RelayClient, RelayObserver
 from nea.loadtest.tally import Tally
-from nea.tls.client import client_endpoint
 from nea.wire.backoff import Backoff
 
 #: Between a client's tries: 0.1 s doubled per retry, at most 2 s, jittered down to half.
 BACKOFF = Backoff(initial=0.1, maximum=2.0, jitter=0.5)
-#: Linux: bind() takes only the address and the port is picked at connect(), with
-#: the whole 4-tuple known; so a source address's ports are shared among servers,
-#: and ports in TIME_WAIT towards this server are reused (net.ipv4.tcp_tw_reuse).
-#: A plain bind(address, 0) would search for a port no socket holds, TIME_WAIT
-#: included: slow, then failing, after some 28,000 closed connections.
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 class Tallying(RelayObserver):
@@ -80,51 +67,3 @@ class Tallying(RelayObserver):
             tally.count("failed")
         wall = self.wall()
         tally.span(wall - (client.clock.seconds() - client.started_at), wall)
-
-
-class SourceBoundClient(tcp.Client):
-    """A TCP client whose socket binds its source address without a port (see above)."""
-
-    def createInternetSocket(self):
-        skt = super().createInternetSocket()
-        skt.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        return skt
-
-
-class SourceBoundConnector(tcp.Connector):
-    def _makeTransport(self) -> tcp.Client:
-        return SourceBoundClient(self.host, self.port, self.bindAddress, self, self.reactor)
-
-
-class SourceBoundReactor:
-    """The part of a reactor an endpoint dials through, binding sockets as above."""
-
-    def __init__(self, reactor) -> None:
-        self.reactor = reactor
-
-    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
-        connector = SourceBoundConnector(host, port, factory, timeout, bindAddress, self.reactor)
-        connector.connect()
-        return connector
-
-
-@implementer(IStreamClientEndpoint)
-class RoundRobin:
-    """Dials through each of ``endpoints`` in turn."""
-
-    def __init__(self, endpoints: list) -> None:
-        self.endpoints = endpoints
-        self.next = 0
-
-    def connect(self, factory):
-        endpoint = self.endpoints[self.next]
-        self.next = (self.next + 1) % len(self.endpoints)
-        return endpoint.connect(factory)
-
-
-def source_endpoint(reactor, host: str, port: int, tls, timeout: float, sources=()):
-    """The endpoint a worker's clients dial: from ``sources`` in turn, else the kernel's choice."""
-    if not sources:
-        return client_endpoint(reactor, host, port, tls, timeout)
-    bound = SourceBoundReactor(reactor)
-    return RoundRobin([client_endpoint(bound, host, port, tls, timeout, s) for s in sources])

@@ -5,8 +5,12 @@ The command (`nea.loadtest.cli`) spawns workers as ``python -m nea.loadtest
 it is set up, waits for ``{"go": T0}`` on stdin (T0 is a wall-clock time shared
 by all workers, so their windows line up), writes ``progress`` every interval,
 and ends with ``result`` (its `Tally`, its own CPU time included).
+
+A worker runs Twisted's asyncio reactor, so that its clients can dial through
+`nea.loadtest.dialler` (asyncio sockets and the stdlib ``ssl`` module).
 """
 
+import asyncio
 import json
 import os
 import random
@@ -22,7 +26,8 @@ from twisted.protocols.basic import LineReceiver
 from nea.client import delays
 from nea.client.redial import DialConfig
 from nea.client.relay import RelayClient, RelayConfig
-from nea.loadtest.client import BACKOFF, Tallying, source_endpoint
+from nea.loadtest.client import BACKOFF, Tallying
+from nea.loadtest.dialler import AsyncioEndpoint, client_context
 from nea.loadtest.tally import Tally
 
 
@@ -135,15 +140,11 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def make_clients(config: dict[str, Any], reactor, tls_options) -> Clients:
-    """A worker's `Clients`; the attempt's timeout also bounds each connect."""
-    timeout = config["timeout"]
-    endpoint = source_endpoint(reactor, config["host"], config["port"], tls_options, timeout,
-                               config["sources"])
-    dial = DialConfig(tls=tls_options is not None, backoff=BACKOFF,
-                      ca=config["ca"] if tls_options is not None else None)
-    relay = RelayConfig(dial=dial, timeout=timeout, ok_delay=delays.parse(config["ok_delay"]),
-                        retries=config["retries"])
+def make_clients(config: dict[str, Any], reactor, endpoint) -> Clients:
+    """A worker's `Clients`, dialling through ``endpoint``."""
+    dial = DialConfig(tls=config["tls"], backoff=BACKOFF, ca=config["ca"] if config["tls"] else None)
+    relay = RelayConfig(dial=dial, timeout=config["timeout"],
+                        ok_delay=delays.parse(config["ok_delay"]), retries=config["retries"])
     return Clients(endpoint, reactor, relay, random.Random(config["seed"]),
                    Tallying(Tally(), time.time))
 
@@ -170,11 +171,18 @@ class Control(LineReceiver):
         self.closed.callback(None)
 
 
+def endpoint(config: dict[str, Any], loop: asyncio.AbstractEventLoop) -> AsyncioEndpoint:
+    """Where a worker's clients dial; the attempt's timeout also bounds each connect."""
+    context = client_context(config["ca"]) if config["tls"] else None
+    return AsyncioEndpoint(loop, config["host"], config["port"], context, config["server_name"],
+                           config["timeout"], config["sources"])
+
+
 @defer.inlineCallbacks
-def run(reactor, config: dict[str, Any], tls_options):
-    """The worker's whole life, as driven by the command."""
+def run(reactor, loop: asyncio.AbstractEventLoop, config: dict[str, Any]):
+    """The worker's whole life, as driven by the command; ``reactor`` runs on ``loop``."""
     fds = raise_fd_limit()
-    clients = make_clients(config, reactor, tls_options)
+    clients = make_clients(config, reactor, endpoint(config, loop))
     index, workers, run_id = config["index"], config["workers"], config["run_id"]
     schedule = Schedule(
         clients,

@@ -5,6 +5,8 @@ the given CA file, with its certificate checked for the expected host name or
 IP address (service-identity, through `optionsForClientTLS`).
 """
 
+import re
+import ssl
 from pathlib import Path
 
 from OpenSSL import SSL, crypto
@@ -95,22 +97,40 @@ def verification_failure(reason: Failure, ca: str | Path | None = None) -> str |
     """Why the server's certificate was refused, if that is what ended a connection.
 
     ``ca`` is the CA file trusted, to name it when the certificate does not
-    verify against it.
+    verify against it. Both of pyOpenSSL's errors (Twisted's TLS, with
+    service-identity checking the name) and the stdlib's (`ssl`, where OpenSSL
+    checks it) are understood.
     """
     if reason.check(VerificationError):
-        names = ", ".join(_expected_name(e) for e in reason.value.errors)
-        return (
-            f"the server's certificate is not valid for {names} "
-            "(its CA is trusted; --server-name sets the name to expect)"
-        )
+        return _not_valid_for(", ".join(_expected_name(e) for e in reason.value.errors))
+    if reason.check(ssl.SSLCertVerificationError):
+        mismatch = _STDLIB_MISMATCH.search(reason.value.verify_message or "")
+        if mismatch is not None:
+            return _not_valid_for(mismatch.group(1))
+        return _does_not_verify(ca)
     if reason.check(SSL.Error) and "certificate verify failed" in str(reason.value):
-        # OpenSSL's finer reason is not in the error; these are the likely ones.
-        trusted = f"the CA in {ca}" if ca is not None else "the trusted CA"
-        return (
-            f"the server's certificate does not verify against {trusted} "
-            "(signed by another CA, or out of date)"
-        )
+        return _does_not_verify(ca)
     return None
+
+
+#: How the stdlib's verification error names the host or address it expected.
+_STDLIB_MISMATCH = re.compile(r"mismatch, certificate is not valid for '([^']*)'")
+
+
+def _not_valid_for(names: str) -> str:
+    return (
+        f"the server's certificate is not valid for {names} "
+        "(its CA is trusted; --server-name sets the name to expect)"
+    )
+
+
+def _does_not_verify(ca: str | Path | None) -> str:
+    # OpenSSL's finer reason is not in pyOpenSSL's error; these are the likely ones.
+    trusted = f"the CA in {ca}" if ca is not None else "the trusted CA"
+    return (
+        f"the server's certificate does not verify against {trusted} "
+        "(signed by another CA, or out of date)"
+    )
 
 
 def _expected_name(mismatch) -> str:
