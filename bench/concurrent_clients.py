@@ -29,7 +29,8 @@ Reported:
 - CPU per tick: the instances' utime+stime over the period divided by the
   ticks (idle time between ticks included: heartbeats, Redis), in total and per
   1,000 clients, beside what the instances use in an interval with no client
-  (read for 2 s before the clients connect), and Redis's CPU over the period;
+  (read over an interval, 2 s at least, before the clients connect), and Redis's
+  CPU over the period (/proc counts CPU in 10 ms steps: small runs read coarse);
 - the connect phase: its length, the instances' CPU per TLS handshake (ticks
   meanwhile included) and the holders' per connection;
 - the machine and its load average, at the start and at the end.
@@ -54,7 +55,8 @@ PER_PROCESS = 17_000
 SPARE_FILES = 1_000
 #: Seconds after the last client is connected before the measured period starts.
 SETTLE = 2.0
-#: Seconds over which the instances' CPU is read with no client, for comparison.
+#: Seconds (at least; one interval if longer) over which the instances' CPU is read with
+#: no client, for comparison: /proc counts in 10 ms steps.
 IDLE = 2.0
 #: Seconds one holder may take per connection before it counts as stuck (bounds the wait).
 CONNECT_SECONDS_PER_CLIENT = 0.05
@@ -132,7 +134,7 @@ def measure(args, per_holder: list[int], per_instance: list[int]) -> dict:
         empty.ready()
         generator_base = harness.process_rss(empty.process.pid)  # a holder with no connection
         empty.finish()
-        time.sleep(max(0.0, IDLE - (time.monotonic() - idle_start)))
+        time.sleep(max(0.0, max(IDLE, args.interval) - (time.monotonic() - idle_start)))
         idle = (cpu(servers) - idle_cpu) / (time.monotonic() - idle_start)
 
         cpu_before, connect_start = cpu(servers), time.monotonic()
