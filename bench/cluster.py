@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,12 +46,7 @@ class Setup:
     """redis-server, ``count`` clustered instances (plain and TLS listeners) and two HAProxies."""
 
     def __init__(self, count: int, certs_dir: Path) -> None:
-        redis_port = harness.free_port()
-        self.redis = harness.spawn(
-            [shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
-            stdout=subprocess.DEVNULL)
-        harness.wait_listening(redis_port, self.redis)
+        self.redis, redis_port = harness.redis_server()
         self.instances = [
             harness.Daemon(harness.tcp("nea"), harness.tls("nea", certs_dir),
                            extra=("--redis", f"redis://127.0.0.1:{redis_port}/0",

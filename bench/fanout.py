@@ -17,18 +17,6 @@ import time
 import harness
 
 
-def ticks(arrivals: list[list[float]], gap: float) -> list[list[float]]:
-    """All arrival times grouped into ticks (a silence longer than ``gap`` separates two)."""
-    times = sorted(t for per_client in arrivals for t in per_client)
-    groups: list[list[float]] = []
-    for t in times:
-        if groups and t - groups[-1][-1] < gap:
-            groups[-1].append(t)
-        else:
-            groups.append([t])
-    return groups
-
-
 def measure(transport: str, args, certs_dir) -> dict:
     listen = harness.tls("nea", certs_dir) if transport == "tls" else harness.tcp("nea")
     ca = certs_dir / "ca.pem" if transport == "tls" else None
@@ -46,7 +34,7 @@ def measure(transport: str, args, certs_dir) -> dict:
         time.sleep(args.interval * args.ticks)
         samples = probe.finish()["probe"]
         arrivals = [a for r in receivers for a in r.finish()["dates"]]
-    complete = [g for g in ticks(arrivals, args.interval / 2) if len(g) == held]
+    complete = [g for g in harness.ticks(arrivals, args.interval / 2) if len(g) == held]
     spreads = [(g[-1] - g[0]) * 1000 for g in complete]
     window = [(g[0], g[-1]) for g in complete]
     during = [rtt for sent, rtt in samples

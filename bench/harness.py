@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,10 +126,7 @@ class Daemon:
 
     def rss(self) -> int:
         """Resident memory in bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return process_rss(self.pid)
 
     def stop(self) -> None:
         if self.profile and self.process.poll() is None:
@@ -166,6 +164,24 @@ def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+def redis_server() -> tuple[subprocess.Popen, int]:
+    """A throw-away redis-server (no persistence) on a free loopback port, listening."""
+    port = free_port()
+    process = spawn([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(port, process)
+    return process, port
+
+
+def process_rss(pid: int) -> int:
+    """Resident memory of ``pid`` in bytes (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
 
 
 def process_cpu(pid: int) -> float:
@@ -237,6 +253,19 @@ def percentile(values: list[float], p: float) -> float:
     """The ``p``-th percentile (0-100) of ``values``, nearest rank: one definition for every bench."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def ticks(arrivals: list[list[float]], gap: float) -> list[list[float]]:
+    """All date-line arrival times (one list per connection, as `holders.py` ``dates``
+    reports them) grouped into ticks: a silence longer than ``gap`` separates two."""
+    times = sorted(t for per_client in arrivals for t in per_client)
+    groups: list[list[float]] = []
+    for t in times:
+        if groups and t - groups[-1][-1] < gap:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    return groups
 
 
 def run_reactor(make):

@@ -12,10 +12,8 @@ comes back), and reports p50 and p99 of the whole HTTP round trip.
 import argparse
 import http.client
 import json
-import shutil
 import socket
 import statistics
-import subprocess
 import threading
 import time
 
@@ -77,13 +75,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000)
     args = p.parse_args()
     harness.header(f"request_latency: {args.requests} sequential POST /clients/dev/requests")
-    redis_port = harness.free_port()
-    redis = harness.spawn([shutil.which("redis-server"), "--port", str(redis_port), "--bind",
-                           "127.0.0.1", "--save", "", "--appendonly", "no"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis, redis_port = harness.redis_server()
     daemons = []
     try:
-        harness.wait_listening(redis_port, redis)
         http_ports = {}
         for name in ("a", "b"):
             http_ports[name] = harness.free_port()
