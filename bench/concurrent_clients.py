@@ -196,6 +196,8 @@ def summary(args, r: dict) -> dict:
         "ticks_measured": [i["ticks"] for i in instances],
         "connections_missing_a_tick": sum(i["missed"] for i in instances),
         "connections_with_a_tick_twice": sum(i["twice"] for i in instances),
+        "complete": (all(i["ticks"] == args.ticks for i in instances)
+                     and not any(i["missed"] or i["lost"] for i in instances)),
         "ticks_that_reached_nobody": sum(i["lost"] for i in instances),
         "tick_to_last_client_ms": [
             {"p50": harness.percentile(i["spreads_ms"], 50), "max": max(i["spreads_ms"])}
@@ -230,8 +232,8 @@ def report(s: dict) -> None:
     print(f"ticks: {s['connections_missing_a_tick']} of {s['clients']:,} connections missed a "
           f"tick, {s['connections_with_a_tick_twice']} had one twice, "
           f"{s['ticks_that_reached_nobody']} ticks reached nobody (ticks measured per "
-          f"instance: {', '.join(map(str, s['ticks_measured']))}; a date every "
-          f"{s['interval_s']:g} s)")
+          f"instance: {', '.join(map(str, s['ticks_measured']))}, {s['ticks']} expected; a date "
+          f"every {s['interval_s']:g} s): {'every client had every tick' if s['complete'] else 'INCOMPLETE'}")
     worst = s["tick_to_last_client_max_ms"]
     print(f"tick to the last client: max over instances {worst:.0f} ms" if worst is not None
           else "tick to the last client: no tick measured")

@@ -11,17 +11,28 @@ check), less that of a run with one client per worker (the start-up, some
 0.7 s, that no per-client figure should carry), per client. CPU, not latency, is the figure: the two cores are shared.
 With ``--baseline DIR`` each transport is also run with another checkout's
 ``nea`` package, alternating, so that before and after share the machine's load.
+
+CPU per client depends on the machine as much as on the client, so each
+transport also gets two references measured in the same run, against the same
+daemon: ``--references`` clients of a minimal stdlib client doing the same
+exchange one at a time (blocking ``socket``/``ssl``, no event loop:
+``tls_exchange.exchange``), and for TLS ``openssl s_time -new`` (OpenSSL's own
+compiled client, handshake and close only, as fast as it goes).
 """
 
 import argparse
 import itertools
 import json
 import re
+import resource
+import ssl
 import subprocess
 import tempfile
 from pathlib import Path
 
+import client_cost
 import harness
+import tls_exchange
 
 
 def tree_env(tree: str | None) -> dict:
@@ -49,11 +60,22 @@ def timed_loadtest(args: list[str], env: dict) -> tuple[dict, float]:
         report.unlink(missing_ok=True)
 
 
+def stdlib_reference(port: int, context: ssl.SSLContext | None, count: int) -> float:
+    """This process's CPU seconds per exchange for ``count`` minimal clients, one at a time."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for i in range(count):
+        tls_exchange.exchange(port, context, b"reference-%d" % i)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=3000)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--references", type=int, default=2000,
+                        help="minimal stdlib clients per transport, for reference (0: none)")
     parser.add_argument("--baseline", metavar="DIR", help="also run the nea package in DIR "
                         "(e.g. `git archive main nea | tar -x -C DIR`), alternating, for a "
                         "before/after in the same run")
@@ -71,6 +93,15 @@ def main() -> None:
             ("TLS", ["--port", tls, "--status-port", tls_status, "--ca", str(certs / "ca.pem"),
                      "--server-name", "localhost"]),
         )
+        if options.references:
+            context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+            for name, port, tls in (("TCP", tcp, None), ("TLS", tls, context)):
+                cpu = stdlib_reference(int(port), tls, options.references)
+                print(f"{name}, minimal stdlib client, one at a time: {cpu * 1e6:.0f} us/client "
+                      f"({options.references} exchanges)", flush=True)
+            done, cpu = client_cost.s_time(int(tls_status), certs, 10)
+            print(f"TLS, openssl s_time -new (handshake and close only): {cpu / done * 1e6:.0f} "
+                  f"us/connection ({done} in 10 s)", flush=True)
         for (name, transport), (label, tree) in itertools.product(transports, trees):
             env = tree_env(tree)
             common = [*transport, "--workers", str(options.workers), "--server-pid", str(daemon.pid)]

@@ -6,7 +6,8 @@ measured is the server. Driven by a benchmark as a child process:
 
     python bench/holders.py --port P [--tls CA] --connections N --source 127.0.50.1 MODE
 
-It connects N clients (TLS handshakes completed), prints ``{"ready": N}``, then:
+It connects N clients (TLS handshakes completed), prints ``{"ready": N}`` (in
+``dates`` mode once what arrived meanwhile has been read and dropped), then:
 
 - ``hold``: keeps them open until stdin closes;
 - ``dates``: records when each connection receives each date line, until stdin
@@ -68,13 +69,29 @@ def read_lines(sock, tails: dict) -> list[bytes]:
     return lines
 
 
-def dates(connections: list, done: threading.Event) -> list[list[float]]:
+def drain(connections: list, tails: dict, seconds: float = 300.0) -> None:
+    """Read and drop what arrived while the connections were opened (date lines queued
+    for the first ones), until 0.2 s pass with nothing more: else those lines would be
+    timestamped as if the server had just sent them."""
+    selector = selectors.DefaultSelector()
+    for sock in connections:
+        selector.register(sock, selectors.EVENT_READ)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready = selector.select(0.2)
+        if not ready:
+            break
+        for key, _ in ready:
+            read_lines(key.fileobj, tails)
+    selector.close()
+
+
+def dates(connections: list, tails: dict, done: threading.Event) -> list[list[float]]:
     selector = selectors.DefaultSelector()
     arrivals: dict = {}
     for i, sock in enumerate(connections):
         selector.register(sock, selectors.EVENT_READ, i)
         arrivals[i] = []
-    tails: dict = {}
     while not done.is_set():
         for key, _ in selector.select(0.2):
             now = time.time()
@@ -114,12 +131,15 @@ def main() -> None:
     if args.mode == "probe":
         args.connections = 1
     connections = open_connections(args)
+    tails: dict = {}
+    if args.mode == "dates":
+        drain(connections, tails)
     print(json.dumps({"ready": len(connections)}), flush=True)
     done = stdin_closed()
     if args.mode == "hold":
         done.wait()
     elif args.mode == "dates":
-        print(json.dumps({"dates": dates(connections, done)}), flush=True)
+        print(json.dumps({"dates": dates(connections, tails, done)}), flush=True)
     else:
         print(json.dumps({"probe": probe(connections[0], done)}), flush=True)
     for sock in connections:

@@ -4,8 +4,12 @@ One daemon for both runs (a TLS ``relay`` listener for the load, the silent
 sockets, half-sent ClientHellos, non-readers and the relay flooder; a TLS
 ``nea`` listener for the line flooder, the poison-JSON sender and the 10 MB
 line; a plain-TCP ``nea`` listener for status). The attackers
-(``attackers.py``, one child process) are up before the second run starts and
-stay up for all of it. What it prints is what the targets ask about: the load
+(``attackers.py``, one child process) are up ``--warm-up`` seconds (8) before
+the second run starts and stay up for all of it, so that the load meets the
+attack in its steady state. The onset is bounded by the daemon's
+``--ack-timeout`` (5 s): a relay drawn to a target that never acks waits that
+long, then goes to another, and that target is not drawn again; ``--warm-up
+0`` shows what it costs. What it prints is what the targets ask about: the load
 100% acked, the server back in zero state afterwards, the load's exchange p99
 attacked against alone, the daemon's RSS (sampled from ``/proc``), no
 traceback in its log, and every process's CPU, so a slow figure can be blamed
@@ -86,6 +90,10 @@ def main() -> None:
     p.add_argument("--limit", type=float, default=240.0,
                    help="seconds past the window a run may take before it is stopped")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the attackers' counts")
+    p.add_argument("--warm-up", type=float, default=8.0,
+                   help="seconds between the attackers being up and the attacked load (default "
+                   "8: past the daemon's 5 s --ack-timeout, after which the targets that never "
+                   "ack have each missed a deadline and are no longer drawn)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     harness.header(f"hostile: {args.clients} TLS clients over {args.window} s, alone and attacked")
@@ -115,7 +123,7 @@ def main() -> None:
         )
         ready = json.loads(harness.readline(attackers, 90))
         print(f"attackers up: {ready['ready']}", flush=True)
-        time.sleep(3)
+        time.sleep(args.warm_up)
         under_attack = harness.status(nea)
         attackers_cpu0 = harness.process_cpu(attackers.pid)
         report, progress = load(daemon.ports, args, certs_dir, daemon.pid)

@@ -40,10 +40,11 @@ class Lines:
         return line
 
 
-def connect(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
+def connect(port: int, context: ssl.SSLContext | None) -> socket.socket:
+    """A connection to the daemon on loopback: TLS through ``context``, plain TCP if None."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return context.wrap_socket(raw, server_hostname="localhost")
+    return raw if context is None else context.wrap_socket(raw, server_hostname="localhost")
 
 
 def answer(sock: ssl.SSLSocket) -> None:
@@ -58,7 +59,7 @@ def answer(sock: ssl.SSLSocket) -> None:
         pass
 
 
-def exchange(port: int, context: ssl.SSLContext, text: bytes) -> tuple[float, bool]:
+def exchange(port: int, context: ssl.SSLContext | None, text: bytes) -> tuple[float, bool]:
     """Seconds from ``message X`` to ``ok X``, and whether the answerer did the ok.
 
     Any other client's ``message Y`` forwarded here meanwhile is answered too, as
