@@ -94,13 +94,16 @@ def main() -> None:
                    help="seconds between the attackers being up and the attacked load (default "
                    "8: past the daemon's 5 s --ack-timeout, after which the targets that never "
                    "ack have each missed a deadline and are no longer drawn)")
+    p.add_argument("--max-rate", type=int, help="the daemon's --max-rate, lines a second per "
+                   "connection (default: the daemon's, 1,000): what a flooder may cost it")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     harness.header(f"hostile: {args.clients} TLS clients over {args.window} s, alone and attacked")
     certs_dir = harness.certs()
     listens = (harness.tls("relay", certs_dir), harness.tls("nea", certs_dir), harness.tcp("nea"))
     results = {}
-    with harness.Daemon(*listens, max_clients=17_500) as daemon:
+    extra = ("--max-rate", str(args.max_rate)) if args.max_rate is not None else ()
+    with harness.Daemon(*listens, max_clients=17_500, extra=extra) as daemon:
         relay, nea_tls, nea = daemon.ports
         rss = harness.Sampler(daemon.rss, 0.5)
         results["idle_rss_mb"] = round(daemon.rss() / 2**20, 1)
