@@ -102,6 +102,16 @@ class ConnectionTests(unittest.TestCase):
         connection.connectionLost(None)
         self.assertTrue(self.hub.zero_state())
 
+    def test_the_replies_to_one_read_are_one_write(self):
+        connection, transport = connected(self.hub)
+        writes = []
+        transport.write = writes.append
+        connection.dataReceived(b"ab\ncd\nef\n")
+        self.assertEqual(writes, [b"ba\ndc\nfe\n"])  # over TLS: one record, not three
+        connection.dataReceived(b"exit\nignored\n")
+        self.assertEqual(writes[1:], [b"bye\n"])  # written before the close, nothing after
+        self.assertTrue(transport.disconnecting)
+
     def test_server_full(self):
         hub = make_hub(max_clients=1)
         connected(hub)

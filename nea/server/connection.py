@@ -142,8 +142,14 @@ class Session(Protocol):
         """Put one encoded push (terminator included) on the wire."""
         raise NotImplementedError
 
+    def cork(self) -> None:
+        """Hold what is written until `uncork` (a framing may write it in one go)."""
+
+    def uncork(self) -> None:
+        """Write what `cork` held, in order."""
+
     def shut(self) -> None:
-        """End the connection once what was written is out."""
+        """End the connection once what was written is out (`uncork` first)."""
         raise NotImplementedError
 
     # ---- the session ----
@@ -190,10 +196,15 @@ class Session(Protocol):
         self._consume(self.units(data))
 
     def _consume(self, lines: Iterator[bytes]) -> None:
-        """Handle lines while the bucket allows; past it, keep the rest and stop reading."""
+        """Handle lines while the bucket allows; past it, keep the rest and stop reading.
+
+        The replies to what one read brought are written together (`cork`): over
+        TLS that is one record for many answers instead of one each.
+        """
         bucket = self._bucket
         if bucket is not None:
             bucket.refill()
+        self.cork()
         try:
             for line in lines:
                 if self._closing:
@@ -206,6 +217,8 @@ class Session(Protocol):
                 self.hub.handle(self, self.decode(line))
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
+        finally:
+            self.uncork()
 
     def _throttle(self, rest: Iterator[bytes]) -> None:
         self._throttled = rest
@@ -313,6 +326,8 @@ class NeaConnection(Session):
                  admission: Admission | None = None) -> None:
         super().__init__(hub, profile, limits, admission)
         self._lines = LineBuffer(limits.max_line)
+        #: While corked: the lines written, to go out as one write.
+        self._corked: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         if self.admit():
@@ -345,9 +360,22 @@ class NeaConnection(Session):
         return request
 
     def write(self, line: bytes) -> None:
-        self.transport.write(line)
+        if self._corked is not None:
+            self._corked.append(line)
+        else:
+            self.transport.write(line)
+
+    def cork(self) -> None:
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self.transport.write(b"".join(corked))
 
     def shut(self) -> None:
+        self.uncork()
         # TLS will not start its shutdown while a producer is registered.
         self.transport.unregisterProducer()
         self.transport.loseConnection()
