@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -35,10 +36,39 @@ OUTPUT_TAIL = 64 * 1024
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing uses right now, below the ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is an ephemeral one, which any
+    test's outgoing connection may take as its source port before the program
+    the port was meant for binds it (seen: "Address already in use"). Below the
+    range only another `free_port` can pick it, at random among thousands.
+    """
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = _random.randrange(max(1024, low - 12_000), low)
+        if port in _given:  # (two picks in a row, before either is bound)
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError(f"no free port found below {low}")
+
+
+_random = random.Random()
+#: Ports this process has handed out.
+_given: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 if it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class _Watcher(protocol.ProcessProtocol):
