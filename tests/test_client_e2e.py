@@ -1,7 +1,6 @@
 """nea-client against the real in-process server, over real TLS on loopback."""
 
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from nea.tls import devcerts
 from nea.tls.client import client_endpoint, client_tls_options
 from nea.wire import profiles
 from nea.wire.backoff import Backoff
+from tests import infra
 from tests.support import WAIT, certs, daemon_env, settle, start_server, tls_listen
 
 #: Short delays so that every reconnect in these tests takes a fraction of a second.
@@ -106,9 +106,7 @@ class RelayOverTLS(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_client_started_before_the_server_waits_for_it(self):
-        with socket.socket() as probe:  # a free port, closed again: nobody listens there yet
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = infra.free_port()  # nobody listens there yet
         client, watcher = self.relay("early", port)
         yield settle(lambda: len(watcher.retries) >= 2)
         self.assertEqual(set(watcher.retries), {"connection refused"})

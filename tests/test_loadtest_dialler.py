@@ -24,6 +24,7 @@ from nea.client.relay import RelayClient, RelayConfig, RelayObserver
 from nea.loadtest.dialler import AsyncioEndpoint, client_context
 from nea.tls import devcerts
 from nea.tls.client import verification_failure
+from tests import infra
 from tests.support import WAIT, certs
 
 
@@ -174,7 +175,7 @@ class DiallerTests(unittest.TestCase):
         port = self.serve(self.greet_and_close)
         self.loop.run_until_complete(asyncio.sleep(0))
         probe = self.endpoint(port)
-        probe.address = ("127.0.0.1", _closed_port())
+        probe.address = ("127.0.0.1", infra.free_port())
         failure = self.run_until(probe.connect(Factory.forProtocol(Recorder)))
         failure.trap(error.ConnectionRefusedError)
 
@@ -194,11 +195,3 @@ class DiallerTests(unittest.TestCase):
         failure.trap(error.TimeoutError)
         self.loop.run_until_complete(asyncio.wait_for(self.server_saw_eof.wait(), WAIT))
 
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
