@@ -66,6 +66,14 @@ class DiallerTests(unittest.TestCase):
         self.loop.run_until_complete(asyncio.wait_for(future, WAIT))
         return outcome[0]
 
+    def run_while(self, condition) -> None:
+        """The loop runs while ``condition()`` holds; fail if it still does after WAIT seconds."""
+        async def waiting() -> None:
+            while condition():
+                await asyncio.sleep(0.01)
+
+        self.loop.run_until_complete(asyncio.wait_for(waiting(), WAIT))
+
     def serve(self, handler, tls: bool = True) -> int:
         """A server on the loop; ``handler(reader, writer)`` serves each connection."""
         context = None
@@ -125,8 +133,7 @@ class DiallerTests(unittest.TestCase):
         port = self.serve(self.echo_a_line)
         protocol = self.run_until(self.endpoint(port).connect(Factory.forProtocol(Recorder)))
         protocol.transport.write(b"ping\n")
-        while protocol.data != b"ping\n":
-            self.loop.run_until_complete(asyncio.wait_for(asyncio.sleep(0), WAIT))
+        self.run_while(lambda: protocol.data != b"ping\n")
         protocol.transport.abortConnection()
         self.run_until(protocol.lost).trap(error.ConnectionDone, error.ConnectionLost)
 
@@ -182,8 +189,7 @@ class DiallerTests(unittest.TestCase):
     def test_cancelled_during_the_handshake(self):
         port = self.serve(self.silent, tls=False)  # accepts, never answers the ClientHello
         connecting = self.endpoint(port).connect(Factory.forProtocol(Recorder))
-        while not self.peers:
-            self.loop.run_until_complete(asyncio.wait_for(asyncio.sleep(0), WAIT))
+        self.run_while(lambda: not self.peers)
         connecting.cancel()
         self.run_until(connecting).trap(error.ConnectingCancelledError)
         self.loop.run_until_complete(asyncio.wait_for(self.server_saw_eof.wait(), WAIT))
