@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import re
-import resource
 import ssl
 import subprocess
 import tempfile
@@ -62,11 +61,10 @@ def timed_loadtest(args: list[str], env: dict) -> tuple[dict, float]:
 
 def stdlib_reference(port: int, context: ssl.SSLContext | None, count: int) -> float:
     """This process's CPU seconds per exchange for ``count`` minimal clients, one at a time."""
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = client_cost.own_cpu()
     for i in range(count):
         tls_exchange.exchange(port, context, b"reference-%d" % i)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / count
+    return (client_cost.own_cpu() - before) / count
 
 
 def main() -> None:

@@ -172,14 +172,17 @@ class Redialer(PushReader):
         self._dialing = None
         running = self.outcome is None
         self.attempt_over(None, reason)
-        if running and self.outcome is None:
-            # An endpoint that connects only once the handshake is done (asyncio's)
-            # fails the dial itself on a refused certificate.
-            refused = verification_failure(reason, self.dial.ca)
-            if refused is not None:
-                self.finish("tls_failed", refused)
-                return
+        # An endpoint that connects only once the handshake is done (asyncio's)
+        # fails the dial itself on a refused certificate.
+        if running and self.outcome is None and not self._refused(reason):
             self._redial(describe(reason))
+
+    def _refused(self, reason: Failure) -> bool:
+        """If ``reason`` is the server's certificate being refused, finish (tls_failed)."""
+        refused = verification_failure(reason, self.dial.ca)
+        if refused is not None:
+            self.finish("tls_failed", refused)
+        return refused is not None
 
     def _redial(self, why: str, prompt: bool = False) -> None:
         delay = self.dial.backoff.prompt_delay(self.rng) if prompt else self.next_delay()
@@ -232,11 +235,8 @@ class Redialer(PushReader):
             return
         if self.outcome is not None:  # attempt_over finished the client
             return
-        refused = verification_failure(reason, self.dial.ca)
-        if refused is not None:
-            self.finish("tls_failed", refused)
-            return
-        self._redial(describe_lost(link, reason), prompt)
+        if not self._refused(reason):
+            self._redial(describe_lost(link, reason), prompt)
 
     # ---- hooks ----
 
