@@ -171,7 +171,7 @@ class Control(LineReceiver):
         self.closed.callback(None)
 
 
-def endpoint(config: dict[str, Any], loop: asyncio.AbstractEventLoop) -> AsyncioEndpoint:
+def dial_endpoint(config: dict[str, Any], loop: asyncio.AbstractEventLoop) -> AsyncioEndpoint:
     """Where a worker's clients dial; the attempt's timeout also bounds each connect."""
     context = client_context(config["ca"]) if config["tls"] else None
     return AsyncioEndpoint(loop, config["host"], config["port"], context, config["server_name"],
@@ -182,7 +182,7 @@ def endpoint(config: dict[str, Any], loop: asyncio.AbstractEventLoop) -> Asyncio
 def run(reactor, loop: asyncio.AbstractEventLoop, config: dict[str, Any]):
     """The worker's whole life, as driven by the command; ``reactor`` runs on ``loop``."""
     fds = raise_fd_limit()
-    clients = make_clients(config, reactor, endpoint(config, loop))
+    clients = make_clients(config, reactor, dial_endpoint(config, loop))
     index, workers, run_id = config["index"], config["workers"], config["run_id"]
     schedule = Schedule(
         clients,
