@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
-from nea.server.connection import ConnectionLimits, NeaConnection
+from nea.server.connection import CORK_LIMIT, ConnectionLimits, NeaConnection
 from nea.wire import codec, frames, profiles
 
 
@@ -111,6 +111,15 @@ class ConnectionTests(unittest.TestCase):
         connection.dataReceived(b"exit\nignored\n")
         self.assertEqual(writes[1:], [b"bye\n"])  # written before the close, nothing after
         self.assertTrue(transport.disconnecting)
+
+    def test_held_replies_go_out_once_they_fill_a_record(self):
+        connection, transport = connected(self.hub, max_line=20_000)
+        writes = []
+        transport.write = writes.append
+        line = b"x" * 6000 + b"\n"
+        connection.dataReceived(line * 7)  # 42 KB of replies from one read
+        self.assertEqual([len(w) for w in writes], [3 * len(line), 3 * len(line), len(line)])
+        self.assertLessEqual(max(len(w) for w in writes), CORK_LIMIT + len(line))
 
     def test_server_full(self):
         hub = make_hub(max_clients=1)

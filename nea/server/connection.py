@@ -49,6 +49,10 @@ HALF_CLOSE_LINGER = 10.0
 CLOSE_TIMEOUT = 10.0
 #: A throttled connection reads again once this many seconds' worth of lines is allowed.
 RESUME_AFTER = 0.01
+#: Corked replies go out once they reach this (a full TLS record's payload): so what a
+#: connection holds back stays small, and its transport's backpressure is heard as early
+#: as without the cork, however many replies one read brings.
+CORK_LIMIT = 16 * 1024
 
 
 @attrs.frozen
@@ -326,8 +330,9 @@ class NeaConnection(Session):
                  admission: Admission | None = None) -> None:
         super().__init__(hub, profile, limits, admission)
         self._lines = LineBuffer(limits.max_line)
-        #: While corked: the lines written, to go out as one write.
+        #: While corked: the lines written, to go out as one write, and their size.
         self._corked: list[bytes] | None = None
+        self._corked_size = 0
 
     def connectionMade(self) -> None:
         if self.admit():
@@ -360,19 +365,29 @@ class NeaConnection(Session):
         return request
 
     def write(self, line: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(line)
-        else:
+        corked = self._corked
+        if corked is None:
             self.transport.write(line)
+            return
+        corked.append(line)
+        self._corked_size += len(line)
+        if self._corked_size >= CORK_LIMIT:
+            self._write_corked()
 
     def cork(self) -> None:
         if self._corked is None:
             self._corked = []
 
     def uncork(self) -> None:
-        corked, self._corked = self._corked, None
-        if corked:
-            self.transport.write(b"".join(corked))
+        if self._corked is not None:
+            self._write_corked()
+            self._corked = None
+
+    def _write_corked(self) -> None:
+        if self._corked:
+            self.transport.write(b"".join(self._corked))
+            self._corked = []
+            self._corked_size = 0
 
     def shut(self) -> None:
         self.uncork()
