@@ -148,6 +148,8 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._deadline = None
         self._opened = False
         self._handshake_bytes = 0
+        #: The client's close frame (code, reason), held until its answers are written.
+        self._remote_close: tuple | None = None
         #: The message being received: its parts, or None while one is dropped.
         self._parts: list[bytes] | None = None
         self._size = 0
@@ -238,9 +240,19 @@ class WebSocketConnection(WebSocketServerProtocol):
         """Nothing: a message is handled whole."""
 
     def onMessageEnd(self) -> None:
-        if self._parts is not None:
+        if self._parts is not None and self._remote_close is None:
             self.session.received(Message(b"".join(self._parts), self._binary))
         self._parts = None
+
+    def onCloseFrame(self, code, reasonRaw):
+        """The client's close frame is its end of stream: its answers go out, then our close.
+
+        autobahn would answer it at once and drop what the session still owes."""
+        if self.state != self.STATE_OPEN or self.session.closing or self._remote_close is not None:
+            return super().onCloseFrame(code, reasonRaw)
+        self._remote_close = (code, reasonRaw)
+        self.session.end_of_input()
+        return None
 
     def onPing(self, payload: bytes) -> None:
         """Answered, except while the client is not reading: pongs would pile up
@@ -256,7 +268,11 @@ class WebSocketConnection(WebSocketServerProtocol):
             self.sendMessage(line[:-1])
 
     def shut(self) -> None:
-        if self.state == self.STATE_OPEN:
+        if self.state != self.STATE_OPEN:
+            return
+        if self._remote_close is not None:
+            super().onCloseFrame(*self._remote_close)  # the reply to the client's close
+        else:
             self.sendClose(NORMAL_CLOSURE)
 
 
