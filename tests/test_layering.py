@@ -15,7 +15,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "wire": frozenset(),
     "tls": frozenset(),
     "net": frozenset({"tls"}),
-    "store": frozenset(),
+    "store": frozenset({"wire"}),
     "core": frozenset({"wire"}),
     "cluster": frozenset({"core", "wire"}),
     "http": frozenset({"core", "net", "wire"}),
