@@ -111,19 +111,22 @@ def start_postgresql(port: int, scratch: Path, logs: Path) -> tuple[Program, str
     return program, f"postgresql://nea@127.0.0.1:{port}/postgres"
 
 
-def wait_for_members(http_port: int, count: int) -> None:
-    """Until the instance's status lists ``count`` cluster members (their first heartbeats)."""
+def wait_for_members(http_ports: list[int]) -> None:
+    """Until every instance's status lists them all (each has heard the others' heartbeats)."""
     deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+    waiting = list(http_ports)
+    while waiting and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=2) as r:
-                if len(json.load(r)["cluster"]["members"]) >= count:
-                    return
+            with urllib.request.urlopen(f"http://127.0.0.1:{waiting[0]}/status", timeout=2) as r:
+                if len(json.load(r)["cluster"]["members"]) >= len(http_ports):
+                    waiting.pop(0)
+                    continue
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.2)
-    print(f"warning: the instances did not see each other within {START_TIMEOUT:g} s",
-          flush=True)
+    if waiting:
+        print(f"warning: the instances did not all see each other within {START_TIMEOUT:g} s",
+              flush=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                         logs / "haproxy.log", args.port, proxy_env)
         started.append(proxy)
         proxy.wait_listening()
-        wait_for_members(args.http_ports[0], len(instances))
+        wait_for_members(list(args.http_ports))
         print(banner(args, store, started, logs), flush=True)
         return wait(started)
     except Failed as e:
