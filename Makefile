@@ -24,10 +24,18 @@ LOADTEST_ARGS := --max-clients 110000 \
 	--listen relay=ssl:3444:privateKey=certs/server-key.pem:certKey=certs/server.pem \
 	--listen ssl:3443:privateKey=certs/server-key.pem:certKey=certs/server.pem
 
-.PHONY: run run-loadtest-server test certs venv system-packages clean
+# What `make run-cluster` needs (PostgreSQL, the history store, is used when installed).
+CLUSTER_PACKAGES := redis-server haproxy
+
+.PHONY: run run-cluster run-loadtest-server test certs venv system-packages cluster-packages clean
 
 run: $(BIN)/.installed certs
 	$(BIN)/twistd --nodaemon --pidfile= nea-server --admin-token-file $(ADMIN_TOKEN_FILE) $(ARGS)
+
+# redis-server, two instances and HAProxy on loopback (docs/cluster.rst); Ctrl-C stops them all.
+# ARGS go to deploy/run_cluster.py (--help lists them).
+run-cluster: $(BIN)/.installed certs cluster-packages
+	$(BIN)/python deploy/run_cluster.py $(ARGS)
 
 run-loadtest-server: $(BIN)/.installed certs
 	ulimit -n 262144 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
@@ -48,14 +56,22 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system-packages:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+# Installs those of $(1) that are missing, with apt-get.
+define install-missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+system-packages:
+	$(call install-missing,$(SYSTEM_PACKAGES))
+
+cluster-packages:
+	$(call install-missing,$(CLUSTER_PACKAGES))
 
 clean:
 	rm -rf $(VENV) _trial_temp* .hypothesis build *.egg-info

@@ -72,6 +72,25 @@ class Attack:
         self.stats[kind]["opened"] += 1
         return streams
 
+    async def connections(self, kind: str, port: int, tls: bool, source: str):
+        """Each connection made until the end, as ``(reader, writer, opened at)``; one is
+        aborted when the attacker is done with it, and the next is made."""
+        while not self.over():
+            streams = await self.connect(kind, port, tls, source)
+            if streams is None:
+                continue
+            reader, writer = streams
+            try:
+                yield reader, writer, time.monotonic()
+            finally:
+                writer.transport.abort()
+
+    def closed_by_server(self, kind: str, started: float) -> None:
+        """The server closed a connection held since ``started`` (before the end)."""
+        if not self.over():
+            self.stats[kind]["closed_by_server"] += 1
+            self.held[kind].append(time.monotonic() - started)
+
     async def until_closed(self, kind: str, reader, started: float) -> None:
         """Wait for the server to close (reading nothing it sends), or for the end."""
         try:
@@ -84,8 +103,7 @@ class Attack:
             return
         except OSError:
             pass
-        self.stats[kind]["closed_by_server"] += 1
-        self.held[kind].append(time.monotonic() - started)
+        self.closed_by_server(kind, started)
 
     def count_reply(self, kind: str, line: bytes) -> None:
         if line.startswith(b"error "):
@@ -109,27 +127,18 @@ def client_hello() -> bytes:
 
 
 async def idle(attack: Attack, kind: str, payload: bytes, source: str) -> None:
-    while not attack.over():
-        streams = await attack.connect(kind, attack.args.relay_port, False, source)
-        if streams is None:
-            continue
-        reader, writer = streams
-        started = time.monotonic()
+    async for reader, writer, started in attack.connections(kind, attack.args.relay_port, False,
+                                                            source):
         if payload:
             writer.write(payload)
         await attack.until_closed(kind, reader, started)
-        writer.transport.abort()
 
 
 async def non_reader(attack: Attack, index: int) -> None:
     kind, sent = "non_reader", 0
-    while not attack.over():
-        streams = await attack.connect(kind, attack.args.relay_port, True, "127.0.61.3")
-        if streams is None:
-            continue
-        _, writer = streams
+    async for _, writer, started in attack.connections(kind, attack.args.relay_port, True,
+                                                       "127.0.61.3"):
         writer.transport.pause_reading()
-        started = time.monotonic()
         try:
             while not attack.over():
                 writer.write(f"message nr-{index}-{sent}\n".encode())
@@ -138,20 +147,12 @@ async def non_reader(attack: Attack, index: int) -> None:
                 await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
                 await asyncio.sleep(0.1)
         except (OSError, asyncio.TimeoutError):
-            if not attack.over():
-                attack.stats[kind]["closed_by_server"] += 1
-                attack.held[kind].append(time.monotonic() - started)
-        writer.transport.abort()
+            attack.closed_by_server(kind, started)
 
 
 async def flood(attack: Attack, kind: str, port: int, line, answer) -> None:
     """Write ``line(k)`` as fast as the server takes it; read what comes back with ``answer``."""
-    while not attack.over():
-        streams = await attack.connect(kind, port, True, "127.0.61.4")
-        if streams is None:
-            continue
-        reader, writer = streams
-        started = time.monotonic()
+    async for reader, writer, started in attack.connections(kind, port, True, "127.0.61.4"):
 
         async def read() -> None:
             while True:
@@ -172,11 +173,9 @@ async def flood(attack: Attack, kind: str, port: int, line, answer) -> None:
                 await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
         except (OSError, asyncio.TimeoutError):
             pass
-        if reading.done() and not attack.over():
-            attack.stats[kind]["closed_by_server"] += 1
-            attack.held[kind].append(time.monotonic() - started)
+        if reading.done():
+            attack.closed_by_server(kind, started)
         reading.cancel()
-        writer.transport.abort()
 
 
 def ack_forwarded(line: bytes) -> bytes | None:
@@ -186,12 +185,8 @@ def ack_forwarded(line: bytes) -> bytes | None:
 async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.61.5") -> None:
     """Send each frame in turn, wait for its answer (or the close), reconnect after a close."""
     turn = 0
-    while not attack.over():
-        streams = await attack.connect(kind, attack.args.nea_port, True, source)
-        if streams is None:
-            continue
-        reader, writer = streams
-        started = time.monotonic()
+    async for reader, writer, started in attack.connections(kind, attack.args.nea_port, True,
+                                                            source):
         try:
             while not attack.over():
                 writer.write(frames[turn % len(frames)])
@@ -205,9 +200,7 @@ async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.
                     got = await asyncio.wait_for(reader.readline(), 30.0)
                 attack.count_reply(kind, got)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
-            if not attack.over():
-                attack.stats[kind]["closed_by_server"] += 1
-                attack.held[kind].append(time.monotonic() - started)
+            attack.closed_by_server(kind, started)
         writer.transport.abort()
         await asyncio.sleep(0.2)
 

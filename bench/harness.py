@@ -255,6 +255,33 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+def ms_percentiles(seconds: list[float], *ps: float) -> str:
+    """``"p50 1.13 p99 2.20 ms"``: the ``ps``-th percentiles of ``seconds``, in milliseconds."""
+    return " ".join(f"p{p:g} {percentile(seconds, p) * 1e3:.2f}" for p in ps) + " ms"
+
+
+def load_counts(report: dict) -> str:
+    """How a nea-loadtest report's clients fared, as one line says it."""
+    return (f"acked {report['acked']}/{report['clients']} lost {report['lost']} "
+            f"retries {report['retries']} closes {report['closes']}")
+
+
+def load_latency(report: dict) -> str:
+    """A nea-loadtest report's exchange and connect latency, as one line says them."""
+    ex = report["latency_ms"]["exchange"]
+    return (f"exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
+            f"connect p99 {report['latency_ms']['connect']['p99']} ms")
+
+
+def load_cpu(report: dict, server: str = "", generator: str = "") -> str:
+    """A nea-loadtest report's server and generator CPU; ``server`` and ``generator`` are
+    added inside each one's parentheses."""
+    return (f"server {report['server']['percent_of_a_core']}% of a core "
+            f"({report['server']['cpu_us_per_client']} us/client{server}), generator "
+            f"{report['generator']['percent_of_a_core']}% "
+            f"({report['generator']['cpu_us_per_client']} us/client{generator})")
+
+
 def ticks(arrivals: list[list[float]], gap: float) -> list[list[float]]:
     """All date-line arrival times (one list per connection, as `holders.py` ``dates``
     reports them) grouped into ticks: a silence longer than ``gap`` separates two."""

@@ -60,17 +60,11 @@ def summary(name: str, report: dict | None, rss: list, settled_after, state: dic
     peak = max(v for _, v in rss) / 2**20 if rss else 0
     if report is None:
         return f"{name}: DID NOT COMPLETE within the time limit; RSS peak {peak:.1f} MB"
-    ex = report["latency_ms"]["exchange"]
     return (
-        f"{name}: acked {report['acked']}/{report['clients']} lost {report['lost']} "
-        f"retries {report['retries']} closes {report['closes']}\n"
-        f"     exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
-        f"connect p99 {report['latency_ms']['connect']['p99']} ms; "
+        f"{name}: {harness.load_counts(report)}\n"
+        f"     {harness.load_latency(report)}; "
         f"{report['rates']['exchanges_per_s']} acked/s over {report['duration_s']} s\n"
-        f"     server {report['server']['percent_of_a_core']}% of a core "
-        f"({report['server']['cpu_us_per_client']} us/client), generator "
-        f"{report['generator']['percent_of_a_core']}% "
-        f"({report['generator']['cpu_us_per_client']} us/client); CPU limit {report['limit']}\n"
+        f"     {harness.load_cpu(report)}; CPU limit {report['limit']}\n"
         f"     RSS peak {peak:.1f} MB; zero state "
         f"{'after ' + str(settled_after) + ' s' if settled_after is not None else 'NOT reached'}"
         f" (connections {state['connections']}, pending {state['relays']['pending']}, "

@@ -65,9 +65,7 @@ def post_many(http_port: int, count: int) -> list[float]:
 
 
 def summary(seconds: list[float]) -> str:
-    return (f"p50 {harness.percentile(seconds, 50) * 1e3:.2f} ms, "
-            f"p99 {harness.percentile(seconds, 99) * 1e3:.2f} ms, "
-            f"mean {statistics.fmean(seconds) * 1e3:.2f} ms")
+    return f"{harness.ms_percentiles(seconds, 50, 99)}, mean {statistics.fmean(seconds) * 1e3:.2f} ms"
 
 
 def main() -> None:

@@ -42,19 +42,13 @@ def case(transport: str, delay: str, args, certs_dir) -> dict:
 
 
 def line(transport: str, delay: str, r: dict) -> str:
-    ex = r["latency_ms"]["exchange"]
     zs = r["zero_state"]["zero_state"] if r["zero_state"] else None
+    cpu = harness.load_cpu(r, f", RSS {r['server_rss_mb']} MB", f", {r['config']['workers']} workers")
     return (
-        f"{transport:4} ok-delay {delay:12} acked {r['acked']}/{r['clients']} "
-        f"zero_state {zs} retries {r['retries']} closes {r['closes']}\n"
-        f"     exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
-        f"connect p99 {r['latency_ms']['connect']['p99']} ms; "
-        f"{r['rates']['exchanges_per_s']} exchanges/s\n"
+        f"{transport:4} ok-delay {delay:12} {harness.load_counts(r)} zero_state {zs}\n"
+        f"     {harness.load_latency(r)}; {r['rates']['exchanges_per_s']} exchanges/s\n"
         f"     {r['duration_s']} s from first start to last ack; CPU limit: {r['limit']}\n"
-        f"     server {r['server']['percent_of_a_core']}% of a core "
-        f"({r['server']['cpu_us_per_client']} us/client, RSS {r['server_rss_mb']} MB); "
-        f"generator {r['generator']['percent_of_a_core']}% "
-        f"({r['generator']['cpu_us_per_client']} us/client, {r['config']['workers']} workers)"
+        f"     {cpu}"
     )
 
 

@@ -84,14 +84,9 @@ def exchange(port: int, context: ssl.SSLContext | None, text: bytes) -> tuple[fl
 def summary(samples: list[float]) -> str:
     if not samples:
         return "none"
-    ordered = sorted(samples)
-
-    def at(q: float) -> str:
-        return f"{harness.percentile(ordered, q * 100) * 1000:.2f}"
-
-    slow = sum(1 for s in ordered if s >= 0.030)
-    return (f"n {len(ordered)}: p50 {at(0.5)} p90 {at(0.9)} p99 {at(0.99)} "
-            f"max {ordered[-1] * 1000:.2f} ms; {slow} took 30 ms or more")
+    slow = sum(1 for s in samples if s >= 0.030)
+    return (f"n {len(samples)}: {harness.ms_percentiles(samples, 50, 90, 99)}, "
+            f"max {max(samples) * 1000:.2f} ms; {slow} took 30 ms or more")
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.http.api import Api, ApiSettings
 from nea.http.site import build_root
+from nea.wire.codec import NICK_PATTERN
 from tests.infra import open_page, poll
 from tests.support import settle, start_server, tcp_listen
 from tests.test_http_api import fetch
@@ -216,6 +217,18 @@ class ProtocolFunctions(unittest.TestCase):
             self.assertAlmostEqual(high, ceiling, places=4)
 
 
+    @defer.inlineCallbacks
+    def test_names_are_checked_by_the_servers_rule(self):
+        names = ["alice", "x.y-z_1", "a" * 32, "a" * 33, "José", "a b", "日本", "tab\there",
+                 "smile😀", "semi;colon", "@svc", "A9"]
+        problems = yield self.page.evaluate(f"{json.dumps(names)}.map(nameProblem)")
+        for name, problem in zip(names, problems):
+            self.assertEqual(problem is None, NICK_PATTERN.match(name) is not None, (name, problem))
+        self.assertIn('"é": not allowed in a name', problems[names.index("José")])
+        self.assertIn("spaces", problems[names.index("a b")])
+        self.assertIn("too long", problems[names.index("a" * 33)])
+
+
 class FakeChatProtocol(WebSocketServerProtocol):
     def onConnect(self, request):
         if self.factory.chat.refusing:
@@ -363,6 +376,31 @@ class ChatPage(unittest.TestCase):
         labelled = yield page.evaluate(
             "[...document.querySelectorAll('input')].map(i => i.labels.length)")
         self.assertEqual(labelled, [1, 1])
+
+    @defer.inlineCallbacks
+    def test_a_name_the_server_would_refuse_is_not_sent_and_the_hint_says_why(self):
+        chat = FakeChat()
+        page = yield open_page(self, f"{fake_chat_server(self, chat)}/chat")
+        hint = """(() => [document.getElementById("name-help").textContent,
+                         document.getElementById("name-help").dataset.state,
+                         document.getElementById("name").validationMessage])()"""
+        yield poll(lambda: page.evaluate(READ_PAGE), lambda v: v and v["state"] == "idle",
+                   "the page")
+        yield type_and_enter(page, "name", "José")
+        text, state, message = yield page.evaluate(hint)
+        self.assertEqual(state, "refused")
+        self.assertIn('"é": not allowed in a name', text)
+        self.assertEqual(message, text)  # what the browser shows at the field
+        shown = yield page.evaluate(READ_PAGE)
+        self.assertEqual((shown["state"], shown["joined"]), ("idle", False))
+        self.assertEqual(chat.connections, [])
+        # Mended, the name is taken.
+        yield page.evaluate('document.getElementById("name").value = ""')
+        yield type_and_enter(page, "name", "Jose")
+        yield poll(lambda: page.evaluate(READ_PAGE), lambda v: v["joined"], "joined as Jose")
+        text, state, message = yield page.evaluate(hint)
+        self.assertEqual((state, message), ("", ""))
+        self.assertEqual(chat.by_connection(0), [nick("Jose")])
 
     @defer.inlineCallbacks
     def test_at_360_px_nothing_scrolls_sideways_and_targets_are_large(self):

@@ -125,7 +125,7 @@ class Room(unittest.TestCase):
         (error,) = web.take()
         self.assertEqual(error.code, "history_unavailable")
         self.store.down = None
-        self.clock.advance(self.writer.retry_first)  # the probe
+        self.clock.advance(self.writer.backoff.initial)  # the probe
         self.say(ann, "back")
         (push,) = web.take()
         self.assertEqual((push.text, push.id), ("back", 1))

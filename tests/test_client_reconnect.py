@@ -8,6 +8,7 @@ within about a second, jittered. A server that says so right after every connect
 
 import random
 
+from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.trial import unittest
 
 from nea.client.redial import DialConfig, Redialer
@@ -141,6 +142,46 @@ class ReconnectTests(FakeServerMixin, unittest.TestCase):
         self.clock.advance(60.0)
         self.net.drop()
         self.assertEqual(client.delays[-1], 0.5)
+
+
+class FactoryTests(FakeServerMixin, unittest.TestCase):
+    """The redialling is Twisted's `ReconnectingClientFactory`'s."""
+
+    def test_failed_dials_are_the_factorys_retries_until_the_handshake_completes(self):
+        client = self.make(tls=True)
+        self.assertIsInstance(client.factory, ReconnectingClientFactory)
+        self.fail_dials(3)
+        self.assertEqual(client.factory.retries, 3)
+        self.net.accept()
+        self.assertEqual(client.factory.retries, 3)  # TCP is up, the handshake is not done
+        client.link.handshakeCompleted()
+        self.assertEqual(client.factory.retries, 0)  # resetDelay()
+
+    def test_finish_stops_trying(self):
+        client = self.make()
+        self.net.refuse()  # a redial is now pending
+        client.finish("stopped")
+        self.assertFalse(client.factory.continueTrying)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(60.0)
+        self.assertEqual(self.net.dials, 1)
+
+    def test_finish_cancels_a_dial_under_way(self):
+        client = self.make()
+        client.finish("stopped")
+        self.assertFalse(client.factory.continueTrying)
+        self.assertTrue(self.net.reactor.connectors[0].stoppedConnecting)
+        self.assertIsNone(client.connector.dialing)
+
+    def test_server_full_is_a_failed_attempt(self):
+        client = self.make()
+        self.fail_dials(2)
+        self.net.accept()
+        self.assertEqual(client.factory.retries, 0)
+        self.net.receive(FULL)
+        self.assertEqual(client.factory.retries, 2)
+        self.net.drop()
+        self.assertEqual(client.factory.retries, 3)
 
 
 class GeneratorTests(unittest.TestCase):

@@ -13,9 +13,8 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from nea.core.bus import MemoryCluster
 from nea.core.hub import Hub
-from nea.core.testing import FakePeer
+from nea.core.testing import FakePeer, MemoryCluster
 from nea.wire import frames
 from nea.wire.profiles import RELAY
 from tests.test_cluster_bus import Cluster

@@ -1,10 +1,12 @@
 """The request endpoints of one instance: answers, errors, limits, metrics."""
 
 import json
+from pathlib import Path
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from nea.http.openapi import openapi
 from nea.wire import frames
 from tests.support import connect, settle, start_server, tcp_listen
 from tests.test_cluster_requests import answering, command, get, holding, post
@@ -105,3 +107,21 @@ class RequestEndpoints(unittest.TestCase):
         device.transport.loseConnection()
         yield device.closed
         yield settle(self.service.hub.zero_state)
+
+
+class Documented(unittest.TestCase):
+    """Every 400 code of the request endpoints is in the OpenAPI document and in docs/http.rst."""
+
+    CODES = ("bad_json", "bad_body", "bad_timeout", "bad_name")
+
+    def test_the_openapi_document_names_each_code(self):
+        paths = openapi(4096)["paths"]
+        for path in ("/clients/{name}/requests", "/services/{service}/requests"):
+            described = paths[path]["post"]["responses"]["400"]["description"]
+            for code in self.CODES:
+                self.assertIn(code, described, path)
+
+    def test_http_rst_names_each_code(self):
+        text = (Path(__file__).resolve().parent.parent / "docs" / "http.rst").read_text()
+        for code in self.CODES:
+            self.assertIn(f"400 {code}", " ".join(text.split()))

@@ -5,9 +5,9 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from nea.core.bus import LocalBus, MemoryCluster, weighted_pick
+from nea.core.bus import LocalBus, weighted_pick
 from nea.core.hub import Hub, HubConfig
-from nea.core.testing import FakePeer
+from nea.core.testing import FakePeer, MemoryCluster
 from nea.wire import frames, profiles
 
 

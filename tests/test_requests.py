@@ -9,11 +9,11 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from nea.core.bus import LocalBus, MemoryCluster
+from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.core.requests import MAX_SERVICES
 from nea.core.snapshot import status_json
-from nea.core.testing import FakePeer
+from nea.core.testing import FakePeer, MemoryCluster
 from nea.wire import codec, frames
 from nea.wire.frames import Encoding
 from nea.wire.profiles import NEA, RELAY

@@ -178,6 +178,13 @@ class Announcements(unittest.TestCase):
                       f"API docs {base}/docs", self.lines)
 
     @defer.inlineCallbacks
+    def test_a_proxy_listener_says_proxy(self):
+        service = yield start_server(self, "--listen", tls_listen("nea+proxy"))
+        [port] = service.ports
+        self.assertIn(f"listening: profile nea, tls on 127.0.0.1:{port}, proxy: each connection"
+                      " starts with a PROXY header", self.lines)
+
+    @defer.inlineCallbacks
     def test_no_access_log_by_default(self):
         service = yield start_server(self, "--listen", tcp_listen())
         yield fetch(service.http_port, "/healthz")

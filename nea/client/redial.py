@@ -1,11 +1,14 @@
 """Stay connected: dial, and dial again with backoff, until the client is done.
 
 Clients and servers have no start order: a client that finds no server, or
-loses it, keeps redialling with capped exponential backoff and jitter. The
-backoff is reset only when a link is *ready* (TLS handshake completed): a server
-that accepts TCP and then fails every handshake must not be hammered at the
-shortest delay. A server that answers ``server_full`` did not really take us
-either, so that undoes the reset and the backoff keeps growing.
+loses it, keeps redialling with capped exponential backoff and jitter, through
+Twisted's `ReconnectingClientFactory` (`RedialFactory`) on the shared policy of
+`nea.wire.backoff`. The backoff is reset (``resetDelay``) only when a link is
+*ready* (TLS handshake completed): a server that accepts TCP and then fails
+every handshake must not be hammered at the shortest delay. A server that
+answers ``server_full`` did not really take us either: that counts as a failed
+attempt, and the backoff keeps growing. ``stopTrying`` ends it all when the
+client is done.
 
 ``shutting_down`` from a server that kept the link up for at least the backoff's
 ``prompt`` delay means a restart: the client comes back after the (jittered)
@@ -22,7 +25,10 @@ import random
 
 import attrs
 from twisted.internet import error
+from twisted.internet.interfaces import IConnector
+from twisted.internet.protocol import ClientFactory, ReconnectingClientFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from nea.client.link import LinkFactory, PushReader, ServerLink
 from nea.tls.client import verification_failure
@@ -73,6 +79,108 @@ def describe_lost(link: ServerLink, reason: Failure) -> str:
     return why
 
 
+@implementer(IConnector)
+class EndpointConnector:
+    """A client endpoint as the connector `ReconnectingClientFactory` redials through.
+
+    The factory schedules ``connect()`` after each backoff delay and calls
+    ``stopConnecting()`` when told to stop trying; a failed dial goes to its
+    ``clientConnectionFailed``. Endpoints report no lost connection to a factory,
+    so the link's owner tells the factory when to retry after one.
+    """
+
+    __slots__ = ("endpoint", "factory", "dialing")
+
+    def __init__(self, endpoint, factory: ClientFactory) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        #: The dial under way, until it connects or fails.
+        self.dialing = None
+
+    def connect(self) -> None:
+        self.factory.startedConnecting(self)
+        self.dialing = self.endpoint.connect(self.factory)
+        self.dialing.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, link) -> None:
+        self.dialing = None
+
+    def _failed(self, reason: Failure) -> None:
+        self.dialing = None
+        self.factory.clientConnectionFailed(self, reason)
+
+    def stopConnecting(self) -> None:
+        if self.dialing is None:
+            raise error.NotConnectingError()
+        self.dialing.cancel()
+
+    def disconnect(self) -> None:
+        """Abandon the dial under way; a connection made is closed by its owner."""
+        if self.dialing is not None:
+            self.dialing.cancel()
+
+    def getDestination(self):
+        return self.endpoint
+
+
+class RedialFactory(LinkFactory, ReconnectingClientFactory):
+    """Twisted's reconnecting factory, with nea's backoff policy for its delays.
+
+    `ReconnectingClientFactory` counts the failed attempts (``retries``), starts
+    over on `resetDelay`, schedules the next dial on the injected clock, and stops
+    for good on `stopTrying`. The delay before each dial comes from the
+    `Backoff` (capped, jittered downwards), so the factory's own growth and
+    jitter are off.
+    """
+
+    factor = 1.0
+    jitter = 0.0
+
+    def __init__(self, owner, clock, dial: DialConfig, rng: random.Random) -> None:
+        super().__init__(owner, clock, dial.tls)
+        self.backoff = dial.backoff
+        self.rng = rng
+        self.maxDelay = dial.backoff.maximum
+        #: The next retry returns to a server that said it is restarting.
+        self.prompt = False
+        #: The delay before the dial that `retry` scheduled last.
+        self.scheduled = 0.0
+        self._retries_before_reset = 0
+
+    def startedConnecting(self, connector) -> None:
+        self.connector = connector
+        self.owner.dialling()
+
+    def clientConnectionFailed(self, connector, reason: Failure) -> None:
+        self.owner.dial_failed(reason)
+
+    def resetDelay(self) -> None:
+        self._retries_before_reset = self.retries
+        super().resetDelay()
+
+    def refused(self) -> None:
+        """The server did not take us after all: undo the reset (the loss counts as failed)."""
+        self.retries = self._retries_before_reset
+
+    def next_delay(self) -> float:
+        """The next backoff delay; each call counts as one more failed attempt."""
+        delay = self.backoff.delay(self.retries, self.rng)
+        self.retries += 1
+        return delay
+
+    def retry(self, connector=None) -> None:
+        retries = self.retries
+        if self.prompt:
+            self.delay = self.backoff.prompt_delay(self.rng)
+        else:
+            self.delay = self.backoff.delay(retries, self.rng)
+        self.scheduled = self.delay
+        super().retry(connector)
+        if self.prompt:  # coming back to a restarting server is no failed attempt
+            self.retries = retries
+        self.prompt = False
+
+
 class Redialer(PushReader):
     """Keeps one link to ``endpoint`` until `finish` is called.
 
@@ -80,6 +188,7 @@ class Redialer(PushReader):
     `attempt_over`, `retrying` and `finished` (or take the server's raw lines by
     overriding `link_line`, calling `server_error` for each error line). ``outcome`` is None while running, then the reason it finished
     ("gave_up", "tls_failed", or whatever the subclass passed to `finish`).
+    The dialling and the waiting in between are a `RedialFactory`'s.
     """
 
     __slots__ = (
@@ -91,12 +200,10 @@ class Redialer(PushReader):
         "outcome",
         "detail",
         "started_at",
-        "_attempt",
-        "_attempt_before_ready",
+        "factory",
+        "connector",
         "_ready_at",
         "_prompt",
-        "_dialing",
-        "_redial_call",
         "_give_up_call",
     )
 
@@ -111,14 +218,12 @@ class Redialer(PushReader):
         #: A human explanation of the outcome, when there is more to say.
         self.detail = ""
         self.started_at: float | None = None
-        self._attempt = 0
-        self._attempt_before_ready = 0
+        self.factory = RedialFactory(self, clock, dial, self.rng)
+        self.connector = EndpointConnector(endpoint, self.factory)
         #: When the current link became ready (None: not ready yet).
         self._ready_at: float | None = None
         #: The current link's server said it is going away after serving us.
         self._prompt = False
-        self._dialing = None
-        self._redial_call = None
         self._give_up_call = None
 
     # ---- driving ----
@@ -127,7 +232,7 @@ class Redialer(PushReader):
         self.started_at = self.clock.seconds()
         if self.dial.give_up:
             self._give_up_call = self.clock.callLater(self.dial.give_up, self._give_up)
-        self._connect()
+        self.connector.connect()
 
     def finish(self, outcome: str, detail: str = "", abort: bool = False) -> None:
         """Stop for good; `finished` runs once the link (if any) is closed."""
@@ -135,12 +240,10 @@ class Redialer(PushReader):
             return
         self.outcome = outcome
         self.detail = detail
-        for call in (self._give_up_call, self._redial_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._give_up_call = self._redial_call = None
-        if self._dialing is not None:
-            self._dialing.cancel()
+        if self._give_up_call is not None and self._give_up_call.active():
+            self._give_up_call.cancel()
+        self._give_up_call = None
+        self.factory.stopTrying()  # no more dials; one under way is cancelled
         if self.link is not None:
             self.link.close(outcome, abort=abort)
         else:
@@ -148,28 +251,17 @@ class Redialer(PushReader):
 
     def next_delay(self) -> float:
         """The next backoff delay; each call counts as one more failed attempt."""
-        delay = self.dial.backoff.delay(self._attempt, self.rng)
-        self._attempt += 1
-        return delay
+        return self.factory.next_delay()
 
     def abandon_attempt(self) -> None:
         """Give up on the current dial or link (aborted); the next comes after the backoff."""
         if self.link is not None:
             self.link.close("timeout", abort=True)
-        elif self._dialing is not None:
-            self._dialing.cancel()
+        else:
+            self.connector.disconnect()
 
-    def _connect(self) -> None:
-        self._redial_call = None
-        self.dialling()
-        self._dialing = self.endpoint.connect(LinkFactory(self, self.clock, self.dial.tls))
-        self._dialing.addCallbacks(self._dialled, self._dial_failed)
-
-    def _dialled(self, link) -> None:
-        self._dialing = None
-
-    def _dial_failed(self, reason: Failure) -> None:
-        self._dialing = None
+    def dial_failed(self, reason: Failure) -> None:
+        """The dial failed (from the factory)."""
         running = self.outcome is None
         self.attempt_over(None, reason)
         # An endpoint that connects only once the handshake is done (asyncio's)
@@ -185,9 +277,9 @@ class Redialer(PushReader):
         return refused is not None
 
     def _redial(self, why: str, prompt: bool = False) -> None:
-        delay = self.dial.backoff.prompt_delay(self.rng) if prompt else self.next_delay()
-        self.retrying(why, delay)
-        self._redial_call = self.clock.callLater(delay, self._connect)
+        self.factory.prompt = prompt
+        self.factory.retry(self.connector)
+        self.retrying(why, self.factory.scheduled)
 
     def _give_up(self) -> None:
         self._give_up_call = None
@@ -200,8 +292,7 @@ class Redialer(PushReader):
         self.made(link)
 
     def link_ready(self, link: ServerLink) -> None:
-        self._attempt_before_ready = self._attempt
-        self._attempt = 0
+        self.factory.resetDelay()  # the handshake is done: the server is really there
         self._ready_at = self.clock.seconds()
         self.ready(link)
 
@@ -211,12 +302,12 @@ class Redialer(PushReader):
         self.received(link, push)
 
     def server_error(self, code: str) -> None:
-        """The server sent ``error code``: a refusal undoes the backoff's reset."""
+        """The server sent ``error code``: a refusal counts as a failed attempt."""
         if code in _REFUSALS:
             if code == errors.SHUTTING_DOWN.code and self._served():
                 self._prompt = True
             else:
-                self._attempt = self._attempt_before_ready
+                self.factory.refused()
 
     def _served(self) -> bool:
         """Whether the current link has been ready for at least the prompt delay."""

@@ -1,9 +1,15 @@
 """In-memory stand-ins for tests of the core (and of anything built on it)."""
 
 import itertools
+import random
+from typing import Any
 
+from twisted.internet import defer
+
+from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
+from nea.core.snapshot import MemberFigures
 from nea.wire import codec, frames
-from nea.wire.frames import Encoding
+from nea.wire.frames import BroadcastPush, ChatPush, Encoding, Presence
 from nea.wire.profiles import NEA, Profile
 
 _ids = itertools.count(1)
@@ -49,3 +55,117 @@ class FakePeer:
         pushes = self.pushes
         self.lines.clear()
         return pushes
+
+
+class _Node:
+    __slots__ = ("relays", "chat", "figures", "requests")
+
+    def __init__(self, relays: RelayNode, chat: ChatNode, figures: Figures,
+                 requests: RequestNode) -> None:
+        self.relays, self.chat, self.figures, self.requests = relays, chat, figures, requests
+
+
+class MemoryCluster:
+    """Several hubs in one process joined as a cluster, for tests of cluster semantics.
+
+    Counts are read live (no heartbeat lag), so it shows what the Redis bus
+    approximates.
+    """
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, _Node] = {}
+
+    def bus(self, instance_id: str) -> "MemoryBus":
+        return MemoryBus(self, instance_id)
+
+    def kill(self, instance_id: str) -> None:
+        """``instance_id`` vanishes at once (kill -9): the others hear it is gone."""
+        del self.nodes[instance_id]
+        for node in list(self.nodes.values()):
+            node.requests.instance_gone(instance_id)
+
+
+class MemoryBus:
+    def __init__(self, cluster: MemoryCluster, instance_id: str) -> None:
+        self.cluster = cluster
+        self.instance_id = instance_id
+
+    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
+               requests: RequestNode) -> None:
+        self.cluster.nodes[self.instance_id] = _Node(relays, chat, figures, requests)
+
+    def pick_relay_instance(self, rng: random.Random) -> str | None:
+        return weighted_pick(
+            {name: node.relays.relay_weight() for name, node in self.cluster.nodes.items()}, rng
+        )
+
+    def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None:
+        self.cluster.nodes[instance].relays.deliver(text, origin, attempt)
+
+    def confirm(self, origin: str, text: str) -> None:
+        node = self.cluster.nodes.get(origin)
+        if node is not None:
+            node.relays.confirm(text)
+
+    def reforward(self, origin: str, text: str, attempt: int) -> None:
+        node = self.cluster.nodes.get(origin)
+        if node is not None:
+            node.relays.reforward(text, attempt)
+
+    def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
+        for name, node in list(self.cluster.nodes.items()):
+            if name != self.instance_id:
+                node.chat.fan_out(push)
+
+    def others(self) -> list[MemberFigures]:
+        return [node.figures() for name, node in self.cluster.nodes.items()
+                if name != self.instance_id]
+
+    def unanswered(self) -> int:
+        return 0  # calls are direct: what is out is held by the target instance's broker
+
+    def state(self) -> str:
+        return "connected"
+
+    def register(self, name: str, stamp: float) -> None:
+        for instance, node in list(self.cluster.nodes.items()):
+            if instance != self.instance_id:
+                node.requests.claim(name, stamp, self.instance_id)
+
+    def unregister(self, name: str) -> None:
+        pass
+
+    def find_client(self, name: str) -> defer.Deferred:
+        stamps = {instance: node.requests.has_name(name)
+                  for instance, node in self.cluster.nodes.items()}
+        found = [(stamp, instance) for instance, stamp in stamps.items() if stamp is not None]
+        return defer.succeed(max(found)[1] if found else None)
+
+    def clients(self) -> defer.Deferred:
+        return defer.succeed(newest({
+            instance: node.requests.local_names() for instance, node in self.cluster.nodes.items()
+        }))
+
+    def pick_member_instance(self, service: str, rng: random.Random,
+                             skip: set[str]) -> str | None:
+        return weighted_pick({
+            instance: node.requests.member_weight(service)
+            for instance, node in self.cluster.nodes.items() if instance not in skip
+        }, rng)
+
+    def offer(self, instance: str, offer: Any) -> None:
+        node = self.cluster.nodes.get(instance)
+        if node is None:
+            self.cluster.nodes[self.instance_id].requests.instance_gone(instance)
+        else:
+            node.requests.offer(offer)
+
+    def answer(self, origin: str, rid: str, body: Any) -> None:
+        node = self.cluster.nodes.get(origin)
+        if node is not None:
+            node.requests.answer(rid, body, self.instance_id)
+
+    def refuse(self, origin: str, rid: str, code: str) -> None:
+        node = self.cluster.nodes.get(origin)
+        if node is not None:
+            node.requests.refuse(rid, code, self.instance_id)

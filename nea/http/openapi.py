@@ -343,8 +343,10 @@ def _ask(summary: str, description: str, parameter: str, failures: dict[str, str
         "responses": {
             "200": _json(_ref("Replied"), "The reply came back."),
             **{code: _error(text) for code, text in failures.items()},
-            "400": _error("The body is not {\"body\": ANY, \"timeout\": SECONDS}, or the "
-                          "name is not valid."),
+            "400": _error("bad_json: the body is not a JSON object; bad_body: it is not "
+                          "{\"body\": ANY, \"timeout\": SECONDS}, or its body cannot be sent; "
+                          "bad_timeout: the timeout is not a number of seconds above 0 and at "
+                          "most 300; bad_name: the name is not valid."),
             "401": _UNAUTHORIZED,
             "413": _error("The body is larger than a client's line."),
             "504": _error("No reply within the timeout (request_timeout)."),

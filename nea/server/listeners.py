@@ -131,7 +131,10 @@ class ClientListener(ListeningService):
         self.listen = listen
 
     def announce(self, address) -> None:
-        self.announce_as("listening: profile {profile}, {transport} on {address}", address,
+        # A +proxy listener refuses what does not start with a PROXY header: say so up front.
+        proxy = ", proxy: each connection starts with a PROXY header" if self.listen.proxy else ""
+        self.announce_as("listening: profile {profile}, {transport} on {address}{proxy}", address,
                          profile=self.listen.profile.name,
-                         transport=self.listen.transport + ("+ws" if self.listen.websocket else ""))
+                         transport=self.listen.transport + ("+ws" if self.listen.websocket else ""),
+                         proxy=proxy)
 

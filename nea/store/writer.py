@@ -9,7 +9,8 @@ Lines wait in a queue of at most ``bound`` lines, written in batches (one
 transaction each) with a deadline. When a write fails or times out, or the queue
 is full, the writer is *degraded*: every line in the queue is released unsaved
 at once, in order, and so is every later line, without waiting, until a probe
-of the store (retried with exponential backoff on the injected reactor)
+of the store (retried on the injected reactor with the exponential backoff of
+`nea.wire.backoff`, doubling from ``retry_first`` up to ``retry_max``, unjittered)
 succeeds. Unsaved lines are counted, and nothing is kept for later.
 
 A write abandoned at its deadline may still commit: those lines were fanned out
@@ -25,6 +26,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from nea.store.lines import HistoryStore, Line, StoredLine
+from nea.wire.backoff import Backoff
 
 log = Logger()
 
@@ -61,15 +63,14 @@ class StoreWriter:
         self.bound = bound
         self.batch = batch
         self.timeout = timeout
-        self.retry_first = retry_first
-        self.retry_max = retry_max
+        self.backoff = Backoff(initial=retry_first, maximum=retry_max, jitter=0.0)
         self.state = OK if store.enabled else OFF
         self.error: str | None = None
         self.stored = self.unsaved = self.stored_late = 0
         self._queue: collections.deque[tuple[Line, defer.Deferred]] = collections.deque()
         self._writing = 0  # lines at the head of the queue being written now
         self._attempt = 0  # bumped when the writer gives up, so late answers are told apart
-        self._retry_delay = retry_first
+        self._probes = 0  # failed probes since the store last worked
         self._probe_call = None
         self._stopping: defer.Deferred | None = None
         # Every write's Deferred fires from here, first in first out, even when a
@@ -133,7 +134,7 @@ class StoreWriter:
             return
         done = [self._queue.popleft() for _ in range(self._writing)]
         self._writing = 0
-        self._retry_delay = self.retry_first
+        self._probes = 0
         self.stored += len(done)
         self._release([(waiter, line) for (_, waiter), line in zip(done, stored)])
         self._pump()
@@ -176,8 +177,8 @@ class StoreWriter:
             self._releasing = False
 
     def _probe_later(self) -> None:
-        self._probe_call = self.reactor.callLater(self._retry_delay, self._probe)
-        self._retry_delay = min(self._retry_delay * 2, self.retry_max)
+        self._probe_call = self.reactor.callLater(self.backoff.ceiling(self._probes), self._probe)
+        self._probes += 1
 
     def _probe(self) -> None:
         probing = defer.maybeDeferred(self.store.latest, 1)

@@ -5,8 +5,9 @@ back on this schedule, growing per failed attempt up to a cap, and jittered so
 that clients cut off together (a server restart) do not all return in the same
 instant; a server that says ``shutting_down`` after serving is restarting, so
 its clients come back after the short ``prompt`` delay instead. nea-client and
-nea-loadtest follow it, and the cluster link uses it, without jitter, between
-attempts to reach Redis.
+nea-loadtest follow it (through Twisted's ``ReconnectingClientFactory``), and,
+without jitter, the cluster link uses it between attempts to reach Redis and the
+store writer between probes of a store that is down. It is the one backoff of nea.
 
 The policy is immutable and holds no per-client state; each client keeps only
 its own attempt counter, so a load test's thousands of clients share one policy.

@@ -25,6 +25,21 @@ function chatState(name) {
           pending: [], nextKey: 1, error: null};
 }
 
+/** What a name may be, by the server's rule (nea.wire.codec.NICK_PATTERN). */
+const NAME_HINT = "Up to 32 characters: ASCII letters, digits, _ . and - (no spaces, no accents).";
+
+/** Why the server would refuse `name`, for a person; null when it takes it. */
+function nameProblem(name) {
+  if (name.length === 0) return `Choose a name. ${NAME_HINT}`;
+  const refused = [...new Set([...name].filter(c => !/^[A-Za-z0-9_.-]$/.test(c)))];
+  if (refused.length > 0) {
+    const shown = refused.map(c => c === " " ? "spaces" : `"${c}"`).join(", ");
+    return `${shown}: not allowed in a name. ${NAME_HINT}`;
+  }
+  if (name.length > 32) return `${name.length} characters: too long. ${NAME_HINT}`;
+  return null;
+}
+
 /** A new socket is open: say the name; after the join history, resume from `synced`. */
 function opened(state) {
   return {state: {...state, joined: false, pending: [], resume: state.synced},
@@ -315,10 +330,22 @@ function startPage() {
     }
   });
 
+  // The server's rule is checked as the name is typed: a refused name is not sent, and
+  // the browser shows the hint where a form shows what is wrong with a field.
+  const nameHelp = $("name-help");
+  function checkName() {
+    const problem = nameInput.value.trim() ? nameProblem(nameInput.value.trim()) : null;
+    nameInput.setCustomValidity(problem || "");
+    nameHelp.textContent = problem || NAME_HINT;
+    nameHelp.dataset.state = problem ? "refused" : "";
+    return problem;
+  }
+  nameInput.addEventListener("input", checkName);
+
   nameForm.addEventListener("submit", event => {
     event.preventDefault();
     const name = nameInput.value.trim();
-    if (!name) return;
+    if (!name || checkName()) return;
     state = state === null ? chatState(name) : {...state, name, error: null};
     if (socket !== null && socket.readyState === WebSocket.OPEN) {
       socket.send(JSON.stringify({type: "nick", payload: name}));
