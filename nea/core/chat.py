@@ -51,7 +51,14 @@ class ChatRoom:
         self._reading: set[Peer] = set()
 
     def say(self, sender: Peer, text: str) -> None:
-        """A client said ``text``; in the room it is not echoed to the sender."""
+        """A client said ``text``; in the room it is not echoed to the sender.
+
+        Connections stop reading chatters while the store catches up (`waits`); a line
+        that comes all the same once the store is far behind is refused, not dropped.
+        """
+        if self.history.full:
+            self.reject(sender, errors.HISTORY_BUSY, "its store is behind")
+            return
         self.said += 1
         skip = sender if sender.profile.room else None
         self.history.write(CHAT, sender.name, text).addCallback(
@@ -62,6 +69,11 @@ class ChatRoom:
         self.broadcasts += 1
         return self.history.write(BROADCAST, None, text).addCallback(
             lambda entry: self._send(_push(entry)))
+
+    def waits(self):
+        """None while chat lines may be read; else a Deferred that fires once the
+        history store has caught up (connections hold their chatters until then)."""
+        return self.history.caught_up()
 
     def _send(self, push: Live, skip: Peer | None = None) -> int:
         self.bus.publish(push)

@@ -198,6 +198,11 @@ class Hub:
         """A connection was cut for ``error`` without being told (it would not read it)."""
         self._errors[error.code] += 1
 
+    def chat_waits(self):
+        """None while a chat line may be handled; else a Deferred that fires once the
+        history store has caught up: the connection reads its chatter no more till then."""
+        return self.chat.waits()
+
     def throttled(self) -> None:
         """A connection sent faster than its rate and stops being read for a while."""
         self._throttled += 1

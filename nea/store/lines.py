@@ -82,6 +82,9 @@ class HistoryStore(Protocol):
     def latest(self, count: int) -> Deferred[list[StoredLine]]:
         """The last ``count`` lines, oldest first."""
 
+    def probe(self) -> Deferred[None]:
+        """A small write (no line): whether the store takes writes again after failing."""
+
     def trim(self, keep: int, most: int) -> Deferred[int]:
         """Delete up to ``most`` of the oldest lines beyond the newest ``keep``; how many went."""
 

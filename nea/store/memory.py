@@ -42,6 +42,9 @@ class MemoryStore:
         check_count("count", count)
         return defer.succeed(self.lines[len(self.lines) - count:] if count else [])
 
+    def probe(self):
+        return defer.succeed(None)
+
     def trim(self, keep: int, most: int):
         gone = min(max(len(self.lines) - check_count("keep", keep), 0), check_count("most", most))
         del self.lines[:gone]
@@ -69,6 +72,9 @@ class NoStore:
 
     def latest(self, count: int):
         return defer.succeed([])
+
+    def probe(self):
+        return defer.succeed(None)
 
     def trim(self, keep: int, most: int):
         return defer.succeed(0)
