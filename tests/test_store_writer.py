@@ -1,5 +1,6 @@
 """The store writer, the trimmer and ``--store`` parsing, on in-memory stores and a Clock."""
 
+from twisted.internet.defer import succeed
 from twisted.internet.testing import Clock
 from twisted.trial import unittest
 
@@ -231,6 +232,18 @@ class TrimmerTests(unittest.TestCase):
         self.assertEqual(len(self.store.lines), 9000)
         self.clock.advance(60)
         self.assertEqual(len(self.store.lines), 6000)
+
+    def test_a_pass_keeps_the_newest_bytes_and_then_compacts(self):
+        compacted = []
+        self.store.compact = lambda: compacted.append(len(self.store.lines)) or succeed(None)
+        trimmer = Trimmer(self.store, None, reactor=self.clock, interval=60,
+                          keep_bytes=40)  # "ann" and 4-5 digits: 5 lines
+        trimmer.start()
+        self.addCleanup(trimmer.stop)
+        self.assertEqual([l.text for l in self.store.lines], [str(i) for i in range(11_995, 12_000)])
+        self.assertEqual(compacted, [5])
+        self.clock.advance(60)
+        self.assertEqual(compacted, [5])  # nothing deleted, nothing to give back
 
     def test_a_failing_store_is_counted_and_retried(self):
         self.store.down = "refused"

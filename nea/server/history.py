@@ -94,8 +94,11 @@ class Reopening:
     def probe(self) -> defer.Deferred:
         return self._then(self.store.probe)
 
-    def trim(self, keep: int, most: int) -> defer.Deferred:
-        return self._then(self.store.trim, keep, most)
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None) -> defer.Deferred:
+        return self._then(self.store.trim, keep, most, keep_bytes)
+
+    def compact(self) -> defer.Deferred:
+        return self._then(self.store.compact)
 
     def close(self) -> defer.Deferred:
         return self.store.close()

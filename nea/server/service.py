@@ -175,8 +175,9 @@ def open_history(config, reactor) -> tuple[StoreHistory, Trimmer | None]:
                  " it does: {reason}", store=store.name, reason=down)
         writer.down(down)
     trimmer = None
-    if store.enabled and config["history-max"]:
-        trimmer = Trimmer(writer.store, config["history-max"], reactor)
+    if store.enabled and (config["history-max"] or config["history-max-bytes"]):
+        trimmer = Trimmer(writer.store, config["history-max"] or None, reactor,
+                          keep_bytes=config["history-max-bytes"] or None)
     return StoreHistory(writer.store, writer, reactor), trimmer
 
 

@@ -49,10 +49,10 @@ class GatedStore(MemoryStore):
             return defer.fail(StoreError(self.down or "database or disk is full"))
         return super().probe()
 
-    def trim(self, keep: int, most: int):
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None):
         if self.down:
             return defer.fail(StoreError(self.down))
-        return super().trim(keep, most)
+        return super().trim(keep, most, keep_bytes)
 
     def release(self) -> None:
         """Store what is held now, and answer whoever still waits."""
