@@ -85,7 +85,7 @@ class Hub:
         self._ending: set[Peer] = set()
         self._history = history if history is not None else NoHistory(clock)
         self.chat = ChatRoom(self.registry, bus, self._history, self.reject,
-                             config.history_on_join)
+                             config.history_on_join, clock)
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
