@@ -11,7 +11,7 @@ from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.core.testing import FakePeer
 from nea.server.history import Reopening, StoreHistory
-from nea.store.lines import Kind, Line
+from nea.store.lines import Kind, Line, StoreError
 from nea.store.testing import GatedStore
 from nea.store.writer import StoreWriter
 from nea.wire import codec, frames, profiles
@@ -252,6 +252,28 @@ class BusOutage(unittest.TestCase):
         self.assertEqual(self.heard(), [])
         self.chat.rejoined()  # no outage since: nothing
         self.assertEqual(self.ann.take(), [])
+
+    def test_live_lines_wait_for_the_catch_up_and_follow_it_in_order(self):
+        self.chat.checkpoint()
+        self.chat.outage()
+        self.elsewhere("missed")
+        missed = list(self.store.lines)
+        reading = defer.Deferred()
+        self.store.since = lambda last_id, limit: reading
+        self.chat.rejoined()
+        live = self.elsewhere("live")
+        self.assertEqual(self.chat.fan_out(live[0]), 1)  # it will reach ann...
+        self.assertEqual(self.heard(), [])  # ...after what was missed
+        reading.callback(missed)
+        self.assertEqual(self.heard(), [(1, "missed"), (2, "live")])
+
+    def test_a_store_that_fails_the_catch_up_means_a_gap(self):
+        self.chat.checkpoint()
+        self.chat.outage()
+        self.store.since = lambda last_id, limit: defer.fail(StoreError("gone"))
+        self.chat.rejoined()
+        (gap,) = [p for p in self.ann.take() if isinstance(p, frames.Gap)]
+        self.assertEqual(gap.last_id, 0)
 
     def test_without_a_store_to_read_the_clients_are_told_of_the_gap(self):
         self.chat.checkpoint()
