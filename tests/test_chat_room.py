@@ -286,3 +286,15 @@ class BusOutage(unittest.TestCase):
         self.chat.rejoined()
         self.assertEqual([p for p in self.ann.take() if not isinstance(p, frames.DatePush)], [
             frames.Gap("2023-11-14T22:13:20.000Z", "2023-11-14T22:13:45.000Z", 0)])
+
+    def test_lines_said_here_are_kept_for_publishing_again_only_since_the_older_mark(self):
+        self.hub.handle(self.ann, frames.Chat("old"))
+        self.clock.advance(1)
+        self.chat.checkpoint()
+        self.hub.handle(self.ann, frames.Chat("between"))
+        self.clock.advance(1)
+        self.chat.checkpoint()  # "old" was said before the older mark: everyone has it
+        self.chat.outage()
+        self.bus.published.clear()
+        self.chat.rejoined()
+        self.assertEqual([p.text for p in self.bus.published], ["between"])

@@ -77,6 +77,19 @@ class PostgreSQLSchemaTests(PostgreSQLTestCase):
         self.assertEqual(self.sql("SELECT version FROM nea_schema"), [(SCHEMA_VERSION,)])
 
     @defer.inlineCallbacks
+    def test_version_1_is_migrated_and_its_sizes_counted(self):
+        self.sql("DROP TABLE chat_lines, nea_schema")
+        for statement in PostgreSQL.migrations[1]:
+            self.sql(statement)
+        self.sql("CREATE TABLE nea_schema (version INTEGER NOT NULL)")
+        self.sql("INSERT INTO nea_schema VALUES (1)")
+        self.sql("INSERT INTO chat_lines (kind, name, body, said_at)"
+                 " VALUES ('chat', 'ann', 'héllo', now())")
+        yield self.opened()
+        self.assertEqual(self.sql("SELECT version FROM nea_schema"), [(SCHEMA_VERSION,)])
+        self.assertEqual(self.sql("SELECT size FROM chat_lines"), [(9,)])
+
+    @defer.inlineCallbacks
     def test_a_newer_schema_is_refused_in_one_line(self):
         self.sql("UPDATE nea_schema SET version = %s", SCHEMA_VERSION + 1)
         store = SQLStore(PostgreSQL(self.server.url), reactor)

@@ -47,6 +47,8 @@ RECENT = 10_000
 #: Lines read from the store per read of a catch-up, and at most in all (past it: a gap).
 CATCH_UP_PAGE = 1000
 MAX_CATCH_UP = 5 * CATCH_UP_PAGE
+#: Bytes of text of the lines said here that are kept to be published again after an outage.
+SAID_HERE_BYTES = 16 * 1024 * 1024
 
 Reject = Callable[[Peer, errors.ErrorCode, str], None]
 Live = ChatPush | BroadcastPush | Presence
@@ -79,9 +81,11 @@ class ChatRoom:
         self._outage: tuple[float, int] | None = None
         #: While catching up: live lines (with who said them), delivered after.
         self._held: list[tuple[ChatPush | BroadcastPush, Peer | None]] | None = None
-        #: The stored lines said here lately, with when: published again after an outage.
+        #: The stored lines said here since the older mark, with when (and their bytes of
+        #: text): published again after an outage.
         self._said_here: collections.deque[tuple[float, ChatPush | BroadcastPush]] = (
-            collections.deque(maxlen=RECENT))
+            collections.deque())
+        self._said_bytes = 0
 
     def say(self, sender: Peer, text: str) -> None:
         """A client said ``text``; in the room it is not echoed to the sender.
@@ -111,6 +115,9 @@ class ChatRoom:
     def _send(self, push: Live, skip: Peer | None = None) -> int:
         if not isinstance(push, Presence) and push.id is not None:
             self._said_here.append((self.clock.seconds(), push))
+            self._said_bytes += len(push.text)
+            self._forget_said(lambda said: self._said_bytes > SAID_HERE_BYTES
+                              or len(self._said_here) > MAX_CATCH_UP)
         self.bus.publish(push)
         return self.fan_out(push, skip)
 
@@ -136,6 +143,13 @@ class ChatRoom:
     def checkpoint(self) -> None:
         """The bus completed a heartbeat: lines up to those delivered now have arrived."""
         self._marks.append((self.clock.seconds(), self._recent.highest))
+        oldest = self._marks[0][0]  # what was said before it has reached everyone
+        self._forget_said(lambda said: said < oldest)
+
+    def _forget_said(self, old: Callable[[float], bool]) -> None:
+        """Drop the lines said here from the oldest on, while ``old(when it was said)``."""
+        while self._said_here and old(self._said_here[0][0]):
+            self._said_bytes -= len(self._said_here.popleft()[1].text)
 
     def outage(self) -> None:
         """The bus is down: what is published meanwhile is lost to this instance."""

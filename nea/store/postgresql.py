@@ -51,7 +51,9 @@ class PostgreSQL(Dialect):
                 name TEXT,
                 body TEXT NOT NULL,
                 said_at TIMESTAMPTZ NOT NULL)"""],
-        2: ["ALTER TABLE chat_lines ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        # The sizes of a big history take longer than a statement may: this transaction only.
+        2: ["SET LOCAL statement_timeout = 0",
+            "ALTER TABLE chat_lines ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
             "UPDATE chat_lines SET size = octet_length(body) + coalesce(octet_length(name), 0)",
             "CREATE INDEX chat_lines_size ON chat_lines (id, size)"],
     }
