@@ -1,4 +1,4 @@
-"""Between the chat room and the store: lines are stored in order, and live chat never waits long.
+"""Between the chat room and the store: lines are stored in order, a slow store slows chatters down.
 
 The chat room hands each line to `StoreWriter.write` and fans it out when the
 Deferred fires: with a `StoredLine` (stored, with the store's id) or with the
