@@ -240,7 +240,8 @@ class TrimmerTests(unittest.TestCase):
                           keep_bytes=40)  # "ann" and 4-5 digits: 5 lines
         trimmer.start()
         self.addCleanup(trimmer.stop)
-        self.assertEqual([l.text for l in self.store.lines], [str(i) for i in range(11_995, 12_000)])
+        self.assertEqual([l.text for l in self.store.lines],
+                         [str(i) for i in range(11_995, 12_000)])
         self.assertEqual(compacted, [5])
         self.clock.advance(60)
         self.assertEqual(compacted, [5])  # nothing deleted, nothing to give back
