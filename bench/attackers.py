@@ -16,7 +16,14 @@ closes it) until stdin closes or ``--seconds`` pass:
 - ``poison``: one TLS ``nea`` client sending, in turn and one at a time,
   5,000-deep nested JSON, lone surrogates in a payload and invalid UTF-8;
 - ``long_line``: one TLS ``nea`` client sending a 10 MB line without LF, over
-  and over.
+  and over;
+- ``chatty``: one TLS ``nea`` client saying 1 KB chat lines as fast as the
+  server takes them (every chat client gets each one);
+- ``store_pressure``: one TLS ``nea`` client saying 1,100-byte chat lines, 3,000
+  in each write, as fast as the server takes them (the history store's queue);
+- ``chat_reader``: not an attacker but its victims: 10 TLS ``nea`` clients that
+  read what they are sent as fast as they can and say nothing; each close by
+  the server (``slow_consumer``) is a reader the chatters got dropped.
 
 It prints ``{"ready": {...}}`` once the first connections are up, and at the end
 ``{"result": {...}}``: per attacker what it sent, what came back (by error code)
@@ -150,8 +157,9 @@ async def non_reader(attack: Attack, index: int) -> None:
             attack.closed_by_server(kind, started)
 
 
-async def flood(attack: Attack, kind: str, port: int, line, answer) -> None:
-    """Write ``line(k)`` as fast as the server takes it; read what comes back with ``answer``."""
+async def flood(attack: Attack, kind: str, port: int, line, answer, batch: int = 500) -> None:
+    """Write ``line(k)`` as fast as the server takes it, ``batch`` lines a write; read what
+    comes back with ``answer``."""
     async for reader, writer, started in attack.connections(kind, port, True, "127.0.61.4"):
 
         async def read() -> None:
@@ -168,8 +176,8 @@ async def flood(attack: Attack, kind: str, port: int, line, answer) -> None:
         try:
             while not attack.over() and not reading.done():
                 base = attack.stats[kind]["sent"]
-                writer.write(b"".join(line(base + k) for k in range(500)))
-                attack.stats[kind]["sent"] += 500
+                writer.write(b"".join(line(base + k) for k in range(batch)))
+                attack.stats[kind]["sent"] += batch
                 await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
         except (OSError, asyncio.TimeoutError):
             pass
@@ -205,6 +213,22 @@ async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.
         await asyncio.sleep(0.2)
 
 
+async def chat_reader(attack: Attack) -> None:
+    kind = "chat_reader"
+    while not attack.over():
+        streams = await attack.connect(kind, attack.args.nea_port, True, "127.0.61.7")
+        if streams is None:
+            continue
+        reader, writer = streams
+        await attack.until_closed(kind, reader, time.monotonic())
+        writer.transport.abort()
+
+
+def chat(size: int):
+    """``chat`` lines of ``size`` bytes of text, numbered."""
+    return lambda k: b"chat %-*d\n" % (size, k)
+
+
 async def stdin_closed(attack: Attack) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
     attack.stopping.set()
@@ -225,7 +249,10 @@ async def main(args) -> None:
               lambda _: None),
         one_at_a_time(attack, "poison", POISON),
         one_at_a_time(attack, "long_line", (LONG_LINE,), "127.0.61.6"),
+        flood(attack, "chatty", args.nea_port, chat(1000), lambda _: None),
+        flood(attack, "store_pressure", args.nea_port, chat(1100), lambda _: None, batch=3000),
     ]
+    tasks += [chat_reader(attack) for _ in range(n(10))]
     running = [asyncio.ensure_future(t) for t in tasks]
     watcher = asyncio.ensure_future(stdin_closed(attack))
     ready_by = time.monotonic() + 60

@@ -137,7 +137,9 @@ def measure(store: str, store_arg: str, args, database_pid: int | None = None) -
     lines = int(args.rate * args.seconds)
     listens = (harness.tcp("chat"), harness.tcp("chat+ws"), harness.tcp("nea"))
     clients = args.ws + args.line_clients
-    extra = ("--store", store_arg, "--max-rate", str(max(1000.0, 2 * args.rate)))
+    # The sender is the one chatter, and its rate is what is measured: no chat limit on it.
+    extra = ("--store", store_arg, "--max-rate", str(max(1000.0, 2 * args.rate)),
+             "--chat-rate", "0", "--chat-bytes-rate", "0")
     with harness.Daemon(*listens, max_clients=clients + 10, extra=extra) as daemon:
         line_port, ws_port, status_port = daemon.ports
         groups = [Chatters(ws_port, args.ws, "ws", lines, True, "127.0.80.1"),

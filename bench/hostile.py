@@ -3,7 +3,9 @@
 One daemon for both runs (a TLS ``relay`` listener for the load, the silent
 sockets, half-sent ClientHellos, non-readers and the relay flooder; a TLS
 ``nea`` listener for the line flooder, the poison-JSON sender and the 10 MB
-line; a plain-TCP ``nea`` listener for status). The attackers
+line, the chatters and the chat readers they try to get dropped; a plain-TCP
+``nea`` listener for status). Chat history is kept in SQLite (``--store``), so
+that the chatters also press on the store. The attackers
 (``attackers.py``, one child process) are up ``--warm-up`` seconds (8) before
 the second run starts and stay up for all of it, so that the load meets the
 attack in its steady state. The onset is bounded by the daemon's
@@ -25,6 +27,7 @@ clients at once (at most ``--max-active``) plus about 2,100 attackers.
 import argparse
 import json
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +93,8 @@ def main() -> None:
                    "ack have each missed a deadline and are no longer drawn)")
     p.add_argument("--max-rate", type=int, help="the daemon's --max-rate, lines a second per "
                    "connection (default: the daemon's, 1,000): what a flooder may cost it")
+    p.add_argument("--store", help="the daemon's --store (default: SQLite in a temporary "
+                   "directory)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     harness.header(f"hostile: {args.clients} TLS clients over {args.window} s, alone and attacked")
@@ -97,6 +102,8 @@ def main() -> None:
     listens = (harness.tls("relay", certs_dir), harness.tls("nea", certs_dir), harness.tcp("nea"))
     results = {}
     extra = ("--max-rate", str(args.max_rate)) if args.max_rate is not None else ()
+    store = args.store or f"sqlite:{tempfile.mkdtemp(prefix='nea-hostile-')}/history.db"
+    extra = (*extra, "--store", store)
     with harness.Daemon(*listens, max_clients=17_500, extra=extra) as daemon:
         relay, nea_tls, nea = daemon.ports
         rss = harness.Sampler(daemon.rss, 0.5)

@@ -79,3 +79,16 @@ class StoreContract:
                      lambda: self.store.trim(-1, 5), lambda: self.store.since(0, True),
                      lambda: self.store.since(-1, 5)]:
             self.assertRaises(ValueError, call)
+
+    @defer.inlineCallbacks
+    def test_trim_keeps_the_newest_bytes(self):
+        said = [Line(Kind.CHAT, "ann", "é" * 50, SAID) for _ in range(10)]  # 103 bytes each
+        stored = yield self.store.append(said)
+        ids = [line.id for line in stored]
+        self.assertEqual((yield self.store.trim(None, 100, keep_bytes=350)), 7)
+        self.assertEqual([line.id for line in (yield self.store.since(0, 100))], ids[7:])
+        self.assertEqual((yield self.store.trim(None, 100, keep_bytes=309)), 0)  # 3 fit exactly
+        self.assertEqual((yield self.store.trim(5, 100, keep_bytes=1000)), 0)
+        self.assertEqual((yield self.store.trim(1, 100, keep_bytes=1000)), 2)  # the tighter bound
+        yield self.store.compact()
+        self.assertEqual([line.id for line in (yield self.store.since(0, 100))], ids[9:])

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests import infra
-from tests.support import connect, settle, start_server, tcp_listen
+from tests.support import connect, next_tick, settle, start_server, tcp_listen
 from tests.test_http_api import TOKEN, fetch_json, post_text
 from tests.test_chat_history import lines
 
@@ -195,3 +195,76 @@ class DatabaseDownAtStart(unittest.TestCase):
         self.assertEqual((yield replayed(bob)),
                          [("history", id, "ann", "saved"), ("end", id, False)])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class BusOutage(unittest.TestCase):
+    """Redis hangs (SIGSTOP) or dies while two instances chat: every line said meanwhile
+    reaches the other instance's clients once back, or those clients are told ``gap``."""
+
+    @defer.inlineCallbacks
+    def chatting(self, *args: str):
+        cluster = yield chat_cluster(self, "--history-on-join", "0", *args)
+        ann = yield join(self, cluster.a, "ann")
+        bob = yield join(self, cluster.b, "bob")
+        yield lines(ann, 1)  # bob joined
+        ann.send('{"type":"chat","payload":"before"}')
+        self.assertEqual(said((yield chat_lines(bob, 1))[0])[3], "before")
+        return cluster, ann, bob
+
+    @defer.inlineCallbacks
+    def outage(self, cluster, ann, hang: bool):
+        """Redis hangs (or is killed), ann says lines meanwhile, and it comes back."""
+        instances = (cluster.a, cluster.b)
+        if hang:
+            cluster.redis.program.signal("STOP")
+            self.addCleanup(cluster.redis.program.signal, "CONT")
+        else:
+            yield cluster.redis.stop()
+        for n in range(3):  # into a Redis that hangs, or none: published to nobody
+            ann.send(json.dumps({"type": "chat", "payload": f"lost {n}"}))
+        yield settle(lambda: all(s.hub.snapshot().cluster.state == "degraded" for s in instances),
+                     timeout=30)
+        for n in range(3):
+            ann.send(json.dumps({"type": "chat", "payload": f"down {n}"}))
+        yield next_tick(0.2)
+        if hang:
+            cluster.redis.program.signal("CONT")
+        else:
+            yield cluster.redis.start()
+        yield settle(lambda: all(len(s.hub.snapshot().cluster.members) == 2 for s in instances),
+                     timeout=30)
+
+    @defer.inlineCallbacks
+    def assert_caught_up(self, ann, bob):
+        ann.send('{"type":"chat","payload":"after"}')
+        got = [said(line) for line in (yield chat_lines(bob, 7))]
+        self.assertEqual([entry[3] for entry in got],
+                         [f"lost {n}" for n in range(3)] + [f"down {n}" for n in range(3)]
+                         + ["after"])
+        ids = [entry[1] for entry in got]
+        self.assertEqual(ids, sorted(set(ids)))  # in id order, none twice
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @defer.inlineCallbacks
+    def test_redis_hangs_and_the_clients_are_caught_up_from_the_shared_store(self):
+        cluster, ann, bob = yield self.chatting()
+        yield self.outage(cluster, ann, hang=True)
+        yield self.assert_caught_up(ann, bob)
+
+    @defer.inlineCallbacks
+    def test_redis_restarts_and_the_clients_are_caught_up_from_the_shared_store(self):
+        cluster, ann, bob = yield self.chatting()
+        yield self.outage(cluster, ann, hang=False)
+        yield self.assert_caught_up(ann, bob)
+
+    @defer.inlineCallbacks
+    def test_without_a_shared_store_the_clients_are_told_of_the_gap(self):
+        cluster, ann, bob = yield self.chatting("--store", "none")
+        yield self.outage(cluster, ann, hang=True)
+        frame = json.loads((yield chat_lines(bob, 1))[0])
+        self.assertEqual(frame["type"], "gap")
+        gap = frame["payload"]
+        self.assertLess(gap["since"], gap["until"])
+        self.assertEqual(gap["last_id"], 0)  # nothing is stored: no since to ask
+        ann.send('{"type":"chat","payload":"after"}')
+        self.assertEqual(said((yield chat_lines(bob, 1))[0])[2:], ("ann", "after"))

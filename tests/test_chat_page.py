@@ -124,6 +124,19 @@ class ProtocolFunctions(unittest.TestCase):
         self.assertTrue(seen["joined"])
 
     @defer.inlineCallbacks
+    def test_a_gap_is_shown_and_what_the_store_has_is_asked_for(self):
+        gap = {"type": "gap", "payload": {"since": "2026-12-01T19:40:00.000Z",
+                                          "until": "2026-12-01T19:40:20.000Z", "last_id": 2}}
+        seen = yield self.feed([*joined_with(history(2, "bob", "two"), end(2)),
+                                ["frame", gap], ["frame", history(3, "bob", "three")],
+                                ["frame", end(3)]])
+        self.assertEqual(seen["sent"], [nick("alice"), since(2)])
+        self.assertEqual([line[:4] for line in seen["lines"]], [
+            [2, "chat", "bob", "two"],
+            [None, "gap", None, "lines said since 2026-12-01T19:40:00.000Z may be missing"],
+            [3, "chat", "bob", "three"]])
+
+    @defer.inlineCallbacks
     def test_a_rejoin_asks_since_the_last_line_it_had_not_the_join_historys(self):
         first = joined_with(history(3, "bob", "three"), history(4, "bob", "four"), end(4))
         rejoin = [["open"], ["frame", nick("alice")],

@@ -11,6 +11,7 @@ from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.core.testing import FakePeer
 from nea.server.history import Reopening, StoreHistory
+from nea.store.lines import Kind, Line, StoreError
 from nea.store.testing import GatedStore
 from nea.store.writer import StoreWriter
 from nea.wire import codec, frames, profiles
@@ -191,3 +192,109 @@ class Room(unittest.TestCase):
         (line, end) = lines(nea)
         self.assertTrue(line.startswith(b"history 1 2023-11-14T22:13:20.000Z zed: hi"))
         self.assertEqual(end, b"history_end 1 0")
+
+
+class RecordingBus(LocalBus):
+    """A single instance's bus that records what it was asked to publish."""
+
+    def __init__(self) -> None:
+        super().__init__("unit")
+        self.published: list = []
+
+    def publish(self, push) -> None:
+        self.published.append(push)
+
+
+class BusOutage(unittest.TestCase):
+    """What the chat room does when the bus goes down and comes back (the Redis bus
+    calls it so; tests/test_chat_cluster.py has it on a real Redis and PostgreSQL)."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.store = GatedStore()
+        self.writer = StoreWriter(self.store, self.clock)
+        self.bus = RecordingBus()
+        self.hub = Hub(self.clock, self.bus, HubConfig(history_on_join=0), rng=random.Random(0),
+                       history=StoreHistory(self.store, self.writer, self.clock))
+        self.ann = FakePeer(profiles.NEA, Encoding.JSON)
+        self.hub.join(self.ann)
+        self.chat = self.hub.chat
+
+    def elsewhere(self, *texts: str) -> list:
+        """Lines another instance stored; their pushes as the bus would bring them."""
+        stored = self.store.keep([Line.at(self.clock.seconds(), Kind.CHAT, "bob", text)
+                                  for text in texts])
+        return [frames.ChatPush("bob", line.text, line.id) for line in stored]
+
+    def heard(self) -> list:
+        return [(p.id, p.text) for p in self.ann.take() if isinstance(p, frames.ChatPush)]
+
+    def test_the_missed_lines_in_id_order_once_and_own_lines_published_again(self):
+        (first,) = self.elsewhere("seen")
+        self.chat.fan_out(first)
+        self.chat.checkpoint()
+        self.clock.advance(1)
+        self.chat.checkpoint()
+        self.clock.advance(1)
+        self.hub.handle(self.ann, frames.Chat("said in a stall"))  # id 2: out, published
+        missed = self.elsewhere("lost 1", "lost 2")
+        self.chat.outage()
+        self.hub.handle(self.ann, frames.Chat("said while down"))  # id 5
+        self.assertEqual(self.heard(), [(1, "seen"), (2, "said in a stall"),
+                                        (5, "said while down")])
+        self.bus.published.clear()
+        self.chat.rejoined()
+        self.assertEqual(self.heard(), [(3, "lost 1"), (4, "lost 2")])
+        self.assertEqual([p.text for p in self.bus.published],
+                         ["said in a stall", "said while down"])  # for the others to catch up
+        self.chat.fan_out(missed[1])  # it came through after all: not twice
+        self.assertEqual(self.heard(), [])
+        self.chat.rejoined()  # no outage since: nothing
+        self.assertEqual(self.ann.take(), [])
+
+    def test_live_lines_wait_for_the_catch_up_and_follow_it_in_order(self):
+        self.chat.checkpoint()
+        self.chat.outage()
+        self.elsewhere("missed")
+        missed = list(self.store.lines)
+        reading = defer.Deferred()
+        self.store.since = lambda last_id, limit: reading
+        self.chat.rejoined()
+        live = self.elsewhere("live")
+        self.assertEqual(self.chat.fan_out(live[0]), 1)  # it will reach ann...
+        self.assertEqual(self.heard(), [])  # ...after what was missed
+        reading.callback(missed)
+        self.assertEqual(self.heard(), [(1, "missed"), (2, "live")])
+
+    def test_a_store_that_fails_the_catch_up_means_a_gap(self):
+        self.chat.checkpoint()
+        self.chat.outage()
+        self.store.since = lambda last_id, limit: defer.fail(StoreError("gone"))
+        self.chat.rejoined()
+        (gap,) = [p for p in self.ann.take() if isinstance(p, frames.Gap)]
+        self.assertEqual(gap.last_id, 0)
+
+    def test_without_a_store_to_read_the_clients_are_told_of_the_gap(self):
+        self.chat.checkpoint()
+        self.clock.advance(5)
+        self.chat.outage()
+        self.store.down = "refused"
+        self.hub.handle(self.ann, frames.Chat("unsaved"))  # the store degrades
+        self.ann.take()
+        self.clock.advance(20)
+        self.chat.rejoined()
+        self.assertEqual([p for p in self.ann.take() if not isinstance(p, frames.DatePush)], [
+            frames.Gap("2023-11-14T22:13:20.000Z", "2023-11-14T22:13:45.000Z", 0)])
+
+    def test_lines_said_here_are_kept_for_publishing_again_only_since_the_older_mark(self):
+        self.hub.handle(self.ann, frames.Chat("old"))
+        self.clock.advance(1)
+        self.chat.checkpoint()
+        self.hub.handle(self.ann, frames.Chat("between"))
+        self.clock.advance(1)
+        self.chat.checkpoint()  # "old" was said before the older mark: everyone has it
+        self.chat.outage()
+        self.bus.published.clear()
+        self.chat.rejoined()
+        self.assertEqual([p.text for p in self.bus.published], ["between"])

@@ -298,6 +298,9 @@ addressed_pushes = st.one_of(
     st.builds(frames.HistoryLine, st.integers(1, 2**63 - 1), st.just("2026-12-01T19:40:00.123Z"),
               st.just("broadcast"), st.none(), line_text),
     st.builds(frames.HistoryEnd, st.integers(0, 2**63 - 1), st.booleans()),
+    st.builds(frames.Gap, st.just("2026-12-01T19:40:00.123Z"),
+              st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z"),
+              st.integers(0, 2**63 - 1)),
 )
 
 #: Only JSON carries them whole (the text form of presence is for people).
@@ -309,6 +312,16 @@ json_only = st.one_of(
 
 
 class HistoryFrameTests(unittest.TestCase):
+    def test_the_gap_frame_in_text_and_json(self):
+        gap = frames.Gap("2026-12-01T19:40:00.123Z", "2026-12-01T19:40:20.456Z", 41)
+        self.assertEqual(codec.encode_push(gap, Encoding.TEXT),
+                         b"gap 2026-12-01T19:40:00.123Z 2026-12-01T19:40:20.456Z 41\n")
+        self.assertEqual(json.loads(codec.encode_push(gap, Encoding.JSON)), {
+            "type": "gap", "payload": {"since": "2026-12-01T19:40:00.123Z",
+                                       "until": "2026-12-01T19:40:20.456Z", "last_id": 41}})
+        for encoding in Encoding:
+            self.assertEqual(codec.decode_push(codec.encode_push(gap, encoding)[:-1]), gap)
+
     @given(json_only)
     def test_json_round_trip_with_id_and_time(self, push):
         decoded = codec.decode_push(codec.encode_push(push, Encoding.JSON)[:-1])

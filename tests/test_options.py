@@ -54,6 +54,8 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["max-line"], 64 * 1024)
         self.assertGreaterEqual(options["backlog"], 1024)
         self.assertTrue(options["instance-id"])
+        self.assertEqual((options["chat-rate"], options["chat-bytes-rate"]), (10.0, 16384.0))
+        self.assertEqual(options["history-max-bytes"], 256 * 1024 * 1024)
 
     def test_several_listeners(self):
         options = parse_options("--listen", "tcp:1", "--listen", "chat=tcp:2")

@@ -5,6 +5,8 @@ depend on the server (a backend blocked on a lock, the writer recovering) are
 polled with a deadline; what is asserted never depends on how fast it happens.
 """
 
+import os
+
 import psycopg
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -12,6 +14,7 @@ from twisted.trial import unittest
 from nea.store.lines import StoreError
 from nea.store.postgresql import WRITE_LOCK, PostgreSQL
 from nea.store.sql import SCHEMA_VERSION, SQLStore
+from nea.store.trimmer import Trimmer
 from nea.store.writer import DEGRADED, OK, StoreWriter
 from tests import infra, support
 from tests.store_contract import StoreContract, lines
@@ -61,7 +64,8 @@ class PostgreSQLSchemaTests(PostgreSQLTestCase):
                            " information_schema.columns WHERE table_name = 'chat_lines'"
                            " ORDER BY ordinal_position")
         self.assertEqual(columns[0], ("id", "bigint", "YES"))
-        self.assertEqual([name for name, _, _ in columns], ["id", "kind", "name", "body", "said_at"])
+        self.assertEqual([name for name, _, _ in columns],
+                         ["id", "kind", "name", "body", "said_at", "size"])
 
     @defer.inlineCallbacks
     def test_instances_starting_at_once_migrate_once(self):
@@ -73,6 +77,19 @@ class PostgreSQLSchemaTests(PostgreSQLTestCase):
         self.assertEqual(self.sql("SELECT version FROM nea_schema"), [(SCHEMA_VERSION,)])
 
     @defer.inlineCallbacks
+    def test_version_1_is_migrated_and_its_sizes_counted(self):
+        self.sql("DROP TABLE chat_lines, nea_schema")
+        for statement in PostgreSQL.migrations[1]:
+            self.sql(statement)
+        self.sql("CREATE TABLE nea_schema (version INTEGER NOT NULL)")
+        self.sql("INSERT INTO nea_schema VALUES (1)")
+        self.sql("INSERT INTO chat_lines (kind, name, body, said_at)"
+                 " VALUES ('chat', 'ann', 'héllo', now())")
+        yield self.opened()
+        self.assertEqual(self.sql("SELECT version FROM nea_schema"), [(SCHEMA_VERSION,)])
+        self.assertEqual(self.sql("SELECT size FROM chat_lines"), [(9,)])
+
+    @defer.inlineCallbacks
     def test_a_newer_schema_is_refused_in_one_line(self):
         self.sql("UPDATE nea_schema SET version = %s", SCHEMA_VERSION + 1)
         store = SQLStore(PostgreSQL(self.server.url), reactor)
@@ -80,6 +97,23 @@ class PostgreSQLSchemaTests(PostgreSQLTestCase):
         failure = yield self.assertFailure(store.open(), StoreError)
         self.assertIn(f"version {SCHEMA_VERSION + 1}, newer than", str(failure))
         self.assertNotIn("\n", str(failure))
+
+
+class PostgreSQLSpaceTests(PostgreSQLTestCase):
+    @defer.inlineCallbacks
+    def test_history_bounded_in_bytes_reuses_its_space(self):
+        """Round after round of 1.2 MB said and trimmed to 100 kB: the table does not grow."""
+        sizes = []
+        trimmer = Trimmer(self.store, None, reactor, keep_bytes=100_000)
+        for _ in range(4):
+            for _ in range(3):
+                yield self.store.append(lines(*(os.urandom(2000).hex() for _ in range(100))))
+            yield trimmer.trim()
+            sizes.append(self.sql("SELECT pg_total_relation_size('chat_lines')")[0][0])
+        self.assertEqual(trimmer.failures, 0)
+        kept = self.sql("SELECT sum(size) FROM chat_lines")[0][0]
+        self.assertLessEqual(kept, 100_000)
+        self.assertLess(sizes[-1], sizes[0] * 1.5)  # reused, not grown by 1.2 MB a round
 
 
 class PostgreSQLClusterTests(PostgreSQLTestCase):
@@ -152,19 +186,18 @@ class PostgreSQLDegradedTests(PostgreSQLTestCase):
         self.assertIsNone(writer.status.error)
 
     @defer.inlineCallbacks
-    def test_a_slow_database_cannot_grow_the_queue_past_its_bound(self):
+    def test_a_slow_database_is_waited_for_and_nothing_is_given_away(self):
         writer = self.writer(bound=10, batch=4)
         holder = self.locked()
-        said = [writer.write(line) for line in lines(*map(str, range(10)))]
+        said = [writer.write(line) for line in lines(*map(str, range(11)))]
         yield support.settle(self.waiting_on_the_lock)
-        self.assertEqual((writer.status.queued, [d.called for d in said]), (10, [False] * 10))
-        overflow = yield writer.write(lines("10")[0])  # past the bound: all go, unsaved, in order
-        released = yield defer.gatherResults(said)
-        self.assertEqual([line.text for line in released + [overflow]], list(map(str, range(11))))
-        self.assertEqual([line.id for line in released + [overflow]], [None] * 11)
-        self.assertEqual((writer.status.state, writer.status.queued, writer.status.unsaved),
-                         (DEGRADED, 0, 11))
-        holder.commit()  # the batch in the database's hands commits after all, and is counted
-        yield support.settle(lambda: writer.status.stored_late == 1)
-        yield support.settle(lambda: writer.status.state == OK)
-        self.assertEqual([line.text for line in (yield self.store.since(0, 100))], ["0"])
+        status = writer.status
+        self.assertEqual((status.state, status.queued, status.pushing_back), (OK, 11, True))
+        self.assertEqual([d.called for d in said], [False] * 11)
+        caught_up = writer.caught_up()
+        holder.commit()  # the database answers: every line is stored, in order
+        stored = yield defer.gatherResults(said)
+        yield caught_up
+        self.assertEqual([line.text for line in stored], list(map(str, range(11))))
+        self.assertEqual([line.id for line in stored], sorted({line.id for line in stored}))
+        self.assertEqual((writer.status.unsaved, writer.status.pushing_back), (0, False))

@@ -8,6 +8,8 @@ from twisted.trial import unittest
 
 from nea.store.lines import StoreError
 from nea.store.sql import SCHEMA_VERSION, SQLStore
+from nea.store.sqlite import SQLite
+from nea.store.trimmer import Trimmer
 from nea.store.url import parse_store
 from nea.store.writer import OK, StoreWriter
 from tests.store_contract import StoreContract, lines
@@ -84,6 +86,45 @@ class SQLiteFileTests(SQLiteTestCase):
         self.assertIsNone(said.id)
         self.assertEqual((writer.status.state, writer.status.unsaved), ("degraded", 1))
         yield writer.stop()
+
+    def on_disk(self) -> int:
+        return sum(path.stat().st_size for path in self.path.parent.iterdir()
+                   if path.name.startswith(self.path.name))
+
+    @defer.inlineCallbacks
+    def test_history_bounded_in_bytes_gives_the_space_back_to_the_disk(self):
+        yield self.store.close()
+        self.store = self.opened()  # a fresh one, not read by the setUp's threads
+        yield self.store.open()
+        for _ in range(5):  # 1.6 MB of lines, 5 transactions
+            yield self.store.append(lines(*("x" * 4000 for _ in range(80))))
+        before = self.on_disk()
+        self.assertGreater(before, 1_600_000)
+        trimmer = Trimmer(self.store, None, reactor, keep_bytes=100_000)
+        yield trimmer.trim()
+        self.assertEqual(trimmer.failures, 0)
+        kept = yield self.store.since(0, 1000)
+        self.assertEqual(len(kept), 24)  # 24 lines of 4,003 bytes fit in 100,000
+        self.assertLess(self.on_disk(), 400_000)  # the database and its WAL shrank
+
+    @defer.inlineCallbacks
+    def test_a_file_from_before_is_converted_and_its_sizes_counted(self):
+        yield self.store.close()
+        self.path.unlink()
+        with sqlite3.connect(self.path) as db:  # version 1: no auto_vacuum, no size column
+            db.execute(SQLite.migrations[1][0])
+            db.execute("CREATE TABLE nea_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO nea_schema VALUES (1)")
+            db.execute("INSERT INTO chat_lines (kind, name, body, said_at)"
+                       " VALUES ('chat', 'ann', 'héllo', '2024-05-06T07:08:09+00:00')")
+        db.close()
+        again = self.opened()
+        again.open_now()
+        yield again.open()
+        with sqlite3.connect(self.path) as db:
+            self.assertEqual(db.execute("PRAGMA auto_vacuum").fetchone()[0], 2)
+            self.assertEqual(db.execute("SELECT size FROM chat_lines").fetchall(), [(9,)])
+        db.close()
 
     @defer.inlineCallbacks
     def test_the_writer_stores_a_burst_in_order(self):

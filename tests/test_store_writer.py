@@ -1,5 +1,6 @@
 """The store writer, the trimmer and ``--store`` parsing, on in-memory stores and a Clock."""
 
+from twisted.internet.defer import succeed
 from twisted.internet.testing import Clock
 from twisted.trial import unittest
 
@@ -90,19 +91,53 @@ class WriterTests(unittest.TestCase):
         self.assertEqual(self.writer.status.stored_late, 1)
         self.assertEqual(len(self.chat.out), 3)
 
-    def test_past_the_bound_the_queue_is_released_and_nothing_grows(self):
+    def test_past_the_bound_the_writer_pushes_back_and_gives_nothing_away(self):
         self.store.hold = True
-        self.chat.say("1", "2", "3", "4", "5")
-        self.assertEqual((self.writer.status.queued, self.chat.out), (5, []))
-        self.chat.say("6")
-        self.assertEqual(self.chat.texts, ["1", "2", "3", "4", "5", "6"])
-        self.assertEqual(self.chat.ids, [None] * 6)
+        self.chat.say("1", "2", "3", "4")
+        self.assertIsNone(self.writer.caught_up())
+        self.chat.say("5")
+        caught_up = self.writer.caught_up()
+        self.assertFalse(caught_up.called)
+        self.chat.say("6", "7", "8", "9")
         status = self.writer.status
-        self.assertEqual((status.state, status.queued, status.unsaved), (DEGRADED, 0, 6))
-        self.assertIn("5 lines were waiting", status.error)
-        self.chat.say(*map(str, range(7, 1007)))
-        self.assertEqual(self.writer.status.queued, 0)
-        self.assertEqual(self.writer.status.unsaved, 1006)
+        self.assertEqual((status.state, status.queued, status.unsaved, status.pushing_back),
+                         (OK, 9, 0, True))
+        self.assertFalse(self.writer.full)
+        self.chat.say("10")
+        self.assertTrue(self.writer.full)  # twice the bound: the chat room refuses lines
+        self.store.release()  # "1": 9 wait, still past half the bound
+        self.store.release()  # "2", "3": 7
+        self.store.release()  # "4", "5": 5
+        self.store.release()  # "6", "7": 3
+        self.assertFalse(caught_up.called)
+        self.store.release()  # "8", "9": 1, under half: chatters are read again
+        self.assertTrue(caught_up.called)
+        self.assertFalse(self.writer.status.pushing_back)
+        self.store.hold = False
+        self.store.release()
+        self.assertEqual(self.chat.ids, list(range(1, 11)))
+        self.assertEqual(self.writer.status.unsaved, 0)
+
+    def test_the_bound_in_bytes(self):
+        writer = StoreWriter(self.store, self.clock, bound=1000, bound_bytes=1000)
+        self.store.hold = True
+        writer.write(line("x" * 997))  # and the name, "ann"
+        self.assertTrue(writer.pushing_back)
+
+    def test_a_full_disk_degrades_once_and_stays_degraded(self):
+        """Reads still answer on a full disk; the probe writes, so status does not flip."""
+        self.store.full = True
+        states = []
+        for tick in range(250):  # 25 s, a line every 1/10 s
+            self.chat.say(str(tick))
+            self.clock.advance(0.1)
+            if not states or states[-1] != self.writer.status.state:
+                states.append(self.writer.status.state)
+        self.assertEqual(states, [DEGRADED])
+        self.assertEqual(self.writer.status.unsaved, 250)
+        self.store.full = False
+        self.clock.advance(4.0)
+        self.assertEqual(self.writer.status.state, OK)
 
     def test_probes_back_off_and_the_writer_recovers_by_itself(self):
         self.store.down = "refused"
@@ -197,6 +232,19 @@ class TrimmerTests(unittest.TestCase):
         self.assertEqual(len(self.store.lines), 9000)
         self.clock.advance(60)
         self.assertEqual(len(self.store.lines), 6000)
+
+    def test_a_pass_keeps_the_newest_bytes_and_then_compacts(self):
+        compacted = []
+        self.store.compact = lambda: compacted.append(len(self.store.lines)) or succeed(None)
+        trimmer = Trimmer(self.store, None, reactor=self.clock, interval=60,
+                          keep_bytes=40)  # "ann" and 4-5 digits: 5 lines
+        trimmer.start()
+        self.addCleanup(trimmer.stop)
+        self.assertEqual([l.text for l in self.store.lines],
+                         [str(i) for i in range(11_995, 12_000)])
+        self.assertEqual(compacted, [5])
+        self.clock.advance(60)
+        self.assertEqual(compacted, [5])  # nothing deleted, nothing to give back
 
     def test_a_failing_store_is_counted_and_retried(self):
         self.store.down = "refused"

@@ -32,7 +32,9 @@ one to a service is drawn again.
 Degraded (Redis unreachable): the state is ``degraded``, other instances are
 forgotten (their outstanding deliveries are re-forwarded here), targets are drawn
 among local connections only, and chat stays local. Every reconnection starts a
-new ``run``, so the others also recover what they sent here meanwhile.
+new ``run``, so the others also recover what they sent here meanwhile. The chat
+node hears each completed heartbeat, the outage and the return, and catches its
+clients up on the chat they missed (`nea.core.chat`).
 """
 
 import functools
@@ -271,6 +273,7 @@ class RedisBus:
 
     def link_up(self) -> None:
         self.run = uuid.uuid4().hex[:12]
+        self._chat.rejoined()
         # The names registered meanwhile (or before a restart of Redis): written, and claimed.
         names = self._requests.local_names()
         self._name_changes = {}
@@ -282,6 +285,7 @@ class RedisBus:
                 self._publish(self.namespace.cluster, Claim(name, stamp))
 
     def link_down(self) -> None:
+        self._chat.outage()
         gone = {*self.table.members, *self.outstanding.instances()}
         self.table.clear()
         for instance in sorted(gone):
@@ -344,6 +348,7 @@ class RedisBus:
                 self._report_incompatible(name, announced.record_version)
             weight = announced.figures.relay_weight if announced.compatible else 0
             seen[name] = Member(announced.run, announced.figures, weight)
+        self._chat.checkpoint()
         joined = set(seen) - set(self.table.members)
         for instance in self.table.update(seen):
             log.info("cluster member {member} is gone", member=instance)

@@ -79,6 +79,15 @@ class ChatNode(TypingProtocol):
         """Chat, an operator broadcast or a room's join or leave from another instance:
         deliver it locally."""
 
+    def checkpoint(self) -> None:
+        """The bus completed a round trip (a heartbeat): what was published before has arrived."""
+
+    def outage(self) -> None:
+        """The bus is down: what other instances publish meanwhile is lost."""
+
+    def rejoined(self) -> None:
+        """The bus is up again after an outage: catch the local clients up."""
+
 
 #: This instance's figures as the cluster sees them, read when the bus needs them.
 Figures = Callable[[], MemberFigures]

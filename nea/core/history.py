@@ -39,8 +39,14 @@ class Unavailable(Exception):
 
 
 class HistoryWriter(TypingProtocol):
+    #: The store is so far behind that a line said now is refused (``history_busy``).
+    full: bool
+
     def write(self, kind: str, name: str | None, text: str) -> defer.Deferred:
         """Fires with the `Entry` (stored or not), in the order written; never fails."""
+
+    def caught_up(self) -> defer.Deferred | None:
+        """None while chat may be read; else fires once the store has caught up."""
 
 
 class HistoryReader(TypingProtocol):
@@ -62,6 +68,7 @@ class NoHistory:
     """History off: every line goes out at once, unsaved; nothing can be read back."""
 
     available = False
+    full = False
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
@@ -69,6 +76,9 @@ class NoHistory:
     def write(self, kind: str, name: str | None, text: str) -> defer.Deferred:
         moment = datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
         return defer.succeed(Entry(None, kind, name, text, iso_time(moment)))
+
+    def caught_up(self) -> None:
+        return None
 
     def since(self, last_id: int, limit: int) -> defer.Deferred:
         return defer.succeed([])

@@ -88,7 +88,7 @@ class Hub:
         self._ending: set[Peer] = set()
         self._history = history if history is not None else NoHistory(clock)
         self.chat = ChatRoom(self.registry, bus, self._history, self.reject,
-                             config.history_on_join)
+                             config.history_on_join, clock)
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
@@ -227,6 +227,11 @@ class Hub:
     def dropped(self, error: errors.ErrorCode) -> None:
         """A connection was cut for ``error`` without being told (it would not read it)."""
         self._errors[error.code] += 1
+
+    def chat_waits(self):
+        """None while a chat line may be handled; else a Deferred that fires once the
+        history store has caught up: the connection reads its chatter no more till then."""
+        return self.chat.waits()
 
     def throttled(self) -> None:
         """A connection sent faster than its rate and stops being read for a while."""

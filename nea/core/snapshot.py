@@ -69,12 +69,14 @@ class StoreFigures:
     #: Lines waiting for the store now.
     queued: int
     stored: int
-    #: Lines fanned out without being stored (degraded, or its queue was full).
+    #: Lines fanned out without being stored (the store failed).
     unsaved: int
     #: Lines stored after their write had been given up (fanned out unsaved too).
     stored_late: int
     #: Why it is degraded, one line.
     error: str | None
+    #: The store is behind: chatters are not read until it catches up.
+    pushing_back: bool = False
 
 
 @attrs.frozen

@@ -113,6 +113,8 @@ def _store_metrics(store) -> Iterator:
         state.add_metric([name], int(name == store.state))
     yield state
     yield _gauge("nea_store_queued", "Chat lines waiting for the history store.", store.queued)
+    yield _gauge("nea_store_pushing_back", "1 while chat clients are not read because the "
+                 "history store is behind.", int(store.pushing_back))
     yield _counter("nea_store_stored", "Chat lines stored by this instance.", store.stored)
     yield _counter("nea_store_unsaved", "Chat lines fanned out without being stored.",
                    store.unsaved)

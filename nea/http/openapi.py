@@ -148,8 +148,9 @@ _SCHEMAS: dict[str, Any] = {
     "Store": {
         "type": "object",
         "description": "The chat history store: lines queued for it, stored, and fanned out "
-                       "unsaved (degraded, or its queue full).",
-        "required": ["store", "state", "queued", "stored", "unsaved", "stored_late", "error"],
+                       "unsaved (it failed).",
+        "required": ["store", "state", "queued", "stored", "unsaved", "stored_late", "error",
+                     "pushing_back"],
         "properties": {
             "store": {"type": "string", "description": "--store, without its password."},
             "state": {"type": "string", "enum": ["ok", "degraded", "off"]},
@@ -158,6 +159,8 @@ _SCHEMAS: dict[str, Any] = {
             "unsaved": _COUNT,
             "stored_late": _COUNT,
             "error": {"type": ["string", "null"], "description": "Why it is degraded."},
+            "pushing_back": {"type": "boolean", "description": "The store is behind: chat "
+                             "clients are not read until it catches up."},
         },
     },
     "HistoryLine": {

@@ -12,7 +12,9 @@ WebSocket framing lives in `nea.server.websocket`). What a session guards itself
 - Input is rate-limited by backpressure: past ``max_rate`` lines a second
   (bursts of twice that) the connection stops reading until its bucket refills.
   Nothing is lost and nothing is answered with an error; the kernel's buffers,
-  then TCP's flow control, hold the client back.
+  then TCP's flow control, hold the client back. Chat lines have a rate of their
+  own, in lines and bytes (`nea.server.chatrate`), and wait the same way while
+  the history store catches up (`Hub.chat_waits`).
 - A close waits for what was written to go out, but not forever: a client that
   never reads is aborted ``CLOSE_TIMEOUT`` seconds after it was closed.
 - After a fatal error nothing more from the connection is processed or counted.
@@ -28,6 +30,7 @@ import itertools
 from typing import Iterator
 
 import attrs
+from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -35,6 +38,7 @@ from zope.interface import implementer
 
 from nea.core.hub import Hub
 from nea.server.admission import Admission
+from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE, ChatBucket
 from nea.tls.server import peer_identity
 from nea.wire import codec, errors, frames
 from nea.wire.codec import FrameBuffer, LineBuffer, LineTooLong
@@ -63,6 +67,15 @@ class ConnectionLimits:
     max_outbound: int = DEFAULT_MAX_OUTBOUND
     #: Lines a second a client may send on average (bursts of twice that); 0: no limit.
     max_rate: float = DEFAULT_MAX_RATE
+    #: Chat lines, and their bytes, a second a client may say (`nea.server.chatrate`).
+    chat_rate: float = DEFAULT_CHAT_RATE
+    chat_bytes_rate: float = DEFAULT_CHAT_BYTES_RATE
+
+    @classmethod
+    def from_options(cls, config) -> "ConnectionLimits":
+        """The limits nea-server options give every client connection."""
+        return cls(config["max-line"], config["max-outbound"], config["max-rate"],
+                   config["chat-rate"], config["chat-bytes-rate"])
 
 
 class LineBucket:
@@ -119,6 +132,8 @@ class Session(Protocol):
         #: Set by the hub once a chat-profile client has given its name.
         self.named = False
         self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None
+        self._chat = (ChatBucket(limits.chat_rate, limits.chat_bytes_rate, limits.max_line,
+                                 hub.clock) if limits.chat_rate or limits.chat_bytes_rate else None)
         #: While throttled: the lines still to handle, and reads that came meanwhile.
         self._throttled: Iterator[bytes] | None = None
         self._held: collections.deque[bytes] = collections.deque()
@@ -213,22 +228,49 @@ class Session(Protocol):
             for line in lines:
                 if self._closing:
                     return
-                if bucket is not None:
-                    if bucket.tokens < 1:
-                        self._throttle(itertools.chain((line,), lines))
+                if bucket is not None and bucket.tokens < 1:
+                    self._throttle(itertools.chain((line,), lines))
+                    return
+                request = self.decode(line)
+                if isinstance(request, frames.Chat):
+                    resume = self._chat_resume(len(line))
+                    if resume is not None:
+                        self._throttle(itertools.chain((line,), lines), resume)
                         return
+                if bucket is not None:
                     bucket.tokens -= 1
-                self.hub.handle(self, self.decode(line))
+                self.hub.handle(self, request)
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
         finally:
             self.uncork()
 
-    def _throttle(self, rest: Iterator[bytes]) -> None:
+    def _chat_resume(self, size: int) -> float | defer.Deferred | None:
+        """None when a chat line of ``size`` bytes may be said now; else when to try it
+        again: a Deferred while the history store catches up, or the seconds its
+        client's chat rate makes it wait."""
+        waiting = self.hub.chat_waits()
+        if waiting is not None:
+            return waiting
+        wait = self._chat.take(size) if self._chat is not None else 0.0
+        return wait or None
+
+    def _throttle(self, rest: Iterator[bytes],
+                  resume: float | defer.Deferred | None = None) -> None:
+        """Stop reading; go on with ``rest`` after ``resume`` seconds (default: when the
+        line bucket allows), or when the Deferred ``resume`` fires."""
         self._throttled = rest
         self.hub.throttled()
         self.transport.pauseProducing()
-        self._timer = self.hub.clock.callLater(self._bucket.wait(), self._unthrottle)
+        if isinstance(resume, defer.Deferred):
+            resume.addCallback(self._caught_up)
+        else:
+            wait = self._bucket.wait() if resume is None else resume
+            self._timer = self.hub.clock.callLater(wait, self._unthrottle)
+
+    def _caught_up(self, _) -> None:
+        if self._throttled is not None and not self._closing:
+            self._unthrottle()
 
     def _unthrottle(self) -> None:
         self._timer = None

@@ -29,6 +29,13 @@ class StoreHistory:
     def available(self) -> bool:
         return self.writer.state == OK
 
+    @property
+    def full(self) -> bool:
+        return self.writer.full
+
+    def caught_up(self) -> defer.Deferred | None:
+        return self.writer.caught_up()
+
     def write(self, kind: str, name: str | None, text: str) -> defer.Deferred:
         line = Line.at(self.clock.seconds(), Kind(kind), name, text)
         return self.writer.write(line).addCallback(_entry)
@@ -42,7 +49,8 @@ class StoreHistory:
     def figures(self) -> StoreFigures:
         status = self.writer.status
         return StoreFigures(status.store, status.state, status.queued, status.stored,
-                            status.unsaved, status.stored_late, status.error)
+                            status.unsaved, status.stored_late, status.error,
+                            status.pushing_back)
 
 
 def _entry(line) -> Entry:
@@ -83,8 +91,14 @@ class Reopening:
     def latest(self, count: int) -> defer.Deferred:
         return self._then(self.store.latest, count)
 
-    def trim(self, keep: int, most: int) -> defer.Deferred:
-        return self._then(self.store.trim, keep, most)
+    def probe(self) -> defer.Deferred:
+        return self._then(self.store.probe)
+
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None) -> defer.Deferred:
+        return self._then(self.store.trim, keep, most, keep_bytes)
+
+    def compact(self) -> defer.Deferred:
+        return self._then(self.store.compact)
 
     def close(self) -> defer.Deferred:
         return self.store.close()

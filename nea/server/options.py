@@ -15,12 +15,15 @@ from nea.server.service import DRAIN_GRACE
 from nea.server.listeners import Listen, default_listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
+from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE
 from nea.server.websocket import parse_origins
 from nea.core.chat import DEFAULT_ON_JOIN
 from nea.store.url import DEFAULT_STORE
 
 #: Lines of chat history kept by default (``--history-max``).
 DEFAULT_HISTORY_MAX = 100_000
+#: Bytes of chat text kept by default (``--history-max-bytes``).
+DEFAULT_HISTORY_MAX_BYTES = 256 * 1024 * 1024
 
 
 def _positive(kind):
@@ -104,6 +107,13 @@ class Options(usage.Options):
         ["max-rate", None, DEFAULT_MAX_RATE, "Lines a second one client may send on average "
          "(bursts of twice that); past it nea stops reading that client for a while: nothing "
          "is lost, nothing is answered with an error.", _non_negative(float, "means no limit")],
+        ["chat-rate", None, DEFAULT_CHAT_RATE, "Chat lines a second one client may say on "
+         "average (bursts of twice that), apart from --max-rate: each line goes to every chat "
+         "client. Past it nea stops reading that client until the line fits: nothing is lost.",
+         _non_negative(float, "means no limit")],
+        ["chat-bytes-rate", None, DEFAULT_CHAT_BYTES_RATE, "Bytes of chat lines a second one "
+         "client may say on average (bursts of twice that, and at least one --max-line), held "
+         "the same way as --chat-rate.", _non_negative(float, "means no limit")],
         ["handshake-timeout", None, 10.0, "Seconds from accept within which a TLS client must "
          "complete its handshake, waiting for its turn included; then it is closed.",
          _non_negative(float, "means no deadline")],
@@ -171,6 +181,10 @@ class Options(usage.Options):
          "is shown when it has given its name.", _non_negative(int, "shows none")],
         ["history-max", None, DEFAULT_HISTORY_MAX, "Lines of history kept; older ones are "
          "deleted in the background.", _non_negative(int, "keeps all")],
+        ["history-max-bytes", None, DEFAULT_HISTORY_MAX_BYTES, "Bytes of chat text (names "
+         "included) history keeps; older lines are deleted in the background and the space "
+         "is given back to the disk (SQLite) or to the table (PostgreSQL).",
+         _non_negative(int, "keeps all")],
         ["relay-timeout", None, DEFAULT_RELAY_TIMEOUT, "Seconds POST /relay waits for the ok "
          "before it answers 504.", _positive(float)],
     ]

@@ -175,8 +175,9 @@ def open_history(config, reactor) -> tuple[StoreHistory, Trimmer | None]:
                  " it does: {reason}", store=store.name, reason=down)
         writer.down(down)
     trimmer = None
-    if store.enabled and config["history-max"]:
-        trimmer = Trimmer(writer.store, config["history-max"], reactor)
+    if store.enabled and (config["history-max"] or config["history-max-bytes"]):
+        trimmer = Trimmer(writer.store, config["history-max"] or None, reactor,
+                          keep_bytes=config["history-max-bytes"] or None)
     return StoreHistory(writer.store, writer, reactor), trimmer
 
 
@@ -207,7 +208,7 @@ def makeService(config, reactor=None) -> InstanceService:
     instance = InstanceService(hub, reactor, config["drain-timeout"])
     instance.link = link
     instance.history, instance.trimmer = history, trimmer
-    limits = ConnectionLimits(config["max-line"], config["max-outbound"], config["max-rate"])
+    limits = ConnectionLimits.from_options(config)
     admission = Admission(config["keepalive"], config["max-clients-per-ip"])
     tls_policy = dict(
         client_ca=Path(config["tls-client-ca"]) if config["tls-client-ca"] else None,

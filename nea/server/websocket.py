@@ -307,9 +307,9 @@ class WebSocketFactory(WebSocketServerFactory):
 
 def settings_for(config, profile: Profile, choose_profile: bool = False) -> WebSocketSettings:
     """The settings nea-server options (``config``) give WebSocket clients of ``profile``."""
-    limits = ConnectionLimits(config["max-line"], config["max-outbound"], config["max-rate"])
-    return WebSocketSettings(profile, limits, config["handshake-timeout"],
-                             config["ws-allowed-origins"] or (), choose_profile)
+    return WebSocketSettings(profile, ConnectionLimits.from_options(config),
+                             config["handshake-timeout"], config["ws-allowed-origins"] or (),
+                             choose_profile)
 
 
 def listener_factory(hub: Hub, profile: Profile, config,

@@ -82,8 +82,15 @@ class HistoryStore(Protocol):
     def latest(self, count: int) -> Deferred[list[StoredLine]]:
         """The last ``count`` lines, oldest first."""
 
-    def trim(self, keep: int, most: int) -> Deferred[int]:
-        """Delete up to ``most`` of the oldest lines beyond the newest ``keep``; how many went."""
+    def probe(self) -> Deferred[None]:
+        """A small write (no line): whether the store takes writes again after failing."""
+
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None) -> Deferred[int]:
+        """Delete up to ``most`` of the oldest lines beyond the newest ``keep``, and beyond
+        the newest that hold ``keep_bytes`` (`octets`); None: no such bound. How many went."""
+
+    def compact(self) -> Deferred[None]:
+        """Give the space of deleted lines back (to the disk, or to the table for reuse)."""
 
     def close(self) -> Deferred[None]:
         """Disconnect; the store may be opened again."""
@@ -91,6 +98,12 @@ class HistoryStore(Protocol):
 
 #: The highest id a store gives (PostgreSQL's BIGINT, SQLite's INTEGER).
 MAX_ID = 2**63 - 1
+
+
+def octets(line: Line | StoredLine) -> int:
+    """What a line weighs for ``--history-max-bytes``: its text and name in UTF-8."""
+    return (len(line.text.encode("utf-8", "surrogatepass"))
+            + len((line.name or "").encode("utf-8", "surrogatepass")))
 
 
 def check_count(what: str, value: int) -> int:

@@ -4,7 +4,7 @@ from typing import Sequence
 
 from twisted.internet import defer
 
-from nea.store.lines import Line, StoredLine, check_count
+from nea.store.lines import Line, StoredLine, check_count, octets
 
 
 class MemoryStore:
@@ -42,10 +42,25 @@ class MemoryStore:
         check_count("count", count)
         return defer.succeed(self.lines[len(self.lines) - count:] if count else [])
 
-    def trim(self, keep: int, most: int):
-        gone = min(max(len(self.lines) - check_count("keep", keep), 0), check_count("most", most))
+    def probe(self):
+        return defer.succeed(None)
+
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None):
+        old = 0 if keep is None else max(len(self.lines) - check_count("keep", keep), 0)
+        if keep_bytes is not None:
+            check_count("keep_bytes", keep_bytes)
+            newer = 0
+            for at in range(len(self.lines) - 1, old - 1, -1):
+                newer += octets(self.lines[at])
+                if newer > keep_bytes:
+                    old = at + 1
+                    break
+        gone = min(old, check_count("most", most))
         del self.lines[:gone]
         return defer.succeed(gone)
+
+    def compact(self):
+        return defer.succeed(None)
 
     def close(self):
         return defer.succeed(None)
@@ -70,8 +85,14 @@ class NoStore:
     def latest(self, count: int):
         return defer.succeed([])
 
-    def trim(self, keep: int, most: int):
+    def probe(self):
+        return defer.succeed(None)
+
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None):
         return defer.succeed(0)
+
+    def compact(self):
+        return defer.succeed(None)
 
     def close(self):
         return defer.succeed(None)

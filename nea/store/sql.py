@@ -24,12 +24,13 @@ import attrs
 from twisted.internet import defer
 
 from nea.store.lines import (
-    MAX_ID, Kind, Line, SchemaError, StoredLine, StoreError, check_count,
+    MAX_ID, Kind, Line, SchemaError, StoredLine, StoreError, check_count, octets,
 )
 from nea.store.worker import Worker
 
 #: The schema version this nea writes; ``Dialect.migrations[v]`` brings v - 1 to v.
-SCHEMA_VERSION = 1
+#: 2: each line's ``size`` (`octets`), indexed with its id, for ``--history-max-bytes``.
+SCHEMA_VERSION = 2
 #: Seconds any one call may take before it fails with `StoreError`.
 TIMEOUT = 5.0
 
@@ -58,7 +59,14 @@ class Dialect:
         raise NotImplementedError
 
     def insert(self, cursor, rows: list[tuple]) -> list[int]:
-        """Insert ``rows`` (kind, name, body, said_at) in order; their ids."""
+        """Insert ``rows`` (kind, name, body, said_at, size) in order; their ids."""
+        raise NotImplementedError
+
+    def prepare(self, connection) -> None:
+        """What must be done once, outside any transaction, before the store is used."""
+
+    def compact(self, cursor) -> None:
+        """Give the space of deleted lines back."""
         raise NotImplementedError
 
     def clean(self, text: str) -> str:
@@ -106,6 +114,7 @@ class SQLStore:
             try:
                 _migrate(connection.cursor(), self._dialect)
                 connection.commit()
+                self._dialect.prepare(connection)
             finally:
                 connection.close()
         except StoreError:
@@ -128,10 +137,18 @@ class SQLStore:
                           f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM chat_lines"
                           " ORDER BY id DESC LIMIT %s) AS newest ORDER BY id", (count,))
 
-    def trim(self, keep: int, most: int):
-        check_count("keep", keep)
+    def probe(self):
+        return self._call(self._writes, _probe, self._dialect)
+
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None):
+        for what, count in (("keep", keep), ("keep_bytes", keep_bytes)):
+            if count is not None:
+                check_count(what, count)
         check_count("most", most)
-        return self._call(self._writes, _trim, self._dialect, keep, most)
+        return self._call(self._writes, _trim, self._dialect, keep, most, keep_bytes)
+
+    def compact(self):
+        return self._call(self._writes, _compact, self._dialect)
 
     def close(self):
         """Closed when the threads have closed their connections, or at the timeout
@@ -191,9 +208,15 @@ def _append(cursor, dialect: Dialect, lines: list[Line]) -> list[StoredLine]:
     # What is fanned out is what was stored, cleaned or not.
     lines = [attrs.evolve(line, name=line.name and dialect.clean(line.name),
                           text=dialect.clean(line.text)) for line in lines]
-    rows = [(line.kind.value, line.name, line.text, dialect.to_db(line.time)) for line in lines]
+    rows = [(line.kind.value, line.name, line.text, dialect.to_db(line.time), octets(line))
+            for line in lines]
     ids = dialect.insert(cursor, rows)
     return [line.stored(id) for line, id in zip(lines, ids)]
+
+
+def _probe(cursor, dialect: Dialect) -> None:
+    # A write that changes nothing, yet needs the database to take a write (journal, disk).
+    cursor.execute("UPDATE nea_schema SET version = version")
 
 
 def _select(cursor, dialect: Dialect, statement: str, params: tuple) -> list[StoredLine]:
@@ -202,10 +225,28 @@ def _select(cursor, dialect: Dialect, statement: str, params: tuple) -> list[Sto
             for id, kind, name, body, said_at in cursor.fetchall()]
 
 
-def _trim(cursor, dialect: Dialect, keep: int, most: int) -> int:
-    # Lines up to the newest ``keep`` + 1st are old; delete the oldest ``most`` of them.
+#: The newest line past the newest ``keep`` lines; past the newest that hold ``keep_bytes``.
+OLD_BY_COUNT = "SELECT id FROM chat_lines ORDER BY id DESC LIMIT 1 OFFSET %s"
+OLD_BY_BYTES = ("SELECT id FROM (SELECT id, SUM(size) OVER (ORDER BY id DESC) AS newer"
+                " FROM chat_lines) AS sized WHERE newer > %s ORDER BY id DESC LIMIT 1")
+
+
+def _trim(cursor, dialect: Dialect, keep: int | None, most: int,
+          keep_bytes: int | None) -> int:
+    # Lines up to the newest old one are old; delete the oldest ``most`` of them.
+    newest_old = 0
+    for statement, bound in ((OLD_BY_COUNT, keep), (OLD_BY_BYTES, keep_bytes)):
+        if bound is not None:
+            cursor.execute(dialect.sql(statement), (bound,))
+            row = cursor.fetchone()
+            newest_old = max(newest_old, row[0] if row else 0)
+    if not newest_old:
+        return 0
     cursor.execute(dialect.sql(
-        "DELETE FROM chat_lines WHERE id IN (SELECT id FROM chat_lines WHERE id <="
-        " (SELECT id FROM chat_lines ORDER BY id DESC LIMIT 1 OFFSET %s) ORDER BY id LIMIT %s)"),
-        (keep, most))
+        "DELETE FROM chat_lines WHERE id IN"
+        " (SELECT id FROM chat_lines WHERE id <= %s ORDER BY id LIMIT %s)"), (newest_old, most))
     return cursor.rowcount
+
+
+def _compact(cursor, dialect: Dialect) -> None:
+    dialect.compact(cursor)

@@ -11,6 +11,8 @@ from nea.store.memory import MemoryStore
 class GatedStore(MemoryStore):
     """A `MemoryStore` that fails while ``down`` is set and holds appends while ``hold`` is.
 
+    ``full`` is a full disk: appends and probes (writes) fail, reads still answer.
+
     Held appends are stored (in order) by `release`, even those whose caller gave
     up waiting: as a database may commit a write its client has timed out on.
     """
@@ -20,6 +22,7 @@ class GatedStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.down: str | None = None
+        self.full = False
         self.hold = False
         self.held: list[tuple[list[Line], defer.Deferred]] = []
         self.appends = 0
@@ -27,8 +30,8 @@ class GatedStore(MemoryStore):
 
     def append(self, lines: Sequence[Line]):
         self.appends += 1
-        if self.down:
-            return defer.fail(StoreError(self.down))
+        if self.down or self.full:
+            return defer.fail(StoreError(self.down or "database or disk is full"))
         if self.hold:
             waiter = defer.Deferred()
             self.held.append((list(lines), waiter))
@@ -36,15 +39,20 @@ class GatedStore(MemoryStore):
         return super().append(lines)
 
     def latest(self, count: int):
-        self.probes += 1
         if self.down:
             return defer.fail(StoreError(self.down))
         return super().latest(count)
 
-    def trim(self, keep: int, most: int):
+    def probe(self):
+        self.probes += 1
+        if self.down or self.full:
+            return defer.fail(StoreError(self.down or "database or disk is full"))
+        return super().probe()
+
+    def trim(self, keep: int | None, most: int, keep_bytes: int | None = None):
         if self.down:
             return defer.fail(StoreError(self.down))
-        return super().trim(keep, most)
+        return super().trim(keep, most, keep_bytes)
 
     def release(self) -> None:
         """Store what is held now, and answer whoever still waits."""

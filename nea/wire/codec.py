@@ -594,6 +594,7 @@ _PUSH_JSON = {
                                                "from": p.name, "text": p.text}),
     frames.HistoryEnd: lambda p: ("history_end", {"last_id": p.last_id, "more": p.more}),
     frames.Presence: lambda p: ("presence", {"name": p.name, "event": p.event}),
+    frames.Gap: lambda p: ("gap", {"since": p.since, "until": p.until, "last_id": p.last_id}),
 }
 
 _PUSH_TEXT = {
@@ -616,6 +617,7 @@ _PUSH_TEXT = {
     frames.HistoryLine: lambda p: f"history {p.id} {p.time} {_said(p.name, p.text)}",
     frames.HistoryEnd: lambda p: f"history_end {p.last_id} {int(p.more)}",
     frames.Presence: lambda p: f"* {p.name} {p.event}",
+    frames.Gap: lambda p: f"gap {p.since} {p.until} {p.last_id}",
 }
 
 
@@ -704,6 +706,8 @@ def _decode_json_push(obj: dict[str, Any]) -> frames.Push:
         return frames.HistoryEnd(payload["last_id"], payload["more"])
     if kind == "presence":
         return frames.Presence(payload["name"], payload["event"])
+    if kind == "gap":
+        return frames.Gap(payload["since"], payload["until"], payload["last_id"])
     if kind == "welcome":
         return frames.Welcome(payload["name"], payload["instance"], payload["profile"])
     if kind == "status":
@@ -749,6 +753,9 @@ def _decode_text_push(text: str) -> frames.Push:
     if verb == "history_end" and re.fullmatch(r"\d+ [01]", rest):
         last_id, more = rest.split(" ")
         return frames.HistoryEnd(int(last_id), more == "1")
+    if verb == "gap" and re.fullmatch(r"\S+ \S+ \d+", rest):
+        since, until, last_id = rest.split(" ")
+        return frames.Gap(since, until, int(last_id))
     if verb == "welcome" and rest.count(" ") == 2:
         return frames.Welcome(*rest.split(" "))
     return frames.ReverseReply(text)

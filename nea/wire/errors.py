@@ -58,6 +58,9 @@ BAD_HISTORY = ErrorCode(
 HISTORY_UNAVAILABLE = ErrorCode(
     "history_unavailable", False, "chat history is off, or its store is unavailable right now"
 )
+HISTORY_BUSY = ErrorCode(
+    "history_busy", False, "the history store is far behind: the line was not said; say it again"
+)
 
 ALL = (
     BAD_JSON,
@@ -87,4 +90,5 @@ ALL = (
     SHUTTING_DOWN,
     BAD_HISTORY,
     HISTORY_UNAVAILABLE,
+    HISTORY_BUSY,
 )

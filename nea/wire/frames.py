@@ -304,8 +304,21 @@ class Presence:
     event: str  #: ``joined`` or ``left``
 
 
+@attrs.frozen
+class Gap:
+    """Chat lines said in the cluster between ``since`` and ``until`` (ISO 8601 UTC) may
+    not have reached this client: the instance lost the cluster's bus meanwhile and
+    could not catch its clients up from a shared store. ``last_id``: the last stored
+    line it delivered (0: none), for a ``since`` once history is there again."""
+
+    since: str
+    until: str
+    last_id: int
+
+
 Push = Union[
     HistoryLine,
+    Gap,
     HistoryEnd,
     Presence,
     DatePush,

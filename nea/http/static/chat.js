@@ -84,6 +84,8 @@ function applyFrame(state, frame) {
     case "presence":
       return {state: appendLine(state, {id: null, time: null, kind: "presence",
                                         from: payload.name, text: payload.event}), send: []};
+    case "gap":
+      return gapFrame(state, payload);
     case "error":
       return errorFrame(state, payload);
     default:
@@ -124,8 +126,19 @@ function liveStored(state, line) {
 
 /** A live broadcast carries no id: show it, and ask "since" for its stored form. */
 function liveBroadcast(state, text) {
-  const next = appendLine(state, {id: null, time: null, kind: "broadcast", from: null, text,
-                                  unconfirmed: true});
+  return askSince(state, appendLine(state, {id: null, time: null, kind: "broadcast",
+                                            from: null, text, unconfirmed: true}));
+}
+
+/** The server lost the cluster meanwhile: say so, and ask "since" for what the store has. */
+function gapFrame(state, payload) {
+  return askSince(state, appendLine(state, {
+    id: null, time: payload.until, kind: "gap", from: null,
+    text: `lines said since ${payload.since} may be missing`}));
+}
+
+/** `next`, asking "since" the page's last line unless a replay is on its way (or no join). */
+function askSince(state, next) {
   if (state.synced === null || state.pending.includes("since")) {
     return {state: next, send: []};
   }
