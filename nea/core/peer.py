@@ -20,9 +20,11 @@ class Peer(TypingProtocol):
     name: str
     profile: Profile
     encoding: Encoding
-    #: Who a verified client certificate says this is (mutual TLS), else None; set before
-    #: the peer joins, never changed afterwards.
+    #: Who a verified client certificate (mutual TLS, set before the peer joins) or an
+    #: accepted token says this is, else None (anonymous). Once set it never changes.
     identity: str | None
+    #: The accepted token (`nea.core.tokens.Token`) it was identified by, else None.
+    token: object | None
     #: Where it connects from (``host:port``), and when (seconds since the epoch).
     peer_address: str
     since: float

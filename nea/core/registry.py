@@ -88,6 +88,26 @@ class Registry:
             self.chat_capable.add(peer)
             self.room.add(peer)
 
+    def allow(self, peer: Peer, relays: bool, chat: bool) -> None:
+        """Whether ``peer`` takes relays and chat, as its permissions say (its profile too)."""
+        if peer not in self.peers:
+            return
+        profile = peer.profile
+        for members, taken in (
+            (self.relay_capable, relays and profile.relays),
+            (self.chat_capable, chat and profile.chat and (profile.naming is None or peer.named)),
+        ):
+            if taken:
+                members.add(peer)
+            else:
+                members.discard(peer)
+
+    def identify(self, peer: Peer, identity: str) -> None:
+        """``peer`` is ``identity`` from now on (it presented a token)."""
+        if peer in self.peers and peer.identity is None:
+            self.identified += 1
+        peer.identity = identity
+
     def retire(self, peer: Peer) -> None:
         """``peer`` keeps its slot but takes no more relays, dates or chat (it is closing)."""
         for members in (self.relay_capable, self.date_subscribers, self.chat_capable, self.room):

@@ -6,7 +6,8 @@
 - ``GET /clients``, ``GET /clients/{name}`` and ``GET /services``: who is
   addressable in the cluster.
 
-Every one of them needs the admin token: they reach, or expose, the clients.
+Every one of them needs the admin token: they reach, or expose, the clients; a
+client token with the ``ask`` permission for the name or ``@SERVICE`` may ask.
 The hub does the asking (`nea.core.hub.Hub.ask`), with the same semantics,
 limits and deadline as a client's ``ask``.
 """
@@ -83,7 +84,7 @@ class Requests:
         self.max_body = api.settings.max_line
 
     def ask(self, request, name: str | None, service: str | None) -> None:
-        self.api.auth.check(request)
+        self.api.auth.check(request, "ask", name if name is not None else f"@{service}")
         body, timeout = request_body(read_json_object(request, self.max_body),
                                      self.api.settings.relay_timeout)
         waiter = RequestWaiter()

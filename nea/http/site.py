@@ -129,7 +129,8 @@ def api_site(clock, config, hub: Hub, listeners: list[ListeningService],
     ``more``: resources the daemon serves beside the API's own (``/ws``, its
     WebSocket clients), built by the daemon, which knows its connections.
     """
-    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
+    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"],
+                           config["tokens"] is not None)
     limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
                         config["http-max-connections"])
     api = Api(hub, clock, settings, lambda: listening(listeners))
