@@ -156,7 +156,7 @@ class Options(usage.Options):
          "(docs/security.rst); read again on SIGHUP."],
         ["anonymous", None, None, "What anonymous clients may do: a comma list of reverse, "
          "relay, chat, register, serve, ask, or none. Default: all of them, or only reverse "
-         "when client certificates are required (--tls-client-ca). A permissions file's "
+         "when clients are asked for certificates (--tls-client-ca). A permissions file's "
          "'anonymous' set wins over it.", parse_anonymous],
         ["admin-token", None, None, "Bearer token that POST /broadcast and POST /relay require "
          "(prefer --admin-token-file: a command line is visible to other users)."],
@@ -246,9 +246,8 @@ class Options(usage.Options):
 
     def _identities(self) -> None:
         """``policy`` and ``tokens`` from the identity options, or a one-line UsageError."""
-        if self["anonymous"] is None and self["tls-client-ca"] and \
-                self["tls-client-cert"] == "required":
-            self["anonymous"] = parse_anonymous("reverse")
+        if self["anonymous"] is None and self["tls-client-ca"]:
+            self["anonymous"] = parse_anonymous("reverse")  # identities matter here
         try:
             self["policy"] = read_policy(self)
         except (OSError, ValueError) as e:
