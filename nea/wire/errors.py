@@ -49,7 +49,7 @@ SERVER_FULL = ErrorCode("server_full", True, "the server has reached its maximum
 SLOW_CONSUMER = ErrorCode("slow_consumer", True, "the client stopped reading and its buffer is full")
 SHUTTING_DOWN = ErrorCode("shutting_down", True, "the server is shutting down")
 # ---- identities and permissions ----
-NOT_ALLOWED = ErrorCode("not_allowed", False, "your identity lacks the permission for that")
+NOT_ALLOWED = ErrorCode("not_allowed", False, "not permitted")
 AUTH_UNAVAILABLE = ErrorCode("auth_unavailable", False, "this server accepts no tokens")
 BAD_TOKEN = ErrorCode("bad_token", False, "the token is no JWT nea can use (sub and exp needed)")
 TOKEN_TOO_LARGE = ErrorCode("token_too_large", False, "the token is longer than 8 KiB")
