@@ -178,6 +178,8 @@ class Attacks(unittest.TestCase):
             asked = self.ask_over_http(f"/clients/{name}/requests", "unlock")
             yield self.answers(device, "unlocked")
             self.assertEqual((yield asked)[1]["reply"], "unlocked")
+            code, held = yield fetch_json(self.http, f"/clients/{name}", token=TOKEN)
+            self.assertEqual((held["identity"], held["auth"]), (name, "token"))
 
         yield every_transport(scenario)
         self.assertEqual(dict(self.status().auth.not_allowed), {"register": 8})

@@ -333,6 +333,11 @@ class Hub:
         """A Deferred: ``{name: instance}`` of every name registered in the cluster."""
         return self.bus.clients()
 
+    def holder(self, name: str) -> dict[str, str | None] | None:
+        """Who holds ``name`` here, ``{"identity", "auth"}``; None if it is not held here."""
+        peer = self.addressed.holder(name)
+        return None if peer is None else {"identity": peer.identity, "auth": established(peer)}
+
     def time_relays(self, timings: RelayTimings) -> None:
         """Tell ``timings`` when each relay starts and ends being waited for (metrics)."""
         self.relays.timings.append(timings)

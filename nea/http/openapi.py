@@ -240,7 +240,14 @@ _SCHEMAS: dict[str, Any] = {
     "Client": {
         "type": "object",
         "required": ["name", "instance"],
-        "properties": {"name": _NAME, "instance": {"type": "string"}},
+        "description": "identity and auth are given for names held on the instance asked.",
+        "properties": {
+            "name": _NAME, "instance": {"type": "string"},
+            "identity": {"type": ["string", "null"],
+                         "description": "Who holds the name (certificate or token identity); "
+                                        "null: an anonymous client."},
+            "auth": {"type": "string", "enum": ["certificate", "token", "anonymous"]},
+        },
     },
     "Clients": {
         "type": "object",

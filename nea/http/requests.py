@@ -111,7 +111,7 @@ class Requests:
         found = self.hub.clients()
 
         def listed(names: dict[str, str]) -> None:
-            clients = [{"name": name, "instance": instance}
+            clients = [{"name": name, "instance": instance, **(self.hub.holder(name) or {})}
                        for name, instance in list(names.items())[:limit]]
             write_json(request, http.OK, {"count": len(names), "clients": clients})
 
@@ -126,7 +126,8 @@ class Requests:
                 write_error(request, ApiError(http.NOT_FOUND, errors.NO_SUCH_CLIENT.code,
                                               f"nobody is registered as {name!r}"))
             else:
-                write_json(request, http.OK, {"name": name, "instance": instance})
+                write_json(request, http.OK, {"name": name, "instance": instance,
+                                              **(self.hub.holder(name) or {})})
 
         found.addCallback(answered)
 
