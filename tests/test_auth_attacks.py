@@ -37,21 +37,20 @@ class Lines:
         self.closed = client.closed
 
     def send(self, request: frames.Request) -> None:
-        self.client.send(codec.encode_request(request, Encoding.JSON).rstrip(b"\n"))
+        self.write(codec.encode_request(request, Encoding.JSON).rstrip(b"\n"))
+
+    def write(self, frame: bytes) -> None:
+        self.client.send(frame)
 
     def next(self):
         return self.client.next_push()
 
 
-class Messages:
+class Messages(Lines):
     """A WebSocket client (ws or wss): one JSON frame per message."""
 
-    def __init__(self, client) -> None:
-        self.client = client
-        self.closed = client.closed
-
-    def send(self, request: frames.Request) -> None:
-        self.client.sendMessage(codec.encode_request(request, Encoding.JSON).rstrip(b"\n"))
+    def write(self, frame: bytes) -> None:
+        self.client.sendMessage(frame)
 
     @defer.inlineCallbacks
     def next(self):
@@ -136,6 +135,18 @@ class Attacks(unittest.TestCase):
         return client
 
     @defer.inlineCallbacks
+    def registered(self, transport: str, name: str):
+        """A device over ``transport`` identified as ``name`` by a token, registered as it."""
+        device = yield self.dial(transport, self.token(name))
+        yield self.done(device, frames.Register(name), frames.Registered(name))
+        return device
+
+    @defer.inlineCallbacks
+    def done(self, client, request: frames.Request, answer: frames.Push):
+        client.send(request)
+        self.assertEqual((yield client.next()), answer)
+
+    @defer.inlineCallbacks
     def refused(self, client, request: frames.Request, permission: str):
         """``request`` is answered ``not_allowed`` naming ``permission``; the client stays."""
         client.send(request)
@@ -168,9 +179,7 @@ class Attacks(unittest.TestCase):
         @defer.inlineCallbacks
         def scenario(transport):
             name = f"lock-{transport}"
-            device = yield self.dial(transport, self.token(name))
-            device.send(frames.Register(name))
-            self.assertEqual((yield device.next()), frames.Registered(name))
+            device = yield self.registered(transport, name)
             attacker = yield self.dial(transport)
             yield self.refused(attacker, frames.Register(name), "register")
             other = yield self.dial(transport, self.token("mallory", nea={"register": ["*"]}))
@@ -188,8 +197,7 @@ class Attacks(unittest.TestCase):
     def test_production_nothing_anonymous_registers_serves_or_asks(self):
         yield self.production()
         worker = yield self.dial("tls", self.token("worker:7", nea={"serve": ["payments"]}))
-        worker.send(frames.Serve("payments"))
-        self.assertEqual((yield worker.next()), frames.Serving("payments"))
+        yield self.done(worker, frames.Serve("payments"), frames.Serving("payments"))
 
         @defer.inlineCallbacks
         def scenario(transport):
@@ -220,10 +228,8 @@ class Attacks(unittest.TestCase):
         yield self.start("--tls-client-ca", str(certs() / devcerts.CA_CERT),
                          "--tls-client-cert", "optional", "--admin-token", TOKEN)
         device = Lines((yield connect(self, self.service.ports[1], client_cert=True)))
-        device.send(frames.Register("nea-client"))
-        self.assertEqual((yield device.next()), frames.Registered("nea-client"))
-        device.send(frames.Serve("payments"))
-        self.assertEqual((yield device.next()), frames.Serving("payments"))
+        yield self.done(device, frames.Register("nea-client"), frames.Registered("nea-client"))
+        yield self.done(device, frames.Serve("payments"), frames.Serving("payments"))
 
         @defer.inlineCallbacks
         def scenario(transport):
@@ -247,9 +253,7 @@ class Attacks(unittest.TestCase):
     @defer.inlineCallbacks
     def test_ws_on_the_http_port_is_gated_like_every_transport(self):
         yield self.production()
-        device = yield self.dial("tls", self.token("device:1"))
-        device.send(frames.Register("device:1"))
-        self.assertEqual((yield device.next()), frames.Registered("device:1"))
+        device = yield self.registered("tls", "device:1")
         port = self.http
         attacker = Messages((yield ws_connect(self, port, "/ws")))
         yield self.refused(attacker, frames.Ask("1", "device:1", None, "unlock"), "ask")
@@ -264,9 +268,7 @@ class Attacks(unittest.TestCase):
     @defer.inlineCallbacks
     def test_http_takes_client_tokens_as_far_as_their_permissions_go(self):
         yield self.production()
-        device = yield self.dial("tcp", self.token("device:1"))
-        device.send(frames.Register("device:1"))
-        self.assertEqual((yield device.next()), frames.Registered("device:1"))
+        device = yield self.registered("tcp", "device:1")
         app = self.token("web", nea={"ask": ["device:*"]})
         asked = self.ask_over_http("/clients/device:1/requests", "unlock", app)
         yield self.answers(device, "unlocked")
