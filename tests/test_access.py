@@ -69,6 +69,13 @@ class Gate(unittest.TestCase):
             json.dumps({"type": "auth", "payload": {"token": token}}).encode(), peer.profile))
         self.assertEqual(peer.take(), [frames.Authenticated("lock1")])
 
+    def test_auth_without_a_token_is_bad_usage(self):
+        peer = self.peer()
+        line(self.hub, peer, "auth")
+        line(self.hub, peer, '{"type":"auth","payload":{"token":7}}')
+        self.assertEqual(errors_of(peer.take()), ["bad_usage", "bad_payload"])
+        self.assertEqual(self.auth_figures()["auth_failed"], 0)
+
     def test_a_bad_token_is_counted_once_logged_without_it_and_the_connection_stays(self):
         peer = self.peer()
         token = sign({"sub": "a"}, key=b"w" * 40)
