@@ -212,3 +212,9 @@ class Gate(unittest.TestCase):
         line(self.hub, peer, "serve refunds")
         self.assertEqual(errors_of(peer.take()), ["not_allowed"])
         self.assertEqual(self.hub.snapshot().relay_capable, 0)
+
+    def test_a_reload_takes_no_closing_client_back(self):
+        peer = self.peer()
+        self.hub.input_ended(peer)  # closing; it leaves once its transport is gone
+        self.hub.reload_policy(Policy())
+        self.assertEqual(self.hub.snapshot().relay_capable, 0)

@@ -227,9 +227,8 @@ class Hub:
 
     def _allow(self, peer: Peer) -> None:
         """Whether ``peer`` is drawn for relays and hears chat follows its permissions too."""
-        if peer not in self._ending:
-            permissions = self.access.permissions(peer)
-            self.registry.allow(peer, permissions.relay, permissions.chat)
+        permissions = self.access.permissions(peer)
+        self.registry.allow(peer, permissions.relay, permissions.chat)
 
     def authenticate(self, peer: Peer, token: str) -> None:
         """``auth TOKEN`` (or ``?token=`` on a WebSocket): ``peer`` is who the token says."""

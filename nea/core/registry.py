@@ -62,6 +62,8 @@ class Registry:
         #: Kept up to date on every admission and removal, so status costs O(1).
         self._by_profile: dict[str, int] = {}
         self.identified = 0
+        #: Admitted peers that are closing (`retire`): they take nothing any more.
+        self._retired: set[Peer] = set()
 
     def admit(self, peer: Peer) -> bool:
         if len(self.peers) >= self.max_clients:
@@ -90,7 +92,7 @@ class Registry:
 
     def allow(self, peer: Peer, relays: bool, chat: bool) -> None:
         """Whether ``peer`` takes relays and chat, as its permissions say (its profile too)."""
-        if peer not in self.peers:
+        if peer not in self.peers or peer in self._retired:
             return
         profile = peer.profile
         for members, taken in (
@@ -110,6 +112,8 @@ class Registry:
 
     def retire(self, peer: Peer) -> None:
         """``peer`` keeps its slot but takes no more relays, dates or chat (it is closing)."""
+        if peer in self.peers:
+            self._retired.add(peer)
         for members in (self.relay_capable, self.date_subscribers, self.chat_capable, self.room):
             members.discard(peer)
 
@@ -118,6 +122,7 @@ class Registry:
             return
         self.peers.discard(peer)
         self.retire(peer)
+        self._retired.discard(peer)
         name = peer.profile.name
         self._by_profile[name] -= 1
         if not self._by_profile[name]:
