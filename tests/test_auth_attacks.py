@@ -20,7 +20,7 @@ from nea.tls import devcerts
 from nea.wire import codec, frames
 from nea.wire.frames import Encoding
 from tests.support import certs, connect, start_server, tcp_listen, tls_listen
-from tests.test_http_api import TOKEN, fetch_json
+from tests.test_http_api import TOKEN, fetch_json, metrics
 from tests.test_permissions import sign
 from tests.test_websocket import ws_connect, ws_listen
 
@@ -287,6 +287,9 @@ class Attacks(unittest.TestCase):
         auth = self.status().auth
         self.assertEqual((auth.auth_ok, auth.auth_failed), (4, 1))  # device, 3 app requests
         self.assertEqual(dict(auth.not_allowed), {"ask": 1, "relay": 1})
+        samples = yield metrics(self.http)
+        self.assertEqual((samples['nea_auth_total{outcome="ok"}'],
+                          samples['nea_not_allowed_total{permission="ask"}']), (4, 1))
 
     # ---- chat names ----
 
