@@ -13,7 +13,9 @@ from nea.core.permissions import EVERYTHING, NOTHING, Permissions
 from nea.tls import devcerts
 from nea.wire import frames
 from tests.support import certs, connect, parse_options, start_server, tcp_listen
-from tests.test_permissions import SECRET
+from tests.test_http_api import fetch
+from tests.test_permissions import SECRET, sign
+from tests.test_websocket import ws_connect
 
 
 class Options(unittest.TestCase):
@@ -90,3 +92,20 @@ class Reload(unittest.TestCase):
         self.assertEqual((yield client.next_push()).code, "not_allowed")  # the last good one
         text = "\n".join(formatEvent(event) for event in logged)
         self.assertIn(f"reload of permissions file {path} failed, still using the old one", text)
+
+
+class AccessLog(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_a_token_in_a_url_is_not_written_to_the_access_log(self):
+        path = Path(self.mktemp()).resolve()
+        key = self.mktemp()
+        Path(key).write_bytes(SECRET)
+        service = yield start_server(self, "--listen", tcp_listen(), "--jwt-key", key,
+                                     "--http-access-log", str(path))
+        token = sign({"sub": "web"})
+        yield fetch(service.http_port, f"/status?token={token}&x=1")
+        client = yield ws_connect(self, service.http_port, f"/ws?token={token}")
+        self.assertEqual((yield client.next())["type"], "authenticated")
+        logged = path.read_text()
+        self.assertIn('"GET /status?token=-&x=1 HTTP/1.1" 200', logged)
+        self.assertNotIn(token.split(".")[-1], logged)
