@@ -30,12 +30,14 @@ from collections import deque
 from typing import Callable, Protocol as TypingProtocol
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
 from nea.core.peer import Peer
 from nea.core.registry import Registry
 from nea.core.snapshot import RelayFigures
+from nea.core.waits import Waits
 from nea.wire import errors, frames
 
 
@@ -82,13 +84,12 @@ class RelayBroker:
     It is the bus's relay node (`nea.core.bus.RelayNode`): the bus calls
     `deliver`, `confirm` and `reforward` on it directly. ``reject(waiter, error,
     detail)`` answers with an error (the hub's, which counts it).
-    ``done_waiting(waiter)`` hears, after the waiter was told, that it waits for
-    no relay any more (a client that ended its stream closes then).
+    `request` returns a Deferred that fires once, after the waiter was told, it
+    waits for no relay any more (a client that ended its stream closes then).
     """
 
     def __init__(self, clock: IReactorTime, registry: Registry, bus: Bus, rng: random.Random,
                  reject: Callable[[Waiter, errors.ErrorCode, str], None],
-                 done_waiting: Callable[[Waiter], None] = lambda waiter: None,
                  max_pending: int = 1000, ack_timeout: float = 0) -> None:
         """``ack_timeout``: seconds a target has to ack a delivery (0: as long as it stays)."""
         self.clock = clock
@@ -97,11 +98,10 @@ class RelayBroker:
         self.bus = bus
         self.rng = rng
         self.reject = reject
-        self.done_waiting = done_waiting
         self.max_pending = max_pending
         self.timings: list[RelayTimings] = []
         self.waiting: dict[str, list[Waiter]] = {}
-        self._waits_of: dict[Waiter, set[str]] = {}
+        self._waits = Waits[Waiter, str]()
         self.held: dict[Peer, dict[str, deque[Delivery]]] = {}
         #: Unacknowledged deliveries per target, and the targets withdrawn from draws: for
         #: holding too many, or for letting one expire.
@@ -116,24 +116,24 @@ class RelayBroker:
 
     # ---- the originating side ----
 
-    def request(self, waiter: Waiter, text: str) -> None:
-        """``waiter`` sent ``message text``: remember it and send the text on its way."""
+    def request(self, waiter: Waiter, text: str) -> "Deferred[None] | None":
+        """``waiter`` sent ``message text``: remember it and send the text on its way.
+
+        Returns what fires once ``waiter`` waits for no relay (None: refused)."""
         self.counts.requested += 1
         waiters = self.waiting.get(text)
         if waiters is None or waiter not in waiters:
-            texts = self._waits_of.get(waiter)
-            if texts is None:
-                texts = self._waits_of[waiter] = set()
-            elif len(texts) >= self.max_pending:
+            if self._waits.count(waiter) >= self.max_pending:
                 self.reject(waiter, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}")
-                return
+                return None
             if waiters is None:
                 waiters = self.waiting[text] = []
                 for timing in self.timings:
                     timing.relay_started(text)
             waiters.append(waiter)
-            texts.add(text)
+        settled = self._waits.add(waiter, text)
         self._dispatch(text, attempt=0)
+        return settled
 
     def _dispatch(self, text: str, attempt: int) -> None:
         if attempt >= MAX_DELIVERY_ATTEMPTS and len(self.registry.relay_capable):
@@ -151,7 +151,7 @@ class RelayBroker:
         waiters = self._drop(text, acked=False)
         for waiter in waiters:
             self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
-        self._tell_done(waiters)
+        self._settle(waiters)
 
     def confirm(self, text: str) -> None:
         """``ok text`` came back from a target: tell every local waiter, and forget them."""
@@ -161,7 +161,7 @@ class RelayBroker:
         push = frames.AckPush(text)
         for waiter in waiters:
             waiter.push(push)
-        self._tell_done(waiters)
+        self._settle(waiters)
 
     def reforward(self, text: str, attempt: int) -> None:
         """A delivery of ``text`` failed; draw again if anyone here still waits for it."""
@@ -169,14 +169,9 @@ class RelayBroker:
             self.counts.reforwarded += 1
             self._dispatch(text, attempt)
 
-    def _tell_done(self, waiters: list[Waiter]) -> None:
+    def _settle(self, waiters: list[Waiter]) -> None:
         for waiter in waiters:
-            if waiter not in self._waits_of:
-                self.done_waiting(waiter)
-
-    def waits(self, waiter: Waiter) -> bool:
-        """Whether ``waiter`` still waits for an ok."""
-        return waiter in self._waits_of
+            self._waits.settle(waiter)
 
     def _drop(self, text: str, acked: bool) -> list[Waiter]:
         waiters = self.waiting.pop(text, [])
@@ -185,16 +180,12 @@ class RelayBroker:
         for timing in self.timings:
             timing.relay_ended(text, acked)
         for waiter in waiters:
-            texts = self._waits_of.get(waiter)
-            if texts is not None:
-                texts.discard(text)
-                if not texts:
-                    del self._waits_of[waiter]
+            self._waits.discard(waiter, text)
         return waiters
 
     def forget_waiter(self, waiter: Waiter) -> None:
         """The waiter is gone: nobody will be told about its relays."""
-        for text in self._waits_of.pop(waiter, ()):
+        for text in self._waits.pop(waiter):
             waiters = self.waiting[text]
             waiters.remove(waiter)
             if not waiters:

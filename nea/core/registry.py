@@ -62,7 +62,8 @@ class Registry:
         #: Kept up to date on every admission and removal, so status costs O(1).
         self._by_profile: dict[str, int] = {}
         self.identified = 0
-        #: Admitted peers that are closing (`retire`): they take nothing any more.
+        #: Admitted peers that are ending (`stop_targeting`, `retire`): `allow` gives them
+        #: nothing back.
         self._retired: set[Peer] = set()
 
     def admit(self, peer: Peer) -> bool:
@@ -109,6 +110,13 @@ class Registry:
         if peer in self.peers and peer.identity is None:
             self.identified += 1
         peer.identity = identity
+
+    def stop_targeting(self, peer: Peer) -> None:
+        """``peer`` takes no more relays or dates (it can no longer ack; it is ending)."""
+        if peer in self.peers:
+            self._retired.add(peer)
+        self.relay_capable.discard(peer)
+        self.date_subscribers.discard(peer)
 
     def retire(self, peer: Peer) -> None:
         """``peer`` keeps its slot but takes no more relays, dates or chat (it is closing)."""
