@@ -37,10 +37,10 @@ def established(peer) -> str:
 
 
 def who(peer) -> str:
-    """``peer`` as a log line names it: its id, and its identity with how it has it."""
+    """``peer`` as a log line names it: id, address, and identity with how it has it."""
     if peer.identity is None:
-        return f"{peer.id} (anonymous)"
-    return f"{peer.id} ({established(peer)} {peer.identity!r})"
+        return f"{peer.id} {peer.peer_address} (anonymous)"
+    return f"{peer.id} {peer.peer_address} ({established(peer)} {peer.identity!r})"
 
 
 class Access:
