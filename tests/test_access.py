@@ -102,6 +102,15 @@ class Gate(unittest.TestCase):
         self.assertEqual(errors_of(peer.take()), ["token_expired"])
         self.assertTrue(peer.closed)
 
+    def test_a_token_good_for_years_is_waited_for_a_day_at_a_time(self):
+        peer = self.authed("lock1", exp=int(self.clock.seconds()) + 3 * 365 * 86400)
+        waits = [call.getTime() - self.clock.seconds() for call in self.clock.getDelayedCalls()]
+        self.assertLessEqual(max(waits), 86400)
+        self.clock.pump([86400] * (3 * 365 - 1))
+        self.assertFalse(peer.closed)
+        self.clock.pump([86400] * 2)
+        self.assertTrue(peer.closed)
+
     def test_a_fresh_token_in_time_keeps_it(self):
         now = int(self.clock.seconds())
         peer = self.authed("lock1", exp=now + 60)

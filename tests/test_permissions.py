@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import jwt
+from hypothesis import given, settings, strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from twisted.trial import unittest
@@ -127,9 +128,28 @@ class Tokens(unittest.TestCase):
         self.assertEqual(self.refusal("a" * (1024 * 1024)), "token_too_large")
         self.assertEqual(self.refusal("x" * (MAX_TOKEN + 1)), "token_too_large")
         self.assertEqual(self.refusal("not.a.jwt"), "bad_token")
+        self.assertEqual(self.refusal("\ud800.\ud800.x"), "bad_token")  # JSON can spell it
+        self.assertEqual(self.refusal(sign({"sub": "a", "iat": "x"})), "bad_token")
+        self.assertEqual(self.refusal(sign({"sub": "a", "exp": 10 ** 400})), "bad_token")
         self.assertEqual(self.refusal(jwt.encode({"sub": "a"}, SECRET, "HS256")), "bad_token")
         self.assertEqual(self.refusal(sign({"exp": int(time.time()) + 60})), "bad_token")
         self.assertEqual(self.refusal(sign({"sub": "a", "nea": {"relay": 1}})), "bad_token")
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(max_size=200),
+           st.dictionaries(st.sampled_from(["sub", "exp", "nbf", "iat", "aud", "nea", "nick"]),
+                           st.recursive(st.none() | st.booleans() | st.integers()
+                                        | st.floats(allow_nan=False) | st.text(max_size=20),
+                                        lambda inner: st.lists(inner, max_size=3)
+                                        | st.dictionaries(st.text(max_size=8), inner,
+                                                          max_size=3),
+                                        max_leaves=8)))
+    def test_any_input_is_a_token_or_a_refusal(self, text, claims):
+        for token in (text, jwt.encode(claims, SECRET, "HS256")):
+            try:
+                self.verifier.verify(token)
+            except TokenRefused:
+                pass
 
     def test_the_audience(self):
         verifier = TokenVerifier(SECRET, "HS256", "nea-prod")

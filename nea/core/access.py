@@ -24,6 +24,10 @@ from nea.wire import errors
 
 log = Logger()
 
+#: Longest wait of an expiry timer, in seconds: a token's exp may be years away, and a
+#: reactor cannot wait that long in one go (its poll timeout would overflow).
+MAX_EXPIRY_WAIT = 24 * 3600.0
+
 ANONYMOUS = "anonymous"
 CERTIFICATE = "certificate"
 TOKEN = "token"
@@ -121,11 +125,17 @@ class Access:
             self.reject(peer, refused.error, refused.detail)
             return None
         self._cancel(peer)
-        left = verified.expires - self.clock.seconds()
-        self._expiries[peer] = self.clock.callLater(max(0.0, left), self._expired, peer)
+        self._expire_at(peer, verified.expires)
         return verified
 
-    def _expired(self, peer) -> None:
+    def _expire_at(self, peer, expires: float) -> None:
+        left = min(max(0.0, expires - self.clock.seconds()), MAX_EXPIRY_WAIT)
+        self._expiries[peer] = self.clock.callLater(left, self._expired, peer, expires)
+
+    def _expired(self, peer, expires: float) -> None:
+        if expires > self.clock.seconds():
+            self._expire_at(peer, expires)  # a long-lived token: wait on
+            return
         del self._expiries[peer]
         log.info("token of {peer} expired: closing it", peer=who(peer))
         self.reject(peer, errors.TOKEN_EXPIRED)

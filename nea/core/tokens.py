@@ -74,7 +74,6 @@ _REFUSALS = (
     (jwt.InvalidSignatureError, errors.BAD_SIGNATURE),
     (jwt.ExpiredSignatureError, errors.EXPIRED_TOKEN),
     (jwt.ImmatureSignatureError, errors.TOKEN_NOT_YET_VALID),
-    (jwt.InvalidIssuedAtError, errors.TOKEN_NOT_YET_VALID),
     (jwt.InvalidAudienceError, errors.WRONG_AUDIENCE),
     (jwt.InvalidAlgorithmError, errors.BAD_ALGORITHM),
     (jwt.InvalidTokenError, errors.BAD_TOKEN),
@@ -97,6 +96,8 @@ class TokenVerifier:
         """The verified `Token`, or `TokenRefused`."""
         if len(token) > MAX_TOKEN:
             raise TokenRefused(errors.TOKEN_TOO_LARGE, f"{len(token)} characters")
+        if not token.isascii():  # a JWT is base64url and dots; this also keeps out surrogates
+            raise TokenRefused(errors.BAD_TOKEN, "a token is ASCII")
         try:
             # Read before verifying, only to tell "alg: none" (or a foreign one) apart.
             alg = jwt.get_unverified_header(token).get("alg")
@@ -128,4 +129,8 @@ def _token(claims: dict) -> Token:
             permissions = Permissions.from_json(claims["nea"])
         except ValueError as e:
             raise TokenRefused(errors.BAD_TOKEN, f"'nea' claim: {e}") from None
-    return Token(subject, permissions, nick, float(claims["exp"]))
+    try:
+        expires = float(claims["exp"])
+    except OverflowError:
+        raise TokenRefused(errors.BAD_TOKEN, "'exp' is out of range") from None
+    return Token(subject, permissions, nick, expires)
