@@ -248,6 +248,19 @@ class Attacks(unittest.TestCase):
         self.assertEqual({(c["identity"], c["auth"]) for c in listed["connections"]},
                          {("nea-client", "certificate"), (None, "anonymous")})
 
+    @defer.inlineCallbacks
+    def test_with_required_certificates_plain_listeners_and_ws_are_gated_too(self):
+        yield self.start("--tls-client-ca", str(certs() / devcerts.CA_CERT),
+                         "--tls-client-cert", "required")
+        attackers = [(yield self.dial("tcp")), (yield self.dial("ws")),
+                     Messages((yield ws_connect(self, self.http, "/ws")))]
+        for attacker in attackers:
+            yield self.refused(attacker, frames.Serve("payments"), "serve")
+            yield self.refused(attacker, frames.Ask("1", "nea-client", None, "unlock"), "ask")
+            yield self.refused(attacker, frames.Chat("hi"), "chat")
+            yield self.refused(attacker, frames.Relay("hi"), "relay")
+            yield self.refused(attacker, frames.Register("nea-client"), "register")
+
     # ---- /ws, and HTTP with client tokens ----
 
     @defer.inlineCallbacks
