@@ -27,6 +27,7 @@ from nea.wire.codec import NICK_PATTERN
 from tests.infra import open_page, poll
 from tests.support import settle, start_server, tcp_listen
 from tests.test_http_api import fetch
+from tests.test_permissions import SECRET, sign
 
 STATIC = resources.files("nea.http") / "static"
 ASSETS = {
@@ -214,6 +215,14 @@ class ProtocolFunctions(unittest.TestCase):
         self.assertEqual(seen["since"], since(5), "after the error the page goes on live")
 
     @defer.inlineCallbacks
+    def test_a_refused_token_or_name_does_not_join(self):
+        for code in ("expired_token", "bad_signature", "not_allowed"):
+            seen = yield self.feed([
+                ["open"], ["frame", {"type": "error", "payload": {"code": code, "message": ""}}],
+                ["frame", nick("alice")] if code != "not_allowed" else ["open"]])
+            self.assertEqual((seen["joined"], seen["error"]), (False, code), code)
+
+    @defer.inlineCallbacks
     def test_old_lines_are_dropped_and_not_taken_back(self):
         lines = [["frame", live(i, "bob", str(i))] for i in range(1, 511)]
         seen = yield self.feed([*joined_with(end(0)), *lines, ["frame", history(3, "bob", "3")]])
@@ -388,7 +397,25 @@ class ChatPage(unittest.TestCase):
         self.assertEqual(sorted(fetched), [f"{origin}/static/chat.css", f"{origin}/static/chat.js"])
         labelled = yield page.evaluate(
             "[...document.querySelectorAll('input')].map(i => i.labels.length)")
-        self.assertEqual(labelled, [1, 1])
+        self.assertEqual(labelled, [1, 1, 1])
+
+    @defer.inlineCallbacks
+    def test_a_token_in_the_fragment_signs_the_page_in_under_its_identity(self):
+        key = self.mktemp()
+        with open(key, "wb") as file:
+            file.write(SECRET)
+        service = yield start_server(self, "--listen", tcp_listen(), "--jwt-key", key)
+        token = sign({"sub": "u:42", "nick": "alice"})
+        page = yield open_page(self, f"http://127.0.0.1:{service.http_port}/chat#token={token}")
+        shown = yield poll(lambda: page.evaluate(READ_PAGE),
+                           lambda v: v and v["state"] == "connected" and v["joined"],
+                           "the page, signed in")
+        me = yield page.evaluate("[document.getElementById('me').textContent, location.hash]")
+        self.assertEqual(me, ["alice", ""])
+        [connection] = service.hub.connections(10)
+        self.assertEqual((connection.identity, connection.auth, connection.name),
+                         ("u:42", "token", "alice"))
+        self.assertEqual(shown["state"], "connected")
 
     @defer.inlineCallbacks
     def test_a_name_the_server_would_refuse_is_not_sent_and_the_hint_says_why(self):

@@ -42,6 +42,7 @@ class FormatTests(unittest.TestCase):
         (frames.RequestPush("r1", {"a": 1}, "people"),
          '[request r1] (service people) {"a":1}  (answer: reply r1 TEXT)'),
         (frames.ReplyPush("7", "locked", "i2"), "[reply 7] locked  (from i2)"),
+        (frames.Authenticated("lock1"), "[authenticated] you are lock1"),
     ]
 
     def test_each_kind_of_push_is_labelled(self):

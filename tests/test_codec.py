@@ -123,6 +123,7 @@ requests = st.one_of(
     addressed_requests(bodies),
     st.integers(0, codec.MAX_REPLAY).map(frames.History),
     st.integers(0, 2**63 - 1).map(frames.Since),
+    ids.map(frames.Auth),
 )
 
 
@@ -285,6 +286,7 @@ pushes = st.one_of(
     names.map(frames.Registered),
     names.map(frames.Serving),
     names.map(frames.Unserved),
+    names.map(frames.Authenticated),
 )
 
 addressed_pushes = st.one_of(

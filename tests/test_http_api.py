@@ -245,7 +245,11 @@ class ReadEndpoints(ServerCase):
                              ("/clients/{name}/requests", "post"),
                              ("/services/{service}/requests", "post"), ("/chat/history", "get")):
             operation = spec["paths"][path][method]
-            self.assertEqual(operation["security"], [{"adminToken": []}])
+            # The endpoints that send to clients take a client token with a permission too.
+            clients = [{"clientToken": []}] if method == "post" else []
+            self.assertEqual(operation["security"], [{"adminToken": []}, *clients])
+            if clients:
+                self.assertIn("403", operation["responses"])
             self.assertIn("401", operation["responses"])
             self.assertIn("400", operation["responses"])
         for path in ("/status", "/healthz", "/metrics"):

@@ -47,7 +47,9 @@ class RequestEndpoints(unittest.TestCase):
         self.assertEqual((code, answer["reply"], answer["instance"]), (200, reply, "test"))
         self.assertGreaterEqual(answer["seconds"], 0)
         code, listed = yield get(self.http, "/clients")
-        self.assertEqual(listed, {"count": 1, "clients": [{"name": "lock1", "instance": "test"}]})
+        self.assertEqual(listed, {"count": 1, "clients": [{"name": "lock1", "instance": "test",
+                                                           "identity": None,
+                                                           "auth": "anonymous"}]})
         code, listed = yield get(self.http, "/clients?limit=0")
         self.assertEqual((code, listed["error"]), (400, "bad_limit"))
         code, services = yield get(self.http, "/services")

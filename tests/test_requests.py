@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
+from nea.core.permissions import Policy, parse_anonymous
 from nea.core.requests import MAX_SERVICES
 from nea.core.snapshot import status_json
 from nea.core.testing import FakePeer, MemoryCluster
@@ -274,18 +275,19 @@ class OneInstance(unittest.TestCase):
 
 class CertificateNames(unittest.TestCase):
     def test_with_required_certificates_a_name_must_be_the_identity(self):
-        hub = Hub(Clock(), LocalBus("solo"), HubConfig(names_need_identity=True))
+        policy = Policy(anonymous=parse_anonymous("reverse"))  # as --tls-client-ca sets it
+        hub = Hub(Clock(), LocalBus("solo"), HubConfig(policy=policy))
         peer = FakePeer()
         peer.identity = "device-7"
         hub.join(peer)
         line(hub, peer, "register device-8")
-        self.assertEqual(errors_of(peer.take()), ["name_not_allowed"])
+        self.assertEqual(errors_of(peer.take()), ["not_allowed"])
         line(hub, peer, "register device-7")
         self.assertEqual(peer.take(), [frames.Registered("device-7")])
         anonymous = FakePeer()
         hub.join(anonymous)
         line(hub, anonymous, "register device-7")
-        self.assertEqual(errors_of(anonymous.take()), ["name_not_allowed"])
+        self.assertEqual(errors_of(anonymous.take()), ["not_allowed"])
 
 
 class Cluster(unittest.TestCase):

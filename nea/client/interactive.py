@@ -65,6 +65,8 @@ def format_push(push: frames.Push) -> str:
             return f"[request {id}]{via} {codec.body_text(body)}  (answer: reply {id} TEXT)"
         case frames.ReplyPush(id, body, instance):
             return f"[reply {id}] {codec.body_text(body)}  (from {instance})"
+        case frames.Authenticated(subject):
+            return f"[authenticated] you are {subject}"
     raise TypeError(f"not a push: {push!r}")
 
 

@@ -18,11 +18,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 import nea
+from nea.core.access import Access, established
 from nea.core.bus import Bus
 from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
 from nea.core.history import History, NoHistory, Unavailable
 from nea.core.dates import DateBroadcaster
 from nea.core.peer import Peer
+from nea.core.permissions import GATED, Policy, needed
 from nea.core.registry import Registry
 from nea.core.broker import RelayBroker, RelayTimings, Waiter
 from nea.core.requests import RequestBroker
@@ -30,6 +32,7 @@ from nea.core.reverse import reverse_text
 from nea.core.snapshot import (
     ClusterFigures, ConnectionInfo, MemberFigures, Snapshot, status_json,
 )
+from nea.core.tokens import Token, TokenVerifier
 from nea.wire import errors, frames
 
 
@@ -44,10 +47,10 @@ class HubConfig:
     ack_timeout: float = 5.0
     #: Seconds an ``ask`` waits for its reply unless it says otherwise.
     request_timeout: float = 10.0
-    #: Client certificates are required: a registered name must be the certificate's identity.
-    names_need_identity: bool = False
     #: Lines of history a chat-profile newcomer is shown (``--history-on-join``).
     history_on_join: int = DEFAULT_ON_JOIN
+    #: The permissions of clients without a token (``--anonymous``, ``--permissions``).
+    policy: Policy = Policy()
 
 
 class Hub:
@@ -60,9 +63,11 @@ class Hub:
         today: Callable[[], str] | None = None,
         handshakes: Callable[[], Mapping[str, int]] | None = None,
         history: History | None = None,
+        tokens: TokenVerifier | None = None,
     ) -> None:
         """``handshakes``: reads the TLS listeners' handshake figures, shown in status.
-        ``history``: where chat lines are kept (default: nowhere)."""
+        ``history``: where chat lines are kept (default: nowhere).
+        ``tokens``: verifies the tokens clients present (default: none are taken)."""
         self.clock = clock
         self._handshakes = handshakes
         self.bus = bus
@@ -80,7 +85,6 @@ class Hub:
         )
         self.addressed = RequestBroker(
             clock, bus, self.rng, self.reject, config.max_pending, config.request_timeout,
-            config.names_need_identity,
         )
         #: Answers each connection is still owed (see `handle`), and the connections that
         #: ended their stream and close once they are owed nothing.
@@ -100,6 +104,9 @@ class Hub:
         self._left_bytes_in = 0
         self._left_bytes_out = 0
         self._ids = itertools.count(1)
+        self.access = Access(clock, config.policy, tokens, self.reject)
+        #: Chat nicks of token connections: nick -> {connection: identity}.
+        self._nicks: dict[str, dict[Peer, str]] = {}
         self._handlers: dict[type, Callable[[Peer, Any], Deferred | None]] = {
             frames.Relay: lambda peer, r: self.relays.request(peer, r.text),
             frames.Ack: lambda peer, r: self.relays.ack(peer, r.text),
@@ -114,7 +121,7 @@ class Hub:
             ),
             frames.Exit: self._exit,
             frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
-            frames.Register: lambda peer, r: self.addressed.register(peer, r.name),
+            frames.Register: self._register,
             frames.Serve: lambda peer, r: self.addressed.serve(peer, r.service),
             frames.Unserve: lambda peer, r: self.addressed.unserve(peer, r.service),
             frames.Reply: lambda peer, r: self.addressed.reply(peer, r.id, r.body),
@@ -122,7 +129,10 @@ class Hub:
                 peer, r.id, r.name, r.service, r.body, r.timeout),
             frames.History: self.chat.replay,
             frames.Since: self.chat.replay,
+            frames.Auth: lambda peer, r: self.authenticate(peer, r.token),
         }
+        for kind in GATED:
+            self._handlers[kind] = self._gated(self._handlers[kind])
         bus.attach(self.relays, self.chat, self.member, self.addressed)
 
     # ---- connections ----
@@ -139,6 +149,7 @@ class Hub:
             self.reject(peer, errors.SERVER_FULL, f"limit is {self.config.max_clients} clients")
             return False
         self.dates.subscribed()
+        self._allow(peer)
         return True
 
     def input_ended(self, peer: Peer) -> None:
@@ -165,6 +176,8 @@ class Hub:
         peer.close()
 
     def leave(self, peer: Peer) -> None:
+        self.access.left(peer)
+        self._disown_nick(peer)
         self._left_bytes_in += peer.bytes_in
         self._left_bytes_out += peer.bytes_out
         self._ending.discard(peer)
@@ -237,7 +250,78 @@ class Hub:
         """A connection sent faster than its rate and stops being read for a while."""
         self._throttled += 1
 
+    # ---- identities and permissions ----
+
+    def _gated(self, handler: Callable[[Peer, Any], Deferred | None]
+               ) -> Callable[[Peer, Any], Deferred | None]:
+        """``handler``, run only if the peer has the permission its request needs."""
+        def gated(peer: Peer, request) -> Deferred | None:
+            if self.access.permits(peer, *needed(request)):
+                return handler(peer, request)
+            return None
+        return gated
+
+    def _allow(self, peer: Peer) -> None:
+        """Whether ``peer`` is drawn for relays and hears chat follows its permissions too."""
+        permissions = self.access.permissions(peer)
+        self.registry.allow(peer, permissions.relay, permissions.chat)
+
+    def authenticate(self, peer: Peer, token: str) -> None:
+        """``auth TOKEN`` (or ``?token=`` on a WebSocket): ``peer`` is who the token says."""
+        verified = self.access.authenticate(peer, token)
+        if verified is None:
+            return
+        self._disown_nick(peer)
+        peer.token = verified
+        self.registry.identify(peer, verified.subject)
+        if verified.nick is not None:
+            peer.name = verified.nick
+            self._nicks.setdefault(verified.nick, {})[peer] = verified.subject
+        self._allow(peer)
+        peer.push(frames.Authenticated(verified.subject))
+
+    def verify_token(self, token: str, where: str) -> Token:
+        """An HTTP client's bearer token, verified and counted (``where``: who sent it, for
+        the log); raises `nea.core.tokens.TokenRefused`."""
+        return self.access.verify(token, where)
+
+    def token_refusal(self, token: Token, where: str, permission: str,
+                      target: str | None = None) -> str | None:
+        """None if ``token`` has ``permission`` (on ``target``), else why not (counted)."""
+        return self.access.judge(token, where, permission, target)
+
+    def reload_policy(self, policy: Policy) -> None:
+        """The permissions file was read again (SIGHUP): it applies from now on."""
+        self.access.policy = policy
+        for peer in self.registry.peers:
+            self._allow(peer)
+
+    def _disown_nick(self, peer: Peer) -> None:
+        token = getattr(peer, "token", None)
+        holders = self._nicks.get(token.nick) if token is not None else None
+        if holders is not None:
+            holders.pop(peer, None)
+            if not holders:
+                del self._nicks[token.nick]
+
+    def _register(self, peer: Peer, request: frames.Register) -> Deferred | None:
+        """A name held by an identity is taken over by that identity only."""
+        holder = self.addressed.holder(request.name)
+        if (holder is not None and holder.identity is not None
+                and holder.identity != peer.identity):
+            self.access.refuse(peer, "register", request.name,
+                               "the name is held by another identity")
+            return None
+        return self.addressed.register(peer, request.name)
+
     def _nick(self, peer: Peer, request: frames.Nick) -> Deferred | None:
+        token = peer.token
+        if token is not None and token.nick is not None:
+            request = frames.Nick(token.nick)  # a token's nick is the identity's, whatever asked
+        elif any(identity != peer.identity for identity in self._nicks.get(request.name, {}).values()):
+            self.access.refuse(peer, "chat", None,
+                               f"the nick {request.name!r} is an identified user's")
+            return None
         peer.name = request.name
         peer.push(frames.NickReply(request.name))
         if peer.profile.naming is not None and not peer.named:
@@ -285,6 +369,11 @@ class Hub:
         """A Deferred: ``{name: instance}`` of every name registered in the cluster."""
         return self.bus.clients()
 
+    def holder(self, name: str) -> dict[str, str | None] | None:
+        """Who holds ``name`` here, ``{"identity", "auth"}``; None if it is not held here."""
+        peer = self.addressed.holder(name)
+        return None if peer is None else {"identity": peer.identity, "auth": established(peer)}
+
     def time_relays(self, timings: RelayTimings) -> None:
         """Tell ``timings`` when each relay starts and ends being waited for (metrics)."""
         self.relays.timings.append(timings)
@@ -328,7 +417,8 @@ class Hub:
         """Up to ``limit`` of the connections, as values (``GET /connections``)."""
         return tuple(
             ConnectionInfo(peer.id, peer.name, peer.peer_address, peer.identity, peer.profile.name,
-                           peer.since, peer.encoding.value, peer.bytes_in, peer.bytes_out)
+                           peer.since, peer.encoding.value, peer.bytes_in, peer.bytes_out,
+                           established(peer))
             for peer, _ in zip(self.registry.peers, range(limit))
         )
 
@@ -390,4 +480,5 @@ class Hub:
                 self.bus.state(), (self._member(zero_state), *self.bus.others())
             ),
             store=self._history.figures(),
+            auth=self.access.figures(),
         )

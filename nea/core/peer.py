@@ -4,6 +4,7 @@ from typing import Iterable, Protocol as TypingProtocol
 
 from twisted.logger import Logger
 
+from nea.core.tokens import Token
 from nea.wire import codec
 from nea.wire.frames import Encoding, Push
 from nea.wire.profiles import Profile
@@ -20,9 +21,11 @@ class Peer(TypingProtocol):
     name: str
     profile: Profile
     encoding: Encoding
-    #: Who a verified client certificate says this is (mutual TLS), else None; set before
-    #: the peer joins, never changed afterwards.
+    #: Who a verified client certificate (mutual TLS, set before the peer joins) or an
+    #: accepted token says this is, else None (anonymous). Once set it never changes.
     identity: str | None
+    #: The accepted token it was identified by, else None.
+    token: Token | None
     #: Where it connects from (``host:port``), and when (seconds since the epoch).
     peer_address: str
     since: float

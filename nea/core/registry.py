@@ -62,6 +62,9 @@ class Registry:
         #: Kept up to date on every admission and removal, so status costs O(1).
         self._by_profile: dict[str, int] = {}
         self.identified = 0
+        #: Admitted peers that are ending (`stop_targeting`, `retire`): `allow` gives them
+        #: nothing back.
+        self._retired: set[Peer] = set()
 
     def admit(self, peer: Peer) -> bool:
         if len(self.peers) >= self.max_clients:
@@ -88,13 +91,37 @@ class Registry:
             self.chat_capable.add(peer)
             self.room.add(peer)
 
+    def allow(self, peer: Peer, relays: bool, chat: bool) -> None:
+        """Whether ``peer`` takes relays and chat, as its permissions say (its profile too)."""
+        if peer not in self.peers or peer in self._retired:
+            return
+        profile = peer.profile
+        for members, taken in (
+            (self.relay_capable, relays and profile.relays),
+            (self.chat_capable, chat and profile.chat and (profile.naming is None or peer.named)),
+        ):
+            if taken:
+                members.add(peer)
+            else:
+                members.discard(peer)
+
+    def identify(self, peer: Peer, identity: str) -> None:
+        """``peer`` is ``identity`` from now on (it presented a token)."""
+        if peer in self.peers and peer.identity is None:
+            self.identified += 1
+        peer.identity = identity
+
     def stop_targeting(self, peer: Peer) -> None:
         """``peer`` takes no more relays or dates (it can no longer ack; it is ending)."""
+        if peer in self.peers:
+            self._retired.add(peer)
         self.relay_capable.discard(peer)
         self.date_subscribers.discard(peer)
 
     def retire(self, peer: Peer) -> None:
         """``peer`` keeps its slot but takes no more relays, dates or chat (it is closing)."""
+        if peer in self.peers:
+            self._retired.add(peer)
         for members in (self.relay_capable, self.date_subscribers, self.chat_capable, self.room):
             members.discard(peer)
 
@@ -103,6 +130,7 @@ class Registry:
             return
         self.peers.discard(peer)
         self.retire(peer)
+        self._retired.discard(peer)
         name = peer.profile.name
         self._by_profile[name] -= 1
         if not self._by_profile[name]:

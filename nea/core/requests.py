@@ -122,22 +122,19 @@ class RequestBroker:
 
     It is the bus's request node (`nea.core.bus.RequestNode`). ``reject(waiter,
     error, detail, id)`` answers with an error (the hub's, which counts it);
-    `ask` returns a Deferred that fires once the asker's last ask is answered.
-    ``names_need_identity``: a name must equal the connection's verified
-    certificate identity (client certificates are required).
+    `ask` returns a Deferred that fires once the asker's last ask is answered. Who
+    may register what is decided before (`nea.core.access`).
     """
 
     def __init__(self, clock: IReactorTime, bus: Bus, rng: random.Random,
                  reject: Callable[..., None],
-                 max_pending: int = 1000, timeout: float = 10.0,
-                 names_need_identity: bool = False) -> None:
+                 max_pending: int = 1000, timeout: float = 10.0) -> None:
         self.clock = clock
         self.bus = bus
         self.rng = rng
         self.reject = reject
         self.max_pending = max_pending
         self.timeout = timeout
-        self.names_need_identity = names_need_identity
         # Request ids are unique in the cluster: a random prefix per run, then a count.
         self._prefix = f"{rng.getrandbits(48):012x}."
         self._ids = itertools.count(1)
@@ -155,10 +152,6 @@ class RequestBroker:
 
     def register(self, peer: Peer, name: str) -> None:
         """``peer`` sent ``register name``: it takes the name over, here and everywhere."""
-        if self.names_need_identity and peer.identity != name:
-            self.reject(peer, errors.NAME_NOT_ALLOWED,
-                        f"your certificate says {peer.identity!r}, not {name!r}")
-            return
         if self._name_of.get(peer) != name:
             self._release(peer)
             holder = self.names.get(name)
@@ -218,6 +211,11 @@ class RequestBroker:
         members.discard(peer)
         if not members:
             del self.members[service]
+
+    def holder(self, name: str) -> Peer | None:
+        """The local connection registered as ``name``, if any."""
+        holder = self.names.get(name)
+        return holder[0] if holder is not None else None
 
     def has_name(self, name: str) -> float | None:
         """When ``name`` was registered here, or None if it is not."""

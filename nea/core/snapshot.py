@@ -138,6 +138,17 @@ class ConnectionInfo:
     encoding: str
     bytes_in: int
     bytes_out: int
+    #: How its identity was established: ``certificate``, ``token`` or ``anonymous``.
+    auth: str = "anonymous"
+
+
+@attrs.frozen
+class AuthFigures:
+    """Tokens accepted and refused, and requests refused ``not_allowed`` by permission."""
+
+    auth_ok: int = 0
+    auth_failed: int = 0
+    not_allowed: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
 @attrs.frozen
@@ -149,7 +160,7 @@ class Snapshot:
     connections: int
     relay_capable: int
     profiles: Mapping[str, int] = attrs.field(converter=_frozen_mapping)
-    #: Connections whose client certificate was verified (mutual TLS).
+    #: Connections with an identity (a verified client certificate, or a token).
     identified: int
     max_clients: int
     refused_full: int
@@ -171,6 +182,7 @@ class Snapshot:
     zero_state: bool
     cluster: ClusterFigures
     store: StoreFigures
+    auth: AuthFigures = AuthFigures()
 
     @property
     def state(self) -> str:
@@ -199,6 +211,7 @@ def status_json(snapshot: Snapshot) -> dict[str, Any]:
         "dates": attrs.asdict(snapshot.dates),
         "store": attrs.asdict(snapshot.store),
         "errors": dict(snapshot.errors),
+        "auth": {**attrs.asdict(snapshot.auth), "not_allowed": dict(snapshot.auth.not_allowed)},
         "zero_state": snapshot.zero_state,
         "cluster": {
             "state": cluster.state,

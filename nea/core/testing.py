@@ -26,6 +26,7 @@ class FakePeer:
         self.profile = profile
         self.encoding = encoding
         self.identity = None
+        self.token = None
         self.peer_address = "127.0.0.1:0"
         self.since = 0.0
         self.named = name is not None

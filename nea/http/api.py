@@ -32,6 +32,8 @@ class ApiSettings:
     relay_timeout: float = DEFAULT_RELAY_TIMEOUT
     #: The clients' line limit: texts sent to them must fit in one line.
     max_line: int = DEFAULT_MAX_LINE
+    #: Client tokens are taken (``--jwt-key``) as well as the admin token.
+    tokens: bool = False
 
 
 class Api:
@@ -46,7 +48,7 @@ class Api:
         self.clock = clock
         self.settings = settings
         self.listening = listening
-        self.auth = BearerToken(settings.admin_token)
+        self.auth = BearerToken(settings.admin_token, hub if settings.tokens else None)
         self.metrics = Metrics(hub, clock)
         self.max_chars = max_text_chars(settings.max_line)
         # A JSON string may spell a character in up to 12 bytes ("\ud83d\ude00").
@@ -136,12 +138,12 @@ class Api:
 
     # ---- driving (admin token) ----
 
-    def _text(self, request) -> str:
-        self.auth.check(request)
+    def _text(self, request, permission: str) -> str:
+        self.auth.check(request, permission)
         return text_field(read_json_object(request, self.max_body), self.max_chars)
 
     def broadcast(self, request) -> None:
-        broadcasting = self.hub.broadcast(self._text(request))
+        broadcasting = self.hub.broadcast(self._text(request, "broadcast"))
         # Stored first: the HTTP client may be gone by the time it is fanned out.
         gone = []
         request.notifyFinish().addErrback(gone.append)
@@ -149,7 +151,8 @@ class Api:
             request, http.OK, {"instance": self.hub.instance_id, "reached": reached}))
 
     def relay(self, request) -> None:
-        outcome = waiter.relay(self.hub, self.clock, self._text(request), self.settings.relay_timeout)
+        outcome = waiter.relay(self.hub, self.clock, self._text(request, "relay"),
+                               self.settings.relay_timeout)
 
         def failed(failure) -> None:
             failure.trap(ApiError)

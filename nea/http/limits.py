@@ -169,7 +169,7 @@ class GuardedSite(Site):
         if length == 0:
             return None
         try:
-            self.token.check(request)
+            self.token.screen(request)
         except ApiError as error:
             return error
         if length is not None and length > self.limits.max_body:

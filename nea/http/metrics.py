@@ -85,6 +85,11 @@ class HubCollector:
                      requests.in_flight)
         yield _gauge("nea_registered_names", "Client names registered on this instance.", requests.names)
         yield _gauge("nea_services", "Services with a member on this instance.", requests.services)
+        auth = snapshot.auth
+        yield _labelled_counter("nea_auth", "Client tokens presented, by outcome.", "outcome",
+                                {"ok": auth.auth_ok, "failed": auth.auth_failed})
+        yield _labelled_counter("nea_not_allowed", "Requests refused not_allowed, by the "
+                                "permission missing.", "permission", auth.not_allowed)
         yield _counter("nea_chat_messages", "Chat lines said by clients of this instance.", snapshot.chat.said)
         yield _counter("nea_broadcasts", "Operator broadcasts made on this instance.",
                        snapshot.chat.broadcasts)

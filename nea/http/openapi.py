@@ -62,7 +62,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["instance", "version", "uptime", "state", "connections", "relay_capable",
                      "profiles", "identified", "max_clients", "refused_full", "handshakes",
                      "throttled", "relays", "requests", "chat", "dates", "errors", "zero_state",
-                     "cluster", "store"],
+                     "cluster", "store", "auth"],
         "properties": {
             "instance": {"type": "string"},
             "version": {"type": "string"},
@@ -116,6 +116,14 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {"ticks": _COUNT, "running": {"type": "boolean"}},
             },
             "errors": _COUNTS,
+            "auth": {
+                "type": "object",
+                "description": "Client tokens accepted and refused (over every transport and "
+                               "HTTP), and requests refused not_allowed, by permission.",
+                "required": ["auth_ok", "auth_failed", "not_allowed"],
+                "properties": {"auth_ok": _COUNT, "auth_failed": _COUNT,
+                               "not_allowed": _COUNTS},
+            },
             "zero_state": {"type": "boolean",
                            "description": "No connection (but the asking one, on the wire) "
                                           "and no relay waited for or held."},
@@ -193,7 +201,10 @@ _SCHEMAS: dict[str, Any] = {
             "peer": {"type": "string", "description": "The client's address, host:port."},
             "identity": {"type": ["string", "null"],
                          "description": "The verified client certificate's subject CN (else "
-                                        "its first DNS or URI name); null without one."},
+                                        "its first DNS or URI name), or the sub of the token "
+                                        "it presented; null for an anonymous client."},
+            "auth": {"type": "string", "enum": ["certificate", "token", "anonymous"],
+                     "description": "How its identity was established."},
             "profile": {"type": "string", "enum": ["nea", "relay", "chat"]},
             "since": {"type": "string", "format": "date-time"},
             "encoding": {"type": "string", "enum": ["text", "json"]},
@@ -232,7 +243,14 @@ _SCHEMAS: dict[str, Any] = {
     "Client": {
         "type": "object",
         "required": ["name", "instance"],
-        "properties": {"name": _NAME, "instance": {"type": "string"}},
+        "description": "identity and auth are given for names held on the instance asked.",
+        "properties": {
+            "name": _NAME, "instance": {"type": "string"},
+            "identity": {"type": ["string", "null"],
+                         "description": "Who holds the name (certificate or token identity); "
+                                        "null: an anonymous client."},
+            "auth": {"type": "string", "enum": ["certificate", "token", "anonymous"]},
+        },
     },
     "Clients": {
         "type": "object",
@@ -295,20 +313,34 @@ def _text_body(max_chars: int, what: str) -> dict[str, Any]:
 
 
 _UNAUTHORIZED = _error("No or wrong 'Authorization: Bearer <admin token>'.")
+#: Endpoints that also take a client token (a JWT, --jwt-key) with a permission.
+_TOKEN_REFUSED = _error(
+    "No or wrong 'Authorization: Bearer': the admin token, or a client token (a JWT); a "
+    "refused client token is answered its own code: bad_token, token_too_large, "
+    "bad_signature, bad_algorithm, expired_token, token_not_yet_valid, wrong_audience, "
+    "auth_unavailable.")
+_SECURITY = [{"adminToken": []}, {"clientToken": []}]
+
+
+def _not_allowed(permission: str) -> dict[str, Any]:
+    return _error(f"A client token without the {permission!r} permission (not_allowed; the "
+                  "message names it).")
 
 
 def _mutating(summary: str, description: str, body: dict[str, Any],
-              responses: dict[str, Any]) -> dict[str, Any]:
+              responses: dict[str, Any], permission: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
-            "description": description,
-            "security": [{"adminToken": []}],
+            "description": f"{description} The admin token, or a client token with the "
+                           f"{permission!r} permission.",
+            "security": _SECURITY,
             "requestBody": body,
             "responses": {
                 **responses,
                 "400": _error("The body is not JSON, or not {\"text\": one non-empty line}."),
-                "401": _UNAUTHORIZED,
+                "401": _TOKEN_REFUSED,
+                "403": _not_allowed(permission),
                 "413": _error("The body is too large (larger than the text limit allows, or "
                               "than --http-max-body; the connection is then closed)."),
             },
@@ -339,8 +371,9 @@ _REQUEST_BODY = {
 def _ask(summary: str, description: str, parameter: str, failures: dict[str, str]) -> dict:
     return {"post": {
         "summary": summary,
-        "description": description,
-        "security": [{"adminToken": []}],
+        "description": f"{description} The admin token, or a client token whose 'ask' "
+                       "permission matches the name (a service as @SERVICE).",
+        "security": _SECURITY,
         "parameters": [{"name": parameter, "in": "path", "required": True, "schema": _NAME}],
         "requestBody": _REQUEST_BODY,
         "responses": {
@@ -350,7 +383,8 @@ def _ask(summary: str, description: str, parameter: str, failures: dict[str, str
                           "{\"body\": ANY, \"timeout\": SECONDS}, or its body cannot be sent; "
                           "bad_timeout: the timeout is not a number of seconds above 0 and at "
                           "most 300; bad_name: the name is not valid."),
-            "401": _UNAUTHORIZED,
+            "401": _TOKEN_REFUSED,
+            "403": _not_allowed("ask"),
             "413": _error("The body is larger than a client's line."),
             "504": _error("No reply within the timeout (request_timeout)."),
         },
@@ -444,6 +478,7 @@ def openapi(max_chars: int) -> dict[str, Any]:
                 "Sends the text to every chat-capable client of the cluster.",
                 _text_body(max_chars, "One line, sent to every client as 'broadcast TEXT'."),
                 {"200": _json(_ref("Broadcasted"), "Sent.")},
+                "broadcast",
             ),
             "/relay": _mutating(
                 "Relay a message and wait for its ok",
@@ -453,6 +488,7 @@ def openapi(max_chars: int) -> dict[str, Any]:
                 {"200": _json(_ref("Relayed"), "The ok came back."),
                  "503": _error("No client can take a relay (error no_recipient)."),
                  "504": _error("No ok came back within the relay timeout.")},
+                "relay",
             ),
             "/clients": _listing("Registered clients of the cluster", "Clients", [{
                 "name": "limit", "in": "query", "required": False,
@@ -491,7 +527,13 @@ def openapi(max_chars: int) -> dict[str, Any]:
         },
         "components": {
             "schemas": _SCHEMAS,
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer",
-                                               "description": "--admin-token or --admin-token-file"}},
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "--admin-token or --admin-token-file"},
+                "clientToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                "description": "A client's JSON Web Token, verified against "
+                                               "--jwt-key; its 'nea' claim holds its "
+                                               "permissions (docs/security.rst)."},
+            },
         },
     }

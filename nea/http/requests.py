@@ -6,7 +6,8 @@
 - ``GET /clients``, ``GET /clients/{name}`` and ``GET /services``: who is
   addressable in the cluster.
 
-Every one of them needs the admin token: they reach, or expose, the clients.
+Every one of them needs the admin token: they reach, or expose, the clients; a
+client token with the ``ask`` permission for the name or ``@SERVICE`` may ask.
 The hub does the asking (`nea.core.hub.Hub.ask`), with the same semantics,
 limits and deadline as a client's ``ask``.
 """
@@ -83,7 +84,7 @@ class Requests:
         self.max_body = api.settings.max_line
 
     def ask(self, request, name: str | None, service: str | None) -> None:
-        self.api.auth.check(request)
+        self.api.auth.check(request, "ask", name if name is not None else f"@{service}")
         body, timeout = request_body(read_json_object(request, self.max_body),
                                      self.api.settings.relay_timeout)
         waiter = RequestWaiter()
@@ -110,7 +111,7 @@ class Requests:
         found = self.hub.clients()
 
         def listed(names: dict[str, str]) -> None:
-            clients = [{"name": name, "instance": instance}
+            clients = [{"name": name, "instance": instance, **(self.hub.holder(name) or {})}
                        for name, instance in list(names.items())[:limit]]
             write_json(request, http.OK, {"count": len(names), "clients": clients})
 
@@ -125,7 +126,8 @@ class Requests:
                 write_error(request, ApiError(http.NOT_FOUND, errors.NO_SUCH_CLIENT.code,
                                               f"nobody is registered as {name!r}"))
             else:
-                write_json(request, http.OK, {"name": name, "instance": instance})
+                write_json(request, http.OK, {"name": name, "instance": instance,
+                                              **(self.hub.holder(name) or {})})
 
         found.addCallback(answered)
 

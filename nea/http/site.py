@@ -4,11 +4,14 @@ Pages and scripts are package data (``nea/http/static``); Swagger UI's files com
 from the installed ``swagger_ui_bundle`` package, so nothing is fetched from a CDN.
 """
 
+import re
 from importlib import resources
 from pathlib import Path
 
 from swagger_ui_bundle import swagger_ui_path
+from zope.interface import provider
 from twisted.web import http
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.static import File
 
@@ -110,6 +113,17 @@ class HttpListener(ListeningService):
                          address, base=base, http_port=address.port)
 
 
+#: A token in a URL (``/ws?token=...``, the WebSocket sign-in): its value, up to the next
+#: parameter or the end of the URL.
+_TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"]+")
+
+
+@provider(IAccessLogFormatter)
+def access_log_line(timestamp, request) -> str:
+    """Twisted's combined log line, with any token in the URL blanked: a token is a secret."""
+    return _TOKEN_IN_URL.sub(r"\1-", http.combinedLogFormatter(timestamp, request))
+
+
 class ApiSite(GuardedSite):
     """The API's site: an access log only when asked for one (``--http-access-log FILE``).
 
@@ -129,15 +143,16 @@ def api_site(clock, config, hub: Hub, listeners: list[ListeningService],
     ``more``: resources the daemon serves beside the API's own (``/ws``, its
     WebSocket clients), built by the daemon, which knows its connections.
     """
-    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"])
+    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"],
+                           config["tokens"] is not None)
     limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
                         config["http-max-connections"])
     api = Api(hub, clock, settings, lambda: listening(listeners))
     root = build_root(api)
     for name, resource in (more or {}).items():
         root.putChild(name, resource)
-    site = ApiSite(root, api.auth, limits, api.metrics,
-                   logPath=config["http-access-log"], reactor=clock)
+    site = ApiSite(root, api.auth, limits, api.metrics, logPath=config["http-access-log"],
+                   logFormatter=access_log_line, reactor=clock)
     site.displayTracebacks = False
     return site
 

@@ -129,6 +129,8 @@ class Session(Protocol):
         self.bytes_out = 0
         #: The verified client certificate's identity (mutual TLS), else None.
         self.identity: str | None = None
+        #: The token it presented and was accepted (``auth``), else None.
+        self.token = None
         #: Set by the hub once a chat-profile client has given its name.
         self.named = False
         self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None

@@ -11,7 +11,9 @@ from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
 from nea.http.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from nea.net.listening import DEFAULT_BACKLOG
-from nea.server.service import DRAIN_GRACE
+from nea.core.permissions import parse_anonymous
+from nea.core.tokens import TokenVerifier
+from nea.server.service import DRAIN_GRACE, read_policy
 from nea.server.listeners import Listen, default_listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
@@ -153,6 +155,19 @@ class Options(usage.Options):
          "3 heartbeats is given up.", _positive(float)],
         ["http", None, DEFAULT_HTTP, "Endpoint of the HTTP API (status page, /status, /healthz, "
          "/metrics, /docs, ...), or 'none' for no HTTP API."],
+        # ---- identities and permissions ----
+        ["jwt-key", None, None, "File with the key that client tokens (JWT: 'auth TOKEN', "
+         "?token= on WebSocket, Authorization: Bearer on HTTP) are verified with: a PEM public "
+         "key (EC P-256 for ES256, RSA for RS256, Ed25519 for EdDSA) or else an HS256 secret "
+         "of at least 32 bytes. Without it no token is accepted."],
+        ["jwt-audience", None, None, "The 'aud' a token must carry (default: not checked)."],
+        ["permissions", None, None, "JSON file of the permissions of clients without a token: "
+         "{\"anonymous\": {...}, \"identities\": {\"PATTERN\": {...}}, \"identified\": {...}} "
+         "(docs/security.rst); read again on SIGHUP."],
+        ["anonymous", None, None, "What anonymous clients may do: a comma list of reverse, "
+         "relay, chat, register, serve, ask, or none. Default: all of them, or only reverse "
+         "when clients are asked for certificates (--tls-client-ca). A permissions file's "
+         "'anonymous' set wins over it.", parse_anonymous],
         ["admin-token", None, None, "Bearer token that POST /broadcast and POST /relay require "
          "(prefer --admin-token-file: a command line is visible to other users)."],
         ["admin-token-file", None, None, "File holding the admin token (surrounding whitespace "
@@ -233,6 +248,7 @@ class Options(usage.Options):
                 ) from None
             except ValueError as e:
                 raise usage.UsageError(f"--admin-token-file: {e}; write the token in it") from None
+        self._identities()
         if self["http-access-log"] is not None:
             try:
                 open(self["http-access-log"], "a").close()
@@ -241,3 +257,18 @@ class Options(usage.Options):
                     f"--http-access-log {self['http-access-log']}: cannot open it for writing: "
                     f"{e.strerror}"
                 ) from None
+
+    def _identities(self) -> None:
+        """``policy`` and ``tokens`` from the identity options, or a one-line UsageError."""
+        if self["anonymous"] is None and self["tls-client-ca"]:
+            self["anonymous"] = parse_anonymous("reverse")  # identities matter here
+        try:
+            self["policy"] = read_policy(self)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--permissions {self['permissions']}: {e}") from None
+        self["tokens"] = None
+        if self["jwt-key"] is not None:
+            try:
+                self["tokens"] = TokenVerifier.from_file(self["jwt-key"], self["jwt-audience"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--jwt-key {self['jwt-key']}: {e}") from None

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from nea.cluster.service import cluster
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
+from nea.core.permissions import Policy, parse_policy
 from nea.http.site import http_listener
 from nea.net.listening import ListeningService
 from nea.server.admission import Admission
@@ -135,12 +136,25 @@ def reload_steps(config, instance: InstanceService) -> list[ReloadStep]:
         ReloadStep(f"TLS files of {listener.listen.endpoint}", listener.contexts.reload)
         for listener in instance.listeners if listener.contexts is not None
     ]
+    if config["permissions"] is not None:
+        steps.append(ReloadStep(f"permissions file {config['permissions']}",
+                                lambda: instance.hub.reload_policy(read_policy(config))))
     path = config["admin-token-file"]
     if path is not None and instance.http is not None:
         token = instance.http.site.token
         steps.append(ReloadStep(f"admin token file {path}",
                                 lambda: token.replace(read_token_file(path))))
     return steps
+
+
+def read_policy(config) -> Policy:
+    """The permissions ``--permissions`` and ``--anonymous`` give clients without a token.
+
+    Raises OSError or ValueError (a SIGHUP then keeps the policy it had)."""
+    if config["permissions"] is None:
+        return Policy() if config["anonymous"] is None else Policy(config["anonymous"])
+    with open(config["permissions"], encoding="utf-8") as file:
+        return parse_policy(file.read(), config["anonymous"])
 
 
 def open_history(config, reactor) -> tuple[StoreHistory, Trimmer | None]:
@@ -199,11 +213,10 @@ def makeService(config, reactor=None) -> InstanceService:
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
                   max_pending=config["max-pending"], ack_timeout=config["ack-timeout"],
-                  history_on_join=config["history-on-join"],
-                  names_need_identity=bool(config["tls-client-ca"])
-                  and config["tls-client-cert"] == "required"),
+                  history_on_join=config["history-on-join"], policy=config["policy"]),
         handshakes=lambda: attrs.asdict(gate.stats),
         history=history,
+        tokens=config["tokens"],
     )
     instance = InstanceService(hub, reactor, config["drain-timeout"])
     instance.link = link

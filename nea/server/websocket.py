@@ -19,6 +19,8 @@ What this framing adds to the session:
   before the payload arrives, and nothing past the limit is kept.
 - ``Origin`` is checked: a browser page of another site is refused with HTTP 403
   (`origin_allowed`).
+- ``?token=`` on the upgrade URL is presented as ``auth TOKEN`` once the client
+  has joined (a browser cannot set headers on a WebSocket).
 - Once autobahn ends the WebSocket on its own (the client's close frame, a
   protocol violation), the session closes too, so that a client that then never
   reads is still aborted after the close timeout.
@@ -154,6 +156,8 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._parts: list[bytes] | None = None
         self._size = 0
         self._binary = False
+        #: The ``?token=`` of the upgrade URL, presented once the client has joined.
+        self._token: str | None = None
 
     # ---- the connection ----
 
@@ -212,12 +216,18 @@ class WebSocketConnection(WebSocketServerProtocol):
                     f"unknown profile; choose one of {', '.join(profiles.BY_NAME)}",
                 )
             self.session.profile = profile
+        tokens = request.params.get("token", [])
+        if len(tokens) == 1:
+            self._token = tokens[0]
         return None
 
     def onOpen(self) -> None:
         self._cancel_deadline()
         self._opened = True
         self.session.start()
+        if self._token is not None and not self.session.closing:
+            self.hub.authenticate(self.session, self._token)
+            self._token = None
 
     # ---- receiving: messages counted as their frames arrive ----
 

@@ -216,6 +216,7 @@ _JSON_KINDS: dict[str, tuple[type, str]] = {
     "ask": (frames.Ask, "object"),
     "history": (frames.History, "count"),
     "since": (frames.Since, "count"),
+    "auth": (frames.Auth, "object"),
 }
 
 #: Most lines one ``history N`` or ``since ID`` replays.
@@ -313,6 +314,10 @@ def _decode_text(text: str, profile: Profile) -> frames.Request:
             return _TEXT_ADDRESSED[verb](rest)
         if verb in ("history", "since"):
             return _replay_request(verb, rest.strip())
+        if verb == "auth":
+            token = rest.strip()
+            return frames.Auth(token) if token else frames.Invalid(errors.BAD_USAGE,
+                                                                   "usage: auth TOKEN")
     if profile.plain is None:
         return frames.Invalid(
             errors.NOT_IN_PROFILE,
@@ -406,7 +411,14 @@ def _json_ask(payload: dict[str, Any]) -> frames.Request:
                       None if timeout is None else float(timeout))
 
 
-_JSON_OBJECTS = {"reply": _json_reply, "ask": _json_ask}
+def _json_auth(payload: dict[str, Any]) -> frames.Request:
+    token = payload.get("token")
+    if not isinstance(token, str) or not token:
+        return frames.Invalid(errors.BAD_PAYLOAD, "'auth' needs a string 'token'")
+    return frames.Auth(token)
+
+
+_JSON_OBJECTS = {"reply": _json_reply, "ask": _json_ask, "auth": _json_auth}
 
 
 def body_problem(body: Any, depth: int = MAX_JSON_DEPTH) -> str | None:
@@ -543,6 +555,7 @@ _REQUEST_KINDS = {
     }),
     frames.History: lambda r: ("history", r.count),
     frames.Since: lambda r: ("since", r.last_id),
+    frames.Auth: lambda r: ("auth", {"token": r.token}),
 }
 
 #: Requests whose text form is not ``verb payload``: what follows the verb.
@@ -550,6 +563,7 @@ _REQUEST_TEXT = {
     frames.Reply: lambda r: f"{r.id} {body_text(r.body)}",
     frames.Ask: lambda r: (f"{r.id} {r.name if r.name is not None else '@' + r.service} "
                            f"{body_text(r.body)}"),
+    frames.Auth: lambda r: r.token,
 }
 
 
@@ -595,6 +609,7 @@ _PUSH_JSON = {
     frames.HistoryEnd: lambda p: ("history_end", {"last_id": p.last_id, "more": p.more}),
     frames.Presence: lambda p: ("presence", {"name": p.name, "event": p.event}),
     frames.Gap: lambda p: ("gap", {"since": p.since, "until": p.until, "last_id": p.last_id}),
+    frames.Authenticated: lambda p: ("authenticated", {"sub": p.subject}),
 }
 
 _PUSH_TEXT = {
@@ -618,6 +633,7 @@ _PUSH_TEXT = {
     frames.HistoryEnd: lambda p: f"history_end {p.last_id} {int(p.more)}",
     frames.Presence: lambda p: f"* {p.name} {p.event}",
     frames.Gap: lambda p: f"gap {p.since} {p.until} {p.last_id}",
+    frames.Authenticated: lambda p: f"authenticated {p.subject}",
 }
 
 
@@ -720,6 +736,8 @@ def _decode_json_push(obj: dict[str, Any]) -> frames.Push:
         return frames.ReplyPush(payload["id"], payload["body"], payload.get("instance", ""))
     if kind == "bye":
         return frames.Bye()
+    if kind == "authenticated":
+        return frames.Authenticated(payload["sub"])
     raise KeyError(kind)
 
 
@@ -739,6 +757,8 @@ def _decode_text_push(text: str) -> frames.Push:
         return frames.NickReply(rest)
     if verb in _TEXT_NAMED:
         return _TEXT_NAMED[verb](rest)
+    if verb == "authenticated" and rest:
+        return frames.Authenticated(rest)
     if verb in ("request", "reply") and rest:
         id, _, body = rest.partition(" ")
         return frames.RequestPush(id, body) if verb == "request" else frames.ReplyPush(id, body)

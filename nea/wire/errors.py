@@ -33,9 +33,6 @@ BAD_NAME = ErrorCode(
     "bad_name", False, "a name or service is 1-64 letters, digits, '_', '.', ':', '-' or '@', "
     "not starting with '@'"
 )
-NAME_NOT_ALLOWED = ErrorCode(
-    "name_not_allowed", False, "the name does not match your client certificate's identity"
-)
 TOO_MANY_SERVICES = ErrorCode(
     "too_many_services", False, "this connection already serves as many services as it may"
 )
@@ -51,6 +48,19 @@ LINE_TOO_LONG = ErrorCode("line_too_long", True, "the line is longer than the se
 SERVER_FULL = ErrorCode("server_full", True, "the server has reached its maximum number of clients")
 SLOW_CONSUMER = ErrorCode("slow_consumer", True, "the client stopped reading and its buffer is full")
 SHUTTING_DOWN = ErrorCode("shutting_down", True, "the server is shutting down")
+# ---- identities and permissions ----
+NOT_ALLOWED = ErrorCode("not_allowed", False, "not permitted")
+AUTH_UNAVAILABLE = ErrorCode("auth_unavailable", False, "this server accepts no tokens")
+BAD_TOKEN = ErrorCode("bad_token", False, "the token is no JWT nea can use (sub and exp needed)")
+TOKEN_TOO_LARGE = ErrorCode("token_too_large", False, "the token is longer than 8 KiB")
+BAD_SIGNATURE = ErrorCode("bad_signature", False, "the token's signature does not verify")
+BAD_ALGORITHM = ErrorCode("bad_algorithm", False, "the token is not signed with the server's algorithm")
+EXPIRED_TOKEN = ErrorCode("expired_token", False, "the token presented has expired")
+TOKEN_NOT_YET_VALID = ErrorCode("token_not_yet_valid", False, "the token is not valid yet")
+WRONG_AUDIENCE = ErrorCode("wrong_audience", False, "the token is not meant for this server")
+TOKEN_EXPIRED = ErrorCode(
+    "token_expired", True, "the connection's token has expired and no fresh one came"
+)
 # ---- chat history ----
 BAD_HISTORY = ErrorCode(
     "bad_history", False, "'history N' and 'since ID' need an integer >= 0 (N at most 1000)"
@@ -76,7 +86,6 @@ ALL = (
     TOO_MANY_PENDING,
     BAD_USAGE,
     BAD_NAME,
-    NAME_NOT_ALLOWED,
     TOO_MANY_SERVICES,
     NO_SUCH_CLIENT,
     NO_MEMBER,
@@ -91,4 +100,14 @@ ALL = (
     BAD_HISTORY,
     HISTORY_UNAVAILABLE,
     HISTORY_BUSY,
+    NOT_ALLOWED,
+    AUTH_UNAVAILABLE,
+    BAD_TOKEN,
+    TOKEN_TOO_LARGE,
+    BAD_SIGNATURE,
+    BAD_ALGORITHM,
+    EXPIRED_TOKEN,
+    TOKEN_NOT_YET_VALID,
+    WRONG_AUDIENCE,
+    TOKEN_EXPIRED,
 )

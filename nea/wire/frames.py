@@ -124,6 +124,13 @@ class Ask:
     timeout: float | None = None
 
 
+@attrs.frozen
+class Auth:
+    """``auth TOKEN``: become the identity a JSON Web Token says, with its permissions."""
+
+    token: str = attrs.field(repr=False)  # a secret: never in a log line
+
+
 # ---- chat history requests ----
 
 
@@ -143,7 +150,7 @@ class Since:
 
 Request = Union[
     Relay, Ack, Chat, Reverse, Nick, Hello, Status, Exit, Invalid,
-    Register, Serve, Unserve, Reply, Ask, History, Since,
+    Register, Serve, Unserve, Reply, Ask, History, Since, Auth,
 ]
 
 
@@ -270,6 +277,13 @@ class ReplyPush:
 
 
 @attrs.frozen
+class Authenticated:
+    """The answer to an accepted ``auth``: the connection is now ``subject``."""
+
+    subject: str
+
+
+@attrs.frozen
 class Bye:
     """Sent just before the server closes the connection politely."""
 
@@ -337,4 +351,5 @@ Push = Union[
     Unserved,
     RequestPush,
     ReplyPush,
+    Authenticated,
 ]

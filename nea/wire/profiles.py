@@ -33,12 +33,13 @@ class Profile:
     naming: "Profile | None" = None
 
 
-_ALWAYS = frozenset({frames.Exit, frames.Invalid})
+#: Every profile takes a token: permissions apply on every listener.
+_ALWAYS = frozenset({frames.Exit, frames.Invalid, frames.Auth})
 
 NEA = Profile(
     name="nea",
     verbs=frozenset({"message", "ok", "chat", "nick", "register", "serve", "unserve", "reply",
-                     "ask", "history", "since"}),
+                     "ask", "history", "since", "auth"}),
     plain=frames.Reverse,
     allowed=_ALWAYS
     | {
@@ -65,7 +66,7 @@ NEA = Profile(
 
 RELAY = Profile(
     name="relay",
-    verbs=frozenset({"message", "ok"}),
+    verbs=frozenset({"message", "ok", "auth"}),
     plain=None,
     allowed=_ALWAYS | {frames.Relay, frames.Ack},
     json=False,

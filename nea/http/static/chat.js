@@ -1,6 +1,8 @@
 // The chat page: joins the chat profile over WebSocket (/ws?profile=chat) with a name,
 // shows the history it is sent on joining and new lines live, and after a lost connection
 // reconnects with backoff and asks "since" the last line it has for exactly what it missed.
+// With a sign-in token (the URL fragment's #token=..., or the token field) it joins with it
+// (?token= on the WebSocket URL), and the server names it after the token's identity.
 //
 // Two parts: the protocol, pure functions from a state value and a frame to the next state
 // and the frames to send (no DOM, no socket, no clock: the tests call them in a blank
@@ -65,6 +67,7 @@ function applyFrame(state, frame) {
   const none = {state, send: []};
   switch (frame.type) {
     case "nick":
+      if (state.error !== null && TOKEN_REFUSED.includes(state.error.code)) return none;
       return {state: {...state, name: payload, joined: true, pending: ["join"], error: null},
               send: []};
     case "history":
@@ -145,9 +148,16 @@ function askSince(state, next) {
   return {state: {...next, pending: [...next.pending, "since"]}, send: [missingSince(next)]};
 }
 
+/** The server's refusals of a sign-in token: the page does not join (as anyone) then. */
+const TOKEN_REFUSED = ["auth_unavailable", "bad_token", "token_too_large", "bad_signature",
+                       "bad_algorithm", "expired_token", "token_not_yet_valid",
+                       "wrong_audience", "token_expired"];
+/** Errors after which the page asks for a name (or a token) again. */
+const NAME_REFUSED = ["bad_nick", "not_allowed", ...TOKEN_REFUSED];
+
 function errorFrame(state, payload) {
   const error = {code: payload.code, message: payload.message};
-  if (payload.code === "bad_nick") {
+  if (NAME_REFUSED.includes(payload.code)) {
     return {state: {...state, joined: false, error}, send: []};
   }
   if (payload.code === "history_unavailable") {
@@ -224,7 +234,7 @@ function startPage() {
   const $ = id => document.getElementById(id);
   const list = $("lines"), connection = $("connection"), notice = $("notice");
   const nameForm = $("name-form"), nameInput = $("name"), sayForm = $("say-form");
-  const textInput = $("text"), sendButton = $("send");
+  const textInput = $("text"), sendButton = $("send"), tokenInput = $("token");
   const elements = new Map();  // line key -> its <li>
   let state = null, socket = null, attempt = 0, openedAt = null, timer = null;
   let named = false;  // a name was accepted once: from then on the page rejoins with it
@@ -258,7 +268,7 @@ function startPage() {
     }
     if (atBottom) list.scrollTop = list.scrollHeight;
     $("me").textContent = state.name;
-    const badName = state.error !== null && state.error.code === "bad_nick";
+    const badName = state.error !== null && NAME_REFUSED.includes(state.error.code);
     named = (named || state.joined) && !badName;
     nameForm.hidden = named;
     sayForm.hidden = !named;
@@ -293,7 +303,9 @@ function startPage() {
     clearTimeout(timer);
     showConnection("connecting", "connecting…");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(`${scheme}//${location.host}/ws?profile=chat`);
+    const token = tokenInput.value.trim();
+    const signIn = token ? `&token=${encodeURIComponent(token)}` : "";
+    socket = new WebSocket(`${scheme}//${location.host}/ws?profile=chat${signIn}`);
     openedAt = null;
     socket.onopen = () => {
       openedAt = Date.now();
@@ -378,6 +390,15 @@ function startPage() {
   });
 
   showConnection("idle", "not connected: choose a name");
+  // An application signs its user in with /chat#token=...: the page joins at once (the
+  // server names it), and the token leaves the address bar (no bookmark or history keeps it).
+  const signedIn = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (signedIn) {
+    tokenInput.value = signedIn;
+    history.replaceState(null, "", location.pathname + location.search);
+    state = chatState("me");
+    connect();
+  }
 }
 
 // The page binds to its own markup only; loaded elsewhere (the tests' blank page) the

@@ -37,6 +37,7 @@ function show(status) {
   fillTable("members", status.cluster.members.map(m => [
     m.instance, m.version, m.state, m.connections, m.pending]));
   fillTable("errors", Object.entries(status.errors).sort());
+  fillTable("not-allowed", Object.entries(status.auth.not_allowed).sort());
   // UTC, as every other time nea shows (logs, /connections): "15:04:05 UTC".
   document.getElementById("updated").textContent = new Date().toISOString().slice(11, 19) + " UTC";
 }

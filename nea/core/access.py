@@ -1,0 +1,152 @@
+"""Who each connection is and what it may do: the hub's gate in front of every request.
+
+A connection is anonymous, or identified by its client certificate (set before
+it joins) or by a token it presents (``auth TOKEN``, ``?token=`` on a WebSocket,
+``Authorization: Bearer`` on HTTP). `Access` verifies tokens, keeps each token
+connection's expiry on the clock (``token_expired`` closes it unless a fresh
+``auth`` came first), answers what is not permitted with ``not_allowed`` naming
+the permission, and counts: ``auth_ok``, ``auth_failed`` and ``not_allowed`` by
+permission. Every refusal is logged with the identity and how it was
+established, never with a token.
+"""
+
+import collections
+from typing import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from nea.core.peer import Peer
+from nea.core.permissions import Permissions, Policy
+from nea.core.snapshot import AuthFigures
+from nea.core.tokens import Token, TokenRefused, TokenVerifier
+from nea.wire import errors
+
+log = Logger()
+
+#: Longest wait of an expiry timer, in seconds: a token's exp may be years away, and a
+#: reactor cannot wait that long in one go (its poll timeout would overflow).
+MAX_EXPIRY_WAIT = 24 * 3600.0
+
+ANONYMOUS = "anonymous"
+CERTIFICATE = "certificate"
+TOKEN = "token"
+
+
+def established(peer) -> str:
+    """How ``peer``'s identity was established: token, certificate or anonymous."""
+    if peer.token is not None:
+        return TOKEN
+    return CERTIFICATE if peer.identity is not None else ANONYMOUS
+
+
+def who(peer) -> str:
+    """``peer`` as a log line names it: id, address, and identity with how it has it."""
+    if peer.identity is None:
+        return f"{peer.id} {peer.peer_address} (anonymous)"
+    return f"{peer.id} {peer.peer_address} ({established(peer)} {peer.identity!r})"
+
+
+class Access:
+    """The identities and permissions of one instance's connections; see the module docstring.
+
+    ``reject(peer, error, detail)`` answers with an error (the hub's, which counts it
+    by code); ``verifier`` None: no tokens are taken (``auth_unavailable``).
+    """
+
+    def __init__(self, clock: IReactorTime, policy: Policy, verifier: TokenVerifier | None,
+                 reject: Callable[..., None]) -> None:
+        self.clock = clock
+        self.policy = policy
+        self.verifier = verifier
+        self.reject = reject
+        self.ok = 0
+        self.failed = 0
+        self.refused: collections.Counter[str] = collections.Counter()
+        self._expiries: dict[Peer, IDelayedCall] = {}
+
+    def permissions(self, peer) -> Permissions:
+        """What ``peer`` may do now: its token's, else the policy's for its identity."""
+        return self._permissions(peer.identity, peer.token)
+
+    def _permissions(self, identity: str | None, token: Token | None) -> Permissions:
+        if token is not None and token.permissions is not None:
+            return token.permissions
+        return self.policy.for_identity(identity)
+
+    def permits(self, peer, permission: str, target: str | None = None) -> bool:
+        """Whether ``peer`` may; if not it is told ``not_allowed`` (it stays connected)."""
+        if self.permissions(peer).allows(permission, target, peer.identity):
+            return True
+        self.refuse(peer, permission, target)
+        return False
+
+    def refuse(self, peer, permission: str, target: str | None = None, detail: str = "") -> None:
+        """Answer ``not_allowed`` for ``permission`` (on ``target``), counted and logged."""
+        self.reject(peer, errors.NOT_ALLOWED, self._refusal(who(peer), permission, target, detail))
+
+    def judge(self, token: Token, where: str, permission: str,
+              target: str | None = None) -> str | None:
+        """None if ``token`` (an HTTP request's) permits, else why not (counted and logged)."""
+        if self._permissions(token.subject, token).allows(permission, target, token.subject):
+            return None
+        return self._refusal(f"{where} (token {token.subject!r})", permission, target)
+
+    def _refusal(self, who: str, permission: str, target: str | None, detail: str = "") -> str:
+        self.refused[permission] += 1
+        what = f"{permission} {target!r}" if target is not None else permission
+        log.info("not_allowed: {who} may not {what}{detail}", who=who, what=what,
+                 detail=f" ({detail})" if detail else "")
+        return f"{what}: {detail}" if detail else f"{what} needs the {permission!r} permission"
+
+    def verify(self, token: str, where: str, identity: str | None = None) -> Token:
+        """The verified token, counted; or `TokenRefused`, counted and logged (``where``:
+        who presented it, for the log line). ``identity``: the one it must be for."""
+        try:
+            if self.verifier is None:
+                raise TokenRefused(errors.AUTH_UNAVAILABLE, "start nea-server with --jwt-key")
+            verified = self.verifier.verify(token)
+            if identity not in (None, verified.subject):
+                raise TokenRefused(errors.BAD_TOKEN, f"this connection is {identity!r}; a "
+                                                     "token must be for that identity")
+        except TokenRefused as refused:
+            self.failed += 1
+            log.info("token refused for {where}: {code} {detail}", where=where,
+                     code=refused.error.code, detail=refused.detail)
+            raise
+        self.ok += 1
+        return verified
+
+    def authenticate(self, peer, token: str) -> Token | None:
+        """``peer`` presents ``token``: on success it is its identity until it expires."""
+        try:
+            verified = self.verify(token, who(peer), peer.identity)
+        except TokenRefused as refused:
+            self.reject(peer, refused.error, refused.detail)
+            return None
+        self._cancel(peer)
+        self._expire_at(peer, verified.expires)
+        return verified
+
+    def _expire_at(self, peer, expires: float) -> None:
+        left = min(max(0.0, expires - self.clock.seconds()), MAX_EXPIRY_WAIT)
+        self._expiries[peer] = self.clock.callLater(left, self._expired, peer, expires)
+
+    def _expired(self, peer, expires: float) -> None:
+        if expires > self.clock.seconds():
+            self._expire_at(peer, expires)  # a long-lived token: wait on
+            return
+        del self._expiries[peer]
+        log.info("token of {peer} expired: closing it", peer=who(peer))
+        self.reject(peer, errors.TOKEN_EXPIRED)
+
+    def _cancel(self, peer) -> None:
+        timer = self._expiries.pop(peer, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def left(self, peer) -> None:
+        self._cancel(peer)
+
+    def figures(self) -> AuthFigures:
+        return AuthFigures(self.ok, self.failed, dict(self.refused))
