@@ -41,6 +41,9 @@ class HubConfig:
     max_pending: int = 1000
     #: Seconds a relay target has to ack a delivery before it is drawn again elsewhere.
     ack_timeout: float = 5.0
+    #: As long, for a target that has never acked (0: ``ack_timeout``): squatters are
+    #: found out after one short wait.
+    first_ack_timeout: float = 0.0
     #: Seconds an ``ask`` waits for its reply unless it says otherwise.
     request_timeout: float = 10.0
     #: Client certificates are required: a registered name must be the certificate's identity.
@@ -75,7 +78,7 @@ class Hub:
         self.rng = rng or random.Random()
         self.relays = RelayBroker(
             clock, self.registry, bus, self.rng, self.reject, self._done_waiting,
-            config.max_pending, config.ack_timeout,
+            config.max_pending, config.ack_timeout, config.first_ack_timeout,
         )
         self.addressed = RequestBroker(
             clock, bus, self.rng, self.reject, self._done_waiting, config.max_pending,
