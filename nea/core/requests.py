@@ -30,6 +30,13 @@ every client has gone all are empty without sweeping:
 - ``names`` and ``members``: who is addressable here; a connection has one name
   at a time (registering another releases the first) and at most
   `MAX_SERVICES` services, so neither grows beyond the connections.
+
+A connection that let a request it held reach its deadline unanswered (a hung
+client) is withdrawn from every service it serves (``stalled``): it is drawn for
+none, and its instance's weight in the cluster's draw drops by it, until it
+replies again (a late reply counts). So a hung member does not keep its share of
+the requests, each waiting the whole timeout, as a relay target that misses its
+deadline is not drawn either.
 """
 
 import itertools
@@ -149,6 +156,8 @@ class RequestBroker:
         self._name_of: dict[Peer, str] = {}
         self.members: dict[str, IndexedSet[Peer]] = {}
         self._services_of: dict[Peer, set[str]] = {}
+        #: Members withdrawn from their services for missing a deadline, until they reply.
+        self._stalled: set[Peer] = set()
         self.counts = RequestCounts()
 
     # ---- names and services ----
@@ -198,11 +207,15 @@ class RequestBroker:
                 self.reject(peer, errors.TOO_MANY_SERVICES, f"limit is {MAX_SERVICES}")
                 return
             services.add(service)
-            members = self.members.get(service)
-            if members is None:
-                members = self.members[service] = IndexedSet()
-            members.add(peer)
+            if peer not in self._stalled:
+                self._join_service(peer, service)
         peer.push(frames.Serving(service))
+
+    def _join_service(self, peer: Peer, service: str) -> None:
+        members = self.members.get(service)
+        if members is None:
+            members = self.members[service] = IndexedSet()
+        members.add(peer)
 
     def unserve(self, peer: Peer, service: str) -> None:
         services = self._services_of.get(peer, set())
@@ -210,14 +223,32 @@ class RequestBroker:
             services.discard(service)
             if not services:
                 del self._services_of[peer]
+                self._stalled.discard(peer)
             self._leave_service(peer, service)
         peer.push(frames.Unserved(service))
 
     def _leave_service(self, peer: Peer, service: str) -> None:
-        members = self.members[service]
+        members = self.members.get(service)
+        if members is None:
+            return  # (it was the last member, and is stalled)
         members.discard(peer)
         if not members:
             del self.members[service]
+
+    def _stall(self, peer: Peer) -> None:
+        """``peer`` missed a deadline: it is drawn for none of its services until it replies."""
+        services = self._services_of.get(peer)
+        if services and peer not in self._stalled:
+            self._stalled.add(peer)
+            for service in services:
+                self._leave_service(peer, service)
+
+    def _revive(self, peer: Peer) -> None:
+        """``peer`` replied: if it was stalled, it is a member of its services again."""
+        if peer in self._stalled:
+            self._stalled.discard(peer)
+            for service in self._services_of[peer]:
+                self._join_service(peer, service)
 
     def has_name(self, name: str) -> float | None:
         """When ``name`` was registered here, or None if it is not."""
@@ -380,6 +411,7 @@ class RequestBroker:
 
     def reply(self, peer: Peer, rid: str, body: Any) -> None:
         """``peer`` sent ``reply rid body``: it must hold that request; answer its origin."""
+        self._revive(peer)
         held = self._unhold(peer, rid)
         if held is None:
             self.counts.unexpected_reply += 1
@@ -400,13 +432,16 @@ class RequestBroker:
         return held
 
     def _expired(self, peer: Peer, rid: str) -> None:
-        """The origin has given up on ``rid`` by now: a later reply is unexpected."""
+        """The origin has given up on ``rid`` by now: a later reply is unexpected, and
+        ``peer`` is drawn for no service until it replies."""
         self._unhold(peer, rid)
+        self._stall(peer)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can reply no more): it is no longer addressable, and what it
         held is refused back: a request to a name fails, one to a service is drawn again."""
         self._release(peer)
+        self._stalled.discard(peer)
         for service in self._services_of.pop(peer, ()):
             self._leave_service(peer, service)
         for rid, held in self.held.pop(peer, {}).items():
