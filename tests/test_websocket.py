@@ -498,6 +498,16 @@ class OnLoopback(unittest.TestCase):
         self.assertTrue(raw.data.startswith(b"HTTP/1.1 101"))
 
     @defer.inlineCallbacks
+    def test_dns_rebinding_host_and_origin_both_foreign_is_refused_on_both_paths(self):
+        for port, path in ((self.ws, "/"), (self.service.http_port, "/ws")):
+            raw = yield raw_connect(self, port)
+            raw.transport.write(upgrade(path, host=f"rebound.example:{port}",
+                                        origin=f"http://rebound.example:{port}"))
+            answer = yield raw.closed.addTimeout(WAIT, reactor)
+            self.assertRegex(answer[:20], rb"HTTP/1.1 4(03|21)", answer[:60])
+        self.assertEqual(self.hub.snapshot().connections, 0)
+
+    @defer.inlineCallbacks
     def test_ws_profile_query_parameter(self):
         yield ws_connect(self, self.service.http_port, "/ws?profile=chat")
         yield settle(lambda: self.hub.snapshot().connections == 1)
@@ -507,6 +517,24 @@ class OnLoopback(unittest.TestCase):
         answer = yield raw.closed.addTimeout(WAIT, reactor)
         self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer[:60])
         self.assertEqual(self.service.http.site.connections, 0)  # handed over, not held
+
+    @defer.inlineCallbacks
+    def test_ws_obeys_the_per_ip_limit(self):
+        service = yield start_server(self, "--listen", tcp_listen(), "--max-clients-per-ip", "2")
+        kept = []
+        for _ in range(2):
+            kept.append((yield ws_connect(self, service.http_port, "/ws")))
+        yield settle(lambda: service.hub.snapshot().connections == 2)
+        raw = yield raw_connect(self, service.http_port)
+        raw.transport.write(upgrade("/ws", host="127.0.0.1"))
+        answer = yield raw.closed.addTimeout(WAIT, reactor)
+        self.assertNotIn(b"101", answer)
+        line = yield connect(self, service.ports[0], tls=False)  # every transport: one limit
+        yield line.closed.addTimeout(WAIT, reactor)
+        self.assertEqual(service.hub.snapshot().connections, 2)
+        kept[0].transport.abortConnection()
+        yield settle(lambda: service.hub.snapshot().connections == 1)
+        yield ws_connect(self, service.http_port, "/ws")  # room again
 
     @defer.inlineCallbacks
     def test_vanishing_clients_leave_zero_state(self):

@@ -9,7 +9,10 @@ from twisted.python import usage
 from nea.cluster.names import RedisAddress
 from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
-from nea.http.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
+from nea.http.hosts import AllowedHosts, parse_allowed_hosts
+from nea.http.limits import (
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+)
 from nea.net.listening import DEFAULT_BACKLOG
 from nea.server.service import DRAIN_GRACE
 from nea.server.listeners import Listen, default_listen
@@ -157,11 +160,19 @@ class Options(usage.Options):
          "while it is read: a larger one is answered 413 and its connection closed.",
          _positive(int)],
         ["http-request-timeout", None, DEFAULT_REQUEST_TIMEOUT, "Seconds within which an HTTP "
-         "request must arrive whole (headers and body), counted from the accept or the end of "
-         "the previous answer; then its connection is closed. Idle keep-alive connections get "
-         "as long.", _positive(float)],
+         "request must arrive whole (headers and body), counted from its first line; then its "
+         "connection is closed.", _positive(float)],
+        ["http-idle-timeout", None, DEFAULT_IDLE_TIMEOUT, "Seconds an HTTP connection may "
+         "wait for its next request's first line, from the accept or the end of the previous "
+         "answer (keep-alive); then it is closed.", _positive(float)],
         ["http-max-connections", None, DEFAULT_MAX_CONNECTIONS, "HTTP API connections open at "
-         "once; past it new ones are closed at accept.", _positive(int)],
+         "once; past it the connection idle for longest is closed to make room, and when none "
+         "is idle the new one is closed at accept.", _positive(int)],
+        ["http-allowed-hosts", None, None, "Comma-separated host names HTTP requests and "
+         "WebSocket handshakes from browsers must carry in their Host header (against DNS "
+         "rebinding); '*' allows any. Default: localhost, 127.0.0.1, ::1 and the interface "
+         "of --http; when --http listens on every interface, any IP address as well.",
+         parse_allowed_hosts],
         ["ws-allowed-origins", None, None, "Comma-separated Origin values (e.g. "
          "https://chat.example.com) whose pages may open WebSocket connections, on /ws and "
          "on +ws listeners; '*' allows any. Default: only pages of the host the client "
@@ -210,6 +221,8 @@ class Options(usage.Options):
             self["instance-id"] = default_instance_id()
         if self["http"].lower() == "none":
             self["http"] = None
+        if self["http-allowed-hosts"] is None:
+            self["http-allowed-hosts"] = AllowedHosts.default_for(self["http"])
         if self["admin-token-file"] is not None:
             if self["admin-token"] is not None:
                 raise usage.UsageError("give --admin-token or --admin-token-file, not both")

@@ -231,7 +231,7 @@ def makeService(config, reactor=None) -> InstanceService:
         instance.console.setServiceParent(instance)
     if config["http"] is not None:
         instance.http = http_listener(reactor, config, hub, instance.listeners,
-                                      {b"ws": websocket_endpoint(hub, config)})
+                                      {b"ws": websocket_endpoint(hub, config, admission)})
         instance.http.setServiceParent(instance)
     instance.reloads = SignalReloadService(Reloader(reload_steps(config, instance)), reactor)
     instance.reloads.setServiceParent(instance)

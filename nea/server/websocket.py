@@ -18,7 +18,9 @@ What this framing adds to the session:
   connection is closed). Frame headers announce their length, so it is known
   before the payload arrives, and nothing past the limit is kept.
 - ``Origin`` is checked: a browser page of another site is refused with HTTP 403
-  (`origin_allowed`).
+  (`origin_allowed`); and a browser's handshake (one with an ``Origin``) must name
+  one of the daemon's own hosts in ``Host`` (``--http-allowed-hosts``), else a page
+  that rebound its own domain to this daemon's address would pass as same-origin.
 - Once autobahn ends the WebSocket on its own (the client's close frame, a
   protocol violation), the session closes too, so that a client that then never
   reads is still aborted after the close timeout.
@@ -40,6 +42,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 
 from nea.core.hub import Hub
+from nea.http.hosts import AllowedHosts
 from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, Session
 from nea.wire import codec, errors, profiles
@@ -64,6 +67,8 @@ class WebSocketSettings:
     origins: tuple[str, ...] = ()
     #: The profile is the ``profile`` query parameter's (``/ws`` on the HTTP API).
     choose_profile: bool = False
+    #: What a browser's handshake must carry in ``Host``.
+    hosts: AllowedHosts = AllowedHosts(frozenset({"*"}))
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -170,6 +175,8 @@ class WebSocketConnection(WebSocketServerProtocol):
                                                       self._expired)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.session.closing and not self._opened:
+            return  # refused at admission (``/ws`` hands its request over at once)
         if self.state == self.STATE_CONNECTING:
             self._handshake_bytes += len(data)
             if self._handshake_bytes > MAX_HANDSHAKE:
@@ -197,10 +204,12 @@ class WebSocketConnection(WebSocketServerProtocol):
     # ---- the opening handshake ----
 
     def onConnect(self, request):
-        """Refuse a foreign Origin (403) and, on ``/ws``, an unknown profile (400)."""
-        if not origin_allowed(request.origin, request.headers.get("host"),
-                              self.settings.origins):
+        """Refuse a foreign Origin or Host (403) and, on ``/ws``, an unknown profile (400)."""
+        host = request.headers.get("host")
+        if not origin_allowed(request.origin, host, self.settings.origins):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        if request.origin and not self.settings.hosts.allows(host):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "host not allowed")
         if self.settings.choose_profile:
             names = request.params.get("profile", [profiles.NEA.name])
             profile = profiles.BY_NAME.get(names[0]) if len(names) == 1 else None
@@ -293,7 +302,8 @@ def settings_for(config, profile: Profile, choose_profile: bool = False) -> WebS
     """The settings nea-server options (``config``) give WebSocket clients of ``profile``."""
     limits = ConnectionLimits(config["max-line"], config["max-outbound"], config["max-rate"])
     return WebSocketSettings(profile, limits, config["handshake-timeout"],
-                             config["ws-allowed-origins"] or (), choose_profile)
+                             config["ws-allowed-origins"] or (), choose_profile,
+                             config["http-allowed-hosts"])
 
 
 def listener_factory(hub: Hub, profile: Profile, config,
