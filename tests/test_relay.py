@@ -256,6 +256,20 @@ class AckTimeoutTests(unittest.TestCase):
         hub.handle(worker, frames.Ack("slow"))
         self.assertEqual(self.acks(sender), ["slow"])
 
+    def test_a_lone_target_that_acks_slowly_keeps_its_first_delivery_to_the_full_deadline(self):
+        slow, sender = FakePeer(profiles.RELAY), FakePeer()
+        hub = hub_with(slow, ack_timeout=5, first_ack_timeout=0.5)
+        hub.relay(sender, "x")
+        self.assertEqual(self.relays(slow), ["x"])
+        hub.clock.advance(4.9)
+        self.assertEqual((self.relays(slow), sender.take()), ([], []))
+        hub.handle(slow, frames.Ack("x"))
+        self.assertEqual(self.acks(sender), ["x"])
+        hub.relay(sender, "y")
+        hub.clock.advance(5)  # past the full deadline: drawn again, and nobody is left
+        self.assertEqual([p.code for p in sender.take()], ["no_recipient"])
+        self.assertEqual(hub.snapshot().relays.expired, 1)
+
     def test_one_timer_at_most_and_none_once_every_delivery_is_past_its_deadline(self):
         a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
         hub = hub_with(a, b, ack_timeout=5)

@@ -39,6 +39,7 @@ and every target that acks stays in the draw: relays are uniform over the target
 that answer.
 """
 
+import bisect
 import itertools
 import random
 import secrets
@@ -81,6 +82,8 @@ class Delivery:
     deadline: float
     acked: bool = False
     expired: bool = False
+    #: Its deadline is the first-ack one (its target had never acked).
+    first: bool = False
 
 
 @attrs.define(slots=True, eq=False)
@@ -248,7 +251,8 @@ class RelayBroker:
         timeout, deadlines = self.ack_timeout, self._deadlines
         if timeout and target not in self._proven and 0 < self.first_ack_timeout < timeout:
             timeout, deadlines = self.first_ack_timeout, self._first_deadlines
-        delivery = Delivery(origin, relay, target, text, self.clock.seconds() + timeout)
+        delivery = Delivery(origin, relay, target, text, self.clock.seconds() + timeout,
+                            first=deadlines is self._first_deadlines)
         held.append(delivery)
         if timeout:
             deadlines.append(delivery)
@@ -278,6 +282,14 @@ class RelayBroker:
         target = delivery.target
         if delivery.acked or target not in self.held:
             return  # acked, or handed back when the target left
+        capable = self.registry.relay_capable
+        if delivery.first and len(capable) == 1 and target in capable:
+            # The only target here (so no squatter keeps others from relays): a newcomer
+            # that acks slowly keeps it until the full deadline, as it always did.
+            delivery.first = False
+            delivery.deadline += self.ack_timeout - self.first_ack_timeout
+            bisect.insort(self._deadlines, delivery, key=lambda d: d.deadline)
+            return
         delivery.expired = True
         self.counts.expired += 1
         if target not in self._stalled:

@@ -21,6 +21,7 @@ from nea.core.bus import Bus
 from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
 from nea.core.history import History, NoHistory, Unavailable
 from nea.core.dates import DateBroadcaster
+from nea.core.liveness import Liveness
 from nea.core.peer import Peer
 from nea.core.registry import Registry
 from nea.core.broker import RelayBroker, RelayTimings, Waiter
@@ -50,6 +51,8 @@ class HubConfig:
     names_need_identity: bool = False
     #: Lines of history a chat-profile newcomer is shown (``--history-on-join``).
     history_on_join: int = DEFAULT_ON_JOIN
+    #: Seconds between liveness sweeps (`nea.core.liveness`); 0: off.
+    ping_interval: float = 0.0
 
 
 class Hub:
@@ -92,6 +95,8 @@ class Hub:
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
+        self.liveness = Liveness(clock, config.ping_interval, lambda: self.registry.peers,
+                                 self.reject)
         self._errors: collections.Counter[str] = collections.Counter()
         self._throttled = 0
         self._requests: collections.Counter[str] = collections.Counter()
@@ -113,6 +118,8 @@ class Hub:
                 frames.StatusReply(status_json(self.snapshot(asking=peer)))
             ),
             frames.Exit: self._exit,
+            frames.Ping: lambda peer, r: peer.push(frames.PongPush()),
+            frames.Pong: lambda peer, r: None,  # (hearing from it is all that counts)
             frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
             frames.Register: lambda peer, r: self.addressed.register(peer, r.name),
             frames.Serve: lambda peer, r: self.addressed.serve(peer, r.service),
@@ -138,6 +145,7 @@ class Hub:
             self.reject(peer, errors.SERVER_FULL, f"limit is {self.config.max_clients} clients")
             return False
         self.dates.subscribed()
+        self.liveness.joined()
         return True
 
     def input_ended(self, peer: Peer) -> None:
@@ -177,6 +185,8 @@ class Hub:
         self.relays.peer_left(peer)
         self.addressed.peer_left(peer)
         self.dates.unsubscribed()
+        if not len(self.registry):
+            self.liveness.stop()
 
     def handle(self, peer: Peer, request: frames.Request) -> None:
         self._requests[type(request).__name__] += 1
@@ -285,8 +295,9 @@ class Hub:
             peer.abort()
 
     def stop(self) -> None:
-        """The instance stops: no more dates, no more ack deadlines."""
+        """The instance stops: no more dates, pings or ack deadlines."""
         self.dates.stop()
+        self.liveness.stop()
         self.relays.stop()
 
     # ---- what it looks like ----

@@ -40,6 +40,12 @@ class FakePeer:
     def abort(self) -> None:
         self.aborted = True
 
+    def ping(self) -> bool:
+        if frames.Ping not in self.profile.allowed:
+            return False
+        self.push(frames.PingPush())
+        return True
+
     @property
     def pushes(self) -> list[frames.Push]:
         return [codec.decode_push(line.rstrip(b"\n")) for line in self.lines]

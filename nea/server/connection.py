@@ -142,6 +142,10 @@ class Session(Protocol):
     def decode(self, unit: bytes) -> frames.Request:
         raise NotImplementedError
 
+    def handle(self, unit) -> None:
+        """Act on one unit, its token taken: as a request, unless the framing knows better."""
+        self.hub.handle(self, self.decode(unit))
+
     def write(self, line: bytes) -> None:
         """Put one encoded push (terminator included) on the wire."""
         raise NotImplementedError
@@ -218,7 +222,7 @@ class Session(Protocol):
                         self._throttle(itertools.chain((line,), lines))
                         return
                     bucket.tokens -= 1
-                self.hub.handle(self, self.decode(line))
+                self.handle(line)
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
         finally:
@@ -288,6 +292,13 @@ class Session(Protocol):
 
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding, self.profile.room))
+
+    def ping(self) -> bool:
+        """A ``ping`` line, unless the profile carries none (relay's strict protocol)."""
+        if frames.Ping not in self.profile.allowed:
+            return False
+        self.push(frames.PingPush())
+        return True
 
     def close(self) -> None:
         if self._closing:

@@ -118,6 +118,11 @@ class Options(usage.Options):
          "all TLS listeners together; past it newcomers wait, and a freed place goes to the "
          "newest waiter (fresh clients are served before they give up).",
          _non_negative(int, "means no limit")],
+        ["ping-interval", None, 30.0, "Seconds between liveness sweeps: a client that sent "
+         "nothing (no line, no WebSocket frame) since the last sweep is pinged ('ping'; a "
+         "WebSocket ping frame), and one still silent at the sweep after its second ping is "
+         "told 'ping_timeout' and closed. Relay-profile line clients are never pinged.",
+         _non_negative(float, "turns pings off")],
         ["keepalive", None, 60.0, "Seconds of silence after which the kernel probes a "
          "client (TCP keepalive), so a peer that vanished is noticed.",
          _non_negative(float, "turns keepalive off")],

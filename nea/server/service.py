@@ -199,6 +199,7 @@ def makeService(config, reactor=None) -> InstanceService:
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
                   max_pending=config["max-pending"], ack_timeout=config["ack-timeout"],
                   first_ack_timeout=config["first-ack-timeout"],
+                  ping_interval=config["ping-interval"],
                   history_on_join=config["history-on-join"],
                   names_need_identity=bool(config["tls-client-ca"])
                   and config["tls-client-cert"] == "required"),

@@ -24,6 +24,10 @@ What this framing adds to the session:
 - Once autobahn ends the WebSocket on its own (the client's close frame, a
   protocol violation), the session closes too, so that a client that then never
   reads is still aborted after the close timeout.
+- Ping and pong frames are units of the session like messages: each takes a token
+  of the rate bucket (a ping flood is throttled by backpressure as a message
+  flood is) and is a sign of life (`nea.core.liveness`); the server's own pings
+  are ping frames.
 
 permessage-deflate is not offered: autobahn bounds an inflated message only
 together with every message sent (one limit for both), and each compressed
@@ -101,6 +105,17 @@ class Message:
         return len(self.payload)
 
 
+@attrs.frozen
+class Control:
+    """A received ping (``ping``) or pong frame: a unit too, so it costs its token."""
+
+    payload: bytes
+    ping: bool
+
+    def __len__(self) -> int:
+        return 2 + len(self.payload)  # (its header too: an empty pong is still heard)
+
+
 class MessageSession(Session):
     """A WebSocket client's session; ``socket`` is the autobahn protocol that frames it."""
 
@@ -115,6 +130,18 @@ class MessageSession(Session):
 
     def decode(self, message: Message):
         return codec.decode_message(message.payload, message.binary, self.grammar)
+
+    def handle(self, unit: Message | Control) -> None:
+        if not isinstance(unit, Control):
+            super().handle(unit)
+        elif unit.ping and not self.blocked:
+            # (not while the client is not reading: pongs would pile up outside the
+            # outbound bound)
+            self.socket.pong(unit.payload)
+
+    def ping(self) -> bool:
+        self.socket.ping()
+        return True
 
     def write(self, line: bytes) -> None:
         self.socket.deliver(line)
@@ -252,10 +279,11 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._parts = None
 
     def onPing(self, payload: bytes) -> None:
-        """Answered, except while the client is not reading: pongs would pile up
-        outside the session's outbound bound."""
-        if not self.session.blocked:
-            super().onPing(payload)
+        """Answered by the session, at its rate."""
+        self.session.received(Control(payload, ping=True))
+
+    def onPong(self, payload: bytes) -> None:
+        self.session.received(Control(payload, ping=False))
 
     # ---- sending (the session's) ----
 
@@ -263,6 +291,14 @@ class WebSocketConnection(WebSocketServerProtocol):
         """One encoded push as one text message (its line terminator is the line framing's)."""
         if self.state == self.STATE_OPEN:
             self.sendMessage(line[:-1])
+
+    def ping(self) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendPing()
+
+    def pong(self, payload: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendPong(payload)
 
     def shut(self) -> None:
         if self.state == self.STATE_OPEN:

@@ -51,6 +51,9 @@ LINE_TOO_LONG = ErrorCode("line_too_long", True, "the line is longer than the se
 SERVER_FULL = ErrorCode("server_full", True, "the server has reached its maximum number of clients")
 SLOW_CONSUMER = ErrorCode("slow_consumer", True, "the client stopped reading and its buffer is full")
 SHUTTING_DOWN = ErrorCode("shutting_down", True, "the server is shutting down")
+PING_TIMEOUT = ErrorCode(
+    "ping_timeout", True, "the client sent nothing and answered no ping for too long"
+)
 # ---- chat history ----
 BAD_HISTORY = ErrorCode(
     "bad_history", False, "'history N' and 'since ID' need an integer >= 0 (N at most 1000)"
@@ -85,6 +88,7 @@ ALL = (
     SERVER_FULL,
     SLOW_CONSUMER,
     SHUTTING_DOWN,
+    PING_TIMEOUT,
     BAD_HISTORY,
     HISTORY_UNAVAILABLE,
 )

@@ -34,6 +34,8 @@ class Profile:
 
 
 _ALWAYS = frozenset({frames.Exit, frames.Invalid})
+#: Liveness (``ping``/``pong``): every profile but relay's strict seed protocol.
+_LIVENESS = frozenset({frames.Ping, frames.Pong})
 
 NEA = Profile(
     name="nea",
@@ -41,6 +43,7 @@ NEA = Profile(
                      "ask", "history", "since"}),
     plain=frames.Reverse,
     allowed=_ALWAYS
+    | _LIVENESS
     | {
         frames.Register,
         frames.Serve,
@@ -79,7 +82,7 @@ CHAT_NAMING = Profile(
     name="chat",
     verbs=frozenset(),
     plain=frames.Nick,
-    allowed=_ALWAYS | {frames.Nick, frames.Hello, frames.Status},
+    allowed=_ALWAYS | _LIVENESS | {frames.Nick, frames.Hello, frames.Status},
     json=True,
     dates=False,
     relays=False,
@@ -92,8 +95,8 @@ CHAT = Profile(
     name="chat",
     verbs=frozenset(),
     plain=frames.Chat,
-    allowed=_ALWAYS | {frames.Chat, frames.Nick, frames.Hello, frames.Status, frames.History,
-                       frames.Since},
+    allowed=_ALWAYS | _LIVENESS | {frames.Chat, frames.Nick, frames.Hello, frames.Status,
+                                   frames.History, frames.Since},
     json=True,
     dates=False,
     relays=False,
