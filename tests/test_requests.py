@@ -202,6 +202,12 @@ class OneInstance(unittest.TestCase):
         line(self.hub, hung, f"reply {missed[0].id} late")  # it answers again
         self.assertEqual(errors_of(hung.take()), ["unexpected_reply"])
         self.assertEqual(self.hub.addressed.services(), {"people": 2})
+        # A deadline shorter than the default, chosen by an asker, sets nobody aside.
+        self.hub.handle(asker, frames.Ask("short", None, "people", "x", timeout=0.5))
+        for member in (hung, good):
+            requests_of(member)
+        self.clock.advance(0.5)
+        self.assertEqual(self.hub.addressed.services(), {"people": 2})
         self.hub.leave(hung)
         self.hub.leave(good)
         self.assertEqual(self.hub.addressed.services(), {})

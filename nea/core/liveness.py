@@ -39,8 +39,6 @@ class Liveness:
         self.reject = reject
         #: Each peer seen at the last sweep: its bytes read by then, and pings unanswered.
         self._seen: dict[Peer, tuple[int, int]] = {}
-        self.pinged = 0
-        self.closed = 0
         self._loop = LoopingCall(self.sweep)
         self._loop.clock = clock
 
@@ -63,10 +61,8 @@ class Liveness:
             if before is None or before[0] != heard:
                 seen[peer] = (heard, 0)
             elif before[1] >= MISSED_PONGS:
-                self.closed += 1
                 self.reject(peer, errors.PING_TIMEOUT,
                             f"nothing heard for {(MISSED_PONGS + 1) * self.interval:g} s")
             elif peer.ping():
-                self.pinged += 1
                 seen[peer] = (heard, before[1] + 1)
         self._seen = seen

@@ -31,12 +31,14 @@ every client has gone all are empty without sweeping:
   at a time (registering another releases the first) and at most
   `MAX_SERVICES` services, so neither grows beyond the connections.
 
-A connection that let a request it held reach its deadline unanswered (a hung
-client) is withdrawn from every service it serves (``stalled``): it is drawn for
-none, and its instance's weight in the cluster's draw drops by it, until it
+A connection that left a request unanswered for the whole default timeout (a
+hung client) is withdrawn from every service it serves (``stalled``): it is drawn
+for none, and its instance's weight in the cluster's draw drops by it, until it
 replies again (a late reply counts). So a hung member does not keep its share of
 the requests, each waiting the whole timeout, as a relay target that misses its
-deadline is not drawn either.
+deadline is not drawn either. A shorter deadline an asker chose does not count:
+an asker cannot set healthy members aside by asking with a timeout no client
+could meet.
 """
 
 import itertools
@@ -404,7 +406,8 @@ class RequestBroker:
         elif len(held) >= self.max_pending:
             self.bus.refuse(offer.origin, offer.id, errors.TOO_MANY_PENDING.code)
             return
-        timer = self.clock.callLater(offer.timeout, self._expired, target, offer.id)
+        timer = self.clock.callLater(offer.timeout, self._expired, target, offer.id,
+                                     offer.timeout >= self.timeout)
         held[offer.id] = _Held(offer.origin, offer.service, timer)
         self.counts.offered += 1
         target.push(frames.RequestPush(offer.id, offer.body, offer.service))
@@ -431,11 +434,13 @@ class RequestBroker:
             del self.held[peer]
         return held
 
-    def _expired(self, peer: Peer, rid: str) -> None:
-        """The origin has given up on ``rid`` by now: a later reply is unexpected, and
-        ``peer`` is drawn for no service until it replies."""
+    def _expired(self, peer: Peer, rid: str, full: bool) -> None:
+        """The origin has given up on ``rid`` by now: a later reply is unexpected; and
+        when it had the whole default timeout (``full``), ``peer`` is drawn for no
+        service until it replies."""
         self._unhold(peer, rid)
-        self._stall(peer)
+        if full:
+            self._stall(peer)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can reply no more): it is no longer addressable, and what it
