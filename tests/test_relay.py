@@ -330,6 +330,22 @@ class ClusterRelayTests(unittest.TestCase):
             self.hubs[1].handle(b, frames.Ack(text))
         self.assertEqual(sorted(acks_to(a)), sorted(remote))
 
+    def test_an_ok_on_another_instance_answers_only_its_own_relay(self):
+        victim, thief = FakePeer(), FakePeer(profiles.RELAY)
+        recipient = FakePeer(profiles.RELAY)
+        self.hubs[1].join(recipient)
+        self.hubs[0].relay(victim, "same")  # recipient, the only target, holds it
+        self.assertEqual(relays_to(recipient), ["same"])
+        self.hubs[1].relays.registry.relay_capable.discard(recipient)  # (drawn no more)
+        self.hubs[2].join(thief)
+        self.hubs[0].relay(thief, "same")  # from i1, to the thief on i3
+        self.assertEqual(relays_to(thief), ["same"])
+        self.hubs[2].handle(thief, frames.Ack("same"))
+        self.assertEqual((acks_to(thief), acks_to(victim)), (["same"], []))
+        self.hubs[1].handle(recipient, frames.Ack("same"))
+        self.assertEqual(acks_to(victim), ["same"])
+        self.assertTrue(all(hub.relays.empty for hub in self.hubs))
+
     def test_targets_are_uniform_over_the_clusters_connections(self):
         # 1, 2 and 5 connections: picking an instance first would give each a third
         peers = []
