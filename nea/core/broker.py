@@ -47,12 +47,14 @@ from collections import deque
 from typing import Callable, Protocol as TypingProtocol
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
 from nea.core.peer import Peer
 from nea.core.registry import Registry
 from nea.core.snapshot import RelayFigures
+from nea.core.waits import Waits
 from nea.wire import errors, frames
 
 
@@ -111,13 +113,12 @@ class RelayBroker:
     It is the bus's relay node (`nea.core.bus.RelayNode`): the bus calls
     `deliver`, `confirm` and `reforward` on it directly. ``reject(waiter, error,
     detail)`` answers with an error (the hub's, which counts it).
-    ``done_waiting(waiter)`` hears, after the waiter was told, that it waits for
-    no relay any more (a client that ended its stream closes then).
+    `request` returns a Deferred that fires once, after the waiter was told, it
+    waits for no relay any more (a client that ended its stream closes then).
     """
 
     def __init__(self, clock: IReactorTime, registry: Registry, bus: Bus, rng: random.Random,
                  reject: Callable[[Waiter, errors.ErrorCode, str], None],
-                 done_waiting: Callable[[Waiter], None] = lambda waiter: None,
                  max_pending: int = 1000, ack_timeout: float = 0,
                  first_ack_timeout: float = 0) -> None:
         """``ack_timeout``: seconds a target has to ack a delivery (0: as long as it stays);
@@ -129,7 +130,6 @@ class RelayBroker:
         self.bus = bus
         self.rng = rng
         self.reject = reject
-        self.done_waiting = done_waiting
         self.max_pending = max_pending
         self.timings: list[RelayTimings] = []
         #: Relay ids are unique per run of this instance: a late ok from a target that
@@ -137,7 +137,7 @@ class RelayBroker:
         self._prefix = f"{secrets.token_hex(4)}."
         self._ids = itertools.count(1)
         self.waiting: dict[str, Relay] = {}
-        self._waits_of: dict[Waiter, set[str]] = {}
+        self._waits = Waits[Waiter, str]()
         self.held: dict[Peer, dict[str, deque[Delivery]]] = {}
         #: Unacknowledged deliveries per target, and the targets withdrawn from draws: for
         #: holding too many, or for letting one expire.
@@ -156,21 +156,21 @@ class RelayBroker:
 
     # ---- the originating side ----
 
-    def request(self, waiter: Waiter, text: str) -> None:
-        """``waiter`` sent ``message text``: remember it and send the text on its way."""
+    def request(self, waiter: Waiter, text: str) -> "Deferred[None] | None":
+        """``waiter`` sent ``message text``: remember it and send the text on its way.
+
+        Returns what fires once ``waiter`` waits for no relay (None: refused)."""
         self.counts.requested += 1
-        relays = self._waits_of.get(waiter)
-        if relays is None:
-            relays = self._waits_of[waiter] = set()
-        elif len(relays) >= self.max_pending:
+        if self._waits.count(waiter) >= self.max_pending:
             self.reject(waiter, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}")
-            return
+            return None
         relay = f"{self._prefix}{next(self._ids)}"
         self.waiting[relay] = Relay(waiter, text)
-        relays.add(relay)
+        settled = self._waits.add(waiter, relay)
         for timing in self.timings:
             timing.relay_started(relay)
         self._dispatch(relay, text, attempt=0)
+        return settled
 
     def _dispatch(self, relay: str, text: str, attempt: int) -> None:
         if attempt >= MAX_DELIVERY_ATTEMPTS and len(self.registry.relay_capable):
@@ -187,7 +187,7 @@ class RelayBroker:
         self.counts.no_recipient += 1
         waiter, text = self._drop(relay, acked=False)
         self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
-        self._tell_done(waiter)
+        self._waits.settle(waiter)
 
     def confirm(self, relay: str) -> None:
         """The target of ``relay`` acked it: tell its waiter, and forget the relay."""
@@ -196,7 +196,7 @@ class RelayBroker:
         waiter, text = self._drop(relay, acked=True)
         self.counts.acked += 1
         waiter.push(frames.AckPush(text))
-        self._tell_done(waiter)
+        self._waits.settle(waiter)
 
     def reforward(self, relay: str, attempt: int) -> None:
         """A delivery of ``relay`` failed; draw again if it is still waited for."""
@@ -205,27 +205,16 @@ class RelayBroker:
             self.counts.reforwarded += 1
             self._dispatch(relay, waited.text, attempt)
 
-    def _tell_done(self, waiter: Waiter) -> None:
-        if waiter not in self._waits_of:
-            self.done_waiting(waiter)
-
-    def waits(self, waiter: Waiter) -> bool:
-        """Whether ``waiter`` still waits for an ok."""
-        return waiter in self._waits_of
-
     def _drop(self, relay: str, acked: bool) -> tuple[Waiter, str]:
         waited = self.waiting.pop(relay)
         for timing in self.timings:
             timing.relay_ended(relay, acked)
-        relays = self._waits_of[waited.waiter]
-        relays.discard(relay)
-        if not relays:
-            del self._waits_of[waited.waiter]
+        self._waits.discard(waited.waiter, relay)
         return waited.waiter, waited.text
 
     def forget_waiter(self, waiter: Waiter) -> None:
         """The waiter is gone: nobody will be told about its relays."""
-        for relay in self._waits_of.pop(waiter, ()):
+        for relay in self._waits.pop(waiter):
             del self.waiting[relay]
             for timing in self.timings:
                 timing.relay_ended(relay, False)

@@ -15,6 +15,8 @@ sent after, unless the replay had them already: no gap, no duplicate.
 
 from typing import Callable
 
+from twisted.internet.defer import Deferred
+
 from nea.core.bus import Bus
 from nea.core.history import BROADCAST, CHAT, Entry, History
 from nea.core.peer import Peer, fan_out
@@ -50,11 +52,13 @@ class ChatRoom:
         #: client cannot pile reads up in front of the store.
         self._reading: set[Peer] = set()
 
-    def say(self, sender: Peer, text: str) -> None:
-        """A client said ``text``; in the room it is not echoed to the sender."""
+    def say(self, sender: Peer, text: str) -> Deferred:
+        """A client said ``text``; in the room it is not echoed to the sender.
+
+        Fires once the line has gone out."""
         self.said += 1
         skip = sender if sender.profile.room else None
-        self.history.write(CHAT, sender.name, text).addCallback(
+        return self.history.write(CHAT, sender.name, text).addCallback(
             lambda entry: self._send(_push(entry), skip))
 
     def broadcast(self, text: str):
@@ -77,15 +81,17 @@ class ChatRoom:
 
     # ---- the room ----
 
-    def enter(self, peer: Peer) -> None:
-        """``peer`` (chat profile) has its name: its join history, then it is in."""
+    def enter(self, peer: Peer) -> Deferred | None:
+        """``peer`` (chat profile) has its name: its join history, then it is in.
+
+        Returns what fires once it is in (None: at once)."""
         if not (self.on_join and self.history.available):
             self._entered(peer, [])
-            return
+            return None
         self._replaying[peer] = []
         reading = self.history.latest(self.on_join)
         reading.addErrback(lambda _: [])  # no join history then; live chat goes on
-        reading.addCallback(lambda entries: self._entered(peer, entries))
+        return reading.addCallback(lambda entries: self._entered(peer, entries))
 
     def _entered(self, peer: Peer, entries: list[Entry]) -> None:
         held = self._replaying.pop(peer, [])
@@ -121,14 +127,16 @@ class ChatRoom:
 
     # ---- replays ----
 
-    def replay(self, peer: Peer, request: frames.History | frames.Since) -> None:
-        """``history N`` or ``since ID``: the stored lines, then ``history_end``."""
+    def replay(self, peer: Peer, request: frames.History | frames.Since) -> Deferred | None:
+        """``history N`` or ``since ID``: the stored lines, then ``history_end``.
+
+        Returns what fires once they are sent (None: refused at once)."""
         if not self.history.available:
             self.reject(peer, errors.HISTORY_UNAVAILABLE, self.history.figures().state)
-            return
+            return None
         if peer in self._reading:
             self.reject(peer, errors.TOO_MANY_PENDING, "one history read at a time")
-            return
+            return None
         self._reading.add(peer)
         if isinstance(request, frames.History):
             reading = self.history.latest(request.count)
@@ -137,8 +145,8 @@ class ChatRoom:
             reading = self.history.since(request.last_id, MAX_REPLAY + 1)
             asked = request.last_id
         reading.addBoth(self._read, peer)
-        reading.addCallbacks(self._replayed, self._unreadable,
-                             callbackArgs=(peer, asked), errbackArgs=(peer,))
+        return reading.addCallbacks(self._replayed, self._unreadable,
+                                    callbackArgs=(peer, asked), errbackArgs=(peer,))
 
     def _read(self, result, peer: Peer):
         self._reading.discard(peer)

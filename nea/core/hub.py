@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 import nea
@@ -80,14 +81,16 @@ class Hub:
         self.registry = Registry(config.max_clients)
         self.rng = rng or random.Random()
         self.relays = RelayBroker(
-            clock, self.registry, bus, self.rng, self.reject, self._done_waiting,
-            config.max_pending, config.ack_timeout, config.first_ack_timeout,
+            clock, self.registry, bus, self.rng, self.reject, config.max_pending,
+            config.ack_timeout, config.first_ack_timeout,
         )
         self.addressed = RequestBroker(
-            clock, bus, self.rng, self.reject, self._done_waiting, config.max_pending,
-            config.request_timeout, config.names_need_identity,
+            clock, bus, self.rng, self.reject, config.max_pending, config.request_timeout,
+            config.names_need_identity,
         )
-        #: Connections that ended their stream and close once nothing they asked is awaited.
+        #: Answers each connection is still owed (see `handle`), and the connections that
+        #: ended their stream and close once they are owed nothing.
+        self._owed: dict[Peer, set[Deferred]] = {}
         self._ending: set[Peer] = set()
         self._history = history if history is not None else NoHistory(clock)
         self.chat = ChatRoom(self.registry, bus, self._history, self.reject,
@@ -105,8 +108,8 @@ class Hub:
         self._left_bytes_in = 0
         self._left_bytes_out = 0
         self._ids = itertools.count(1)
-        self._handlers: dict[type, Callable[[Peer, Any], None]] = {
-            frames.Relay: lambda peer, r: self.relay(peer, r.text),
+        self._handlers: dict[type, Callable[[Peer, Any], Deferred | None]] = {
+            frames.Relay: lambda peer, r: self.relays.request(peer, r.text),
             frames.Ack: lambda peer, r: self.relays.ack(peer, r.text),
             frames.Chat: lambda peer, r: self.chat.say(peer, r.text),
             frames.Reverse: lambda peer, r: peer.push(frames.ReverseReply(reverse_text(r.text))),
@@ -125,7 +128,8 @@ class Hub:
             frames.Serve: lambda peer, r: self.addressed.serve(peer, r.service),
             frames.Unserve: lambda peer, r: self.addressed.unserve(peer, r.service),
             frames.Reply: lambda peer, r: self.addressed.reply(peer, r.id, r.body),
-            frames.Ask: lambda peer, r: self.ask(peer, r.id, r.name, r.service, r.body, r.timeout),
+            frames.Ask: lambda peer, r: self.addressed.ask(
+                peer, r.id, r.name, r.service, r.body, r.timeout),
             frames.History: self.chat.replay,
             frames.Since: self.chat.replay,
         }
@@ -152,32 +156,30 @@ class Hub:
         """``peer`` sends nothing more (FIN, close_notify) but may still read.
 
         It can no longer ack or reply, so it is no target any more and what it held
-        goes elsewhere (or fails); it is closed once nothing it asked is still awaited.
+        goes elsewhere (or fails); it is closed once it is owed no answer.
         """
-        if peer not in self.registry:
+        if peer not in self.registry or peer in self._ending:
             return
-        self.chat.left(peer)
-        self.registry.retire(peer)
+        self._ending.add(peer)
+        self.registry.stop_targeting(peer)
         self.dates.unsubscribed()
         self.relays.forget_target(peer)
         self.addressed.forget_target(peer)
-        if self._waits(peer):
-            self._ending.add(peer)
-        else:
-            peer.close()
+        if peer not in self._owed:
+            self._ended(peer)
 
-    def _waits(self, waiter) -> bool:
-        return self.relays.waits(waiter) or self.addressed.waits(waiter)
-
-    def _done_waiting(self, waiter) -> None:
-        if waiter in self._ending and not self._waits(waiter):
-            self._ending.discard(waiter)
-            waiter.close()
+    def _ended(self, peer: Peer) -> None:
+        """An ending connection is owed nothing more: it leaves the room, and closes."""
+        self._ending.discard(peer)
+        self.chat.left(peer)
+        self.registry.retire(peer)
+        peer.close()
 
     def leave(self, peer: Peer) -> None:
         self._left_bytes_in += peer.bytes_in
         self._left_bytes_out += peer.bytes_out
         self._ending.discard(peer)
+        self._owed.pop(peer, None)
         if peer not in self.registry:
             return
         self.chat.left(peer)
@@ -189,8 +191,36 @@ class Hub:
             self.liveness.stop()
 
     def handle(self, peer: Peer, request: frames.Request) -> None:
+        """Decide ``request``; what its handler still owes ``peer`` is kept until it fires.
+
+        A handler answers at once (and returns None), or returns the Deferred of the
+        work that will answer (a store read, an awaited ack or reply). That is the one
+        rule by which a connection that ended its stream is closed only once every
+        answer it is owed has been written, whatever the verb.
+        """
         self._requests[type(request).__name__] += 1
-        self._handlers[type(request)](peer, request)
+        owed = self._handlers[type(request)](peer, request)
+        if owed is not None and not owed.called:
+            self._owe(peer, owed)
+
+    def _owe(self, peer: Peer, answer: Deferred) -> None:
+        answers = self._owed.get(peer)
+        if answers is None:
+            answers = self._owed[peer] = set()
+        elif answer in answers:
+            return  # one Deferred may stand for several requests (a waiter's relays)
+        answers.add(answer)
+        answer.addBoth(self._answered, peer, answer)
+
+    def _answered(self, result, peer: Peer, answer: Deferred):
+        answers = self._owed.get(peer)
+        if answers is not None:
+            answers.discard(answer)
+            if not answers:
+                del self._owed[peer]
+                if peer in self._ending:
+                    self._ended(peer)
+        return result
 
     def reject(self, peer: Waiter, error: errors.ErrorCode, detail: str = "",
                id: str | None = None) -> None:
@@ -215,12 +245,13 @@ class Hub:
         """A connection sent faster than its rate and stops being read for a while."""
         self._throttled += 1
 
-    def _nick(self, peer: Peer, request: frames.Nick) -> None:
+    def _nick(self, peer: Peer, request: frames.Nick) -> Deferred | None:
         peer.name = request.name
         peer.push(frames.NickReply(request.name))
         if peer.profile.naming is not None and not peer.named:
             peer.named = True  # its first line: it enters the chat room
-            self.chat.enter(peer)
+            return self.chat.enter(peer)
+        return None
 
     def _exit(self, peer: Peer, request: frames.Exit) -> None:
         peer.push(frames.Bye())
@@ -240,7 +271,7 @@ class Hub:
         return self._history.since(last_id, limit)
 
     def relay(self, waiter: Waiter, text: str) -> None:
-        """Relay ``text`` for a connection, or for a waiter that is not one (HTTP ``POST /relay``)."""
+        """Relay ``text`` for a waiter that is not a connection (HTTP ``POST /relay``)."""
         self.relays.request(waiter, text)
 
     def forget(self, waiter: Waiter) -> None:

@@ -88,6 +88,11 @@ class Registry:
             self.chat_capable.add(peer)
             self.room.add(peer)
 
+    def stop_targeting(self, peer: Peer) -> None:
+        """``peer`` takes no more relays or dates (it can no longer ack; it is ending)."""
+        self.relay_capable.discard(peer)
+        self.date_subscribers.discard(peer)
+
     def retire(self, peer: Peer) -> None:
         """``peer`` keeps its slot but takes no more relays, dates or chat (it is closing)."""
         for members in (self.relay_capable, self.date_subscribers, self.chat_capable, self.room):

@@ -46,6 +46,7 @@ import random
 from typing import Any, Callable
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -53,6 +54,7 @@ from nea.core.bus import Bus
 from nea.core.peer import Peer
 from nea.core.registry import IndexedSet
 from nea.core.snapshot import RequestFigures
+from nea.core.waits import Waits
 from nea.wire import errors, frames
 
 log = Logger()
@@ -129,21 +131,19 @@ class RequestBroker:
 
     It is the bus's request node (`nea.core.bus.RequestNode`). ``reject(waiter,
     error, detail, id)`` answers with an error (the hub's, which counts it);
-    ``done_waiting(waiter)`` hears that a waiter's last ask was settled.
+    `ask` returns a Deferred that fires once the asker's last ask is answered.
     ``names_need_identity``: a name must equal the connection's verified
     certificate identity (client certificates are required).
     """
 
     def __init__(self, clock: IReactorTime, bus: Bus, rng: random.Random,
                  reject: Callable[..., None],
-                 done_waiting: Callable[[Any], None] = lambda waiter: None,
                  max_pending: int = 1000, timeout: float = 10.0,
                  names_need_identity: bool = False) -> None:
         self.clock = clock
         self.bus = bus
         self.rng = rng
         self.reject = reject
-        self.done_waiting = done_waiting
         self.max_pending = max_pending
         self.timeout = timeout
         self.names_need_identity = names_need_identity
@@ -151,7 +151,7 @@ class RequestBroker:
         self._prefix = f"{rng.getrandbits(48):012x}."
         self._ids = itertools.count(1)
         self.asks: dict[str, _Ask] = {}
-        self._asks_of: dict[Any, set[str]] = {}
+        self._asks_of = Waits[Any, str]()
         self.held: dict[Peer, dict[str, _Held]] = {}
         #: name -> (connection, registration time), and each connection's name.
         self.names: dict[str, tuple[Peer, float]] = {}
@@ -271,22 +271,21 @@ class RequestBroker:
     # ---- the asking side ----
 
     def ask(self, asker, ref: str, name: str | None, service: str | None, body: Any,
-            timeout: float | None = None) -> None:
+            timeout: float | None = None) -> "Deferred[None] | None":
         """``asker`` asks ``name`` (or a member of ``service``); it is told the reply as
-        ``ReplyPush(ref, ...)`` or an error carrying ``ref``."""
+        ``ReplyPush(ref, ...)`` or an error carrying ``ref``.
+
+        Returns what fires once ``asker`` waits for no reply (None: refused at once)."""
         self.counts.asked += 1
-        rids = self._asks_of.get(asker)
-        if rids is None:
-            rids = self._asks_of[asker] = set()
-        elif len(rids) >= self.max_pending:
+        if self._asks_of.count(asker) >= self.max_pending:
             self.reject(asker, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}", ref)
-            return
+            return None
         rid = f"{self._prefix}{next(self._ids)}"
         timeout = timeout or self.timeout
         ask = _Ask(asker, ref, name, service, body, timeout, self.clock.seconds())
         ask.timer = self.clock.callLater(timeout, self._timed_out, rid)
         self.asks[rid] = ask
-        rids.add(rid)
+        settled = self._asks_of.add(asker, rid)
         if name is not None:
             found = self.bus.find_client(name)
             found.addErrback(lambda failure: log.failure("looking up {name} failed", failure,
@@ -294,6 +293,7 @@ class RequestBroker:
             found.addCallback(self._found, rid)
         else:
             self._draw(rid, ask)
+        return settled
 
     def _found(self, instance: str | None, rid: str) -> None:
         ask = self.asks.get(rid)
@@ -328,7 +328,7 @@ class RequestBroker:
         self._drop(rid)
         self.counts.answered += 1
         ask.asker.push(frames.ReplyPush(ask.ref, body, instance))
-        self._tell_done(ask.asker)
+        self._asks_of.settle(ask.asker)
 
     def refuse(self, rid: str, code: str, instance: str) -> None:
         """``instance`` could not take ``rid``, or its client left before replying."""
@@ -360,30 +360,20 @@ class RequestBroker:
         ask = self._drop(rid)
         self.counts.failed += 1
         self.reject(ask.asker, error, detail, ask.ref)
-        self._tell_done(ask.asker)
+        self._asks_of.settle(ask.asker)
 
     def _drop(self, rid: str) -> _Ask:
         ask = self.asks.pop(rid)
         if ask.timer.active():
             ask.timer.cancel()
-        rids = self._asks_of[ask.asker]
-        rids.discard(rid)
-        if not rids:
-            del self._asks_of[ask.asker]
+        self._asks_of.discard(ask.asker, rid)
         return ask
-
-    def _tell_done(self, asker) -> None:
-        if asker not in self._asks_of:
-            self.done_waiting(asker)
-
-    def waits(self, asker) -> bool:
-        """Whether ``asker`` still waits for a reply."""
-        return asker in self._asks_of
 
     def forget_waiter(self, asker) -> None:
         """``asker`` is gone: nobody will be told about its asks (a late answer is dropped)."""
-        for rid in list(self._asks_of.get(asker, ())):
+        for rid in self._asks_of.keys(asker):
             self._drop(rid)
+        self._asks_of.settle(asker)
 
     # ---- the serving side ----
 

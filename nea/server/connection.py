@@ -37,7 +37,7 @@ from nea.core.hub import Hub
 from nea.server.admission import Admission
 from nea.tls.server import peer_identity
 from nea.wire import codec, errors, frames
-from nea.wire.codec import LineBuffer, LineTooLong
+from nea.wire.codec import FrameBuffer, LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
 from nea.wire.profiles import Profile
 
@@ -340,7 +340,8 @@ class NeaConnection(Session):
     def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
                  admission: Admission | None = None) -> None:
         super().__init__(hub, profile, limits, admission)
-        self._lines = LineBuffer(limits.max_line)
+        #: Where JSON is spoken a ``{`` line ends with its object; elsewhere lines are lines.
+        self._lines = (FrameBuffer if profile.json else LineBuffer)(limits.max_line)
         #: While corked: the lines written, to go out as one write, and their size.
         self._corked: list[bytes] | None = None
         self._corked_size = 0

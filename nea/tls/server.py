@@ -11,6 +11,8 @@ opposite on both counts:
 - a close_notify is an end of stream like a TCP FIN (TLS 1.3 semantics): the
   wrapped protocol, if it is half-closeable, hears ``readConnectionLost`` and may
   still write its last replies before it closes;
+- a bare TCP FIN after the handshake (a peer that skips close_notify) is an
+  end of stream too, not a reason to drop the answers still being written;
 - an unfinished handshake is cut off a deadline after accept, and a
   `HandshakeGate` bounds the handshakes in progress: past the bound a new
   connection waits for its turn, newest first. Work spent on clients that give
@@ -18,7 +20,9 @@ opposite on both counts:
 
 Output goes straight through to the TCP transport after encryption, so the TCP
 transport's own buffer is the one that fills when a peer stops reading, and a
-producer registered here is registered there.
+producer registered here is registered there. OpenSSL takes at most one record
+(16 KiB) of plaintext per ``send``: `write` loops until every byte is taken, and
+keeps in order whatever OpenSSL cannot take before it has read from the peer.
 """
 
 from pathlib import Path
@@ -101,10 +105,14 @@ def server_context(files: TLSFiles) -> SSL.Context:
         **verify,
     )
     try:
-        return options.getContext()
+        context = options.getContext()
     except SSL.Error as e:
         raise CertificateError(f"the private key {files.private_key} does not match the "
                                f"certificate {files.certificate} ({openssl_reason(e)})") from None
+    # A renegotiation costs the server a handshake's work at the client's whim, and is
+    # the only way a write could have to wait for the peer: TLS 1.3 has none.
+    context.set_options(SSL.OP_NO_RENEGOTIATION)
+    return context
 
 
 class ContextSource:
@@ -231,6 +239,7 @@ class HandshakeGate:
     interfaces.ITCPTransport,
     interfaces.ISSLTransport,
     interfaces.IConsumer,
+    interfaces.IHalfCloseableProtocol,
 )
 class TLSServerProtocol(Protocol):
     """TLS over the TCP connection it is given; the wrapped protocol sees plaintext.
@@ -254,6 +263,8 @@ class TLSServerProtocol(Protocol):
         self._read_closed = False
         self._write_closed = False
         self._lost = False
+        #: Plaintext OpenSSL could not take yet (it must read first), in order.
+        self._unsent = bytearray()
 
     # ---- the TCP side ----
 
@@ -314,6 +325,16 @@ class TLSServerProtocol(Protocol):
         else:
             self._end_handshake()
 
+    def readConnectionLost(self) -> None:
+        """A bare TCP FIN: after the handshake, the peer's end of stream (as close_notify)."""
+        if self._handshake_done and not (self._lost or self._read_closed):
+            self._peer_closed()
+        elif not self._handshake_done:
+            self.transport.abortConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Not called: the TCP side is never half-closed from here."""
+
     # ---- the handshake ----
 
     def _handshake(self) -> bool:
@@ -362,7 +383,8 @@ class TLSServerProtocol(Protocol):
     # ---- reading ----
 
     def _receive(self) -> None:
-        while not (self._lost or self._read_closed or self.disconnecting and self._write_closed):
+        while not (self._lost or self._read_closed
+                   or self.disconnecting and self._write_closed and not self._unsent):
             try:
                 data = self._tls.recv(_READ_SIZE)
             except SSL.WantReadError:
@@ -374,6 +396,8 @@ class TLSServerProtocol(Protocol):
                 self._fail(e)
                 return
             self.wrapped.dataReceived(data)
+        if self._unsent and not self._lost:
+            self._send_unsent()
         if not self._lost:
             self._flush()
 
@@ -407,12 +431,38 @@ class TLSServerProtocol(Protocol):
     def write(self, data: bytes) -> None:
         if self._write_closed or self._lost or not data:
             return
+        if self._unsent:
+            self._unsent += data  # behind what waits: order is kept
+            return
+        sent = self._send(memoryview(data))
+        if sent < len(data):
+            self._unsent += data[sent:]
+        self._flush()
+
+    def _send(self, data: memoryview) -> int:
+        """Hand ``data`` to OpenSSL until it is all taken or OpenSSL must read first;
+        how many bytes it took."""
+        sent = 0
         try:
-            self._tls.send(data)
+            while sent < len(data):
+                sent += self._tls.send(data[sent:])
+        except SSL.WantReadError:
+            pass
         except SSL.Error as e:
             self._fail(e)
+        return sent
+
+    def _send_unsent(self) -> None:
+        """OpenSSL has read: hand it what waited, then the close that waited behind it."""
+        unsent = self._unsent
+        with memoryview(unsent) as view:
+            taken = self._send(view)
+        del unsent[:taken]
+        if unsent or not self._write_closed:
             return
-        self._flush()
+        self._shutdown()
+        if self.disconnecting:
+            self.transport.loseConnection()
 
     def writeSequence(self, data) -> None:
         self.write(b"".join(data))
@@ -422,6 +472,10 @@ class TLSServerProtocol(Protocol):
         if self._write_closed or self._lost:
             return
         self._write_closed = True
+        if not self._unsent:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         try:
             self._tls.shutdown()
         except SSL.Error:
@@ -433,7 +487,8 @@ class TLSServerProtocol(Protocol):
             return
         self.disconnecting = True
         self.loseWriteConnection()
-        self.transport.loseConnection()
+        if not self._unsent:
+            self.transport.loseConnection()
 
     def abortConnection(self) -> None:
         self.disconnecting = True

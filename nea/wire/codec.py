@@ -1,8 +1,10 @@
-"""The pure codec: bytes <-> frames. No I/O, no clock, no state but a line buffer.
+"""The pure codec: bytes <-> frames. No I/O, no clock, no state but a frame buffer.
 
 Framing: one frame per line, terminated by LF; a CR before the LF is dropped, so
-both ``nc`` (LF) and telnet-style clients (CRLF) work. A line longer than the
-limit (the terminator excluded) is an error that ends the connection.
+both ``nc`` (LF) and telnet-style clients (CRLF) work. Where JSON is spoken, a
+line that starts with ``{`` is a frame as soon as its object is complete
+(`FrameBuffer`), so a program need not end it. A frame longer than the limit
+(the terminator excluded) is an error that ends the connection.
 """
 
 import json
@@ -65,6 +67,133 @@ class LineBuffer:
     def pending(self) -> int:
         """Bytes held while waiting for the end of a line."""
         return len(self._tail)
+
+
+#: What matters to the end of a JSON object, outside and inside its strings.
+_OUTSIDE_STRING = re.compile(rb'[{}"\n]')
+_INSIDE_STRING = re.compile(rb'["\\\n]')
+_LF, _CR, _OPEN, _CLOSE, _QUOTE = 10, 13, ord("{"), ord("}"), ord('"')
+
+
+class FrameBuffer(LineBuffer):
+    """Lines, and JSON objects that end themselves: a line that starts with ``{`` is a
+    frame as soon as its object closes, with or without a line feed.
+
+    What follows an object on its line is skipped while it is blank (spaces, tabs,
+    a CR) and one LF after it is the object's own terminator; anything else starts
+    the next frame, so objects may follow each other back to back. An LF before
+    the object closes ends the frame as a line ends (it is then bad JSON). Text
+    lines are split as `LineBuffer` splits them, and the same ``max_length`` holds.
+
+    Scanning is incremental: an object that arrives a byte at a time is scanned
+    once, not once per byte.
+    """
+
+    __slots__ = ("_depth", "_in_string", "_scanned", "_after_object")
+
+    def __init__(self, max_length: int = DEFAULT_MAX_LINE) -> None:
+        super().__init__(max_length)
+        #: Within an unfinished object (``_tail`` starts with ``{``): its open braces,
+        #: whether the scan stopped inside a string, and where in ``_tail`` it stopped.
+        self._depth = 0
+        self._in_string = False
+        self._scanned = 0
+        #: An object just ended: blanks, then one LF, still belong to it.
+        self._after_object = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if not (self._after_object or self._tail[:1] == b"{" or b"{" in data):
+            yield from super().feed(data)  # text only: the fast path
+            return
+        buffer = self._tail + data if self._tail else data
+        self._tail = b""
+        position, end = 0, len(buffer)
+        while position < end:
+            if self._after_object:
+                position = self._skip_blanks(buffer, position)
+                continue
+            if buffer[position] == _OPEN:
+                closed = self._scan(buffer, position)
+                if closed < 0:
+                    break
+                frame, position = buffer[position:closed], closed
+                if frame[-1] == _CLOSE:
+                    self._after_object = True
+                else:  # ended by its LF, as a line
+                    frame = frame[:-2] if frame.endswith(b"\r\n") else frame[:-1]
+                if len(frame) > self.max_length:
+                    raise LineTooLong()
+                yield frame
+                continue
+            newline = buffer.find(b"\n", position)
+            if newline < 0:
+                break
+            line = buffer[position:newline]
+            position = newline + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > self.max_length:
+                raise LineTooLong()
+            yield line
+        self._tail = buffer[position:]
+        if len(self._tail) > self.max_length + 1:
+            self._tail = b""
+            raise LineTooLong()
+
+    def _skip_blanks(self, buffer: bytes, position: int) -> int:
+        """Past the blanks after an object, and its LF; the end of its tail is the end."""
+        end = len(buffer)
+        while position < end and buffer[position] in b" \t\r":
+            position += 1
+        if position < end:
+            self._after_object = False
+            if buffer[position] == _LF:
+                position += 1
+        return position
+
+    def _scan(self, buffer: bytes, start: int) -> int:
+        """Where the frame that opens at ``start`` ends (just past its ``}`` or its LF),
+        or -1 if ``buffer`` ends first (the state is kept for the next read)."""
+        position = start + self._scanned if self._scanned else start
+        depth, in_string = self._depth, self._in_string
+        end = len(buffer)
+        while True:
+            match = (_INSIDE_STRING if in_string else _OUTSIDE_STRING).search(buffer, position)
+            if match is None:
+                position = end
+                break
+            position = match.start()
+            byte = buffer[position]
+            if byte == _LF:
+                self._reset_scan()
+                return position + 1
+            if in_string:
+                if byte == _QUOTE:
+                    in_string = False
+                elif position + 1 < end:
+                    position += 1  # a backslash: the next byte is escaped
+                else:
+                    break  # the escaped byte has not arrived: rescan from the backslash
+            elif byte == _QUOTE:
+                in_string = True
+            elif byte == _OPEN:
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    self._reset_scan()
+                    return position + 1
+            position += 1
+        self._depth, self._in_string, self._scanned = depth, in_string, position - start
+        return -1
+
+    def _reset_scan(self) -> None:
+        self._depth, self._in_string, self._scanned = 0, False, 0
+
+    def finish(self) -> bytes | None:
+        self._after_object = False
+        self._reset_scan()
+        return super().finish()
 
 
 # ---- requests ----

@@ -1,0 +1,70 @@
+"""What each waiter waits for, and a Deferred that fires when it waits for nothing.
+
+The relay and request brokers keep their waiters here. A hub handler returns the
+Deferred `add` gives it, like any other answer still owed (`nea.core.hub.Hub.handle`),
+so a connection that ended its stream closes only once its relays and asks are
+answered, by the same rule as every other kind of answer.
+"""
+
+from typing import Generic, Hashable, TypeVar
+
+from twisted.internet.defer import Deferred
+
+W = TypeVar("W", bound=Hashable)
+K = TypeVar("K", bound=Hashable)
+
+
+class Waits(Generic[W, K]):
+    """Waiters and the keys (texts, request ids) each waits for.
+
+    Removing a waiter's last key does not fire its Deferred: the broker calls
+    `settle` once it has told the waiter, so that its answer is written before
+    anything closes the waiter.
+    """
+
+    __slots__ = ("_keys", "_settled")
+
+    def __init__(self) -> None:
+        self._keys: dict[W, set[K]] = {}
+        self._settled: dict[W, Deferred[None]] = {}
+
+    def add(self, waiter: W, key: K) -> "Deferred[None]":
+        """``waiter`` waits for ``key`` too; the Deferred fires once it waits for nothing."""
+        keys = self._keys.get(waiter)
+        if keys is None:
+            keys = self._keys[waiter] = set()
+        keys.add(key)
+        settled = self._settled.get(waiter)
+        if settled is None:
+            settled = self._settled[waiter] = Deferred()
+        return settled
+
+    def count(self, waiter: W) -> int:
+        keys = self._keys.get(waiter)
+        return len(keys) if keys is not None else 0
+
+    def keys(self, waiter: W) -> frozenset[K]:
+        return frozenset(self._keys.get(waiter, ()))
+
+    def discard(self, waiter: W, key: K) -> None:
+        keys = self._keys.get(waiter)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[waiter]
+
+    def pop(self, waiter: W) -> set[K]:
+        """Forget ``waiter`` (it is gone) and settle it; what it waited for."""
+        keys = self._keys.pop(waiter, set())
+        self.settle(waiter)
+        return keys
+
+    def settle(self, waiter: W) -> None:
+        """``waiter`` has been told: fire its Deferred if it waits for nothing more."""
+        if waiter not in self._keys:
+            settled = self._settled.pop(waiter, None)
+            if settled is not None:
+                settled.callback(None)
+
+    def __contains__(self, waiter: object) -> bool:
+        return waiter in self._keys
