@@ -135,6 +135,14 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertGreater(hub.snapshot().throttled, 0)
         self.assertNotIn(b"error", transport.value())
 
+    def test_refused_lines_count_against_the_rate_too(self):
+        clock = Clock()
+        hub = make_hub(clock)
+        connection, transport = self.connect(hub, max_rate=10)
+        connection.dataReceived(b"not a relay\n" * 100)  # each answered not_in_profile
+        self.assertEqual(transport.value().count(b"error not_in_profile"), 20)
+        self.assertEqual(transport.producerState, "paused")
+
     def test_after_a_fatal_error_nothing_is_processed_or_counted(self):
         hub = make_hub()
         connection, transport = self.connect(hub, max_line=100)
