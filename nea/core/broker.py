@@ -30,13 +30,14 @@ its origin to be drawn again, as if the target had left, and the target is not
 drawn again until it acks something. Its late ``ok`` is still taken and confirmed
 (a waiter already answered ignores it), so a slow client is never told it erred.
 
-A target that has never acked anything gets ``first_ack_timeout`` instead (when
-shorter): a connection that holds a slot but does not take part (a squatter, an
-idle client) is found out after one short wait and withdrawn, so with many of them
-connected a relay does not travel from idle target to idle target for
-``ack_timeout`` each. A target that has acked once has ``ack_timeout`` from then on,
-and every target that acks stays in the draw: relays are uniform over the targets
-that answer.
+A target that has never sent a byte (so never acked either) gets
+``first_ack_timeout`` instead (when shorter): a connection that holds a slot but
+does not take part (a squatter, an idle client) is found out after one short wait
+and withdrawn, so with many of them connected a relay does not travel from idle
+target to idle target for ``ack_timeout`` each. A client that has said anything
+(a seed-004 client's own ``message`` comes first) has ``ack_timeout``, so a busy
+server's slow first acks do not all expire; and every target that acks stays in
+the draw: relays are uniform over the targets that answer.
 """
 
 import bisect
@@ -84,7 +85,7 @@ class Delivery:
     deadline: float
     acked: bool = False
     expired: bool = False
-    #: Its deadline is the first-ack one (its target had never acked).
+    #: Its deadline is the first-ack one (its target had never sent a byte).
     first: bool = False
 
 
@@ -122,7 +123,8 @@ class RelayBroker:
                  max_pending: int = 1000, ack_timeout: float = 0,
                  first_ack_timeout: float = 0) -> None:
         """``ack_timeout``: seconds a target has to ack a delivery (0: as long as it stays);
-        ``first_ack_timeout``: as long, for a target that has never acked (0: the same)."""
+        ``first_ack_timeout``: as long, for a target that has never sent a byte (0: the
+        same)."""
         self.clock = clock
         self.ack_timeout = ack_timeout
         self.first_ack_timeout = first_ack_timeout
@@ -144,8 +146,6 @@ class RelayBroker:
         self._held_count: dict[Peer, int] = {}
         self._saturated: set[Peer] = set()
         self._stalled: set[Peer] = set()
-        #: The targets that have acked at least once (they get the full ``ack_timeout``).
-        self._proven: set[Peer] = set()
         #: Every delivery with its target, in deadline order (acked ones are skipped when
         #: reached): one timer for all of them, armed only while any is out. Two queues,
         #: as there are two deadlines: each stays in deadline order.
@@ -238,7 +238,7 @@ class RelayBroker:
         if held is None:
             held = deliveries[text] = deque()
         timeout, deadlines = self.ack_timeout, self._deadlines
-        if timeout and target not in self._proven and 0 < self.first_ack_timeout < timeout:
+        if timeout and not target.bytes_in and 0 < self.first_ack_timeout < timeout:
             timeout, deadlines = self.first_ack_timeout, self._first_deadlines
         delivery = Delivery(origin, relay, target, text, self.clock.seconds() + timeout,
                             first=deadlines is self._first_deadlines)
@@ -305,7 +305,6 @@ class RelayBroker:
             self._held_count[peer] = count
         else:
             del self._held_count[peer]
-        self._proven.add(peer)
         if peer in self._saturated or peer in self._stalled:
             if count < self.max_pending:
                 self._saturated.discard(peer)
@@ -318,7 +317,6 @@ class RelayBroker:
         """``peer`` left (or can ack no more): hand every delivery it held back to its origin."""
         self._saturated.discard(peer)
         self._stalled.discard(peer)
-        self._proven.discard(peer)
         self._held_count.pop(peer, None)
         for held in self.held.pop(peer, {}).values():
             for delivery in held:

@@ -43,8 +43,8 @@ class HubConfig:
     max_pending: int = 1000
     #: Seconds a relay target has to ack a delivery before it is drawn again elsewhere.
     ack_timeout: float = 5.0
-    #: As long, for a target that has never acked (0: ``ack_timeout``): squatters are
-    #: found out after one short wait.
+    #: As long, for a target that has never sent a byte (0: ``ack_timeout``): squatters
+    #: are found out after one short wait.
     first_ack_timeout: float = 0.0
     #: Seconds an ``ask`` waits for its reply unless it says otherwise.
     request_timeout: float = 10.0

@@ -104,10 +104,10 @@ class Options(usage.Options):
         ["ack-timeout", None, 5.0, "Seconds a relay target has to ack a delivery; past it the "
          "text is drawn again for another client, and that target is not drawn until it acks.",
          _non_negative(float, "means as long as the target stays connected")],
-        ["first-ack-timeout", None, 0.5, "Seconds a relay target that has never acked "
-         "anything has for its first ack (when shorter than --ack-timeout); past it the text "
-         "is drawn again and the target is withdrawn until it acks, so idle clients do not "
-         "hold relays up for --ack-timeout each.", _non_negative(float, "means --ack-timeout")],
+        ["first-ack-timeout", None, 0.5, "Seconds a relay target that has never sent a "
+         "byte has to ack (when shorter than --ack-timeout); past it the text is drawn again "
+         "and the target is withdrawn until it acks, so idle clients do not hold relays up "
+         "for --ack-timeout each.", _non_negative(float, "means --ack-timeout")],
         ["max-rate", None, DEFAULT_MAX_RATE, "Lines a second one client may send on average "
          "(bursts of twice that); past it nea stops reading that client for a while: nothing "
          "is lost, nothing is answered with an error.", _non_negative(float, "means no limit")],
