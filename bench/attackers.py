@@ -1,6 +1,7 @@
 """Hostile clients in one process, for ``hostile.py``: asyncio and the stdlib ``ssl`` module.
 
-    python bench/attackers.py --relay-port R --nea-port N --ca CA [--seconds S] [--scale F]
+    python bench/attackers.py --relay-port R --nea-port N --http-port H --ca CA \
+        [--seconds S] [--scale F]
 
 All on 127.0.0.1, side by side, each kept up (reconnecting when the server
 closes it) until stdin closes or ``--seconds`` pass:
@@ -24,6 +25,14 @@ closes it) until stdin closes or ``--seconds`` pass:
 - ``chat_reader``: not an attacker but its victims: 10 TLS ``nea`` clients that
   read what they are sent as fast as they can and say nothing; each close by
   the server (``slow_consumer``) is a reader the chatters got dropped.
+- ``idle_target``: 90 TLS relay clients that read everything (their forwarded
+  ``message`` lines included) and never send a byte: relay targets that never ack;
+- ``squatter``: 100 TLS ``nea`` clients that read everything and never send a
+  byte, not even the ``pong`` to the server's ``ping``: they hold slots;
+- ``ws_ping_flood``: one ``/ws`` client sending WebSocket ping frames as fast as
+  the server takes them (it reads the pongs);
+- ``keepalive_hoarder``: 1,000 HTTP connections to the API, each asking
+  ``/healthz`` once and then holding its keep-alive connection idle.
 
 It prints ``{"ready": {...}}`` once the first connections are up, and at the end
 ``{"result": {...}}``: per attacker what it sent, what came back (by error code)
@@ -47,6 +56,12 @@ POISON = (
     b"reverse \xff\xfe\n",
 )
 LONG_LINE = b"x" * (10 * 1000 * 1000)
+WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\n\r\n")
+#: An empty ping frame, masked (as a client's must be) with the zero mask.
+WS_PING = b"\x89\x80\x00\x00\x00\x00"
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 class Attack:
@@ -213,13 +228,17 @@ async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.
         await asyncio.sleep(0.2)
 
 
-async def chat_reader(attack: Attack) -> None:
-    kind = "chat_reader"
+async def quiet(attack: Attack, kind: str, port: int, tls: bool, source: str,
+                greeting: bytes = b"") -> None:
+    """Connect (TLS handshake done, or ``greeting`` sent), then read everything the server
+    sends and never send a byte more; reconnect when closed."""
     while not attack.over():
-        streams = await attack.connect(kind, attack.args.nea_port, True, "127.0.61.7")
+        streams = await attack.connect(kind, port, tls, source)
         if streams is None:
             continue
         reader, writer = streams
+        if greeting:
+            writer.write(greeting)
         await attack.until_closed(kind, reader, time.monotonic())
         writer.transport.abort()
 
@@ -227,6 +246,43 @@ async def chat_reader(attack: Attack) -> None:
 def chat(size: int):
     """``chat`` lines of ``size`` bytes of text, numbered."""
     return lambda k: b"chat %-*d\n" % (size, k)
+
+
+async def ws_ping_flood(attack: Attack) -> None:
+    kind = "ws_ping_flood"
+    while not attack.over():
+        streams = await attack.connect(kind, attack.args.http_port, False, "127.0.61.7")
+        if streams is None:
+            continue
+        reader, writer = streams
+        started = time.monotonic()
+        try:
+            writer.write(WS_UPGRADE)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30.0)
+            if b" 101 " not in head.split(b"\r\n", 1)[0]:
+                attack.stats[kind]["refused " + head.split(b" ")[1].decode("ascii", "replace")] += 1
+                raise ConnectionResetError
+
+            async def read() -> None:
+                while True:
+                    got = await reader.read(1 << 16)
+                    if not got:
+                        return
+                    attack.stats[kind]["bytes_back"] += len(got)
+
+            reading = asyncio.ensure_future(read())
+            while not attack.over() and not reading.done():
+                writer.write(WS_PING * 500)
+                attack.stats[kind]["sent"] += 500
+                await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
+            if reading.done() and not attack.over():
+                attack.stats[kind]["closed_by_server"] += 1
+                attack.held[kind].append(time.monotonic() - started)
+            reading.cancel()
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError):
+            await asyncio.sleep(0.2)
+        writer.transport.abort()
 
 
 async def stdin_closed(attack: Attack) -> None:
@@ -251,8 +307,16 @@ async def main(args) -> None:
         one_at_a_time(attack, "long_line", (LONG_LINE,), "127.0.61.6"),
         flood(attack, "chatty", args.nea_port, chat(1000), lambda _: None),
         flood(attack, "store_pressure", args.nea_port, chat(1100), lambda _: None, batch=3000),
+        ws_ping_flood(attack),
     ]
-    tasks += [chat_reader(attack) for _ in range(n(10))]
+    tasks += [quiet(attack, "chat_reader", args.nea_port, True, "127.0.61.11")
+              for _ in range(n(10))]
+    tasks += [quiet(attack, "idle_target", args.relay_port, True, "127.0.61.9")
+              for _ in range(n(90))]
+    tasks += [quiet(attack, "squatter", args.nea_port, True, "127.0.61.10")
+              for _ in range(n(100))]
+    tasks += [quiet(attack, "keepalive_hoarder", args.http_port, False, "127.0.61.8", HEALTHZ)
+              for _ in range(n(1000))]
     running = [asyncio.ensure_future(t) for t in tasks]
     watcher = asyncio.ensure_future(stdin_closed(attack))
     ready_by = time.monotonic() + 60
@@ -274,6 +338,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--relay-port", type=int, required=True)
     p.add_argument("--nea-port", type=int, required=True)
+    p.add_argument("--http-port", type=int, required=True)
     p.add_argument("--ca", required=True)
     p.add_argument("--seconds", type=float, default=300.0, help="at most this long (default 300)")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the connection counts")

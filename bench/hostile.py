@@ -1,11 +1,14 @@
 """A well-behaved seed-004 TLS load alone, then the same load with hostile clients side by side.
 
 One daemon for both runs (a TLS ``relay`` listener for the load, the silent
-sockets, half-sent ClientHellos, non-readers and the relay flooder; a TLS
-``nea`` listener for the line flooder, the poison-JSON sender and the 10 MB
-line, the chatters and the chat readers they try to get dropped; a plain-TCP
-``nea`` listener for status). Chat history is kept in SQLite (``--store``), so
-that the chatters also press on the store. The attackers
+sockets, half-sent ClientHellos, non-readers, the relay flooder and the idle
+targets that never ack; a TLS ``nea`` listener for the line flooder, the
+poison-JSON sender, the 10 MB line, the squatters, the chatters and the chat
+readers they try to get dropped; a plain-TCP ``nea`` listener for status; the
+HTTP API for the ``/ws`` ping flooder and the keep-alive hoarders, and for a
+``/healthz`` probe twice a second while the attacked load runs, whose answers
+are counted). Chat history is kept in SQLite (``--store``), so that the
+chatters also press on the store. The attackers
 (``attackers.py``, one child process) are up ``--warm-up`` seconds (8) before
 the second run starts and stay up for all of it, so that the load meets the
 attack in its steady state. The onset is bounded by the daemon's
@@ -21,14 +24,17 @@ on the side that ran out.
     .venv/bin/python bench/hostile.py --clients 4000 --window 10
 
 Sized for the 20,000 open files a process may have: the daemon holds the load's
-clients at once (at most ``--max-active``) plus about 2,100 attackers.
+clients at once (at most ``--max-active``) plus about 2,300 attackers and at most
+``--http-max-connections`` (256) of the hoarders' HTTP connections.
 """
 
 import argparse
 import json
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import harness
@@ -45,6 +51,30 @@ def load(daemon_ports, args, certs_dir, pid) -> tuple[dict | None, list[dict]]:
         "--max-active", str(args.max_active), "--no-status", "--server-pid", str(pid),
     )
     return run.finish(args.window + args.limit), run.progress
+
+
+class HealthProbe:
+    """``GET /healthz`` every half second, each with a 2 s timeout, until stopped."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/healthz"
+        self.counts = {"ok": 0, "failed": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as answer:
+                    self.counts["ok" if answer.status == 200 else "failed"] += 1
+            except OSError:
+                self.counts["failed"] += 1
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(5)
+        return self.counts
 
 
 def settle(port: int, seconds: float = 20.0) -> tuple[dict, float | None]:
@@ -101,7 +131,9 @@ def main() -> None:
     certs_dir = harness.certs()
     listens = (harness.tls("relay", certs_dir), harness.tls("nea", certs_dir), harness.tcp("nea"))
     results = {}
-    extra = ("--max-rate", str(args.max_rate)) if args.max_rate is not None else ()
+    http = harness.free_port()
+    extra = ("--http", f"tcp:{http}:interface=127.0.0.1",
+             *(("--max-rate", str(args.max_rate)) if args.max_rate is not None else ()))
     store = args.store or f"sqlite:{tempfile.mkdtemp(prefix='nea-hostile-')}/history.db"
     extra = (*extra, "--store", store)
     with harness.Daemon(*listens, max_clients=17_500, extra=extra) as daemon:
@@ -121,7 +153,8 @@ def main() -> None:
         rss = harness.Sampler(daemon.rss, 0.5)
         attackers = harness.spawn(
             [harness.PYTHON, str(ROOT / "attackers.py"), "--relay-port", str(relay),
-             "--nea-port", str(nea_tls), "--ca", str(certs_dir / "ca.pem"),
+             "--nea-port", str(nea_tls), "--http-port", str(http),
+             "--ca", str(certs_dir / "ca.pem"),
              "--seconds", str(args.window + args.limit + 60), "--scale", str(args.scale)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
@@ -130,7 +163,9 @@ def main() -> None:
         time.sleep(args.warm_up)
         under_attack = harness.status(nea)
         attackers_cpu0 = harness.process_cpu(attackers.pid)
+        probe = HealthProbe(http)
         report, progress = load(daemon.ports, args, certs_dir, daemon.pid)
+        health = probe.stop()
         if daemon.process.poll() is not None:
             log = Path(daemon.log.name).read_text(errors="replace")
             raise SystemExit(f"the daemon EXITED during the attack (status "
@@ -150,6 +185,7 @@ def main() -> None:
               f"{under_attack['handshakes']}", flush=True)
         print(f"     at the end of the load: errors {during['errors']}, throttled "
               f"{during['throttled']}, relays {during['relays']}", flush=True)
+        print(f"     /healthz during the attacked load: {health}", flush=True)
         print(f"     attackers: {json.dumps(attack)}", flush=True)
         log = Path(daemon.log.name).read_text(errors="replace")
         tracebacks = log.count("Traceback")
@@ -159,6 +195,7 @@ def main() -> None:
         results["attacked"] = {"report": report, "goodput": harness.goodput(progress),
                                "settled_after_s": after, "status": state, "during": during,
                                "attackers": attack, "attackers_cpu_s": attackers_cpu,
+                               "healthz": health,
                                "rss_peak_mb": round(max(v for _, v in attacked_rss) / 2**20, 1)}
         results["log"] = {"bytes": len(log), "tracebacks": tracebacks}
         if results["alone"]["report"] and report:

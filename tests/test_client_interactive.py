@@ -36,6 +36,8 @@ class FormatTests(unittest.TestCase):
         (frames.StatusReply({"instance": "east-1"}), '[status] {\n  "instance": "east-1"\n}'),
         (frames.ErrorReply("bad_json", "not JSON"), "[error bad_json] not JSON"),
         (frames.Bye(), "[bye]"),
+        (frames.PingPush(), "[ping]"),
+        (frames.PongPush(), "[pong] the server is there"),
         (frames.Registered("lock1"), "[registered] you are addressable as lock1"),
         (frames.Serving("people"), "[serving] you are a member of people"),
         (frames.Unserved("people"), "[unserved] you left people"),

@@ -331,3 +331,31 @@ class RelayClientTests(unittest.TestCase):
         self.net.drop()
         self.assertEqual(self.seen.endings(), ["connect_failed", "lost", "protocol"])
         self.assertEqual(self.client.dials, 3)
+
+
+class ServerPingTests(unittest.TestCase):
+    def test_the_link_answers_the_servers_ping_in_its_form_and_reports_it_not(self):
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from nea.client.link import ServerLink
+
+        class Owner:
+            lines: list = []
+
+            def link_made(self, link):
+                pass
+
+            def link_ready(self, link):
+                pass
+
+            def link_line(self, link, line):
+                self.lines.append(line)
+
+        owner = Owner()
+        link = ServerLink(owner, Clock(), tls=False)
+        transport = StringTransport()
+        link.makeConnection(transport)
+        link.dataReceived(b'ping\n{"type":"ping"}\nmessage x\n')
+        self.assertEqual(transport.value(), b'pong\n{"type":"pong"}\n')
+        self.assertEqual(owner.lines, [b"message x"])

@@ -441,7 +441,7 @@ class Tables(unittest.TestCase):
 
     def test_envelope_round_trip(self):
         messages = [
-            envelope.Deliver("ünïcode text", "a", 3),
+            envelope.Deliver("ünïcode text", "a", 3, "r.1"),
             envelope.Confirm("t"),
             envelope.Reforward("t", 0),
             envelope.Event(ChatPush("bob", "two\nlines")),

@@ -19,7 +19,7 @@ from nea.tls.server import HandshakeGate, TLSFiles, TLSServerFactory, server_con
 from nea.wire import frames, profiles
 from nea.core.snapshot import status_json
 from tests.support import (
-    WAIT, certs, connect, settle, start_server, tcp_listen, tls_listen,
+    WAIT, certs, connect, next_tick, settle, start_server, tcp_listen, tls_listen,
 )
 
 
@@ -135,6 +135,14 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertGreater(hub.snapshot().throttled, 0)
         self.assertNotIn(b"error", transport.value())
 
+    def test_refused_lines_count_against_the_rate_too(self):
+        clock = Clock()
+        hub = make_hub(clock)
+        connection, transport = self.connect(hub, max_rate=10)
+        connection.dataReceived(b"not a relay\n" * 100)  # each answered not_in_profile
+        self.assertEqual(transport.value().count(b"error not_in_profile"), 20)
+        self.assertEqual(transport.producerState, "paused")
+
     def test_after_a_fatal_error_nothing_is_processed_or_counted(self):
         hub = make_hub()
         connection, transport = self.connect(hub, max_line=100)
@@ -153,6 +161,71 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertFalse(transport.disconnected)
         clock.advance(0.2)
         self.assertTrue(transport.disconnected)
+
+
+class LivenessTests(unittest.TestCase):
+    """Server pings (`nea.core.liveness`) to line clients, on a Clock: any input counts."""
+
+    INTERVAL = 10.0
+
+    def setUp(self):
+        self.clock = Clock()
+        self.hub = make_hub(self.clock, ping_interval=self.INTERVAL, date_interval=10**6)
+
+    def connect(self, profile=profiles.NEA):
+        connection = NeaConnection(self.hub, profile, ConnectionLimits())
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        return connection, transport
+
+    def sweeps(self, count: int) -> None:
+        self.clock.pump([self.INTERVAL] * count)
+
+    def test_a_silent_client_is_pinged_twice_then_closed_with_ping_timeout(self):
+        connection, transport = self.connect()
+        self.sweeps(1)
+        self.assertEqual(transport.value(), b"")  # first seen
+        self.sweeps(2)
+        self.assertEqual(transport.value(), b"ping\nping\n")
+        self.assertFalse(transport.disconnecting)
+        self.sweeps(1)
+        self.assertTrue(transport.value().startswith(b"ping\nping\nerror ping_timeout "))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.hub.snapshot().errors, {"ping_timeout": 1})
+
+    def test_a_client_that_answers_pong_stays(self):
+        connection, transport = self.connect()
+        for _ in range(10):
+            self.sweeps(1)
+            if transport.value().endswith(b"ping\n"):
+                connection.dataReceived(b"pong\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.hub.snapshot().errors, {})
+
+    def test_an_old_client_that_never_answers_pings_stays_while_it_sends_anything(self):
+        connection, transport = self.connect()
+        for i in range(10):
+            connection.dataReceived(b"hello\n")  # a reverse, not a pong
+            self.sweeps(1)
+        self.assertNotIn(b"ping", transport.value())
+        self.assertFalse(transport.disconnecting)
+
+    def test_the_client_may_ping_too_and_is_answered_pong_in_text_and_json(self):
+        connection, transport = self.connect()
+        connection.dataReceived(b'ping\n{"type":"ping"}\n')
+        self.assertEqual(transport.value(), b'pong\n{"type":"pong"}\n')
+
+    def test_a_relay_profile_client_is_never_pinged_nor_closed_for_silence(self):
+        connection, transport = self.connect(profiles.RELAY)
+        self.sweeps(10)
+        self.assertEqual(transport.value(), b"")
+        self.assertFalse(transport.disconnecting)
+
+    def test_no_sweeps_while_nobody_is_connected(self):
+        connection, transport = self.connect(profiles.RELAY)  # (no dates either)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        connection.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class PendingBoundTests(unittest.TestCase):
@@ -278,6 +351,28 @@ class SocketDefences(unittest.TestCase):
         client = yield connect(self, service.ports[0], tls=False)  # room again
         client.send("x")
         self.assertEqual((yield client.next()), b"x")
+
+    @defer.inlineCallbacks
+    def test_idle_tls_squatters_are_pinged_and_closed_an_active_client_stays(self):
+        service = yield start_server(self, "--listen", tls_listen(), "--ping-interval", "0.2",
+                                     "--date-interval", "1000")
+        squatter = yield connect(self, service.ports[0])
+        active = yield connect(self, service.ports[0])
+        for i in range(40):  # about 2 s: 10 intervals; the squatter goes after 3 to 4
+            active.send(f"x{i}")
+            reply = yield active.next()
+            while reply == b"ping":  # (it may have been pinged before its first line)
+                reply = yield active.next()
+            self.assertEqual(reply, f"x{i}".encode()[::-1])
+            yield next_tick(0.05)
+            if squatter.closed.called:
+                break
+        yield squatter.closed.addTimeout(WAIT, reactor)
+        self.assertEqual((yield squatter.next()), b"ping")
+        self.assertEqual((yield squatter.next()), b"ping")
+        self.assertTrue((yield squatter.next()).startswith(b"error ping_timeout "))
+        self.assertFalse(active.closed.called)
+        self.assertEqual(service.hub.snapshot().connections, 1)
 
     @defer.inlineCallbacks
     def test_a_10_mb_line_over_tls_is_one_error(self):

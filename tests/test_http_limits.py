@@ -231,33 +231,89 @@ class ConnectionLimit(ServerCase):
         return client
 
     @defer.inlineCallbacks
-    def test_past_the_limit_new_connections_are_closed_at_accept(self):
+    def test_at_the_limit_the_longest_idle_connection_makes_room(self):
+        """Idle keep-alive hoarders hold every slot: /healthz is still answered, each new
+        connection closing the one idle for longest."""
         kept = []
         for _ in range(3):
             kept.append((yield self.kept_client()))
         self.assertEqual(self.site.connections, 3)
+        for i in range(3):
+            newcomer = yield self.kept_client()
+            data = yield kept[i].closed.addTimeout(WAIT, reactor)
+            self.assertEqual(data.count(b"serving"), 1)  # its own answer, then the close
+            self.assertFalse(newcomer.closed.called)
+        self.assertEqual(self.site.connections, 3)
+        self.assertEqual(refused(self.site, "idle_evicted"), 3)
+        self.assertEqual(refused(self.site, "too_many_connections"), 0)
+
+    @defer.inlineCallbacks
+    def test_past_the_limit_with_nobody_idle_new_connections_are_closed_at_accept(self):
+        busy = []
+        for _ in range(3):
+            client = yield self.client()
+            client.transport.write(b"GET /healthz HTTP/1.1\r\n")  # begun, never finished
+            busy.append(client)
+        yield settle(lambda: self.site.connections == 3 and not self.site.idle)
         for _ in range(2):
             extra = yield self.client()
             extra.transport.write(head("GET", "/healthz"))
             data = yield extra.closed.addTimeout(WAIT, reactor)
             self.assertEqual(data, b"")
         self.assertEqual(refused(self.site, "too_many_connections"), 2)
-        kept[0].transport.loseConnection()
-        yield settle(lambda: self.site.connections == 2)
-        yield self.kept_client()  # room again
-        self.assertEqual(self.site.connections, 3)
+        busy[0].transport.write(b"Host: 127.0.0.1\r\n\r\n")
+        yield busy[0].until(b"serving")  # answered, so idle: the next newcomer takes its place
+        yield self.kept_client()
+        yield busy[0].closed.addTimeout(WAIT, reactor)
+        self.assertEqual(refused(self.site, "idle_evicted"), 1)
+
+
+class AllowedHosts(ServerCase):
+    """DNS rebinding: a page of another site that made its name resolve to this daemon."""
+
+    @defer.inlineCallbacks
+    def test_a_request_for_another_host_is_421_from_its_headers(self):
+        client = yield self.client()
+        client.transport.write(b"GET /status HTTP/1.1\r\nHost: attacker.example:3000\r\n"
+                               b"Origin: http://attacker.example:3000\r\n\r\n")
+        status, _, body = yield client.answer()
+        self.assertEqual((status, body["error"]), (421, "host_not_allowed"))
+        self.assertEqual(refused(self.site, "host_not_allowed"), 1)
+
+    @defer.inlineCallbacks
+    def test_the_websocket_handshake_on_ws_is_refused_alike(self):
+        client = yield self.client()
+        client.transport.write(
+            b"GET /ws HTTP/1.1\r\nHost: attacker.example:3000\r\n"
+            b"Origin: http://attacker.example:3000\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n")
+        status, _, body = yield client.answer()
+        self.assertEqual((status, body["error"]), (421, "host_not_allowed"))
+        self.assertEqual(len(self.hub.registry), 0)
+
+    @defer.inlineCallbacks
+    def test_its_own_names_are_served(self):
+        for host in (b"127.0.0.1:%d" % self.service.http_port, b"localhost", b"[::1]:1"):
+            client = yield self.client()
+            client.transport.write(b"GET /healthz HTTP/1.1\r\nHost: " + host +
+                                   b"\r\nConnection: close\r\n\r\n")
+            status, _, _ = yield client.answer()
+            self.assertEqual(status, 200, host)
 
 
 class RequestDeadline(unittest.TestCase):
     """The API's site on a Clock, listening on a real loopback port."""
 
     TIMEOUT = 10.0
+    IDLE = 3.0
 
     @defer.inlineCallbacks
     def setUp(self):
         server = yield start_server(self, "--listen", tcp_listen(), "--admin-token", TOKEN)
         self.clock = Clock()
-        config = parse_options("--admin-token", TOKEN, "--http-request-timeout", str(self.TIMEOUT))
+        config = parse_options("--admin-token", TOKEN, "--http-request-timeout", str(self.TIMEOUT),
+                               "--http-idle-timeout", str(self.IDLE))
         self.site = api_site(self.clock, config, server.hub, [])
         port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -303,12 +359,12 @@ class RequestDeadline(unittest.TestCase):
         yield client.closed.addTimeout(WAIT, reactor)
 
     @defer.inlineCallbacks
-    def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(self):
+    def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(self):
         client, _ = yield self.accepted()
-        self.clock.advance(self.TIMEOUT - 1)
+        self.clock.advance(self.IDLE - 1)
         client.transport.write(head("GET", "/healthz"))
-        yield client.until(b"serving")  # in time: answered, and the deadline starts again
-        self.clock.advance(self.TIMEOUT - 0.01)
+        yield client.until(b"serving")  # in time: answered, and idle again
+        self.clock.advance(self.IDLE - 0.01)
         self.assertEqual(self.timed_out(), 0)
         self.assertFalse(client.closed.called)
         self.clock.advance(0.01)
@@ -316,12 +372,22 @@ class RequestDeadline(unittest.TestCase):
         data = yield client.closed.addTimeout(WAIT, reactor)
         self.assertEqual(data.count(b"HTTP/1.1 200"), 1)
 
+    @defer.inlineCallbacks
+    def test_a_connection_that_never_sends_a_line_is_closed_after_the_idle_timeout(self):
+        client, _ = yield self.accepted()
+        client.transport.write(b"GET /status HT")  # no line yet: still idle
+        self.clock.advance(self.IDLE)
+        self.assertEqual(self.timed_out(), 1)
+        yield client.closed.addTimeout(WAIT, reactor)
+
 
 class LimitOptions(unittest.TestCase):
     def test_defaults_and_bad_values(self):
         config = parse_options()
         self.assertEqual((config["http-max-body"], config["http-request-timeout"],
-                          config["http-max-connections"]), (1024 * 1024, 10.0, 256))
-        for name in ("http-max-body", "http-request-timeout", "http-max-connections"):
+                          config["http-max-connections"], config["http-idle-timeout"]),
+                         (1024 * 1024, 10.0, 256, 5.0))
+        for name in ("http-max-body", "http-request-timeout", "http-max-connections",
+                     "http-idle-timeout"):
             self.assertIn(f"--{name}", str(config))
             self.assertRaises(UsageError, parse_options, f"--{name}", "0")

@@ -57,6 +57,23 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual((options["chat-rate"], options["chat-bytes-rate"]), (10.0, 16384.0))
         self.assertEqual(options["history-max-bytes"], 256 * 1024 * 1024)
 
+    def test_fairness_defaults(self):
+        from nea.http.hosts import AllowedHosts
+
+        options = parse_options()
+        self.assertEqual((options["ping-interval"], options["first-ack-timeout"],
+                          options["http-idle-timeout"]), (30.0, 0.5, 5.0))
+        self.assertEqual(options["http-allowed-hosts"],
+                         AllowedHosts(frozenset({"localhost", "127.0.0.1", "::1"})))
+        wide = parse_options("--http", "tcp:3000")["http-allowed-hosts"]
+        self.assertTrue(wide.allows("192.0.2.7:3000") and not wide.allows("rebound.example"))
+        named = parse_options("--http-allowed-hosts", "Chat.Example.com:443")
+        self.assertTrue(named["http-allowed-hosts"].allows("chat.example.com"))
+        self.assertFalse(named["http-allowed-hosts"].allows("localhost"))
+        for args in (["--ping-interval", "-1"], ["--http-allowed-hosts", " , "]):
+            with self.assertRaises(usage.UsageError, msg=args):
+                parse_options(*args)
+
     def test_several_listeners(self):
         options = parse_options("--listen", "tcp:1", "--listen", "chat=tcp:2")
         self.assertEqual([l.profile.name for l in options["listen"]], ["nea", "chat"])

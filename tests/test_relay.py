@@ -11,9 +11,10 @@ from nea.core.testing import FakePeer, MemoryCluster
 from nea.wire import frames, profiles
 
 
-def hub_with(*peers, bus=None, seed=0, max_pending=10**6, ack_timeout=5.0):
+def hub_with(*peers, bus=None, seed=0, max_pending=10**6, ack_timeout=5.0, first_ack_timeout=0.0):
     """A hub whose bound on pending relays is out of the way unless a test sets it."""
-    config = HubConfig(max_pending=max_pending, ack_timeout=ack_timeout)
+    config = HubConfig(max_pending=max_pending, ack_timeout=ack_timeout,
+                       first_ack_timeout=first_ack_timeout)
     hub = Hub(Clock(), bus or LocalBus("solo"), config, rng=random.Random(seed))
     for peer in peers:
         assert hub.join(peer)
@@ -61,16 +62,36 @@ class SingleInstanceRelayTests(unittest.TestCase):
         chi2 = sum((c - 1000) ** 2 / 1000 for c in counts[:4])
         self.assertLess(chi2, 16.27, counts)
 
-    def test_ok_reaches_every_originator_of_the_text(self):
-        a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
-        hub = hub_with(a, b)
-        hub.handle(a, frames.Relay("same"))
-        hub.handle(b, frames.Relay("same"))
-        holder = next(p for p in (a, b) if hub.relays.held.get(p))
-        hub.handle(holder, frames.Ack("same"))
-        self.assertIn(frames.AckPush("same"), a.pushes)
-        self.assertIn(frames.AckPush("same"), b.pushes)
+    def test_an_ok_answers_only_the_relay_its_target_was_given(self):
+        """Two senders of one text: the thief relays it too, is its own target (the
+        recipient, holding its one allowed delivery, is not drawn), and acks; the victim
+        still waits for its own recipient's ok."""
+        victim, recipient, thief = FakePeer(), FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
+        hub = hub_with(recipient, max_pending=1)
+        hub.relay(victim, "same")  # (an HTTP-like waiter: no target itself)
+        self.assertEqual(relays_to(recipient), ["same"])
+        assert hub.join(thief)
+        hub.handle(thief, frames.Relay("same"))
+        self.assertEqual(relays_to(thief), ["same"])
+        hub.handle(thief, frames.Ack("same"))
+        self.assertEqual(acks_to(thief), ["same"])
+        self.assertEqual(acks_to(victim), [])
+        self.assertEqual(hub.snapshot().relays.pending, 1)
+        hub.handle(recipient, frames.Ack("same"))
+        self.assertEqual(acks_to(victim), ["same"])
         self.assertEqual(hub.snapshot().relays.pending, 0)
+
+    def test_the_same_text_sent_twice_is_two_relays_with_an_ok_each(self):
+        a = FakePeer(profiles.RELAY)
+        hub = hub_with(a)
+        hub.handle(a, frames.Relay("x"))
+        hub.handle(a, frames.Relay("x"))
+        self.assertEqual(relays_to(a), ["x", "x"])
+        hub.handle(a, frames.Ack("x"))
+        self.assertEqual(acks_to(a), ["x"])
+        hub.handle(a, frames.Ack("x"))
+        self.assertEqual(acks_to(a), ["x"])
+        self.assertTrue(hub.relays.empty)
 
     def test_unexpected_ok_is_an_error_and_keeps_the_connection(self):
         a = FakePeer(profiles.RELAY)
@@ -205,6 +226,47 @@ class AckTimeoutTests(unittest.TestCase):
         hub.leave(sender)
         self.assertTrue(hub.zero_state())
 
+    def test_idle_squatters_hold_a_relay_up_for_one_short_first_deadline_each(self):
+        """90 idle targets (they never sent a byte) and one that acks: every relay of a
+        fresh sender is acked within 15 s, as each squatter costs one first deadline (0.1 s)
+        once, not ack_timeout."""
+        squatters = [FakePeer(profiles.RELAY) for _ in range(90)]
+        worker, sender = FakePeer(profiles.RELAY), FakePeer()
+        hub = hub_with(worker, *squatters, seed=4, ack_timeout=5, first_ack_timeout=0.1)
+        worker.bytes_in = len(b"message warm-up\n")  # it has said something
+        for i in range(4):
+            start = hub.clock.seconds()
+            hub.relay(sender, f"try{i}")
+            for _ in range(400):  # 20 s in steps of 0.05 s
+                self.ack_all(hub, worker)
+                if self.acks(sender):
+                    break
+                hub.clock.advance(0.05)
+            self.assertLessEqual(hub.clock.seconds() - start, 15, f"try {i}")
+        # The worker, having said something, has the full deadline: a slow ack is its own.
+        hub.relay(sender, "slow")
+        for _ in range(100):
+            if self.relays(worker):
+                break
+            hub.clock.advance(0.05)
+        hub.clock.advance(4.5)
+        hub.handle(worker, frames.Ack("slow"))
+        self.assertEqual(self.acks(sender), ["slow"])
+
+    def test_a_lone_target_that_acks_slowly_keeps_its_first_delivery_to_the_full_deadline(self):
+        slow, sender = FakePeer(profiles.RELAY), FakePeer()
+        hub = hub_with(slow, ack_timeout=5, first_ack_timeout=0.5)
+        hub.relay(sender, "x")
+        self.assertEqual(self.relays(slow), ["x"])
+        hub.clock.advance(4.9)
+        self.assertEqual((self.relays(slow), sender.take()), ([], []))
+        hub.handle(slow, frames.Ack("x"))
+        self.assertEqual(self.acks(sender), ["x"])
+        hub.relay(sender, "y")
+        hub.clock.advance(5)  # past the full deadline: drawn again, and nobody is left
+        self.assertEqual([p.code for p in sender.take()], ["no_recipient"])
+        self.assertEqual(hub.snapshot().relays.expired, 1)
+
     def test_one_timer_at_most_and_none_once_every_delivery_is_past_its_deadline(self):
         a, b = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
         hub = hub_with(a, b, ack_timeout=5)
@@ -264,6 +326,22 @@ class ClusterRelayTests(unittest.TestCase):
         for text in remote:
             self.hubs[1].handle(b, frames.Ack(text))
         self.assertEqual(sorted(acks_to(a)), sorted(remote))
+
+    def test_an_ok_on_another_instance_answers_only_its_own_relay(self):
+        victim, thief = FakePeer(), FakePeer(profiles.RELAY)
+        recipient = FakePeer(profiles.RELAY)
+        self.hubs[1].join(recipient)
+        self.hubs[0].relay(victim, "same")  # recipient, the only target, holds it
+        self.assertEqual(relays_to(recipient), ["same"])
+        self.hubs[1].relays.registry.relay_capable.discard(recipient)  # (drawn no more)
+        self.hubs[2].join(thief)
+        self.hubs[0].relay(thief, "same")  # from i1, to the thief on i3
+        self.assertEqual(relays_to(thief), ["same"])
+        self.hubs[2].handle(thief, frames.Ack("same"))
+        self.assertEqual((acks_to(thief), acks_to(victim)), (["same"], []))
+        self.hubs[1].handle(recipient, frames.Ack("same"))
+        self.assertEqual(acks_to(victim), ["same"])
+        self.assertTrue(all(hub.relays.empty for hub in self.hubs))
 
     def test_targets_are_uniform_over_the_clusters_connections(self):
         # 1, 2 and 5 connections: picking an instance first would give each a third

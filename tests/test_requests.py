@@ -178,6 +178,41 @@ class OneInstance(unittest.TestCase):
         self.assertFalse(device.closed)
         self.assertEqual(asker.take(), [])
 
+    def test_a_member_that_missed_a_deadline_is_skipped_until_it_replies_again(self):
+        hung, good = self.peer(), self.peer()
+        for member in (hung, good):
+            line(self.hub, member, "serve people")
+            member.take()
+        asker = self.peer()
+        for i in range(50):  # until the hung one has been drawn once
+            line(self.hub, asker, f"ask {i} @people who")
+            for request in requests_of(good):
+                line(self.hub, good, f"reply {request.id} ok")
+            missed = requests_of(hung)
+            if missed:
+                break
+        self.assertTrue(missed)
+        self.clock.advance(10)
+        self.assertEqual(errors_of(asker.take()), ["request_timeout"])
+        for i in range(40):
+            line(self.hub, asker, f"ask n{i} @people who")
+            [request] = requests_of(good)
+            line(self.hub, good, f"reply {request.id} ok")
+        self.assertEqual(requests_of(hung), [])
+        self.assertEqual(self.hub.addressed.services(), {"people": 1})
+        line(self.hub, hung, f"reply {missed[0].id} late")  # it answers again
+        self.assertEqual(errors_of(hung.take()), ["unexpected_reply"])
+        self.assertEqual(self.hub.addressed.services(), {"people": 2})
+        # A deadline shorter than the default, chosen by an asker, sets nobody aside.
+        self.hub.handle(asker, frames.Ask("short", None, "people", "x", timeout=0.5))
+        for member in (hung, good):
+            requests_of(member)
+        self.clock.advance(0.5)
+        self.assertEqual(self.hub.addressed.services(), {"people": 2})
+        self.hub.leave(hung)
+        self.hub.leave(good)
+        self.assertEqual(self.hub.addressed.services(), {})
+
     def test_a_reply_to_an_unknown_id_is_unexpected_and_keeps_the_connection(self):
         device = self.registered("lock1")
         for n in range(100):

@@ -209,12 +209,44 @@ class Framing(unittest.TestCase):
         self.assertEqual(len(other.take()), 50)
 
     def test_pings_are_answered_unless_the_client_stopped_reading(self):
-        connection, transport = self.connect()
+        connection, transport = self.connect(max_rate=0)
         connection.dataReceived(client_frame(b"p1", opcode=9))
         self.assertIn((10, b"p1"), server_frames(transport.value()))
         connection.session.pauseProducing()
         connection.dataReceived(b"".join(client_frame(b"p2", opcode=9) for _ in range(100)))
         self.assertNotIn((10, b"p2"), server_frames(transport.value()))
+
+    def test_ping_and_pong_frames_take_tokens_of_the_rate(self):
+        connection, transport = self.connect(max_rate=10)
+        connection.dataReceived(b"".join(client_frame(b"p%d" % i, opcode=9) for i in range(30))
+                                + b"".join(client_frame(b"", opcode=10) for _ in range(30)))
+        pongs = [p for op, p in server_frames(transport.value()) if op == 10]
+        self.assertEqual(pongs, [b"p%d" % i for i in range(20)])  # the burst, then throttled
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(self.hub.snapshot().throttled, 1)
+        for _ in range(100):
+            if transport.producerState == "producing":
+                break
+            self.clock.advance(0.1)
+        pongs = [p for op, p in server_frames(transport.value()) if op == 10]
+        self.assertEqual(pongs, [b"p%d" % i for i in range(30)])  # late, but every one
+        self.assertGreaterEqual(self.clock.seconds(), 3.0)  # 60 frames at 10 a second, less 20
+
+    def test_a_silent_client_is_pinged_with_frames_and_closed_after_two_missed_pongs(self):
+        self.hub = make_hub(self.clock, ping_interval=10)
+        connection, transport = self.connect()
+        self.clock.advance(10)  # first sweep: seen
+        self.clock.advance(10)  # silent since: pinged
+        pings = lambda: [op for op, _ in server_frames(transport.value()) if op == 9]  # noqa: E731
+        self.assertEqual(pings(), [9])
+        connection.dataReceived(client_frame(b"", opcode=10))  # it answers
+        self.clock.pump([10] * 3)  # seen again, then pinged twice
+        self.assertEqual(pings(), [9, 9, 9])
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(10)  # two pings missed since its pong
+        messages = self.messages(transport)
+        self.assertEqual(messages[-1]["payload"]["code"], "ping_timeout")
+        self.assertEqual(self.hub.snapshot().errors, {"ping_timeout": 1})
 
     def test_the_clients_close_frame_ends_the_session(self):
         connection, transport = self.connect()
@@ -262,7 +294,7 @@ class Framing(unittest.TestCase):
         connection.dataReceived(upgrade())
         connection.dataReceived(client_frame(payload))
         known = {"reverse", "status", "chat", "nick", "error", "bye", "ok", "message",
-                 "welcome", "date", "broadcast"}
+                 "welcome", "date", "broadcast", "pong"}
         codes = {e.code for e in errors.ALL}
         for op, data in server_frames(transport.value()):
             if op == CLOSE:
@@ -498,6 +530,16 @@ class OnLoopback(unittest.TestCase):
         self.assertTrue(raw.data.startswith(b"HTTP/1.1 101"))
 
     @defer.inlineCallbacks
+    def test_dns_rebinding_host_and_origin_both_foreign_is_refused_on_both_paths(self):
+        for port, path in ((self.ws, "/"), (self.service.http_port, "/ws")):
+            raw = yield raw_connect(self, port)
+            raw.transport.write(upgrade(path, host=f"rebound.example:{port}",
+                                        origin=f"http://rebound.example:{port}"))
+            answer = yield raw.closed.addTimeout(WAIT, reactor)
+            self.assertRegex(answer[:20], rb"HTTP/1.1 4(03|21)", answer[:60])
+        self.assertEqual(self.hub.snapshot().connections, 0)
+
+    @defer.inlineCallbacks
     def test_ws_profile_query_parameter(self):
         yield ws_connect(self, self.service.http_port, "/ws?profile=chat")
         yield settle(lambda: self.hub.snapshot().connections == 1)
@@ -507,6 +549,24 @@ class OnLoopback(unittest.TestCase):
         answer = yield raw.closed.addTimeout(WAIT, reactor)
         self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer[:60])
         self.assertEqual(self.service.http.site.connections, 0)  # handed over, not held
+
+    @defer.inlineCallbacks
+    def test_ws_obeys_the_per_ip_limit(self):
+        service = yield start_server(self, "--listen", tcp_listen(), "--max-clients-per-ip", "2")
+        kept = []
+        for _ in range(2):
+            kept.append((yield ws_connect(self, service.http_port, "/ws")))
+        yield settle(lambda: service.hub.snapshot().connections == 2)
+        raw = yield raw_connect(self, service.http_port)
+        raw.transport.write(upgrade("/ws", host="127.0.0.1"))
+        answer = yield raw.closed.addTimeout(WAIT, reactor)
+        self.assertNotIn(b"101", answer)
+        line = yield connect(self, service.ports[0], tls=False)  # every transport: one limit
+        yield line.closed.addTimeout(WAIT, reactor)
+        self.assertEqual(service.hub.snapshot().connections, 2)
+        kept[0].transport.abortConnection()
+        yield settle(lambda: service.hub.snapshot().connections == 1)
+        yield ws_connect(self, service.http_port, "/ws")  # room again
 
     @defer.inlineCallbacks
     def test_vanishing_clients_leave_zero_state(self):

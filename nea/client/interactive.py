@@ -54,6 +54,10 @@ def format_push(push: frames.Push) -> str:
             return f"[error {code}] {message}"
         case frames.Bye():
             return "[bye]"
+        case frames.PingPush():
+            return "[ping]"
+        case frames.PongPush():
+            return "[pong] the server is there"
         case frames.Registered(name):
             return f"[registered] you are addressable as {name}"
         case frames.Serving(service):

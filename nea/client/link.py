@@ -13,6 +13,9 @@ to its owner (a `nea.client.redial.Redialer`, or the status query):
 
 Timers started with `later` belong to the connection and die with it, so a
 delayed ``ok`` can never be written to a dead connection or to its successor.
+
+The server's ``ping`` (text or JSON) is answered ``pong`` here, in the same form,
+and not reported: a client that only listens is not closed as silent.
 """
 
 from typing import Any, Callable
@@ -24,6 +27,13 @@ from zope.interface import implementer
 from nea.wire import codec, frames
 from nea.wire.codec import MAX_SERVER_LINE, LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
+
+#: The server's pings, and their answers.
+_PONGS = {
+    codec.encode_push(frames.PingPush(), encoding).rstrip(b"\n"):
+        codec.encode_request(frames.Pong(), encoding)
+    for encoding in Encoding
+}
 
 
 @implementer(IHandshakeListener)
@@ -65,6 +75,10 @@ class ServerLink(Protocol):
             for line in self._lines.feed(data):
                 if self.closed_because is not None:
                     return
+                pong = _PONGS.get(line)
+                if pong is not None:
+                    self.transport.write(pong)
+                    continue
                 self.owner.link_line(self, line)
         except LineTooLong:
             self.close("the server sent an over-long line", abort=True)

@@ -17,25 +17,28 @@ from nea.wire.frames import BroadcastPush, ChatPush, Encoding, Presence
 
 @attrs.frozen
 class Deliver:
-    """Forward ``message text`` to one of your relay-capable connections."""
+    """Forward ``message text`` to one of your relay-capable connections (``relay``: the
+    origin's id of the relay, which its confirmation or re-forward names)."""
 
     text: str
     origin: str
     attempt: int
+    relay: str
 
 
 @attrs.frozen
 class Confirm:
-    """``ok text`` came back for a delivery you originated."""
+    """The ``ok`` came back for relay ``relay``, which you originated."""
 
-    text: str
+    relay: str
 
 
 @attrs.frozen
 class Reforward:
-    """A delivery you originated failed; ``attempt`` > 0 means I had nobody to take it."""
+    """A delivery of relay ``relay``, which you originated, failed; ``attempt`` > 0 means
+    I had nobody to take it."""
 
-    text: str
+    relay: str
     attempt: int
 
 

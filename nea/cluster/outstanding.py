@@ -13,25 +13,25 @@ class Outstanding:
         self._sent: dict[str, dict[str, int]] = {}
         self._count = 0  # kept, not summed: zero state is asked at every heartbeat and status read
 
-    def add(self, name: str, text: str) -> None:
-        texts = self._sent.setdefault(name, {})
-        texts[text] = texts.get(text, 0) + 1
+    def add(self, name: str, relay: str) -> None:
+        relays = self._sent.setdefault(name, {})
+        relays[relay] = relays.get(relay, 0) + 1
         self._count += 1
 
-    def answered(self, name: str, text: str) -> None:
-        texts = self._sent.get(name)
-        if texts is None or text not in texts:
+    def answered(self, name: str, relay: str) -> None:
+        relays = self._sent.get(name)
+        if relays is None or relay not in relays:
             return  # already recovered when the member was given up
-        texts[text] -= 1
+        relays[relay] -= 1
         self._count -= 1
-        if not texts[text]:
-            del texts[text]
-            if not texts:
+        if not relays[relay]:
+            del relays[relay]
+            if not relays:
                 del self._sent[name]
 
     def take(self, name: str) -> list[str]:
         """Everything still out at ``name`` (repeated as often as it was sent), forgotten."""
-        taken = [text for text, n in self._sent.pop(name, {}).items() for _ in range(n)]
+        taken = [relay for relay, n in self._sent.pop(name, {}).items() for _ in range(n)]
         self._count -= len(taken)
         return taken
 

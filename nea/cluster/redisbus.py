@@ -15,7 +15,9 @@ it published to each other instance (`nea.cluster.outstanding.Outstanding`) unti
 their ack or re-forward comes back. When that instance is gone (heartbeat
 expired or a new run, a leave notice, or PUBLISH reached nobody), the origin
 draws new targets for what it still had there. A delivery may so be made twice
-(at least once, never lost); a second ``ok`` finds nobody waiting and is quiet.
+(at least once, never lost); a second ``ok`` finds its relay answered and is quiet.
+Each delivery names its relay by the id its origin gave it, so an ``ok`` answers
+the one relay whose delivery was acked.
 
 Requests (`nea.core.requests`). A name lives in this instance's names hash
 (`nea.cluster.names`), written when it is registered and expiring with the
@@ -102,29 +104,30 @@ class RedisBus:
             weights.update(self.table.weights())
         return weighted_pick(weights, rng)
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None:
+    def deliver(self, instance: str, text: str, origin: str, attempt: int,
+                relay: str) -> None:
         if instance == self.instance_id:
-            self._relays.deliver(text, origin, attempt)
+            self._relays.deliver(text, origin, attempt, relay)
             return
         member = self.table.members.get(instance)
-        self.outstanding.add(instance, text)
+        self.outstanding.add(instance, relay)
         if member is None or not self.up:
             self._recover(instance)
             return
-        self._send(instance, Deliver(text, origin, attempt),
+        self._send(instance, Deliver(text, origin, attempt, relay),
                    functools.partial(self._check_reached, instance, member.run))
 
-    def confirm(self, origin: str, text: str) -> None:
+    def confirm(self, origin: str, relay: str) -> None:
         if origin == self.instance_id:
-            self._relays.confirm(text)
+            self._relays.confirm(relay)
         else:
-            self._send(origin, Confirm(text))
+            self._send(origin, Confirm(relay))
 
-    def reforward(self, origin: str, text: str, attempt: int) -> None:
+    def reforward(self, origin: str, relay: str, attempt: int) -> None:
         if origin == self.instance_id:
-            self._relays.reforward(text, attempt)
+            self._relays.reforward(relay, attempt)
         else:
-            self._send(origin, Reforward(text, attempt))
+            self._send(origin, Reforward(relay, attempt))
 
     def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         if self.up:  # when degraded, local delivery (already done by the hub) is all there is
@@ -265,8 +268,8 @@ class RedisBus:
 
     def _recover(self, instance: str) -> None:
         """``instance`` is gone: draw new targets for what it had not answered."""
-        for text in self.outstanding.take(instance):
-            self._relays.reforward(text, 0)
+        for relay in self.outstanding.take(instance):
+            self._relays.reforward(relay, 0)
         self._requests.instance_gone(instance)
 
     # ---- nea.cluster.redislink.LinkListener ----
@@ -300,15 +303,15 @@ class RedisBus:
         if sender == self.instance_id:
             return  # our own chat/broadcast/leave, already handled here
         if isinstance(message, Deliver):
-            self._relays.deliver(message.text, message.origin, message.attempt)
+            self._relays.deliver(message.text, message.origin, message.attempt, message.relay)
         elif isinstance(message, Confirm):
-            self.outstanding.answered(sender, message.text)
-            self._relays.confirm(message.text)
+            self.outstanding.answered(sender, message.relay)
+            self._relays.confirm(message.relay)
         elif isinstance(message, Reforward):
-            self.outstanding.answered(sender, message.text)
+            self.outstanding.answered(sender, message.relay)
             if message.attempt > 0:  # it had nobody to take it: stop drawing it until it beats
                 self.table.emptied(sender)
-            self._relays.reforward(message.text, message.attempt)
+            self._relays.reforward(message.relay, message.attempt)
         elif isinstance(message, Event):
             self._chat.fan_out(message.push)
         elif isinstance(message, Offer):

@@ -3,12 +3,18 @@
 Two tables, each owned by the side that holds the connection, so that when every
 client has gone both are empty without any sweeping:
 
-- ``waiting``: text -> the local waiters (connections, or HTTP requests) that sent
-  ``message text`` and have not yet had ``ok text``. Dropped with the waiter.
+- ``waiting``: relay id -> the relay of a local waiter (a connection, or an HTTP
+  request) that sent ``message text`` and has not yet had ``ok text``. Dropped
+  with the waiter.
 - ``held``: local connection -> the deliveries it was sent and has not acked, each
-  with the instance that originated it. When the connection leaves, every delivery
-  it held is handed back to its origin, which draws a new target if anyone there
-  still waits.
+  with the instance and relay id it came from. When the connection leaves, every
+  delivery it held is handed back to its origin, which draws a new target if that
+  relay is still waited for.
+
+Each ``message X`` is a relay of its own, with an id its origin gives it: the
+``ok X`` of a target answers only the relay whose delivery that target was given.
+So two senders of the same text each wait for their own recipient, and nobody
+completes another's relay by relaying the same text and acking it themselves.
 
 In a cluster the origin and the target may be different instances; everything
 between them goes through the `nea.core.bus.Bus`.
@@ -23,9 +29,21 @@ that never reads, or has hung) makes the delivery *expire*: it is handed back to
 its origin to be drawn again, as if the target had left, and the target is not
 drawn again until it acks something. Its late ``ok`` is still taken and confirmed
 (a waiter already answered ignores it), so a slow client is never told it erred.
+
+A target that has never sent a byte (so never acked either) gets
+``first_ack_timeout`` instead (when shorter): a connection that holds a slot but
+does not take part (a squatter, an idle client) is found out after one short wait
+and withdrawn, so with many of them connected a relay does not travel from idle
+target to idle target for ``ack_timeout`` each. A client that has said anything
+(a seed-004 client's own ``message`` comes first) has ``ack_timeout``, so a busy
+server's slow first acks do not all expire; and every target that acks stays in
+the draw: relays are uniform over the targets that answer.
 """
 
+import bisect
+import itertools
 import random
+import secrets
 from collections import deque
 from typing import Callable, Protocol as TypingProtocol
 
@@ -48,23 +66,35 @@ class Waiter(TypingProtocol):
 
 
 class RelayTimings(TypingProtocol):
-    """Hears when a text starts and stops being waited for on this instance (metrics time it)."""
+    """Hears when a relay (by its id) starts and stops being waited for on this instance
+    (metrics time it)."""
 
-    def relay_started(self, text: str) -> None: ...
+    def relay_started(self, relay: str) -> None: ...
 
-    def relay_ended(self, text: str, acked: bool) -> None: ...
+    def relay_ended(self, relay: str, acked: bool) -> None: ...
 
 
 @attrs.define(slots=True, eq=False)
 class Delivery:
-    """One forward of ``text`` to ``target``, until the target acks it."""
+    """One forward of ``text`` (relay ``relay`` of ``origin``) to ``target``, until acked."""
 
     origin: str
+    relay: str
     target: Peer
     text: str
     deadline: float
     acked: bool = False
     expired: bool = False
+    #: Its deadline is the first-ack one (its target had never sent a byte).
+    first: bool = False
+
+
+@attrs.define(slots=True, eq=False)
+class Relay:
+    """One ``message text`` of a local waiter, until its ``ok`` or its failure."""
+
+    waiter: "Waiter"
+    text: str
 
 
 @attrs.define
@@ -90,17 +120,25 @@ class RelayBroker:
 
     def __init__(self, clock: IReactorTime, registry: Registry, bus: Bus, rng: random.Random,
                  reject: Callable[[Waiter, errors.ErrorCode, str], None],
-                 max_pending: int = 1000, ack_timeout: float = 0) -> None:
-        """``ack_timeout``: seconds a target has to ack a delivery (0: as long as it stays)."""
+                 max_pending: int = 1000, ack_timeout: float = 0,
+                 first_ack_timeout: float = 0) -> None:
+        """``ack_timeout``: seconds a target has to ack a delivery (0: as long as it stays);
+        ``first_ack_timeout``: as long, for a target that has never sent a byte (0: the
+        same)."""
         self.clock = clock
         self.ack_timeout = ack_timeout
+        self.first_ack_timeout = first_ack_timeout
         self.registry = registry
         self.bus = bus
         self.rng = rng
         self.reject = reject
         self.max_pending = max_pending
         self.timings: list[RelayTimings] = []
-        self.waiting: dict[str, list[Waiter]] = {}
+        #: Relay ids are unique per run of this instance: a late ok from a target that
+        #: was given a delivery by an earlier run cannot answer a relay of this one.
+        self._prefix = f"{secrets.token_hex(4)}."
+        self._ids = itertools.count(1)
+        self.waiting: dict[str, Relay] = {}
         self._waits = Waits[Waiter, str]()
         self.held: dict[Peer, dict[str, deque[Delivery]]] = {}
         #: Unacknowledged deliveries per target, and the targets withdrawn from draws: for
@@ -109,8 +147,10 @@ class RelayBroker:
         self._saturated: set[Peer] = set()
         self._stalled: set[Peer] = set()
         #: Every delivery with its target, in deadline order (acked ones are skipped when
-        #: reached): one timer for all of them, armed only while any is out.
+        #: reached): one timer for all of them, armed only while any is out. Two queues,
+        #: as there are two deadlines: each stays in deadline order.
         self._deadlines: deque[Delivery] = deque()
+        self._first_deadlines: deque[Delivery] = deque()
         self._expiry: IDelayedCall | None = None
         self.counts = RelayCounts()
 
@@ -121,77 +161,63 @@ class RelayBroker:
 
         Returns what fires once ``waiter`` waits for no relay (None: refused)."""
         self.counts.requested += 1
-        waiters = self.waiting.get(text)
-        if waiters is None or waiter not in waiters:
-            if self._waits.count(waiter) >= self.max_pending:
-                self.reject(waiter, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}")
-                return None
-            if waiters is None:
-                waiters = self.waiting[text] = []
-                for timing in self.timings:
-                    timing.relay_started(text)
-            waiters.append(waiter)
-        settled = self._waits.add(waiter, text)
-        self._dispatch(text, attempt=0)
+        if self._waits.count(waiter) >= self.max_pending:
+            self.reject(waiter, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}")
+            return None
+        relay = f"{self._prefix}{next(self._ids)}"
+        self.waiting[relay] = Relay(waiter, text)
+        settled = self._waits.add(waiter, relay)
+        for timing in self.timings:
+            timing.relay_started(relay)
+        self._dispatch(relay, text, attempt=0)
         return settled
 
-    def _dispatch(self, text: str, attempt: int) -> None:
+    def _dispatch(self, relay: str, text: str, attempt: int) -> None:
         if attempt >= MAX_DELIVERY_ATTEMPTS and len(self.registry.relay_capable):
             # The cluster's counts keep pointing at instances that have nobody; deliver locally.
-            self.deliver(text, self.bus.instance_id, attempt)
+            self.deliver(text, self.bus.instance_id, attempt, relay)
             return
         instance = self.bus.pick_relay_instance(self.rng)
         if instance is None:
-            self._fail(text)
+            self._fail(relay)
         else:
-            self.bus.deliver(instance, text, self.bus.instance_id, attempt)
+            self.bus.deliver(instance, text, self.bus.instance_id, attempt, relay)
 
-    def _fail(self, text: str) -> None:
+    def _fail(self, relay: str) -> None:
         self.counts.no_recipient += 1
-        waiters = self._drop(text, acked=False)
-        for waiter in waiters:
-            self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
-        self._settle(waiters)
+        waiter, text = self._drop(relay, acked=False)
+        self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
+        self._waits.settle(waiter)
 
-    def confirm(self, text: str) -> None:
-        """``ok text`` came back from a target: tell every local waiter, and forget them."""
-        waiters = self._drop(text, acked=True)
-        if waiters:
-            self.counts.acked += 1
-        push = frames.AckPush(text)
-        for waiter in waiters:
-            waiter.push(push)
-        self._settle(waiters)
+    def confirm(self, relay: str) -> None:
+        """The target of ``relay`` acked it: tell its waiter, and forget the relay."""
+        if relay not in self.waiting:
+            return  # its waiter left, or a late ok of a delivery drawn again
+        waiter, text = self._drop(relay, acked=True)
+        self.counts.acked += 1
+        waiter.push(frames.AckPush(text))
+        self._waits.settle(waiter)
 
-    def reforward(self, text: str, attempt: int) -> None:
-        """A delivery of ``text`` failed; draw again if anyone here still waits for it."""
-        if text in self.waiting:
+    def reforward(self, relay: str, attempt: int) -> None:
+        """A delivery of ``relay`` failed; draw again if it is still waited for."""
+        waited = self.waiting.get(relay)
+        if waited is not None:
             self.counts.reforwarded += 1
-            self._dispatch(text, attempt)
+            self._dispatch(relay, waited.text, attempt)
 
-    def _settle(self, waiters: list[Waiter]) -> None:
-        for waiter in waiters:
-            self._waits.settle(waiter)
-
-    def _drop(self, text: str, acked: bool) -> list[Waiter]:
-        waiters = self.waiting.pop(text, [])
-        if not waiters:
-            return waiters
+    def _drop(self, relay: str, acked: bool) -> tuple[Waiter, str]:
+        waited = self.waiting.pop(relay)
         for timing in self.timings:
-            timing.relay_ended(text, acked)
-        for waiter in waiters:
-            self._waits.discard(waiter, text)
-        return waiters
+            timing.relay_ended(relay, acked)
+        self._waits.discard(waited.waiter, relay)
+        return waited.waiter, waited.text
 
     def forget_waiter(self, waiter: Waiter) -> None:
         """The waiter is gone: nobody will be told about its relays."""
-        for text in self._waits.pop(waiter):
-            waiters = self.waiting[text]
-            waiters.remove(waiter)
-            if not waiters:
-                del self.waiting[text]
-                for timing in self.timings:
-                    timing.relay_ended(text, False)
+        for relay in self._waits.pop(waiter):
+            del self.waiting[relay]
+            for timing in self.timings:
+                timing.relay_ended(relay, False)
 
     # ---- the delivering side ----
 
@@ -199,10 +225,10 @@ class RelayBroker:
         """Local connections a delivery may go to: this instance's weight in a draw."""
         return len(self.registry.relay_capable)
 
-    def deliver(self, text: str, origin: str, attempt: int) -> None:
+    def deliver(self, text: str, origin: str, attempt: int, relay: str) -> None:
         """Forward ``message text`` to a local relay-capable connection, drawn uniformly."""
         if not len(self.registry.relay_capable):
-            self.bus.reforward(origin, text, attempt + 1)
+            self.bus.reforward(origin, relay, attempt + 1)
             return
         target = self.registry.relay_capable.choice(self.rng)
         deliveries = self.held.get(target)
@@ -211,12 +237,18 @@ class RelayBroker:
         held = deliveries.get(text)
         if held is None:
             held = deliveries[text] = deque()
-        delivery = Delivery(origin, target, text, self.clock.seconds() + self.ack_timeout)
+        timeout, deadlines = self.ack_timeout, self._deadlines
+        if timeout and not target.bytes_in and 0 < self.first_ack_timeout < timeout:
+            timeout, deadlines = self.first_ack_timeout, self._first_deadlines
+        delivery = Delivery(origin, relay, target, text, self.clock.seconds() + timeout,
+                            first=deadlines is self._first_deadlines)
         held.append(delivery)
-        if self.ack_timeout:
-            self._deadlines.append(delivery)
+        if timeout:
+            deadlines.append(delivery)
             if self._expiry is None:
-                self._expiry = self.clock.callLater(self.ack_timeout, self._expire)
+                self._expiry = self.clock.callLater(timeout, self._expire)
+            elif self._expiry.getTime() > delivery.deadline:  # a first deadline, sooner
+                self._expiry.reset(timeout)
         count = self._held_count[target] = self._held_count.get(target, 0) + 1
         if count >= self.max_pending:
             self._saturated.add(target)
@@ -228,20 +260,31 @@ class RelayBroker:
         """Hand back every delivery past its deadline; wake again at the next one's."""
         self._expiry = None
         now = self.clock.seconds()
-        deadlines = self._deadlines
-        while deadlines and deadlines[0].deadline <= now:
-            delivery = deadlines.popleft()
-            target = delivery.target
-            if delivery.acked or target not in self.held:
-                continue  # acked, or handed back when the target left
-            delivery.expired = True
-            self.counts.expired += 1
-            if target not in self._stalled:
-                self._stalled.add(target)
-                self.registry.relay_capable.discard(target)
-            self.bus.reforward(delivery.origin, delivery.text, 0)
-        if deadlines:
-            self._expiry = self.clock.callLater(deadlines[0].deadline - now, self._expire)
+        for deadlines in (self._first_deadlines, self._deadlines):
+            while deadlines and deadlines[0].deadline <= now:
+                self._expired(deadlines.popleft())
+        due = [d[0].deadline for d in (self._first_deadlines, self._deadlines) if d]
+        if due:
+            self._expiry = self.clock.callLater(min(due) - now, self._expire)
+
+    def _expired(self, delivery: Delivery) -> None:
+        target = delivery.target
+        if delivery.acked or target not in self.held:
+            return  # acked, or handed back when the target left
+        capable = self.registry.relay_capable
+        if delivery.first and len(capable) == 1 and target in capable:
+            # The only target here (so no squatter keeps others from relays): a newcomer
+            # that acks slowly keeps it until the full deadline, as it always did.
+            delivery.first = False
+            delivery.deadline += self.ack_timeout - self.first_ack_timeout
+            bisect.insort(self._deadlines, delivery, key=lambda d: d.deadline)
+            return
+        delivery.expired = True
+        self.counts.expired += 1
+        if target not in self._stalled:
+            self._stalled.add(target)
+            self.registry.relay_capable.discard(target)
+        self.bus.reforward(delivery.origin, delivery.relay, 0)
 
     def ack(self, peer: Peer, text: str) -> None:
         """``peer`` sent ``ok text``: it must hold that delivery; confirm it to its origin."""
@@ -268,17 +311,17 @@ class RelayBroker:
             self._stalled.discard(peer)  # it acks again
             if peer not in self._saturated:
                 self.registry.relay_capable.add(peer)
-        self.bus.confirm(delivery.origin, text)
+        self.bus.confirm(delivery.origin, delivery.relay)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can ack no more): hand every delivery it held back to its origin."""
         self._saturated.discard(peer)
         self._stalled.discard(peer)
         self._held_count.pop(peer, None)
-        for text, held in self.held.pop(peer, {}).items():
+        for held in self.held.pop(peer, {}).values():
             for delivery in held:
                 if not delivery.expired:  # (an expired one was handed back already)
-                    self.bus.reforward(delivery.origin, text, 0)
+                    self.bus.reforward(delivery.origin, delivery.relay, 0)
 
     # ---- both ----
 

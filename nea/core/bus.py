@@ -25,19 +25,20 @@ class RelayNode(TypingProtocol):
     Each step of a relay has one name, the same on the bus and on the node:
     ``deliver`` goes to the target's instance, ``confirm`` (the target's ``ok``)
     and ``reforward`` (the target could not take it, or left) go back to the origin.
+    ``relay`` is the id the origin gave the relay: an ok answers that relay only.
     """
 
     def relay_weight(self) -> int:
         """Relay-capable connections on this instance."""
 
-    def deliver(self, text: str, origin: str, attempt: int) -> None:
+    def deliver(self, text: str, origin: str, attempt: int, relay: str) -> None:
         """Forward ``message text`` to one local relay-capable connection."""
 
-    def confirm(self, text: str) -> None:
-        """``ok text`` came back for relays this instance originated."""
+    def confirm(self, relay: str) -> None:
+        """The ``ok`` came back for a relay this instance originated."""
 
-    def reforward(self, text: str, attempt: int) -> None:
-        """A delivery of ``text`` failed; draw a new target if someone still waits."""
+    def reforward(self, relay: str, attempt: int) -> None:
+        """A delivery of ``relay`` failed; draw a new target if it is still waited for."""
 
 
 class RequestNode(TypingProtocol):
@@ -102,11 +103,12 @@ class Bus(TypingProtocol):
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         """An instance, drawn with weight = its relay-capable connections; None if none."""
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None: ...
+    def deliver(self, instance: str, text: str, origin: str, attempt: int,
+                relay: str) -> None: ...
 
-    def confirm(self, origin: str, text: str) -> None: ...
+    def confirm(self, origin: str, relay: str) -> None: ...
 
-    def reforward(self, origin: str, text: str, attempt: int) -> None: ...
+    def reforward(self, origin: str, relay: str, attempt: int) -> None: ...
 
     def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         """Send chat/broadcast/presence to every other instance (the chat room fans out locally itself)."""
@@ -158,14 +160,15 @@ class LocalBus:
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         return self.instance_id if self._relays.relay_weight() else None
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None:
-        self._relays.deliver(text, origin, attempt)
+    def deliver(self, instance: str, text: str, origin: str, attempt: int,
+                relay: str) -> None:
+        self._relays.deliver(text, origin, attempt, relay)
 
-    def confirm(self, origin: str, text: str) -> None:
-        self._relays.confirm(text)
+    def confirm(self, origin: str, relay: str) -> None:
+        self._relays.confirm(relay)
 
-    def reforward(self, origin: str, text: str, attempt: int) -> None:
-        self._relays.reforward(text, attempt)
+    def reforward(self, origin: str, relay: str, attempt: int) -> None:
+        self._relays.reforward(relay, attempt)
 
     def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         pass

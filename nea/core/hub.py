@@ -23,6 +23,7 @@ from nea.core.bus import Bus
 from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
 from nea.core.history import History, NoHistory, Unavailable
 from nea.core.dates import DateBroadcaster
+from nea.core.liveness import Liveness
 from nea.core.peer import Peer
 from nea.core.permissions import GATED, Policy, needed
 from nea.core.registry import Registry
@@ -45,12 +46,17 @@ class HubConfig:
     max_pending: int = 1000
     #: Seconds a relay target has to ack a delivery before it is drawn again elsewhere.
     ack_timeout: float = 5.0
+    #: As long, for a target that has never sent a byte (0: ``ack_timeout``): squatters
+    #: are found out after one short wait.
+    first_ack_timeout: float = 0.0
     #: Seconds an ``ask`` waits for its reply unless it says otherwise.
     request_timeout: float = 10.0
     #: Lines of history a chat-profile newcomer is shown (``--history-on-join``).
     history_on_join: int = DEFAULT_ON_JOIN
     #: The permissions of clients without a token (``--anonymous``, ``--permissions``).
     policy: Policy = Policy()
+    #: Seconds between liveness sweeps (`nea.core.liveness`); 0: off.
+    ping_interval: float = 0.0
 
 
 class Hub:
@@ -81,7 +87,7 @@ class Hub:
         self.rng = rng or random.Random()
         self.relays = RelayBroker(
             clock, self.registry, bus, self.rng, self.reject, config.max_pending,
-            config.ack_timeout,
+            config.ack_timeout, config.first_ack_timeout,
         )
         self.addressed = RequestBroker(
             clock, bus, self.rng, self.reject, config.max_pending, config.request_timeout,
@@ -96,6 +102,8 @@ class Hub:
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
+        self.liveness = Liveness(clock, config.ping_interval, lambda: self.registry.peers,
+                                 self.reject)
         self._errors: collections.Counter[str] = collections.Counter()
         self._throttled = 0
         self._requests: collections.Counter[str] = collections.Counter()
@@ -120,6 +128,8 @@ class Hub:
                 frames.StatusReply(status_json(self.snapshot(asking=peer)))
             ),
             frames.Exit: self._exit,
+            frames.Ping: lambda peer, r: peer.push(frames.PongPush()),
+            frames.Pong: lambda peer, r: None,  # (hearing from it is all that counts)
             frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
             frames.Register: self._register,
             frames.Serve: lambda peer, r: self.addressed.serve(peer, r.service),
@@ -150,6 +160,7 @@ class Hub:
             return False
         self.dates.subscribed()
         self._allow(peer)
+        self.liveness.joined()
         return True
 
     def input_ended(self, peer: Peer) -> None:
@@ -189,6 +200,8 @@ class Hub:
         self.relays.peer_left(peer)
         self.addressed.peer_left(peer)
         self.dates.unsubscribed()
+        if not len(self.registry):
+            self.liveness.stop()
 
     def handle(self, peer: Peer, request: frames.Request) -> None:
         """Decide ``request``; what its handler still owes ``peer`` is kept until it fires.
@@ -407,8 +420,9 @@ class Hub:
             peer.abort()
 
     def stop(self) -> None:
-        """The instance stops: no more dates, no more ack deadlines."""
+        """The instance stops: no more dates, pings or ack deadlines."""
         self.dates.stop()
+        self.liveness.stop()
         self.relays.stop()
 
     # ---- what it looks like ----

@@ -47,6 +47,10 @@ class Peer(TypingProtocol):
     def abort(self) -> None:
         """End the connection now, dropping whatever is unsent."""
 
+    def ping(self) -> bool:
+        """Ask the client to show it is there (`nea.core.liveness`); False if it cannot be
+        asked (its profile carries no pings)."""
+
 
 log = Logger()
 

@@ -30,6 +30,15 @@ every client has gone all are empty without sweeping:
 - ``names`` and ``members``: who is addressable here; a connection has one name
   at a time (registering another releases the first) and at most
   `MAX_SERVICES` services, so neither grows beyond the connections.
+
+A connection that left a request unanswered for the whole default timeout (a
+hung client) is withdrawn from every service it serves (``stalled``): it is drawn
+for none, and its instance's weight in the cluster's draw drops by it, until it
+replies again (a late reply counts). So a hung member does not keep its share of
+the requests, each waiting the whole timeout, as a relay target that misses its
+deadline is not drawn either. A shorter deadline an asker chose does not count:
+an asker cannot set healthy members aside by asking with a timeout no client
+could meet.
 """
 
 import itertools
@@ -146,6 +155,8 @@ class RequestBroker:
         self._name_of: dict[Peer, str] = {}
         self.members: dict[str, IndexedSet[Peer]] = {}
         self._services_of: dict[Peer, set[str]] = {}
+        #: Members withdrawn from their services for missing a deadline, until they reply.
+        self._stalled: set[Peer] = set()
         self.counts = RequestCounts()
 
     # ---- names and services ----
@@ -191,11 +202,15 @@ class RequestBroker:
                 self.reject(peer, errors.TOO_MANY_SERVICES, f"limit is {MAX_SERVICES}")
                 return
             services.add(service)
-            members = self.members.get(service)
-            if members is None:
-                members = self.members[service] = IndexedSet()
-            members.add(peer)
+            if peer not in self._stalled:
+                self._join_service(peer, service)
         peer.push(frames.Serving(service))
+
+    def _join_service(self, peer: Peer, service: str) -> None:
+        members = self.members.get(service)
+        if members is None:
+            members = self.members[service] = IndexedSet()
+        members.add(peer)
 
     def unserve(self, peer: Peer, service: str) -> None:
         services = self._services_of.get(peer, set())
@@ -203,11 +218,14 @@ class RequestBroker:
             services.discard(service)
             if not services:
                 del self._services_of[peer]
+                self._stalled.discard(peer)
             self._leave_service(peer, service)
         peer.push(frames.Unserved(service))
 
     def _leave_service(self, peer: Peer, service: str) -> None:
-        members = self.members[service]
+        members = self.members.get(service)
+        if members is None:
+            return  # (it was the last member, and is stalled)
         members.discard(peer)
         if not members:
             del self.members[service]
@@ -216,6 +234,21 @@ class RequestBroker:
         """The local connection registered as ``name``, if any."""
         holder = self.names.get(name)
         return holder[0] if holder is not None else None
+
+    def _stall(self, peer: Peer) -> None:
+        """``peer`` missed a deadline: it is drawn for none of its services until it replies."""
+        services = self._services_of.get(peer)
+        if services and peer not in self._stalled:
+            self._stalled.add(peer)
+            for service in services:
+                self._leave_service(peer, service)
+
+    def _revive(self, peer: Peer) -> None:
+        """``peer`` replied: if it was stalled, it is a member of its services again."""
+        if peer in self._stalled:
+            self._stalled.discard(peer)
+            for service in self._services_of[peer]:
+                self._join_service(peer, service)
 
     def has_name(self, name: str) -> float | None:
         """When ``name`` was registered here, or None if it is not."""
@@ -361,13 +394,15 @@ class RequestBroker:
         elif len(held) >= self.max_pending:
             self.bus.refuse(offer.origin, offer.id, errors.TOO_MANY_PENDING.code)
             return
-        timer = self.clock.callLater(offer.timeout, self._expired, target, offer.id)
+        timer = self.clock.callLater(offer.timeout, self._expired, target, offer.id,
+                                     offer.timeout >= self.timeout)
         held[offer.id] = _Held(offer.origin, offer.service, timer)
         self.counts.offered += 1
         target.push(frames.RequestPush(offer.id, offer.body, offer.service))
 
     def reply(self, peer: Peer, rid: str, body: Any) -> None:
         """``peer`` sent ``reply rid body``: it must hold that request; answer its origin."""
+        self._revive(peer)
         held = self._unhold(peer, rid)
         if held is None:
             self.counts.unexpected_reply += 1
@@ -387,14 +422,19 @@ class RequestBroker:
             del self.held[peer]
         return held
 
-    def _expired(self, peer: Peer, rid: str) -> None:
-        """The origin has given up on ``rid`` by now: a later reply is unexpected."""
+    def _expired(self, peer: Peer, rid: str, full: bool) -> None:
+        """The origin has given up on ``rid`` by now: a later reply is unexpected; and
+        when it had the whole default timeout (``full``), ``peer`` is drawn for no
+        service until it replies."""
         self._unhold(peer, rid)
+        if full:
+            self._stall(peer)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can reply no more): it is no longer addressable, and what it
         held is refused back: a request to a name fails, one to a service is drawn again."""
         self._release(peer)
+        self._stalled.discard(peer)
         for service in self._services_of.pop(peer, ()):
             self._leave_service(peer, service)
         for rid, held in self.held.pop(peer, {}).items():

@@ -47,6 +47,12 @@ class FakePeer:
     def abort(self) -> None:
         self.aborted = True
 
+    def ping(self) -> bool:
+        if frames.Ping not in self.profile.allowed:
+            return False
+        self.push(frames.PingPush())
+        return True
+
     @property
     def pushes(self) -> list[frames.Push]:
         return [codec.decode_push(line.rstrip(b"\n")) for line in self.lines]
@@ -100,18 +106,19 @@ class MemoryBus:
             {name: node.relays.relay_weight() for name, node in self.cluster.nodes.items()}, rng
         )
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int) -> None:
-        self.cluster.nodes[instance].relays.deliver(text, origin, attempt)
+    def deliver(self, instance: str, text: str, origin: str, attempt: int,
+                relay: str) -> None:
+        self.cluster.nodes[instance].relays.deliver(text, origin, attempt, relay)
 
-    def confirm(self, origin: str, text: str) -> None:
+    def confirm(self, origin: str, relay: str) -> None:
         node = self.cluster.nodes.get(origin)
         if node is not None:
-            node.relays.confirm(text)
+            node.relays.confirm(relay)
 
-    def reforward(self, origin: str, text: str, attempt: int) -> None:
+    def reforward(self, origin: str, relay: str, attempt: int) -> None:
         node = self.cluster.nodes.get(origin)
         if node is not None:
-            node.relays.reforward(text, attempt)
+            node.relays.reforward(relay, attempt)
 
     def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         for name, node in list(self.cluster.nodes.items()):

@@ -6,6 +6,7 @@ code and people read the message.
 """
 
 import json
+from http import HTTPStatus
 from typing import Any, Callable
 
 import attrs
@@ -28,7 +29,7 @@ class ApiError(Exception):
 
 def write_body(request, status: int, content_type: bytes, data: bytes) -> None:
     """Answer ``request`` with ``data`` and finish it (nothing is cached: figures change)."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, HTTPStatus(status).phrase.encode("ascii"))
     request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Cache-Control", b"no-store")
     request.write(data)

@@ -9,13 +9,23 @@ the request themselves:
   any other is answered at once from its headers (401 or 413), without a
   ``100 Continue`` and without its body, and its connection is closed after the
   answer. A chunked body that outgrows ``max_body`` is answered 413 the same way.
-- a request must arrive whole within ``request_timeout`` seconds of the end of the
-  previous one (or of the accept); an idle keep-alive connection gets as long.
-- at most ``max_connections`` connections are open at once; the next is closed at
-  accept.
+- a connection is *idle* from its accept, and again from the end of each answer,
+  until the first line of its next request arrives: it may stay so for
+  ``idle_timeout`` seconds, then it is closed. From that first line the request
+  must arrive whole within ``request_timeout`` seconds. Bytes received do not move
+  either deadline.
+- at most ``max_connections`` connections are open at once. When a new one comes
+  at the limit, the connection idle for longest is closed to make room (one that
+  holds a slot doing nothing must not keep ``/healthz`` out); only when none is
+  idle is the new one closed at accept.
+- every request must name a host of ``hosts`` in its ``Host`` header
+  (`nea.http.hosts`: DNS rebinding), else it is answered 421 ``host_not_allowed``
+  from its headers and its connection closed; ``/ws`` is a request like the others.
 
 Each refusal is counted in ``nea_http_refused_total`` by reason.
 """
+
+import collections
 
 import attrs
 from twisted.web import http
@@ -23,17 +33,22 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from nea.http.auth import BearerToken
+from nea.http.hosts import AllowedHosts
 from nea.http.jsonapi import ApiError, body_too_large, write_error
 from nea.http.metrics import Metrics
 
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 256
 
 #: ``nea_http_refused_total`` reasons besides the answers' own codes.
 TIMED_OUT = "request_timeout"
 FULL = "too_many_connections"
-REFUSED_REASONS = ("unauthorized", "body_too_large", TIMED_OUT, FULL)
+#: An idle connection closed to make room for a new one.
+EVICTED = "idle_evicted"
+HOST_NOT_ALLOWED = "host_not_allowed"
+REFUSED_REASONS = ("unauthorized", "body_too_large", HOST_NOT_ALLOWED, TIMED_OUT, FULL, EVICTED)
 
 
 @attrs.frozen
@@ -41,6 +56,17 @@ class HttpLimits:
     max_body: int = DEFAULT_MAX_BODY
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    hosts: AllowedHosts = AllowedHosts.default_for(None)
+
+
+#: RFC 9110's "Misdirected Request" (twisted.web has no name for it).
+MISDIRECTED_REQUEST = 421
+
+
+def host_not_allowed(host: bytes | None) -> ApiError:
+    return ApiError(MISDIRECTED_REQUEST, HOST_NOT_ALLOWED,
+                    f"this server does not answer for Host {host!r} (--http-allowed-hosts)")
 
 
 class GuardedRequest(Request):
@@ -72,20 +98,38 @@ class GuardedRequest(Request):
 
 class GuardedChannel(http.HTTPChannel):
     """An HTTP/1.1 channel that screens each request's headers before reading its body,
-    and whose timeout is a deadline for the whole request, not an idle timer."""
+    and whose timeouts are deadlines (for an idle spell, for a whole request), not idle
+    timers."""
 
     def connectionMade(self) -> None:
         self.site.channels.add(self)
         super().connectionMade()
+        self._idle()
 
     def connectionLost(self, reason) -> None:
-        self.site.channels.discard(self)
+        self.site.forget(self)
         super().connectionLost(reason)
 
     def resetTimeout(self) -> None:
         """Bytes received do not push the deadline back (one byte every few seconds
-        would keep a connection forever); the deadline starts at the accept and
-        again when an answer is done, and stops while a request is answered."""
+        would keep a connection forever): see `_idle` and `lineReceived`."""
+
+    def _idle(self) -> None:
+        """Nothing asked of it: it has ``idle_timeout`` for its next request's first line."""
+        self.site.idle[self] = None
+        self.setTimeout(self.site.limits.idle_timeout)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self in self.site.idle:  # a request's first line: it has request_timeout for the rest
+            del self.site.idle[self]
+            self.setTimeout(self.site.limits.request_timeout)
+        super().lineReceived(line)
+
+    def requestDone(self, request) -> None:
+        self._idle()  # (before: the next pipelined request, if any, is read in there)
+        super().requestDone(request)
+        if self in self.site.idle and self.persistent:
+            self.setTimeout(self.site.limits.idle_timeout)
 
     def timeoutConnection(self) -> None:
         self.site.metrics.http_refused.labels(TIMED_OUT).inc()
@@ -142,8 +186,9 @@ class GuardedSite(Site):
         self.token = token
         self.limits = limits
         self.metrics = metrics
-        #: The open connections' channels.
+        #: The open connections' channels, and those of them idle, longest idle first.
         self.channels: set[GuardedChannel] = set()
+        self.idle: collections.OrderedDict[GuardedChannel, None] = collections.OrderedDict()
         metrics.http_connections.set_function(lambda: self.connections)
         for reason in REFUSED_REASONS:
             metrics.http_refused.labels(reason)
@@ -154,18 +199,31 @@ class GuardedSite(Site):
 
     def buildProtocol(self, addr):
         if self.connections >= self.limits.max_connections:
-            self.metrics.http_refused.labels(FULL).inc()
-            return None  # the listening port closes the new socket at once
+            if not self.idle:
+                self.metrics.http_refused.labels(FULL).inc()
+                return None  # the listening port closes the new socket at once
+            oldest = next(iter(self.idle))
+            self.forget(oldest)
+            self.metrics.http_refused.labels(EVICTED).inc()
+            oldest.transport.abortConnection()
         return super().buildProtocol(addr)
+
+    def forget(self, channel: GuardedChannel) -> None:
+        """``channel`` is closed, or closing: it no longer counts."""
+        self.channels.discard(channel)
+        self.idle.pop(channel, None)
 
     def hand_over(self, channel: GuardedChannel) -> None:
         """``channel``'s socket now belongs to another protocol (a WebSocket client):
         it no longer counts as an HTTP connection."""
-        self.channels.discard(channel)
+        self.forget(channel)
 
     def screen(self, request, length: int | None) -> ApiError | None:
-        """None if the body the headers announce (``length`` bytes, None: chunked)
-        may be read, else the answer to give at once instead."""
+        """None if the request may go on and the body its headers announce (``length``
+        bytes, None: chunked) may be read, else the answer to give at once instead."""
+        host = request.getHeader(b"host")
+        if not self.limits.hosts.allows(host):
+            return host_not_allowed(host)
         if length == 0:
             return None
         try:

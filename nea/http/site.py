@@ -146,7 +146,8 @@ def api_site(clock, config, hub: Hub, listeners: list[ListeningService],
     settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"],
                            config["tokens"] is not None)
     limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
-                        config["http-max-connections"])
+                        config["http-max-connections"], config["http-idle-timeout"],
+                        config["http-allowed-hosts"])
     api = Api(hub, clock, settings, lambda: listening(listeners))
     root = build_root(api)
     for name, resource in (more or {}).items():

@@ -159,6 +159,11 @@ class Session(Protocol):
     def decode(self, unit: bytes) -> frames.Request:
         raise NotImplementedError
 
+    def handle(self, request) -> None:
+        """Act on one decoded unit, its token taken: the hub decides, unless the framing
+        knows better (a WebSocket control frame)."""
+        self.hub.handle(self, request)
+
     def write(self, line: bytes) -> None:
         """Put one encoded push (terminator included) on the wire."""
         raise NotImplementedError
@@ -241,7 +246,7 @@ class Session(Protocol):
                         return
                 if bucket is not None:
                     bucket.tokens -= 1
-                self.hub.handle(self, request)
+                self.handle(request)
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
         finally:
@@ -332,6 +337,13 @@ class Session(Protocol):
 
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding, self.profile.room))
+
+    def ping(self) -> bool:
+        """A ``ping`` line, unless the profile carries none (relay's strict protocol)."""
+        if frames.Ping not in self.profile.allowed:
+            return False
+        self.push(frames.PingPush())
+        return True
 
     def close(self) -> None:
         if self._closing:

@@ -9,7 +9,10 @@ from twisted.python import usage
 from nea.cluster.names import RedisAddress
 from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
-from nea.http.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
+from nea.http.hosts import AllowedHosts, parse_allowed_hosts
+from nea.http.limits import (
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+)
 from nea.net.listening import DEFAULT_BACKLOG
 from nea.core.permissions import parse_anonymous
 from nea.core.tokens import TokenVerifier
@@ -106,6 +109,10 @@ class Options(usage.Options):
         ["ack-timeout", None, 5.0, "Seconds a relay target has to ack a delivery; past it the "
          "text is drawn again for another client, and that target is not drawn until it acks.",
          _non_negative(float, "means as long as the target stays connected")],
+        ["first-ack-timeout", None, 0.5, "Seconds a relay target that has never sent a "
+         "byte has to ack (when shorter than --ack-timeout); past it the text is drawn again "
+         "and the target is withdrawn until it acks, so idle clients do not hold relays up "
+         "for --ack-timeout each.", _non_negative(float, "means --ack-timeout")],
         ["max-rate", None, DEFAULT_MAX_RATE, "Lines a second one client may send on average "
          "(bursts of twice that); past it nea stops reading that client for a while: nothing "
          "is lost, nothing is answered with an error.", _non_negative(float, "means no limit")],
@@ -123,6 +130,11 @@ class Options(usage.Options):
          "all TLS listeners together; past it newcomers wait, and a freed place goes to the "
          "newest waiter (fresh clients are served before they give up).",
          _non_negative(int, "means no limit")],
+        ["ping-interval", None, 30.0, "Seconds between liveness sweeps: a client that sent "
+         "nothing (no line, no WebSocket frame) since the last sweep is pinged ('ping'; a "
+         "WebSocket ping frame), and one still silent at the sweep after its second ping is "
+         "told 'ping_timeout' and closed. Relay-profile line clients are never pinged.",
+         _non_negative(float, "turns pings off")],
         ["keepalive", None, 60.0, "Seconds of silence after which the kernel probes a "
          "client (TCP keepalive), so a peer that vanished is noticed.",
          _non_negative(float, "turns keepalive off")],
@@ -178,11 +190,19 @@ class Options(usage.Options):
          "while it is read: a larger one is answered 413 and its connection closed.",
          _positive(int)],
         ["http-request-timeout", None, DEFAULT_REQUEST_TIMEOUT, "Seconds within which an HTTP "
-         "request must arrive whole (headers and body), counted from the accept or the end of "
-         "the previous answer; then its connection is closed. Idle keep-alive connections get "
-         "as long.", _positive(float)],
+         "request must arrive whole (headers and body), counted from its first line; then its "
+         "connection is closed.", _positive(float)],
+        ["http-idle-timeout", None, DEFAULT_IDLE_TIMEOUT, "Seconds an HTTP connection may "
+         "wait for its next request's first line, from the accept or the end of the previous "
+         "answer (keep-alive); then it is closed.", _positive(float)],
         ["http-max-connections", None, DEFAULT_MAX_CONNECTIONS, "HTTP API connections open at "
-         "once; past it new ones are closed at accept.", _positive(int)],
+         "once; past it the connection idle for longest is closed to make room, and when none "
+         "is idle the new one is closed at accept.", _positive(int)],
+        ["http-allowed-hosts", None, None, "Comma-separated host names HTTP requests and "
+         "WebSocket handshakes from browsers must carry in their Host header (against DNS "
+         "rebinding); '*' allows any. Default: localhost, 127.0.0.1, ::1 and the interface "
+         "of --http; when --http listens on every interface, any IP address as well.",
+         parse_allowed_hosts],
         ["ws-allowed-origins", None, None, "Comma-separated Origin values (e.g. "
          "https://chat.example.com) whose pages may open WebSocket connections, on /ws and "
          "on +ws listeners; '*' allows any. Default: only pages of the host the client "
@@ -235,6 +255,8 @@ class Options(usage.Options):
             self["instance-id"] = default_instance_id()
         if self["http"].lower() == "none":
             self["http"] = None
+        if self["http-allowed-hosts"] is None:
+            self["http-allowed-hosts"] = AllowedHosts.default_for(self["http"])
         if self["admin-token-file"] is not None:
             if self["admin-token"] is not None:
                 raise usage.UsageError("give --admin-token or --admin-token-file, not both")

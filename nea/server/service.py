@@ -213,6 +213,8 @@ def makeService(config, reactor=None) -> InstanceService:
         bus,
         HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
                   max_pending=config["max-pending"], ack_timeout=config["ack-timeout"],
+                  first_ack_timeout=config["first-ack-timeout"],
+                  ping_interval=config["ping-interval"],
                   history_on_join=config["history-on-join"], policy=config["policy"]),
         handshakes=lambda: attrs.asdict(gate.stats),
         history=history,
@@ -244,7 +246,7 @@ def makeService(config, reactor=None) -> InstanceService:
         instance.console.setServiceParent(instance)
     if config["http"] is not None:
         instance.http = http_listener(reactor, config, hub, instance.listeners,
-                                      {b"ws": websocket_endpoint(hub, config)})
+                                      {b"ws": websocket_endpoint(hub, config, admission)})
         instance.http.setServiceParent(instance)
     instance.reloads = SignalReloadService(Reloader(reload_steps(config, instance)), reactor)
     instance.reloads.setServiceParent(instance)

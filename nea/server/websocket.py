@@ -18,12 +18,19 @@ What this framing adds to the session:
   connection is closed). Frame headers announce their length, so it is known
   before the payload arrives, and nothing past the limit is kept.
 - ``Origin`` is checked: a browser page of another site is refused with HTTP 403
-  (`origin_allowed`).
+  (`origin_allowed`); and a browser's handshake (one with an ``Origin``) must name
+  one of the daemon's own hosts in ``Host`` (``--http-allowed-hosts``), else a page
+  that rebound its own domain to this daemon's address would pass as same-origin.
 - ``?token=`` on the upgrade URL is presented as ``auth TOKEN`` once the client
   has joined (a browser cannot set headers on a WebSocket).
-- Once autobahn ends the WebSocket on its own (the client's close frame, a
+- The client's close frame is its end of stream: what it is still owed is written,
+  then the close is answered. Once autobahn ends the WebSocket on its own (a
   protocol violation), the session closes too, so that a client that then never
   reads is still aborted after the close timeout.
+- Ping and pong frames are units of the session like messages: each takes a token
+  of the rate bucket (a ping flood is throttled by backpressure as a message
+  flood is) and is a sign of life (`nea.core.liveness`); the server's own pings
+  are ping frames.
 
 permessage-deflate is not offered: autobahn bounds an inflated message only
 together with every message sent (one limit for both), and each compressed
@@ -42,6 +49,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 
 from nea.core.hub import Hub
+from nea.http.hosts import AllowedHosts
 from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, Session
 from nea.wire import codec, errors, profiles
@@ -66,6 +74,8 @@ class WebSocketSettings:
     origins: tuple[str, ...] = ()
     #: The profile is the ``profile`` query parameter's (``/ws`` on the HTTP API).
     choose_profile: bool = False
+    #: What a browser's handshake must carry in ``Host``.
+    hosts: AllowedHosts = AllowedHosts(frozenset({"*"}))
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -98,6 +108,17 @@ class Message:
         return len(self.payload)
 
 
+@attrs.frozen
+class Control:
+    """A received ping (``ping``) or pong frame: a unit too, so it costs its token."""
+
+    payload: bytes
+    ping: bool
+
+    def __len__(self) -> int:
+        return 2 + len(self.payload)  # (its header too: an empty pong is still heard)
+
+
 class MessageSession(Session):
     """A WebSocket client's session; ``socket`` is the autobahn protocol that frames it."""
 
@@ -110,8 +131,23 @@ class MessageSession(Session):
     def units(self, message: Message):
         return iter((message,))
 
-    def decode(self, message: Message):
+    def decode(self, message: Message | Control):
+        """A message's request; a control frame stays itself (`handle` answers it)."""
+        if isinstance(message, Control):
+            return message
         return codec.decode_message(message.payload, message.binary, self.grammar)
+
+    def handle(self, unit) -> None:
+        if not isinstance(unit, Control):
+            super().handle(unit)
+        elif unit.ping and not self.blocked:
+            # (not while the client is not reading: pongs would pile up outside the
+            # outbound bound)
+            self.socket.pong(unit.payload)
+
+    def ping(self) -> bool:
+        self.socket.ping()
+        return True
 
     def write(self, line: bytes) -> None:
         self.socket.deliver(line)
@@ -176,6 +212,8 @@ class WebSocketConnection(WebSocketServerProtocol):
                                                       self._expired)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.session.closing and not self._opened:
+            return  # refused at admission (``/ws`` hands its request over at once)
         if self.state == self.STATE_CONNECTING:
             self._handshake_bytes += len(data)
             if self._handshake_bytes > MAX_HANDSHAKE:
@@ -203,10 +241,12 @@ class WebSocketConnection(WebSocketServerProtocol):
     # ---- the opening handshake ----
 
     def onConnect(self, request):
-        """Refuse a foreign Origin (403) and, on ``/ws``, an unknown profile (400)."""
-        if not origin_allowed(request.origin, request.headers.get("host"),
-                              self.settings.origins):
+        """Refuse a foreign Origin or Host (403) and, on ``/ws``, an unknown profile (400)."""
+        host = request.headers.get("host")
+        if not origin_allowed(request.origin, host, self.settings.origins):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        if request.origin and not self.settings.hosts.allows(host):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "host not allowed")
         if self.settings.choose_profile:
             names = request.params.get("profile", [profiles.NEA.name])
             profile = profiles.BY_NAME.get(names[0]) if len(names) == 1 else None
@@ -265,10 +305,11 @@ class WebSocketConnection(WebSocketServerProtocol):
         return None
 
     def onPing(self, payload: bytes) -> None:
-        """Answered, except while the client is not reading: pongs would pile up
-        outside the session's outbound bound."""
-        if not self.session.blocked:
-            super().onPing(payload)
+        """Answered by the session, at its rate."""
+        self.session.received(Control(payload, ping=True))
+
+    def onPong(self, payload: bytes) -> None:
+        self.session.received(Control(payload, ping=False))
 
     # ---- sending (the session's) ----
 
@@ -276,6 +317,14 @@ class WebSocketConnection(WebSocketServerProtocol):
         """One encoded push as one text message (its line terminator is the line framing's)."""
         if self.state == self.STATE_OPEN:
             self.sendMessage(line[:-1])
+
+    def ping(self) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendPing()
+
+    def pong(self, payload: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendPong(payload)
 
     def shut(self) -> None:
         if self.state != self.STATE_OPEN:
@@ -319,7 +368,7 @@ def settings_for(config, profile: Profile, choose_profile: bool = False) -> WebS
     """The settings nea-server options (``config``) give WebSocket clients of ``profile``."""
     return WebSocketSettings(profile, ConnectionLimits.from_options(config),
                              config["handshake-timeout"], config["ws-allowed-origins"] or (),
-                             choose_profile)
+                             choose_profile, config["http-allowed-hosts"])
 
 
 def listener_factory(hub: Hub, profile: Profile, config,

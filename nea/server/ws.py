@@ -3,13 +3,16 @@
 The opening handshake arrives as an HTTP request; autobahn's `WebSocketResource`
 then takes the socket over from twisted.web, and from there on it is a client
 connection like any other (`nea.server.websocket`), counted by the hub, no longer
-one of the API's HTTP connections. The daemon hangs it on the API's resource
-tree (`nea.http.site.api_site`), which knows nothing of connections.
+one of the API's HTTP connections, and counted against the per-address limit
+(``--max-clients-per-ip``) like the client listeners' connections: one over it
+is closed. The daemon hangs it on the API's resource tree
+(`nea.http.site.api_site`), which knows nothing of connections.
 """
 
 from autobahn.twisted.resource import WebSocketResource
 
 from nea.core.hub import Hub
+from nea.server.admission import Admission
 from nea.server.websocket import WebSocketFactory, settings_for
 from nea.wire import profiles
 
@@ -24,7 +27,8 @@ class WebSocketEndpoint(WebSocketResource):
         return super().render(request)
 
 
-def websocket_endpoint(hub: Hub, config) -> WebSocketEndpoint:
-    """``/ws`` for nea-server options ``config`` (default profile nea)."""
+def websocket_endpoint(hub: Hub, config, admission: Admission | None = None) -> WebSocketEndpoint:
+    """``/ws`` for nea-server options ``config`` (default profile nea), its clients
+    admitted by ``admission`` (the client listeners')."""
     settings = settings_for(config, profiles.NEA, choose_profile=True)
-    return WebSocketEndpoint(WebSocketFactory(hub, settings))
+    return WebSocketEndpoint(WebSocketFactory(hub, settings, admission))

@@ -209,6 +209,8 @@ _JSON_KINDS: dict[str, tuple[type, str]] = {
     "status": (frames.Status, "none"),
     "exit": (frames.Exit, "none"),
     "quit": (frames.Exit, "none"),
+    "ping": (frames.Ping, "none"),
+    "pong": (frames.Pong, "none"),
     "register": (frames.Register, "text"),
     "serve": (frames.Serve, "text"),
     "unserve": (frames.Unserve, "text"),
@@ -297,9 +299,16 @@ def _decode_relay_verb(line: bytes, profile: Profile) -> frames.Relay | frames.A
         return None
 
 
+#: Whole lines that are liveness, not text, in every profile that offers them.
+_LIVENESS = {"ping": frames.Ping, "pong": frames.Pong}
+
+
 def _decode_text(text: str, profile: Profile) -> frames.Request:
-    if text.rstrip() in ("exit", "quit"):
+    word = text.rstrip()
+    if word in ("exit", "quit"):
         return frames.Exit()
+    if word in _LIVENESS and _LIVENESS[word] in profile.allowed:
+        return _LIVENESS[word]()
     verb, space, rest = text.partition(" ")
     if verb in profile.verbs:
         if verb == "message":
@@ -545,6 +554,8 @@ _REQUEST_KINDS = {
     frames.Hello: lambda r: ("hello", None),
     frames.Status: lambda r: ("status", None),
     frames.Exit: lambda r: ("exit", None),
+    frames.Ping: lambda r: ("ping", None),
+    frames.Pong: lambda r: ("pong", None),
     frames.Register: lambda r: ("register", r.name),
     frames.Serve: lambda r: ("serve", r.service),
     frames.Unserve: lambda r: ("unserve", r.service),
@@ -599,6 +610,8 @@ _PUSH_JSON = {
         "code": p.code, "message": p.message, **({"id": p.id} if p.id is not None else {}),
     }),
     frames.Bye: lambda p: ("bye", None),
+    frames.PingPush: lambda p: ("ping", None),
+    frames.PongPush: lambda p: ("pong", None),
     frames.Registered: lambda p: ("registered", p.name),
     frames.Serving: lambda p: ("serving", p.service),
     frames.Unserved: lambda p: ("unserved", p.service),
@@ -614,6 +627,8 @@ _PUSH_JSON = {
 
 _PUSH_TEXT = {
     frames.DatePush: lambda p: p.date,
+    frames.PingPush: lambda p: "ping",
+    frames.PongPush: lambda p: "pong",
     frames.RelayPush: lambda p: f"message {p.text}",
     frames.AckPush: lambda p: f"ok {p.text}",
     frames.ChatPush: lambda p: f"chat {p.sender}: {p.text}",
@@ -734,18 +749,22 @@ def _decode_json_push(obj: dict[str, Any]) -> frames.Push:
         return frames.RequestPush(payload["id"], payload["body"], payload.get("service"))
     if kind == "reply":
         return frames.ReplyPush(payload["id"], payload["body"], payload.get("instance", ""))
-    if kind == "bye":
-        return frames.Bye()
     if kind == "authenticated":
         return frames.Authenticated(payload["sub"])
+    if kind in _BARE_PUSHES:
+        return _BARE_PUSHES[kind]()
     raise KeyError(kind)
+
+
+#: Pushes that are one word, in JSON (``{"type": WORD}``) and in text alike.
+_BARE_PUSHES = {"bye": frames.Bye, "ping": frames.PingPush, "pong": frames.PongPush}
 
 
 def _decode_text_push(text: str) -> frames.Push:
     if _DATE.match(text):
         return frames.DatePush(text)
-    if text == "bye":
-        return frames.Bye()
+    if text in _BARE_PUSHES:
+        return _BARE_PUSHES[text]()
     verb, _, rest = text.partition(" ")
     if verb == "message":
         return frames.RelayPush(rest)

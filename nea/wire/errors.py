@@ -61,6 +61,9 @@ WRONG_AUDIENCE = ErrorCode("wrong_audience", False, "the token is not meant for 
 TOKEN_EXPIRED = ErrorCode(
     "token_expired", True, "the connection's token has expired and no fresh one came"
 )
+PING_TIMEOUT = ErrorCode(
+    "ping_timeout", True, "the client sent nothing and answered no ping for too long"
+)
 # ---- chat history ----
 BAD_HISTORY = ErrorCode(
     "bad_history", False, "'history N' and 'since ID' need an integer >= 0 (N at most 1000)"
@@ -97,6 +100,7 @@ ALL = (
     SERVER_FULL,
     SLOW_CONSUMER,
     SHUTTING_DOWN,
+    PING_TIMEOUT,
     BAD_HISTORY,
     HISTORY_UNAVAILABLE,
     HISTORY_BUSY,

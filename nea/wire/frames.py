@@ -73,6 +73,16 @@ class Exit:
 
 
 @attrs.frozen
+class Ping:
+    """Are you there? The server answers ``pong``."""
+
+
+@attrs.frozen
+class Pong:
+    """The answer to the server's ``ping`` (any line shows the client is there as well)."""
+
+
+@attrs.frozen
 class Invalid:
     """A line that could not be understood; answered with an error, never dropped silently."""
 
@@ -150,7 +160,7 @@ class Since:
 
 Request = Union[
     Relay, Ack, Chat, Reverse, Nick, Hello, Status, Exit, Invalid,
-    Register, Serve, Unserve, Reply, Ask, History, Since, Auth,
+    Register, Serve, Unserve, Reply, Ask, History, Since, Auth, Ping, Pong,
 ]
 
 
@@ -288,6 +298,16 @@ class Bye:
     """Sent just before the server closes the connection politely."""
 
 
+@attrs.frozen
+class PingPush:
+    """The server has heard nothing from the client for a while: answer ``pong``."""
+
+
+@attrs.frozen
+class PongPush:
+    """The answer to the client's ``ping``."""
+
+
 # ---- chat history and presence pushes ----
 
 
@@ -346,6 +366,8 @@ Push = Union[
     StatusReply,
     ErrorReply,
     Bye,
+    PingPush,
+    PongPush,
     Registered,
     Serving,
     Unserved,

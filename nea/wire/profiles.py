@@ -35,6 +35,8 @@ class Profile:
 
 #: Every profile takes a token: permissions apply on every listener.
 _ALWAYS = frozenset({frames.Exit, frames.Invalid, frames.Auth})
+#: Liveness (``ping``/``pong``): every profile but relay's strict seed protocol.
+_LIVENESS = frozenset({frames.Ping, frames.Pong})
 
 NEA = Profile(
     name="nea",
@@ -42,6 +44,7 @@ NEA = Profile(
                      "ask", "history", "since", "auth"}),
     plain=frames.Reverse,
     allowed=_ALWAYS
+    | _LIVENESS
     | {
         frames.Register,
         frames.Serve,
@@ -80,7 +83,7 @@ CHAT_NAMING = Profile(
     name="chat",
     verbs=frozenset(),
     plain=frames.Nick,
-    allowed=_ALWAYS | {frames.Nick, frames.Hello, frames.Status},
+    allowed=_ALWAYS | _LIVENESS | {frames.Nick, frames.Hello, frames.Status},
     json=True,
     dates=False,
     relays=False,
@@ -93,8 +96,8 @@ CHAT = Profile(
     name="chat",
     verbs=frozenset(),
     plain=frames.Chat,
-    allowed=_ALWAYS | {frames.Chat, frames.Nick, frames.Hello, frames.Status, frames.History,
-                       frames.Since},
+    allowed=_ALWAYS | _LIVENESS | {frames.Chat, frames.Nick, frames.Hello, frames.Status,
+                                   frames.History, frames.Since},
     json=True,
     dates=False,
     relays=False,
