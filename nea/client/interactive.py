@@ -42,6 +42,9 @@ def format_push(push: frames.Push) -> str:
             return f"[history end] last id {last_id}" + (", more to ask" if more else "")
         case frames.Presence(name, event):
             return f"[presence] {name} {event}"
+        case frames.Gap(since, until, last_id):
+            return (f"[gap] chat between {since} and {until} may have been missed"
+                    f"  (ask: since {last_id})")
         case frames.BroadcastPush(text):
             return f"[broadcast] {text}"
         case frames.NickReply(name):
