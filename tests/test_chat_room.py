@@ -23,7 +23,9 @@ def lines(peer: FakePeer) -> list[bytes]:
     return got
 
 
-class Room(unittest.TestCase):
+class RoomSetup:
+    """A hub with a chat room over a real writer and a `GatedStore`."""
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -45,6 +47,8 @@ class Room(unittest.TestCase):
         grammar = peer.profile.naming if not peer.named else peer.profile
         self.hub.handle(peer, codec.decode_request(line.encode(), grammar))
 
+
+class Room(RoomSetup, unittest.TestCase):
     def test_the_tutorial_transcript(self):
         ann = self.client()
         self.say(ann, "not a name")
@@ -298,3 +302,65 @@ class BusOutage(unittest.TestCase):
         self.bus.published.clear()
         self.chat.rejoined()
         self.assertEqual([p.text for p in self.bus.published], ["between"])
+
+
+class EndOfInput(RoomSetup, unittest.TestCase):
+    """A client that ended its stream is closed only once every answer it is owed is out."""
+
+    def hold_reads(self) -> defer.Deferred:
+        """Hold every store read until the returned Deferred fires."""
+        held = defer.Deferred()
+        for name in ("latest", "since"):
+            read = getattr(self.store, name)
+            setattr(self.store, name, lambda *args, read=read: held.addCallback(
+                lambda _: None).addCallback(lambda _: read(*args)))
+        return held
+
+    def test_a_history_read_is_written_before_the_close(self):
+        ann = self.client("ann")
+        self.say(ann, "one")
+        reader = FakePeer(profiles.NEA)
+        self.hub.join(reader)
+        held = self.hold_reads()
+        self.hub.handle(reader, codec.decode_request(b"history 1", profiles.NEA))
+        self.hub.input_ended(reader)
+        self.assertFalse(reader.closed)
+        held.callback(None)
+        pushes = reader.take()
+        self.assertEqual([type(p).__name__ for p in pushes], ["HistoryLine", "HistoryEnd"])
+        self.assertEqual(pushes[0].text, "one")
+        self.assertTrue(reader.closed)
+
+    def test_a_named_chatter_that_leaves_at_once_is_heard_in_order(self):
+        """``printf 'kay\\nhello\\n' | nc -N``: its join history, then joined, hello, left."""
+        ann = self.client("ann")
+        self.say(ann, "before")
+        lines(ann)
+        held = self.hold_reads()
+        kay = self.client("kay")
+        self.say(kay, "hello")
+        self.hub.input_ended(kay)
+        self.assertFalse(kay.closed)
+        held.callback(None)
+        self.assertEqual(lines(kay), [b"* welcome kay", b"ann: before"])
+        self.assertEqual(lines(ann), [b"kay: hello", b"* kay joined", b"* kay left"])
+        self.assertTrue(kay.closed)
+
+    def test_its_own_chat_line_is_echoed_before_the_close(self):
+        self.store.hold = True
+        web = FakePeer(profiles.NEA)
+        self.hub.join(web)
+        self.hub.handle(web, codec.decode_request(b"chat hi", profiles.NEA))
+        self.hub.input_ended(web)
+        self.assertFalse(web.closed)
+        self.store.release()
+        self.assertEqual([p.text for p in web.take()], ["hi"])
+        self.assertTrue(web.closed)
+
+    def test_a_client_owed_nothing_closes_at_once(self):
+        web = FakePeer(profiles.NEA)
+        self.hub.join(web)
+        self.hub.handle(web, codec.decode_request(b"abc", profiles.NEA))
+        self.hub.input_ended(web)
+        self.assertEqual(web.take(), [frames.ReverseReply("cba")])
+        self.assertTrue(web.closed)

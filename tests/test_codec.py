@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
 from nea.wire import codec, errors, frames, profiles
-from nea.wire.codec import LineBuffer, LineTooLong
+from nea.wire.codec import FrameBuffer, LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
 
 # Text that can travel inside one line: no line terminators.
@@ -109,6 +109,73 @@ class LineBufferTests(unittest.TestCase):
 
     def test_line_at_the_limit_is_accepted(self):
         self.assertEqual(list(LineBuffer(max_length=4).feed(b"abcd\r\n")), [b"abcd"])
+
+
+# A unit of a stream that speaks JSON: a text line (with its terminator), or a JSON
+# object (strings full of braces, quotes and backslashes) with or without one after it.
+text_units = st.text(st.sampled_from("ab {}\"\\é"), max_size=30).filter(
+    lambda t: not t.startswith("{")).map(lambda t: (t.encode(), t.encode() + b"\n"))
+json_units = st.tuples(
+    st.recursive(st.text(st.sampled_from('ab{}[]"\\\n/'), max_size=10) | st.integers(),
+                 lambda inner: st.lists(inner, max_size=3)
+                 | st.dictionaries(st.text(st.sampled_from('{}"\\a'), max_size=4), inner,
+                                   max_size=3), max_leaves=10),
+    st.sampled_from(["", "\n", "\r\n", "  \n", "\t"]),
+).map(lambda pair: (json.dumps({"payload": pair[0]}).encode(),
+                    json.dumps({"payload": pair[0]}).encode() + pair[1].encode()))
+
+
+def unambiguous(units):
+    """Blanks and one LF after an object without its own LF are its terminator: a text line
+    right after one starts with something else here."""
+    fixed = []
+    for frame, sent in units:
+        if fixed and fixed[-1][0][:1] == b"{" and not fixed[-1][1].endswith(b"\n") \
+                and frame[:1] != b"{":
+            frame, sent = b"a" + frame, b"a" + sent
+        fixed.append((frame, sent))
+    return fixed
+
+
+class FrameBufferTests(unittest.TestCase):
+    @given(st.lists(text_units | json_units, max_size=12).map(unambiguous),
+           st.lists(st.integers(min_value=0, max_value=10_000), max_size=30))
+    def test_any_chunking_yields_every_frame(self, units, cuts):
+        """Objects end themselves (with or without LF, back to back); lines need their LF."""
+        data = b"".join(sent for _, sent in units)
+        got = feed_all(FrameBuffer(max_length=1000), chunked(data, cuts))
+        self.assertEqual(got, [frame for frame, _ in units])
+
+    def test_an_object_is_a_frame_without_its_lf(self):
+        buffer = FrameBuffer()
+        self.assertEqual(list(buffer.feed(b'{"cmd":"status"}')), [b'{"cmd":"status"}'])
+        self.assertEqual(list(buffer.feed(b"\nabc\n")), [b"abc"])
+
+    def test_an_lf_before_the_object_closes_ends_it_as_a_line(self):
+        buffer = FrameBuffer()
+        self.assertEqual(list(buffer.feed(b'{"a": \r\n{"b":1}')), [b'{"a": ', b'{"b":1}'])
+
+    def test_an_object_sent_a_byte_at_a_time(self):
+        buffer, data = FrameBuffer(), b'{"a":"\\"}{","b":[{}]}'
+        got = [frame for i in range(len(data)) for frame in buffer.feed(data[i:i + 1])]
+        self.assertEqual(got, [data])
+
+    def test_an_unfinished_object_past_the_limit_raises(self):
+        buffer = FrameBuffer(max_length=10)
+        self.assertEqual(list(buffer.feed(b'{"a":"12')), [])
+        with self.assertRaises(LineTooLong):
+            list(buffer.feed(b"34567"))
+
+    def test_a_finished_object_past_the_limit_raises(self):
+        with self.assertRaises(LineTooLong):
+            list(FrameBuffer(max_length=5).feed(b'{"a":1}'))
+
+    def test_the_end_of_the_stream_gives_the_unfinished_rest(self):
+        buffer = FrameBuffer()
+        self.assertEqual(list(buffer.feed(b'{"a":1} \t')), [b'{"a":1}'])
+        self.assertIsNone(buffer.finish())
+        self.assertEqual(list(buffer.feed(b'{"a":')), [])
+        self.assertEqual(buffer.finish(), b'{"a":')
 
 
 requests = st.one_of(
