@@ -16,6 +16,7 @@ from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from nea.http.site import api_site
+from nea.server.settings import Settings
 from tests.support import WAIT, parse_options, settle, start_server, tcp_listen
 from tests.test_http_api import TOKEN
 
@@ -314,7 +315,7 @@ class RequestDeadline(unittest.TestCase):
         self.clock = Clock()
         config = parse_options("--admin-token", TOKEN, "--http-request-timeout", str(self.TIMEOUT),
                                "--http-idle-timeout", str(self.IDLE))
-        self.site = api_site(self.clock, config, server.hub, [])
+        self.site = api_site(self.clock, Settings.from_options(config).http, server.hub, [])
         port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port

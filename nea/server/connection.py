@@ -71,12 +71,6 @@ class ConnectionLimits:
     chat_rate: float = DEFAULT_CHAT_RATE
     chat_bytes_rate: float = DEFAULT_CHAT_BYTES_RATE
 
-    @classmethod
-    def from_options(cls, config) -> "ConnectionLimits":
-        """The limits nea-server options give every client connection."""
-        return cls(config["max-line"], config["max-outbound"], config["max-rate"],
-                   config["chat-rate"], config["chat-bytes-rate"])
-
 
 class LineBucket:
     """A token bucket of lines, refilled from the clock once per read (not per line)."""

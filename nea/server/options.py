@@ -16,7 +16,8 @@ from nea.http.limits import (
 from nea.net.listening import DEFAULT_BACKLOG
 from nea.core.permissions import parse_anonymous
 from nea.core.tokens import TokenVerifier
-from nea.server.service import DRAIN_GRACE, read_policy
+from nea.server.service import DRAIN_GRACE
+from nea.server.settings import read_policy
 from nea.server.listeners import Listen, default_listen
 from nea.wire.codec import DEFAULT_MAX_LINE
 from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
@@ -285,7 +286,7 @@ class Options(usage.Options):
         if self["anonymous"] is None and self["tls-client-ca"]:
             self["anonymous"] = parse_anonymous("reverse")  # identities matter here
         try:
-            self["policy"] = read_policy(self)
+            self["policy"] = read_policy(self["permissions"], self["anonymous"])
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--permissions {self['permissions']}: {e}") from None
         self["tokens"] = None

@@ -364,14 +364,7 @@ class WebSocketFactory(WebSocketServerFactory):
         return protocol
 
 
-def settings_for(config, profile: Profile, choose_profile: bool = False) -> WebSocketSettings:
-    """The settings nea-server options (``config``) give WebSocket clients of ``profile``."""
-    return WebSocketSettings(profile, ConnectionLimits.from_options(config),
-                             config["handshake-timeout"], config["ws-allowed-origins"] or (),
-                             choose_profile, config["http-allowed-hosts"])
-
-
-def listener_factory(hub: Hub, profile: Profile, config,
+def listener_factory(hub: Hub, profile: Profile, settings: WebSocketSettings,
                      admission: Admission | None) -> WebSocketFactory:
-    """The factory of a ``PROFILE+ws=ENDPOINT`` listener."""
-    return WebSocketFactory(hub, settings_for(config, profile), admission)
+    """The factory of a ``PROFILE+ws=ENDPOINT`` listener: ``settings`` for its profile."""
+    return WebSocketFactory(hub, attrs.evolve(settings, profile=profile), admission)

@@ -11,10 +11,11 @@ is closed. The daemon hangs it on the API's resource tree
 
 from autobahn.twisted.resource import WebSocketResource
 
+import attrs
+
 from nea.core.hub import Hub
 from nea.server.admission import Admission
-from nea.server.websocket import WebSocketFactory, settings_for
-from nea.wire import profiles
+from nea.server.websocket import WebSocketFactory, WebSocketSettings
 
 
 class WebSocketEndpoint(WebSocketResource):
@@ -27,8 +28,9 @@ class WebSocketEndpoint(WebSocketResource):
         return super().render(request)
 
 
-def websocket_endpoint(hub: Hub, config, admission: Admission | None = None) -> WebSocketEndpoint:
-    """``/ws`` for nea-server options ``config`` (default profile nea), its clients
-    admitted by ``admission`` (the client listeners')."""
-    settings = settings_for(config, profiles.NEA, choose_profile=True)
+def websocket_endpoint(hub: Hub, settings: WebSocketSettings,
+                       admission: Admission | None = None) -> WebSocketEndpoint:
+    """``/ws`` with ``settings`` (their profile the default, ``?profile=`` may choose
+    another), its clients admitted by ``admission`` (the client listeners')."""
+    settings = attrs.evolve(settings, choose_profile=True)
     return WebSocketEndpoint(WebSocketFactory(hub, settings, admission))
