@@ -11,7 +11,9 @@ from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
-from nea.server.connection import CORK_LIMIT, ConnectionLimits, NeaConnection
+from nea.server.connection import (
+    CORK_LIMIT, HALF_CLOSE_LINGER, ConnectionLimits, NeaConnection, Stream,
+)
 from nea.wire import codec, frames, profiles
 
 
@@ -127,6 +129,34 @@ class ConnectionTests(unittest.TestCase):
         _, transport = connected(hub)
         self.assertEqual([p.code for p in replies(transport)], ["server_full"])
         self.assertTrue(transport.disconnecting)
+
+
+class StreamStateTests(unittest.TestCase):
+    """The stream only moves forward: OPEN, INPUT_ENDED, CLOSING, CLOSED."""
+
+    def test_end_of_input_then_close_then_lost(self):
+        hub = make_hub()
+        connection, transport = connected(hub)
+        connected(hub)  # the relay's target, which does not ack
+        self.assertIs(connection.stream, Stream.OPEN)
+        connection.dataReceived(b"message hi")
+        connection.readConnectionLost()  # the relay is still awaited: the client lingers
+        self.assertIs(connection.stream, Stream.INPUT_ENDED)
+        self.assertFalse(connection.closing)
+        hub.clock.advance(HALF_CLOSE_LINGER)
+        self.assertIs(connection.stream, Stream.CLOSING)
+        self.assertTrue(connection.closing)
+        connection.connectionLost(None)
+        self.assertIs(connection.stream, Stream.CLOSED)
+
+    def test_a_lost_connection_stays_lost(self):
+        connection, _ = connected(make_hub())
+        connection.connectionLost(None)
+        for late in (connection.abort, connection.stopProducing, connection.readConnectionLost):
+            late()
+            self.assertIs(connection.stream, Stream.CLOSED)
+        connection.dataReceived(b"ab\n")
+        self.assertEqual(connection.bytes_in, 0)
 
 
 class SlowConsumerTests(unittest.TestCase):

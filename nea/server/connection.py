@@ -26,6 +26,7 @@ then the connection closes, as soon as nothing it asked for is still awaited
 """
 
 import collections
+import enum
 import itertools
 from typing import Iterator
 
@@ -94,6 +95,21 @@ class LineBucket:
         return max(1 - self.tokens, self.rate * RESUME_AFTER) / self.rate
 
 
+class Stream(enum.IntEnum):
+    """Where a client connection's stream is; it only moves forward (`Session._to`).
+
+    OPEN -> INPUT_ENDED (the client sends no more; its answers are still written)
+    -> CLOSING (nea ends it: nothing more from it is processed) -> CLOSED (lost).
+    Any of them may be skipped: a refused or aborted connection goes straight to
+    CLOSING, a vanished one to CLOSED.
+    """
+
+    OPEN = 0
+    INPUT_ENDED = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
 @implementer(IPushProducer)
 class Session(Protocol):
     """What a client connection does whatever its framing: admission, joining and
@@ -103,6 +119,10 @@ class Session(Protocol):
     messages) hands what it receives to `received`, and says how that becomes
     units (`units`), how a unit becomes a request (`decode`), how an encoded push
     goes out (`write`) and how the connection ends (`shut`).
+
+    Its life is a `Stream` state. Apart from it, because they come and go in any
+    state: whether it holds a place at admission, whether the transport's buffer
+    is full (``_paused``), and whether its input waits for the rate (``_throttled``).
     """
 
     log = Logger()
@@ -133,12 +153,20 @@ class Session(Protocol):
         #: While throttled: the lines still to handle, and reads that came meanwhile.
         self._throttled: Iterator[bytes] | None = None
         self._held: collections.deque[bytes] = collections.deque()
-        self._input_ended = False
+        self.stream = Stream.OPEN
+        #: ``stream`` is CLOSING or CLOSED: read once per line, so a plain attribute,
+        #: kept in step by `_to` alone.
         self._closing = False
         self._admitted = False
         self._paused = False
         self._unflushed = 0
         self._timer = None
+
+    def _to(self, stream: Stream) -> None:
+        """Move the stream on to ``stream``; never back (a lost connection stays lost)."""
+        if stream > self.stream:
+            self.stream = stream
+            self._closing = stream >= Stream.CLOSING
 
     # ---- what a framing provides ----
 
@@ -194,7 +222,7 @@ class Session(Protocol):
         """Admit the socket when this is its outermost protocol; False: refused (closed)."""
         if self.admission is not None:
             if not self.admission.admit(self.transport):
-                self._closing = True
+                self._to(Stream.CLOSING)
                 return False
             self._admitted = True
         return True
@@ -281,12 +309,12 @@ class Session(Protocol):
             self._consume(self.units(self._held.popleft()))
         if self._throttled is None and not self._closing:
             self.transport.resumeProducing()
-            if self._input_ended:
+            if self.stream is Stream.INPUT_ENDED:
                 self._end_of_input()
 
     def end_of_input(self) -> None:
         """The client sends no more: finish its last unit, answer, then close."""
-        self._input_ended = True
+        self._to(Stream.INPUT_ENDED)
         if self._throttled is None:
             self._end_of_input()
 
@@ -301,7 +329,7 @@ class Session(Protocol):
             self._timer = self.hub.clock.callLater(HALF_CLOSE_LINGER, self.close)
 
     def connectionLost(self, reason) -> None:
-        self._closing = True
+        self._to(Stream.CLOSED)
         self._throttled = None
         self._held.clear()
         if self._timer is not None and self._timer.active():
@@ -342,14 +370,14 @@ class Session(Protocol):
     def close(self) -> None:
         if self._closing:
             return
-        self._closing = True
+        self._to(Stream.CLOSING)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self.shut()
         self._timer = self.hub.clock.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
 
     def abort(self) -> None:
-        self._closing = True
+        self._to(Stream.CLOSING)
         self.transport.abortConnection()
 
     def _drop_slow_consumer(self) -> None:
@@ -369,7 +397,7 @@ class Session(Protocol):
         self._unflushed = 0
 
     def stopProducing(self) -> None:
-        self._closing = True
+        self._to(Stream.CLOSING)
 
 
 @implementer(IHalfCloseableProtocol)
