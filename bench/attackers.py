@@ -87,7 +87,7 @@ class Attack:
                 "127.0.0.1", port, local_addr=(source, 0),
                 ssl=self.context if tls else None, server_hostname="localhost" if tls else None,
             ), min(30.0, self.left() + 0.1))
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             self.stats[kind]["connect_failed"] += 1
             await asyncio.sleep(0.5)
             return None
@@ -121,7 +121,7 @@ class Attack:
                     break
             else:
                 return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         except OSError:
             pass
@@ -168,7 +168,7 @@ async def non_reader(attack: Attack, index: int) -> None:
                 attack.stats[kind]["sent"] += 1
                 await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
                 await asyncio.sleep(0.1)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             attack.closed_by_server(kind, started)
 
 
@@ -194,7 +194,7 @@ async def flood(attack: Attack, kind: str, port: int, line, answer, batch: int =
                 writer.write(b"".join(line(base + k) for k in range(batch)))
                 attack.stats[kind]["sent"] += batch
                 await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         if reading.done():
             attack.closed_by_server(kind, started)
@@ -222,7 +222,7 @@ async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.
                 while got.startswith((b"date ", b'{"type":"date"')):  # a push, not the answer
                     got = await asyncio.wait_for(reader.readline(), 30.0)
                 attack.count_reply(kind, got)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             attack.closed_by_server(kind, started)
         writer.transport.abort()
         await asyncio.sleep(0.2)
@@ -279,8 +279,7 @@ async def ws_ping_flood(attack: Attack) -> None:
                 attack.stats[kind]["closed_by_server"] += 1
                 attack.held[kind].append(time.monotonic() - started)
             reading.cancel()
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             await asyncio.sleep(0.2)
         writer.transport.abort()
 

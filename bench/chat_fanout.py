@@ -35,9 +35,8 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.internet import defer, threads
-
 import harness
+from twisted.internet import defer, threads
 
 sys.path.insert(0, str(harness.ROOT))  # for tests.infra's PostgreSQL server
 

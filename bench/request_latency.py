@@ -31,7 +31,7 @@ def device(port: int, ready: threading.Event, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 data = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not data:
                 return

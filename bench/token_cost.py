@@ -16,12 +16,11 @@ these are per-connection figures.
 import argparse
 import time
 
+import harness
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from twisted.internet.task import Clock
-
-import harness
 from tls_handshake import bare
+from twisted.internet.task import Clock
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub

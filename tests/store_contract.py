@@ -3,13 +3,13 @@
 The TestCase's setUp opens ``self.store``.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from twisted.internet import defer
 
 from nea.store.lines import Kind, Line
 
-SAID = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+SAID = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
 
 def lines(*texts: str) -> list[Line]:

@@ -4,7 +4,7 @@ import json
 import time
 
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher, formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from nea.core.bus import LocalBus

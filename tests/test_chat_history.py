@@ -3,18 +3,22 @@ sockets on loopback, SQLite files in the test's directory, the HTTP endpoint."""
 
 import json
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
-from twisted.internet import reactor
 
-from nea.server.service import makeService
 from nea.net.startup import StartupError
-from tests.test_websocket import ws_connect
+from nea.server.service import makeService
 from tests.support import (
-    connect, parse_options, settle, start_server, tcp_listen, tls_listen,
+    connect,
+    parse_options,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
 )
+from tests.test_websocket import ws_connect
 
 TOKEN = "t" * 32
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint
-from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 from twisted.trial import unittest
 
 from nea.client.delays import Constant

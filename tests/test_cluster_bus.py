@@ -12,24 +12,25 @@ import json
 import random
 from collections import deque
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from nea.cluster import envelope, record
-from nea.cluster.redisbus import RedisBus
 from nea.cluster.members import Member, MemberTable
-from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace, RedisAddress
+from nea.cluster.outstanding import Outstanding
+from nea.cluster.redisbus import RedisBus
 from nea.core.hub import Hub
 from nea.core.snapshot import MemberFigures
-from tests.support import parse_options
 from nea.core.testing import FakePeer
 from nea.wire import frames
 from nea.wire.frames import BroadcastPush, ChatPush, Encoding
 from nea.wire.profiles import CHAT
+from tests.support import parse_options
 
 NS = Namespace("unit")
 

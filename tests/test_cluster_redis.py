@@ -13,8 +13,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from nea.cluster import envelope, record
-from nea.wire import codec, frames
 from nea.core.snapshot import status_json
+from nea.wire import codec, frames
 from tests import infra
 from tests.support import WAIT, connect, settle, start_server, tls_listen
 

@@ -16,8 +16,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nea.cluster.batch import MAX_BATCH, MAX_BATCH_BYTES, Batcher
-from nea.cluster.redislink import REPLY_TIMEOUT, RedisLink
 from nea.cluster.names import RedisAddress
+from nea.cluster.redislink import REPLY_TIMEOUT, RedisLink
 
 
 class Listener:

@@ -3,7 +3,8 @@
 import json
 
 import attrs
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from nea.wire import codec, errors, frames, profiles

@@ -2,9 +2,10 @@
 
 import random
 
-from hypothesis import given, settings, strategies as st
-from twisted.internet.testing import StringTransport
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -12,7 +13,11 @@ from twisted.trial import unittest
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.server.connection import (
-    CORK_LIMIT, HALF_CLOSE_LINGER, ConnectionLimits, NeaConnection, Stream,
+    CORK_LIMIT,
+    HALF_CLOSE_LINGER,
+    ConnectionLimits,
+    NeaConnection,
+    Stream,
 )
 from nea.wire import codec, frames, profiles
 

@@ -15,7 +15,13 @@ from twisted.trial import unittest
 
 from nea.wire import codec, frames
 from tests.support import (
-    bounded_socket, certs, connect, settle, start_server, tcp_listen, tls_listen,
+    bounded_socket,
+    certs,
+    connect,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
 )
 
 CLIENTS = 200

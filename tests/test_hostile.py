@@ -12,14 +12,21 @@ from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
+from nea.core.snapshot import status_json
 from nea.core.testing import FakePeer
 from nea.server.admission import Admission
 from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits, NeaConnection
 from nea.tls.server import HandshakeGate, Phase, TLSFiles, TLSServerFactory, server_context
 from nea.wire import frames, profiles
-from nea.core.snapshot import status_json
 from tests.support import (
-    WAIT, certs, connect, next_tick, settle, start_server, tcp_listen, tls_listen,
+    WAIT,
+    certs,
+    connect,
+    next_tick,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
 )
 
 

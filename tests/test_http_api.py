@@ -10,8 +10,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.trial import unittest
 from twisted.python.usage import UsageError
+from twisted.trial import unittest
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
@@ -21,15 +21,15 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 
-from nea.http.metrics import RelayTimer
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub
-from nea.server.service import InstanceService, makeService
-from nea.net.startup import StartupError
+from nea.core.snapshot import status_json
 from nea.core.testing import FakePeer
+from nea.http.metrics import RelayTimer
+from nea.net.startup import StartupError
+from nea.server.service import InstanceService, makeService
 from nea.wire import codec, frames, profiles
 from nea.wire.profiles import RELAY
-from nea.core.snapshot import status_json
 from tests.support import WAIT, connect, parse_options, settle, start_server, tcp_listen
 
 TOKEN = "test-admin-token"

@@ -10,8 +10,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from nea.client.status import STATUS_LINE, StatusError
 from nea.client import delays
+from nea.client.status import STATUS_LINE, StatusError
 from nea.loadtest import report, status
 from nea.loadtest.tally import Tally, percentiles
 from nea.loadtest.worker import Schedule, make_clients

@@ -1,6 +1,7 @@
 import random
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from nea.core.registry import IndexedSet, Registry

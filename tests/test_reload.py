@@ -7,8 +7,8 @@ import json
 import re
 import shutil
 import sys
-from io import BytesIO
 import tempfile
+from io import BytesIO
 from pathlib import Path
 
 from twisted.internet import defer, reactor
@@ -23,7 +23,6 @@ from nea.tls import devcerts
 from nea.wire import frames
 from tests import infra
 from tests.support import HTTP_ANY_PORT, WAIT, LineClient, daemon_env, settle
-
 
 #: twist logs JSON lines when its output is not a terminal.
 HTTP_PORT = re.compile(r'"http_port": (\d+)')

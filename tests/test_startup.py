@@ -14,10 +14,17 @@ from twisted.trial import unittest
 from nea.client.status import fetch_status
 from nea.net.listening import ListeningService
 from nea.net.startup import StartupError
-from tests.support import (
-    WAIT, certs, daemon_command, daemon_env, start_server, tcp_listen, tls_listen, twistd_command,
-)
 from tests import infra
+from tests.support import (
+    WAIT,
+    certs,
+    daemon_command,
+    daemon_env,
+    start_server,
+    tcp_listen,
+    tls_listen,
+    twistd_command,
+)
 from tests.test_http_api import fetch
 
 RUNNERS = {"twist": daemon_command, "twistd": twistd_command}

@@ -14,7 +14,8 @@ a history replay at those sizes.
 import json
 import tempfile
 
-from hypothesis import HealthCheck, Phase, example, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
@@ -23,8 +24,15 @@ from nea.wire import codec, frames
 from nea.wire.frames import Encoding
 from tests.support import WAIT, settle, start_server, tcp_listen, tls_listen
 from tests.test_websocket import ws_listen
-from tests.wire_clients import CLOSE_NOTIFY, FIN, WS_CLOSE, Stream, WebSocket, client_frame, \
-    read_line
+from tests.wire_clients import (
+    CLOSE_NOTIFY,
+    FIN,
+    WS_CLOSE,
+    Stream,
+    WebSocket,
+    client_frame,
+    read_line,
+)
 
 MAX_LINE = codec.DEFAULT_MAX_LINE
 TLS_RECORD = 16 * 1024

@@ -7,7 +7,8 @@ import random
 import struct
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
@@ -23,12 +24,23 @@ from nea.core.testing import FakePeer
 from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits
 from nea.server.listeners import Listen
 from nea.server.websocket import (
-    MAX_HANDSHAKE, MessageSession, WebSocketFactory, WebSocketSettings, origin_allowed,
+    MAX_HANDSHAKE,
+    MessageSession,
+    WebSocketFactory,
+    WebSocketSettings,
+    origin_allowed,
     parse_origins,
 )
 from nea.wire import errors, frames, profiles
 from tests.support import (
-    WAIT, certs, client_tls, connect, next_tick, settle, start_server, tcp_listen,
+    WAIT,
+    certs,
+    client_tls,
+    connect,
+    next_tick,
+    settle,
+    start_server,
+    tcp_listen,
 )
 
 TEXT, BINARY, CLOSE = 1, 2, 8

@@ -9,7 +9,7 @@ exits with a code a script can test (see `EXIT_*`).
 import argparse
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import defer, stdio, task
 from twisted.internet.interfaces import IHalfCloseableProtocol

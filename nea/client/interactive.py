@@ -13,7 +13,7 @@ to type ``ok X``, unless ``auto_ack`` is set.
 
 import json
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from nea.client.link import ServerLink
 from nea.client.redial import DialConfig, Redialer

@@ -18,7 +18,8 @@ The server's ``ping`` (text or JSON) is answered ``pong`` here, in the same form
 and not reported: a client that only listens is not closed as silent.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol

@@ -145,8 +145,8 @@ class RelayClient(Redialer):
         self.dials = self.forwarded = self.oks_sent = self.unexpected = 0
         self.dialled_at = self.sent_at = 0.0
         self.acked_at: float | None = None
-        self._message = f"message {text}\n".encode("utf-8")
-        self._own_ok = f"ok {text}".encode("utf-8")
+        self._message = f"message {text}\n".encode()
+        self._own_ok = f"ok {text}".encode()
         self._timer = None
         self._timed_out = False
         #: The server sent an error after which it closes the connection.

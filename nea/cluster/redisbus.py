@@ -48,11 +48,19 @@ from twisted.logger import Logger
 
 from nea.cluster import envelope, heartbeat, record
 from nea.cluster.envelope import (
-    Answer, Claim, Confirm, Deliver, Event, Leave, Offer, Refuse, Reforward,
+    Answer,
+    Claim,
+    Confirm,
+    Deliver,
+    Event,
+    Leave,
+    Offer,
+    Reforward,
+    Refuse,
 )
 from nea.cluster.members import Member, MemberTable
-from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace
+from nea.cluster.outstanding import Outstanding
 from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush, Presence

@@ -20,11 +20,12 @@ outage like any other, and its connections are aborted. Transitions are logged
 once each.
 """
 
+from typing import Protocol as TypingProtocol
+
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from typing import Protocol as TypingProtocol
 
 from nea.cluster.batch import Batcher, Reached
 from nea.cluster.names import RedisAddress

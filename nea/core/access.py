@@ -11,7 +11,7 @@ established, never with a token.
 """
 
 import collections
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger

@@ -7,7 +7,9 @@ the Redis bus in `nea.cluster` joins instances across processes and hosts
 """
 
 import random
-from typing import Any, Callable, Protocol as TypingProtocol
+from collections.abc import Callable
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 

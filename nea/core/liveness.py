@@ -16,7 +16,7 @@ found out by TCP keepalive when they vanish, and by the relays' first-ack
 deadline when they take relays and never ack.
 """
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall

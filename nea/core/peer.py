@@ -1,6 +1,7 @@
 """What the core needs from a connection, and the helper that fans a push out."""
 
-from typing import Iterable, Protocol as TypingProtocol
+from collections.abc import Iterable
+from typing import Protocol as TypingProtocol
 
 from twisted.logger import Logger
 

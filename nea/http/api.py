@@ -2,7 +2,7 @@
 
 import datetime
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -12,7 +12,14 @@ from nea.core.hub import Hub
 from nea.core.snapshot import status_json
 from nea.http import waiter
 from nea.http.auth import BearerToken
-from nea.http.jsonapi import JSON_TYPE, ApiError, read_json_object, write_body, write_error, write_json
+from nea.http.jsonapi import (
+    JSON_TYPE,
+    ApiError,
+    read_json_object,
+    write_body,
+    write_error,
+    write_json,
+)
 from nea.http.metrics import Metrics
 from nea.http.openapi import openapi
 from nea.http.text import max_text_chars, text_field
@@ -188,4 +195,4 @@ def _integer(values: list[bytes], name: str, low: int, high: int, default: int) 
 
 
 def _iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()

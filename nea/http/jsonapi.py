@@ -6,8 +6,9 @@ code and people read the message.
 """
 
 import json
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.web import http

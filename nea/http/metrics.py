@@ -10,7 +10,7 @@ Each site has its own `CollectorRegistry`, so several servers in one process
 (tests) never share or clash on metrics.
 """
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily

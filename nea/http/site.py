@@ -10,11 +10,11 @@ from pathlib import Path
 
 import attrs
 from swagger_ui_bundle import swagger_ui_path
-from zope.interface import provider
 from twisted.web import http
 from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.static import File
+from zope.interface import provider
 
 from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings

@@ -7,7 +7,7 @@ machine as ``nea-client relay``) for one unique text X, dialled through
 reports into the worker's `Tally`.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 from nea.client.relay import RelayClient, RelayObserver
 from nea.loadtest.tally import Tally

@@ -16,7 +16,8 @@ import os
 import random
 import resource
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet import defer, stdio
@@ -29,7 +30,6 @@ from nea.client.relay import RelayClient, RelayConfig
 from nea.loadtest.client import BACKOFF, Tallying
 from nea.loadtest.dialler import AsyncioEndpoint, client_context
 from nea.loadtest.tally import Tally
-
 
 #: Clients started in one go when the worker has fallen behind its schedule (a
 #: starved CPU): the rest wait for the next reactor turn, so that connections

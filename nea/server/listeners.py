@@ -15,7 +15,13 @@ from nea.net.startup import StartupError
 from nea.server.admission import Admission
 from nea.server.proxyheader import ProxyHeaderFactory
 from nea.tls import devcerts
-from nea.tls.server import CertificateError, ContextSource, HandshakeGate, TLSFiles, TLSServerFactory
+from nea.tls.server import (
+    CertificateError,
+    ContextSource,
+    HandshakeGate,
+    TLSFiles,
+    TLSServerFactory,
+)
 from nea.wire import profiles
 from nea.wire.profiles import Profile
 

@@ -7,24 +7,27 @@ from pathlib import Path
 from twisted.python import usage
 
 from nea.cluster.names import RedisAddress
+from nea.core.chat import DEFAULT_ON_JOIN
+from nea.core.permissions import parse_anonymous
+from nea.core.tokens import TokenVerifier
 from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
 from nea.http.hosts import AllowedHosts, parse_allowed_hosts
 from nea.http.limits import (
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
 )
 from nea.net.listening import DEFAULT_BACKLOG
-from nea.core.permissions import parse_anonymous
-from nea.core.tokens import TokenVerifier
+from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE
+from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
+from nea.server.listeners import Listen, default_listen
 from nea.server.service import DRAIN_GRACE
 from nea.server.settings import read_policy
-from nea.server.listeners import Listen, default_listen
-from nea.wire.codec import DEFAULT_MAX_LINE
-from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
-from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE
 from nea.server.websocket import parse_origins
-from nea.core.chat import DEFAULT_ON_JOIN
 from nea.store.url import DEFAULT_STORE
+from nea.wire.codec import DEFAULT_MAX_LINE
 
 #: Lines of chat history kept by default (``--history-max``).
 DEFAULT_HISTORY_MAX = 100_000

@@ -8,7 +8,7 @@ and ``twist`` installs no handler for it, so one is installed here.)
 """
 
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.application.service import Service

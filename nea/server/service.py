@@ -11,28 +11,28 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from nea.cluster.names import RedisAddress
 from nea.cluster.service import cluster
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub
+from nea.http.auth import read_token_file
 from nea.http.site import http_listener
 from nea.net.listening import ListeningService
+from nea.net.startup import StartupError
+from nea.server import websocket
 from nea.server.admission import Admission
 from nea.server.connection import NeaFactory
-from nea.server import websocket
 from nea.server.console import ConsoleService
+from nea.server.history import Reopening, StoreHistory
 from nea.server.listeners import ClientListener
-from nea.http.auth import read_token_file
+from nea.server.reload import Reloader, ReloadStep, SignalReloadService
 from nea.server.settings import Settings, StoreSettings
 from nea.server.ws import websocket_endpoint
-from nea.server.reload import Reloader, ReloadStep, SignalReloadService
-from nea.net.startup import StartupError
-from nea.tls.server import HandshakeGate
-from nea.server.history import Reopening, StoreHistory
-from nea.store.lines import StoreError, SchemaError
+from nea.store.lines import SchemaError, StoreError
 from nea.store.trimmer import Trimmer
 from nea.store.url import parse_store
-from nea.cluster.names import RedisAddress
 from nea.store.writer import StoreWriter
+from nea.tls.server import HandshakeGate
 
 log = Logger()
 

@@ -40,13 +40,17 @@ connection holds a zlib window of its own.
 from urllib.parse import urlsplit
 
 import attrs
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import (
-    IConsumer, IPushProducer, ISSLTransport, ITCPTransport, ITransport,
+    IConsumer,
+    IPushProducer,
+    ISSLTransport,
+    ITCPTransport,
+    ITransport,
 )
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.types import ConnectionDeny
 
 from nea.core.hub import Hub
 from nea.http.hosts import AllowedHosts

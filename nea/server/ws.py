@@ -9,9 +9,8 @@ is closed. The daemon hangs it on the API's resource tree
 (`nea.http.site.api_site`), which knows nothing of connections.
 """
 
-from autobahn.twisted.resource import WebSocketResource
-
 import attrs
+from autobahn.twisted.resource import WebSocketResource
 
 from nea.core.hub import Hub
 from nea.server.admission import Admission

@@ -14,7 +14,7 @@ peer that stops answering (TCP user timeout and keepalives). Settings given in
 the URL win over these defaults.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -101,7 +101,7 @@ class PostgreSQL(Dialect):
             connection.autocommit = False
 
     def from_db(self, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
 
 def public_url(url: str) -> str:

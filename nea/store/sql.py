@@ -17,14 +17,21 @@ in one transaction, under the dialect's migration lock. A newer version than
 this nea knows is refused.
 """
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 import attrs
 from twisted.internet import defer
 
 from nea.store.lines import (
-    MAX_ID, Kind, Line, SchemaError, StoredLine, StoreError, check_count, octets,
+    MAX_ID,
+    Kind,
+    Line,
+    SchemaError,
+    StoredLine,
+    StoreError,
+    check_count,
+    octets,
 )
 from nea.store.worker import Worker
 

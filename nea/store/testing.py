@@ -1,6 +1,6 @@
 """A store that tests can make slow or take down, for tests of whatever writes history."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.internet import defer
 

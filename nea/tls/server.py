@@ -26,16 +26,16 @@ keeps in order whatever OpenSSL cannot take before it has read from the peer.
 """
 
 import enum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import attrs
+from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet import interfaces
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
-from cryptography import x509
 from twisted.internet.ssl import AcceptableCiphers, Certificate, CertificateOptions, TLSVersion
 from twisted.python.failure import Failure
 from zope.interface import implementer
