@@ -61,6 +61,7 @@ from nea.cluster.envelope import (
 from nea.cluster.members import Member, MemberTable
 from nea.cluster.names import Namespace
 from nea.cluster.outstanding import Outstanding
+from nea.cluster.redislink import RedisLink
 from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush, Presence
@@ -77,14 +78,15 @@ class RedisBus:
         self.encode_record = encode_record
         self.namespace = namespace
         self.interval = interval
-        self.link = None  # a nea.cluster.redislink.RedisLink, set by nea.cluster.service
+        self.link: RedisLink | None = None  # set by nea.cluster.service
         self.run = ""
         self.table = MemberTable()
         self.outstanding = Outstanding()
-        self._relays: RelayNode | None = None
-        self._chat: ChatNode | None = None
-        self._figures: Figures | None = None
-        self._requests: RequestNode | None = None
+        # The hub's nodes, set by attach() before the link starts (nea.core.bus.Bus).
+        self._relays: RelayNode
+        self._chat: ChatNode
+        self._figures: Figures
+        self._requests: RequestNode
         #: Names registered (their stamp) or released (None) here, not yet written to Redis.
         self._name_changes: dict[str, float | None] = {}
         self._twin_reported = False
@@ -171,6 +173,7 @@ class RedisBus:
         first = not self._name_changes
         self._name_changes[name] = stamp
         if first:
+            assert self.link is not None  # names change only while the link is up
             self.link.reactor.callLater(0, self._write_name_changes)
 
     def _write_name_changes(self) -> None:
@@ -205,7 +208,8 @@ class RedisBus:
         )
 
         def newest_live(stamps) -> str | None:
-            held = {i: {name: _stamp(s)} for i, s in zip(instances, stamps) if _stamp(s) is not None}
+            found_at = {i: _stamp(s) for i, s in zip(instances, stamps, strict=True)}
+            held = {i: {name: stamp} for i, stamp in found_at.items() if stamp is not None}
             instance = newest(held).get(name)
             return instance if instance in self.table.members else None
 
@@ -266,6 +270,7 @@ class RedisBus:
 
     def _publish(self, channel: str, message: envelope.Message, reached=None) -> None:
         # Unsent while the link is down, or lost with it: link_down recovers what was out.
+        assert self.link is not None, "nea.cluster.service sets the link before it starts"
         self.link.publish(channel, envelope.encode(self.instance_id, message), reached)
 
     def _check_reached(self, instance: str, run: str, receivers: int) -> None:

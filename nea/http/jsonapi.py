@@ -62,9 +62,9 @@ def read_json_object(request, max_bytes: int) -> dict[str, Any]:
     try:
         value = json.loads(body)
     except ValueError as e:  # UnicodeDecodeError is a ValueError too
-        raise ApiError(http.BAD_REQUEST, "bad_json", f"the body is not valid JSON: {e}")
+        raise ApiError(http.BAD_REQUEST, "bad_json", f"the body is not valid JSON: {e}") from e
     except RecursionError:
-        raise ApiError(http.BAD_REQUEST, "bad_json", "the body is nested too deep")
+        raise ApiError(http.BAD_REQUEST, "bad_json", "the body is nested too deep") from None
     if not isinstance(value, dict):
         raise ApiError(http.BAD_REQUEST, "bad_json",
                        f"the body must be a JSON object, not {type(value).__name__}")

@@ -105,7 +105,7 @@ def _delay(text: str) -> str:
     try:
         delays.parse(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
+        raise argparse.ArgumentTypeError(str(e)) from e
     return text
 
 

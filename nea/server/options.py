@@ -236,7 +236,7 @@ class Options(usage.Options):
         try:
             self["listen"].append(Listen.parse(value))
         except ValueError as e:
-            raise usage.UsageError(str(e))
+            raise usage.UsageError(str(e)) from e
 
     opt_listen.__doc__ = (
         "[PROFILE[+proxy][+ws]=]ENDPOINT to listen on; repeat for several. PROFILE is nea "

@@ -62,7 +62,7 @@ class PostgreSQL(Dialect):
         try:
             given = conninfo_to_dict(url)
         except psycopg.Error as e:
-            raise StoreError(f"--store: not a PostgreSQL URL: {' '.join(str(e).split())}")
+            raise StoreError(f"--store: not a PostgreSQL URL: {' '.join(str(e).split())}") from e
         self.params = {**DRIVER_DEFAULTS, **given}
         self.name = public_url(url)
         self.statement_timeout = statement_timeout
@@ -112,5 +112,5 @@ def public_url(url: str) -> str:
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        raise StoreError(f"--store: bad port in the PostgreSQL URL {parts.netloc!r}")
+        raise StoreError(f"--store: bad port in the PostgreSQL URL {parts.netloc!r}") from None
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"

@@ -84,6 +84,7 @@ def client_endpoint(
     ``bind`` is a local source address.
     """
     source = (bind, 0) if bind else None
+    endpoint: IStreamClientEndpoint
     if isIPAddress(host):
         endpoint = TCP4ClientEndpoint(reactor, host, port, timeout, source)
     elif isIPv6Address(host):

@@ -28,14 +28,14 @@ keeps in order whatever OpenSSL cannot take before it has read from the peer.
 import enum
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import attrs
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet import interfaces
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import AcceptableCiphers, Certificate, CertificateOptions, TLSVersion
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -88,7 +88,7 @@ class TLSFiles:
 
 def server_context(files: TLSFiles) -> SSL.Context:
     """The OpenSSL context a TLS listener serves ``files`` with; `CertificateError` if it cannot."""
-    verify = {}
+    verify: dict[str, Any] = {}
     if files.client_ca is not None:
         verify = dict(
             verify=True,
@@ -171,7 +171,8 @@ _MAX_RECORD = 2**14 + 2048
 
 
 def _record_complete(data: bytearray) -> bool:
-    """Whether ``data`` holds a whole first TLS record (or cannot be one: then let OpenSSL say so)."""
+    """Whether ``data`` holds a whole first TLS record (or cannot be one: then let
+    OpenSSL say so)."""
     if len(data) < _RECORD_HEADER:
         return False
     length = int.from_bytes(data[3:5], "big")
@@ -279,14 +280,16 @@ class TLSServerProtocol(Protocol):
     ``_write_closed`` (our close_notify, sent once ``_unsent`` is out).
     """
 
+    transport: interfaces.ITCPTransport
+
     def __init__(self, factory: "TLSServerFactory", wrapped: Protocol) -> None:
         self.factory = factory
         self.wrapped = wrapped
         self.disconnecting = False
         self.phase = Phase.ACCEPTED
-        self._tls: SSL.Connection | None = None
-        #: The first TLS record, gathered until complete; None once past it.
-        self._hello: bytearray | None = bytearray()
+        self._tls: SSL.Connection  # from connectionMade, once admitted
+        #: The first TLS record, gathered until complete; emptied once past it.
+        self._hello = bytearray()
         self._deadline = None
         self._read_closed = False
         self._write_closed = False
@@ -358,12 +361,11 @@ class TLSServerProtocol(Protocol):
     def begin(self) -> None:
         """Start the handshake with what was gathered (the gate may call this later)."""
         self._to(Phase.HANDSHAKING)
-        hello, self._hello = bytes(self._hello), None
+        hello, self._hello = bytes(self._hello), bytearray()
         self.dataReceived(hello)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         left = self.phase
-        self._tls = None
         if left is not Phase.ACCEPTED and left is not Phase.REFUSED:
             self.factory.admission.release(self.transport)
         self._to(Phase.CLOSED)
@@ -529,16 +531,16 @@ class TLSServerProtocol(Protocol):
 
     def pauseProducing(self) -> None:
         """Stop reading from the peer (the wrapped protocol throttles its input)."""
-        self.transport.pauseProducing()
+        _producer(self.transport).pauseProducing()
 
     def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
+        _producer(self.transport).resumeProducing()
 
     def registerProducer(self, producer, streaming: bool) -> None:
-        self.transport.registerProducer(producer, streaming)
+        _consumer(self.transport).registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self.transport.unregisterProducer()
+        _consumer(self.transport).unregisterProducer()
 
     def getPeer(self):
         return self.transport.getPeer()
@@ -547,7 +549,7 @@ class TLSServerProtocol(Protocol):
         return self.transport.getHost()
 
     def getPeerCertificate(self):
-        return self._tls.get_peer_certificate() if self._tls is not None else None
+        return self._tls.get_peer_certificate() if self.phase is Phase.ESTABLISHED else None
 
     def getTcpNoDelay(self) -> bool:
         return self.transport.getTcpNoDelay()
@@ -565,6 +567,16 @@ class TLSServerProtocol(Protocol):
         return self.transport.getHandle()
 
 
+def _producer(tcp: interfaces.ITCPTransport) -> interfaces.IPushProducer:
+    """A TCP connection is its own producer (twisted.internet.abstract.FileDescriptor)."""
+    return cast(interfaces.IPushProducer, tcp)
+
+
+def _consumer(tcp: interfaces.ITCPTransport) -> interfaces.IConsumer:
+    """A TCP connection is its own consumer (twisted.internet.abstract.FileDescriptor)."""
+    return cast(interfaces.IConsumer, tcp)
+
+
 class TLSServerFactory(Factory):
     """Wraps each connection ``wrapped`` builds in server-side TLS.
 
@@ -579,7 +591,7 @@ class TLSServerFactory(Factory):
 
     def __init__(
         self,
-        wrapped: Factory,
+        wrapped: Factory[Protocol],
         context: Callable[[], SSL.Context],
         clock: IReactorTime,
         admission,
