@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable
 
 from twisted.internet import defer, stdio, task
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import nea
@@ -225,6 +226,7 @@ class RelayReporter(RelayObserver):
 
     def on_acked(self, client: RelayClient) -> None:
         self.shout(f"ok {client.text}")
+        assert client.acked_at is not None  # RelayClient sets it before it reports
         self.say(f"acked after {client.acked_at - client.started_at:.3f} s")
 
     def on_retry(self, client: RelayClient, why: str, delay: float) -> None:
@@ -295,8 +297,10 @@ class Terminal(Protocol):
     stdout non-blocking, and a blocking print could fail on a full pipe.
     """
 
+    transport: ITransport  # twisted.internet.stdio.StandardIO
+
     def __init__(self) -> None:
-        self.client: InteractiveClient | None = None
+        self.client: InteractiveClient  # set by _on_terminal before stdin is read
         self.closed: defer.Deferred = defer.Deferred()
         self._lines = LineBuffer(MAX_INPUT_LINE)
 
@@ -316,7 +320,7 @@ class Terminal(Protocol):
     def writeConnectionLost(self) -> None:
         self.client.user_done()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.client.user_done()
         self.closed.callback(None)
 

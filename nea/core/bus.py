@@ -152,8 +152,9 @@ class LocalBus:
 
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
-        self._relays: RelayNode | None = None
-        self._requests: RequestNode | None = None
+        # The hub's nodes, set by attach() before any use (the Bus protocol).
+        self._relays: RelayNode
+        self._requests: RequestNode
 
     def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
                requests: RequestNode) -> None:

@@ -28,6 +28,8 @@ Each refusal is counted in ``nea_http_refused_total`` by reason.
 import collections
 
 import attrs
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -106,7 +108,7 @@ class GuardedChannel(http.HTTPChannel):
         super().connectionMade()
         self._idle()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.forget(self)
         super().connectionLost(reason)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 
@@ -163,6 +164,8 @@ def _is_loopback(host: str) -> bool:
 
 class WorkerProcess(ProcessProtocol):
     """The command's side of one worker: its JSON lines, and when it ends."""
+
+    transport: IProcessTransport
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config

@@ -21,8 +21,11 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer, stdio
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from nea.client import delays
 from nea.client.redial import DialConfig
@@ -45,8 +48,8 @@ FD_RESERVE = 100
 class Clients:
     """What the clients of one worker share: how they dial, behave and report."""
 
-    endpoint: object  # IStreamClientEndpoint
-    clock: object  # IReactorTime
+    endpoint: IStreamClientEndpoint
+    clock: IReactorTime
     config: RelayConfig
     rng: random.Random
     observer: Tallying
@@ -152,6 +155,8 @@ def make_clients(config: dict[str, Any], reactor, endpoint) -> Clients:
 class Control(LineReceiver):
     """The worker's stdio: JSON lines out to the command, the ``go`` line in."""
 
+    transport: ITransport  # twisted.internet.stdio.StandardIO
+
     delimiter = b"\n"
 
     def __init__(self) -> None:
@@ -165,7 +170,7 @@ class Control(LineReceiver):
         if not self.go.called:
             self.go.callback(json.loads(line)["go"])
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.go.called:
             self.go.errback(reason)
         self.closed.callback(None)

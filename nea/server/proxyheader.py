@@ -15,7 +15,9 @@ import struct
 
 import attrs
 from twisted.internet import address, interfaces
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -101,6 +103,8 @@ def _parse_v2(data: bytes) -> Parsed | None:
 class ProxyHeaderProtocol(ProtocolWrapper):
     """Reads the PROXY header, then connects the wrapped protocol with the client's address."""
 
+    transport: interfaces.ITCPTransport
+
     def __init__(self, factory: "ProxyHeaderFactory", wrapped) -> None:
         super().__init__(factory, wrapped)
         self._buffer = b""
@@ -161,7 +165,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         if self._header_done and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.writeConnectionLost()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         if self._header_done:
             super().connectionLost(reason)
