@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web import http
 
 from nea.core.hub import Hub
@@ -125,7 +126,7 @@ class Api:
         self.auth.check(request)
         since = _integer(request.args.get(b"since", []), "since", 0, MAX_ID, 0)
         limit = _integer(request.args.get(b"limit", []), "limit", 1, MAX_REPLAY, 100)
-        gone = []
+        gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
 
         def answer(entries) -> None:
@@ -152,10 +153,14 @@ class Api:
     def broadcast(self, request) -> None:
         broadcasting = self.hub.broadcast(self._text(request, "broadcast"))
         # Stored first: the HTTP client may be gone by the time it is fanned out.
-        gone = []
+        gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        broadcasting.addCallback(lambda reached: gone or write_json(
-            request, http.OK, {"instance": self.hub.instance_id, "reached": reached}))
+
+        def answer(reached: int) -> None:
+            if not gone:
+                write_json(request, http.OK, {"instance": self.hub.instance_id, "reached": reached})
+
+        broadcasting.addCallback(answer)
 
     def relay(self, request) -> None:
         outcome = waiter.relay(self.hub, self.clock, self._text(request, "relay"),

@@ -97,12 +97,13 @@ class HubCollector:
         yield _counter("nea_received_bytes", "Bytes received from clients.", snapshot.bytes_in)
         yield _counter("nea_sent_bytes", "Bytes written to clients.", snapshot.bytes_out)
         cluster = snapshot.cluster
-        state = GaugeMetricFamily(
-            "nea_cluster_state", "1 for the cluster (Redis) state this instance is in.", labels=["state"]
+        states = GaugeMetricFamily(
+            "nea_cluster_state", "1 for the cluster (Redis) state this instance is in.",
+            labels=["state"],
         )
         for name in sorted({*CLUSTER_STATES, cluster.state}):
-            state.add_metric([name], int(name == cluster.state))
-        yield state
+            states.add_metric([name], int(name == cluster.state))
+        yield states
         yield _gauge("nea_cluster_members", "Live instances in the cluster, this one included.",
                      len(cluster.members))
         yield from _store_metrics(snapshot.store)

@@ -319,7 +319,7 @@ _TOKEN_REFUSED = _error(
     "refused client token is answered its own code: bad_token, token_too_large, "
     "bad_signature, bad_algorithm, expired_token, token_not_yet_valid, wrong_audience, "
     "auth_unavailable.")
-_SECURITY = [{"adminToken": []}, {"clientToken": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}, {"clientToken": []}]
 
 
 def _not_allowed(permission: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ then the connection closes, as soon as nothing it asked for is still awaited
 import collections
 import enum
 import itertools
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 from twisted.internet import defer

@@ -53,7 +53,7 @@ def _non_negative(kind, off: str):
             raise ValueError(f"must not be negative, got {value}")
         return number
 
-    convert.coerceDoc = f"A {kind.__name__} >= 0; 0 {off}."
+    convert.coerceDoc = f"A {kind.__name__} >= 0; 0 {off}."  # type: ignore[attr-defined]  # usage.Options shows it in --help
     return convert
 
 
@@ -63,7 +63,7 @@ def _choice(*allowed: str):
             raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
-    convert.coerceDoc = f"One of: {', '.join(allowed)}."
+    convert.coerceDoc = f"One of: {', '.join(allowed)}."  # type: ignore[attr-defined]  # usage.Options shows it in --help
     return convert
 
 
@@ -74,7 +74,7 @@ def _redis_address(value: str) -> RedisAddress:
         raise ValueError(f"{e}; e.g. --redis redis://127.0.0.1:6379/0") from None
 
 
-_redis_address.coerceDoc = "A URL: redis://host[:port][/db]."
+_redis_address.coerceDoc = "A URL: redis://host[:port][/db]."  # type: ignore[attr-defined]  # usage.Options shows it in --help
 
 
 DEFAULT_HTTP = "tcp:3000:interface=127.0.0.1"

@@ -98,7 +98,7 @@ class StoreWriter:
 
     def write(self, line: Line) -> defer.Deferred:
         """Fires, in order, with the `StoredLine`, or with ``line`` when it was not stored."""
-        waiter = defer.Deferred()
+        waiter: defer.Deferred = defer.Deferred()
         if self.state == OK:
             self._queue.append((line, waiter))
             self._queued_bytes += _size(line)
@@ -120,7 +120,7 @@ class StoreWriter:
         is down to half the bound (or released: the store failed)."""
         if not self.pushing_back:
             return None
-        waiter = defer.Deferred()
+        waiter: defer.Deferred = defer.Deferred()
         self._waiters.append(waiter)
         return waiter
 
