@@ -226,7 +226,8 @@ class RelayReporter(RelayObserver):
 
     def on_acked(self, client: RelayClient) -> None:
         self.shout(f"ok {client.text}")
-        assert client.acked_at is not None  # RelayClient sets it before it reports
+        # Set by RelayClient before it reports:
+        assert client.acked_at is not None and client.started_at is not None
         self.say(f"acked after {client.acked_at - client.started_at:.3f} s")
 
     def on_retry(self, client: RelayClient, why: str, delay: float) -> None:
@@ -236,6 +237,7 @@ class RelayReporter(RelayObserver):
         self.say(f"server said [{error.code}] {error.message}")
 
     def on_finished(self, client: RelayClient) -> None:
+        assert client.outcome is not None  # set before it reports the end
         if client.outcome != "acked":
             self.say(f"{client.outcome}: {client.detail}" if client.detail else client.outcome)
         self.done.callback(_exit_code(client.outcome))

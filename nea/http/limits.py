@@ -78,6 +78,7 @@ class GuardedRequest(Request):
     tells whether it has been handed on to be answered.
     """
 
+    channel: "GuardedChannel"
     refusal: ApiError | None = None
     dispatched = False
     received = 0
@@ -102,6 +103,8 @@ class GuardedChannel(http.HTTPChannel):
     """An HTTP/1.1 channel that screens each request's headers before reading its body,
     and whose timeouts are deadlines (for an idle spell, for a whole request), not idle
     timers."""
+
+    site: "GuardedSite"  # set by Site.buildProtocol
 
     def connectionMade(self) -> None:
         self.site.channels.add(self)
@@ -179,7 +182,9 @@ class Refused(Resource):
 class GuardedSite(Site):
     """A site whose connections and requests are held to ``limits``."""
 
-    protocol = GuardedChannel
+    # Twisted types this as its HTTP/2-negotiating wrapper; an HTTP/1.1 channel is
+    # all buildProtocol needs.
+    protocol = GuardedChannel  # type: ignore[assignment]
     requestFactory = GuardedRequest
 
     def __init__(self, resource, token: BearerToken, limits: HttpLimits, metrics: Metrics,

@@ -264,7 +264,8 @@ def orchestrate(reactor, args: argparse.Namespace):
         ticker.stop()
     progress.show()
     wall = reactor.seconds() - t0
-    server_cpu = process_cpu(args.server_pid) - server_cpu_before if args.server_pid else None
+    server_cpu = (process_cpu(args.server_pid) - server_cpu_before
+                  if server_cpu_before is not None else None)
     # Reaped workers count in this process's children's CPU time, so that
     # /usr/bin/time or a shell's ``time`` sees the whole generator.
     yield defer.gatherResults([p.ended for p in processes]).addTimeout(30, reactor)

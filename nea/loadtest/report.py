@@ -16,7 +16,8 @@ def build(
 ) -> dict[str, Any]:
     counts = tally.counts
     clients = counts["clients"]
-    duration = (tally.last_end - tally.first_start) if tally.first_start is not None else 0.0
+    first, last = tally.first_start, tally.last_end
+    duration = (last - first) if first is not None and last is not None else 0.0
     per_second = (lambda n: round(n / duration, 1)) if duration > 0 else (lambda n: None)
     lost = clients - counts["acked"]
     zero_state = verdict.zero_state if verdict is not None else None
