@@ -39,8 +39,9 @@ class Unavailable(Exception):
 
 
 class HistoryWriter(TypingProtocol):
-    #: The store is so far behind that a line said now is refused (``history_busy``).
-    full: bool
+    @property
+    def full(self) -> bool:
+        """The store is so far behind that a line said now is refused (``history_busy``)."""
 
     def write(self, kind: str, name: str | None, text: str) -> defer.Deferred:
         """Fires with the `Entry` (stored or not), in the order written; never fails."""
@@ -50,8 +51,9 @@ class HistoryWriter(TypingProtocol):
 
 
 class HistoryReader(TypingProtocol):
-    #: Whether reads are served now (history on, and its store not degraded).
-    available: bool
+    @property
+    def available(self) -> bool:
+        """Whether reads are served now (history on, and its store not degraded)."""
 
     def since(self, last_id: int, limit: int) -> defer.Deferred:
         """Up to ``limit`` entries with an id above ``last_id``, oldest first."""

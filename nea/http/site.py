@@ -5,6 +5,7 @@ from the installed ``swagger_ui_bundle`` package, so nothing is fetched from a C
 """
 
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import attrs
 from swagger_ui_bundle import swagger_ui_path
 from twisted.web import http
 from twisted.web.iweb import IAccessLogFormatter
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.static import File
 from zope.interface import provider
 
@@ -86,7 +87,7 @@ def build_root(api: Api) -> Resource:
     })
 
 
-def listening(listeners: list[ListeningService]) -> bool:
+def listening(listeners: Sequence[ListeningService]) -> bool:
     """Whether every client listener is started and has its port."""
     return all(listener.listening() for listener in listeners)
 
@@ -150,8 +151,8 @@ class HttpSettings:
     access_log: str | None = None
 
 
-def api_site(clock, settings: HttpSettings, hub: Hub, listeners: list[ListeningService],
-             more: dict[bytes, Resource] | None = None) -> ApiSite:
+def api_site(clock, settings: HttpSettings, hub: Hub, listeners: Sequence[ListeningService],
+             more: dict[bytes, IResource] | None = None) -> ApiSite:
     """The HTTP API for ``settings``, timed by ``clock``.
 
     ``more``: resources the daemon serves beside the API's own (``/ws``, its
@@ -167,8 +168,8 @@ def api_site(clock, settings: HttpSettings, hub: Hub, listeners: list[ListeningS
     return site
 
 
-def http_listener(reactor, settings: HttpSettings, hub: Hub, listeners: list[ListeningService],
-                  more: dict[bytes, Resource] | None = None) -> HttpListener:
+def http_listener(reactor, settings: HttpSettings, hub: Hub, listeners: Sequence[ListeningService],
+                  more: dict[bytes, IResource] | None = None) -> HttpListener:
     """The HTTP API's listener for ``settings``, with ``more`` as in `api_site`.
 
     Like the client listeners it fails loudly when it cannot listen.

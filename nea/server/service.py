@@ -9,15 +9,16 @@ import itertools
 import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from nea.cluster.names import RedisAddress
+from nea.cluster.redislink import RedisLink
 from nea.cluster.service import cluster
-from nea.core.bus import LocalBus
+from nea.core.bus import Bus, LocalBus
 from nea.core.hub import Hub
 from nea.http.auth import read_token_file
-from nea.http.site import http_listener
-from nea.net.listening import ListeningService
+from nea.http.site import HttpListener, http_listener
 from nea.net.startup import StartupError
 from nea.server import websocket
 from nea.server.admission import Admission
@@ -29,6 +30,7 @@ from nea.server.reload import Reloader, ReloadStep, SignalReloadService
 from nea.server.settings import Settings, StoreSettings
 from nea.server.ws import websocket_endpoint
 from nea.store.lines import SchemaError, StoreError
+from nea.store.sql import SQLStore
 from nea.store.trimmer import Trimmer
 from nea.store.url import parse_store
 from nea.store.writer import StoreWriter
@@ -68,9 +70,9 @@ class InstanceService(MultiService):
         self.drain_timeout = drain_timeout
         self.listeners: list[ClientListener] = []
         self.console: ConsoleService | None = None
-        self.http: ListeningService | None = None
+        self.http: HttpListener | None = None
         self.reloads: SignalReloadService | None = None
-        self.link = None
+        self.link: RedisLink | None = None
         self.history: StoreHistory | None = None
         self.trimmer: Trimmer | None = None
 
@@ -166,7 +168,7 @@ def open_history(settings: StoreSettings, redis: RedisAddress | None,
             f"--store {store.name} cannot be shared by a cluster (--redis): give every "
             "instance the same --store postgresql://..., or --store none")
     down = None
-    if store.enabled:
+    if isinstance(store, SQLStore):  # what parse_store gives unless the store is none
         try:
             store.open_now()
         except SchemaError as e:
@@ -196,7 +198,8 @@ def instance_service(settings: Settings, reactor=None) -> InstanceService:
     """The service tree of one instance configured by ``settings``."""
     if reactor is None:
         from twisted.internet import reactor
-    link = None
+    link: RedisLink | None = None
+    bus: Bus
     cluster_settings = settings.cluster
     if cluster_settings.redis is None:
         bus = LocalBus(cluster_settings.instance_id)
@@ -222,6 +225,7 @@ def instance_service(settings: Settings, reactor=None) -> InstanceService:
     admission = Admission(front.keepalive, front.max_clients_per_ip)
     for listen in front.listen:
         tls = listen.tls_files() is not None
+        factory: Factory
         if listen.websocket:
             factory = websocket.listener_factory(hub, listen.profile, settings.websocket,
                                                  None if tls else admission)
