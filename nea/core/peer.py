@@ -27,14 +27,17 @@ class Peer(TypingProtocol):
     identity: str | None
     #: The accepted token it was identified by, else None.
     token: Token | None
-    #: Where it connects from (``host:port``), and when (seconds since the epoch).
-    peer_address: str
+    #: When it connected (seconds since the epoch).
     since: float
     #: Whether a client that must give its name first (the chat profile's) has given it.
     named: bool
     #: Bytes read from and written to it.
     bytes_in: int
     bytes_out: int
+
+    @property
+    def peer_address(self) -> str:
+        """Where it connects from (``host:port``)."""
 
     def send(self, line: bytes) -> None:
         """Write one encoded line (terminator included) to the client."""

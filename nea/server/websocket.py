@@ -44,12 +44,15 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import (
     IConsumer,
+    IDelayedCall,
     IPushProducer,
     ISSLTransport,
     ITCPTransport,
     ITransport,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from nea.core.hub import Hub
@@ -180,14 +183,16 @@ class StreamView:
 class WebSocketConnection(WebSocketServerProtocol):
     """autobahn's side of one client: it frames; its `session` does the rest."""
 
+    transport: ITCPTransport  # TCP, or TLS over it
+
     def __init__(self, hub: Hub, settings: WebSocketSettings,
                  admission: Admission | None = None) -> None:
         super().__init__()
         self.hub = hub
         self.settings = settings
         self.admission = admission
-        self.session: MessageSession | None = None
-        self._deadline = None
+        self.session: MessageSession  # from makeConnection, which precedes all else
+        self._deadline: IDelayedCall | None = None
         self._opened = False
         self._handshake_bytes = 0
         #: The client's close frame (code, reason), held until its answers are written.
@@ -227,11 +232,10 @@ class WebSocketConnection(WebSocketServerProtocol):
         if self._opened and self.state in (self.STATE_CLOSING, self.STATE_CLOSED):
             self.session.close()  # a close frame or a violation: autobahn is ending it
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         super().connectionLost(reason)
-        if self.session is not None:
-            self.session.connectionLost(reason)
+        self.session.connectionLost(reason)
 
     def _expired(self) -> None:
         self._deadline = None
