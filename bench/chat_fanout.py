@@ -158,7 +158,7 @@ def measure(store: str, store_arg: str, args, database_pid: int | None = None) -
             for g in groups:
                 g.stop()
     latencies = [ms for r in reports for ms in r["latencies"]]
-    cpu, store_thread, database = ((b - a) / lines * 1000 for a, b in zip(before, after))
+    cpu, store_thread, database = ((b - a) / lines * 1000 for a, b in zip(before, after, strict=True))
     return {
         "store": store,
         "lines": lines,

@@ -24,7 +24,7 @@ def listen_drops() -> int:
     """The kernel's count of connections dropped on a full listen queue (TcpExt ListenDrops)."""
     lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
              if line.startswith("TcpExt:")]
-    return int(dict(zip(lines[0], lines[1]))["ListenDrops"])
+    return int(dict(zip(lines[0], lines[1], strict=True))["ListenDrops"])
 
 
 def case(gate: int, args, certs_dir: Path) -> dict:

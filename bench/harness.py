@@ -432,7 +432,7 @@ class LoadRun:
             found = _PROGRESS.search(raw.decode("utf-8", "replace"))
             if found:
                 values = [float(found.group(1)), *map(int, found.groups()[1:])]
-                self.progress.append(dict(zip(keys, values)))
+                self.progress.append(dict(zip(keys, values, strict=True)))
 
     def finish(self, limit: float) -> dict | None:
         try:

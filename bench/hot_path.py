@@ -40,7 +40,7 @@ def run(exchanges: int, connections: int = 100) -> float:
             seq += 1
             lines.append(b"message bench.%d\n" % seq)
         started = time.process_time()
-        for peer, line in zip(peers, lines):
+        for peer, line in zip(peers, lines, strict=True):
             peer.dataReceived(line)
         spent += time.process_time() - started
         acks = []

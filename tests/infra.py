@@ -216,7 +216,7 @@ class RedisServer:
         try:
             keys = sorted((yield redis.keys(f"{prefix}:*")))
             ttls = yield defer.gatherResults([redis.execute_command("PTTL", k) for k in keys])
-            eternal = [key for key, ttl in zip(keys, ttls) if ttl == -1]
+            eternal = [key for key, ttl in zip(keys, ttls, strict=True) if ttl == -1]
             channels = yield redis.execute_command("PUBSUB", "CHANNELS", f"{prefix}:*")
         finally:
             yield redis.disconnect()

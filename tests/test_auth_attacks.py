@@ -81,7 +81,7 @@ def production_options(directory: Path, key: Path) -> list[str]:
              "admin-token": directory / "admin-token"}
     words = command.replace("\\\n", " ").split()
     options = []
-    for option, value in zip(words[::2], words[1::2]):
+    for option, value in zip(words[::2], words[1::2], strict=True):
         if option != "--listen":
             if value.startswith("/etc/nea/"):
                 value = str(files[value.removeprefix("/etc/nea/")])

@@ -75,7 +75,7 @@ class FakeRedis:
         fields = self.hashes.setdefault(key, {})
         result: object = 1
         if op == "HSET":
-            fields.update(zip(args[::2], args[1::2]))
+            fields.update(zip(args[::2], args[1::2], strict=True))
         elif op == "HDEL":
             result = sum(fields.pop(name, None) is not None for name in args)
         elif op == "HGET":

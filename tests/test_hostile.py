@@ -362,7 +362,7 @@ class SocketDefences(unittest.TestCase):
         service = yield start_server(
             self, "--listen", tls_listen(), "--listen", tcp_listen(), "--keepalive", "42"
         )
-        for port, tls in zip(service.ports, (True, False)):
+        for port, tls in zip(service.ports, (True, False), strict=True):
             client = yield connect(self, port, tls=tls)
             client.send("x")
             yield client.next()

@@ -166,9 +166,9 @@ class ClientTests(unittest.TestCase):
                 if len(reactor.tcpClients) > dials:
                     break
             waits.append(reactor.seconds() - failed_at)
-        for wait, ceiling in zip(waits, (0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0)):
+        for wait, ceiling in zip(waits, (0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0), strict=True):
             self.assertTrue(ceiling / 2 - 0.002 <= wait <= ceiling + 0.002, (waits, ceiling))
-        self.assertGreater(len({round(w / c, 2) for w, c in zip(waits, (0.1, 0.2, 0.4))}), 1)
+        self.assertGreater(len({round(w / c, 2) for w, c in zip(waits[:3], (0.1, 0.2, 0.4), strict=True)}), 1)
 
     def test_an_endless_line_ends_the_attempt(self):
         reactor, clients = client_set()

@@ -361,7 +361,7 @@ class Cluster(unittest.TestCase):
         device = self.peer("b")
         line(self.hubs["b"], device, "register lock1")
         members = [self.peer("b"), self.peer("c")]
-        for member, instance in zip(members, "bc"):
+        for member, instance in zip(members, "bc", strict=True):
             line(self.hubs[instance], member, "serve people")
         asker = self.peer("a")
         line(self.hubs["a"], asker, "ask 1 lock1 a")

@@ -45,7 +45,7 @@ def run_failing(testcase, *args: str):
     results = yield defer.gatherResults(runs)
     return {
         name: (code, (out + err).decode("utf-8", "replace").splitlines())
-        for name, (out, err, code) in zip(RUNNERS, results)
+        for name, (out, err, code) in zip(RUNNERS, results, strict=True)
     }
 
 

@@ -125,7 +125,7 @@ class Integrity(unittest.TestCase):
                     got = stream.read_to_end()
                 else:
                     got = b""
-                    for request, text in zip(requests[:-1], lines):
+                    for request, text in zip(requests[:-1], lines[:-1], strict=True):
                         for chunk in chunked(request, sizes):
                             stream.send(chunk)
                         got += stream.read_exactly(len(reversed_line(text)))

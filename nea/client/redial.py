@@ -187,7 +187,8 @@ class Redialer(PushReader):
 
     Subclasses fill in the hooks `dialling`, `made`, `ready`, `received`,
     `attempt_over`, `retrying` and `finished` (or take the server's raw lines by
-    overriding `link_line`, calling `server_error` for each error line). ``outcome`` is None while running, then the reason it finished
+    overriding `link_line`, calling `server_error` for each error line). ``outcome`` is
+    None while running, then the reason it finished
     ("gave_up", "tls_failed", or whatever the subclass passed to `finish`).
     The dialling and the waiting in between are a `RedialFactory`'s.
     """

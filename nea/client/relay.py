@@ -44,7 +44,8 @@ from nea.wire import errors, frames
 RESEND = frozenset({errors.NO_RECIPIENT.code, errors.TOO_MANY_PENDING.code})
 #: Our ``message TEXT`` can never be relayed on this listener: retrying is pointless.
 REFUSED = frozenset(
-    {errors.NOT_IN_PROFILE.code, errors.EMPTY_RELAY.code, errors.BAD_UTF8.code, errors.BAD_USAGE.code}
+    {errors.NOT_IN_PROFILE.code, errors.EMPTY_RELAY.code, errors.BAD_UTF8.code,
+     errors.BAD_USAGE.code}
 )
 #: After these the server closes the connection.
 FATAL = frozenset(e.code for e in errors.ALL if e.fatal)

@@ -226,7 +226,7 @@ class RedisBus:
         )
 
         def merged(hashes) -> dict[str, str]:
-            for instance, names in zip(instances, hashes):
+            for instance, names in zip(instances, hashes, strict=True):
                 local[instance] = {n: s for n, s in ((n, _stamp(v)) for n, v in names.items())
                                    if s is not None}
             return newest(local)

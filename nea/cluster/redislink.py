@@ -206,7 +206,8 @@ class RedisLink:
             self._down("connection lost")
 
     def _drop(self) -> None:
-        """Down: abort whatever is still open (Redis may not be reading) and tell the listener (once)."""
+        """Down: abort whatever is still open (Redis may not be reading) and tell the
+        listener (once)."""
         was_up, self.up = self.up, False
         self._batcher.discard()
         self._close(abort=True)

@@ -62,7 +62,8 @@ class Subscriber(WholeReads, txredisapi.SubscriberProtocol):
 class RedisFactory(protocol.Factory):
     """Builds one `Commands` or `Subscriber` (``kind``), with what txredisapi asks of a factory."""
 
-    #: Read by txredisapi when AUTH or SELECT fails: not lazy, so it reports through connectionError.
+    #: Read by txredisapi when AUTH or SELECT fails: not lazy, so it reports through
+    #: connectionError.
     isLazy = False
     noisy = False
 

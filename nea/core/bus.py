@@ -113,7 +113,8 @@ class Bus(TypingProtocol):
     def reforward(self, origin: str, relay: str, attempt: int) -> None: ...
 
     def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
-        """Send chat/broadcast/presence to every other instance (the chat room fans out locally itself)."""
+        """Send chat/broadcast/presence to every other instance (the chat room fans out
+        locally itself)."""
 
     def others(self) -> list[MemberFigures]:
         """The other live members, as last announced."""

@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
                    "server's (default certs/ca.pem, the development CA)")
     p.add_argument("--server-name", help="name to verify in the server certificate "
                    "(default: --host)")
-    p.add_argument("--clients", type=_positive(int), default=1000, help="number of clients (default 1000)")
+    p.add_argument("--clients", type=_positive(int), default=1000,
+                   help="number of clients (default 1000)")
     p.add_argument("--window", type=_non_negative(float), default=10.0,
                    help="seconds over which client starts are spread, uniformly at random "
                    "(default 10)")

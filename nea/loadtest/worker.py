@@ -145,7 +145,8 @@ def raise_fd_limit() -> int:
 
 def make_clients(config: dict[str, Any], reactor, endpoint) -> Clients:
     """A worker's `Clients`, dialling through ``endpoint``."""
-    dial = DialConfig(tls=config["tls"], backoff=BACKOFF, ca=config["ca"] if config["tls"] else None)
+    dial = DialConfig(tls=config["tls"], backoff=BACKOFF,
+                      ca=config["ca"] if config["tls"] else None)
     relay = RelayConfig(dial=dial, timeout=config["timeout"],
                         ok_delay=delays.parse(config["ok_delay"]), retries=config["retries"])
     return Clients(endpoint, reactor, relay, random.Random(config["seed"]),

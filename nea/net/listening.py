@@ -69,7 +69,8 @@ def server_endpoint(reactor, option: str, text: str, files: list[Path], endpoint
     except (crypto.Error, SSL.Error) as e:
         raise StartupError(f"{where}: {', '.join(map(str, files)) or 'the files'} do not hold "
                            f"a matching PEM private key and certificate (OpenSSL: "
-                           f"{openssl_reason(e)}); regenerate them or name the right ones") from None
+                           f"{openssl_reason(e)}); regenerate them or name the right ones"
+                           ) from None
     except (ValueError, TypeError) as e:
         raise StartupError(f"{where}: not a valid endpoint ({_parse_reason(e)}); "
                            f"{_EXAMPLES}") from None

@@ -143,7 +143,8 @@ class Options(usage.Options):
          "client (TCP keepalive), so a peer that vanished is noticed.",
          _non_negative(float, "turns keepalive off")],
         ["max-clients-per-ip", None, 0, "Connections one IP address may hold at once, "
-         "handshakes included; the next is closed at accept.", _non_negative(int, "means no limit")],
+         "handshakes included; the next is closed at accept.",
+         _non_negative(int, "means no limit")],
         ["tls-client-ca", None, None, "CA file (PEM): every TLS listener asks clients for a "
          "certificate signed by it (mutual TLS); the verified identity shows in /connections."],
         ["tls-client-cert", None, "required", "With --tls-client-ca: 'required' (a client "
@@ -156,7 +157,8 @@ class Options(usage.Options):
         ["drain-timeout", None, 5.0, "Seconds over which a stopping server tells its clients "
          "'shutting_down' and closes them, in batches spread evenly, so that they do not "
          "all reconnect elsewhere at once; a client still connected then (and at least "
-         f"{DRAIN_GRACE:g} s after it was told) is dropped.", _non_negative(float, "closes them all at once")],
+         f"{DRAIN_GRACE:g} s after it was told) is dropped.",
+         _non_negative(float, "closes them all at once")],
         ["instance-id", None, None, "This instance's name in status and in the cluster "
          "(default: hostname and a random suffix)."],
         ["dev-certs", None, DEFAULT_DEV_CERTS, "Directory where missing development "

@@ -40,7 +40,8 @@ class Parsed:
 
 
 def parse(data: bytes) -> Parsed | None:
-    """The header at the start of ``data``; None if more bytes are needed; `BadHeader` if not one."""
+    """The header at the start of ``data``; None if more bytes are needed; `BadHeader` if
+    not one."""
     if data[:1] == b"P":
         return _parse_v1(data)
     if data[:1] == b"\r":

@@ -218,7 +218,7 @@ def _append(cursor, dialect: Dialect, lines: list[Line]) -> list[StoredLine]:
     rows = [(line.kind.value, line.name, line.text, dialect.to_db(line.time), octets(line))
             for line in lines]
     ids = dialect.insert(cursor, rows)
-    return [line.stored(id) for line, id in zip(lines, ids)]
+    return [line.stored(id) for line, id in zip(lines, ids, strict=True)]
 
 
 def _probe(cursor, dialect: Dialect) -> None:

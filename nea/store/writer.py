@@ -181,7 +181,7 @@ class StoreWriter:
         self._writing = 0
         self._probes = 0
         self.stored += len(done)
-        self._release([(waiter, line) for (_, waiter), line in zip(done, stored)])
+        self._release([(waiter, line) for (_, waiter), line in zip(done, stored, strict=True)])
         self._pump()
         self._dequeued()
         self._drained()
