@@ -177,7 +177,7 @@ async def flood(attack: Attack, kind: str, port: int, line, answer, batch: int =
     comes back with ``answer``."""
     async for reader, writer, started in attack.connections(kind, port, True, "127.0.61.4"):
 
-        async def read() -> None:
+        async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             while True:
                 got = await reader.readline()
                 if not got:
@@ -187,7 +187,7 @@ async def flood(attack: Attack, kind: str, port: int, line, answer, batch: int =
                     writer.write(reply)
                 attack.count_reply(kind, got)
 
-        reading = asyncio.ensure_future(read())
+        reading = asyncio.ensure_future(read(reader, writer))
         try:
             while not attack.over() and not reading.done():
                 base = attack.stats[kind]["sent"]
@@ -263,14 +263,14 @@ async def ws_ping_flood(attack: Attack) -> None:
                 attack.stats[kind]["refused " + head.split(b" ")[1].decode("ascii", "replace")] += 1
                 raise ConnectionResetError
 
-            async def read() -> None:
+            async def read(reader: asyncio.StreamReader) -> None:
                 while True:
                     got = await reader.read(1 << 16)
                     if not got:
                         return
                     attack.stats[kind]["bytes_back"] += len(got)
 
-            reading = asyncio.ensure_future(read())
+            reading = asyncio.ensure_future(read(reader))
             while not attack.over() and not reading.done():
                 writer.write(WS_PING * 500)
                 attack.stats[kind]["sent"] += 500

@@ -148,7 +148,8 @@ def measure(args, per_holder: list[int], per_instance: list[int]) -> dict:
             try:
                 held += holder.ready(timeout=60 + connections * CONNECT_SECONDS_PER_CLIENT)
             except ValueError:  # it printed nothing: it failed
-                raise RuntimeError(f"holder {i} failed (exit code {holder.process.poll()})")
+                raise RuntimeError(
+                    f"holder {i} failed (exit code {holder.process.poll()})") from None
         connect = {
             "seconds": time.monotonic() - connect_start,
             "server_ms_per_handshake": 1000 * (cpu(servers) - cpu_before) / held,

@@ -93,8 +93,8 @@ def main() -> None:
         )
         if options.references:
             context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-            for name, port, tls in (("TCP", tcp, None), ("TLS", tls, context)):
-                cpu = stdlib_reference(int(port), tls, options.references)
+            for name, port, tls_context in (("TCP", tcp, None), ("TLS", tls, context)):
+                cpu = stdlib_reference(int(port), tls_context, options.references)
                 print(f"{name}, minimal stdlib client, one at a time: {cpu * 1e6:.0f} us/client "
                       f"({options.references} exchanges)", flush=True)
             done, cpu = client_cost.s_time(int(tls_status), certs, 10)

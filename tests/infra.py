@@ -156,7 +156,7 @@ def wait_listening(program: Program, port: int, timeout: float = support.WAIT):
             probe = yield endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
         except (error.ConnectError, defer.TimeoutError):
             if reactor.seconds() > deadline:
-                raise AssertionError(f"nothing listens on {port} after {timeout} s")
+                raise AssertionError(f"nothing listens on {port} after {timeout} s") from None
             yield support.next_tick(0.05)
         else:
             probe.transport.loseConnection()

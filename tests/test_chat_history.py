@@ -89,13 +89,13 @@ class TutorialClient(unittest.TestCase):
         answer = yield agent.request(b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
         body = json.loads((yield readBody(answer)))
         self.assertEqual(answer.code, 200)
-        self.assertEqual([(l["id"], l["kind"], l["name"], l["text"]) for l in body["lines"]],
+        self.assertEqual([(e["id"], e["kind"], e["name"], e["text"]) for e in body["lines"]],
                          [(2, "chat", "alice", "line 1"), (3, "chat", "alice", "line 2")])
         self.assertEqual((body["last_id"], body["more"]), (3, True))
         url = url.replace(b"since=1", b"since=3")
         answer = yield agent.request(b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
         body = json.loads((yield readBody(answer)))
-        self.assertEqual([(l["kind"], l["name"], l["text"]) for l in body["lines"]],
+        self.assertEqual([(e["kind"], e["name"], e["text"]) for e in body["lines"]],
                          [("broadcast", None, "from the operator")])
         self.assertFalse(body["more"])
 

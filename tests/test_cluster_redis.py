@@ -228,7 +228,8 @@ class TwoInstances(ClusterCase):
         for n in range(30):  # until one lands on the holder (each try: even odds)
             acked = a.hub.snapshot().relays.acked
             sender.send(f"message held {n}")
-            yield settle(lambda: b.hub.snapshot().relays.in_flight or a.hub.snapshot().relays.acked > acked)
+            yield settle(lambda acked=acked: b.hub.snapshot().relays.in_flight
+                         or a.hub.snapshot().relays.acked > acked)
             if b.hub.snapshot().relays.in_flight:
                 break
         self.assertEqual(b.hub.snapshot().relays.in_flight, 1)

@@ -415,7 +415,9 @@ class HistoryFrameTests(unittest.TestCase):
 
     @given(nick, line_text)
     def test_the_room_text_forms(self, name, text):
-        room = lambda push: codec.encode_push(push, Encoding.TEXT, room=True)
+        def room(push):
+            return codec.encode_push(push, Encoding.TEXT, room=True)
+
         self.assertEqual(room(frames.ChatPush(name, text)),
                          f"{name}: {text}".encode("utf-8", "replace") + b"\n")
         self.assertEqual(room(frames.BroadcastPush(text)), f"* {text}".encode("utf-8", "replace") + b"\n")
@@ -475,7 +477,9 @@ class PushTests(unittest.TestCase):
         self.assertEqual(codec.decode_push(line[:-1]), push)
 
     def test_text_forms(self):
-        text = lambda p: codec.encode_push(p, Encoding.TEXT)
+        def text(p):
+            return codec.encode_push(p, Encoding.TEXT)
+
         self.assertEqual(text(frames.DatePush("2026-11-21")), b"2026-11-21\n")
         self.assertEqual(text(frames.RelayPush("x y")), b"message x y\n")
         self.assertEqual(text(frames.AckPush("x y")), b"ok x y\n")

@@ -181,7 +181,7 @@ class SlowConsumerTests(unittest.TestCase):
         connection, transport = connected(hub, profiles.NEA, max_outbound=1000)
         for _ in range(5):
             connection.pauseProducing()
-            for i in range(10):
+            for _ in range(10):
                 hub.broadcast("x" * 50)
             connection.resumeProducing()
         self.assertFalse(transport.disconnected)

@@ -250,7 +250,7 @@ class LivenessTests(unittest.TestCase):
 
     def test_an_old_client_that_never_answers_pings_stays_while_it_sends_anything(self):
         connection, transport = self.connect()
-        for i in range(10):
+        for _ in range(10):
             connection.dataReceived(b"hello\n")  # a reverse, not a pong
             self.sweeps(1)
         self.assertNotIn(b"ping", transport.value())

@@ -342,7 +342,7 @@ class RequestDeadline(unittest.TestCase):
             self.clock.advance(4.9)
             client.transport.write(f"X-Slow-{i}: 1\r\n".encode())
             if i:
-                yield settle(lambda: channel.requests[0].getHeader(f"X-Slow-{i - 1}"))
+                yield settle(lambda i=i: channel.requests[0].getHeader(f"X-Slow-{i - 1}"))
         self.clock.advance(self.TIMEOUT - 2 * 4.9 - 0.01)
         self.assertEqual(self.timed_out(), 0)
         self.clock.advance(0.01)

@@ -98,7 +98,7 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
         self.assertGreater(report["server"]["cpu_s"], 0)
         self.assertGreater(report["generator"]["cpu_s"], 0)
         self.assertIn("OK: nothing lost", output)
-        self.assertRegex(output, r"\[\s*\d+\.\ds\] started \d+/%d" % clients)
+        self.assertRegex(output, rf"\[\s*\d+\.\ds\] started \d+/{clients:d}")
 
     @defer.inlineCallbacks
     def test_tcp_2000_clients_with_ok_delays(self):

@@ -78,7 +78,7 @@ class OptionsTests(unittest.TestCase):
 
     def test_several_listeners(self):
         options = parse_options("--listen", "tcp:1", "--listen", "chat=tcp:2")
-        self.assertEqual([l.profile.name for l in options["listen"]], ["nea", "chat"])
+        self.assertEqual([listen.profile.name for listen in options["listen"]], ["nea", "chat"])
 
     def test_bad_values_are_usage_errors(self):
         for args in (["--max-clients", "0"], ["--date-interval", "-1"], ["--listen", "x=tcp:1"]):

@@ -216,7 +216,7 @@ class TrimmerTests(unittest.TestCase):
         trimmer.start()
         self.addCleanup(trimmer.stop)
         self.assertEqual(trimmer.trimmed, 11_000)
-        self.assertEqual([l.id for l in self.store.lines], list(range(11_001, 12_001)))
+        self.assertEqual([kept.id for kept in self.store.lines], list(range(11_001, 12_001)))
         self.store.keep([line("more")] * 10)
         self.clock.advance(59)
         self.assertEqual(len(self.store.lines), 1010)
@@ -240,7 +240,7 @@ class TrimmerTests(unittest.TestCase):
                           keep_bytes=40)  # "ann" and 4-5 digits: 5 lines
         trimmer.start()
         self.addCleanup(trimmer.stop)
-        self.assertEqual([l.text for l in self.store.lines],
+        self.assertEqual([kept.text for kept in self.store.lines],
                          [str(i) for i in range(11_995, 12_000)])
         self.assertEqual(compacted, [5])
         self.clock.advance(60)

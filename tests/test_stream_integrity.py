@@ -310,7 +310,9 @@ class Integrity(unittest.TestCase):
     def pushes_property(self, port: int, tls: bool, websocket: bool):
         """A relayed text, a request body, a chat line and its history replay arrive whole."""
         hub = self.hub
-        call = lambda f, *args: threads.blockingCallFromThread(reactor, f, *args)
+
+        def call(f, *args):
+            return threads.blockingCallFromThread(reactor, f, *args)
 
         @EXAMPLES
         @given(texts(limit=MAX_LINE - 200).map(lambda text: text.strip() or "a"))

@@ -585,7 +585,7 @@ class OnLoopback(unittest.TestCase):
         for n, close in enumerate(("abort", "fin", "close_frame"), 1):
             ws = yield ws_connect(self, self.ws)
             ws.send_json("message", "pending")  # a relay it waits for
-            yield settle(lambda: self.hub.snapshot().relays.requested == n)
+            yield settle(lambda n=n: self.hub.snapshot().relays.requested == n)
             if close == "abort":
                 ws.transport.abortConnection()
             elif close == "fin":
