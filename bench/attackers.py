@@ -319,7 +319,8 @@ async def main(args) -> None:
     running = [asyncio.ensure_future(t) for t in tasks]
     watcher = asyncio.ensure_future(stdin_closed(attack))
     ready_by = time.monotonic() + 60
-    while time.monotonic() < ready_by and sum(s["opened"] for s in attack.stats.values()) < len(tasks):
+    while (time.monotonic() < ready_by
+           and sum(s["opened"] for s in attack.stats.values()) < len(tasks)):
         await asyncio.sleep(0.2)
     print(json.dumps({"ready": {k: v["opened"] for k, v in attack.stats.items()}}), flush=True)
     await asyncio.wait([watcher, asyncio.ensure_future(asyncio.sleep(attack.left()))],

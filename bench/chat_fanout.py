@@ -19,7 +19,8 @@ SQLite is a file in a temporary directory; PostgreSQL a fresh local server with
 fsync on (started as in the tests, as ``nobody`` when run as root), over TCP on
 127.0.0.1.
 
-    .venv/bin/python bench/chat_fanout.py [--ws 1000] [--line-clients 1000] [--rate 20] [--seconds 20]
+    .venv/bin/python bench/chat_fanout.py [--ws 1000] [--line-clients 1000] [--rate 20] \
+        [--seconds 20]
 """
 
 import argparse
@@ -158,7 +159,9 @@ def measure(store: str, store_arg: str, args, database_pid: int | None = None) -
             for g in groups:
                 g.stop()
     latencies = [ms for r in reports for ms in r["latencies"]]
-    cpu, store_thread, database = ((b - a) / lines * 1000 for a, b in zip(before, after, strict=True))
+    cpu, store_thread, database = (
+        (b - a) / lines * 1000 for a, b in zip(before, after, strict=True)
+    )
     return {
         "store": store,
         "lines": lines,

@@ -235,7 +235,8 @@ def report(s: dict) -> None:
           f"tick, {s['connections_with_a_tick_twice']} had one twice, "
           f"{s['ticks_that_reached_nobody']} ticks reached nobody (ticks measured per "
           f"instance: {', '.join(map(str, s['ticks_measured']))}, {s['ticks']} expected; a date "
-          f"every {s['interval_s']:g} s): {'every client had every tick' if s['complete'] else 'INCOMPLETE'}")
+          f"every {s['interval_s']:g} s): "
+          f"{'every client had every tick' if s['complete'] else 'INCOMPLETE'}")
     worst = s["tick_to_last_client_max_ms"]
     print(f"tick to the last client: max over instances {worst:.0f} ms" if worst is not None
           else "tick to the last client: no tick measured")

@@ -1,4 +1,5 @@
-"""seed-004 TLS above the server's handshake capacity, short client timeout, per ``--max-handshakes``.
+"""seed-004 TLS above the server's handshake capacity, short client timeout, per
+``--max-handshakes``.
 
 For each gate value a fresh daemon (``--max-handshakes G``; a TLS ``relay``
 listener for the load, a plain-TCP ``nea`` listener for status) and one

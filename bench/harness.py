@@ -250,7 +250,8 @@ def relay_load_options(parser, outstanding: str) -> None:
 
 
 def percentile(values: list[float], p: float) -> float:
-    """The ``p``-th percentile (0-100) of ``values``, nearest rank: one definition for every bench."""
+    """The ``p``-th percentile (0-100) of ``values``, nearest rank: one definition for
+    every bench."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 

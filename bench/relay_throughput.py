@@ -197,7 +197,8 @@ def main() -> None:
     nats = results["nats"]
     for name in ("nea", "nea-svc"):
         r = results[name]
-        print(f"ratio {name}/nats: throughput {r['exchanges_per_s'] / nats['exchanges_per_s']:.2f}, "
+        print(f"ratio {name}/nats: "
+              f"throughput {r['exchanges_per_s'] / nats['exchanges_per_s']:.2f}, "
               f"server CPU per exchange "
               f"{r['server_us_per_exchange'] / nats['server_us_per_exchange']:.1f}x", flush=True)
     if args.profile:

@@ -30,7 +30,8 @@ class StoreContract:
         second = yield self.store.append(lines("third"))
         ids = [line.id for line in first + second]
         self.assertEqual(ids, sorted(set(ids)))
-        self.assertEqual([line.stored(id) for line, id in zip(said + lines("third"), ids, strict=True)],
+        written = said + lines("third")
+        self.assertEqual([line.stored(id) for line, id in zip(written, ids, strict=True)],
                          first + second)
         back = yield self.store.since(0, 10)
         self.assertEqual(back, first + second)

@@ -86,14 +86,16 @@ class TutorialClient(unittest.TestCase):
         refused = yield agent.request(b"GET", url)
         self.assertEqual(refused.code, 401)
         yield readBody(refused)
-        answer = yield agent.request(b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
+        answer = yield agent.request(
+            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
         body = json.loads((yield readBody(answer)))
         self.assertEqual(answer.code, 200)
         self.assertEqual([(e["id"], e["kind"], e["name"], e["text"]) for e in body["lines"]],
                          [(2, "chat", "alice", "line 1"), (3, "chat", "alice", "line 2")])
         self.assertEqual((body["last_id"], body["more"]), (3, True))
         url = url.replace(b"since=1", b"since=3")
-        answer = yield agent.request(b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
+        answer = yield agent.request(
+            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
         body = json.loads((yield readBody(answer)))
         self.assertEqual([(e["kind"], e["name"], e["text"]) for e in body["lines"]],
                          [("broadcast", None, "from the operator")])
@@ -160,7 +162,8 @@ class Restart(unittest.TestCase):
         bob.send('{"type":"since","payload":1}')  # the first JSON frame: JSON from now on
         replay = [json.loads(line) for line in (yield lines(bob, 2))]
         self.assertEqual(replay[0]["payload"]["text"], "and me")
-        self.assertEqual(replay[1], {"type": "history_end", "payload": {"last_id": 2, "more": False}})
+        self.assertEqual(replay[1],
+                         {"type": "history_end", "payload": {"last_id": 2, "more": False}})
 
 
 class Refused(unittest.TestCase):

@@ -155,7 +155,8 @@ class Cluster:
                 self.bus(name).discovered(records)
 
     def peers(self, name: str, count: int, profile=None) -> list[FakePeer]:
-        peers = [FakePeer(profile, Encoding.JSON, name="ann") if profile else FakePeer() for _ in range(count)]
+        peers = [FakePeer(profile, Encoding.JSON, name="ann") if profile else FakePeer()
+                 for _ in range(count)]
         for peer in peers:
             self.hubs[name].join(peer)
         return peers

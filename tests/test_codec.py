@@ -20,7 +20,8 @@ nick = st.from_regex(codec.NICK_PATTERN, fullmatch=True)
 # Any JSON value, lone surrogates and deep nesting included.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (st.lists(inner, max_size=3)
+                   | st.dictionaries(st.text(max_size=5), inner, max_size=3)),
     max_leaves=60,
 ) | st.integers(30, 200).map(lambda n: json.loads("[" * n + "]" * n))
 
@@ -221,12 +222,14 @@ class RequestTests(unittest.TestCase):
         self.assertEqual(codec.decode_request(b"register lock-1", nea), frames.Register("lock-1"))
         self.assertEqual(codec.decode_request(b"serve people", nea), frames.Serve("people"))
         self.assertEqual(codec.decode_request(b"unserve people", nea), frames.Unserve("people"))
-        self.assertEqual(codec.decode_request(b"reply r.1 a  b ", nea), frames.Reply("r.1", "a  b "))
+        self.assertEqual(codec.decode_request(b"reply r.1 a  b ", nea),
+                         frames.Reply("r.1", "a  b "))
         self.assertEqual(codec.decode_request(b"ask 7 lock-1 status", nea),
                          frames.Ask("7", "lock-1", None, "status"))
         self.assertEqual(codec.decode_request(b"ask 7 @people who is there", nea),
                          frames.Ask("7", None, "people", "who is there"))
-        self.assertEqual(codec.decode_request(b"ask 7 lock-1", nea), frames.Ask("7", "lock-1", None, ""))
+        self.assertEqual(codec.decode_request(b"ask 7 lock-1", nea),
+                         frames.Ask("7", "lock-1", None, ""))
 
     def test_addressed_error_codes(self):
         self.assertIs(self._error(b"register"), errors.BAD_NAME)
@@ -298,7 +301,8 @@ class RequestTests(unittest.TestCase):
         self.assertIs(self._error(b"caf\xe9"), errors.BAD_UTF8)
         self.assertIs(self._error(b"hello", profiles.RELAY), errors.NOT_IN_PROFILE)
         self.assertIs(self._error(b"chat hi", profiles.RELAY), errors.NOT_IN_PROFILE)
-        self.assertIs(self._error(b'{"type":"reverse","payload":"x"}', profiles.CHAT), errors.NOT_IN_PROFILE)
+        self.assertIs(self._error(b'{"type":"reverse","payload":"x"}', profiles.CHAT),
+                      errors.NOT_IN_PROFILE)
 
     @given(st.binary(max_size=200))
     def test_any_bytes_decode_to_a_request(self, line):
@@ -420,7 +424,8 @@ class HistoryFrameTests(unittest.TestCase):
 
         self.assertEqual(room(frames.ChatPush(name, text)),
                          f"{name}: {text}".encode("utf-8", "replace") + b"\n")
-        self.assertEqual(room(frames.BroadcastPush(text)), f"* {text}".encode("utf-8", "replace") + b"\n")
+        self.assertEqual(room(frames.BroadcastPush(text)),
+                         f"* {text}".encode("utf-8", "replace") + b"\n")
         self.assertEqual(room(frames.NickReply(name)), f"* welcome {name}".encode() + b"\n")
         self.assertEqual(room(frames.Presence(name, "joined")), f"* {name} joined".encode() + b"\n")
         # the nea profile's forms are unchanged
@@ -434,7 +439,8 @@ class HistoryFrameTests(unittest.TestCase):
             self.assertEqual(codec.decode_request(bad, naming).error, errors.BAD_NICK, bad)
         self.assertEqual(codec.decode_request(b"exit", naming), frames.Exit())
         # after it, every text line is chat; history is asked in JSON
-        self.assertEqual(codec.decode_request(b"history 5", profiles.CHAT), frames.Chat("history 5"))
+        self.assertEqual(codec.decode_request(b"history 5", profiles.CHAT),
+                         frames.Chat("history 5"))
         self.assertEqual(codec.decode_request(b'{"type":"since","payload":3}', profiles.CHAT),
                          frames.Since(3))
 
@@ -459,8 +465,10 @@ class PushTests(unittest.TestCase):
         line = codec.encode_push(frames.RequestPush("r1", body), Encoding.TEXT)
         self.assertEqual(line.count(b"\n"), 1)
         rest = line[len(b"request r1 "):-1].decode("utf-8")
-        self.assertEqual(rest if isinstance(body, str) else json.loads(rest),
-                         body.replace("\r", " ").replace("\n", " ") if isinstance(body, str) else body)
+        if isinstance(body, str):
+            self.assertEqual(rest, body.replace("\r", " ").replace("\n", " "))
+        else:
+            self.assertEqual(json.loads(rest), body)
 
     @given(pushes)
     def test_json_round_trip(self, push):

@@ -297,7 +297,8 @@ class MetricsEndpoint(ServerCase):
         client.send("{broken")
         client.send("reverse me")
         client.send("message round trip")
-        yield settle(lambda: self.hub.snapshot().relays.acked == 1 and self.hub.snapshot().requests["Reverse"] == 1
+        yield settle(lambda: self.hub.snapshot().relays.acked == 1
+                     and self.hub.snapshot().requests["Reverse"] == 1
                      and self.hub.snapshot().dates.ticks >= 1)
         after = yield metrics(self.http)
         self.assertEqual(after['nea_connections{profile="nea"}'], 1)
@@ -310,7 +311,8 @@ class MetricsEndpoint(ServerCase):
         self.assertEqual(after['nea_relay_events_total{event="acked"}'], 1)
         self.assertEqual(after['nea_relay_roundtrip_seconds_count{}'], 1)
         self.assertGreaterEqual(after["nea_date_ticks_total{}"], 1)
-        self.assertGreater(after["nea_received_bytes_total{}"], before["nea_received_bytes_total{}"])
+        self.assertGreater(after["nea_received_bytes_total{}"],
+                           before["nea_received_bytes_total{}"])
         self.assertGreater(after["nea_sent_bytes_total{}"], before["nea_sent_bytes_total{}"])
         self.assertEqual(
             after['nea_http_request_duration_seconds_count{endpoint="metrics",status="200"}'], 1
@@ -450,7 +452,8 @@ class BadBodies(ServerCase):
                                                 token=TOKEN)
                 self.assertEqual((code, answer["error"]), (400, error), (path, body))
                 self.assertTrue(answer["message"])
-        self.assertEqual((self.hub.snapshot().chat.broadcasts, self.hub.snapshot().relays.requested), (0, 0))
+        snapshot = self.hub.snapshot()
+        self.assertEqual((snapshot.chat.broadcasts, snapshot.relays.requested), (0, 0))
 
     @defer.inlineCallbacks
     def test_huge_body_is_413(self):

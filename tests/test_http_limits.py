@@ -127,7 +127,8 @@ class TokenBeforeBody(ServerCase):
                 self.assertIn(b"Bearer realm", headers)
                 self.assertIn(b"Connection: close", headers)
         self.assertEqual(refused(self.site, "unauthorized"), 4)
-        self.assertEqual((self.hub.snapshot().chat.broadcasts, self.hub.snapshot().relays.requested), (0, 0))
+        snapshot = self.hub.snapshot()
+        self.assertEqual((snapshot.chat.broadcasts, snapshot.relays.requested), (0, 0))
 
     @defer.inlineCallbacks
     def test_no_100_continue_without_the_token(self):

@@ -56,7 +56,8 @@ class AdmissionTests(unittest.TestCase):
         self.assertEqual(peers[2].take(), [])
         hub.shed(10)  # more than are left
         self.assertTrue(peers[4].closed)
-        self.assertEqual(hub.snapshot().errors.get("shutting_down", 0), 5)  # four shed and the late one
+        # four shed and the late one
+        self.assertEqual(hub.snapshot().errors.get("shutting_down", 0), 5)
 
     def test_the_drain_sheds_everyone_once_in_random_order(self):
         hub = make_hub()

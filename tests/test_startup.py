@@ -176,7 +176,8 @@ class Announcements(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_listeners_and_urls(self):
-        service = yield start_server(self, "--listen", tls_listen("relay"), "--listen", tcp_listen())
+        service = yield start_server(self, "--listen", tls_listen("relay"),
+                                     "--listen", tcp_listen())
         relay, nea = service.ports
         base = f"http://127.0.0.1:{service.http_port}"
         self.assertIn(f"listening: profile relay, tls on 127.0.0.1:{relay}", self.lines)

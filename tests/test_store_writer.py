@@ -263,7 +263,8 @@ class ParseStoreTests(unittest.TestCase):
         sqlite = parse_store("sqlite:var/x.db", Clock())
         self.assertEqual((sqlite.name, sqlite.cluster_safe), ("sqlite:var/x.db", False))
         pg = parse_store("postgresql://nea:secret@db.example:5433/chat?sslmode=require", Clock())
-        self.assertEqual((pg.name, pg.cluster_safe), ("postgresql://nea@db.example:5433/chat", True))
+        self.assertEqual((pg.name, pg.cluster_safe),
+                         ("postgresql://nea@db.example:5433/chat", True))
         self.assertTrue(DEFAULT_STORE.startswith("sqlite:var/"))
 
     def test_anything_else_is_refused_in_one_line(self):

@@ -93,7 +93,8 @@ class Integrity(unittest.TestCase):
             self, "--listen", tcp_listen(), "--listen", tls_listen(),
             "--listen", ws_listen(), "--listen", ws_listen(tls=True),
             "--listen", tcp_listen("chat"), "--listen", tls_listen("chat"),
-            "--date-interval", "3600", "--chat-rate", "0", "--chat-bytes-rate", "0", "--store", f"sqlite:{store}/history.db",
+            "--date-interval", "3600", "--chat-rate", "0", "--chat-bytes-rate", "0",
+            "--store", f"sqlite:{store}/history.db",
             "--max-clients", "1000",
         )
         self.tcp, self.tls, self.ws, self.wss, self.chat_tcp, self.chat_tls = self.service.ports

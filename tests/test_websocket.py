@@ -438,7 +438,8 @@ class OnLoopback(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--listen", ws_listen(), "--listen", ws_listen(tls=True),
+            self, "--listen", tcp_listen(), "--listen", ws_listen(),
+            "--listen", ws_listen(tls=True),
             "--listen", tcp_listen("relay"), "--listen", ws_listen("relay"),
             "--handshake-timeout", "1",
         )
