@@ -13,11 +13,13 @@ established, never with a token.
 import collections
 from typing import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from nea.core.dispatch import Handler
 from nea.core.peer import Peer
-from nea.core.permissions import Permissions, Policy
+from nea.core.permissions import GATED, Permissions, Policy, needed
 from nea.core.snapshot import AuthFigures
 from nea.core.tokens import Token, TokenRefused, TokenVerifier
 from nea.wire import errors
@@ -73,6 +75,19 @@ class Access:
         if token is not None and token.permissions is not None:
             return token.permissions
         return self.policy.for_identity(identity)
+
+    def gate(self, handlers: dict[type, Handler]) -> None:
+        """Put the check of the permission each request needs in front of its handler."""
+        for kind in GATED:
+            handlers[kind] = self._gated(handlers[kind])
+
+    def _gated(self, handler: Handler) -> Handler:
+        """``handler``, run only if the peer has the permission its request needs."""
+        def gated(peer: Peer, request) -> Deferred | None:
+            if self.permits(peer, *needed(request)):
+                return handler(peer, request)
+            return None
+        return gated
 
     def permits(self, peer, permission: str, target: str | None = None) -> bool:
         """Whether ``peer`` may; if not it is told ``not_allowed`` (it stays connected)."""
