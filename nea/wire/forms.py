@@ -9,6 +9,7 @@ and `nea.wire.profiles` names requests by kind. Nothing here looks at bytes.
 
 import enum
 import json
+from operator import attrgetter
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -105,19 +106,23 @@ def push(kind: str, text: Callable[[Any], str] | None = None, *, body: Body | No
         fields = [field.name for field in attrs.fields(cls)]
         shape = body if body is not None else Body.FIELDS if fields else Body.NONE
         word = kind if verb == "" else verb
-        rendered = text
-        if rendered is None and shape is Body.NONE:
-            rendered = lambda p: kind  # noqa: E731
-        elif rendered is None and shape is Body.STRING:
-            rendered = lambda p, get=attrs.fields(cls)[0].name: f"{kind} {getattr(p, get)}"  # noqa: E731
         reader = parse if parse is not None or shape is not Body.STRING or word is None else cls
         PUSHES[cls] = PushForm(
-            cls, kind, shape, rendered, word, reader, room,
-            tuple(((keys or {}).get(name, name), name) for name in fields),
+            cls, kind, shape, text if text is not None else _default_text(kind, shape, fields),
+            word, reader, room, tuple(((keys or {}).get(name, name), name) for name in fields),
             frozenset(omit_none),
         )
         return cls
     return declare
+
+
+def _default_text(kind: str, shape: Body, fields: list[str]) -> Callable[[Any], str]:
+    if shape is Body.NONE:
+        return lambda push: kind
+    if shape is Body.STRING:
+        value = attrgetter(fields[0])
+        return lambda push: f"{kind} {value(push)}"
+    raise TypeError(f"the push {kind!r} needs its text form")
 
 
 def body_text(body: Any) -> str:

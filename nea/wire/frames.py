@@ -173,6 +173,9 @@ class Since:
     last_id: int
 
 
+# ---- identity (declared last: ``unknown_type`` lists the kinds in declaration order) ----
+
+
 @request("auth", Payload.OBJECT, Line.VERB)
 @attrs.frozen
 class Auth:
