@@ -113,12 +113,12 @@ class Hub:
         self._left_bytes_in = 0
         self._left_bytes_out = 0
         self._ids = itertools.count(1)
-        self.access = Access(clock, config.policy, tokens, self.reject)
+        self.access = Access(clock, config.policy, tokens, self.reject, self._identified)
         #: Chat nicks of token connections: nick -> {connection: identity}.
         self._nicks: dict[str, dict[Peer, str]] = {}
         #: Each request class's handler, as its feature names it, behind its permission.
         self._handlers = dispatch.table(
-            (self.relays, self.addressed, self.chat, self.liveness, reverse, self))
+            (self.relays, self.addressed, self.chat, self.liveness, self.access, reverse, self))
         self.access.gate(self._handlers)
         bus.attach(self.relays, self.chat, self.member, self.addressed)
 
@@ -243,9 +243,8 @@ class Hub:
     # ---- the requests the hub decides itself ----
 
     def handlers(self) -> dict[type, Handler]:
-        """The session's own requests, and those that weigh identities across features
-        (``nick``, ``register``, ``auth``); every other feature names its own
-        (`nea.core.dispatch`)."""
+        """The session's own requests, and those that weigh identities against names held
+        (``nick``, ``register``); every other feature names its own (`nea.core.dispatch`)."""
         return {
             frames.Hello: self._hello,
             frames.Status: self._status,
@@ -253,7 +252,6 @@ class Hub:
             frames.Invalid: self._invalid,
             frames.Nick: self._nick,
             frames.Register: self._register,
-            frames.Auth: self._auth,
         }
 
     def _hello(self, peer: Peer, request: frames.Hello) -> None:
@@ -269,9 +267,6 @@ class Hub:
     def _invalid(self, peer: Peer, request: frames.Invalid) -> None:
         self.reject(peer, request.error, request.detail)
 
-    def _auth(self, peer: Peer, request: frames.Auth) -> None:
-        self.authenticate(peer, request.token)
-
     # ---- identities and permissions ----
 
     def _allow(self, peer: Peer) -> None:
@@ -280,10 +275,11 @@ class Hub:
         self.registry.allow(peer, permissions.relay, permissions.chat)
 
     def authenticate(self, peer: Peer, token: str) -> None:
-        """``auth TOKEN`` (or ``?token=`` on a WebSocket): ``peer`` is who the token says."""
-        verified = self.access.authenticate(peer, token)
-        if verified is None:
-            return
+        """``?token=`` on a WebSocket (``auth TOKEN`` is `Access`'s own request)."""
+        self.access.authenticate(peer, token)
+
+    def _identified(self, peer: Peer, verified: Token) -> None:
+        """``peer`` is who its verified token says: its name, nick and permissions follow."""
         self._disown_nick(peer)
         peer.token = verified
         self.registry.identify(peer, verified.subject)
