@@ -314,14 +314,31 @@ class Hub:
                 del self._nicks[token.nick]
 
     def _register(self, peer: Peer, request: frames.Register) -> Deferred | None:
-        """A name held by an identity is taken over by that identity only."""
-        holder = self.addressed.holder(request.name)
-        if (holder is not None and holder.identity is not None
-                and holder.identity != peer.identity):
-            self.access.refuse(peer, "register", request.name,
-                               "the name is held by another identity")
+        """A name held by an identity is taken over by that identity only, wherever in the
+        cluster it is held: a name not held here is looked up on the bus first."""
+        if self.addressed.holder(request.name) is not None:
+            self._register_unless_held((False, None), peer, request.name)
             return None
-        return self.addressed.register(peer, request.name)
+        looked_up = self.bus.name_holder(request.name)
+        looked_up.addCallback(self._register_unless_held, peer, request.name)
+        return looked_up
+
+    def _register_unless_held(self, found: tuple[bool, str | None], peer: Peer,
+                              name: str) -> None:
+        """``found``: who holds ``name`` elsewhere; a holder here, if any, is the one that counts."""
+        if peer not in self.registry:
+            return  # it left meanwhile
+        held, identity = found
+        local = self.addressed.holder(name)
+        if local is not None:
+            held, identity = True, local.identity
+        if held and identity is not None and identity != peer.identity:
+            self._held_by_another(peer, name)
+        else:
+            self.addressed.register(peer, name)
+
+    def _held_by_another(self, peer: Peer, name: str) -> None:
+        self.access.refuse(peer, "register", name, "the name is held by another identity")
 
     def _nick(self, peer: Peer, request: frames.Nick) -> Deferred | None:
         token = peer.token
