@@ -1,13 +1,14 @@
 """The pure codec: framing under any chunking, request grammar, push encodings."""
 
 import json
+import typing
 
 import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from nea.wire import codec, errors, frames, profiles
+from nea.wire import codec, errors, forms, frames, profiles
 from nea.wire.codec import FrameBuffer, LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
 
@@ -507,3 +508,24 @@ class PushTests(unittest.TestCase):
         line = codec.encode_push(frames.BroadcastPush(text), Encoding.TEXT)
         self.assertEqual(line.count(b"\n"), 1)
         self.assertTrue(line.endswith(b"\n"))
+
+
+class DeclarationTests(unittest.TestCase):
+    """Every frame declares how it travels, and profiles name requests by their kind."""
+
+    def test_every_frame_is_declared(self):
+        self.assertEqual(set(forms.REQUESTS), set(typing.get_args(frames.Request)) - {frames.Invalid})
+        self.assertEqual(set(forms.PUSHES), set(typing.get_args(frames.Push)))
+
+    def test_a_profile_names_its_requests_by_kind(self):
+        self.assertEqual(profiles.RELAY.allowed, {frames.Relay, frames.Ack, frames.Exit,
+                                                  frames.Auth, frames.Invalid})
+        self.assertIs(profiles.CHAT.plain, frames.Chat)
+
+    def test_a_profile_naming_an_undeclared_kind_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "no request is declared as nope"):
+            attrs.evolve(profiles.RELAY, offers=profiles.RELAY.offers | {"nope"})
+
+    def test_a_profile_with_a_verb_it_does_not_offer_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "verbs it does not offer"):
+            attrs.evolve(profiles.RELAY, verbs=profiles.RELAY.verbs | {"chat"})

@@ -2,7 +2,6 @@
 loopback with autobahn's own Twisted client (and a real TLS handshake for wss)."""
 
 import json
-import os
 import random
 import struct
 
@@ -42,6 +41,7 @@ from tests.support import (
     start_server,
     tcp_listen,
 )
+from tests.wire_clients import client_frame, server_frames as wire_frames
 
 TEXT, BINARY, CLOSE = 1, 2, 8
 
@@ -56,33 +56,10 @@ def upgrade(path="/", host="127.0.0.1", origin=None) -> bytes:
     return UPGRADE.format(path=path, host=host, extra=extra).encode()
 
 
-def client_frame(payload: bytes, opcode: int = TEXT, fin: bool = True, length=None) -> bytes:
-    """A masked frame as a client sends it; ``length`` may announce more than ``payload``."""
-    length = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if length < 126:
-        head += bytes([0x80 | length])
-    elif length < 2**16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", length)
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     """The (opcode, payload) of each unmasked frame the server wrote after its 101."""
-    data = data.partition(b"\r\n\r\n")[2]
-    found = []
-    while data:
-        opcode, length, at = data[0] & 0x0F, data[1] & 0x7F, 2
-        if length == 126:
-            length, at = struct.unpack("!H", data[2:4])[0], 4
-        elif length == 127:
-            length, at = struct.unpack("!Q", data[2:10])[0], 10
-        found.append((opcode, data[at:at + length]))
-        data = data[at + length:]
-    return found
+    found, _ = wire_frames(data.partition(b"\r\n\r\n")[2])
+    return [(opcode, payload) for opcode, _, payload in found]
 
 
 def make_hub(clock=None, **config):

@@ -190,8 +190,10 @@ class RedisBus:
             self._write_names(redis, added)
 
     def _write_names(self, redis, names: dict[str, float]) -> None:
+        """Each name's field holds its registration time, then its holder's identity if any."""
         key = self.namespace.names(self.instance_id)
-        fields = [item for name, stamp in names.items() for item in (name, repr(stamp))]
+        fields = [item for name, stamp in names.items()
+                  for item in (name, _held(stamp, self._requests.holder(name)))]
         _quietly(redis.execute_command("HSET", key, *fields))
         _quietly(redis.execute_command("PEXPIRE", key, heartbeat.ttl_ms(self.interval)))
 
@@ -214,6 +216,25 @@ class RedisBus:
             return instance if instance in self.table.members else None
 
         return found.addCallbacks(newest_live, lambda failure: None)
+
+    def name_holder(self, name: str) -> defer.Deferred:
+        holder = self._requests.holder(name)
+        if holder is not None:
+            return defer.succeed((True, holder.identity))
+        instances = sorted(self.table.members)
+        redis = self._redis
+        if redis is None or not instances:
+            return defer.succeed((False, None))
+        found = defer.gatherResults(
+            [redis.execute_command("HGET", self.namespace.names(i), name) for i in instances],
+            consumeErrors=True,
+        )
+
+        def newest_holder(values) -> tuple[bool, str | None]:
+            held = [(_stamp(v), _identity(v)) for v in values if _stamp(v) is not None]
+            return (True, max(held, key=lambda entry: entry[0])[1]) if held else (False, None)
+
+        return found.addCallbacks(newest_holder, lambda failure: (False, None))
 
     def clients(self) -> defer.Deferred:
         instances = sorted(self.table.members)
@@ -392,12 +413,27 @@ class RedisBus:
         return envelope.encode(self.instance_id, Leave(self.run))
 
 
+def _held(stamp: float, holder) -> str:
+    """A names hash field: the registration time, and the holder's identity if it has one."""
+    identity = holder.identity if holder is not None else None
+    return repr(stamp) if identity is None else f"{stamp!r} {identity}"
+
+
 def _stamp(value) -> float | None:
     """A registration time as read from a names hash; None for none (or garbage)."""
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        return float(value.split()[0]) if value else None
+    except (ValueError, AttributeError):
         return None
+
+
+def _identity(value) -> str | None:
+    """The holder's identity as read from a names hash field; None: anonymous."""
+    parts = value.split(None, 1)
+    if len(parts) < 2:
+        return None
+    identity = parts[1]
+    return identity.decode("utf-8", "replace") if isinstance(identity, bytes) else identity
 
 
 def _quietly(written: defer.Deferred) -> None:

@@ -65,6 +65,9 @@ class RequestNode(TypingProtocol):
     def instance_gone(self, instance: str) -> None:
         """``instance`` left the cluster."""
 
+    def holder(self, name: str) -> "Peer | None":
+        """The local connection registered as ``name``, if any."""
+
     def has_name(self, name: str) -> float | None:
         """When ``name`` was registered on this instance, or None."""
 
@@ -131,6 +134,10 @@ class Bus(TypingProtocol):
     def find_client(self, name: str) -> defer.Deferred:
         """The instance where ``name`` is registered (the newest registration), or None."""
 
+    def name_holder(self, name: str) -> defer.Deferred:
+        """Fires with ``(held, identity)``: whether ``name`` is registered anywhere in the
+        cluster, and the identity of its newest holder (None: an anonymous client)."""
+
     def clients(self) -> defer.Deferred:
         """``{name: instance}`` of every registered name in the cluster."""
 
@@ -195,6 +202,10 @@ class LocalBus:
     def find_client(self, name: str) -> defer.Deferred:
         here = self._requests.has_name(name) is not None
         return defer.succeed(self.instance_id if here else None)
+
+    def name_holder(self, name: str) -> defer.Deferred:
+        holder = self._requests.holder(name)
+        return defer.succeed((holder is not None, holder.identity if holder else None))
 
     def clients(self) -> defer.Deferred:
         return defer.succeed({name: self.instance_id for name in self._requests.local_names()})

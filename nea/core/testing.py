@@ -149,6 +149,14 @@ class MemoryBus:
         found = [(stamp, instance) for instance, stamp in stamps.items() if stamp is not None]
         return defer.succeed(max(found)[1] if found else None)
 
+    def name_holder(self, name: str) -> defer.Deferred:
+        held = [(node.requests.has_name(name), node.requests.holder(name))
+                for node in self.cluster.nodes.values()]
+        held = [(stamp, peer) for stamp, peer in held if stamp is not None]
+        if not held:
+            return defer.succeed((False, None))
+        return defer.succeed((True, max(held, key=lambda entry: entry[0])[1].identity))
+
     def clients(self) -> defer.Deferred:
         return defer.succeed(newest({
             instance: node.requests.local_names() for instance, node in self.cluster.nodes.items()
