@@ -21,7 +21,13 @@ from nea.wire import codec, frames
 from nea.wire.frames import Encoding
 from tests import infra
 from tests.support import (
-    certs, connect, next_tick, settle, start_server, tcp_listen, tls_listen,
+    certs,
+    connect,
+    next_tick,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
 )
 from tests.test_http_api import TOKEN, fetch_json, metrics
 from tests.test_permissions import sign

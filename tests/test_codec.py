@@ -514,7 +514,8 @@ class DeclarationTests(unittest.TestCase):
     """Every frame declares how it travels, and profiles name requests by their kind."""
 
     def test_every_frame_is_declared(self):
-        self.assertEqual(set(forms.REQUESTS), set(typing.get_args(frames.Request)) - {frames.Invalid})
+        self.assertEqual(set(forms.REQUESTS),
+                         set(typing.get_args(frames.Request)) - {frames.Invalid})
         self.assertEqual(set(forms.PUSHES), set(typing.get_args(frames.Push)))
 
     def test_a_profile_names_its_requests_by_kind(self):

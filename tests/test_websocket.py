@@ -41,7 +41,8 @@ from tests.support import (
     start_server,
     tcp_listen,
 )
-from tests.wire_clients import client_frame, server_frames as wire_frames
+from tests.wire_clients import client_frame
+from tests.wire_clients import server_frames as wire_frames
 
 TEXT, BINARY, CLOSE = 1, 2, 8
 

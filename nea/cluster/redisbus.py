@@ -231,7 +231,7 @@ class RedisBus:
         )
 
         def newest_holder(values) -> tuple[bool, str | None]:
-            held = [(_stamp(v), _identity(v)) for v in values if _stamp(v) is not None]
+            held = [(stamp, _identity(v)) for v in values if (stamp := _stamp(v)) is not None]
             return (True, max(held, key=lambda entry: entry[0])[1]) if held else (False, None)
 
         return found.addCallbacks(newest_holder, lambda failure: (False, None))

@@ -92,7 +92,9 @@ class Access:
     def _gated(self, handler: Handler) -> Handler:
         """``handler``, run only if the peer has the permission its request needs."""
         def gated(peer: Peer, request) -> Deferred | None:
-            if self.permits(peer, *needed(request)):
+            need = needed(request)
+            assert need is not None  # every GATED kind needs a permission
+            if self.permits(peer, *need):
                 return handler(peer, request)
             return None
         return gated

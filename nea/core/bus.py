@@ -13,6 +13,7 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 
+from nea.core.peer import Peer
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush, Presence
 
@@ -65,7 +66,7 @@ class RequestNode(TypingProtocol):
     def instance_gone(self, instance: str) -> None:
         """``instance`` left the cluster."""
 
-    def holder(self, name: str) -> "Peer | None":
+    def holder(self, name: str) -> Peer | None:
         """The local connection registered as ``name``, if any."""
 
     def has_name(self, name: str) -> float | None:

@@ -8,7 +8,8 @@ reply). The hub keeps that Deferred per connection (`nea.core.hub.Hub.handle`),
 so a connection that ended its stream closes only once it is owed nothing.
 """
 
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 

@@ -150,12 +150,13 @@ class MemoryBus:
         return defer.succeed(max(found)[1] if found else None)
 
     def name_holder(self, name: str) -> defer.Deferred:
-        held = [(node.requests.has_name(name), node.requests.holder(name))
-                for node in self.cluster.nodes.values()]
-        held = [(stamp, peer) for stamp, peer in held if stamp is not None]
+        held = [(stamp, node.requests.holder(name)) for node in self.cluster.nodes.values()
+                if (stamp := node.requests.has_name(name)) is not None]
         if not held:
             return defer.succeed((False, None))
-        return defer.succeed((True, max(held, key=lambda entry: entry[0])[1].identity))
+        holder = max(held, key=lambda entry: entry[0])[1]
+        assert holder is not None  # a name registered on an instance is held there
+        return defer.succeed((True, holder.identity))
 
     def clients(self) -> defer.Deferred:
         return defer.succeed(newest({
