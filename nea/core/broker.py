@@ -45,7 +45,8 @@ import itertools
 import random
 import secrets
 from collections import deque
-from typing import Callable, Protocol as TypingProtocol
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -61,9 +62,12 @@ from nea.wire import errors, frames
 
 
 class Waiter(TypingProtocol):
-    """Anything that can be told the outcome of its relay: a `Peer`, or an HTTP request."""
+    """Anything that can be told the outcome of its relay or ask: a `Peer`, or an HTTP
+    request. ``close`` ends it after a fatal error (an HTTP request has had its answer)."""
 
     def push(self, push: frames.Push) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class RelayTimings(TypingProtocol):
@@ -297,8 +301,8 @@ class RelayBroker:
     def ack(self, peer: Peer, text: str) -> None:
         """``peer`` sent ``ok text``: it must hold that delivery; confirm it to its origin."""
         deliveries = self.held.get(peer)
-        held = deliveries.get(text) if deliveries else None
-        if not held:
+        held = deliveries.get(text) if deliveries is not None else None
+        if deliveries is None or not held:
             self.counts.unexpected_ok += 1
             self.reject(peer, errors.UNEXPECTED_OK, f"no 'message {text}' was forwarded to you")
             return

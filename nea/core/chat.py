@@ -25,8 +25,8 @@ too much missed), the chat clients are sent a `frames.Gap` instead.
 """
 
 import collections
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -202,7 +202,7 @@ class ChatRoom:
 
     def _caught_up(self, _) -> None:
         held, self._held = self._held, None
-        for push, skip in held:
+        for push, skip in held or ():
             self._deliver(push, skip)
 
     def _gap(self, since: float, last_id: int) -> None:
@@ -232,8 +232,8 @@ class ChatRoom:
         # all). The join history then holds fewer than --history-on-join lines.
         said_since = [push.id for push, _ in held if push.id is not None]
         if said_since:
-            entries = [entry for entry in entries if entry.id < min(said_since)]
-        last = entries[-1].id if entries else 0
+            entries = [entry for entry in entries if _stored(entry) < min(said_since)]
+        last = _stored(entries[-1]) if entries else 0
         if peer.encoding is Encoding.JSON:
             for entry in entries:
                 peer.push(_line(entry))
@@ -287,7 +287,7 @@ class ChatRoom:
         entries = entries[:MAX_REPLAY]
         for entry in entries:
             peer.push(_line(entry))
-        peer.push(frames.HistoryEnd(entries[-1].id if entries else asked, more))
+        peer.push(frames.HistoryEnd(_stored(entries[-1]) if entries else asked, more))
 
     def _unreadable(self, failure, peer: Peer) -> None:
         self.reject(peer, errors.HISTORY_UNAVAILABLE, " ".join(str(failure.value).split()))
@@ -318,14 +318,21 @@ class RecentIds:
 
 
 def _iso(seconds: float) -> str:
-    return iso_time(datetime.fromtimestamp(seconds, timezone.utc))
+    return iso_time(datetime.fromtimestamp(seconds, UTC))
 
 
 def _push(entry: Entry) -> ChatPush | BroadcastPush:
-    if entry.kind == BROADCAST:
+    if entry.kind == BROADCAST or entry.name is None:
         return BroadcastPush(entry.text, entry.id, entry.time)
     return ChatPush(entry.name, entry.text, entry.id, entry.time)
 
 
+def _stored(entry: Entry) -> int:
+    """The id of an entry read back from history: what a store reads was stored."""
+    if entry.id is None:
+        raise ValueError(f"history returned an unsaved line: {entry!r}")
+    return entry.id
+
+
 def _line(entry: Entry) -> frames.HistoryLine:
-    return frames.HistoryLine(entry.id, entry.time, entry.kind, entry.name, entry.text)
+    return frames.HistoryLine(_stored(entry), entry.time, entry.kind, entry.name, entry.text)

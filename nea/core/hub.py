@@ -10,7 +10,7 @@ figures leave it only as a frozen `nea.core.snapshot.Snapshot`.
 import collections
 import itertools
 import random
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 from twisted.internet import defer
@@ -20,19 +20,23 @@ from twisted.internet.interfaces import IReactorTime
 import nea
 from nea.core import dispatch, reverse
 from nea.core.access import Access, established
+from nea.core.broker import RelayBroker, RelayTimings, Waiter
 from nea.core.bus import Bus
 from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
-from nea.core.history import History, NoHistory, Unavailable
 from nea.core.dates import DateBroadcaster
 from nea.core.dispatch import Handler
+from nea.core.history import History, NoHistory, Unavailable
 from nea.core.liveness import Liveness
 from nea.core.peer import Peer
 from nea.core.permissions import Policy
 from nea.core.registry import Registry
-from nea.core.broker import RelayBroker, RelayTimings, Waiter
 from nea.core.requests import RequestBroker
 from nea.core.snapshot import (
-    ClusterFigures, ConnectionInfo, MemberFigures, Snapshot, status_json,
+    ClusterFigures,
+    ConnectionInfo,
+    MemberFigures,
+    Snapshot,
+    status_json,
 )
 from nea.core.tokens import Token, TokenVerifier
 from nea.wire import errors, frames
@@ -306,12 +310,14 @@ class Hub:
             self._allow(peer)
 
     def _disown_nick(self, peer: Peer) -> None:
-        token = getattr(peer, "token", None)
-        holders = self._nicks.get(token.nick) if token is not None else None
+        nick = peer.token.nick if peer.token is not None else None
+        if nick is None:
+            return
+        holders = self._nicks.get(nick)
         if holders is not None:
             holders.pop(peer, None)
             if not holders:
-                del self._nicks[token.nick]
+                del self._nicks[nick]
 
     def _register(self, peer: Peer, request: frames.Register) -> Deferred | None:
         """A name held by an identity is taken over by that identity only, wherever in the
@@ -325,7 +331,7 @@ class Hub:
 
     def _register_unless_held(self, found: tuple[bool, str | None], peer: Peer,
                               name: str) -> None:
-        """``found``: who holds ``name`` elsewhere; a holder here, if any, is the one that counts."""
+        """``found``: who holds ``name`` elsewhere; a holder here is the one that counts."""
         if peer not in self.registry:
             return  # it left meanwhile
         held, identity = found
@@ -344,7 +350,8 @@ class Hub:
         token = peer.token
         if token is not None and token.nick is not None:
             request = frames.Nick(token.nick)  # a token's nick is the identity's, whatever asked
-        elif any(identity != peer.identity for identity in self._nicks.get(request.name, {}).values()):
+        elif any(identity != peer.identity
+                 for identity in self._nicks.get(request.name, {}).values()):
             self.access.refuse(peer, "chat", None,
                                f"the nick {request.name!r} is an identified user's")
             return None
@@ -442,7 +449,7 @@ class Hub:
             ConnectionInfo(peer.id, peer.name, peer.peer_address, peer.identity, peer.profile.name,
                            peer.since, peer.encoding.value, peer.bytes_in, peer.bytes_out,
                            established(peer))
-            for peer, _ in zip(self.registry.peers, range(limit))
+            for peer in itertools.islice(self.registry.peers, limit)
         )
 
     def zero_state(self, asking: Peer | None = None) -> bool:

@@ -11,8 +11,9 @@ from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred
 
-W = TypeVar("W", bound=Hashable)
-K = TypeVar("K", bound=Hashable)
+#: A waiter, and what it waits for: both are dict keys (hashable).
+W = TypeVar("W")
+K = TypeVar("K")
 
 
 class Waits(Generic[W, K]):

@@ -15,12 +15,12 @@ limits and deadline as a client's ``ask``.
 import math
 from typing import Any
 
-from twisted.internet import defer
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from nea.http.jsonapi import ApiError, Endpoint, NotFound, read_json_object, write_error, write_json
+from nea.http.waiter import HTTPWaiter
 from nea.wire import codec, errors, frames
 
 #: The HTTP status each way a request can fail.
@@ -31,17 +31,6 @@ STATUS = {
     errors.TOO_MANY_PENDING.code: http.SERVICE_UNAVAILABLE,
     errors.REQUEST_TIMEOUT.code: http.GATEWAY_TIMEOUT,
 }
-
-
-class RequestWaiter:
-    """A waiter for one ask that settles a Deferred with the first push it is sent."""
-
-    def __init__(self) -> None:
-        self.outcome: defer.Deferred = defer.Deferred()
-
-    def push(self, push: frames.Push) -> None:
-        if not self.outcome.called:
-            self.outcome.callback(push)
 
 
 def _bad(code: str, message: str) -> ApiError:
@@ -87,7 +76,7 @@ class Requests:
         self.api.auth.check(request, "ask", name if name is not None else f"@{service}")
         body, timeout = request_body(read_json_object(request, self.max_body),
                                      self.api.settings.relay_timeout)
-        waiter = RequestWaiter()
+        waiter = HTTPWaiter()
         started = self.clock.seconds()
 
         def settled(push: frames.Push) -> None:

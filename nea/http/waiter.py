@@ -10,7 +10,8 @@ from nea.wire import frames
 
 
 class HTTPWaiter:
-    """A `nea.core.broker.Waiter` that settles a Deferred with the first push it is sent."""
+    """A `nea.core.broker.Waiter` for one HTTP request (a relay or an ask): it settles a
+    Deferred with the first push it is sent."""
 
     def __init__(self) -> None:
         self.outcome: defer.Deferred = defer.Deferred()
@@ -18,6 +19,9 @@ class HTTPWaiter:
     def push(self, push: frames.Push) -> None:
         if not self.outcome.called:
             self.outcome.callback(push)
+
+    def close(self) -> None:
+        """Nothing to close: the request is answered with the push it was sent."""
 
 
 def relay(hub: Hub, clock: IReactorTime, text: str, timeout: float) -> defer.Deferred:

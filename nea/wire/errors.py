@@ -46,7 +46,9 @@ NAME_TAKEN_OVER = ErrorCode(
 )
 LINE_TOO_LONG = ErrorCode("line_too_long", True, "the line is longer than the server's limit")
 SERVER_FULL = ErrorCode("server_full", True, "the server has reached its maximum number of clients")
-SLOW_CONSUMER = ErrorCode("slow_consumer", True, "the client stopped reading and its buffer is full")
+SLOW_CONSUMER = ErrorCode(
+    "slow_consumer", True, "the client stopped reading and its buffer is full"
+)
 SHUTTING_DOWN = ErrorCode("shutting_down", True, "the server is shutting down")
 # ---- identities and permissions ----
 NOT_ALLOWED = ErrorCode("not_allowed", False, "not permitted")
@@ -54,7 +56,9 @@ AUTH_UNAVAILABLE = ErrorCode("auth_unavailable", False, "this server accepts no 
 BAD_TOKEN = ErrorCode("bad_token", False, "the token is no JWT nea can use (sub and exp needed)")
 TOKEN_TOO_LARGE = ErrorCode("token_too_large", False, "the token is longer than 8 KiB")
 BAD_SIGNATURE = ErrorCode("bad_signature", False, "the token's signature does not verify")
-BAD_ALGORITHM = ErrorCode("bad_algorithm", False, "the token is not signed with the server's algorithm")
+BAD_ALGORITHM = ErrorCode(
+    "bad_algorithm", False, "the token is not signed with the server's algorithm"
+)
 EXPIRED_TOKEN = ErrorCode("expired_token", False, "the token presented has expired")
 TOKEN_NOT_YET_VALID = ErrorCode("token_not_yet_valid", False, "the token is not valid yet")
 WRONG_AUDIENCE = ErrorCode("wrong_audience", False, "the token is not meant for this server")

@@ -9,8 +9,9 @@ and `nea.wire.profiles` names requests by kind. Nothing here looks at bytes.
 
 import enum
 import json
+from collections.abc import Callable, Mapping
 from operator import attrgetter
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 

@@ -9,7 +9,7 @@ kind (JSON ``type`` and text verb), the shape of its payload and its text form.
 import enum
 import json
 import re
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -184,10 +184,10 @@ class Auth:
     token: str = attrs.field(repr=False)  # a secret: never in a log line
 
 
-Request = Union[
-    Relay, Ack, Chat, Reverse, Nick, Hello, Status, Exit, Invalid,
-    Register, Serve, Unserve, Reply, Ask, History, Since, Auth, Ping, Pong,
-]
+Request = (
+    Relay | Ack | Chat | Reverse | Nick | Hello | Status | Exit | Invalid | Register | Serve |
+    Unserve | Reply | Ask | History | Since | Auth | Ping | Pong
+)
 
 
 # ---- pushes (server -> client) ----
@@ -220,8 +220,13 @@ class AckPush:
     text: str
 
 
+def _chat_push(rest: str) -> "ChatPush | None":
+    sender, said_, text = rest.partition(": ")
+    return ChatPush(sender, text) if said_ else None
+
+
 @push("chat", lambda p: f"chat {p.sender}: {p.text}", keys={"sender": "from"},
-      parse=lambda rest: ChatPush(*rest.split(": ", 1)) if ": " in rest else None,
+      parse=_chat_push,
       room=lambda p: said(p.sender, p.text))
 @attrs.frozen
 class ChatPush:
@@ -400,9 +405,12 @@ class Presence:
     event: str  #: ``joined`` or ``left``
 
 
-@push("gap", lambda p: f"gap {p.since} {p.until} {p.last_id}",
-      parse=lambda rest: Gap(*rest.split(" ")[:2], int(rest.rsplit(" ", 1)[1]))
-      if re.fullmatch(r"\S+ \S+ \d+", rest) else None)
+def _gap(rest: str) -> "Gap | None":
+    found = re.fullmatch(r"(\S+) (\S+) (\d+)", rest)
+    return Gap(found[1], found[2], int(found[3])) if found else None
+
+
+@push("gap", lambda p: f"gap {p.since} {p.until} {p.last_id}", parse=_gap)
 @attrs.frozen
 class Gap:
     """Chat lines said in the cluster between ``since`` and ``until`` (ISO 8601 UTC) may
@@ -427,28 +435,9 @@ def _history_line(rest: str) -> HistoryLine | None:
     return HistoryLine(int(id), time, "chat", name, line)
 
 
-Push = Union[
-    HistoryLine,
-    Gap,
-    HistoryEnd,
-    Presence,
-    DatePush,
-    RelayPush,
-    AckPush,
-    ChatPush,
-    BroadcastPush,
-    ReverseReply,
-    NickReply,
-    Welcome,
-    StatusReply,
-    ErrorReply,
-    Bye,
-    PingPush,
-    PongPush,
-    Registered,
-    Serving,
-    Unserved,
-    RequestPush,
-    ReplyPush,
-    Authenticated,
-]
+Push = (
+    HistoryLine | Gap | HistoryEnd | Presence | DatePush | RelayPush | AckPush | ChatPush |
+    BroadcastPush | ReverseReply | NickReply | Welcome | StatusReply | ErrorReply | Bye |
+    PingPush | PongPush | Registered | Serving | Unserved | RequestPush | ReplyPush |
+    Authenticated
+)
