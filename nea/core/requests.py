@@ -47,10 +47,11 @@ from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from nea.core.bus import Bus
+from nea.core.deadlines import Deadlines
 from nea.core.peer import Peer
 from nea.core.registry import IndexedSet
 from nea.core.snapshot import RequestFigures
@@ -89,6 +90,10 @@ class Offer:
     timeout: float = attrs.field(converter=float)
 
 
+#: What an ask that has skipped no instance passes as ``skip``.
+_NO_SKIP: frozenset[str] = frozenset()
+
+
 @attrs.define(eq=False)
 class _Ask:
     asker: Any
@@ -98,19 +103,19 @@ class _Ask:
     body: Any
     timeout: float
     started: float
-    timer: IDelayedCall | None = None
     #: Where it was offered last (an answer or refusal from elsewhere is stale).
     instance: str | None = None
     attempts: int = 0
-    #: Instances that had no member of the service when offered it.
-    skip: set[str] = attrs.field(factory=set)
+    #: Instances that had no member of the service when offered it (None: none yet).
+    skip: set[str] | None = None
 
 
 @attrs.define(eq=False)
 class _Held:
     origin: str
     service: str | None
-    timer: IDelayedCall
+    #: The origin gave it the whole default timeout (a miss stalls the member).
+    full: bool
 
 
 @attrs.define
@@ -150,6 +155,11 @@ class RequestBroker:
         self.asks: dict[str, _Ask] = {}
         self._asks_of = Waits[Any, str]()
         self.held: dict[Peer, dict[str, _Held]] = {}
+        #: The asks' and the held requests' deadlines, each on one timer.
+        self._ask_deadlines = Deadlines[tuple[str, _Ask]](
+            clock, self._ask_due, lambda key: self.asks.get(key[0]) is key[1])
+        self._held_deadlines = Deadlines[tuple[Peer, str, _Held]](
+            clock, self._held_due, self._holds)
         #: name -> (connection, registration time), and each connection's name.
         self.names: dict[str, tuple[Peer, float]] = {}
         self._name_of: dict[Peer, str] = {}
@@ -280,8 +290,9 @@ class RequestBroker:
             return None
         rid = f"{self._prefix}{next(self._ids)}"
         timeout = timeout or self.timeout
-        ask = _Ask(asker, ref, name, service, body, timeout, self.clock.seconds())
-        ask.timer = self.clock.callLater(timeout, self._timed_out, rid)
+        now = self.clock.seconds()
+        ask = _Ask(asker, ref, name, service, body, timeout, now)
+        self._ask_deadlines.add(now + timeout, (rid, ask))
         self.asks[rid] = ask
         settled = self._asks_of.add(asker, rid)
         if name is not None:
@@ -305,7 +316,8 @@ class RequestBroker:
     def _draw(self, rid: str, ask: _Ask) -> None:
         instance = None
         if ask.attempts < MAX_REQUEST_ATTEMPTS:
-            instance = self.bus.pick_member_instance(ask.service, self.rng, ask.skip)
+            instance = self.bus.pick_member_instance(ask.service, self.rng,
+                                                     ask.skip or _NO_SKIP)
         if instance is None:
             self._fail(rid, errors.NO_MEMBER, f"no member of {ask.service!r} can take it")
         else:
@@ -335,6 +347,8 @@ class RequestBroker:
             return
         if ask.service is not None and code in REDRAW:
             if code != MEMBER_GONE:
+                if ask.skip is None:
+                    ask.skip = set()
                 ask.skip.add(instance)
             self.counts.redrawn += 1
             self._draw(rid, ask)
@@ -349,8 +363,10 @@ class RequestBroker:
                 self.refuse(rid, MEMBER_GONE if ask.service is not None
                             else errors.CLIENT_GONE.code, instance)
 
-    def _timed_out(self, rid: str) -> None:
-        ask = self.asks[rid]
+    def _ask_due(self, key: tuple[str, _Ask]) -> None:
+        rid, ask = key
+        if self.asks.get(rid) is not ask:
+            return  # settled before its deadline
         self.counts.timed_out += 1
         self._fail(rid, errors.REQUEST_TIMEOUT, f"no reply within {ask.timeout:g} s")
 
@@ -362,8 +378,8 @@ class RequestBroker:
 
     def _drop(self, rid: str) -> _Ask:
         ask = self.asks.pop(rid)
-        if ask.timer.active():
-            ask.timer.cancel()
+        if not self.asks:
+            self._ask_deadlines.clear()
         self._asks_of.discard(ask.asker, rid)
         return ask
 
@@ -394,9 +410,8 @@ class RequestBroker:
         elif len(held) >= self.max_pending:
             self.bus.refuse(offer.origin, offer.id, errors.TOO_MANY_PENDING.code)
             return
-        timer = self.clock.callLater(offer.timeout, self._expired, target, offer.id,
-                                     offer.timeout >= self.timeout)
-        held[offer.id] = _Held(offer.origin, offer.service, timer)
+        entry = held[offer.id] = _Held(offer.origin, offer.service, offer.timeout >= self.timeout)
+        self._held_deadlines.add(self.clock.seconds() + offer.timeout, (target, offer.id, entry))
         self.counts.offered += 1
         target.push(frames.RequestPush(offer.id, offer.body, offer.service))
 
@@ -409,7 +424,6 @@ class RequestBroker:
             self.reject(peer, errors.UNEXPECTED_REPLY,
                         f"no 'request {rid}' waits for your reply (answered, or timed out)")
             return
-        held.timer.cancel()
         self.counts.replied += 1
         self.bus.answer(held.origin, rid, body)
 
@@ -420,15 +434,24 @@ class RequestBroker:
         held = requests.pop(rid)
         if not requests:
             del self.held[peer]
+            if not self.held:
+                self._held_deadlines.clear()
         return held
 
-    def _expired(self, peer: Peer, rid: str, full: bool) -> None:
-        """The origin has given up on ``rid`` by now: a later reply is unexpected; and
-        when it had the whole default timeout (``full``), ``peer`` is drawn for no
-        service until it replies."""
-        self._unhold(peer, rid)
-        if full:
-            self._stall(peer)
+    def _holds(self, key: tuple[Peer, str, _Held]) -> bool:
+        peer, rid, held = key
+        requests = self.held.get(peer)
+        return requests is not None and requests.get(rid) is held
+
+    def _held_due(self, key: tuple[Peer, str, _Held]) -> None:
+        """The origin has given up on the request by now: a later reply is unexpected;
+        and when it had the whole default timeout, its client is drawn for no service
+        until it replies."""
+        if self._holds(key):
+            peer, rid, held = key
+            self._unhold(peer, rid)
+            if held.full:
+                self._stall(peer)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can reply no more): it is no longer addressable, and what it
@@ -437,8 +460,10 @@ class RequestBroker:
         self._stalled.discard(peer)
         for service in self._services_of.pop(peer, ()):
             self._leave_service(peer, service)
-        for rid, held in self.held.pop(peer, {}).items():
-            held.timer.cancel()
+        held_here = self.held.pop(peer, {})
+        if not self.held:
+            self._held_deadlines.clear()
+        for rid, held in held_here.items():
             code = MEMBER_GONE if held.service is not None else errors.CLIENT_GONE.code
             self.bus.refuse(held.origin, rid, code)
 
