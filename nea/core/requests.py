@@ -295,7 +295,9 @@ class RequestBroker:
         self._ask_deadlines.add(now + timeout, (rid, ask))
         self.asks[rid] = ask
         settled = self._asks_of.add(asker, rid)
-        if name is not None:
+        if name is not None and name in self.names:
+            self._offer(rid, ask, self.bus.instance_id)  # where every bus would find it
+        elif name is not None:
             found = self.bus.find_client(name)
             found.addErrback(lambda failure: log.failure("looking up {name} failed", failure,
                                                          name=name))
