@@ -329,8 +329,11 @@ class RequestBroker:
         ask.instance = instance
         ask.attempts += 1
         left = max(0.001, ask.started + ask.timeout - self.clock.seconds())
-        self.bus.offer(instance, Offer(rid, self.bus.instance_id, ask.name, ask.service,
-                                       ask.body, left))
+        here = self.bus.instance_id
+        if instance == here:  # where every bus would hand it: no envelope
+            self._push(rid, here, ask.name, ask.service, ask.body, left)
+        else:
+            self.bus.offer(instance, Offer(rid, here, ask.name, ask.service, ask.body, left))
 
     def answer(self, rid: str, body: Any, instance: str) -> None:
         """The reply to ``rid`` came back from a client on ``instance``."""
@@ -395,27 +398,31 @@ class RequestBroker:
 
     def offer(self, offer: Offer) -> None:
         """Push ``offer`` to the named local connection, or to a member drawn uniformly."""
-        if offer.name is not None:
-            holder = self.names.get(offer.name)
+        self._push(offer.id, offer.origin, offer.name, offer.service, offer.body, offer.timeout)
+
+    def _push(self, rid: str, origin: str, name: str | None, service: str | None, body: Any,
+              timeout: float) -> None:
+        if name is not None:
+            holder = self.names.get(name)
             target = holder[0] if holder is not None else None
             missing = errors.NO_SUCH_CLIENT.code
         else:
-            members = self.members.get(offer.service)
+            members = self.members.get(service)
             target = members.choice(self.rng) if members else None
             missing = errors.NO_MEMBER.code
         if target is None:
-            self.bus.refuse(offer.origin, offer.id, missing)
+            self.bus.refuse(origin, rid, missing)
             return
         held = self.held.get(target)
         if held is None:
             held = self.held[target] = {}
         elif len(held) >= self.max_pending:
-            self.bus.refuse(offer.origin, offer.id, errors.TOO_MANY_PENDING.code)
+            self.bus.refuse(origin, rid, errors.TOO_MANY_PENDING.code)
             return
-        entry = held[offer.id] = _Held(offer.origin, offer.service, offer.timeout >= self.timeout)
-        self._held_deadlines.add(self.clock.seconds() + offer.timeout, (target, offer.id, entry))
+        entry = held[rid] = _Held(origin, service, timeout >= self.timeout)
+        self._held_deadlines.add(self.clock.seconds() + timeout, (target, rid, entry))
         self.counts.offered += 1
-        target.push(frames.RequestPush(offer.id, offer.body, offer.service))
+        target.push(frames.RequestPush(rid, body, service))
 
     def reply(self, peer: Peer, rid: str, body: Any) -> None:
         """``peer`` sent ``reply rid body``: it must hold that request; answer its origin."""
@@ -427,7 +434,10 @@ class RequestBroker:
                         f"no 'request {rid}' waits for your reply (answered, or timed out)")
             return
         self.counts.replied += 1
-        self.bus.answer(held.origin, rid, body)
+        if held.origin == self.bus.instance_id:
+            self.answer(rid, body, held.origin)  # where every bus would hand it
+        else:
+            self.bus.answer(held.origin, rid, body)
 
     def _unhold(self, peer: Peer, rid: str) -> _Held | None:
         requests = self.held.get(peer)
