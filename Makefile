@@ -27,7 +27,7 @@ LOADTEST_ARGS := --max-clients 110000 \
 # What `make run-cluster` needs (PostgreSQL, the history store, is used when installed).
 CLUSTER_PACKAGES := redis-server haproxy
 
-.PHONY: run run-cluster run-loadtest-server test certs venv system-packages cluster-packages clean
+.PHONY: run run-cluster run-loadtest-server test lint certs venv system-packages cluster-packages clean
 
 run: $(BIN)/.installed certs
 	$(BIN)/twistd --nodaemon --pidfile= nea-server --admin-token-file $(ADMIN_TOKEN_FILE) $(ARGS)
@@ -43,6 +43,12 @@ run-loadtest-server: $(BIN)/.installed certs
 
 test: $(BIN)/.installed system-packages
 	$(BIN)/trial --jobs=$(TRIAL_JOBS) $(TESTS)
+
+# ruff (pyproject.toml's [tool.ruff]) over the code and its tests, and mypy
+# (pyproject.toml's [tool.mypy], with the zope interface plugin) over nea/.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check nea tests bench twisted
+	$(BIN)/mypy
 
 certs: $(BIN)/.installed
 	$(BIN)/python -m nea.tls.devcerts certs
@@ -74,4 +80,4 @@ cluster-packages:
 	$(call install-missing,$(CLUSTER_PACKAGES))
 
 clean:
-	rm -rf $(VENV) _trial_temp* .hypothesis build *.egg-info
+	rm -rf $(VENV) _trial_temp* .hypothesis .mypy_cache .ruff_cache build *.egg-info

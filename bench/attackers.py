@@ -87,7 +87,7 @@ class Attack:
                 "127.0.0.1", port, local_addr=(source, 0),
                 ssl=self.context if tls else None, server_hostname="localhost" if tls else None,
             ), min(30.0, self.left() + 0.1))
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             self.stats[kind]["connect_failed"] += 1
             await asyncio.sleep(0.5)
             return None
@@ -121,7 +121,7 @@ class Attack:
                     break
             else:
                 return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         except OSError:
             pass
@@ -168,7 +168,7 @@ async def non_reader(attack: Attack, index: int) -> None:
                 attack.stats[kind]["sent"] += 1
                 await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
                 await asyncio.sleep(0.1)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             attack.closed_by_server(kind, started)
 
 
@@ -177,7 +177,7 @@ async def flood(attack: Attack, kind: str, port: int, line, answer, batch: int =
     comes back with ``answer``."""
     async for reader, writer, started in attack.connections(kind, port, True, "127.0.61.4"):
 
-        async def read() -> None:
+        async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             while True:
                 got = await reader.readline()
                 if not got:
@@ -187,14 +187,14 @@ async def flood(attack: Attack, kind: str, port: int, line, answer, batch: int =
                     writer.write(reply)
                 attack.count_reply(kind, got)
 
-        reading = asyncio.ensure_future(read())
+        reading = asyncio.ensure_future(read(reader, writer))
         try:
             while not attack.over() and not reading.done():
                 base = attack.stats[kind]["sent"]
                 writer.write(b"".join(line(base + k) for k in range(batch)))
                 attack.stats[kind]["sent"] += batch
                 await asyncio.wait_for(writer.drain(), attack.left() + 0.1)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         if reading.done():
             attack.closed_by_server(kind, started)
@@ -222,7 +222,7 @@ async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.
                 while got.startswith((b"date ", b'{"type":"date"')):  # a push, not the answer
                     got = await asyncio.wait_for(reader.readline(), 30.0)
                 attack.count_reply(kind, got)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             attack.closed_by_server(kind, started)
         writer.transport.abort()
         await asyncio.sleep(0.2)
@@ -263,14 +263,14 @@ async def ws_ping_flood(attack: Attack) -> None:
                 attack.stats[kind]["refused " + head.split(b" ")[1].decode("ascii", "replace")] += 1
                 raise ConnectionResetError
 
-            async def read() -> None:
+            async def read(reader: asyncio.StreamReader) -> None:
                 while True:
                     got = await reader.read(1 << 16)
                     if not got:
                         return
                     attack.stats[kind]["bytes_back"] += len(got)
 
-            reading = asyncio.ensure_future(read())
+            reading = asyncio.ensure_future(read(reader))
             while not attack.over() and not reading.done():
                 writer.write(WS_PING * 500)
                 attack.stats[kind]["sent"] += 500
@@ -279,8 +279,7 @@ async def ws_ping_flood(attack: Attack) -> None:
                 attack.stats[kind]["closed_by_server"] += 1
                 attack.held[kind].append(time.monotonic() - started)
             reading.cancel()
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             await asyncio.sleep(0.2)
         writer.transport.abort()
 
@@ -320,7 +319,8 @@ async def main(args) -> None:
     running = [asyncio.ensure_future(t) for t in tasks]
     watcher = asyncio.ensure_future(stdin_closed(attack))
     ready_by = time.monotonic() + 60
-    while time.monotonic() < ready_by and sum(s["opened"] for s in attack.stats.values()) < len(tasks):
+    while (time.monotonic() < ready_by
+           and sum(s["opened"] for s in attack.stats.values()) < len(tasks)):
         await asyncio.sleep(0.2)
     print(json.dumps({"ready": {k: v["opened"] for k, v in attack.stats.items()}}), flush=True)
     await asyncio.wait([watcher, asyncio.ensure_future(asyncio.sleep(attack.left()))],

@@ -19,7 +19,8 @@ SQLite is a file in a temporary directory; PostgreSQL a fresh local server with
 fsync on (started as in the tests, as ``nobody`` when run as root), over TCP on
 127.0.0.1.
 
-    .venv/bin/python bench/chat_fanout.py [--ws 1000] [--line-clients 1000] [--rate 20] [--seconds 20]
+    .venv/bin/python bench/chat_fanout.py [--ws 1000] [--line-clients 1000] [--rate 20] \
+        [--seconds 20]
 """
 
 import argparse
@@ -35,9 +36,8 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.internet import defer, threads
-
 import harness
+from twisted.internet import defer, threads
 
 sys.path.insert(0, str(harness.ROOT))  # for tests.infra's PostgreSQL server
 
@@ -159,7 +159,9 @@ def measure(store: str, store_arg: str, args, database_pid: int | None = None) -
             for g in groups:
                 g.stop()
     latencies = [ms for r in reports for ms in r["latencies"]]
-    cpu, store_thread, database = ((b - a) / lines * 1000 for a, b in zip(before, after))
+    cpu, store_thread, database = (
+        (b - a) / lines * 1000 for a, b in zip(before, after, strict=True)
+    )
     return {
         "store": store,
         "lines": lines,

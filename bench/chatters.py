@@ -93,7 +93,7 @@ class WebSocketClient(Client):
 
     def start(self) -> None:
         key = base64.b64encode(os.urandom(16))
-        host = "%s:%d" % self.sock.getpeername()
+        host = "{}:{:d}".format(*self.sock.getpeername())
         self.sock.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nUpgrade: websocket"
                           b"\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
                           b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -203,7 +203,8 @@ def join(args, room: Room) -> None:
         client = kind(sock, f"{args.name}-{i}", args.lines)
         client.start()
         room.add(client)
-        room.until(lambda: client.welcomed, f"{client.name}'s welcome", JOIN_TIMEOUT)
+        room.until(lambda client=client: client.welcomed, f"{client.name}'s welcome",
+                   JOIN_TIMEOUT)
 
 
 def report(clients: list[Client]) -> dict:

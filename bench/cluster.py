@@ -22,10 +22,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from twisted.internet import defer, reactor, task
-
 import harness
 from relay_throughput import NeaDriver, drive
+from twisted.internet import defer, reactor, task
 
 HAPROXY_CFG = harness.ROOT / "deploy" / "haproxy.cfg"
 

@@ -41,6 +41,7 @@ Reported:
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import resource
@@ -105,7 +106,7 @@ def tick_check(connections: list[list[float]], start: float, end: float,
                 got[i] += 1
         missed += any(n == 0 for n in got)
         twice += any(n > 1 for n in got)
-    lost = sum(round((b - a) / interval) - 1 for a, b in zip(firsts, firsts[1:]))
+    lost = sum(round((b - a) / interval) - 1 for a, b in itertools.pairwise(firsts))
     spreads = [(g[-1] - g[0]) * 1000 for g in measured]
     return {"ticks": len(measured), "missed": missed, "twice": twice, "lost": lost,
             "spreads_ms": spreads}
@@ -143,11 +144,12 @@ def measure(args, per_holder: list[int], per_instance: list[int]) -> dict:
             holders.append(harness.Holders(port, connections, "dates", ca=certs_dir / "ca.pem",
                                            source=source(i)))
         held = 0
-        for i, (holder, connections) in enumerate(zip(holders, per_holder)):
+        for i, (holder, connections) in enumerate(zip(holders, per_holder, strict=True)):
             try:
                 held += holder.ready(timeout=60 + connections * CONNECT_SECONDS_PER_CLIENT)
             except ValueError:  # it printed nothing: it failed
-                raise RuntimeError(f"holder {i} failed (exit code {holder.process.poll()})")
+                raise RuntimeError(
+                    f"holder {i} failed (exit code {holder.process.poll()})") from None
         connect = {
             "seconds": time.monotonic() - connect_start,
             "server_ms_per_handshake": 1000 * (cpu(servers) - cpu_before) / held,
@@ -225,7 +227,7 @@ def report(s: dict) -> None:
     print(f"connect: {s['clients']:,} clients in {s['connect_s']:.1f} s "
           f"({s['connects_per_s']:.0f}/s); instances {s['server_ms_per_handshake']:.2f} ms CPU "
           f"per TLS handshake, generator {s['generator_ms_per_connection']:.2f} ms per connection")
-    for k, (spread, rss) in enumerate(zip(s["tick_to_last_client_ms"], s["rss_mb"])):
+    for k, (spread, rss) in enumerate(zip(s["tick_to_last_client_ms"], s["rss_mb"], strict=True)):
         last = f"{spread['p50']:.0f} / {spread['max']:.0f} ms" if spread else "-"
         print(f"instance {k}: {s['ticks_measured'][k]} ticks, last client {last} after the "
               f"first (p50 / max), RSS {rss['before']:.1f} -> {rss['held']:.1f} MB")
@@ -233,7 +235,8 @@ def report(s: dict) -> None:
           f"tick, {s['connections_with_a_tick_twice']} had one twice, "
           f"{s['ticks_that_reached_nobody']} ticks reached nobody (ticks measured per "
           f"instance: {', '.join(map(str, s['ticks_measured']))}, {s['ticks']} expected; a date "
-          f"every {s['interval_s']:g} s): {'every client had every tick' if s['complete'] else 'INCOMPLETE'}")
+          f"every {s['interval_s']:g} s): "
+          f"{'every client had every tick' if s['complete'] else 'INCOMPLETE'}")
     worst = s["tick_to_last_client_max_ms"]
     print(f"tick to the last client: max over instances {worst:.0f} ms" if worst is not None
           else "tick to the last client: no tick measured")

@@ -8,7 +8,8 @@ run goes under ``/usr/bin/time -v``, so the generator's CPU is read twice: the
 report's ``generator.cpu_us_per_client`` (its workers, from go to the last
 client) and the whole command's user + system time (start-up, workers, status
 check), less that of a run with one client per worker (the start-up, some
-0.7 s, that no per-client figure should carry), per client. CPU, not latency, is the figure: the two cores are shared.
+0.7 s, that no per-client figure should carry), per client. CPU, not latency, is
+the figure: the two cores are shared.
 With ``--baseline DIR`` each transport is also run with another checkout's
 ``nea`` package, alternating, so that before and after share the machine's load.
 
@@ -93,8 +94,8 @@ def main() -> None:
         )
         if options.references:
             context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-            for name, port, tls in (("TCP", tcp, None), ("TLS", tls, context)):
-                cpu = stdlib_reference(int(port), tls, options.references)
+            for name, port, tls_context in (("TCP", tcp, None), ("TLS", tls, context)):
+                cpu = stdlib_reference(int(port), tls_context, options.references)
                 print(f"{name}, minimal stdlib client, one at a time: {cpu * 1e6:.0f} us/client "
                       f"({options.references} exchanges)", flush=True)
             done, cpu = client_cost.s_time(int(tls_status), certs, 10)
@@ -102,14 +103,16 @@ def main() -> None:
                   f"us/connection ({done} in 10 s)", flush=True)
         for (name, transport), (label, tree) in itertools.product(transports, trees):
             env = tree_env(tree)
-            common = [*transport, "--workers", str(options.workers), "--server-pid", str(daemon.pid)]
+            common = [*transport, "--workers", str(options.workers),
+                      "--server-pid", str(daemon.pid)]
             _, fixed = timed_loadtest([*common, "--clients", str(options.workers), "--window", "0"],
                                       env)
             report, outside = timed_loadtest(
                 [*common, "--clients", str(options.clients), "--window", str(options.window),
                  "--seed", "1"], env)
             clients = report["clients"]
-            print(f"{name}, {label}: acked {report['acked']}/{clients}, retries {report['retries']}, "
+            print(f"{name}, {label}: acked {report['acked']}/{clients}, "
+                  f"retries {report['retries']}, "
                   f"generator {report['generator']['cpu_us_per_client']} us/client (report); "
                   f"/usr/bin/time: {outside:.2f} s in all, {fixed:.2f} s for a run of one client "
                   f"per worker (start-up), {(outside - fixed) / clients * 1e6:.0f} us/client "

@@ -1,4 +1,5 @@
-"""seed-004 TLS above the server's handshake capacity, short client timeout, per ``--max-handshakes``.
+"""seed-004 TLS above the server's handshake capacity, short client timeout, per
+``--max-handshakes``.
 
 For each gate value a fresh daemon (``--max-handshakes G``; a TLS ``relay``
 listener for the load, a plain-TCP ``nea`` listener for status) and one
@@ -24,7 +25,7 @@ def listen_drops() -> int:
     """The kernel's count of connections dropped on a full listen queue (TcpExt ListenDrops)."""
     lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
              if line.startswith("TcpExt:")]
-    return int(dict(zip(lines[0], lines[1]))["ListenDrops"])
+    return int(dict(zip(lines[0], lines[1], strict=True))["ListenDrops"])
 
 
 def case(gate: int, args, certs_dir: Path) -> dict:

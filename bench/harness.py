@@ -217,7 +217,7 @@ def machine() -> dict[str, str]:
         platform.processor(),
     )
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(os.cpu_count()),
         "cpu": model,
         "python": platform.python_version(),
@@ -268,7 +268,8 @@ def limits_text(args, max_rate: float | None = None) -> str:
 
 
 def percentile(values: list[float], p: float) -> float:
-    """The ``p``-th percentile (0-100) of ``values``, nearest rank: one definition for every bench."""
+    """The ``p``-th percentile (0-100) of ``values``, nearest rank: one definition for
+    every bench."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
@@ -450,7 +451,7 @@ class LoadRun:
             found = _PROGRESS.search(raw.decode("utf-8", "replace"))
             if found:
                 values = [float(found.group(1)), *map(int, found.groups()[1:])]
-                self.progress.append(dict(zip(keys, values)))
+                self.progress.append(dict(zip(keys, values, strict=True)))
 
     def finish(self, limit: float) -> dict | None:
         try:

@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import defer, reactor
-
 import harness
+from twisted.internet import defer, reactor
 
 sys.path.insert(0, str(harness.ROOT))  # for tests.infra's PostgreSQL server
 

@@ -36,11 +36,11 @@ def run(exchanges: int, connections: int = 100) -> float:
     spent, done, seq = 0.0, 0, 0
     while done < exchanges:
         lines = []
-        for peer in peers:
+        for _ in peers:
             seq += 1
             lines.append(b"message bench.%d\n" % seq)
         started = time.process_time()
-        for peer, line in zip(peers, lines):
+        for peer, line in zip(peers, lines, strict=True):
             peer.dataReceived(line)
         spent += time.process_time() - started
         acks = []

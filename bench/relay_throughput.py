@@ -38,11 +38,10 @@ import shutil
 import subprocess
 import time
 
+import harness
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-
-import harness
 
 
 class Counter:

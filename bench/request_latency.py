@@ -31,7 +31,7 @@ def device(port: int, ready: threading.Event, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 data = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not data:
                 return
@@ -65,7 +65,8 @@ def post_many(http_port: int, count: int) -> list[float]:
 
 
 def summary(seconds: list[float]) -> str:
-    return f"{harness.ms_percentiles(seconds, 50, 99)}, mean {statistics.fmean(seconds) * 1e3:.2f} ms"
+    mean = statistics.fmean(seconds) * 1e3
+    return f"{harness.ms_percentiles(seconds, 50, 99)}, mean {mean:.2f} ms"
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def case(transport: str, delay: str, args, certs_dir) -> dict:
 
 def line(transport: str, delay: str, r: dict) -> str:
     zs = r["zero_state"]["zero_state"] if r["zero_state"] else None
-    cpu = harness.load_cpu(r, f", RSS {r['server_rss_mb']} MB", f", {r['config']['workers']} workers")
+    cpu = harness.load_cpu(r, f", RSS {r['server_rss_mb']} MB",
+                           f", {r['config']['workers']} workers")
     return (
         f"{transport:4} ok-delay {delay:12} {harness.load_counts(r)} zero_state {zs}\n"
         f"     {harness.load_latency(r)}; {r['rates']['exchanges_per_s']} exchanges/s\n"

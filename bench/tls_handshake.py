@@ -13,9 +13,8 @@
 import argparse
 import time
 
-from OpenSSL import SSL
-
 import harness
+from OpenSSL import SSL
 
 
 def bare(certs_dir, count: int) -> tuple[float, float]:

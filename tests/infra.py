@@ -156,7 +156,7 @@ def wait_listening(program: Program, port: int, timeout: float = support.WAIT):
             probe = yield endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
         except (error.ConnectError, defer.TimeoutError):
             if reactor.seconds() > deadline:
-                raise AssertionError(f"nothing listens on {port} after {timeout} s")
+                raise AssertionError(f"nothing listens on {port} after {timeout} s") from None
             yield support.next_tick(0.05)
         else:
             probe.transport.loseConnection()
@@ -216,7 +216,7 @@ class RedisServer:
         try:
             keys = sorted((yield redis.keys(f"{prefix}:*")))
             ttls = yield defer.gatherResults([redis.execute_command("PTTL", k) for k in keys])
-            eternal = [key for key, ttl in zip(keys, ttls) if ttl == -1]
+            eternal = [key for key, ttl in zip(keys, ttls, strict=True) if ttl == -1]
             channels = yield redis.execute_command("PUBSUB", "CHANNELS", f"{prefix}:*")
         finally:
             yield redis.disconnect()

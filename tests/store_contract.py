@@ -3,13 +3,13 @@
 The TestCase's setUp opens ``self.store``.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from twisted.internet import defer
 
 from nea.store.lines import Kind, Line
 
-SAID = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+SAID = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
 
 def lines(*texts: str) -> list[Line]:
@@ -30,7 +30,8 @@ class StoreContract:
         second = yield self.store.append(lines("third"))
         ids = [line.id for line in first + second]
         self.assertEqual(ids, sorted(set(ids)))
-        self.assertEqual([line.stored(id) for line, id in zip(said + lines("third"), ids)],
+        written = said + lines("third")
+        self.assertEqual([line.stored(id) for line, id in zip(written, ids, strict=True)],
                          first + second)
         back = yield self.store.since(0, 10)
         self.assertEqual(back, first + second)

@@ -4,7 +4,7 @@ import json
 import time
 
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher, formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
@@ -15,6 +15,9 @@ from nea.core.testing import FakePeer
 from nea.core.tokens import TokenVerifier
 from nea.wire import codec, frames
 from tests.test_permissions import SECRET, sign
+
+DEFAULT_POLICY = Policy()
+VERIFIER = TokenVerifier(SECRET, "HS256")
 
 
 def line(hub, peer, text: str) -> None:
@@ -34,7 +37,7 @@ class Gate(unittest.TestCase):
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
 
-    def make_hub(self, policy=Policy(), tokens=TokenVerifier(SECRET, "HS256")):
+    def make_hub(self, policy=DEFAULT_POLICY, tokens=VERIFIER):
         return Hub(self.clock, LocalBus("solo"), HubConfig(policy=policy), tokens=tokens)
 
     def peer(self, hub=None) -> FakePeer:

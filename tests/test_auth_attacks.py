@@ -19,7 +19,16 @@ from twisted.trial import unittest
 from nea.tls import devcerts
 from nea.wire import codec, frames
 from nea.wire.frames import Encoding
-from tests.support import certs, connect, start_server, tcp_listen, tls_listen
+from tests import infra
+from tests.support import (
+    certs,
+    connect,
+    next_tick,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
+)
 from tests.test_http_api import TOKEN, fetch_json, metrics
 from tests.test_permissions import sign
 from tests.test_websocket import ws_connect, ws_listen
@@ -81,7 +90,7 @@ def production_options(directory: Path, key: Path) -> list[str]:
              "admin-token": directory / "admin-token"}
     words = command.replace("\\\n", " ").split()
     options = []
-    for option, value in zip(words[::2], words[1::2]):
+    for option, value in zip(words[::2], words[1::2], strict=True):
         if option != "--listen":
             if value.startswith("/etc/nea/"):
                 value = str(files[value.removeprefix("/etc/nea/")])
@@ -192,6 +201,45 @@ class Attacks(unittest.TestCase):
 
         yield every_transport(scenario)
         self.assertEqual(dict(self.status().auth.not_allowed), {"register": 8})
+
+    @defer.inlineCallbacks
+    def test_across_the_cluster_an_identified_device_s_name_stays_its_own(self):
+        """The device holds its name on one instance; the attacker registers it on another
+        (as a round-robin balancer would send it there): refused, and requests reach the
+        device."""
+        redis = yield infra.redis_server(self)
+        cluster = ("--redis", redis.url, "--cluster-name", f"auth{id(self) % 100000}",
+                   "--heartbeat", "0.5", "--jwt-key", str(self.public), "--admin-token", TOKEN)
+        yield self.start("--instance-id", "a", *cluster)
+        holding = self.service
+        yield self.start("--instance-id", "b", *cluster)
+        elsewhere = self.service
+        yield settle(lambda: all(len(i.hub.snapshot().cluster.members) == 2
+                                 for i in (holding, elsewhere)))
+
+        @defer.inlineCallbacks
+        def scenario(transport):
+            name = f"lock-{transport}"
+            self.service = holding
+            device = yield self.registered(transport, name)
+            for _ in range(500):  # until its name is in Redis (written at the end of a turn)
+                if (yield elsewhere.hub.bus.find_client(name)) == "a":
+                    break
+                yield next_tick()
+            self.service, self.http = elsewhere, elsewhere.http_port
+            attacker = yield self.dial(transport)
+            yield self.refused(attacker, frames.Register(name), "register")
+            other = yield self.dial(transport, self.token("mallory", nea={"register": ["*"]}))
+            yield self.refused(other, frames.Register(name), "register")
+            asked = self.ask_over_http(f"/clients/{name}/requests", "unlock")
+            yield self.answers(device, "unlocked")
+            self.assertEqual((yield asked)[1]["reply"], "unlocked")
+            again = yield self.dial(transport, self.token(name))
+            yield self.done(again, frames.Register(name), frames.Registered(name))
+            self.assertEqual((yield device.next()).code, "name_taken_over")
+
+        yield every_transport(scenario)
+        self.assertEqual(dict(elsewhere.hub.snapshot().auth.not_allowed), {"register": 8})
 
     @defer.inlineCallbacks
     def test_production_nothing_anonymous_registers_serves_or_asks(self):

@@ -10,8 +10,8 @@ from twisted.trial import unittest
 
 from tests import infra
 from tests.support import connect, next_tick, settle, start_server, tcp_listen
-from tests.test_http_api import TOKEN, fetch_json, post_text
 from tests.test_chat_history import lines
+from tests.test_http_api import TOKEN, fetch_json, post_text
 
 
 def said(line: bytes) -> tuple:

@@ -3,18 +3,22 @@ sockets on loopback, SQLite files in the test's directory, the HTTP endpoint."""
 
 import json
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
-from twisted.internet import reactor
 
-from nea.server.service import makeService
 from nea.net.startup import StartupError
-from tests.test_websocket import ws_connect
+from nea.server.service import makeService
 from tests.support import (
-    connect, parse_options, settle, start_server, tcp_listen, tls_listen,
+    connect,
+    parse_options,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
 )
+from tests.test_websocket import ws_connect
 
 TOKEN = "t" * 32
 
@@ -82,16 +86,18 @@ class TutorialClient(unittest.TestCase):
         refused = yield agent.request(b"GET", url)
         self.assertEqual(refused.code, 401)
         yield readBody(refused)
-        answer = yield agent.request(b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
+        answer = yield agent.request(
+            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
         body = json.loads((yield readBody(answer)))
         self.assertEqual(answer.code, 200)
-        self.assertEqual([(l["id"], l["kind"], l["name"], l["text"]) for l in body["lines"]],
+        self.assertEqual([(e["id"], e["kind"], e["name"], e["text"]) for e in body["lines"]],
                          [(2, "chat", "alice", "line 1"), (3, "chat", "alice", "line 2")])
         self.assertEqual((body["last_id"], body["more"]), (3, True))
         url = url.replace(b"since=1", b"since=3")
-        answer = yield agent.request(b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
+        answer = yield agent.request(
+            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
         body = json.loads((yield readBody(answer)))
-        self.assertEqual([(l["kind"], l["name"], l["text"]) for l in body["lines"]],
+        self.assertEqual([(e["kind"], e["name"], e["text"]) for e in body["lines"]],
                          [("broadcast", None, "from the operator")])
         self.assertFalse(body["more"])
 
@@ -156,7 +162,8 @@ class Restart(unittest.TestCase):
         bob.send('{"type":"since","payload":1}')  # the first JSON frame: JSON from now on
         replay = [json.loads(line) for line in (yield lines(bob, 2))]
         self.assertEqual(replay[0]["payload"]["text"], "and me")
-        self.assertEqual(replay[1], {"type": "history_end", "payload": {"last_id": 2, "more": False}})
+        self.assertEqual(replay[1],
+                         {"type": "history_end", "payload": {"last_id": 2, "more": False}})
 
 
 class Refused(unittest.TestCase):

@@ -234,7 +234,7 @@ class ProtocolFunctions(unittest.TestCase):
             "[0, 1, 2, 3, 4, 5, 6, 50].map(n => [backoffDelay(n, 0), backoffDelay(n, 0.999999)])")
         floors = [0.25, 0.5, 1, 2, 4, 7.5, 7.5, 7.5]
         ceilings = [0.5, 1, 2, 4, 8, 15, 15, 15]
-        for (low, high), floor, ceiling in zip(delays, floors, ceilings):
+        for (low, high), floor, ceiling in zip(delays, floors, ceilings, strict=True):
             self.assertAlmostEqual(low, floor)
             self.assertAlmostEqual(high, ceiling, places=4)
 
@@ -244,7 +244,7 @@ class ProtocolFunctions(unittest.TestCase):
         names = ["alice", "x.y-z_1", "a" * 32, "a" * 33, "José", "a b", "日本", "tab\there",
                  "smile😀", "semi;colon", "@svc", "A9"]
         problems = yield self.page.evaluate(f"{json.dumps(names)}.map(nameProblem)")
-        for name, problem in zip(names, problems):
+        for name, problem in zip(names, problems, strict=True):
             self.assertEqual(problem is None, NICK_PATTERN.match(name) is not None, (name, problem))
         self.assertIn('"é": not allowed in a name', problems[names.index("José")])
         self.assertIn("spaces", problems[names.index("a b")])

@@ -82,7 +82,8 @@ class Room(RoomSetup, unittest.TestCase):
         pushes = web.take()
         self.assertEqual(pushes[0], frames.NickReply("web"))
         self.assertEqual([(p.id, p.kind, p.name, p.text) for p in pushes[1:3]],
-                         [(3, "chat", "ann", "three"), (4, "broadcast", None, "maintenance at noon")])
+                         [(3, "chat", "ann", "three"),
+                          (4, "broadcast", None, "maintenance at noon")])
         self.assertEqual(pushes[3], frames.HistoryEnd(4, False))
         self.assertEqual(pushes[1].time, "2023-11-14T22:13:20.000Z")
         self.assertEqual(lines(carl), [b"* web joined"])

@@ -15,7 +15,14 @@ from nea.wire import frames
 from nea.wire.backoff import Backoff
 from tests.fakes import FakeNetwork
 from tests.support import (
-    WAIT, certs, connect, daemon_env, next_tick, settle, start_server, tls_listen,
+    WAIT,
+    certs,
+    connect,
+    daemon_env,
+    next_tick,
+    settle,
+    start_server,
+    tls_listen,
 )
 from tests.test_client_e2e import PYTHON_M, QUICK, tls_endpoint, tls_listen_on
 from tests.test_cluster_requests import command, post

@@ -12,8 +12,8 @@ from nea.client.delays import Constant, Uniform
 from nea.client.relay import RelayClient
 from nea.tls import devcerts
 from nea.tls.client import TLSConfigError, client_tls_options
-from tests.support import certs
 from tests.fakes import FakeNetwork
+from tests.support import certs
 
 
 class ParseTests(unittest.TestCase):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint
-from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 from twisted.trial import unittest
 
 from nea.client.delays import Constant
@@ -24,6 +24,7 @@ from tests.support import WAIT, certs, daemon_env, settle, start_server, tls_lis
 
 #: Short delays so that every reconnect in these tests takes a fraction of a second.
 QUICK = DialConfig(tls=True, backoff=Backoff(initial=0.05, maximum=0.3), give_up=WAIT)
+QUICK_RELAY = RelayConfig(dial=QUICK, timeout=WAIT)
 
 
 def tls_endpoint(port: int, hostname: str = "localhost", ca=None, with_cert: bool = False):
@@ -64,7 +65,7 @@ class Watcher(RelayObserver):
 
 
 class RelayOverTLS(unittest.TestCase):
-    def relay(self, text, port, config=RelayConfig(dial=QUICK, timeout=WAIT), **endpoint):
+    def relay(self, text, port, config=QUICK_RELAY, **endpoint):
         watcher = Watcher()
         client = RelayClient(text, tls_endpoint(port, **endpoint), reactor, config, watcher)
         client.start()

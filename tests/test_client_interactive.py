@@ -3,12 +3,13 @@
 import random
 import typing
 
+import attrs
 from twisted.internet import error
 from twisted.trial import unittest
 
 from nea.client.interactive import InteractiveClient, format_push
 from nea.client.redial import DialConfig
-from nea.wire import codec, frames
+from nea.wire import codec, forms, frames
 from nea.wire.backoff import Backoff
 from nea.wire.frames import Encoding
 from tests.fakes import FakeNetwork
@@ -45,11 +46,25 @@ class FormatTests(unittest.TestCase):
          '[request r1] (service people) {"a":1}  (answer: reply r1 TEXT)'),
         (frames.ReplyPush("7", "locked", "i2"), "[reply 7] locked  (from i2)"),
         (frames.Authenticated("lock1"), "[authenticated] you are lock1"),
+        (frames.Gap("2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", 7),
+         "[gap] chat between 2026-11-21T10:00:00Z and 2026-11-21T10:01:00Z may have been missed"
+         "  (ask: since 7)"),
     ]
 
     def test_each_kind_of_push_is_labelled(self):
         for push, shown in self.SHOWN:
             self.assertEqual(format_push(push), shown)
+
+    def test_a_push_without_a_label_is_shown_by_its_kind_and_text_form(self):
+        @forms.push("scratch_test", body=forms.Body.STRING)
+        @attrs.frozen
+        class Scratch:
+            text: str
+        self.addCleanup(forms.PUSHES.pop, Scratch)
+        self.assertEqual(format_push(Scratch("hi there")), "[scratch_test] scratch_test hi there")
+
+    def test_what_is_no_push_is_refused(self):
+        self.assertRaises(TypeError, format_push, frames.Relay("x"))
 
     def test_every_push_kind_is_covered(self):
         self.assertEqual(

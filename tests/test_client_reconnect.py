@@ -188,7 +188,8 @@ class GeneratorTests(unittest.TestCase):
     def test_each_client_has_its_own_generator_unless_given_one(self):
         net = FakeNetwork()
         dial = DialConfig(tls=False)
-        one, other = Redialer(net.endpoint, net.reactor, dial), Redialer(net.endpoint, net.reactor, dial)
+        one = Redialer(net.endpoint, net.reactor, dial)
+        other = Redialer(net.endpoint, net.reactor, dial)
         self.assertIsInstance(one.rng, random.Random)
         self.assertIsNot(one.rng, other.rng)
         rng = random.Random(1)

@@ -91,7 +91,8 @@ class RelayClientTests(unittest.TestCase):
         self.assertEqual(self.client.acked_at - self.client.started_at, 0.25)
         self.net.drop()
         self.assertEqual(self.client.outcome, "acked")
-        self.assertEqual(self.seen.events[-3:], [("acked",), ("over", "protocol"), ("finished", "acked")])
+        self.assertEqual(self.seen.events[-3:],
+                         [("acked",), ("over", "protocol"), ("finished", "acked")])
         self.clock.advance(100)
         self.assertEqual(self.net.dials, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -207,7 +208,7 @@ class RelayClientTests(unittest.TestCase):
         self.assertEqual([d for _, d in self.seen.retries()], [1.0, 2.0, 4.0])
         self.assertIn(("error", "server_full"), self.seen.events)
 
-    def test_no_recipient_and_too_many_pending_send_again_after_a_backoff_on_the_same_connection(self):
+    def test_no_recipient_and_too_many_pending_send_again_after_a_backoff_on_one_connection(self):
         for code in ("no_recipient", "too_many_pending"):
             self.make()
             transport = self.net.accept()

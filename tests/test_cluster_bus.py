@@ -12,24 +12,25 @@ import json
 import random
 from collections import deque
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from nea.cluster import envelope, record
-from nea.cluster.redisbus import RedisBus
 from nea.cluster.members import Member, MemberTable
-from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace, RedisAddress
+from nea.cluster.outstanding import Outstanding
+from nea.cluster.redisbus import RedisBus
 from nea.core.hub import Hub
 from nea.core.snapshot import MemberFigures
-from tests.support import parse_options
 from nea.core.testing import FakePeer
 from nea.wire import frames
 from nea.wire.frames import BroadcastPush, ChatPush, Encoding
 from nea.wire.profiles import CHAT
+from tests.support import parse_options
 
 NS = Namespace("unit")
 
@@ -74,7 +75,7 @@ class FakeRedis:
         fields = self.hashes.setdefault(key, {})
         result: object = 1
         if op == "HSET":
-            fields.update(zip(args[::2], args[1::2]))
+            fields.update(zip(args[::2], args[1::2], strict=True))
         elif op == "HDEL":
             result = sum(fields.pop(name, None) is not None for name in args)
         elif op == "HGET":
@@ -154,7 +155,8 @@ class Cluster:
                 self.bus(name).discovered(records)
 
     def peers(self, name: str, count: int, profile=None) -> list[FakePeer]:
-        peers = [FakePeer(profile, Encoding.JSON, name="ann") if profile else FakePeer() for _ in range(count)]
+        peers = [FakePeer(profile, Encoding.JSON, name="ann") if profile else FakePeer()
+                 for _ in range(count)]
         for peer in peers:
             self.hubs[name].join(peer)
         return peers

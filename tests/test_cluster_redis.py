@@ -13,8 +13,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from nea.cluster import envelope, record
-from nea.wire import codec, frames
 from nea.core.snapshot import status_json
+from nea.wire import codec, frames
 from tests import infra
 from tests.support import WAIT, connect, settle, start_server, tls_listen
 
@@ -228,7 +228,8 @@ class TwoInstances(ClusterCase):
         for n in range(30):  # until one lands on the holder (each try: even odds)
             acked = a.hub.snapshot().relays.acked
             sender.send(f"message held {n}")
-            yield settle(lambda: b.hub.snapshot().relays.in_flight or a.hub.snapshot().relays.acked > acked)
+            yield settle(lambda acked=acked: b.hub.snapshot().relays.in_flight
+                         or a.hub.snapshot().relays.acked > acked)
             if b.hub.snapshot().relays.in_flight:
                 break
         self.assertEqual(b.hub.snapshot().relays.in_flight, 1)

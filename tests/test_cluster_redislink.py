@@ -7,6 +7,8 @@ the link's clock and the connections are aborted. The real connection is tested
 in test_cluster_redis.py; the parsing in test_cluster_redisproto.py.
 """
 
+import itertools
+
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -16,8 +18,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nea.cluster.batch import MAX_BATCH, MAX_BATCH_BYTES, Batcher
-from nea.cluster.redislink import REPLY_TIMEOUT, RedisLink
 from nea.cluster.names import RedisAddress
+from nea.cluster.redislink import REPLY_TIMEOUT, RedisLink
 
 
 class Listener:
@@ -68,7 +70,7 @@ class UnreachableRedis(unittest.TestCase):
     def test_attempts_back_off_to_the_cap_and_never_stop(self):
         self.link.start()
         attempts = self.run_for(60)
-        gaps = [round(b - a, 1) for a, b in zip(attempts, attempts[1:])]
+        gaps = [round(b - a, 1) for a, b in itertools.pairwise(attempts)]
         # Each wait is at least the interval doubled per failure up to the cap, and at
         # most one tick (0.5 s) and one clock step (0.1 s) longer than the cap.
         for n, gap in enumerate(gaps):

@@ -59,7 +59,8 @@ class GlobalReactorUntouched:
 class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
     def test_every_message_of_a_read_is_delivered_in_that_read(self):
         received = []
-        subscriber, _ = connected(Subscriber, on_message=lambda ch, data: received.append((ch, data)))
+        subscriber, _ = connected(Subscriber,
+                                  on_message=lambda ch, data: received.append((ch, data)))
         subscriber.dataReceived(pubsub(*MESSAGES))
         self.assertEqual(received, [("ch", m.decode()) for m in MESSAGES])
         self.assertNoGlobalTimers()

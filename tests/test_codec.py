@@ -1,12 +1,14 @@
 """The pure codec: framing under any chunking, request grammar, push encodings."""
 
 import json
+import typing
 
 import attrs
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from nea.wire import codec, errors, frames, profiles
+from nea.wire import codec, errors, forms, frames, profiles
 from nea.wire.codec import FrameBuffer, LineBuffer, LineTooLong
 from nea.wire.frames import Encoding
 
@@ -19,7 +21,8 @@ nick = st.from_regex(codec.NICK_PATTERN, fullmatch=True)
 # Any JSON value, lone surrogates and deep nesting included.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (st.lists(inner, max_size=3)
+                   | st.dictionaries(st.text(max_size=5), inner, max_size=3)),
     max_leaves=60,
 ) | st.integers(30, 200).map(lambda n: json.loads("[" * n + "]" * n))
 
@@ -233,12 +236,14 @@ class RequestTests(unittest.TestCase):
         self.assertEqual(codec.decode_request(b"register lock-1", nea), frames.Register("lock-1"))
         self.assertEqual(codec.decode_request(b"serve people", nea), frames.Serve("people"))
         self.assertEqual(codec.decode_request(b"unserve people", nea), frames.Unserve("people"))
-        self.assertEqual(codec.decode_request(b"reply r.1 a  b ", nea), frames.Reply("r.1", "a  b "))
+        self.assertEqual(codec.decode_request(b"reply r.1 a  b ", nea),
+                         frames.Reply("r.1", "a  b "))
         self.assertEqual(codec.decode_request(b"ask 7 lock-1 status", nea),
                          frames.Ask("7", "lock-1", None, "status"))
         self.assertEqual(codec.decode_request(b"ask 7 @people who is there", nea),
                          frames.Ask("7", None, "people", "who is there"))
-        self.assertEqual(codec.decode_request(b"ask 7 lock-1", nea), frames.Ask("7", "lock-1", None, ""))
+        self.assertEqual(codec.decode_request(b"ask 7 lock-1", nea),
+                         frames.Ask("7", "lock-1", None, ""))
 
     def test_addressed_error_codes(self):
         self.assertIs(self._error(b"register"), errors.BAD_NAME)
@@ -310,7 +315,8 @@ class RequestTests(unittest.TestCase):
         self.assertIs(self._error(b"caf\xe9"), errors.BAD_UTF8)
         self.assertIs(self._error(b"hello", profiles.RELAY), errors.NOT_IN_PROFILE)
         self.assertIs(self._error(b"chat hi", profiles.RELAY), errors.NOT_IN_PROFILE)
-        self.assertIs(self._error(b'{"type":"reverse","payload":"x"}', profiles.CHAT), errors.NOT_IN_PROFILE)
+        self.assertIs(self._error(b'{"type":"reverse","payload":"x"}', profiles.CHAT),
+                      errors.NOT_IN_PROFILE)
 
     @given(st.binary(max_size=200))
     def test_any_bytes_decode_to_a_request(self, line):
@@ -427,10 +433,13 @@ class HistoryFrameTests(unittest.TestCase):
 
     @given(nick, line_text)
     def test_the_room_text_forms(self, name, text):
-        room = lambda push: codec.encode_push(push, Encoding.TEXT, room=True)
+        def room(push):
+            return codec.encode_push(push, Encoding.TEXT, room=True)
+
         self.assertEqual(room(frames.ChatPush(name, text)),
                          f"{name}: {text}".encode("utf-8", "replace") + b"\n")
-        self.assertEqual(room(frames.BroadcastPush(text)), f"* {text}".encode("utf-8", "replace") + b"\n")
+        self.assertEqual(room(frames.BroadcastPush(text)),
+                         f"* {text}".encode("utf-8", "replace") + b"\n")
         self.assertEqual(room(frames.NickReply(name)), f"* welcome {name}".encode() + b"\n")
         self.assertEqual(room(frames.Presence(name, "joined")), f"* {name} joined".encode() + b"\n")
         # the nea profile's forms are unchanged
@@ -444,7 +453,8 @@ class HistoryFrameTests(unittest.TestCase):
             self.assertEqual(codec.decode_request(bad, naming).error, errors.BAD_NICK, bad)
         self.assertEqual(codec.decode_request(b"exit", naming), frames.Exit())
         # after it, every text line is chat; history is asked in JSON
-        self.assertEqual(codec.decode_request(b"history 5", profiles.CHAT), frames.Chat("history 5"))
+        self.assertEqual(codec.decode_request(b"history 5", profiles.CHAT),
+                         frames.Chat("history 5"))
         self.assertEqual(codec.decode_request(b'{"type":"since","payload":3}', profiles.CHAT),
                          frames.Since(3))
 
@@ -469,8 +479,10 @@ class PushTests(unittest.TestCase):
         line = codec.encode_push(frames.RequestPush("r1", body), Encoding.TEXT)
         self.assertEqual(line.count(b"\n"), 1)
         rest = line[len(b"request r1 "):-1].decode("utf-8")
-        self.assertEqual(rest if isinstance(body, str) else json.loads(rest),
-                         body.replace("\r", " ").replace("\n", " ") if isinstance(body, str) else body)
+        if isinstance(body, str):
+            self.assertEqual(rest, body.replace("\r", " ").replace("\n", " "))
+        else:
+            self.assertEqual(json.loads(rest), body)
 
     @given(pushes)
     def test_json_round_trip(self, push):
@@ -487,7 +499,9 @@ class PushTests(unittest.TestCase):
         self.assertEqual(codec.decode_push(line[:-1]), push)
 
     def test_text_forms(self):
-        text = lambda p: codec.encode_push(p, Encoding.TEXT)
+        def text(p):
+            return codec.encode_push(p, Encoding.TEXT)
+
         self.assertEqual(text(frames.DatePush("2026-11-21")), b"2026-11-21\n")
         self.assertEqual(text(frames.RelayPush("x y")), b"message x y\n")
         self.assertEqual(text(frames.AckPush("x y")), b"ok x y\n")
@@ -507,3 +521,25 @@ class PushTests(unittest.TestCase):
         line = codec.encode_push(frames.BroadcastPush(text), Encoding.TEXT)
         self.assertEqual(line.count(b"\n"), 1)
         self.assertTrue(line.endswith(b"\n"))
+
+
+class DeclarationTests(unittest.TestCase):
+    """Every frame declares how it travels, and profiles name requests by their kind."""
+
+    def test_every_frame_is_declared(self):
+        self.assertEqual(set(forms.REQUESTS),
+                         set(typing.get_args(frames.Request)) - {frames.Invalid})
+        self.assertEqual(set(forms.PUSHES), set(typing.get_args(frames.Push)))
+
+    def test_a_profile_names_its_requests_by_kind(self):
+        self.assertEqual(profiles.RELAY.allowed, {frames.Relay, frames.Ack, frames.Exit,
+                                                  frames.Auth, frames.Invalid})
+        self.assertIs(profiles.CHAT.plain, frames.Chat)
+
+    def test_a_profile_naming_an_undeclared_kind_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "no request is declared as nope"):
+            attrs.evolve(profiles.RELAY, offers=profiles.RELAY.offers | {"nope"})
+
+    def test_a_profile_with_a_verb_it_does_not_offer_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "verbs it does not offer"):
+            attrs.evolve(profiles.RELAY, verbs=profiles.RELAY.verbs | {"chat"})

@@ -2,16 +2,23 @@
 
 import random
 
-from hypothesis import given, settings, strategies as st
-from twisted.internet.testing import StringTransport
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.test import iosim
 from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
-from nea.server.connection import CORK_LIMIT, ConnectionLimits, NeaConnection
+from nea.server.connection import (
+    CORK_LIMIT,
+    HALF_CLOSE_LINGER,
+    ConnectionLimits,
+    NeaConnection,
+    Stream,
+)
 from nea.wire import codec, frames, profiles
 
 
@@ -40,7 +47,8 @@ class ConnectionTests(unittest.TestCase):
     def test_lf_and_crlf_lines(self):
         _, transport = connected(self.hub)
         _.dataReceived(b"abc\ndef\r\n")
-        self.assertEqual(replies(transport), [frames.ReverseReply("cba"), frames.ReverseReply("fed")])
+        self.assertEqual(replies(transport),
+                         [frames.ReverseReply("cba"), frames.ReverseReply("fed")])
 
     @given(st.lists(st.integers(1, 40), max_size=10))
     @settings(max_examples=50)
@@ -129,6 +137,34 @@ class ConnectionTests(unittest.TestCase):
         self.assertTrue(transport.disconnecting)
 
 
+class StreamStateTests(unittest.TestCase):
+    """The stream only moves forward: OPEN, INPUT_ENDED, CLOSING, CLOSED."""
+
+    def test_end_of_input_then_close_then_lost(self):
+        hub = make_hub()
+        connection, transport = connected(hub)
+        connected(hub)  # the relay's target, which does not ack
+        self.assertIs(connection.stream, Stream.OPEN)
+        connection.dataReceived(b"message hi")
+        connection.readConnectionLost()  # the relay is still awaited: the client lingers
+        self.assertIs(connection.stream, Stream.INPUT_ENDED)
+        self.assertFalse(connection.closing)
+        hub.clock.advance(HALF_CLOSE_LINGER)
+        self.assertIs(connection.stream, Stream.CLOSING)
+        self.assertTrue(connection.closing)
+        connection.connectionLost(None)
+        self.assertIs(connection.stream, Stream.CLOSED)
+
+    def test_a_lost_connection_stays_lost(self):
+        connection, _ = connected(make_hub())
+        connection.connectionLost(None)
+        for late in (connection.abort, connection.stopProducing, connection.readConnectionLost):
+            late()
+            self.assertIs(connection.stream, Stream.CLOSED)
+        connection.dataReceived(b"ab\n")
+        self.assertEqual(connection.bytes_in, 0)
+
+
 class SlowConsumerTests(unittest.TestCase):
     def test_a_client_that_stops_reading_is_dropped_past_the_limit(self):
         hub = make_hub()
@@ -146,7 +182,7 @@ class SlowConsumerTests(unittest.TestCase):
         connection, transport = connected(hub, profiles.NEA, max_outbound=1000)
         for _ in range(5):
             connection.pauseProducing()
-            for i in range(10):
+            for _ in range(10):
                 hub.broadcast("x" * 50)
             connection.resumeProducing()
         self.assertFalse(transport.disconnected)

@@ -17,7 +17,7 @@ from nea.wire.frames import Encoding
 class ConsoleTests(unittest.TestCase):
     def test_typed_lines_are_broadcast(self):
         hub = Hub(Clock(), LocalBus("unit"), rng=random.Random(0))
-        listeners = [FakePeer(profiles.CHAT, Encoding.JSON, name="ann"), FakePeer(profiles.CHAT, Encoding.JSON, name="ann")]
+        listeners = [FakePeer(profiles.CHAT, Encoding.JSON, name="ann") for _ in range(2)]
         relay_only = FakePeer(profiles.RELAY)
         for peer in listeners + [relay_only]:
             hub.join(peer)

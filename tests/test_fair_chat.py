@@ -4,7 +4,6 @@ the readers dropped, and no line is lost or silently left unsaved.
 Connections on StringTransport and a Clock, then a WebSocket client of a real server.
 """
 
-import json
 import random
 
 from twisted.internet import defer

@@ -15,7 +15,13 @@ from twisted.trial import unittest
 
 from nea.wire import codec, frames
 from tests.support import (
-    bounded_socket, certs, connect, settle, start_server, tcp_listen, tls_listen,
+    bounded_socket,
+    certs,
+    connect,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
 )
 
 CLIENTS = 200
@@ -162,7 +168,7 @@ class FirstLineIsTheReply(unittest.TestCase):
     @defer.inlineCallbacks
     def test_the_first_client_of_an_idle_server(self):
         service = yield start_server(self, "--listen", tls_listen(), "--listen", tcp_listen())
-        for port, tls in zip(service.ports, (True, False)):
+        for port, tls in zip(service.ports, (True, False), strict=True):
             client = yield connect(self, port, tls=tls)
             client.send("hello")
             first = yield client.next()

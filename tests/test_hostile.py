@@ -12,14 +12,21 @@ from twisted.trial import unittest
 
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
+from nea.core.snapshot import status_json
 from nea.core.testing import FakePeer
 from nea.server.admission import Admission
 from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits, NeaConnection
-from nea.tls.server import HandshakeGate, TLSFiles, TLSServerFactory, server_context
+from nea.tls.server import HandshakeGate, Phase, TLSFiles, TLSServerFactory, server_context
 from nea.wire import frames, profiles
-from nea.core.snapshot import status_json
 from tests.support import (
-    WAIT, certs, connect, next_tick, settle, start_server, tcp_listen, tls_listen,
+    WAIT,
+    certs,
+    connect,
+    next_tick,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
 )
 
 
@@ -104,6 +111,45 @@ class TLSLayerTests(unittest.TestCase):
         for tls, _ in holders:
             tls.connectionLost()
         self.assertEqual(self.gate.stats.in_progress, 0)
+
+
+    def test_the_phases_of_a_handshake_that_waits_its_turn(self):
+        holders = [self.accept() for _ in range(2)]
+        for tls, _ in holders:
+            tls.dataReceived(JUNK_RECORD)
+        waiting, _ = self.accept()
+        self.assertIs(waiting.phase, Phase.GATHERING_HELLO)
+        waiting.dataReceived(JUNK_RECORD[:6])
+        self.assertIs(waiting.phase, Phase.GATHERING_HELLO)
+        waiting.dataReceived(JUNK_RECORD[6:])
+        self.assertIs(waiting.phase, Phase.QUEUED)
+        holders[0][0].connectionLost()
+        self.assertIs(holders[0][0].phase, Phase.CLOSED)
+        self.assertIs(waiting.phase, Phase.HANDSHAKING)  # its turn: OpenSSL refuses the junk
+        for tls in (holders[1][0], waiting):
+            tls.connectionLost()
+        self.assertEqual((self.gate.stats.in_progress, self.gate.stats.unfinished), (0, 0))
+
+    def test_past_the_deadline_nothing_more_is_read(self):
+        tls, _ = self.accept()
+        self.clock.advance(10.1)
+        self.assertIs(tls.phase, Phase.EXPIRED)
+        tls.dataReceived(JUNK_RECORD)  # arrived as the abort was under way
+        self.assertEqual((self.gate.stats.in_progress, self.gate.stats.unfinished), (0, 0))
+        tls.connectionLost()
+        self.assertEqual((self.gate.stats.in_progress, self.gate.stats.timed_out), (0, 1))
+
+    def test_a_refused_socket_never_handshakes_and_gives_back_no_place(self):
+        admission = self.factory.admission = Admission(keepalive=0, max_per_address=1)
+        first, _ = self.accept()
+        refused, _ = self.accept()
+        self.assertIs(refused.phase, Phase.REFUSED)
+        refused.dataReceived(JUNK_RECORD)
+        refused.connectionLost()
+        self.assertEqual((self.gate.stats.unfinished, self.gate.stats.in_progress), (1, 0))
+        self.assertEqual(sum(admission.by_address.values()), 1)  # the first's place only
+        first.connectionLost()
+        self.assertEqual(sum(admission.by_address.values()), 0)
 
 
 # ---- one connection's own limits, on a Clock ----
@@ -239,7 +285,7 @@ class LivenessTests(unittest.TestCase):
 
     def test_an_old_client_that_never_answers_pings_stays_while_it_sends_anything(self):
         connection, transport = self.connect()
-        for i in range(10):
+        for _ in range(10):
             connection.dataReceived(b"hello\n")  # a reverse, not a pong
             self.sweeps(1)
         self.assertNotIn(b"ping", transport.value())
@@ -351,7 +397,7 @@ class SocketDefences(unittest.TestCase):
         service = yield start_server(
             self, "--listen", tls_listen(), "--listen", tcp_listen(), "--keepalive", "42"
         )
-        for port, tls in zip(service.ports, (True, False)):
+        for port, tls in zip(service.ports, (True, False), strict=True):
             client = yield connect(self, port, tls=tls)
             client.send("x")
             yield client.next()

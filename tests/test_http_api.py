@@ -10,8 +10,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.trial import unittest
 from twisted.python.usage import UsageError
+from twisted.trial import unittest
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
@@ -21,15 +21,15 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 
-from nea.http.metrics import RelayTimer
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub
-from nea.server.service import InstanceService, makeService
-from nea.net.startup import StartupError
+from nea.core.snapshot import status_json
 from nea.core.testing import FakePeer
+from nea.http.metrics import RelayTimer
+from nea.net.startup import StartupError
+from nea.server.service import InstanceService, makeService
 from nea.wire import codec, frames, profiles
 from nea.wire.profiles import RELAY
-from nea.core.snapshot import status_json
 from tests.support import WAIT, connect, parse_options, settle, start_server, tcp_listen
 
 TOKEN = "test-admin-token"
@@ -297,7 +297,8 @@ class MetricsEndpoint(ServerCase):
         client.send("{broken")
         client.send("reverse me")
         client.send("message round trip")
-        yield settle(lambda: self.hub.snapshot().relays.acked == 1 and self.hub.snapshot().requests["Reverse"] == 1
+        yield settle(lambda: self.hub.snapshot().relays.acked == 1
+                     and self.hub.snapshot().requests["Reverse"] == 1
                      and self.hub.snapshot().dates.ticks >= 1)
         after = yield metrics(self.http)
         self.assertEqual(after['nea_connections{profile="nea"}'], 1)
@@ -310,7 +311,8 @@ class MetricsEndpoint(ServerCase):
         self.assertEqual(after['nea_relay_events_total{event="acked"}'], 1)
         self.assertEqual(after['nea_relay_roundtrip_seconds_count{}'], 1)
         self.assertGreaterEqual(after["nea_date_ticks_total{}"], 1)
-        self.assertGreater(after["nea_received_bytes_total{}"], before["nea_received_bytes_total{}"])
+        self.assertGreater(after["nea_received_bytes_total{}"],
+                           before["nea_received_bytes_total{}"])
         self.assertGreater(after["nea_sent_bytes_total{}"], before["nea_sent_bytes_total{}"])
         self.assertEqual(
             after['nea_http_request_duration_seconds_count{endpoint="metrics",status="200"}'], 1
@@ -450,7 +452,8 @@ class BadBodies(ServerCase):
                                                 token=TOKEN)
                 self.assertEqual((code, answer["error"]), (400, error), (path, body))
                 self.assertTrue(answer["message"])
-        self.assertEqual((self.hub.snapshot().chat.broadcasts, self.hub.snapshot().relays.requested), (0, 0))
+        snapshot = self.hub.snapshot()
+        self.assertEqual((snapshot.chat.broadcasts, snapshot.relays.requested), (0, 0))
 
     @defer.inlineCallbacks
     def test_huge_body_is_413(self):

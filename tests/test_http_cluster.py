@@ -16,7 +16,8 @@ class ClusterOverHTTP(unittest.TestCase):
         self.a = yield self.instance("a")
         self.b = yield self.instance("b")
         yield settle(lambda: all(
-            len(s.hub.snapshot().cluster.members) == 2 and s.hub.snapshot().cluster.state == "connected"
+            len(s.hub.snapshot().cluster.members) == 2
+            and s.hub.snapshot().cluster.state == "connected"
             for s in (self.a, self.b)
         ))
 

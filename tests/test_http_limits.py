@@ -16,6 +16,7 @@ from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from nea.http.site import api_site
+from nea.server.settings import Settings
 from tests.support import WAIT, parse_options, settle, start_server, tcp_listen
 from tests.test_http_api import TOKEN
 
@@ -126,7 +127,8 @@ class TokenBeforeBody(ServerCase):
                 self.assertIn(b"Bearer realm", headers)
                 self.assertIn(b"Connection: close", headers)
         self.assertEqual(refused(self.site, "unauthorized"), 4)
-        self.assertEqual((self.hub.snapshot().chat.broadcasts, self.hub.snapshot().relays.requested), (0, 0))
+        snapshot = self.hub.snapshot()
+        self.assertEqual((snapshot.chat.broadcasts, snapshot.relays.requested), (0, 0))
 
     @defer.inlineCallbacks
     def test_no_100_continue_without_the_token(self):
@@ -314,7 +316,7 @@ class RequestDeadline(unittest.TestCase):
         self.clock = Clock()
         config = parse_options("--admin-token", TOKEN, "--http-request-timeout", str(self.TIMEOUT),
                                "--http-idle-timeout", str(self.IDLE))
-        self.site = api_site(self.clock, config, server.hub, [])
+        self.site = api_site(self.clock, Settings.from_options(config).http, server.hub, [])
         port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
@@ -341,7 +343,7 @@ class RequestDeadline(unittest.TestCase):
             self.clock.advance(4.9)
             client.transport.write(f"X-Slow-{i}: 1\r\n".encode())
             if i:
-                yield settle(lambda: channel.requests[0].getHeader(f"X-Slow-{i - 1}"))
+                yield settle(lambda i=i: channel.requests[0].getHeader(f"X-Slow-{i - 1}"))
         self.clock.advance(self.TIMEOUT - 2 * 4.9 - 0.01)
         self.assertEqual(self.timed_out(), 0)
         self.clock.advance(0.01)

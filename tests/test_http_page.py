@@ -38,7 +38,8 @@ class PagesInChromium(unittest.TestCase):
         def read():
             return evaluate(READ_PAGE)
 
-        shown = yield poll(read, lambda v: v and v["fields"].get("instance") == "test", "first figures")
+        shown = yield poll(read, lambda v: v and v["fields"].get("instance") == "test",
+                           "first figures")
         _, status = yield fetch_json(service.http_port, "/status")
         self.assert_shows(shown, status)
         self.assertEqual(shown["fields"]["connections"], "0")

@@ -18,8 +18,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from tests.support import connect, start_server, tcp_listen
 from nea.wire import frames
+from tests.support import connect, start_server, tcp_listen
 from tests.test_cluster_requests import answering, command
 from tests.test_http_api import TOKEN, auto_ack
 

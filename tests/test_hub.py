@@ -5,6 +5,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from nea.core import dispatch
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.core.reverse import reverse_text
@@ -22,6 +23,22 @@ class InOrder(random.Random):
 
 def make_hub(clock=None, **config):
     return Hub(clock or Clock(), LocalBus("unit"), HubConfig(**config), random.Random(0))
+
+
+class DispatchTests(unittest.TestCase):
+    def test_a_request_with_two_handlers_is_refused(self):
+        liveness = make_hub().liveness
+        with self.assertRaisesRegex(ValueError, "Ping has two handlers"):
+            dispatch.table([liveness, liveness])
+
+    def test_a_declared_request_without_a_handler_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "no handler for .*Relay"):
+            dispatch.table([make_hub().liveness])
+
+    def test_the_hub_handles_every_request_a_profile_offers(self):
+        hub = make_hub()
+        for kind in profiles.NEA.allowed | profiles.CHAT.allowed | profiles.RELAY.allowed:
+            self.assertIn(kind, hub._handlers)
 
 
 class AdmissionTests(unittest.TestCase):
@@ -56,7 +73,8 @@ class AdmissionTests(unittest.TestCase):
         self.assertEqual(peers[2].take(), [])
         hub.shed(10)  # more than are left
         self.assertTrue(peers[4].closed)
-        self.assertEqual(hub.snapshot().errors.get("shutting_down", 0), 5)  # four shed and the late one
+        # four shed and the late one
+        self.assertEqual(hub.snapshot().errors.get("shutting_down", 0), 5)
 
     def test_the_drain_sheds_everyone_once_in_random_order(self):
         hub = make_hub()

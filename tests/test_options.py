@@ -3,11 +3,13 @@
 import os
 from pathlib import Path
 
+import attrs
 from twisted.python import usage
 from twisted.trial import unittest
 
-from nea.server.listeners import Listen, default_listen
+from nea.server.listeners import Listen, TlsPolicy, default_listen
 from nea.server.options import Options
+from nea.server.settings import Settings
 from nea.server.tap import ensure_dev_certs
 from nea.wire import profiles
 from tests.support import parse_options
@@ -76,7 +78,7 @@ class OptionsTests(unittest.TestCase):
 
     def test_several_listeners(self):
         options = parse_options("--listen", "tcp:1", "--listen", "chat=tcp:2")
-        self.assertEqual([l.profile.name for l in options["listen"]], ["nea", "chat"])
+        self.assertEqual([listen.profile.name for listen in options["listen"]], ["nea", "chat"])
 
     def test_bad_values_are_usage_errors(self):
         for args in (["--max-clients", "0"], ["--date-interval", "-1"], ["--listen", "x=tcp:1"]):
@@ -97,7 +99,7 @@ class DevCertsOnFirstRunTests(unittest.TestCase):
         self.addCleanup(os.chdir, os.getcwd())
         os.chdir(home)
         options = parse_options()
-        ensure_dev_certs(options)
+        ensure_dev_certs(Settings.from_options(options).listeners)
         for name in ("ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"):
             self.assertTrue((home / "certs" / name).exists(), name)
 
@@ -112,7 +114,7 @@ class DevCertsOnFirstRunTests(unittest.TestCase):
         [listen] = options["listen"]
         self.assertEqual({f.parent for f in listen.certificate_files()}, {home / "mine"})
         os.chdir(elsewhere)
-        ensure_dev_certs(options)
+        ensure_dev_certs(Settings.from_options(options).listeners)
         self.assertTrue((home / "mine" / "server.pem").exists())
         self.assertEqual(list(elsewhere.iterdir()), [])
 
@@ -121,5 +123,33 @@ class DevCertsOnFirstRunTests(unittest.TestCase):
         options = parse_options(
             "--listen", f"ssl:0:privateKey={elsewhere}/k.pem:certKey={elsewhere}/c.pem"
         )
-        ensure_dev_certs(options)
+        ensure_dev_certs(Settings.from_options(options).listeners)
         self.assertFalse(elsewhere.exists())
+
+
+class SettingsTests(unittest.TestCase):
+    """The parsed options become one frozen `Settings` value, each part where it is used."""
+
+    def test_each_option_lands_in_its_concern(self):
+        settings = Settings.from_options(parse_options(
+            "--max-line", "2048", "--http-max-body", "4096", "--tls-client-ca", "ca.pem",
+            "--tls-client-cert", "optional", "--ws-allowed-origins", "https://a.example",
+            "--history-max", "7", "--instance-id", "one", "--http", "tcp:0"))
+        self.assertEqual(settings.limits.max_line, 2048)
+        self.assertEqual(settings.http.api.max_line, 2048)
+        self.assertEqual(settings.http.limits.max_body, 4096)
+        self.assertEqual(settings.http.endpoint, "tcp:0")
+        self.assertEqual(settings.listeners.tls,
+                         TlsPolicy(Path("ca.pem"), client_cert_required=False))
+        self.assertEqual(settings.websocket.origins, ("https://a.example",))
+        self.assertEqual(settings.websocket.limits, settings.limits)
+        self.assertEqual(settings.store.history_max, 7)
+        self.assertEqual(settings.cluster.instance_id, "one")
+
+    def test_no_http_api_is_no_http_settings(self):
+        self.assertIsNone(Settings.from_options(parse_options("--http", "none")).http)
+
+    def test_the_values_are_frozen(self):
+        settings = Settings.from_options(parse_options())
+        with self.assertRaises(attrs.exceptions.FrozenInstanceError):
+            settings.limits = None

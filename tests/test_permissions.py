@@ -5,13 +5,21 @@ import time
 from pathlib import Path
 
 import jwt
-from hypothesis import given, settings, strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from nea.core.permissions import (
-    EVERYTHING, IDENTIFIED, NOTHING, Permissions, Policy, needed, parse_anonymous, parse_policy,
+    EVERYTHING,
+    IDENTIFIED,
+    NOTHING,
+    Permissions,
+    Policy,
+    needed,
+    parse_anonymous,
+    parse_policy,
 )
 from nea.core.tokens import MAX_TOKEN, TokenRefused, TokenVerifier, read_key
 from nea.wire import frames

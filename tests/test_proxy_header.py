@@ -5,13 +5,14 @@ import socket
 import ssl
 import struct
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer, protocol, threads
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from nea.server.proxyheader import BadHeader, ProxyHeaderFactory, V2_SIGNATURE, parse
+from nea.server.proxyheader import V2_SIGNATURE, BadHeader, ProxyHeaderFactory, parse
 from nea.tls import devcerts
 from tests.support import WAIT, certs, settle, start_server, tcp_listen, tls_listen
 

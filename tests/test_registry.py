@@ -1,6 +1,7 @@
 import random
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from nea.core.registry import IndexedSet, Registry
@@ -46,7 +47,8 @@ class RegistryTests(unittest.TestCase):
 
     def test_roles_follow_the_profile(self):
         registry = Registry(max_clients=10)
-        nea, relay, chat = (FakePeer(p, name="ann") for p in (profiles.NEA, profiles.RELAY, profiles.CHAT))
+        nea, relay, chat = (FakePeer(p, name="ann")
+                            for p in (profiles.NEA, profiles.RELAY, profiles.CHAT))
         for peer in (nea, relay, chat):
             registry.admit(peer)
         self.assertEqual(set(registry.relay_capable), {nea, relay})

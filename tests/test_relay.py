@@ -346,7 +346,7 @@ class ClusterRelayTests(unittest.TestCase):
     def test_targets_are_uniform_over_the_clusters_connections(self):
         # 1, 2 and 5 connections: picking an instance first would give each a third
         peers = []
-        for hub, n in zip(self.hubs, (1, 2, 5)):
+        for hub, n in zip(self.hubs, (1, 2, 5), strict=True):
             for _ in range(n):
                 peer = FakePeer(profiles.RELAY)
                 hub.join(peer)
@@ -375,7 +375,7 @@ class ClusterRelayTests(unittest.TestCase):
 
     def test_chat_reaches_every_instance_once(self):
         listeners = [FakePeer(profiles.NEA) for _ in self.hubs]
-        for hub, peer in zip(self.hubs, listeners):
+        for hub, peer in zip(self.hubs, listeners, strict=True):
             hub.join(peer)
         self.hubs[1].handle(listeners[1], frames.Chat("hello"))
         self.hubs[2].broadcast("from the operator")

@@ -77,7 +77,8 @@ class OneInstance(unittest.TestCase):
         device.encoding = Encoding.TEXT
         self.hub.ask(self.peer(), "a", "lock1", None, {"x": [1, "é"]})
         [raw] = device.lines
-        self.assertTrue(raw.startswith(b"request ") and raw.endswith(' {"x":[1,"é"]}\n'.encode()), raw)
+        self.assertTrue(raw.startswith(b"request "), raw)
+        self.assertTrue(raw.endswith(' {"x":[1,"é"]}\n'.encode()), raw)
 
     def test_an_unknown_name_is_no_such_client(self):
         asker = self.peer()
@@ -386,7 +387,7 @@ class Cluster(unittest.TestCase):
         device = self.peer("b")
         line(self.hubs["b"], device, "register lock1")
         members = [self.peer("b"), self.peer("c")]
-        for member, instance in zip(members, "bc"):
+        for member, instance in zip(members, "bc", strict=True):
             line(self.hubs[instance], member, "serve people")
         asker = self.peer("a")
         line(self.hubs["a"], asker, "ask 1 lock1 a")

@@ -61,7 +61,8 @@ class RunCluster(unittest.TestCase):
         self.assertEqual(sorted(m["instance"] for m in status["cluster"]["members"]),
                          ["nea1", "nea2"])
         with_postgresql = bool(glob.glob(f"{infra.POSTGRESQL_BINS}/postgres"))
-        expected = f"postgresql://nea@127.0.0.1:{postgresql}/postgres" if with_postgresql else "none"
+        expected = (f"postgresql://nea@127.0.0.1:{postgresql}/postgres" if with_postgresql
+                    else "none")
         self.assertEqual(status["store"]["store"], expected)
 
         pids = [int(pid) for pid in re.findall(r"\w (\d+)", program.output.split("pids")[-1]

@@ -14,10 +14,17 @@ from twisted.trial import unittest
 from nea.client.status import fetch_status
 from nea.net.listening import ListeningService
 from nea.net.startup import StartupError
-from tests.support import (
-    WAIT, certs, daemon_command, daemon_env, start_server, tcp_listen, tls_listen, twistd_command,
-)
 from tests import infra
+from tests.support import (
+    WAIT,
+    certs,
+    daemon_command,
+    daemon_env,
+    start_server,
+    tcp_listen,
+    tls_listen,
+    twistd_command,
+)
 from tests.test_http_api import fetch
 
 RUNNERS = {"twist": daemon_command, "twistd": twistd_command}
@@ -38,7 +45,7 @@ def run_failing(testcase, *args: str):
     results = yield defer.gatherResults(runs)
     return {
         name: (code, (out + err).decode("utf-8", "replace").splitlines())
-        for name, (out, err, code) in zip(RUNNERS, results)
+        for name, (out, err, code) in zip(RUNNERS, results, strict=True)
     }
 
 
@@ -169,7 +176,8 @@ class Announcements(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_listeners_and_urls(self):
-        service = yield start_server(self, "--listen", tls_listen("relay"), "--listen", tcp_listen())
+        service = yield start_server(self, "--listen", tls_listen("relay"),
+                                     "--listen", tcp_listen())
         relay, nea = service.ports
         base = f"http://127.0.0.1:{service.http_port}"
         self.assertIn(f"listening: profile relay, tls on 127.0.0.1:{relay}", self.lines)

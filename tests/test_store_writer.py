@@ -216,7 +216,7 @@ class TrimmerTests(unittest.TestCase):
         trimmer.start()
         self.addCleanup(trimmer.stop)
         self.assertEqual(trimmer.trimmed, 11_000)
-        self.assertEqual([l.id for l in self.store.lines], list(range(11_001, 12_001)))
+        self.assertEqual([kept.id for kept in self.store.lines], list(range(11_001, 12_001)))
         self.store.keep([line("more")] * 10)
         self.clock.advance(59)
         self.assertEqual(len(self.store.lines), 1010)
@@ -240,7 +240,7 @@ class TrimmerTests(unittest.TestCase):
                           keep_bytes=40)  # "ann" and 4-5 digits: 5 lines
         trimmer.start()
         self.addCleanup(trimmer.stop)
-        self.assertEqual([l.text for l in self.store.lines],
+        self.assertEqual([kept.text for kept in self.store.lines],
                          [str(i) for i in range(11_995, 12_000)])
         self.assertEqual(compacted, [5])
         self.clock.advance(60)
@@ -263,7 +263,8 @@ class ParseStoreTests(unittest.TestCase):
         sqlite = parse_store("sqlite:var/x.db", Clock())
         self.assertEqual((sqlite.name, sqlite.cluster_safe), ("sqlite:var/x.db", False))
         pg = parse_store("postgresql://nea:secret@db.example:5433/chat?sslmode=require", Clock())
-        self.assertEqual((pg.name, pg.cluster_safe), ("postgresql://nea@db.example:5433/chat", True))
+        self.assertEqual((pg.name, pg.cluster_safe),
+                         ("postgresql://nea@db.example:5433/chat", True))
         self.assertTrue(DEFAULT_STORE.startswith("sqlite:var/"))
 
     def test_anything_else_is_refused_in_one_line(self):

@@ -14,7 +14,8 @@ a history replay at those sizes.
 import json
 import tempfile
 
-from hypothesis import HealthCheck, Phase, example, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
@@ -23,8 +24,15 @@ from nea.wire import codec, frames
 from nea.wire.frames import Encoding
 from tests.support import WAIT, settle, start_server, tcp_listen, tls_listen
 from tests.test_websocket import ws_listen
-from tests.wire_clients import CLOSE_NOTIFY, FIN, WS_CLOSE, Stream, WebSocket, client_frame, \
-    read_line
+from tests.wire_clients import (
+    CLOSE_NOTIFY,
+    FIN,
+    WS_CLOSE,
+    Stream,
+    WebSocket,
+    client_frame,
+    read_line,
+)
 
 MAX_LINE = codec.DEFAULT_MAX_LINE
 TLS_RECORD = 16 * 1024
@@ -84,10 +92,12 @@ class Integrity(unittest.TestCase):
         self.service = yield start_server(
             self, "--listen", tcp_listen(), "--listen", tls_listen(),
             "--listen", ws_listen(), "--listen", ws_listen(tls=True),
-            "--date-interval", "3600", "--store", f"sqlite:{store}/history.db",
+            "--listen", tcp_listen("chat"), "--listen", tls_listen("chat"),
+            "--date-interval", "3600", "--chat-rate", "0", "--chat-bytes-rate", "0",
+            "--store", f"sqlite:{store}/history.db",
             "--max-clients", "1000",
         )
-        self.tcp, self.tls, self.ws, self.wss = self.service.ports
+        self.tcp, self.tls, self.ws, self.wss, self.chat_tcp, self.chat_tls = self.service.ports
         self.hub = self.service.hub
 
     def in_thread(self, test):
@@ -116,7 +126,7 @@ class Integrity(unittest.TestCase):
                     got = stream.read_to_end()
                 else:
                     got = b""
-                    for request, text in zip(requests[:-1], lines):
+                    for request, text in zip(requests[:-1], lines[:-1], strict=True):
                         for chunk in chunked(request, sizes):
                             stream.send(chunk)
                         got += stream.read_exactly(len(reversed_line(text)))
@@ -204,12 +214,106 @@ class Integrity(unittest.TestCase):
     def test_wss_messages_then_close(self):
         return self.websocket_property(self.wss, True)
 
+    # ---- answers that need a wait, owed when the stream ends ----
+
+    @defer.inlineCallbacks
+    def owed_after_the_end(self, port: int, tls: bool, ending: str, websocket: bool = False):
+        """``history``, a chat line's echo and a status, sent with the end of the stream at
+        once: every answer is written before the close, however long it is."""
+        said = ["é" * 10_000 + "a", "short", "€" * 21_000]
+        for text in said:
+            yield self.hub.broadcast(text)
+
+        def exchange():
+            if websocket:
+                socket = WebSocket(port, tls)
+                socket.stream.send(client_frame(_json("history", 3)) + client_frame(
+                    _json("chat", "bye " * 5_000)) + client_frame(b'{"type":"status"}')
+                    + client_frame(b"\x03\xe8", opcode=8))
+                messages, closed = socket.messages_to_end()
+                socket.stream.close()
+                assert closed, "no close frame after the answers"
+                return [codec.decode_push(m) for m in messages]
+            stream = Stream(port, tls)
+            stream.send(("history 3\nchat " + "bye " * 5_000 + '\n{"cmd":"status"}').encode())
+            stream.end(ending)
+            data = stream.read_to_end()
+            stream.close()
+            assert data.endswith(b"\n"), data[-80:]
+            return [codec.decode_push(line) for line in data.split(b"\n")[:-1]]
+
+        pushes = yield threads.deferToThread(exchange)
+        kinds = [type(push).__name__ for push in pushes]
+        self.assertEqual(sorted(kinds), sorted(["HistoryLine"] * 3 + ["HistoryEnd", "ChatPush",
+                                                                      "StatusReply"]), kinds)
+        [chat] = [p for p in pushes if isinstance(p, frames.ChatPush)]
+        self.assertEqual(chat.text, "bye " * 5_000)
+        # The read may run before or after the chat line is stored: the last 3 either way.
+        self.assertIn([p.text for p in pushes if isinstance(p, frames.HistoryLine)],
+                      [said, said[1:] + [chat.text]])
+        yield settle(lambda: self.hub.zero_state())
+
+    def test_owed_answers_tcp_fin(self):
+        return self.owed_after_the_end(self.tcp, False, FIN)
+
+    def test_owed_answers_tls_close_notify(self):
+        return self.owed_after_the_end(self.tls, True, CLOSE_NOTIFY)
+
+    def test_owed_answers_tls_bare_fin(self):
+        return self.owed_after_the_end(self.tls, True, FIN)
+
+    def test_owed_answers_ws_close(self):
+        return self.owed_after_the_end(self.ws, False, WS_CLOSE, websocket=True)
+
+    def test_owed_answers_wss_close(self):
+        return self.owed_after_the_end(self.wss, True, WS_CLOSE, websocket=True)
+
+    @defer.inlineCallbacks
+    def room_join_then_leave(self, port: int, tls: bool, ending: str):
+        """``printf 'kay\\nhello\\n' | nc -N`` on a chat listener: kay is shown its join
+        history (a line past one TLS record among it); the room hears joined, hello, left."""
+        long_line = "ж" * 9_000
+        yield self.hub.broadcast(long_line)
+        listener = yield threads.deferToThread(Stream, port, tls)
+        self.addCleanup(listener.close)
+        yield threads.deferToThread(listener.send, b"ann\n")
+        held = bytearray()
+        welcome = yield threads.deferToThread(
+            lambda: [read_line(listener, held) for _ in range(2)])
+        self.assertEqual(welcome, [b"* welcome ann\n", b"* " + long_line.encode() + b"\n"])
+        yield settle(lambda: len(self.hub.registry.room) == 1)
+
+        def kay():
+            stream = Stream(port, tls)
+            stream.send(b"kay\nhello\n")
+            stream.end(ending)
+            data = stream.read_to_end()
+            stream.close()
+            return data
+
+        data = yield threads.deferToThread(kay)
+        self.assertTrue(data.startswith(b"* welcome kay\n"), data[:80])
+        self.assertIn(long_line.encode() + b"\n", data)
+        heard = yield threads.deferToThread(
+            lambda: [read_line(listener, held) for _ in range(3)])
+        self.assertEqual(sorted(heard), sorted([b"* kay joined\n", b"kay: hello\n",
+                                                b"* kay left\n"]))
+        self.assertEqual(heard[-1], b"* kay left\n")
+
+    def test_room_tcp_fin(self):
+        return self.room_join_then_leave(self.chat_tcp, False, FIN)
+
+    def test_room_tls_close_notify(self):
+        return self.room_join_then_leave(self.chat_tls, True, CLOSE_NOTIFY)
+
     # ---- what nea pushes ----
 
     def pushes_property(self, port: int, tls: bool, websocket: bool):
         """A relayed text, a request body, a chat line and its history replay arrive whole."""
         hub = self.hub
-        call = lambda f, *args: threads.blockingCallFromThread(reactor, f, *args)
+
+        def call(f, *args):
+            return threads.blockingCallFromThread(reactor, f, *args)
 
         @EXAMPLES
         @given(texts(limit=MAX_LINE - 200).map(lambda text: text.strip() or "a"))

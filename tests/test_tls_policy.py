@@ -15,7 +15,14 @@ from twisted.trial import unittest
 from nea.tls import devcerts
 from tests import infra
 from tests.support import (
-    WAIT, bounded_socket, certs, connect, daemon_env, settle, start_server, tls_listen,
+    WAIT,
+    bounded_socket,
+    certs,
+    connect,
+    daemon_env,
+    settle,
+    start_server,
+    tls_listen,
 )
 
 

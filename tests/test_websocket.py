@@ -2,12 +2,12 @@
 loopback with autobahn's own Twisted client (and a real TLS handshake for wss)."""
 
 import json
-import os
 import random
 import struct
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
@@ -23,13 +23,26 @@ from nea.core.testing import FakePeer
 from nea.server.connection import CLOSE_TIMEOUT, ConnectionLimits
 from nea.server.listeners import Listen
 from nea.server.websocket import (
-    MAX_HANDSHAKE, MessageSession, WebSocketFactory, WebSocketSettings, origin_allowed,
+    MAX_HANDSHAKE,
+    MessageSession,
+    WebSocketFactory,
+    WebSocketSettings,
+    origin_allowed,
     parse_origins,
 )
 from nea.wire import errors, frames, profiles
 from tests.support import (
-    WAIT, certs, client_tls, connect, next_tick, settle, start_server, tcp_listen,
+    WAIT,
+    certs,
+    client_tls,
+    connect,
+    next_tick,
+    settle,
+    start_server,
+    tcp_listen,
 )
+from tests.wire_clients import client_frame
+from tests.wire_clients import server_frames as wire_frames
 
 TEXT, BINARY, CLOSE = 1, 2, 8
 
@@ -44,33 +57,10 @@ def upgrade(path="/", host="127.0.0.1", origin=None) -> bytes:
     return UPGRADE.format(path=path, host=host, extra=extra).encode()
 
 
-def client_frame(payload: bytes, opcode: int = TEXT, fin: bool = True, length=None) -> bytes:
-    """A masked frame as a client sends it; ``length`` may announce more than ``payload``."""
-    length = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if length < 126:
-        head += bytes([0x80 | length])
-    elif length < 2**16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", length)
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     """The (opcode, payload) of each unmasked frame the server wrote after its 101."""
-    data = data.partition(b"\r\n\r\n")[2]
-    found = []
-    while data:
-        opcode, length, at = data[0] & 0x0F, data[1] & 0x7F, 2
-        if length == 126:
-            length, at = struct.unpack("!H", data[2:4])[0], 4
-        elif length == 127:
-            length, at = struct.unpack("!Q", data[2:10])[0], 10
-        found.append((opcode, data[at:at + length]))
-        data = data[at + length:]
-    return found
+    found, _ = wire_frames(data.partition(b"\r\n\r\n")[2])
+    return [(opcode, payload) for opcode, _, payload in found]
 
 
 def make_hub(clock=None, **config):
@@ -426,7 +416,8 @@ class OnLoopback(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--listen", ws_listen(), "--listen", ws_listen(tls=True),
+            self, "--listen", tcp_listen(), "--listen", ws_listen(),
+            "--listen", ws_listen(tls=True),
             "--listen", tcp_listen("relay"), "--listen", ws_listen("relay"),
             "--handshake-timeout", "1",
         )
@@ -573,7 +564,7 @@ class OnLoopback(unittest.TestCase):
         for n, close in enumerate(("abort", "fin", "close_frame"), 1):
             ws = yield ws_connect(self, self.ws)
             ws.send_json("message", "pending")  # a relay it waits for
-            yield settle(lambda: self.hub.snapshot().relays.requested == n)
+            yield settle(lambda n=n: self.hub.snapshot().relays.requested == n)
             if close == "abort":
                 ws.transport.abortConnection()
             elif close == "fin":

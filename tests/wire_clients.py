@@ -98,10 +98,12 @@ def read_line(stream: Stream, held: bytearray) -> bytes:
     raise AssertionError("no line within the bound")
 
 
-def client_frame(payload: bytes, opcode: int = TEXT, fin: bool = True) -> bytes:
-    """One masked frame, as a client must send it."""
+def client_frame(payload: bytes, opcode: int = TEXT, fin: bool = True,
+                 length: int | None = None) -> bytes:
+    """One masked frame, as a client must send it; ``length`` may announce more than
+    ``payload`` (a frame whose rest never comes)."""
     head = bytes([(0x80 if fin else 0) | opcode])
-    length = len(payload)
+    length = len(payload) if length is None else length
     if length < 126:
         head += bytes([0x80 | length])
     elif length < 2**16:
@@ -109,8 +111,9 @@ def client_frame(payload: bytes, opcode: int = TEXT, fin: bool = True) -> bytes:
     else:
         head += bytes([0x80 | 127]) + struct.pack("!Q", length)
     mask = os.urandom(4)
+    size = len(payload)
     masked = (int.from_bytes(payload, "big") ^ int.from_bytes(
-        (mask * (length // 4 + 1))[:length], "big")).to_bytes(length, "big") if length else b""
+        (mask * (size // 4 + 1))[:size], "big")).to_bytes(size, "big") if size else b""
     return head + mask + masked
 
 

@@ -21,7 +21,7 @@ name do not keep evicting each other.
 
 import collections
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 

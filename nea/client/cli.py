@@ -9,11 +9,12 @@ exits with a code a script can test (see `EXIT_*`).
 import argparse
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import defer, stdio, task
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import nea
@@ -225,6 +226,8 @@ class RelayReporter(RelayObserver):
 
     def on_acked(self, client: RelayClient) -> None:
         self.shout(f"ok {client.text}")
+        # Set by RelayClient before it reports:
+        assert client.acked_at is not None and client.started_at is not None
         self.say(f"acked after {client.acked_at - client.started_at:.3f} s")
 
     def on_retry(self, client: RelayClient, why: str, delay: float) -> None:
@@ -234,6 +237,7 @@ class RelayReporter(RelayObserver):
         self.say(f"server said [{error.code}] {error.message}")
 
     def on_finished(self, client: RelayClient) -> None:
+        assert client.outcome is not None  # set before it reports the end
         if client.outcome != "acked":
             self.say(f"{client.outcome}: {client.detail}" if client.detail else client.outcome)
         self.done.callback(_exit_code(client.outcome))
@@ -295,8 +299,10 @@ class Terminal(Protocol):
     stdout non-blocking, and a blocking print could fail on a full pipe.
     """
 
+    transport: ITransport  # twisted.internet.stdio.StandardIO
+
     def __init__(self) -> None:
-        self.client: InteractiveClient | None = None
+        self.client: InteractiveClient  # set by _on_terminal before stdin is read
         self.closed: defer.Deferred = defer.Deferred()
         self._lines = LineBuffer(MAX_INPUT_LINE)
 
@@ -316,7 +322,7 @@ class Terminal(Protocol):
     def writeConnectionLost(self) -> None:
         self.client.user_done()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.client.user_done()
         self.closed.callback(None)
 

@@ -41,18 +41,19 @@ Delay = Constant | Uniform | Exponential
 def parse(text: str) -> Delay:
     """``"0"``, ``"0.5"``, ``"uniform:0,2"``, ``"exp:0.5"`` -> a delay; ValueError if malformed."""
     kind, colon, args = text.partition(":")
+    delay: Delay
     try:
         if not colon:
-            delay: Delay = Constant(float(kind))
-            numbers = [delay.seconds]
+            seconds = float(kind)
+            delay, numbers = Constant(seconds), [seconds]
         elif kind == "uniform":
             low, high = (float(a) for a in args.split(","))
             if low > high:
                 raise ValueError(f"uniform needs A <= B, got {args}")
             delay, numbers = Uniform(low, high), [low, high]
         elif kind == "exp":
-            delay = Exponential(float(args))
-            numbers = [delay.mean]
+            mean = float(args)
+            delay, numbers = Exponential(mean), [mean]
         else:
             raise ValueError(f"unknown distribution {kind!r}")
     except ValueError as e:

@@ -13,11 +13,12 @@ to type ``ok X``, unless ``auto_ack`` is set.
 
 import json
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from nea.client.link import ServerLink
 from nea.client.redial import DialConfig, Redialer
 from nea.wire import codec, errors, frames
+from nea.wire.forms import PUSHES
 from nea.wire.frames import Encoding
 
 _QUIT_WORDS = (b"exit", b"quit")
@@ -74,7 +75,10 @@ def format_push(push: frames.Push) -> str:
             return f"[reply {id}] {codec.body_text(body)}  (from {instance})"
         case frames.Authenticated(subject):
             return f"[authenticated] you are {subject}"
-    raise TypeError(f"not a push: {push!r}")
+    form = PUSHES.get(type(push))
+    if form is None:
+        raise TypeError(f"not a push: {push!r}")
+    return f"[{form.kind}] {form.text(push)}"  # no label of its own: its kind and text form
 
 
 class InteractiveClient(Redialer):

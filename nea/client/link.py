@@ -18,10 +18,12 @@ The server's ``ping`` (text or JSON) is answered ``pong`` here, in the same form
 and not reported: a client that only listens is not closed as silent.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener, ITCPTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from nea.wire import codec, frames
@@ -38,6 +40,8 @@ _PONGS = {
 
 @implementer(IHandshakeListener)
 class ServerLink(Protocol):
+    transport: ITCPTransport  # TCP, or TLS over it
+
     def __init__(self, owner, clock, tls: bool) -> None:
         self.owner = owner
         self.clock = clock
@@ -83,7 +87,7 @@ class ServerLink(Protocol):
         except LineTooLong:
             self.close("the server sent an over-long line", abort=True)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         for call in self._timers or ():
             call.cancel()
         self._timers = None

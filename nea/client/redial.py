@@ -24,7 +24,7 @@ A certificate the client refuses ends the client instead (outcome
 import random
 
 import attrs
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.interfaces import IConnector
 from twisted.internet.protocol import ClientFactory, ReconnectingClientFactory
 from twisted.python.failure import Failure
@@ -95,12 +95,12 @@ class EndpointConnector:
         self.endpoint = endpoint
         self.factory = factory
         #: The dial under way, until it connects or fails.
-        self.dialing = None
+        self.dialing: defer.Deferred | None = None
 
     def connect(self) -> None:
         self.factory.startedConnecting(self)
-        self.dialing = self.endpoint.connect(self.factory)
-        self.dialing.addCallbacks(self._connected, self._failed)
+        self.dialing = dialing = self.endpoint.connect(self.factory)
+        dialing.addCallbacks(self._connected, self._failed)
 
     def _connected(self, link) -> None:
         self.dialing = None
@@ -140,7 +140,8 @@ class RedialFactory(LinkFactory, ReconnectingClientFactory):
         super().__init__(owner, clock, dial.tls)
         self.backoff = dial.backoff
         self.rng = rng
-        self.maxDelay = dial.backoff.maximum
+        # Twisted infers int from its default; any number of seconds works.
+        self.maxDelay = dial.backoff.maximum  # type: ignore[assignment]
         #: The next retry returns to a server that said it is restarting.
         self.prompt = False
         #: The delay before the dial that `retry` scheduled last.
@@ -186,7 +187,8 @@ class Redialer(PushReader):
 
     Subclasses fill in the hooks `dialling`, `made`, `ready`, `received`,
     `attempt_over`, `retrying` and `finished` (or take the server's raw lines by
-    overriding `link_line`, calling `server_error` for each error line). ``outcome`` is None while running, then the reason it finished
+    overriding `link_line`, calling `server_error` for each error line). ``outcome`` is
+    None while running, then the reason it finished
     ("gave_up", "tls_failed", or whatever the subclass passed to `finish`).
     The dialling and the waiting in between are a `RedialFactory`'s.
     """

@@ -44,7 +44,8 @@ from nea.wire import errors, frames
 RESEND = frozenset({errors.NO_RECIPIENT.code, errors.TOO_MANY_PENDING.code})
 #: Our ``message TEXT`` can never be relayed on this listener: retrying is pointless.
 REFUSED = frozenset(
-    {errors.NOT_IN_PROFILE.code, errors.EMPTY_RELAY.code, errors.BAD_UTF8.code, errors.BAD_USAGE.code}
+    {errors.NOT_IN_PROFILE.code, errors.EMPTY_RELAY.code, errors.BAD_UTF8.code,
+     errors.BAD_USAGE.code}
 )
 #: After these the server closes the connection.
 FATAL = frozenset(e.code for e in errors.ALL if e.fatal)
@@ -145,8 +146,8 @@ class RelayClient(Redialer):
         self.dials = self.forwarded = self.oks_sent = self.unexpected = 0
         self.dialled_at = self.sent_at = 0.0
         self.acked_at: float | None = None
-        self._message = f"message {text}\n".encode("utf-8")
-        self._own_ok = f"ok {text}".encode("utf-8")
+        self._message = f"message {text}\n".encode()
+        self._own_ok = f"ok {text}".encode()
         self._timer = None
         self._timed_out = False
         #: The server sent an error after which it closes the connection.

@@ -13,6 +13,7 @@ import signal
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 
 SETSID = "/usr/bin/setsid"
@@ -29,6 +30,8 @@ class Outcome:
 
 class _Run(ProcessProtocol):
     """One spawned command: feeds stdin, gathers stdout (bounded), enforces the deadline."""
+
+    transport: IProcessTransport
 
     def __init__(self, stdin: bytes, max_output: int) -> None:
         self.stdin = stdin

@@ -12,7 +12,7 @@ receiver count. Nothing is called when a batch cannot be sent: the connection is
 then going down, and what was out is recovered by the bus (`nea.cluster.redisbus`).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger

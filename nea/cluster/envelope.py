@@ -6,7 +6,7 @@ definition of what a push looks like.
 """
 
 import json
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -81,7 +81,7 @@ class Claim:
 
 
 #: `Offer` (``offer``) is the core's own value: a request on its way to a client.
-Message = Union[Deliver, Confirm, Reforward, Event, Leave, Offer, Answer, Refuse, Claim]
+Message = Deliver | Confirm | Reforward | Event | Leave | Offer | Answer | Refuse | Claim
 
 #: The op names are what instances of every version exchange: never rename one.
 _OPS: dict[type, str] = {

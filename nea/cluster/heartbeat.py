@@ -36,10 +36,10 @@ def beat(redis, ns: Namespace, instance: str, record: str, interval: float):
     if not names:
         return {}
     records = yield redis.mget([ns.member(name) for name in names])
-    expired = [name for name, value in zip(names, records) if value is None]
+    expired = [name for name, value in zip(names, records, strict=True) if value is None]
     if expired:
         yield redis.zrem(ns.members, *expired)
-    return {name: value for name, value in zip(names, records) if value is not None}
+    return {name: value for name, value in zip(names, records, strict=True) if value is not None}
 
 
 def withdraw(redis, ns: Namespace, instance: str):

@@ -48,11 +48,20 @@ from twisted.logger import Logger
 
 from nea.cluster import envelope, heartbeat, record
 from nea.cluster.envelope import (
-    Answer, Claim, Confirm, Deliver, Event, Leave, Offer, Refuse, Reforward,
+    Answer,
+    Claim,
+    Confirm,
+    Deliver,
+    Event,
+    Leave,
+    Offer,
+    Reforward,
+    Refuse,
 )
 from nea.cluster.members import Member, MemberTable
-from nea.cluster.outstanding import Outstanding
 from nea.cluster.names import Namespace
+from nea.cluster.outstanding import Outstanding
+from nea.cluster.redislink import RedisLink
 from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush, Presence
@@ -69,14 +78,15 @@ class RedisBus:
         self.encode_record = encode_record
         self.namespace = namespace
         self.interval = interval
-        self.link = None  # a nea.cluster.redislink.RedisLink, set by nea.cluster.service
+        self.link: RedisLink | None = None  # set by nea.cluster.service
         self.run = ""
         self.table = MemberTable()
         self.outstanding = Outstanding()
-        self._relays: RelayNode | None = None
-        self._chat: ChatNode | None = None
-        self._figures: Figures | None = None
-        self._requests: RequestNode | None = None
+        # The hub's nodes, set by attach() before the link starts (nea.core.bus.Bus).
+        self._relays: RelayNode
+        self._chat: ChatNode
+        self._figures: Figures
+        self._requests: RequestNode
         #: Names registered (their stamp) or released (None) here, not yet written to Redis.
         self._name_changes: dict[str, float | None] = {}
         self._twin_reported = False
@@ -163,6 +173,7 @@ class RedisBus:
         first = not self._name_changes
         self._name_changes[name] = stamp
         if first:
+            assert self.link is not None  # names change only while the link is up
             self.link.reactor.callLater(0, self._write_name_changes)
 
     def _write_name_changes(self) -> None:
@@ -179,8 +190,10 @@ class RedisBus:
             self._write_names(redis, added)
 
     def _write_names(self, redis, names: dict[str, float]) -> None:
+        """Each name's field holds its registration time, then its holder's identity if any."""
         key = self.namespace.names(self.instance_id)
-        fields = [item for name, stamp in names.items() for item in (name, repr(stamp))]
+        fields = [item for name, stamp in names.items()
+                  for item in (name, _held(stamp, self._requests.holder(name)))]
         _quietly(redis.execute_command("HSET", key, *fields))
         _quietly(redis.execute_command("PEXPIRE", key, heartbeat.ttl_ms(self.interval)))
 
@@ -197,11 +210,31 @@ class RedisBus:
         )
 
         def newest_live(stamps) -> str | None:
-            held = {i: {name: _stamp(s)} for i, s in zip(instances, stamps) if _stamp(s) is not None}
+            found_at = {i: _stamp(s) for i, s in zip(instances, stamps, strict=True)}
+            held = {i: {name: stamp} for i, stamp in found_at.items() if stamp is not None}
             instance = newest(held).get(name)
             return instance if instance in self.table.members else None
 
         return found.addCallbacks(newest_live, lambda failure: None)
+
+    def name_holder(self, name: str) -> defer.Deferred:
+        holder = self._requests.holder(name)
+        if holder is not None:
+            return defer.succeed((True, holder.identity))
+        instances = sorted(self.table.members)
+        redis = self._redis
+        if redis is None or not instances:
+            return defer.succeed((False, None))
+        found = defer.gatherResults(
+            [redis.execute_command("HGET", self.namespace.names(i), name) for i in instances],
+            consumeErrors=True,
+        )
+
+        def newest_holder(values) -> tuple[bool, str | None]:
+            held = [(stamp, _identity(v)) for v in values if (stamp := _stamp(v)) is not None]
+            return (True, max(held, key=lambda entry: entry[0])[1]) if held else (False, None)
+
+        return found.addCallbacks(newest_holder, lambda failure: (False, None))
 
     def clients(self) -> defer.Deferred:
         instances = sorted(self.table.members)
@@ -214,7 +247,7 @@ class RedisBus:
         )
 
         def merged(hashes) -> dict[str, str]:
-            for instance, names in zip(instances, hashes):
+            for instance, names in zip(instances, hashes, strict=True):
                 local[instance] = {n: s for n, s in ((n, _stamp(v)) for n, v in names.items())
                                    if s is not None}
             return newest(local)
@@ -258,6 +291,7 @@ class RedisBus:
 
     def _publish(self, channel: str, message: envelope.Message, reached=None) -> None:
         # Unsent while the link is down, or lost with it: link_down recovers what was out.
+        assert self.link is not None, "nea.cluster.service sets the link before it starts"
         self.link.publish(channel, envelope.encode(self.instance_id, message), reached)
 
     def _check_reached(self, instance: str, run: str, receivers: int) -> None:
@@ -379,12 +413,27 @@ class RedisBus:
         return envelope.encode(self.instance_id, Leave(self.run))
 
 
+def _held(stamp: float, holder) -> str:
+    """A names hash field: the registration time, and the holder's identity if it has one."""
+    identity = holder.identity if holder is not None else None
+    return repr(stamp) if identity is None else f"{stamp!r} {identity}"
+
+
 def _stamp(value) -> float | None:
     """A registration time as read from a names hash; None for none (or garbage)."""
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        return float(value.split()[0]) if value else None
+    except (ValueError, AttributeError):
         return None
+
+
+def _identity(value) -> str | None:
+    """The holder's identity as read from a names hash field; None: anonymous."""
+    parts = value.split(None, 1)
+    if len(parts) < 2:
+        return None
+    identity = parts[1]
+    return identity.decode("utf-8", "replace") if isinstance(identity, bytes) else identity
 
 
 def _quietly(written: defer.Deferred) -> None:

@@ -20,11 +20,12 @@ outage like any other, and its connections are aborted. Transitions are logged
 once each.
 """
 
+from typing import Protocol as TypingProtocol
+
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from typing import Protocol as TypingProtocol
 
 from nea.cluster.batch import Batcher, Reached
 from nea.cluster.names import RedisAddress
@@ -70,8 +71,8 @@ class RedisLink:
         self.interval = interval
         self.backoff = Backoff(initial=min(interval, max_backoff), maximum=max_backoff, jitter=0.0)
         self.up = False
-        self._commands = None
-        self._subscriber = None
+        self._commands: Commands | None = None
+        self._subscriber: Subscriber | None = None
         self._work: defer.Deferred | None = None
         self._stopping = False
         self._failures = 0
@@ -115,6 +116,7 @@ class RedisLink:
             self._batcher.publish(channel, data, reached)
 
     def _publish_now(self, channel: str, data: str) -> defer.Deferred:
+        assert self._commands is not None  # the batcher sends only while up
         return self._commands.publish(channel, data)
 
     # ---- the tick ----
@@ -204,7 +206,8 @@ class RedisLink:
             self._down("connection lost")
 
     def _drop(self) -> None:
-        """Down: abort whatever is still open (Redis may not be reading) and tell the listener (once)."""
+        """Down: abort whatever is still open (Redis may not be reading) and tell the
+        listener (once)."""
         was_up, self.up = self.up, False
         self._batcher.discard()
         self._close(abort=True)
@@ -212,7 +215,7 @@ class RedisLink:
             self.listener.link_down()
 
     def _close(self, abort: bool = False):
-        waits = []
+        waits: list[defer.Deferred] = []
         for redis in (self._commands, self._subscriber):
             if redis is not None and redis.transport is not None and redis.connected:
                 waits.append(redis.whenDisconnected())

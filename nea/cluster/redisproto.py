@@ -23,14 +23,17 @@ tests/test_cluster_redisproto.py fails if the library changes under any of this:
 """
 
 import txredisapi
-from twisted.internet import protocol
+from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
 
 log = Logger()
 
 
-class WholeReads:
-    """Parse everything a read brought, in that read (see above)."""
+class WholeReads(protocol.Protocol):
+    """Parse everything a read brought, in that read (see above); mixed in before
+    txredisapi's protocols, which are Twisted protocols too."""
+
+    transport: interfaces.ITCPTransport | None
 
     _unparsed = b""
 
@@ -59,7 +62,8 @@ class Subscriber(WholeReads, txredisapi.SubscriberProtocol):
 class RedisFactory(protocol.Factory):
     """Builds one `Commands` or `Subscriber` (``kind``), with what txredisapi asks of a factory."""
 
-    #: Read by txredisapi when AUTH or SELECT fails: not lazy, so it reports through connectionError.
+    #: Read by txredisapi when AUTH or SELECT fails: not lazy, so it reports through
+    #: connectionError.
     isLazy = False
     noisy = False
 

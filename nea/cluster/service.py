@@ -8,9 +8,9 @@ publishes a leave notice and closes its connections, so a clean stop leaves no
 key and no subscription behind.
 """
 
+from nea.cluster.names import Namespace, RedisAddress
 from nea.cluster.redisbus import RedisBus
 from nea.cluster.redislink import RedisLink
-from nea.cluster.names import Namespace, RedisAddress
 
 
 def cluster(

@@ -11,16 +11,18 @@ established, never with a token.
 """
 
 import collections
-from typing import Callable
+from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from nea.core.dispatch import Handler
 from nea.core.peer import Peer
-from nea.core.permissions import Permissions, Policy
+from nea.core.permissions import GATED, Permissions, Policy, needed
 from nea.core.snapshot import AuthFigures
 from nea.core.tokens import Token, TokenRefused, TokenVerifier
-from nea.wire import errors
+from nea.wire import errors, frames
 
 log = Logger()
 
@@ -51,15 +53,19 @@ class Access:
     """The identities and permissions of one instance's connections; see the module docstring.
 
     ``reject(peer, error, detail)`` answers with an error (the hub's, which counts it
-    by code); ``verifier`` None: no tokens are taken (``auth_unavailable``).
+    by code); ``verifier`` None: no tokens are taken (``auth_unavailable``);
+    ``identified(peer, token)`` makes a connection the identity of the token it
+    presented (the hub's: its name, nick and permissions follow).
     """
 
     def __init__(self, clock: IReactorTime, policy: Policy, verifier: TokenVerifier | None,
-                 reject: Callable[..., None]) -> None:
+                 reject: Callable[..., None],
+                 identified: Callable[[Peer, Token], None]) -> None:
         self.clock = clock
         self.policy = policy
         self.verifier = verifier
         self.reject = reject
+        self.identified = identified
         self.ok = 0
         self.failed = 0
         self.refused: collections.Counter[str] = collections.Counter()
@@ -73,6 +79,25 @@ class Access:
         if token is not None and token.permissions is not None:
             return token.permissions
         return self.policy.for_identity(identity)
+
+    def handlers(self) -> dict[type, Handler]:
+        """``auth TOKEN`` (`nea.core.dispatch`)."""
+        return {frames.Auth: lambda peer, r: self.authenticate(peer, r.token)}
+
+    def gate(self, handlers: dict[type, Handler]) -> None:
+        """Put the check of the permission each request needs in front of its handler."""
+        for kind in GATED:
+            handlers[kind] = self._gated(handlers[kind])
+
+    def _gated(self, handler: Handler) -> Handler:
+        """``handler``, run only if the peer has the permission its request needs."""
+        def gated(peer: Peer, request) -> Deferred | None:
+            need = needed(request)
+            assert need is not None  # every GATED kind needs a permission
+            if self.permits(peer, *need):
+                return handler(peer, request)
+            return None
+        return gated
 
     def permits(self, peer, permission: str, target: str | None = None) -> bool:
         """Whether ``peer`` may; if not it is told ``not_allowed`` (it stays connected)."""
@@ -117,16 +142,16 @@ class Access:
         self.ok += 1
         return verified
 
-    def authenticate(self, peer, token: str) -> Token | None:
+    def authenticate(self, peer, token: str) -> None:
         """``peer`` presents ``token``: on success it is its identity until it expires."""
         try:
             verified = self.verify(token, who(peer), peer.identity)
         except TokenRefused as refused:
             self.reject(peer, refused.error, refused.detail)
-            return None
+            return
         self._cancel(peer)
         self._expire_at(peer, verified.expires)
-        return verified
+        self.identified(peer, verified)
 
     def _expire_at(self, peer, expires: float) -> None:
         left = min(max(0.0, expires - self.clock.seconds()), MAX_EXPIRY_WAIT)

@@ -52,6 +52,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
+from nea.core.dispatch import Handler
 from nea.core.peer import Peer
 from nea.core.registry import Registry
 from nea.core.snapshot import RelayFigures
@@ -153,6 +154,13 @@ class RelayBroker:
         self._first_deadlines: deque[Delivery] = deque()
         self._expiry: IDelayedCall | None = None
         self.counts = RelayCounts()
+
+    def handlers(self) -> dict[type, Handler]:
+        """``message X`` and ``ok X`` (`nea.core.dispatch`)."""
+        return {
+            frames.Relay: lambda peer, r: self.request(peer, r.text),
+            frames.Ack: lambda peer, r: self.ack(peer, r.text),
+        }
 
     # ---- the originating side ----
 

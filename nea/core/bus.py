@@ -7,10 +7,13 @@ the Redis bus in `nea.cluster` joins instances across processes and hosts
 """
 
 import random
-from typing import Any, Callable, Protocol as TypingProtocol
+from collections.abc import Callable
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 
+from nea.core.peer import Peer
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush, Presence
 
@@ -63,6 +66,9 @@ class RequestNode(TypingProtocol):
     def instance_gone(self, instance: str) -> None:
         """``instance`` left the cluster."""
 
+    def holder(self, name: str) -> Peer | None:
+        """The local connection registered as ``name``, if any."""
+
     def has_name(self, name: str) -> float | None:
         """When ``name`` was registered on this instance, or None."""
 
@@ -111,7 +117,8 @@ class Bus(TypingProtocol):
     def reforward(self, origin: str, relay: str, attempt: int) -> None: ...
 
     def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
-        """Send chat/broadcast/presence to every other instance (the chat room fans out locally itself)."""
+        """Send chat/broadcast/presence to every other instance (the chat room fans out
+        locally itself)."""
 
     def others(self) -> list[MemberFigures]:
         """The other live members, as last announced."""
@@ -127,6 +134,10 @@ class Bus(TypingProtocol):
 
     def find_client(self, name: str) -> defer.Deferred:
         """The instance where ``name`` is registered (the newest registration), or None."""
+
+    def name_holder(self, name: str) -> defer.Deferred:
+        """Fires with ``(held, identity)``: whether ``name`` is registered anywhere in the
+        cluster, and the identity of its newest holder (None: an anonymous client)."""
 
     def clients(self) -> defer.Deferred:
         """``{name: instance}`` of every registered name in the cluster."""
@@ -150,8 +161,9 @@ class LocalBus:
 
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
-        self._relays: RelayNode | None = None
-        self._requests: RequestNode | None = None
+        # The hub's nodes, set by attach() before any use (the Bus protocol).
+        self._relays: RelayNode
+        self._requests: RequestNode
 
     def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
                requests: RequestNode) -> None:
@@ -191,6 +203,10 @@ class LocalBus:
     def find_client(self, name: str) -> defer.Deferred:
         here = self._requests.has_name(name) is not None
         return defer.succeed(self.instance_id if here else None)
+
+    def name_holder(self, name: str) -> defer.Deferred:
+        holder = self._requests.holder(name)
+        return defer.succeed((holder is not None, holder.identity if holder else None))
 
     def clients(self) -> defer.Deferred:
         return defer.succeed({name: self.instance_id for name in self._requests.local_names()})

@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 
 from nea.core.bus import Bus
+from nea.core.dispatch import Handler
 from nea.core.history import BROADCAST, CHAT, Entry, History, iso_time
 from nea.core.peer import Peer, fan_out
 from nea.core.registry import Registry
@@ -86,6 +87,14 @@ class ChatRoom:
         self._said_here: collections.deque[tuple[float, ChatPush | BroadcastPush]] = (
             collections.deque())
         self._said_bytes = 0
+
+    def handlers(self) -> dict[type, Handler]:
+        """``chat``, ``history`` and ``since`` (`nea.core.dispatch`)."""
+        return {
+            frames.Chat: lambda peer, r: self.say(peer, r.text),
+            frames.History: self.replay,
+            frames.Since: self.replay,
+        }
 
     def say(self, sender: Peer, text: str) -> Deferred | None:
         """A client said ``text``; in the room it is not echoed to the sender.

@@ -6,7 +6,7 @@ one failing peer is logged and the others still get their date.
 """
 
 import datetime
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -19,7 +19,7 @@ from nea.wire.frames import DatePush
 
 
 def utc_today(clock: IReactorTime) -> str:
-    return datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc).date().isoformat()
+    return datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC).date().isoformat()
 
 
 class DateBroadcaster:

@@ -6,7 +6,7 @@ and a `HistoryReader`) for what it needs, with lines as `Entry` values, and
 ``--store none``, and the default of a hub built without a store (tests).
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol as TypingProtocol
 
 import attrs
@@ -31,7 +31,7 @@ class Entry:
 
 def iso_time(moment: datetime) -> str:
     """``moment`` as the wire shows it: UTC, milliseconds, ``Z``."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class Unavailable(Exception):
@@ -39,8 +39,9 @@ class Unavailable(Exception):
 
 
 class HistoryWriter(TypingProtocol):
-    #: The store is so far behind that a line said now is refused (``history_busy``).
-    full: bool
+    @property
+    def full(self) -> bool:
+        """The store is so far behind that a line said now is refused (``history_busy``)."""
 
     def write(self, kind: str, name: str | None, text: str) -> defer.Deferred:
         """Fires with the `Entry` (stored or not), in the order written; never fails."""
@@ -50,8 +51,9 @@ class HistoryWriter(TypingProtocol):
 
 
 class HistoryReader(TypingProtocol):
-    #: Whether reads are served now (history on, and its store not degraded).
-    available: bool
+    @property
+    def available(self) -> bool:
+        """Whether reads are served now (history on, and its store not degraded)."""
 
     def since(self, last_id: int, limit: int) -> defer.Deferred:
         """Up to ``limit`` entries with an id above ``last_id``, oldest first."""
@@ -74,7 +76,7 @@ class NoHistory:
         self.clock = clock
 
     def write(self, kind: str, name: str | None, text: str) -> defer.Deferred:
-        moment = datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
+        moment = datetime.fromtimestamp(self.clock.seconds(), UTC)
         return defer.succeed(Entry(None, kind, name, text, iso_time(moment)))
 
     def caught_up(self) -> None:

@@ -10,7 +10,7 @@ figures leave it only as a frozen `nea.core.snapshot.Snapshot`.
 import collections
 import itertools
 import random
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import attrs
 from twisted.internet import defer
@@ -18,18 +18,19 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 import nea
+from nea.core import dispatch, reverse
 from nea.core.access import Access, established
 from nea.core.bus import Bus
 from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
 from nea.core.history import History, NoHistory, Unavailable
 from nea.core.dates import DateBroadcaster
+from nea.core.dispatch import Handler
 from nea.core.liveness import Liveness
 from nea.core.peer import Peer
-from nea.core.permissions import GATED, Policy, needed
+from nea.core.permissions import Policy
 from nea.core.registry import Registry
 from nea.core.broker import RelayBroker, RelayTimings, Waiter
 from nea.core.requests import RequestBroker
-from nea.core.reverse import reverse_text
 from nea.core.snapshot import (
     ClusterFigures, ConnectionInfo, MemberFigures, Snapshot, status_json,
 )
@@ -112,37 +113,13 @@ class Hub:
         self._left_bytes_in = 0
         self._left_bytes_out = 0
         self._ids = itertools.count(1)
-        self.access = Access(clock, config.policy, tokens, self.reject)
+        self.access = Access(clock, config.policy, tokens, self.reject, self._identified)
         #: Chat nicks of token connections: nick -> {connection: identity}.
         self._nicks: dict[str, dict[Peer, str]] = {}
-        self._handlers: dict[type, Callable[[Peer, Any], Deferred | None]] = {
-            frames.Relay: lambda peer, r: self.relays.request(peer, r.text),
-            frames.Ack: lambda peer, r: self.relays.ack(peer, r.text),
-            frames.Chat: lambda peer, r: self.chat.say(peer, r.text),
-            frames.Reverse: lambda peer, r: peer.push(frames.ReverseReply(reverse_text(r.text))),
-            frames.Nick: self._nick,
-            frames.Hello: lambda peer, r: peer.push(
-                frames.Welcome(peer.name, self.instance_id, peer.profile.name)
-            ),
-            frames.Status: lambda peer, r: peer.push(
-                frames.StatusReply(status_json(self.snapshot(asking=peer)))
-            ),
-            frames.Exit: self._exit,
-            frames.Ping: lambda peer, r: peer.push(frames.PongPush()),
-            frames.Pong: lambda peer, r: None,  # (hearing from it is all that counts)
-            frames.Invalid: lambda peer, r: self.reject(peer, r.error, r.detail),
-            frames.Register: self._register,
-            frames.Serve: lambda peer, r: self.addressed.serve(peer, r.service),
-            frames.Unserve: lambda peer, r: self.addressed.unserve(peer, r.service),
-            frames.Reply: lambda peer, r: self.addressed.reply(peer, r.id, r.body),
-            frames.Ask: lambda peer, r: self.addressed.ask(
-                peer, r.id, r.name, r.service, r.body, r.timeout),
-            frames.History: self.chat.replay,
-            frames.Since: self.chat.replay,
-            frames.Auth: lambda peer, r: self.authenticate(peer, r.token),
-        }
-        for kind in GATED:
-            self._handlers[kind] = self._gated(self._handlers[kind])
+        #: Each request class's handler, as its feature names it, behind its permission.
+        self._handlers = dispatch.table(
+            (self.relays, self.addressed, self.chat, self.liveness, self.access, reverse, self))
+        self.access.gate(self._handlers)
         bus.attach(self.relays, self.chat, self.member, self.addressed)
 
     # ---- connections ----
@@ -263,16 +240,34 @@ class Hub:
         """A connection sent faster than its rate and stops being read for a while."""
         self._throttled += 1
 
-    # ---- identities and permissions ----
+    # ---- the requests the hub decides itself ----
 
-    def _gated(self, handler: Callable[[Peer, Any], Deferred | None]
-               ) -> Callable[[Peer, Any], Deferred | None]:
-        """``handler``, run only if the peer has the permission its request needs."""
-        def gated(peer: Peer, request) -> Deferred | None:
-            if self.access.permits(peer, *needed(request)):
-                return handler(peer, request)
-            return None
-        return gated
+    def handlers(self) -> dict[type, Handler]:
+        """The session's own requests, and those that weigh identities against names held
+        (``nick``, ``register``); every other feature names its own (`nea.core.dispatch`)."""
+        return {
+            frames.Hello: self._hello,
+            frames.Status: self._status,
+            frames.Exit: self._exit,
+            frames.Invalid: self._invalid,
+            frames.Nick: self._nick,
+            frames.Register: self._register,
+        }
+
+    def _hello(self, peer: Peer, request: frames.Hello) -> None:
+        peer.push(frames.Welcome(peer.name, self.instance_id, peer.profile.name))
+
+    def _status(self, peer: Peer, request: frames.Status) -> None:
+        peer.push(frames.StatusReply(status_json(self.snapshot(asking=peer))))
+
+    def _exit(self, peer: Peer, request: frames.Exit) -> None:
+        peer.push(frames.Bye())
+        peer.close()
+
+    def _invalid(self, peer: Peer, request: frames.Invalid) -> None:
+        self.reject(peer, request.error, request.detail)
+
+    # ---- identities and permissions ----
 
     def _allow(self, peer: Peer) -> None:
         """Whether ``peer`` is drawn for relays and hears chat follows its permissions too."""
@@ -280,10 +275,11 @@ class Hub:
         self.registry.allow(peer, permissions.relay, permissions.chat)
 
     def authenticate(self, peer: Peer, token: str) -> None:
-        """``auth TOKEN`` (or ``?token=`` on a WebSocket): ``peer`` is who the token says."""
-        verified = self.access.authenticate(peer, token)
-        if verified is None:
-            return
+        """``?token=`` on a WebSocket (``auth TOKEN`` is `Access`'s own request)."""
+        self.access.authenticate(peer, token)
+
+    def _identified(self, peer: Peer, verified: Token) -> None:
+        """``peer`` is who its verified token says: its name, nick and permissions follow."""
         self._disown_nick(peer)
         peer.token = verified
         self.registry.identify(peer, verified.subject)
@@ -318,14 +314,31 @@ class Hub:
                 del self._nicks[token.nick]
 
     def _register(self, peer: Peer, request: frames.Register) -> Deferred | None:
-        """A name held by an identity is taken over by that identity only."""
-        holder = self.addressed.holder(request.name)
-        if (holder is not None and holder.identity is not None
-                and holder.identity != peer.identity):
-            self.access.refuse(peer, "register", request.name,
-                               "the name is held by another identity")
+        """A name held by an identity is taken over by that identity only, wherever in the
+        cluster it is held: a name not held here is looked up on the bus first."""
+        if self.addressed.holder(request.name) is not None:
+            self._register_unless_held((False, None), peer, request.name)
             return None
-        return self.addressed.register(peer, request.name)
+        looked_up = self.bus.name_holder(request.name)
+        looked_up.addCallback(self._register_unless_held, peer, request.name)
+        return looked_up
+
+    def _register_unless_held(self, found: tuple[bool, str | None], peer: Peer,
+                              name: str) -> None:
+        """``found``: who holds ``name`` elsewhere; a holder here, if any, is the one that counts."""
+        if peer not in self.registry:
+            return  # it left meanwhile
+        held, identity = found
+        local = self.addressed.holder(name)
+        if local is not None:
+            held, identity = True, local.identity
+        if held and identity is not None and identity != peer.identity:
+            self._held_by_another(peer, name)
+        else:
+            self.addressed.register(peer, name)
+
+    def _held_by_another(self, peer: Peer, name: str) -> None:
+        self.access.refuse(peer, "register", name, "the name is held by another identity")
 
     def _nick(self, peer: Peer, request: frames.Nick) -> Deferred | None:
         token = peer.token
@@ -341,10 +354,6 @@ class Hub:
             peer.named = True  # its first line: it enters the chat room
             return self.chat.enter(peer)
         return None
-
-    def _exit(self, peer: Peer, request: frames.Exit) -> None:
-        peer.push(frames.Bye())
-        peer.close()
 
     # ---- operators (HTTP API, console) ----
 

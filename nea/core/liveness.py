@@ -16,13 +16,14 @@ found out by TCP keepalive when they vanish, and by the relays' first-ack
 deadline when they take relays and never ack.
 """
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from nea.core.dispatch import Handler
 from nea.core.peer import Peer
-from nea.wire import errors
+from nea.wire import errors, frames
 
 #: Pings a silent client is sent before it is closed.
 MISSED_PONGS = 2
@@ -41,6 +42,14 @@ class Liveness:
         self._seen: dict[Peer, tuple[int, int]] = {}
         self._loop = LoopingCall(self.sweep)
         self._loop.clock = clock
+
+    def handlers(self) -> dict[type, Handler]:
+        """``ping`` is answered ``pong``; a ``pong`` needs no answer, hearing it is all that
+        counts (`nea.core.dispatch`)."""
+        return {
+            frames.Ping: lambda peer, r: peer.push(frames.PongPush()),
+            frames.Pong: lambda peer, r: None,
+        }
 
     def joined(self) -> None:
         """Someone connected: sweep from now on (the first sweep one interval away)."""

@@ -1,6 +1,7 @@
 """What the core needs from a connection, and the helper that fans a push out."""
 
-from typing import Iterable, Protocol as TypingProtocol
+from collections.abc import Iterable
+from typing import Protocol as TypingProtocol
 
 from twisted.logger import Logger
 
@@ -26,14 +27,17 @@ class Peer(TypingProtocol):
     identity: str | None
     #: The accepted token it was identified by, else None.
     token: Token | None
-    #: Where it connects from (``host:port``), and when (seconds since the epoch).
-    peer_address: str
+    #: When it connected (seconds since the epoch).
     since: float
     #: Whether a client that must give its name first (the chat profile's) has given it.
     named: bool
     #: Bytes read from and written to it.
     bytes_in: int
     bytes_out: int
+
+    @property
+    def peer_address(self) -> str:
+        """Where it connects from (``host:port``)."""
 
     def send(self, line: bytes) -> None:
         """Write one encoded line (terminator included) to the client."""

@@ -63,8 +63,9 @@ class Permissions:
         if unknown:
             raise ValueError(f"unknown permission(s): {', '.join(unknown)}")
         try:
-            return cls(**{key: (_patterns if key in PATTERNS else _flag)(value)
-                          for key, value in obj.items()})
+            fields: dict[str, Any] = {key: (_patterns if key in PATTERNS else _flag)(value)
+                                      for key, value in obj.items()}
+            return cls(**fields)
         except ValueError as e:
             raise ValueError(f"{e} (permissions {sorted(obj)})") from None
 
@@ -73,6 +74,7 @@ class Permissions:
         """Whether ``permission`` is granted, for ``target`` when it takes patterns."""
         if permission in FLAGS:
             return getattr(self, permission)
+        assert target is not None, f"{permission} is checked against a name"
         return any(_matches(pattern, target, subject) for pattern in getattr(self, permission))
 
 
@@ -101,7 +103,8 @@ def parse_anonymous(value: str) -> Permissions:
     if unknown or not words:
         raise ValueError(f"a comma list of {', '.join(ANONYMOUS_CHOICES)}, or none; "
                          f"got {value!r}")
-    return Permissions(**{w: ("*",) if w in PATTERNS else True for w in words})
+    fields: dict[str, Any] = {w: ("*",) if w in PATTERNS else True for w in words}
+    return Permissions(**fields)
 
 
 @attrs.frozen
@@ -154,14 +157,13 @@ def parse_policy(text: str, anonymous: Permissions | None = None) -> Policy:
 
 def needed(request: frames.Request) -> tuple[str, str | None] | None:
     """The permission ``request`` needs, and the name it is checked against; None: none."""
-    kind = type(request)
-    if kind is frames.Register:
+    if type(request) is frames.Register:
         return "register", request.name
-    if kind is frames.Serve:
+    if type(request) is frames.Serve:
         return "serve", request.service
-    if kind is frames.Ask:
+    if type(request) is frames.Ask:
         return "ask", request.name if request.name is not None else f"@{request.service}"
-    permission = _FLAGGED.get(kind)
+    permission = _FLAGGED.get(type(request))
     return (permission, None) if permission is not None else None
 
 

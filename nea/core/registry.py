@@ -1,7 +1,8 @@
 """Who is connected: admission against the client limit, and the per-role sets."""
 
 import random
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from nea.core.peer import Peer
 

@@ -52,6 +52,7 @@ from twisted.logger import Logger
 
 from nea.core.bus import Bus
 from nea.core.deadlines import Deadlines
+from nea.core.dispatch import Handler
 from nea.core.peer import Peer
 from nea.core.registry import IndexedSet
 from nea.core.snapshot import RequestFigures
@@ -168,6 +169,16 @@ class RequestBroker:
         #: Members withdrawn from their services for missing a deadline, until they reply.
         self._stalled: set[Peer] = set()
         self.counts = RequestCounts()
+
+    def handlers(self) -> dict[type, Handler]:
+        """``serve``, ``unserve``, ``ask`` and ``reply`` (`nea.core.dispatch`); ``register``
+        is the hub's, which first weighs who holds the name."""
+        return {
+            frames.Serve: lambda peer, r: self.serve(peer, r.service),
+            frames.Unserve: lambda peer, r: self.unserve(peer, r.service),
+            frames.Reply: lambda peer, r: self.reply(peer, r.id, r.body),
+            frames.Ask: lambda peer, r: self.ask(peer, r.id, r.name, r.service, r.body, r.timeout),
+        }
 
     # ---- names and services ----
 

@@ -8,8 +8,9 @@ renamed status key cannot drift apart. The cluster heartbeat is a separate,
 versioned record (`nea.cluster.record`), built from `MemberFigures`.
 """
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 

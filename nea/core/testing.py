@@ -149,6 +149,15 @@ class MemoryBus:
         found = [(stamp, instance) for instance, stamp in stamps.items() if stamp is not None]
         return defer.succeed(max(found)[1] if found else None)
 
+    def name_holder(self, name: str) -> defer.Deferred:
+        held = [(stamp, node.requests.holder(name)) for node in self.cluster.nodes.values()
+                if (stamp := node.requests.has_name(name)) is not None]
+        if not held:
+            return defer.succeed((False, None))
+        holder = max(held, key=lambda entry: entry[0])[1]
+        assert holder is not None  # a name registered on an instance is held there
+        return defer.succeed((True, holder.identity))
+
     def clients(self) -> defer.Deferred:
         return defer.succeed(newest({
             instance: node.requests.local_names() for instance, node in self.cluster.nodes.items()

@@ -15,6 +15,7 @@ from pathlib import Path
 import attrs
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from nea.core.permissions import Permissions
@@ -56,7 +57,7 @@ def _algorithm(key) -> str:
     raise ValueError("the PEM key is not an EC P-256, RSA or Ed25519 public key")
 
 
-def read_key(path: str | Path):
+def read_key(path: str | Path) -> tuple[PublicKeyTypes | bytes, str]:
     """``(key, algorithm)`` from a ``--jwt-key`` file; raises OSError or ValueError."""
     data = Path(path).read_bytes()
     if data.lstrip().startswith(b"-----BEGIN"):

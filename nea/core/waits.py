@@ -6,7 +6,8 @@ so a connection that ended its stream closes only once its relays and asks are
 answered, by the same rule as every other kind of answer.
 """
 
-from typing import Generic, Hashable, TypeVar
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred
 

@@ -2,17 +2,25 @@
 
 import datetime
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web import http
 
 from nea.core.hub import Hub
 from nea.core.snapshot import status_json
 from nea.http import waiter
 from nea.http.auth import BearerToken
-from nea.http.jsonapi import JSON_TYPE, ApiError, read_json_object, write_body, write_error, write_json
+from nea.http.jsonapi import (
+    JSON_TYPE,
+    ApiError,
+    read_json_object,
+    write_body,
+    write_error,
+    write_json,
+)
 from nea.http.metrics import Metrics
 from nea.http.openapi import openapi
 from nea.http.text import max_text_chars, text_field
@@ -118,7 +126,7 @@ class Api:
         self.auth.check(request)
         since = _integer(request.args.get(b"since", []), "since", 0, MAX_ID, 0)
         limit = _integer(request.args.get(b"limit", []), "limit", 1, MAX_REPLAY, 100)
-        gone = []
+        gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
 
         def answer(entries) -> None:
@@ -145,10 +153,14 @@ class Api:
     def broadcast(self, request) -> None:
         broadcasting = self.hub.broadcast(self._text(request, "broadcast"))
         # Stored first: the HTTP client may be gone by the time it is fanned out.
-        gone = []
+        gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        broadcasting.addCallback(lambda reached: gone or write_json(
-            request, http.OK, {"instance": self.hub.instance_id, "reached": reached}))
+
+        def answer(reached: int) -> None:
+            if not gone:
+                write_json(request, http.OK, {"instance": self.hub.instance_id, "reached": reached})
+
+        broadcasting.addCallback(answer)
 
     def relay(self, request) -> None:
         outcome = waiter.relay(self.hub, self.clock, self._text(request, "relay"),
@@ -188,4 +200,4 @@ def _integer(values: list[bytes], name: str, low: int, high: int, default: int) 
 
 
 def _iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()

@@ -8,6 +8,7 @@ permissions go: else 403 ``not_allowed``.
 
 import hmac
 from pathlib import Path
+from typing import NoReturn
 
 from twisted.web import http
 
@@ -70,7 +71,7 @@ class BearerToken:
         return (self._token is not None and given is not None
                 and hmac.compare_digest(given, self._token))
 
-    def _refuse(self):
+    def _refuse(self) -> NoReturn:
         if self._token is None and self.hub is None:
             raise ApiError(http.UNAUTHORIZED, "unauthorized",
                            "this server has no admin token; start it with --admin-token "

@@ -94,4 +94,4 @@ def parse_allowed_hosts(value: str) -> AllowedHosts:
     return AllowedHosts.parse(value)
 
 
-parse_allowed_hosts.coerceDoc = "Comma-separated host names; '*' allows any."
+parse_allowed_hosts.coerceDoc = "Comma-separated host names; '*' allows any."  # type: ignore[attr-defined]  # usage.Options shows it in --help

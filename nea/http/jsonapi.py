@@ -6,8 +6,9 @@ code and people read the message.
 """
 
 import json
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.web import http
@@ -61,9 +62,9 @@ def read_json_object(request, max_bytes: int) -> dict[str, Any]:
     try:
         value = json.loads(body)
     except ValueError as e:  # UnicodeDecodeError is a ValueError too
-        raise ApiError(http.BAD_REQUEST, "bad_json", f"the body is not valid JSON: {e}")
+        raise ApiError(http.BAD_REQUEST, "bad_json", f"the body is not valid JSON: {e}") from e
     except RecursionError:
-        raise ApiError(http.BAD_REQUEST, "bad_json", "the body is nested too deep")
+        raise ApiError(http.BAD_REQUEST, "bad_json", "the body is nested too deep") from None
     if not isinstance(value, dict):
         raise ApiError(http.BAD_REQUEST, "bad_json",
                        f"the body must be a JSON object, not {type(value).__name__}")

@@ -28,6 +28,8 @@ Each refusal is counted in ``nea_http_refused_total`` by reason.
 import collections
 
 import attrs
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -76,6 +78,7 @@ class GuardedRequest(Request):
     tells whether it has been handed on to be answered.
     """
 
+    channel: "GuardedChannel"
     refusal: ApiError | None = None
     dispatched = False
     received = 0
@@ -101,12 +104,14 @@ class GuardedChannel(http.HTTPChannel):
     and whose timeouts are deadlines (for an idle spell, for a whole request), not idle
     timers."""
 
+    site: "GuardedSite"  # set by Site.buildProtocol
+
     def connectionMade(self) -> None:
         self.site.channels.add(self)
         super().connectionMade()
         self._idle()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.forget(self)
         super().connectionLost(reason)
 
@@ -177,7 +182,9 @@ class Refused(Resource):
 class GuardedSite(Site):
     """A site whose connections and requests are held to ``limits``."""
 
-    protocol = GuardedChannel
+    # Twisted types this as its HTTP/2-negotiating wrapper; an HTTP/1.1 channel is
+    # all buildProtocol needs.
+    protocol = GuardedChannel  # type: ignore[assignment]
     requestFactory = GuardedRequest
 
     def __init__(self, resource, token: BearerToken, limits: HttpLimits, metrics: Metrics,

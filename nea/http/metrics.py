@@ -10,7 +10,7 @@ Each site has its own `CollectorRegistry`, so several servers in one process
 (tests) never share or clash on metrics.
 """
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -26,7 +26,9 @@ RELAY_EVENTS = ("requested", "forwarded", "acked", "reforwarded", "expired", "un
 REQUEST_EVENTS = ("asked", "offered", "replied", "answered", "redrawn", "failed", "timed_out",
                   "unexpected_reply", "taken_over")
 #: Seconds: from a loopback round trip (sub-millisecond) to a client that acks late.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
+)
 
 
 class HubCollector:
@@ -41,16 +43,18 @@ class HubCollector:
         info.add_metric([], {"instance": snapshot.instance, "version": snapshot.version})
         yield info
         yield _gauge("nea_uptime_seconds", "Seconds since this instance started.", snapshot.uptime)
-        yield _gauge("nea_draining", "1 while the instance drains before stopping.", int(snapshot.draining))
+        yield _gauge("nea_draining", "1 while the instance drains before stopping.",
+                     int(snapshot.draining))
         connections = GaugeMetricFamily(
             "nea_connections", "Connected clients, by listener profile.", labels=["profile"]
         )
         for profile, count in sorted(snapshot.profiles.items()):
             connections.add_metric([profile], count)
         yield connections
-        yield _gauge("nea_max_clients", "Most clients this instance serves at once.", snapshot.max_clients)
-        yield _counter("nea_connections_refused_full", "Clients refused because the instance was full.",
-                       snapshot.refused_full)
+        yield _gauge("nea_max_clients", "Most clients this instance serves at once.",
+                     snapshot.max_clients)
+        yield _counter("nea_connections_refused_full",
+                       "Clients refused because the instance was full.", snapshot.refused_full)
         handshakes = snapshot.handshakes
         if handshakes is not None:
             now = GaugeMetricFamily("nea_tls_handshakes", "TLS connections not yet through their "
@@ -64,7 +68,8 @@ class HubCollector:
             )
         yield _counter("nea_throttled", "Times a client was made to wait for sending too fast.",
                        snapshot.throttled)
-        yield _labelled_counter("nea_requests", "Requests from clients, by kind.", "kind", snapshot.requests)
+        yield _labelled_counter("nea_requests", "Requests from clients, by kind.", "kind",
+                                snapshot.requests)
         yield _labelled_counter(
             "nea_errors", "Error replies sent to clients, by code.", "code",
             {**{e.code: 0 for e in errors.ALL}, **snapshot.errors},
@@ -72,37 +77,41 @@ class HubCollector:
         relays = snapshot.relays
         yield _labelled_counter("nea_relay_events", "Relay events on this instance.", "event",
                                 {event: getattr(relays, event) for event in RELAY_EVENTS})
-        yield _gauge("nea_relays_pending", "Relayed texts whose ok some local waiter still waits for.",
-                     relays.pending)
+        yield _gauge("nea_relays_pending",
+                     "Relayed texts whose ok some local waiter still waits for.", relays.pending)
         yield _gauge("nea_relays_in_flight", "Relays forwarded to local clients and not yet acked.",
                      relays.in_flight)
         requests = snapshot.addressed
         yield _labelled_counter("nea_request_events", "Addressed request events on this instance.",
-                                "event", {event: getattr(requests, event) for event in REQUEST_EVENTS})
+                                "event",
+                                {event: getattr(requests, event) for event in REQUEST_EVENTS})
         yield _gauge("nea_requests_pending", "Requests a local asker still waits for the reply of.",
                      requests.pending)
-        yield _gauge("nea_requests_in_flight", "Requests pushed to local clients, not yet replied to.",
-                     requests.in_flight)
-        yield _gauge("nea_registered_names", "Client names registered on this instance.", requests.names)
+        yield _gauge("nea_requests_in_flight",
+                     "Requests pushed to local clients, not yet replied to.", requests.in_flight)
+        yield _gauge("nea_registered_names", "Client names registered on this instance.",
+                     requests.names)
         yield _gauge("nea_services", "Services with a member on this instance.", requests.services)
         auth = snapshot.auth
         yield _labelled_counter("nea_auth", "Client tokens presented, by outcome.", "outcome",
                                 {"ok": auth.auth_ok, "failed": auth.auth_failed})
         yield _labelled_counter("nea_not_allowed", "Requests refused not_allowed, by the "
                                 "permission missing.", "permission", auth.not_allowed)
-        yield _counter("nea_chat_messages", "Chat lines said by clients of this instance.", snapshot.chat.said)
+        yield _counter("nea_chat_messages", "Chat lines said by clients of this instance.",
+                       snapshot.chat.said)
         yield _counter("nea_broadcasts", "Operator broadcasts made on this instance.",
                        snapshot.chat.broadcasts)
         yield _counter("nea_date_ticks", "Date pushes fanned out.", snapshot.dates.ticks)
         yield _counter("nea_received_bytes", "Bytes received from clients.", snapshot.bytes_in)
         yield _counter("nea_sent_bytes", "Bytes written to clients.", snapshot.bytes_out)
         cluster = snapshot.cluster
-        state = GaugeMetricFamily(
-            "nea_cluster_state", "1 for the cluster (Redis) state this instance is in.", labels=["state"]
+        states = GaugeMetricFamily(
+            "nea_cluster_state", "1 for the cluster (Redis) state this instance is in.",
+            labels=["state"],
         )
         for name in sorted({*CLUSTER_STATES, cluster.state}):
-            state.add_metric([name], int(name == cluster.state))
-        yield state
+            states.add_metric([name], int(name == cluster.state))
+        yield states
         yield _gauge("nea_cluster_members", "Live instances in the cluster, this one included.",
                      len(cluster.members))
         yield from _store_metrics(snapshot.store)

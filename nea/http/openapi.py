@@ -217,7 +217,8 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["instance", "count", "connections"],
         "properties": {
             "instance": {"type": "string"},
-            "count": {**_COUNT, "description": "All current connections (the list may be cut at limit)."},
+            "count": {**_COUNT,
+                      "description": "All current connections (the list may be cut at limit)."},
             "connections": {"type": "array", "items": _ref("Connection")},
         },
     },
@@ -319,7 +320,7 @@ _TOKEN_REFUSED = _error(
     "refused client token is answered its own code: bad_token, token_too_large, "
     "bad_signature, bad_algorithm, expired_token, token_not_yet_valid, wrong_audience, "
     "auth_unavailable.")
-_SECURITY = [{"adminToken": []}, {"clientToken": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}, {"clientToken": []}]
 
 
 def _not_allowed(permission: str) -> dict[str, Any]:
@@ -358,7 +359,8 @@ _REQUEST_BODY = {
             "properties": {
                 "body": {"description": "Any JSON value; a text client sees a string as it "
                                         "is and anything else as one line of JSON."},
-                "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 300,
+                "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                            "maximum": 300,
                             "description": "Seconds to wait for the reply (default: "
                                            "--relay-timeout)."},
             },
@@ -403,9 +405,9 @@ def _listing(summary: str, schema: str, parameters: list | None = None,
 
 
 def _page(summary: str, description: str) -> dict[str, Any]:
+    html = {"text/html": {"schema": {"type": "string"}}}
     return {"get": {"summary": summary, "description": description,
-                    "responses": {"200": {"description": "An HTML page.",
-                                          "content": {"text/html": {"schema": {"type": "string"}}}}}}}
+                    "responses": {"200": {"description": "An HTML page.", "content": html}}}}
 
 
 def openapi(max_chars: int) -> dict[str, Any]:
@@ -520,8 +522,10 @@ def openapi(max_chars: int) -> dict[str, Any]:
             ),
             "/openapi.json": {"get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.",
-                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+                "responses": {"200": {
+                    "description": "OpenAPI 3.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }},
             }},
             "/docs": _page("API documentation", "Swagger UI for this document, served offline."),
         },

@@ -97,6 +97,7 @@ class Requests:
                     "seconds": round(self.clock.seconds() - started, 6),
                 })
             else:
+                assert isinstance(push, frames.ErrorReply)  # a ReplyPush, or the reason for none
                 status = STATUS.get(push.code, http.SERVICE_UNAVAILABLE)
                 write_error(request, ApiError(status, push.code, push.message))
 

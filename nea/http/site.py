@@ -5,22 +5,24 @@ from the installed ``swagger_ui_bundle`` package, so nothing is fetched from a C
 """
 
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+import attrs
 from swagger_ui_bundle import swagger_ui_path
-from zope.interface import provider
 from twisted.web import http
 from twisted.web.iweb import IAccessLogFormatter
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.static import File
+from zope.interface import provider
 
 from nea.core.hub import Hub
 from nea.http.api import Api, ApiSettings
 from nea.http.jsonapi import Endpoint, NotFound, write_body
 from nea.http.limits import GuardedSite, HttpLimits
 from nea.http.requests import resources as addressed_resources
-from nea.net.listening import ListeningService, server_endpoint, with_backlog
+from nea.net.listening import DEFAULT_BACKLOG, ListeningService, server_endpoint, with_backlog
 
 _STATIC = resources.files("nea.http") / "static"
 #: Swagger UI's own files that /docs uses (the rest of the bundle is not served).
@@ -85,7 +87,7 @@ def build_root(api: Api) -> Resource:
     })
 
 
-def listening(listeners: list[ListeningService]) -> bool:
+def listening(listeners: Sequence[ListeningService]) -> bool:
     """Whether every client listener is started and has its port."""
     return all(listener.listening() for listener in listeners)
 
@@ -136,33 +138,41 @@ class ApiSite(GuardedSite):
             super().log(request)
 
 
-def api_site(clock, config, hub: Hub, listeners: list[ListeningService],
-             more: dict[bytes, Resource] | None = None) -> ApiSite:
-    """The HTTP API for ``config`` (nea-server options), timed by ``clock``.
+@attrs.frozen
+class HttpSettings:
+    """What the daemon gives its HTTP API: where it listens, and what it allows."""
+
+    #: A Twisted endpoint string (``--http``).
+    endpoint: str
+    backlog: int = DEFAULT_BACKLOG
+    api: ApiSettings = ApiSettings()
+    limits: HttpLimits = HttpLimits()
+    #: The access log's file; None: requests are not logged.
+    access_log: str | None = None
+
+
+def api_site(clock, settings: HttpSettings, hub: Hub, listeners: Sequence[ListeningService],
+             more: dict[bytes, IResource] | None = None) -> ApiSite:
+    """The HTTP API for ``settings``, timed by ``clock``.
 
     ``more``: resources the daemon serves beside the API's own (``/ws``, its
     WebSocket clients), built by the daemon, which knows its connections.
     """
-    settings = ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"],
-                           config["tokens"] is not None)
-    limits = HttpLimits(config["http-max-body"], config["http-request-timeout"],
-                        config["http-max-connections"], config["http-idle-timeout"],
-                        config["http-allowed-hosts"])
-    api = Api(hub, clock, settings, lambda: listening(listeners))
+    api = Api(hub, clock, settings.api, lambda: listening(listeners))
     root = build_root(api)
     for name, resource in (more or {}).items():
         root.putChild(name, resource)
-    site = ApiSite(root, api.auth, limits, api.metrics, logPath=config["http-access-log"],
+    site = ApiSite(root, api.auth, settings.limits, api.metrics, logPath=settings.access_log,
                    logFormatter=access_log_line, reactor=clock)
     site.displayTracebacks = False
     return site
 
 
-def http_listener(reactor, config, hub: Hub, listeners: list[ListeningService],
-                  more: dict[bytes, Resource] | None = None) -> HttpListener:
-    """The HTTP API's listener for ``config``, with ``more`` as in `api_site`.
+def http_listener(reactor, settings: HttpSettings, hub: Hub, listeners: Sequence[ListeningService],
+                  more: dict[bytes, IResource] | None = None) -> HttpListener:
+    """The HTTP API's listener for ``settings``, with ``more`` as in `api_site`.
 
     Like the client listeners it fails loudly when it cannot listen.
     """
-    site = api_site(reactor, config, hub, listeners, more)
-    return HttpListener(reactor, config["http"], config["backlog"], site)
+    site = api_site(reactor, settings, hub, listeners, more)
+    return HttpListener(reactor, settings.endpoint, settings.backlog, site)

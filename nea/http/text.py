@@ -39,5 +39,5 @@ def text_field(body: dict[str, Any], max_chars: int) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _bad("'text' holds an unpaired surrogate, which is not valid Unicode")
+        raise _bad("'text' holds an unpaired surrogate, which is not valid Unicode") from None
     return text

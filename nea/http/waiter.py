@@ -33,6 +33,7 @@ def relay(hub: Hub, clock: IReactorTime, text: str, timeout: float) -> defer.Def
         if isinstance(push, frames.AckPush):
             return {"text": text, "acked": True, "seconds": round(clock.seconds() - started, 6)}
         # The broker's only error for a waiter is no_recipient: nobody to relay to.
+        assert isinstance(push, frames.ErrorReply)
         raise ApiError(http.SERVICE_UNAVAILABLE, push.code, push.message)
 
     def gave_up(failure):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 
@@ -45,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
                    "server's (default certs/ca.pem, the development CA)")
     p.add_argument("--server-name", help="name to verify in the server certificate "
                    "(default: --host)")
-    p.add_argument("--clients", type=_positive(int), default=1000, help="number of clients (default 1000)")
+    p.add_argument("--clients", type=_positive(int), default=1000,
+                   help="number of clients (default 1000)")
     p.add_argument("--window", type=_non_negative(float), default=10.0,
                    help="seconds over which client starts are spread, uniformly at random "
                    "(default 10)")
@@ -105,7 +107,7 @@ def _delay(text: str) -> str:
     try:
         delays.parse(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
+        raise argparse.ArgumentTypeError(str(e)) from e
     return text
 
 
@@ -163,6 +165,8 @@ def _is_loopback(host: str) -> bool:
 
 class WorkerProcess(ProcessProtocol):
     """The command's side of one worker: its JSON lines, and when it ends."""
+
+    transport: IProcessTransport
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -261,7 +265,8 @@ def orchestrate(reactor, args: argparse.Namespace):
         ticker.stop()
     progress.show()
     wall = reactor.seconds() - t0
-    server_cpu = process_cpu(args.server_pid) - server_cpu_before if args.server_pid else None
+    server_cpu = (process_cpu(args.server_pid) - server_cpu_before
+                  if server_cpu_before is not None else None)
     # Reaped workers count in this process's children's CPU time, so that
     # /usr/bin/time or a shell's ``time`` sees the whole generator.
     yield defer.gatherResults([p.ended for p in processes]).addTimeout(30, reactor)

@@ -7,7 +7,7 @@ machine as ``nea-client relay``) for one unique text X, dialled through
 reports into the worker's `Tally`.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 from nea.client.relay import RelayClient, RelayObserver
 from nea.loadtest.tally import Tally
@@ -35,6 +35,7 @@ class Tallying(RelayObserver):
         self.tally.sample("connect_ms", client.sent_at - client.dialled_at)
 
     def on_acked(self, client: RelayClient) -> None:
+        assert client.acked_at is not None  # set by RelayClient before it reports
         self.tally.sample("exchange_ms", client.acked_at - client.sent_at)
 
     def on_retry(self, client: RelayClient, why: str, delay: float) -> None:
@@ -62,6 +63,7 @@ class Tallying(RelayObserver):
             tally.count("acked")
             if client.retries == 0:
                 tally.count("acked_first_try")
+            assert client.acked_at is not None and client.started_at is not None
             tally.sample("total_ms", client.acked_at - client.started_at)
         else:
             tally.count("failed")

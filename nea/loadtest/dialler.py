@@ -26,10 +26,12 @@ import asyncio
 import socket
 import ssl
 from pathlib import Path
+from typing import cast
 
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IStreamClientEndpoint, ITransport
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -105,11 +107,11 @@ class AsyncioEndpoint:
             except BaseException:
                 sock.close()
                 raise
-            tls = {}
-            if self.context is not None:
-                tls = dict(ssl=self.context, server_hostname=self.server_name)
+            name = self.server_name if self.context is not None else None
             # From here the transport owns the socket, and closes it on failure too.
-            await self.loop.create_connection(lambda: bridge, sock=sock, **tls)
+            await self.loop.create_connection(
+                lambda: bridge, sock=sock, ssl=self.context, server_hostname=name
+            )
 
 
 class _Bridge(asyncio.Protocol):
@@ -122,19 +124,21 @@ class _Bridge(asyncio.Protocol):
         self.connected = connected
         self.peer = peer
         self.tls = context is not None
-        self.protocol = None
+        self.protocol: Protocol | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # what a stream connection is given
         if self.connected.called:  # cancelled while the handshake finished
-            transport.abort()
+            stream.abort()
             return
         self.protocol = protocol = self.factory.buildProtocol(self.peer)
-        protocol.makeConnection(_Transport(transport, self.peer))
+        protocol.makeConnection(_Transport(stream, self.peer))
         if self.tls:
             protocol.handshakeCompleted()
         self.connected.callback(protocol)
 
     def data_received(self, data: bytes) -> None:
+        assert self.protocol is not None  # data comes only after connection_made built it
         self.protocol.dataReceived(data)
 
     def eof_received(self) -> bool:

@@ -16,7 +16,8 @@ def build(
 ) -> dict[str, Any]:
     counts = tally.counts
     clients = counts["clients"]
-    duration = (tally.last_end - tally.first_start) if tally.first_start is not None else 0.0
+    first, last = tally.first_start, tally.last_end
+    duration = (last - first) if first is not None and last is not None else 0.0
     per_second = (lambda n: round(n / duration, 1)) if duration > 0 else (lambda n: None)
     lost = clients - counts["acked"]
     zero_state = verdict.zero_state if verdict is not None else None
@@ -103,21 +104,23 @@ def _ms(p: dict[str, float | None]) -> str:
 
 def summary(report: dict[str, Any]) -> str:
     """What a person reads at the end of a run."""
-    c, closes, rates, lat = report["config"], report["closes"], report["rates"], report["latency_ms"]
+    c, closes, rates = report["config"], report["closes"], report["rates"]
+    lat = report["latency_ms"]
     zs = report["zero_state"]
     lines = [
         f"nea-loadtest: {report['clients']} clients over {c['window']} s, "
         f"{'TLS' if c['tls'] else 'TCP'} to {c['host']}:{c['port']}, ok-delay {c['ok_delay']}, "
         f"{c['workers']} worker(s)",
-        f"  acked      {report['acked']}/{report['clients']}  (first try {report['acked_first_try']}, "
+        f"  acked      {report['acked']}/{report['clients']}  "
+        f"(first try {report['acked_first_try']}, "
         f"lost {report['lost']}, gave up {report['failed']})",
         f"  retries    {report['retries']} by {report['retried_clients']} client(s)",
         "  closes     " + ", ".join(f"{k} {v}" for k, v in closes.items()),
         "  errors     " + (", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none"),
         f"  relayed    {report['forwarded']} forwarded to clients, {report['oks_sent']} ok sent, "
         f"{report['unexpected_lines']} unexpected line(s)",
-        f"  rates      {rates['connects_per_s']} connects/s, {rates['exchanges_per_s']} exchanges/s "
-        f"over {report['duration_s']} s",
+        f"  rates      {rates['connects_per_s']} connects/s, "
+        f"{rates['exchanges_per_s']} exchanges/s over {report['duration_s']} s",
         f"  connect    {_ms(lat['connect'])}",
         f"  exchange   {_ms(lat['exchange'])}",
         f"  total      {_ms(lat['total'])}",
@@ -132,7 +135,8 @@ def summary(report: dict[str, Any]) -> str:
     else:
         lines.append(
             f"  zero state {'yes' if zs['zero_state'] else 'NO'} (other connections "
-            f"{zs['connections_besides_ours']}, pending {zs['pending']}, in flight {zs['in_flight']})"
+            f"{zs['connections_besides_ours']}, pending {zs['pending']}, "
+            f"in flight {zs['in_flight']})"
         )
     lines.append("  result     " + ("OK: nothing lost" if report["ok"] else "FAILED"))
     return "\n".join(lines)

@@ -46,7 +46,8 @@ def fetch(reactor, endpoint, tls: bool, timeout: float):
     except StatusError as e:
         if e.code is None:
             raise
-        raise StatusRefused(f"{e}; point --status-port at a listener with the nea profile") from None
+        raise StatusRefused(
+            f"{e}; point --status-port at a listener with the nea profile") from None
 
 
 @defer.inlineCallbacks

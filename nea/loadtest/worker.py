@@ -16,12 +16,16 @@ import os
 import random
 import resource
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet import defer, stdio
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from nea.client import delays
 from nea.client.redial import DialConfig
@@ -29,7 +33,6 @@ from nea.client.relay import RelayClient, RelayConfig
 from nea.loadtest.client import BACKOFF, Tallying
 from nea.loadtest.dialler import AsyncioEndpoint, client_context
 from nea.loadtest.tally import Tally
-
 
 #: Clients started in one go when the worker has fallen behind its schedule (a
 #: starved CPU): the rest wait for the next reactor turn, so that connections
@@ -45,8 +48,8 @@ FD_RESERVE = 100
 class Clients:
     """What the clients of one worker share: how they dial, behave and report."""
 
-    endpoint: object  # IStreamClientEndpoint
-    clock: object  # IReactorTime
+    endpoint: IStreamClientEndpoint
+    clock: IReactorTime
     config: RelayConfig
     rng: random.Random
     observer: Tallying
@@ -142,7 +145,8 @@ def raise_fd_limit() -> int:
 
 def make_clients(config: dict[str, Any], reactor, endpoint) -> Clients:
     """A worker's `Clients`, dialling through ``endpoint``."""
-    dial = DialConfig(tls=config["tls"], backoff=BACKOFF, ca=config["ca"] if config["tls"] else None)
+    dial = DialConfig(tls=config["tls"], backoff=BACKOFF,
+                      ca=config["ca"] if config["tls"] else None)
     relay = RelayConfig(dial=dial, timeout=config["timeout"],
                         ok_delay=delays.parse(config["ok_delay"]), retries=config["retries"])
     return Clients(endpoint, reactor, relay, random.Random(config["seed"]),
@@ -151,6 +155,8 @@ def make_clients(config: dict[str, Any], reactor, endpoint) -> Clients:
 
 class Control(LineReceiver):
     """The worker's stdio: JSON lines out to the command, the ``go`` line in."""
+
+    transport: ITransport  # twisted.internet.stdio.StandardIO
 
     delimiter = b"\n"
 
@@ -165,7 +171,7 @@ class Control(LineReceiver):
         if not self.go.called:
             self.go.callback(json.loads(line)["go"])
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.go.called:
             self.go.errback(reason)
         self.closed.callback(None)

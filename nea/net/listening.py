@@ -69,7 +69,8 @@ def server_endpoint(reactor, option: str, text: str, files: list[Path], endpoint
     except (crypto.Error, SSL.Error) as e:
         raise StartupError(f"{where}: {', '.join(map(str, files)) or 'the files'} do not hold "
                            f"a matching PEM private key and certificate (OpenSSL: "
-                           f"{openssl_reason(e)}); regenerate them or name the right ones") from None
+                           f"{openssl_reason(e)}); regenerate them or name the right ones"
+                           ) from None
     except (ValueError, TypeError) as e:
         raise StartupError(f"{where}: not a valid endpoint ({_parse_reason(e)}); "
                            f"{_EXAMPLES}") from None
@@ -84,7 +85,8 @@ def cannot_listen(option: str, endpoint: str, error: BaseException) -> str:
     """The one line that says why ``endpoint`` cannot listen, and what to do about it."""
     cause = error.socketError if isinstance(error, CannotListenError) else error
     reason = getattr(cause, "strerror", None) or str(cause)
-    advice = _ADVICE.get(getattr(cause, "errno", None), "fix or change {option}")
+    code = getattr(cause, "errno", None) or 0  # 0: not an OS error, no advice of its own
+    advice = _ADVICE.get(code, "fix or change {option}")
     return f"cannot listen on {endpoint} ({option}): {reason}; {advice.format(option=option)}"
 
 
@@ -131,13 +133,13 @@ class ListeningService(Service):
 
     def listening(self) -> bool:
         """Whether the service runs and holds its port."""
-        return self.running and self.listening_port is not None
+        return bool(self.running) and self.listening_port is not None
 
     def port(self) -> defer.Deferred:
         """A Deferred firing with the listening port once there is one."""
         if self.listening_port is not None:
             return defer.succeed(self.listening_port)
-        waiter = defer.Deferred()
+        waiter: defer.Deferred = defer.Deferred()
         self._waiting.append(waiter)
         return waiter
 

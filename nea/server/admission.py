@@ -28,7 +28,8 @@ class Admission:
         self.refused = 0
 
     def admit(self, transport) -> bool:
-        """Set up a just-accepted socket; False (it is then closed) if its address is over the limit."""
+        """Set up a just-accepted socket; False (it is then closed) if its address is over
+        the limit."""
         host = _host(transport)
         if self.max_per_address and self.by_address[host] >= self.max_per_address:
             self.refused += 1

@@ -26,8 +26,9 @@ class ChatBucket:
         self.bytes_rate = bytes_rate
         self.lines_burst = 2 * lines_rate
         self.bytes_burst = max(2 * bytes_rate, longest)
-        self.lines = self.lines_burst
-        self.bytes = self.bytes_burst
+        # Tokens left: fractions refill with time.
+        self.lines: float = self.lines_burst
+        self.bytes: float = self.bytes_burst
         self.clock = clock
         self._last = clock.seconds()
 
@@ -38,13 +39,13 @@ class ChatBucket:
         elapsed, self._last = now - self._last, now
         self.lines = min(self.lines_burst, self.lines + elapsed * self.lines_rate)
         self.bytes = min(self.bytes_burst, self.bytes + elapsed * self.bytes_rate)
-        size = min(size, self.bytes_burst)
+        cost = min(size, self.bytes_burst)
         wait = max(
             (1 - self.lines) / self.lines_rate if self.lines_rate else 0.0,
-            (size - self.bytes) / self.bytes_rate if self.bytes_rate else 0.0,
+            (cost - self.bytes) / self.bytes_rate if self.bytes_rate else 0.0,
         )
         if wait > 1e-9:  # not a rounding error's worth
             return wait
         self.lines -= 1
-        self.bytes -= size
+        self.bytes -= cost
         return 0.0

@@ -26,9 +26,10 @@ then the connection closes, as soon as nothing it asked for is still awaited
 """
 
 import collections
+import enum
 import itertools
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 from twisted.internet import defer
@@ -72,12 +73,6 @@ class ConnectionLimits:
     #: Chat lines, and their bytes, a second a client may say (`nea.server.chatrate`).
     chat_rate: float = DEFAULT_CHAT_RATE
     chat_bytes_rate: float = DEFAULT_CHAT_BYTES_RATE
-
-    @classmethod
-    def from_options(cls, config) -> "ConnectionLimits":
-        """The limits nea-server options give every client connection."""
-        return cls(config["max-line"], config["max-outbound"], config["max-rate"],
-                   config["chat-rate"], config["chat-bytes-rate"])
 
 
 class LineBucket:
@@ -141,9 +136,6 @@ class ThrottleWheel:
                 self._arm(slot)
         held.append(session)
 
-    def __len__(self) -> int:
-        return sum(len(held) for held in self._slots.values())
-
     def _arm(self, slot: int) -> None:
         if self._call is not None:
             self._call.cancel()
@@ -161,6 +153,21 @@ class ThrottleWheel:
             self._arm(min(self._slots))
 
 
+class Stream(enum.IntEnum):
+    """Where a client connection's stream is; it only moves forward (`Session._to`).
+
+    OPEN -> INPUT_ENDED (the client sends no more; its answers are still written)
+    -> CLOSING (nea ends it: nothing more from it is processed) -> CLOSED (lost).
+    Any of them may be skipped: a refused or aborted connection goes straight to
+    CLOSING, a vanished one to CLOSED.
+    """
+
+    OPEN = 0
+    INPUT_ENDED = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
 @implementer(IPushProducer)
 class Session(Protocol):
     """What a client connection does whatever its framing: admission, joining and
@@ -170,6 +177,10 @@ class Session(Protocol):
     messages) hands what it receives to `received`, and says how that becomes
     units (`units`), how a unit becomes a request (`decode`), how an encoded push
     goes out (`write`) and how the connection ends (`shut`).
+
+    Its life is a `Stream` state. Apart from it, because they come and go in any
+    state: whether it holds a place at admission, whether the transport's buffer
+    is full (``_paused``), and whether its input waits for the rate (``_throttled``).
     """
 
     log = Logger()
@@ -200,12 +211,20 @@ class Session(Protocol):
         #: While throttled: the lines still to handle, and reads that came meanwhile.
         self._throttled: Iterator[bytes] | None = None
         self._held: collections.deque[bytes] = collections.deque()
-        self._input_ended = False
+        self.stream = Stream.OPEN
+        #: ``stream`` is CLOSING or CLOSED: read once per line, so a plain attribute,
+        #: kept in step by `_to` alone.
         self._closing = False
         self._admitted = False
         self._paused = False
         self._unflushed = 0
         self._timer = None
+
+    def _to(self, stream: Stream) -> None:
+        """Move the stream on to ``stream``; never back (a lost connection stays lost)."""
+        if stream > self.stream:
+            self.stream = stream
+            self._closing = stream >= Stream.CLOSING
 
     # ---- what a framing provides ----
 
@@ -261,7 +280,7 @@ class Session(Protocol):
         """Admit the socket when this is its outermost protocol; False: refused (closed)."""
         if self.admission is not None:
             if not self.admission.admit(self.transport):
-                self._closing = True
+                self._to(Stream.CLOSING)
                 return False
             self._admitted = True
         return True
@@ -351,12 +370,12 @@ class Session(Protocol):
             self._consume(self.units(self._held.popleft()))
         if self._throttled is None and not self._closing:
             self.transport.resumeProducing()
-            if self._input_ended:
+            if self.stream is Stream.INPUT_ENDED:
                 self._end_of_input()
 
     def end_of_input(self) -> None:
         """The client sends no more: finish its last unit, answer, then close."""
-        self._input_ended = True
+        self._to(Stream.INPUT_ENDED)
         if self._throttled is None:
             self._end_of_input()
 
@@ -371,7 +390,7 @@ class Session(Protocol):
             self._timer = self.hub.clock.callLater(HALF_CLOSE_LINGER, self.close)
 
     def connectionLost(self, reason) -> None:
-        self._closing = True
+        self._to(Stream.CLOSED)
         self._throttled = None
         self._held.clear()
         if self._timer is not None and self._timer.active():
@@ -412,14 +431,14 @@ class Session(Protocol):
     def close(self) -> None:
         if self._closing:
             return
-        self._closing = True
+        self._to(Stream.CLOSING)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self.shut()
         self._timer = self.hub.clock.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
 
     def abort(self) -> None:
-        self._closing = True
+        self._to(Stream.CLOSING)
         self.transport.abortConnection()
 
     def _drop_slow_consumer(self) -> None:
@@ -439,7 +458,7 @@ class Session(Protocol):
         self._unflushed = 0
 
     def stopProducing(self) -> None:
-        self._closing = True
+        self._to(Stream.CLOSING)
 
 
 @implementer(IHalfCloseableProtocol)

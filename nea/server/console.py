@@ -24,7 +24,7 @@ class ConsoleService(Service):
     def __init__(self, hub: Hub, reactor) -> None:
         self.hub = hub
         self.reactor = reactor
-        self._stdio = None
+        self._stdio: stdio.StandardIO | None = None
 
     def startService(self) -> None:
         super().startService()

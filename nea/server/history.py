@@ -7,7 +7,7 @@ reads from the store, turning the store's lines into the core's `Entry` values.
 moment the database answers, and history recovers by itself.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.internet import defer
 

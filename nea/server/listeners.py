@@ -15,7 +15,13 @@ from nea.net.startup import StartupError
 from nea.server.admission import Admission
 from nea.server.proxyheader import ProxyHeaderFactory
 from nea.tls import devcerts
-from nea.tls.server import CertificateError, ContextSource, HandshakeGate, TLSFiles, TLSServerFactory
+from nea.tls.server import (
+    CertificateError,
+    ContextSource,
+    HandshakeGate,
+    TLSFiles,
+    TLSServerFactory,
+)
 from nea.wire import profiles
 from nea.wire.profiles import Profile
 
@@ -101,6 +107,15 @@ class Listen:
         return ":".join(["tcp", *fields])
 
 
+@attrs.frozen
+class TlsPolicy:
+    """What every TLS listener asks of its clients (`TLSFiles` fields)."""
+
+    client_ca: Path | None = None
+    client_cert_required: bool = True
+    min_version: str = "1.2"
+
+
 class ClientListener(ListeningService):
     """A listener for clients of one profile (``--listen``).
 
@@ -110,14 +125,15 @@ class ClientListener(ListeningService):
 
     def __init__(self, reactor, listen: Listen, backlog: int, factory,
                  admission: Admission | None = None, gate: HandshakeGate | None = None,
-                 handshake_timeout: float = 0.0, tls_policy: dict | None = None) -> None:
-        """``tls_policy``: `TLSFiles` fields (client CA, minimum version) for every TLS listener.
+                 handshake_timeout: float = 0.0, tls_policy: TlsPolicy = TlsPolicy()) -> None:
+        """``tls_policy``: what every TLS listener asks of clients (client CA, minimum version).
         A ``+proxy`` listener reads each connection's PROXY header first (before TLS)."""
         files = listen.tls_files()
         self.contexts = None
         if files is not None:
             try:
-                self.contexts = ContextSource(attrs.evolve(files, **(tls_policy or {})))
+                policy = attrs.asdict(tls_policy, recurse=False)
+                self.contexts = ContextSource(attrs.evolve(files, **policy))
             except CertificateError as e:
                 raise StartupError(f"--listen {listen.endpoint}: {e}; point privateKey= and "
                                    "certKey= at a matching PEM key and certificate") from None

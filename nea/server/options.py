@@ -7,23 +7,27 @@ from pathlib import Path
 from twisted.python import usage
 
 from nea.cluster.names import RedisAddress
+from nea.core.chat import DEFAULT_ON_JOIN
+from nea.core.permissions import parse_anonymous
+from nea.core.tokens import TokenVerifier
 from nea.http.api import DEFAULT_RELAY_TIMEOUT
 from nea.http.auth import read_token_file
 from nea.http.hosts import AllowedHosts, parse_allowed_hosts
 from nea.http.limits import (
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
 )
 from nea.net.listening import DEFAULT_BACKLOG
-from nea.core.permissions import parse_anonymous
-from nea.core.tokens import TokenVerifier
-from nea.server.service import DRAIN_GRACE, read_policy
-from nea.server.listeners import Listen, default_listen
-from nea.wire.codec import DEFAULT_MAX_LINE
-from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
 from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE
+from nea.server.connection import DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_RATE
+from nea.server.listeners import Listen, default_listen
+from nea.server.service import DRAIN_GRACE
+from nea.server.settings import read_policy
 from nea.server.websocket import parse_origins
-from nea.core.chat import DEFAULT_ON_JOIN
 from nea.store.url import DEFAULT_STORE
+from nea.wire.codec import DEFAULT_MAX_LINE
 
 #: Lines of chat history kept by default (``--history-max``).
 DEFAULT_HISTORY_MAX = 100_000
@@ -49,7 +53,7 @@ def _non_negative(kind, off: str):
             raise ValueError(f"must not be negative, got {value}")
         return number
 
-    convert.coerceDoc = f"A {kind.__name__} >= 0; 0 {off}."
+    convert.coerceDoc = f"A {kind.__name__} >= 0; 0 {off}."  # type: ignore[attr-defined]  # usage.Options shows it in --help
     return convert
 
 
@@ -59,7 +63,7 @@ def _choice(*allowed: str):
             raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
-    convert.coerceDoc = f"One of: {', '.join(allowed)}."
+    convert.coerceDoc = f"One of: {', '.join(allowed)}."  # type: ignore[attr-defined]  # usage.Options shows it in --help
     return convert
 
 
@@ -70,7 +74,7 @@ def _redis_address(value: str) -> RedisAddress:
         raise ValueError(f"{e}; e.g. --redis redis://127.0.0.1:6379/0") from None
 
 
-_redis_address.coerceDoc = "A URL: redis://host[:port][/db]."
+_redis_address.coerceDoc = "A URL: redis://host[:port][/db]."  # type: ignore[attr-defined]  # usage.Options shows it in --help
 
 
 DEFAULT_HTTP = "tcp:3000:interface=127.0.0.1"
@@ -139,7 +143,8 @@ class Options(usage.Options):
          "client (TCP keepalive), so a peer that vanished is noticed.",
          _non_negative(float, "turns keepalive off")],
         ["max-clients-per-ip", None, 0, "Connections one IP address may hold at once, "
-         "handshakes included; the next is closed at accept.", _non_negative(int, "means no limit")],
+         "handshakes included; the next is closed at accept.",
+         _non_negative(int, "means no limit")],
         ["tls-client-ca", None, None, "CA file (PEM): every TLS listener asks clients for a "
          "certificate signed by it (mutual TLS); the verified identity shows in /connections."],
         ["tls-client-cert", None, "required", "With --tls-client-ca: 'required' (a client "
@@ -152,7 +157,8 @@ class Options(usage.Options):
         ["drain-timeout", None, 5.0, "Seconds over which a stopping server tells its clients "
          "'shutting_down' and closes them, in batches spread evenly, so that they do not "
          "all reconnect elsewhere at once; a client still connected then (and at least "
-         f"{DRAIN_GRACE:g} s after it was told) is dropped.", _non_negative(float, "closes them all at once")],
+         f"{DRAIN_GRACE:g} s after it was told) is dropped.",
+         _non_negative(float, "closes them all at once")],
         ["instance-id", None, None, "This instance's name in status and in the cluster "
          "(default: hostname and a random suffix)."],
         ["dev-certs", None, DEFAULT_DEV_CERTS, "Directory where missing development "
@@ -232,7 +238,7 @@ class Options(usage.Options):
         try:
             self["listen"].append(Listen.parse(value))
         except ValueError as e:
-            raise usage.UsageError(str(e))
+            raise usage.UsageError(str(e)) from e
 
     opt_listen.__doc__ = (
         "[PROFILE[+proxy][+ws]=]ENDPOINT to listen on; repeat for several. PROFILE is nea "
@@ -285,7 +291,7 @@ class Options(usage.Options):
         if self["anonymous"] is None and self["tls-client-ca"]:
             self["anonymous"] = parse_anonymous("reverse")  # identities matter here
         try:
-            self["policy"] = read_policy(self)
+            self["policy"] = read_policy(self["permissions"], self["anonymous"])
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--permissions {self['permissions']}: {e}") from None
         self["tokens"] = None

@@ -15,7 +15,9 @@ import struct
 
 import attrs
 from twisted.internet import address, interfaces
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -38,7 +40,8 @@ class Parsed:
 
 
 def parse(data: bytes) -> Parsed | None:
-    """The header at the start of ``data``; None if more bytes are needed; `BadHeader` if not one."""
+    """The header at the start of ``data``; None if more bytes are needed; `BadHeader` if
+    not one."""
     if data[:1] == b"P":
         return _parse_v1(data)
     if data[:1] == b"\r":
@@ -87,24 +90,27 @@ def _parse_v2(data: bytes) -> Parsed | None:
     if command == 0 or family >> 4 == 0:  # LOCAL, or UNSPEC: the proxy speaking for itself
         return Parsed(None, length)
     if family == 0x11 and len(body) >= 12:  # TCP over IPv4
-        source = ipaddress.IPv4Address(body[:4])
+        ip4 = ipaddress.IPv4Address(body[:4])
         port = struct.unpack("!H", body[8:10])[0]
-        return Parsed(address.IPv4Address("TCP", str(source), port), length)
+        return Parsed(address.IPv4Address("TCP", str(ip4), port), length)
     if family == 0x21 and len(body) >= 36:  # TCP over IPv6
-        source = ipaddress.IPv6Address(body[:16])
+        ip6 = ipaddress.IPv6Address(body[:16])
         port = struct.unpack("!H", body[32:34])[0]
-        return Parsed(address.IPv6Address("TCP", str(source), port), length)
+        return Parsed(address.IPv6Address("TCP", str(ip6), port), length)
     raise BadHeader("v2 header for a transport nea does not serve")
 
 
-@implementer(interfaces.IHalfCloseableProtocol)
+# A transport too: the wrapped protocol's, providing what the TCP connection provides.
+@implementer(interfaces.IHalfCloseableProtocol, interfaces.ITransport)
 class ProxyHeaderProtocol(ProtocolWrapper):
     """Reads the PROXY header, then connects the wrapped protocol with the client's address."""
+
+    transport: interfaces.ITCPTransport
 
     def __init__(self, factory: "ProxyHeaderFactory", wrapped) -> None:
         super().__init__(factory, wrapped)
         self._buffer = b""
-        self._source = None
+        self._source: address.IPv4Address | address.IPv6Address | None = None
         self._header_done = False
         self._deadline = None
 
@@ -161,7 +167,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         if self._header_done and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.writeConnectionLost()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         if self._header_done:
             super().connectionLost(reason)
@@ -170,7 +176,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
             self.factory.unregisterProtocol(self)
 
 
-class ProxyHeaderFactory(WrappingFactory):
+class ProxyHeaderFactory(WrappingFactory[ProxyHeaderProtocol]):
     """Wraps each connection of ``wrapped`` in `ProxyHeaderProtocol`.
 
     ``timeout`` seconds (0: none) is how long a peer has to send the header.

@@ -8,7 +8,9 @@ and ``twist`` installs no handler for it, so one is installed here.)
 """
 
 import signal
-from typing import Callable
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
@@ -47,7 +49,7 @@ class SignalReloadService(Service):
     def __init__(self, reloader: Reloader, reactor) -> None:
         self.reloader = reloader
         self.reactor = reactor
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def startService(self) -> None:
         super().startService()

@@ -5,34 +5,36 @@ is made by `nea.server.tap`, the step twistd runs first.
 """
 
 import itertools
-from pathlib import Path
 
 import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from nea.cluster.names import RedisAddress
+from nea.cluster.redislink import RedisLink
 from nea.cluster.service import cluster
-from nea.core.bus import LocalBus
-from nea.core.hub import Hub, HubConfig
-from nea.core.permissions import Policy, parse_policy
-from nea.http.site import http_listener
-from nea.net.listening import ListeningService
-from nea.server.admission import Admission
-from nea.server.connection import ConnectionLimits, NeaFactory
-from nea.server import websocket
-from nea.server.console import ConsoleService
-from nea.server.listeners import ClientListener
+from nea.core.bus import Bus, LocalBus
+from nea.core.hub import Hub
 from nea.http.auth import read_token_file
-from nea.server.ws import websocket_endpoint
-from nea.server.reload import Reloader, ReloadStep, SignalReloadService
+from nea.http.site import HttpListener, http_listener
 from nea.net.startup import StartupError
-from nea.tls.server import HandshakeGate
+from nea.server import websocket
+from nea.server.admission import Admission
+from nea.server.connection import NeaFactory
+from nea.server.console import ConsoleService
 from nea.server.history import Reopening, StoreHistory
-from nea.store.lines import StoreError, SchemaError
+from nea.server.listeners import ClientListener
+from nea.server.reload import Reloader, ReloadStep, SignalReloadService
+from nea.server.settings import Settings, StoreSettings
+from nea.server.ws import websocket_endpoint
+from nea.store.lines import SchemaError, StoreError
+from nea.store.sql import SQLStore
 from nea.store.trimmer import Trimmer
 from nea.store.url import parse_store
 from nea.store.writer import StoreWriter
+from nea.tls.server import HandshakeGate
 
 log = Logger()
 
@@ -68,9 +70,9 @@ class InstanceService(MultiService):
         self.drain_timeout = drain_timeout
         self.listeners: list[ClientListener] = []
         self.console: ConsoleService | None = None
-        self.http: ListeningService | None = None
+        self.http: HttpListener | None = None
         self.reloads: SignalReloadService | None = None
-        self.link = None
+        self.link: RedisLink | None = None
         self.history: StoreHistory | None = None
         self.trimmer: Trimmer | None = None
 
@@ -130,16 +132,17 @@ class InstanceService(MultiService):
         return task.deferLater(self.reactor, max(0.0, seconds), lambda: None)
 
 
-def reload_steps(config, instance: InstanceService) -> list[ReloadStep]:
+def reload_steps(settings: Settings, instance: InstanceService) -> list[ReloadStep]:
     """What a SIGHUP reads again: every TLS listener's files, and the admin token file."""
     steps = [
         ReloadStep(f"TLS files of {listener.listen.endpoint}", listener.contexts.reload)
         for listener in instance.listeners if listener.contexts is not None
     ]
-    if config["permissions"] is not None:
-        steps.append(ReloadStep(f"permissions file {config['permissions']}",
-                                lambda: instance.hub.reload_policy(read_policy(config))))
-    path = config["admin-token-file"]
+    auth = settings.auth
+    if auth.permissions is not None:
+        steps.append(ReloadStep(f"permissions file {auth.permissions}",
+                                lambda: instance.hub.reload_policy(auth.read_policy())))
+    path = auth.admin_token_file
     if path is not None and instance.http is not None:
         token = instance.http.site.token
         steps.append(ReloadStep(f"admin token file {path}",
@@ -147,17 +150,8 @@ def reload_steps(config, instance: InstanceService) -> list[ReloadStep]:
     return steps
 
 
-def read_policy(config) -> Policy:
-    """The permissions ``--permissions`` and ``--anonymous`` give clients without a token.
-
-    Raises OSError or ValueError (a SIGHUP then keeps the policy it had)."""
-    if config["permissions"] is None:
-        return Policy() if config["anonymous"] is None else Policy(config["anonymous"])
-    with open(config["permissions"], encoding="utf-8") as file:
-        return parse_policy(file.read(), config["anonymous"])
-
-
-def open_history(config, reactor) -> tuple[StoreHistory, Trimmer | None]:
+def open_history(settings: StoreSettings, redis: RedisAddress | None,
+                 reactor) -> tuple[StoreHistory, Trimmer | None]:
     """The store ``--store`` names, its schema created or migrated now, with its writer.
 
     A bad ``--store``, ``--redis`` with a store instances cannot share, a newer
@@ -166,15 +160,15 @@ def open_history(config, reactor) -> tuple[StoreHistory, Trimmer | None]:
     and its writer's probes open the store (the schema too) once it answers.
     """
     try:
-        store = parse_store(config["store"], reactor)
+        store = parse_store(settings.url, reactor)
     except StoreError as e:
         raise StartupError(str(e)) from None
-    if config["redis"] is not None and not store.cluster_safe:
+    if redis is not None and not store.cluster_safe:
         raise StartupError(
             f"--store {store.name} cannot be shared by a cluster (--redis): give every "
             "instance the same --store postgresql://..., or --store none")
     down = None
-    if store.enabled:
+    if isinstance(store, SQLStore):  # what parse_store gives unless the store is none
         try:
             store.open_now()
         except SchemaError as e:
@@ -189,65 +183,66 @@ def open_history(config, reactor) -> tuple[StoreHistory, Trimmer | None]:
                  " it does: {reason}", store=store.name, reason=down)
         writer.down(down)
     trimmer = None
-    if store.enabled and (config["history-max"] or config["history-max-bytes"]):
-        trimmer = Trimmer(writer.store, config["history-max"] or None, reactor,
-                          keep_bytes=config["history-max-bytes"] or None)
+    if store.enabled and (settings.history_max or settings.history_max_bytes):
+        trimmer = Trimmer(writer.store, settings.history_max or None, reactor,
+                          keep_bytes=settings.history_max_bytes or None)
     return StoreHistory(writer.store, writer, reactor), trimmer
 
 
 def makeService(config, reactor=None) -> InstanceService:
+    """The service tree for parsed nea-server options ``config`` (the plugin's entry)."""
+    return instance_service(Settings.from_options(config), reactor)
+
+
+def instance_service(settings: Settings, reactor=None) -> InstanceService:
+    """The service tree of one instance configured by ``settings``."""
     if reactor is None:
         from twisted.internet import reactor
-    link = None
-    if config["redis"] is None:
-        bus = LocalBus(config["instance-id"])
+    link: RedisLink | None = None
+    bus: Bus
+    cluster_settings = settings.cluster
+    if cluster_settings.redis is None:
+        bus = LocalBus(cluster_settings.instance_id)
     else:
         bus, link = cluster(
-            reactor, config["instance-id"], config["redis"], config["cluster-name"],
-            config["heartbeat"],
+            reactor, cluster_settings.instance_id, cluster_settings.redis, cluster_settings.name,
+            cluster_settings.heartbeat,
         )
-    history, trimmer = open_history(config, reactor)
-    gate = HandshakeGate(config["max-handshakes"])
+    history, trimmer = open_history(settings.store, cluster_settings.redis, reactor)
+    front = settings.listeners
+    gate = HandshakeGate(front.max_handshakes)
     hub = Hub(
         reactor,
         bus,
-        HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
-                  max_pending=config["max-pending"], ack_timeout=config["ack-timeout"],
-                  first_ack_timeout=config["first-ack-timeout"],
-                  ping_interval=config["ping-interval"],
-                  history_on_join=config["history-on-join"], policy=config["policy"]),
+        settings.hub,
         handshakes=lambda: attrs.asdict(gate.stats),
         history=history,
-        tokens=config["tokens"],
+        tokens=settings.auth.tokens,
     )
-    instance = InstanceService(hub, reactor, config["drain-timeout"])
+    instance = InstanceService(hub, reactor, settings.drain_timeout)
     instance.link = link
     instance.history, instance.trimmer = history, trimmer
-    limits = ConnectionLimits.from_options(config)
-    admission = Admission(config["keepalive"], config["max-clients-per-ip"])
-    tls_policy = dict(
-        client_ca=Path(config["tls-client-ca"]) if config["tls-client-ca"] else None,
-        client_cert_required=config["tls-client-cert"] == "required",
-        min_version=config["tls-min-version"],
-    )
-    for listen in config["listen"]:
+    admission = Admission(front.keepalive, front.max_clients_per_ip)
+    for listen in front.listen:
         tls = listen.tls_files() is not None
+        factory: Factory
         if listen.websocket:
-            factory = websocket.listener_factory(hub, listen.profile, config,
+            factory = websocket.listener_factory(hub, listen.profile, settings.websocket,
                                                  None if tls else admission)
         else:
-            factory = NeaFactory(hub, listen.profile, limits, None if tls else admission)
-        listener = ClientListener(reactor, listen, config["backlog"], factory,
-                                  admission, gate, config["handshake-timeout"], tls_policy)
+            factory = NeaFactory(hub, listen.profile, settings.limits, None if tls else admission)
+        listener = ClientListener(reactor, listen, front.backlog, factory,
+                                  admission, gate, front.handshake_timeout, front.tls)
         listener.setServiceParent(instance)
         instance.listeners.append(listener)
-    if config["console"]:
+    if front.console:
         instance.console = ConsoleService(hub, reactor)
         instance.console.setServiceParent(instance)
-    if config["http"] is not None:
-        instance.http = http_listener(reactor, config, hub, instance.listeners,
-                                      {b"ws": websocket_endpoint(hub, config, admission)})
+    if settings.http is not None:
+        instance.http = http_listener(
+            reactor, settings.http, hub, instance.listeners,
+            {b"ws": websocket_endpoint(hub, settings.websocket, admission)})
         instance.http.setServiceParent(instance)
-    instance.reloads = SignalReloadService(Reloader(reload_steps(config, instance)), reactor)
+    instance.reloads = SignalReloadService(Reloader(reload_steps(settings, instance)), reactor)
     instance.reloads.setServiceParent(instance)
     return instance

@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from nea.net.startup import StartupError
 from nea.server import options, service
+from nea.server.settings import ListenerSettings, Settings
 from nea.tls import devcerts
 
 __all__ = ["Options", "makeService"]
@@ -35,21 +36,22 @@ class Options(options.Options):
 def makeService(config) -> service.InstanceService:
     from twisted.internet import reactor
 
-    ensure_dev_certs(config)
-    instance = service.makeService(config, reactor)
+    settings = Settings.from_options(config)
+    ensure_dev_certs(settings.listeners)
+    instance = service.instance_service(settings, reactor)
     reactor.callWhenRunning(TermStops(reactor).install)
     return instance
 
 
-def ensure_dev_certs(config) -> None:
-    """Generate the development certificates (in ``config["dev-certs"]``, resolved when the
+def ensure_dev_certs(listeners: ListenerSettings) -> None:
+    """Generate the development certificates (in ``listeners.dev_certs``, resolved when the
     options were read) when an ssl listener names files there and some are missing.
 
     So that ``make run`` serves TLS from a fresh clone; a listener whose files are
     elsewhere never gets any generated (a missing file there is the operator's fault).
     """
-    dev: Path = config["dev-certs"]
-    for listen in config["listen"]:
+    dev: Path = listeners.dev_certs
+    for listen in listeners.listen:
         files = listen.certificate_files()
         missing = [f for f in files if not f.exists()]
         if missing and all(f.resolve().parent == dev for f in files):

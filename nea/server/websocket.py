@@ -40,13 +40,20 @@ connection holds a zlib window of its own.
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet.interfaces import (
-    IConsumer, IPushProducer, ISSLTransport, ITCPTransport, ITransport,
-)
-from twisted.protocols.tls import TLSMemoryBIOProtocol
-from zope.interface import implementer
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    ISSLTransport,
+    ITCPTransport,
+    ITransport,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from nea.core.hub import Hub
 from nea.http.hosts import AllowedHosts
@@ -176,14 +183,16 @@ class StreamView:
 class WebSocketConnection(WebSocketServerProtocol):
     """autobahn's side of one client: it frames; its `session` does the rest."""
 
+    transport: ITCPTransport  # TCP, or TLS over it
+
     def __init__(self, hub: Hub, settings: WebSocketSettings,
                  admission: Admission | None = None) -> None:
         super().__init__()
         self.hub = hub
         self.settings = settings
         self.admission = admission
-        self.session: MessageSession | None = None
-        self._deadline = None
+        self.session: MessageSession  # from makeConnection, which precedes all else
+        self._deadline: IDelayedCall | None = None
         self._opened = False
         self._handshake_bytes = 0
         #: The client's close frame (code, reason), held until its answers are written.
@@ -223,11 +232,10 @@ class WebSocketConnection(WebSocketServerProtocol):
         if self._opened and self.state in (self.STATE_CLOSING, self.STATE_CLOSED):
             self.session.close()  # a close frame or a violation: autobahn is ending it
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         super().connectionLost(reason)
-        if self.session is not None:
-            self.session.connectionLost(reason)
+        self.session.connectionLost(reason)
 
     def _expired(self) -> None:
         self._deadline = None
@@ -364,14 +372,7 @@ class WebSocketFactory(WebSocketServerFactory):
         return protocol
 
 
-def settings_for(config, profile: Profile, choose_profile: bool = False) -> WebSocketSettings:
-    """The settings nea-server options (``config``) give WebSocket clients of ``profile``."""
-    return WebSocketSettings(profile, ConnectionLimits.from_options(config),
-                             config["handshake-timeout"], config["ws-allowed-origins"] or (),
-                             choose_profile, config["http-allowed-hosts"])
-
-
-def listener_factory(hub: Hub, profile: Profile, config,
+def listener_factory(hub: Hub, profile: Profile, settings: WebSocketSettings,
                      admission: Admission | None) -> WebSocketFactory:
-    """The factory of a ``PROFILE+ws=ENDPOINT`` listener."""
-    return WebSocketFactory(hub, settings_for(config, profile), admission)
+    """The factory of a ``PROFILE+ws=ENDPOINT`` listener: ``settings`` for its profile."""
+    return WebSocketFactory(hub, attrs.evolve(settings, profile=profile), admission)

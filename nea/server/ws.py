@@ -9,12 +9,12 @@ is closed. The daemon hangs it on the API's resource tree
 (`nea.http.site.api_site`), which knows nothing of connections.
 """
 
+import attrs
 from autobahn.twisted.resource import WebSocketResource
 
 from nea.core.hub import Hub
 from nea.server.admission import Admission
-from nea.server.websocket import WebSocketFactory, settings_for
-from nea.wire import profiles
+from nea.server.websocket import WebSocketFactory, WebSocketSettings
 
 
 class WebSocketEndpoint(WebSocketResource):
@@ -27,8 +27,9 @@ class WebSocketEndpoint(WebSocketResource):
         return super().render(request)
 
 
-def websocket_endpoint(hub: Hub, config, admission: Admission | None = None) -> WebSocketEndpoint:
-    """``/ws`` for nea-server options ``config`` (default profile nea), its clients
-    admitted by ``admission`` (the client listeners')."""
-    settings = settings_for(config, profiles.NEA, choose_profile=True)
+def websocket_endpoint(hub: Hub, settings: WebSocketSettings,
+                       admission: Admission | None = None) -> WebSocketEndpoint:
+    """``/ws`` with ``settings`` (their profile the default, ``?profile=`` may choose
+    another), its clients admitted by ``admission`` (the client listeners')."""
+    settings = attrs.evolve(settings, choose_profile=True)
     return WebSocketEndpoint(WebSocketFactory(hub, settings, admission))

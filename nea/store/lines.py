@@ -6,8 +6,9 @@ of browsers that reconnect, and make every reconnection a database write.
 """
 
 import enum
-from datetime import datetime, timezone
-from typing import ClassVar, Protocol, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import ClassVar, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -43,7 +44,7 @@ class Line:
     @classmethod
     def at(cls, seconds: float, kind: Kind, name: str | None, text: str) -> "Line":
         """A line said ``seconds`` after the epoch (the reactor's ``seconds()``)."""
-        return cls(kind, name, text, datetime.fromtimestamp(seconds, timezone.utc))
+        return cls(kind, name, text, datetime.fromtimestamp(seconds, UTC))
 
     def stored(self, id: int) -> "StoredLine":
         return StoredLine(id, self.kind, self.name, self.text, self.time)

@@ -1,6 +1,6 @@
 """History kept in a list: for tests of the core, and for benchmarks' baseline."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.internet import defer
 

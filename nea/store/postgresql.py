@@ -14,7 +14,7 @@ peer that stops answering (TCP user timeout and keepalives). Settings given in
 the URL win over these defaults.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -62,7 +62,7 @@ class PostgreSQL(Dialect):
         try:
             given = conninfo_to_dict(url)
         except psycopg.Error as e:
-            raise StoreError(f"--store: not a PostgreSQL URL: {' '.join(str(e).split())}")
+            raise StoreError(f"--store: not a PostgreSQL URL: {' '.join(str(e).split())}") from e
         self.params = {**DRIVER_DEFAULTS, **given}
         self.name = public_url(url)
         self.statement_timeout = statement_timeout
@@ -101,7 +101,7 @@ class PostgreSQL(Dialect):
             connection.autocommit = False
 
     def from_db(self, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
 
 def public_url(url: str) -> str:
@@ -112,5 +112,5 @@ def public_url(url: str) -> str:
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        raise StoreError(f"--store: bad port in the PostgreSQL URL {parts.netloc!r}")
+        raise StoreError(f"--store: bad port in the PostgreSQL URL {parts.netloc!r}") from None
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"

@@ -17,14 +17,21 @@ in one transaction, under the dialect's migration lock. A newer version than
 this nea knows is refused.
 """
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 import attrs
 from twisted.internet import defer
 
 from nea.store.lines import (
-    MAX_ID, Kind, Line, SchemaError, StoredLine, StoreError, check_count, octets,
+    MAX_ID,
+    Kind,
+    Line,
+    SchemaError,
+    StoredLine,
+    StoreError,
+    check_count,
+    octets,
 )
 from nea.store.worker import Worker
 
@@ -211,7 +218,7 @@ def _append(cursor, dialect: Dialect, lines: list[Line]) -> list[StoredLine]:
     rows = [(line.kind.value, line.name, line.text, dialect.to_db(line.time), octets(line))
             for line in lines]
     ids = dialect.insert(cursor, rows)
-    return [line.stored(id) for line, id in zip(lines, ids)]
+    return [line.stored(id) for line, id in zip(lines, ids, strict=True)]
 
 
 def _probe(cursor, dialect: Dialect) -> None:

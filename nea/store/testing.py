@@ -1,6 +1,6 @@
 """A store that tests can make slow or take down, for tests of whatever writes history."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.internet import defer
 
@@ -33,7 +33,7 @@ class GatedStore(MemoryStore):
         if self.down or self.full:
             return defer.fail(StoreError(self.down or "database or disk is full"))
         if self.hold:
-            waiter = defer.Deferred()
+            waiter: defer.Deferred = defer.Deferred()
             self.held.append((list(lines), waiter))
             return waiter
         return super().append(lines)

@@ -12,7 +12,8 @@ call, which is what a database outage looks like all day; and its pool hands
 work to any of its threads, while appends must stay in order.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool

@@ -98,7 +98,7 @@ class StoreWriter:
 
     def write(self, line: Line) -> defer.Deferred:
         """Fires, in order, with the `StoredLine`, or with ``line`` when it was not stored."""
-        waiter = defer.Deferred()
+        waiter: defer.Deferred = defer.Deferred()
         if self.state == OK:
             self._queue.append((line, waiter))
             self._queued_bytes += _size(line)
@@ -120,7 +120,7 @@ class StoreWriter:
         is down to half the bound (or released: the store failed)."""
         if not self.pushing_back:
             return None
-        waiter = defer.Deferred()
+        waiter: defer.Deferred = defer.Deferred()
         self._waiters.append(waiter)
         return waiter
 
@@ -181,7 +181,7 @@ class StoreWriter:
         self._writing = 0
         self._probes = 0
         self.stored += len(done)
-        self._release([(waiter, line) for (_, waiter), line in zip(done, stored)])
+        self._release([(waiter, line) for (_, waiter), line in zip(done, stored, strict=True)])
         self._pump()
         self._dequeued()
         self._drained()

@@ -12,13 +12,13 @@ from pathlib import Path
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.error import VerifyError
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
+from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
@@ -84,6 +84,7 @@ def client_endpoint(
     ``bind`` is a local source address.
     """
     source = (bind, 0) if bind else None
+    endpoint: IStreamClientEndpoint
     if isIPAddress(host):
         endpoint = TCP4ClientEndpoint(reactor, host, port, timeout, source)
     elif isIPv6Address(host):

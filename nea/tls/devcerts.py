@@ -107,7 +107,7 @@ def generate_missing(directory: Path, wanted: list[Path]) -> bool:
 def generate(directory: Path) -> None:
     """Write a fresh CA, server and client certificate with their keys into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("nea development CA")
     ca = _issue(

@@ -2,14 +2,19 @@
 
 Requests travel from a client to the server, pushes from the server to a client.
 The codec turns bytes into these and back; nothing else in nea looks at bytes.
+Each frame declares how it travels (`nea.wire.forms`) just above its class: its
+kind (JSON ``type`` and text verb), the shape of its payload and its text form.
 """
 
 import enum
+import json
+import re
 from typing import Any, Union
 
 import attrs
 
 from nea.wire.errors import ErrorCode
+from nea.wire.forms import Body, Line, Payload, body_text, push, request, said
 
 
 class Encoding(enum.Enum):
@@ -22,6 +27,7 @@ class Encoding(enum.Enum):
 # ---- requests (client -> server) ----
 
 
+@request("message", Payload.TEXT, Line.VERB)
 @attrs.frozen
 class Relay:
     """``message X``: forward X to a random relay-capable connection and wait for ``ok X``."""
@@ -29,6 +35,7 @@ class Relay:
     text: str
 
 
+@request("ok", Payload.TEXT, Line.VERB)
 @attrs.frozen
 class Ack:
     """``ok X``: acknowledge a forwarded ``message X``."""
@@ -36,6 +43,7 @@ class Ack:
     text: str
 
 
+@request("chat", Payload.TEXT, Line.VERB)
 @attrs.frozen
 class Chat:
     """Say something to every chat-capable client of the cluster."""
@@ -43,6 +51,7 @@ class Chat:
     text: str
 
 
+@request("reverse", Payload.TEXT, Line.PLAIN)
 @attrs.frozen
 class Reverse:
     """Ask for the text back, reversed by grapheme clusters."""
@@ -50,6 +59,7 @@ class Reverse:
     text: str
 
 
+@request("nick", Payload.NAME, Line.VERB)
 @attrs.frozen
 class Nick:
     """Choose the name shown with this connection's chat lines."""
@@ -57,26 +67,31 @@ class Nick:
     name: str
 
 
+@request("hello", Payload.NONE, Line.JSON)
 @attrs.frozen
 class Hello:
     """Switch to JSON (by being a JSON frame) and learn this connection's identity."""
 
 
+@request("status", Payload.NONE, Line.JSON)
 @attrs.frozen
 class Status:
     """Ask for the status of this instance and its cluster."""
 
 
+@request("exit", Payload.NONE, Line.WORD, aliases=("quit",))
 @attrs.frozen
 class Exit:
     """Say goodbye; the server answers ``bye`` and closes the connection."""
 
 
+@request("ping", Payload.NONE, Line.WORD)
 @attrs.frozen
 class Ping:
     """Are you there? The server answers ``pong``."""
 
 
+@request("pong", Payload.NONE, Line.WORD)
 @attrs.frozen
 class Pong:
     """The answer to the server's ``ping`` (any line shows the client is there as well)."""
@@ -90,6 +105,7 @@ class Invalid:
     detail: str = ""
 
 
+@request("register", Payload.NAME, Line.VERB)
 @attrs.frozen
 class Register:
     """``register NAME``: make this connection addressable as NAME across the cluster."""
@@ -97,6 +113,7 @@ class Register:
     name: str
 
 
+@request("serve", Payload.NAME, Line.VERB)
 @attrs.frozen
 class Serve:
     """``serve SERVICE``: join a service group; requests to it may be drawn to this connection."""
@@ -104,6 +121,7 @@ class Serve:
     service: str
 
 
+@request("unserve", Payload.NAME, Line.VERB)
 @attrs.frozen
 class Unserve:
     """``unserve SERVICE``: leave a service group."""
@@ -111,6 +129,7 @@ class Unserve:
     service: str
 
 
+@request("reply", Payload.OBJECT, Line.VERB)
 @attrs.frozen
 class Reply:
     """``reply ID BODY``: the answer to a ``request ID`` pushed to this connection."""
@@ -119,6 +138,7 @@ class Reply:
     body: Any = attrs.field(eq=True, hash=False)
 
 
+@request("ask", Payload.OBJECT, Line.VERB)
 @attrs.frozen
 class Ask:
     """``ask ID NAME BODY`` or ``ask ID @SERVICE BODY``: a request from this connection.
@@ -134,16 +154,10 @@ class Ask:
     timeout: float | None = None
 
 
-@attrs.frozen
-class Auth:
-    """``auth TOKEN``: become the identity a JSON Web Token says, with its permissions."""
-
-    token: str = attrs.field(repr=False)  # a secret: never in a log line
-
-
 # ---- chat history requests ----
 
 
+@request("history", Payload.COUNT, Line.VERB)
 @attrs.frozen
 class History:
     """``history N``: the last N stored chat lines, oldest first, then `HistoryEnd`."""
@@ -151,11 +165,23 @@ class History:
     count: int
 
 
+@request("since", Payload.COUNT, Line.VERB)
 @attrs.frozen
 class Since:
     """``since ID``: the stored chat lines after ID, oldest first, then `HistoryEnd`."""
 
     last_id: int
+
+
+# ---- identity (declared last: ``unknown_type`` lists the kinds in declaration order) ----
+
+
+@request("auth", Payload.OBJECT, Line.VERB)
+@attrs.frozen
+class Auth:
+    """``auth TOKEN``: become the identity a JSON Web Token says, with its permissions."""
+
+    token: str = attrs.field(repr=False)  # a secret: never in a log line
 
 
 Request = Union[
@@ -166,7 +192,11 @@ Request = Union[
 
 # ---- pushes (server -> client) ----
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
+
+@push("date", lambda p: p.date, body=Body.STRING, verb=None,
+      parse=lambda line: DatePush(line) if _DATE.match(line) else None)
 @attrs.frozen
 class DatePush:
     """The current date, ``YYYY-MM-DD``, pushed every interval."""
@@ -174,6 +204,7 @@ class DatePush:
     date: str
 
 
+@push("message", body=Body.STRING)
 @attrs.frozen
 class RelayPush:
     """A ``message X`` forwarded to this connection; answer with ``ok X``."""
@@ -181,6 +212,7 @@ class RelayPush:
     text: str
 
 
+@push("ok", body=Body.STRING)
 @attrs.frozen
 class AckPush:
     """The ``ok X`` for a ``message X`` this connection sent."""
@@ -188,6 +220,9 @@ class AckPush:
     text: str
 
 
+@push("chat", lambda p: f"chat {p.sender}: {p.text}", keys={"sender": "from"},
+      parse=lambda rest: ChatPush(*rest.split(": ", 1)) if ": " in rest else None,
+      room=lambda p: said(p.sender, p.text))
 @attrs.frozen
 class ChatPush:
     """A chat line and the name of whoever said it.
@@ -203,6 +238,7 @@ class ChatPush:
     time: str | None = attrs.field(default=None, eq=False)
 
 
+@push("broadcast", body=Body.STRING, room=lambda p: said(None, p.text))
 @attrs.frozen
 class BroadcastPush:
     """A message from the operator to every chat-capable client.
@@ -216,16 +252,20 @@ class BroadcastPush:
     time: str | None = attrs.field(default=None, eq=False)
 
 
+@push("reverse", lambda p: p.text, body=Body.STRING, verb=None)  # what no other push is
 @attrs.frozen
 class ReverseReply:
     text: str
 
 
+@push("nick", body=Body.STRING, room=lambda p: f"* welcome {p.name}")
 @attrs.frozen
 class NickReply:
     name: str
 
 
+@push("welcome", lambda p: f"welcome {p.name} {p.instance} {p.profile}",
+      parse=lambda rest: Welcome(*rest.split(" ")) if rest.count(" ") == 2 else None)
 @attrs.frozen
 class Welcome:
     """The answer to ``hello``: who this connection is and where it landed."""
@@ -235,11 +275,15 @@ class Welcome:
     profile: str
 
 
+@push("status", lambda p: json.dumps(p.status, separators=(",", ":")), body=Body.MAPPING,
+      verb=None)
 @attrs.frozen
 class StatusReply:
     status: dict[str, Any] = attrs.field(eq=True, hash=False)
 
 
+@push("error", lambda p: f"error {p.code} {p.message}", omit_none=("id",),
+      parse=lambda rest: ErrorReply(*rest.partition(" ")[::2]))
 @attrs.frozen
 class ErrorReply:
     code: str
@@ -248,6 +292,7 @@ class ErrorReply:
     id: str | None = None
 
 
+@push("registered", body=Body.STRING)
 @attrs.frozen
 class Registered:
     """This connection is now addressable as ``name``."""
@@ -255,16 +300,20 @@ class Registered:
     name: str
 
 
+@push("serving", body=Body.STRING)
 @attrs.frozen
 class Serving:
     service: str
 
 
+@push("unserved", body=Body.STRING)
 @attrs.frozen
 class Unserved:
     service: str
 
 
+@push("request", lambda p: f"request {p.id} {body_text(p.body)}",
+      parse=lambda rest: RequestPush(*rest.partition(" ")[::2]) if rest else None)
 @attrs.frozen
 class RequestPush:
     """A request for this connection: answer with ``reply ID BODY``.
@@ -277,6 +326,8 @@ class RequestPush:
     service: str | None = None
 
 
+@push("reply", lambda p: f"reply {p.id} {body_text(p.body)}",
+      parse=lambda rest: ReplyPush(*rest.partition(" ")[::2]) if rest else None)
 @attrs.frozen
 class ReplyPush:
     """The reply to an ``ask`` this connection made; ``instance``: where the answering client is."""
@@ -286,6 +337,8 @@ class ReplyPush:
     instance: str = ""
 
 
+@push("authenticated", lambda p: f"authenticated {p.subject}", keys={"subject": "sub"},
+      parse=lambda rest: Authenticated(rest) if rest else None)
 @attrs.frozen
 class Authenticated:
     """The answer to an accepted ``auth``: the connection is now ``subject``."""
@@ -293,16 +346,19 @@ class Authenticated:
     subject: str
 
 
+@push("bye")
 @attrs.frozen
 class Bye:
     """Sent just before the server closes the connection politely."""
 
 
+@push("ping")
 @attrs.frozen
 class PingPush:
     """The server has heard nothing from the client for a while: answer ``pong``."""
 
 
+@push("pong")
 @attrs.frozen
 class PongPush:
     """The answer to the client's ``ping``."""
@@ -311,6 +367,8 @@ class PongPush:
 # ---- chat history and presence pushes ----
 
 
+@push("history", lambda p: f"history {p.id} {p.time} {said(p.name, p.text)}",
+      keys={"name": "from"}, parse=lambda rest: _history_line(rest))
 @attrs.frozen
 class HistoryLine:
     """One stored line replayed by ``history`` or ``since``; ``name`` None for a broadcast."""
@@ -322,6 +380,9 @@ class HistoryLine:
     text: str
 
 
+@push("history_end", lambda p: f"history_end {p.last_id} {int(p.more)}",
+      parse=lambda rest: HistoryEnd(int(rest[:-2]), rest[-1] == "1")
+      if re.fullmatch(r"\d+ [01]", rest) else None)
 @attrs.frozen
 class HistoryEnd:
     """The end of a replay: the last id replayed (or the one asked), and whether more follow."""
@@ -330,6 +391,7 @@ class HistoryEnd:
     more: bool
 
 
+@push("presence", lambda p: f"* {p.name} {p.event}", verb=None)  # not read back
 @attrs.frozen
 class Presence:
     """A chat-profile client joined or left the room."""
@@ -338,6 +400,9 @@ class Presence:
     event: str  #: ``joined`` or ``left``
 
 
+@push("gap", lambda p: f"gap {p.since} {p.until} {p.last_id}",
+      parse=lambda rest: Gap(*rest.split(" ")[:2], int(rest.rsplit(" ", 1)[1]))
+      if re.fullmatch(r"\S+ \S+ \d+", rest) else None)
 @attrs.frozen
 class Gap:
     """Chat lines said in the cluster between ``since`` and ``until`` (ISO 8601 UTC) may
@@ -348,6 +413,18 @@ class Gap:
     since: str
     until: str
     last_id: int
+
+
+def _history_line(rest: str) -> HistoryLine | None:
+    """``ID TIME NAME: text`` or ``ID TIME * text`` (the operator's)."""
+    id, _, rest = rest.partition(" ")
+    time, _, line = rest.partition(" ")
+    if not id.isdigit():
+        return None
+    if line.startswith("* "):
+        return HistoryLine(int(id), time, "broadcast", None, line[2:])
+    name, _, line = line.partition(": ")
+    return HistoryLine(int(id), time, "chat", name, line)
 
 
 Push = Union[
