@@ -44,12 +44,12 @@ def haproxy(servers: list[int]) -> tuple[subprocess.Popen, int]:
 class Setup:
     """redis-server, ``count`` clustered instances (plain and TLS listeners) and two HAProxies."""
 
-    def __init__(self, count: int, certs_dir: Path) -> None:
+    def __init__(self, count: int, certs_dir: Path, limits: tuple[str, ...]) -> None:
         self.redis, redis_port = harness.redis_server()
         self.instances = [
             harness.Daemon(harness.tcp("nea"), harness.tls("nea", certs_dir),
                            extra=("--redis", f"redis://127.0.0.1:{redis_port}/0",
-                                  "--instance-id", f"bench{i}"))
+                                  "--instance-id", f"bench{i}", *limits))
             for i in range(count)
         ]
         self.plain, self.plain_port = haproxy([d.ports[0] for d in self.instances])
@@ -78,7 +78,7 @@ def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float
 
 @defer.inlineCallbacks
 def measure(count: int, args, certs_dir: Path):
-    setup = Setup(count, certs_dir)
+    setup = Setup(count, certs_dir, harness.limit_args(args))
     try:
         before, start = setup.cpu(), time.monotonic()
         relay = yield drive(setup.plain_port, NeaDriver, args, lambda: setup.cpu()["instances"])
@@ -128,7 +128,8 @@ def main() -> None:
     args = p.parse_args()
     harness.header(f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
                    f"{args.connections}x{args.window} for {args.seconds} s; seed-004 "
-                   f"{args.clients} TLS clients over {args.load_window} s")
+                   f"{args.clients} TLS clients over {args.load_window} s; limits: "
+                   f"{harness.limits_text(args)}")
     results = harness.run_reactor(lambda: run(args))
     for count, r in results.items():
         relay, seed = r["relay"], r["seed004"]

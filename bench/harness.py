@@ -240,13 +240,31 @@ def loadtest(*args: str, timeout: float = 900.0, environ: dict[str, str] | None 
 
 
 def relay_load_options(parser, outstanding: str) -> None:
-    """The options of a persistent-connection relay load (relay_throughput, cluster)."""
+    """The options of a persistent-connection relay load (relay_throughput, cluster),
+    the daemon's limits among them: every run sets them rather than inherit defaults."""
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument(
         "--window", type=int, default=20, help=f"{outstanding} outstanding per connection"
     )
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--max-rate", type=float, default=0.0,
+                        help="the daemon's --max-rate, lines a second per client (0: no limit)")
+    parser.add_argument("--max-pending", type=int, default=1000,
+                        help="the daemon's --max-pending, relays or asks one client may await")
+
+
+def limit_args(args, max_rate: float | None = None) -> tuple[str, ...]:
+    """The daemon options that set the limits of a relay load (``max_rate`` overrides)."""
+    rate = args.max_rate if max_rate is None else max_rate
+    return ("--max-rate", f"{rate:g}", "--max-pending", str(args.max_pending))
+
+
+def limits_text(args, max_rate: float | None = None) -> str:
+    """The limits a relay load runs under, as its figures state them."""
+    rate = args.max_rate if max_rate is None else max_rate
+    return (f"max-rate {f'{rate:g} lines/s' if rate else 'off'}, max-pending "
+            f"{args.max_pending}, clients {args.connections} x {args.window} outstanding")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -10,12 +10,30 @@ the server's CPU per exchange (utime + stime from /proc). The driver is one
 Python process; when it, not the server, is the limit (it is for nats-server),
 the CPU-per-exchange ratio is the fairer comparison.
 
-    .venv/bin/python bench/relay_throughput.py [--seconds 10] [--profile nea.prof]
+Every case sets the daemon's limits and prints them with its figures (a line
+limit of R lines a second per client caps C connections at C x R / 2 exchanges a
+second, each exchange being two lines). The cases, each a fresh daemon:
+
+- ``relay``: relays, ``--max-rate`` as given (default 0, no limit);
+- ``throttled``: relays at ``--max-rate`` ``--throttle-rate``, the driver
+  sending as fast as it can, so the daemon holds every client at its rate;
+- ``paced``: the same relays at the same rate without the limiter: no
+  ``--max-rate``, the driver itself sends ``--throttle-rate`` lines a second per
+  connection. ``throttled``/``paced`` is what throttling costs per exchange;
+- ``svc``: requests to a service (``serve`` / ``ask ID @SVC`` / ``reply``);
+- ``name``: requests to a name (``register`` / ``ask ID NAME`` / ``reply``), to a
+  connection drawn at random like a relay's target;
+- ``nats``: nats-server request/reply through a queue group.
+
+    .venv/bin/python bench/relay_throughput.py [--seconds 10] [--cases relay,svc]
+        [--profile nea.prof]
 """
 
 import argparse
 import itertools
+import os
 import pstats
+import random
 import shutil
 import subprocess
 import time
@@ -29,6 +47,8 @@ from twisted.internet.protocol import Factory, Protocol
 class Counter:
     def __init__(self) -> None:
         self.exchanges = 0
+        #: Names registered so far (`NeaNameDriver`).
+        self.registered: list[bytes] = []
 
 
 class Driver(Protocol):
@@ -40,8 +60,8 @@ class Driver(Protocol):
 
     delimiter = b"\n"
 
-    def __init__(self, counter: Counter, name: bytes, window: int) -> None:
-        self.counter, self.name, self.window = counter, name, window
+    def __init__(self, counter: Counter, name: bytes, window: int, peers: int = 0) -> None:
+        self.counter, self.name, self.window, self.peers = counter, name, window, peers
         self.seq = itertools.count()
         self._tail = b""
 
@@ -99,13 +119,76 @@ class NeaServiceDriver(Driver):
             raise RuntimeError(line.decode())
 
 
+class NeaNameDriver(NeaServiceDriver):
+    """nea requests to a name: every connection registers ``cI`` and, once registered,
+    asks names drawn at random from those registered already."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"register %s\n" % self.name)
+
+    def request(self) -> bytes:
+        target = random.choice(self.counter.registered)
+        return b"ask %s.%d %s x\n" % (self.name, next(self.seq), target)
+
+    def line(self, line: bytes, out: list[bytes]) -> None:
+        if line.startswith(b"registered "):
+            self.counter.registered.append(self.name)
+            out.extend(self.request() for _ in range(self.window))
+        else:
+            super().line(line, out)
+
+
+class PacedDriver(NeaDriver):
+    """`NeaDriver` that sends at most ``rate`` lines a second of its own (requests and
+    answers; requests wait their turn, answers never), so that the daemon's limiter
+    never has to hold it back: the same load as a client the daemon throttles."""
+
+    def __init__(self, counter: Counter, name: bytes, window: int, peers: int, rate: float,
+                 pacer: "Pacer") -> None:
+        super().__init__(counter, name, window, peers)
+        self.rate, self.tokens, self.owed = rate, 0.0, 0
+        pacer.drivers.append(self)
+
+    def connectionMade(self) -> None:
+        self.owed = self.window
+
+    def line(self, line: bytes, out: list[bytes]) -> None:
+        if line.startswith(b"message "):
+            self.tokens -= 1
+            out.append(b"ok " + line[8:] + b"\n")
+        elif line.startswith(b"ok "):
+            self.counter.exchanges += 1
+            self.owed += 1
+
+    def tick(self, seconds: float) -> None:
+        self.tokens = min(self.tokens + seconds * self.rate, 2 * self.rate * seconds)
+        ready = min(self.owed, max(0, int(self.tokens)))
+        if ready:
+            self.owed -= ready
+            self.tokens -= ready
+            self.transport.write(b"".join(self.request() for _ in range(ready)))
+
+
+class Pacer:
+    """One timer for every `PacedDriver`: each gets its share of lines every ``tick`` s."""
+
+    def __init__(self, tick: float = 0.01) -> None:
+        self.drivers: list[PacedDriver] = []
+        self.loop = task.LoopingCall(self._tick, tick)
+        self.loop.start(tick, now=False)
+
+    def _tick(self, seconds: float) -> None:
+        for driver in self.drivers:
+            driver.tick(seconds)
+
+
 class NatsDriver(Driver):
     """NATS: PUB to the queue group with a reply inbox; members answer on the inbox."""
 
     delimiter = b"\r\n"
 
-    def __init__(self, counter: Counter, name: bytes, window: int) -> None:
-        super().__init__(counter, name, window)
+    def __init__(self, counter: Counter, name: bytes, window: int, peers: int = 0) -> None:
+        super().__init__(counter, name, window, peers)
         self.inbox = b"_INBOX." + name
         self._msg: list[bytes] | None = None  # the MSG header whose payload comes next
 
@@ -135,15 +218,25 @@ class NatsDriver(Driver):
 
 
 @defer.inlineCallbacks
-def drive(port: int, driver, args, cpu):
-    """Warm up, then count exchanges and server CPU for ``args.seconds``."""
+def drive(port: int, driver, args, cpu, *extra, cap: float | None = None):
+    """Warm up, then count exchanges and server CPU for ``args.seconds``; ``extra`` is
+    passed to each ``driver``. With ``cap`` (exchanges/s the daemon's rate limit allows)
+    the warm-up goes on until the clients' bursts are spent: half a second at most 3%
+    over ``cap`` (30 s at most)."""
     counter = Counter()
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     connections = []
     for i in range(args.connections):
-        factory = Factory.forProtocol(lambda i=i: driver(counter, b"c%d" % i, args.window))
+        factory = Factory.forProtocol(
+            lambda i=i: driver(counter, b"c%d" % i, args.window, args.connections, *extra))
         connections.append((yield endpoint.connect(factory)))
     yield task.deferLater(reactor, args.warmup, lambda: None)
+    settle = time.monotonic() + 30
+    while cap is not None and time.monotonic() < settle:
+        count = counter.exchanges
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        if counter.exchanges - count <= cap * 0.5 * 1.03:
+            break
     start, cpu_start, count_start = time.monotonic(), cpu(), counter.exchanges
     yield task.deferLater(reactor, args.seconds, lambda: None)
     elapsed, cpu_used = time.monotonic() - start, cpu() - cpu_start
@@ -163,44 +256,98 @@ def nats_server() -> str:
     return path
 
 
+#: case -> (listener profile, driver, max-rate of the daemon: None for --max-rate).
+CASES = {
+    "relay": ("relay", NeaDriver, None),
+    "throttled": ("relay", NeaDriver, "throttle"),
+    "paced": ("relay", PacedDriver, 0.0),
+    "svc": ("nea", NeaServiceDriver, None),
+    "name": ("nea", NeaNameDriver, None),
+}
+
+
+@defer.inlineCallbacks
+def run_case(case: str, args):
+    """One case on a fresh daemon (or nats-server); its figures, limits included."""
+    if case == "nats":
+        port = harness.free_port()
+        nats = harness.spawn([nats_server(), "-a", "127.0.0.1", "-p", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            harness.wait_listening(port, nats)
+            result = yield drive(port, NatsDriver, args, lambda: harness.process_cpu(nats.pid))
+        finally:
+            harness.stop(nats)
+        result["limits"] = f"nats-server defaults, clients {args.connections} x {args.window}"
+        return result
+    profile, driver, rate = CASES[case]
+    rate = args.throttle_rate if rate == "throttle" else rate
+    extra = ()
+    if driver is PacedDriver:
+        extra = (args.throttle_rate, Pacer())
+    with harness.Daemon(harness.tcp(profile), profile=args.profile,
+                        extra=harness.limit_args(args, rate)) as daemon:
+        cap = args.connections * rate / 2 if rate else None
+        result = yield drive(daemon.ports[0], driver, args, daemon.cpu, *extra, cap=cap)
+    if extra:
+        extra[1].loop.stop()
+    result["limits"] = harness.limits_text(args, rate)
+    if driver is PacedDriver:
+        result["limits"] += f"; the driver sends {args.throttle_rate:g} lines/s per connection"
+    return result
+
+
 @defer.inlineCallbacks
 def run(args):
-    results = {}
-    with harness.Daemon(harness.tcp("relay"), profile=args.profile) as daemon:
-        results["nea"] = yield drive(daemon.ports[0], NeaDriver, args, daemon.cpu)
-    with harness.Daemon(harness.tcp("nea"), profile=args.profile) as daemon:
-        results["nea-svc"] = yield drive(daemon.ports[0], NeaServiceDriver, args, daemon.cpu)
-    port = harness.free_port()
-    nats = harness.spawn([nats_server(), "-a", "127.0.0.1", "-p", str(port)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        harness.wait_listening(port, nats)
-        results["nats"] = yield drive(port, NatsDriver, args,
-                                      lambda: harness.process_cpu(nats.pid))
-    finally:
-        harness.stop(nats)
+    """Every case once per round, rounds interleaved, so a change in the machine's load
+    falls on every case alike."""
+    results: dict[str, list[dict]] = {case: [] for case in args.cases}
+    for round_ in range(1, args.rounds + 1):
+        for case in args.cases:
+            r = yield run_case(case, args)
+            r["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            results[case].append(r)
+            print(f"[{round_}] {case:9} {r['exchanges_per_s']:9.0f} exchanges/s, server "
+                  f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
+                  f"({r['server_percent_of_a_core']:.0f}% of a core); load {r['load']}; "
+                  f"limits: {r['limits']}", flush=True)
     return results
+
+
+def spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    return f"median {ordered[len(ordered) // 2]:.2f} (range {ordered[0]:.2f}-{ordered[-1]:.2f})"
+
+
+#: Ratios printed when both cases ran: (numerator, denominator).
+RATIOS = [("throttled", "paced"), ("throttled", "relay"), ("svc", "relay"), ("name", "relay"),
+          ("relay", "nats"), ("svc", "nats")]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     harness.relay_load_options(p, "requests")
+    p.add_argument("--throttle-rate", type=float, default=1000.0,
+                   help="lines/s per connection of the throttled and paced cases")
+    p.add_argument("--cases", type=lambda v: v.split(","),
+                   default=["relay", "throttled", "paced", "svc", "name", "nats"],
+                   help=f"comma-separated, of {', '.join([*CASES, 'nats'])}")
+    p.add_argument("--rounds", type=int, default=1, help="every case once per round")
     p.add_argument("--profile", help="run nea under cProfile, write the stats here, print the top")
     args = p.parse_args()
     harness.header(f"relay_throughput: {args.connections} connections x {args.window} "
-                   f"outstanding, {args.seconds} s")
+                   f"outstanding, {args.seconds} s, {args.rounds} round(s); "
+                   f"limits: {harness.limits_text(args)}, throttled/paced at "
+                   f"{args.throttle_rate:g} lines/s per connection")
     results = harness.run_reactor(lambda: run(args))
-    for name, r in results.items():
-        print(f"{name:7} {r['exchanges_per_s']:9.0f} exchanges/s, server "
-              f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
-              f"({r['server_percent_of_a_core']:.0f}% of a core)")
-    nats = results["nats"]
-    for name in ("nea", "nea-svc"):
-        r = results[name]
-        print(f"ratio {name}/nats: "
-              f"throughput {r['exchanges_per_s'] / nats['exchanges_per_s']:.2f}, "
-              f"server CPU per exchange "
-              f"{r['server_us_per_exchange'] / nats['server_us_per_exchange']:.1f}x", flush=True)
+    for top, bottom in RATIOS:
+        if top in results and bottom in results:
+            cpu = [a["server_us_per_exchange"] / b["server_us_per_exchange"]
+                   for a, b in zip(results[top], results[bottom])]
+            rate = [a["exchanges_per_s"] / b["exchanges_per_s"]
+                    for a, b in zip(results[top], results[bottom])]
+            print(f"ratio {top}/{bottom}: server CPU per exchange {spread(cpu)}, "
+                  f"throughput {spread(rate)}, paired by round", flush=True)
     if args.profile:
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
 

@@ -218,6 +218,19 @@ class RequestTests(unittest.TestCase):
         self.assertEqual(line.count(b"\n"), 1)
         self.assertEqual(codec.decode_request(line[:-1], profiles.NEA), request)
 
+    @given(st.sampled_from([b"reply ", b"ask "]),
+           st.lists(st.sampled_from([b" ", b"@", b"r1", b"lock-1", b"\xff", b"\xc3\xa9", b"\t",
+                                     b"a" * 65, b"x"]), max_size=6).map(b"".join),
+           st.sampled_from([profiles.NEA, profiles.RELAY, profiles.CHAT]))
+    def test_the_addressed_fast_path_decodes_as_the_general_path(self, verb, rest, profile):
+        line = verb + rest
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return  # the fast path leaves it to the general path
+        general = codec._checked(codec._decode_text(text, profile), profile)
+        self.assertEqual(codec.decode_request(line, profile), general)
+
     def test_addressed_verbs_in_text(self):
         nea = profiles.NEA
         self.assertEqual(codec.decode_request(b"register lock-1", nea), frames.Register("lock-1"))

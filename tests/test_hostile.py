@@ -156,8 +156,8 @@ class TLSLayerTests(unittest.TestCase):
 
 
 class ConnectionLimitTests(unittest.TestCase):
-    def connect(self, hub, **limits):
-        connection = NeaConnection(hub, profiles.RELAY, ConnectionLimits(**limits))
+    def connect(self, hub, profile=profiles.RELAY, **limits):
+        connection = NeaConnection(hub, profile, ConnectionLimits(**limits))
         transport = StringTransport()
         connection.makeConnection(transport)
         return connection, transport
@@ -187,6 +187,41 @@ class ConnectionLimitTests(unittest.TestCase):
         connection, transport = self.connect(hub, max_rate=10)
         connection.dataReceived(b"not a relay\n" * 100)  # each answered not_in_profile
         self.assertEqual(transport.value().count(b"error not_in_profile"), 20)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_a_throttled_clients_lines_are_all_answered_in_order(self):
+        clock = Clock()
+        hub = make_hub(clock)
+        connection, transport = self.connect(hub, profiles.NEA, max_rate=10)
+        lines = [b"line%03d" % i for i in range(100)]
+        data = b"".join(line + b"\n" for line in lines)
+        for start in range(0, len(data), 97):  # reads cut mid-line, most while held
+            connection.dataReceived(data[start:start + 97])
+            clock.advance(0.05)
+        for _ in range(200):
+            if transport.producerState == "producing":
+                break
+            clock.advance(0.1)
+        self.assertEqual(transport.value().splitlines(), [line[::-1] for line in lines])
+
+    def test_throttled_connections_share_one_timer(self):
+        clock = Clock()
+        hub = make_hub(clock, date_interval=10**6, ping_interval=10**6)
+        held = [self.connect(hub, max_rate=10, profile=profiles.NEA) for _ in range(20)]
+        before = len(clock.getDelayedCalls())
+        for connection, _ in held:
+            connection.dataReceived(b"reversed\n" * 30)
+        self.assertEqual([t.producerState for _, t in held], ["paused"] * 20)
+        self.assertEqual(len(clock.getDelayedCalls()) - before, 1)
+
+    def test_a_client_gone_while_throttled_is_not_read_again(self):
+        clock = Clock()
+        hub = make_hub(clock)
+        connection, transport = self.connect(hub, max_rate=10)
+        connection.dataReceived(b"message m\n" * 30)
+        connection.connectionLost(None)
+        clock.advance(5)
+        self.assertEqual(hub.snapshot().relays.requested, 20)
         self.assertEqual(transport.producerState, "paused")
 
     def test_after_a_fatal_error_nothing_is_processed_or_counted(self):

@@ -179,6 +179,31 @@ class OneInstance(unittest.TestCase):
         self.assertFalse(device.closed)
         self.assertEqual(asker.take(), [])
 
+    def test_outstanding_requests_share_one_timer_a_side_and_none_once_answered(self):
+        device = self.registered("dev")
+        askers = [self.peer(Encoding.TEXT) for _ in range(10)]
+        before = len(self.clock.getDelayedCalls())
+        for asker in askers:
+            line(self.hub, asker, "ask a dev x")
+        self.assertEqual(len(self.clock.getDelayedCalls()) - before, 2)  # asks, held
+        for request in requests_of(device):
+            line(self.hub, device, f"reply {request.id} y")
+        self.assertEqual(len(self.clock.getDelayedCalls()), before)
+
+    def test_a_shorter_deadline_asked_later_still_comes_first(self):
+        device = self.registered("slow")
+        patient, hasty = self.peer(Encoding.JSON), self.peer(Encoding.JSON)
+        self.hub.handle(patient, frames.Ask("p", "slow", None, "x", timeout=5.0))
+        self.clock.advance(1.0)
+        self.hub.handle(hasty, frames.Ask("h", "slow", None, "x", timeout=1.0))
+        self.clock.advance(1.01)
+        self.assertEqual((errors_of(hasty.take()), patient.take()), (["request_timeout"], []))
+        self.clock.advance(2.98)
+        self.assertEqual(patient.take(), [])
+        self.clock.advance(0.02)
+        self.assertEqual(errors_of(patient.take()), ["request_timeout"])
+        self.assertEqual(len(requests_of(device)), 2)
+
     def test_a_member_that_missed_a_deadline_is_skipped_until_it_replies_again(self):
         hung, good = self.peer(), self.peer()
         for member in (hung, good):

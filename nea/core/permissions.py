@@ -75,7 +75,11 @@ class Permissions:
         if permission in FLAGS:
             return getattr(self, permission)
         assert target is not None, f"{permission} is checked against a name"
-        return any(_matches(pattern, target, subject) for pattern in getattr(self, permission))
+        for pattern in getattr(self, permission):
+            # "*", the default's every pattern, matches any name: no fnmatch per request.
+            if pattern == "*" or _matches(pattern, target, subject):
+                return True
+        return False
 
 
 def _matches(pattern: str, target: str, subject: str | None) -> bool:

@@ -47,10 +47,11 @@ from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from nea.core.bus import Bus
+from nea.core.deadlines import Deadlines
 from nea.core.dispatch import Handler
 from nea.core.peer import Peer
 from nea.core.registry import IndexedSet
@@ -90,6 +91,10 @@ class Offer:
     timeout: float = attrs.field(converter=float)
 
 
+#: What an ask that has skipped no instance passes as ``skip``.
+_NO_SKIP: frozenset[str] = frozenset()
+
+
 @attrs.define(eq=False)
 class _Ask:
     asker: Any
@@ -99,19 +104,19 @@ class _Ask:
     body: Any
     timeout: float
     started: float
-    timer: IDelayedCall | None = None
     #: Where it was offered last (an answer or refusal from elsewhere is stale).
     instance: str | None = None
     attempts: int = 0
-    #: Instances that had no member of the service when offered it.
-    skip: set[str] = attrs.field(factory=set)
+    #: Instances that had no member of the service when offered it (None: none yet).
+    skip: set[str] | None = None
 
 
 @attrs.define(eq=False)
 class _Held:
     origin: str
     service: str | None
-    timer: IDelayedCall
+    #: The origin gave it the whole default timeout (a miss stalls the member).
+    full: bool
 
 
 @attrs.define
@@ -151,6 +156,11 @@ class RequestBroker:
         self.asks: dict[str, _Ask] = {}
         self._asks_of = Waits[Any, str]()
         self.held: dict[Peer, dict[str, _Held]] = {}
+        #: The asks' and the held requests' deadlines, each on one timer.
+        self._ask_deadlines = Deadlines[tuple[str, _Ask]](
+            clock, self._ask_due, lambda key: self.asks.get(key[0]) is key[1])
+        self._held_deadlines = Deadlines[tuple[Peer, str, _Held]](
+            clock, self._held_due, self._holds)
         #: name -> (connection, registration time), and each connection's name.
         self.names: dict[str, tuple[Peer, float]] = {}
         self._name_of: dict[Peer, str] = {}
@@ -291,11 +301,14 @@ class RequestBroker:
             return None
         rid = f"{self._prefix}{next(self._ids)}"
         timeout = timeout or self.timeout
-        ask = _Ask(asker, ref, name, service, body, timeout, self.clock.seconds())
-        ask.timer = self.clock.callLater(timeout, self._timed_out, rid)
+        now = self.clock.seconds()
+        ask = _Ask(asker, ref, name, service, body, timeout, now)
+        self._ask_deadlines.add(now + timeout, (rid, ask))
         self.asks[rid] = ask
         settled = self._asks_of.add(asker, rid)
-        if name is not None:
+        if name is not None and name in self.names:
+            self._offer(rid, ask, self.bus.instance_id)  # where every bus would find it
+        elif name is not None:
             found = self.bus.find_client(name)
             found.addErrback(lambda failure: log.failure("looking up {name} failed", failure,
                                                          name=name))
@@ -316,7 +329,8 @@ class RequestBroker:
     def _draw(self, rid: str, ask: _Ask) -> None:
         instance = None
         if ask.attempts < MAX_REQUEST_ATTEMPTS:
-            instance = self.bus.pick_member_instance(ask.service, self.rng, ask.skip)
+            instance = self.bus.pick_member_instance(ask.service, self.rng,
+                                                     ask.skip or _NO_SKIP)
         if instance is None:
             self._fail(rid, errors.NO_MEMBER, f"no member of {ask.service!r} can take it")
         else:
@@ -326,8 +340,11 @@ class RequestBroker:
         ask.instance = instance
         ask.attempts += 1
         left = max(0.001, ask.started + ask.timeout - self.clock.seconds())
-        self.bus.offer(instance, Offer(rid, self.bus.instance_id, ask.name, ask.service,
-                                       ask.body, left))
+        here = self.bus.instance_id
+        if instance == here:  # where every bus would hand it: no envelope
+            self._push(rid, here, ask.name, ask.service, ask.body, left)
+        else:
+            self.bus.offer(instance, Offer(rid, here, ask.name, ask.service, ask.body, left))
 
     def answer(self, rid: str, body: Any, instance: str) -> None:
         """The reply to ``rid`` came back from a client on ``instance``."""
@@ -346,6 +363,8 @@ class RequestBroker:
             return
         if ask.service is not None and code in REDRAW:
             if code != MEMBER_GONE:
+                if ask.skip is None:
+                    ask.skip = set()
                 ask.skip.add(instance)
             self.counts.redrawn += 1
             self._draw(rid, ask)
@@ -360,8 +379,10 @@ class RequestBroker:
                 self.refuse(rid, MEMBER_GONE if ask.service is not None
                             else errors.CLIENT_GONE.code, instance)
 
-    def _timed_out(self, rid: str) -> None:
-        ask = self.asks[rid]
+    def _ask_due(self, key: tuple[str, _Ask]) -> None:
+        rid, ask = key
+        if self.asks.get(rid) is not ask:
+            return  # settled before its deadline
         self.counts.timed_out += 1
         self._fail(rid, errors.REQUEST_TIMEOUT, f"no reply within {ask.timeout:g} s")
 
@@ -373,8 +394,8 @@ class RequestBroker:
 
     def _drop(self, rid: str) -> _Ask:
         ask = self.asks.pop(rid)
-        if ask.timer.active():
-            ask.timer.cancel()
+        if not self.asks:
+            self._ask_deadlines.clear()
         self._asks_of.discard(ask.asker, rid)
         return ask
 
@@ -388,28 +409,31 @@ class RequestBroker:
 
     def offer(self, offer: Offer) -> None:
         """Push ``offer`` to the named local connection, or to a member drawn uniformly."""
-        if offer.name is not None:
-            holder = self.names.get(offer.name)
+        self._push(offer.id, offer.origin, offer.name, offer.service, offer.body, offer.timeout)
+
+    def _push(self, rid: str, origin: str, name: str | None, service: str | None, body: Any,
+              timeout: float) -> None:
+        if name is not None:
+            holder = self.names.get(name)
             target = holder[0] if holder is not None else None
             missing = errors.NO_SUCH_CLIENT.code
         else:
-            members = self.members.get(offer.service)
+            members = self.members.get(service)
             target = members.choice(self.rng) if members else None
             missing = errors.NO_MEMBER.code
         if target is None:
-            self.bus.refuse(offer.origin, offer.id, missing)
+            self.bus.refuse(origin, rid, missing)
             return
         held = self.held.get(target)
         if held is None:
             held = self.held[target] = {}
         elif len(held) >= self.max_pending:
-            self.bus.refuse(offer.origin, offer.id, errors.TOO_MANY_PENDING.code)
+            self.bus.refuse(origin, rid, errors.TOO_MANY_PENDING.code)
             return
-        timer = self.clock.callLater(offer.timeout, self._expired, target, offer.id,
-                                     offer.timeout >= self.timeout)
-        held[offer.id] = _Held(offer.origin, offer.service, timer)
+        entry = held[rid] = _Held(origin, service, timeout >= self.timeout)
+        self._held_deadlines.add(self.clock.seconds() + timeout, (target, rid, entry))
         self.counts.offered += 1
-        target.push(frames.RequestPush(offer.id, offer.body, offer.service))
+        target.push(frames.RequestPush(rid, body, service))
 
     def reply(self, peer: Peer, rid: str, body: Any) -> None:
         """``peer`` sent ``reply rid body``: it must hold that request; answer its origin."""
@@ -420,9 +444,11 @@ class RequestBroker:
             self.reject(peer, errors.UNEXPECTED_REPLY,
                         f"no 'request {rid}' waits for your reply (answered, or timed out)")
             return
-        held.timer.cancel()
         self.counts.replied += 1
-        self.bus.answer(held.origin, rid, body)
+        if held.origin == self.bus.instance_id:
+            self.answer(rid, body, held.origin)  # where every bus would hand it
+        else:
+            self.bus.answer(held.origin, rid, body)
 
     def _unhold(self, peer: Peer, rid: str) -> _Held | None:
         requests = self.held.get(peer)
@@ -431,15 +457,24 @@ class RequestBroker:
         held = requests.pop(rid)
         if not requests:
             del self.held[peer]
+            if not self.held:
+                self._held_deadlines.clear()
         return held
 
-    def _expired(self, peer: Peer, rid: str, full: bool) -> None:
-        """The origin has given up on ``rid`` by now: a later reply is unexpected; and
-        when it had the whole default timeout (``full``), ``peer`` is drawn for no
-        service until it replies."""
-        self._unhold(peer, rid)
-        if full:
-            self._stall(peer)
+    def _holds(self, key: tuple[Peer, str, _Held]) -> bool:
+        peer, rid, held = key
+        requests = self.held.get(peer)
+        return requests is not None and requests.get(rid) is held
+
+    def _held_due(self, key: tuple[Peer, str, _Held]) -> None:
+        """The origin has given up on the request by now: a later reply is unexpected;
+        and when it had the whole default timeout, its client is drawn for no service
+        until it replies."""
+        if self._holds(key):
+            peer, rid, held = key
+            self._unhold(peer, rid)
+            if held.full:
+                self._stall(peer)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can reply no more): it is no longer addressable, and what it
@@ -448,8 +483,10 @@ class RequestBroker:
         self._stalled.discard(peer)
         for service in self._services_of.pop(peer, ()):
             self._leave_service(peer, service)
-        for rid, held in self.held.pop(peer, {}).items():
-            held.timer.cancel()
+        held_here = self.held.pop(peer, {})
+        if not self.held:
+            self._held_deadlines.clear()
+        for rid, held in held_here.items():
             code = MEMBER_GONE if held.service is not None else errors.CLIENT_GONE.code
             self.bus.refuse(held.origin, rid, code)
 

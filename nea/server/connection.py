@@ -28,6 +28,7 @@ then the connection closes, as soon as nothing it asked for is still awaited
 import collections
 import enum
 import itertools
+import weakref
 from collections.abc import Iterator
 
 import attrs
@@ -52,7 +53,8 @@ DEFAULT_MAX_RATE = 1000.0
 HALF_CLOSE_LINGER = 10.0
 #: Seconds a closed connection may take to flush before it is aborted.
 CLOSE_TIMEOUT = 10.0
-#: A throttled connection reads again once this many seconds' worth of lines is allowed.
+#: A throttled connection reads again once this many seconds' worth of lines is allowed;
+#: also the step of the `ThrottleWheel` that resumes throttled connections.
 RESUME_AFTER = 0.01
 #: Corked replies go out once they reach this (a full TLS record's payload): so what a
 #: connection holds back stays small, and its transport's backpressure is heard as early
@@ -93,6 +95,62 @@ class LineBucket:
     def wait(self) -> float:
         """Seconds until a useful batch of lines is allowed again."""
         return max(1 - self.tokens, self.rate * RESUME_AFTER) / self.rate
+
+
+class ThrottleWheel:
+    """Resumes throttled connections on their buckets' schedule, with one timer for all.
+
+    A connection held for some seconds goes into the slot of the first step
+    (``tick`` seconds) at or after its time; one timer is armed for the earliest
+    slot, and when it fires every connection of every slot due is resumed in that
+    turn. So a thousand connections held at their rate cost one timer a step, not
+    one ``callLater`` (and its cancelled twin) a pause each. A connection that
+    closed meanwhile is skipped when its slot comes (`Session.resume`).
+    """
+
+    _of: "weakref.WeakKeyDictionary[object, ThrottleWheel]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock, tick: float = RESUME_AFTER) -> None:
+        # Weakly: the wheel is the value of its clock's entry in `_of`, and must not keep it.
+        self._clock = weakref.ref(clock)
+        self.tick = tick
+        self._slots: dict[int, list["Session"]] = {}
+        self._call = None
+        self._armed: int | None = None
+
+    @classmethod
+    def of(cls, clock) -> "ThrottleWheel":
+        """The wheel every connection on ``clock`` shares."""
+        wheel = cls._of.get(clock)
+        if wheel is None:
+            wheel = cls._of[clock] = cls(clock)
+        return wheel
+
+    def hold(self, session: "Session", seconds: float) -> None:
+        """Call ``session.resume()`` at the first step at least ``seconds`` from now."""
+        slot = -int(-(self._clock().seconds() + seconds) // self.tick)  # rounded up
+        held = self._slots.get(slot)
+        if held is None:
+            held = self._slots[slot] = []
+            if self._armed is None or slot < self._armed:
+                self._arm(slot)
+        held.append(session)
+
+    def _arm(self, slot: int) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        self._armed = slot
+        clock = self._clock()
+        self._call = clock.callLater(max(0.0, slot * self.tick - clock.seconds()), self._turn)
+
+    def _turn(self) -> None:
+        due = max(self._armed, int(self._clock().seconds() // self.tick))
+        self._call = self._armed = None
+        for slot in sorted(slot for slot in self._slots if slot <= due):
+            for session in self._slots.pop(slot):
+                session.resume()
+        if self._slots and self._call is None:
+            self._arm(min(self._slots))
 
 
 class Stream(enum.IntEnum):
@@ -295,14 +353,17 @@ class Session(Protocol):
             resume.addCallback(self._caught_up)
         else:
             wait = self._bucket.wait() if resume is None else resume
-            self._timer = self.hub.clock.callLater(wait, self._unthrottle)
+            ThrottleWheel.of(self.hub.clock).hold(self, wait)
 
     def _caught_up(self, _) -> None:
+        self.resume()
+
+    def resume(self) -> None:
+        """Its wait is over: go on with what it sent, unless it closed meanwhile."""
         if self._throttled is not None and not self._closing:
             self._unthrottle()
 
     def _unthrottle(self) -> None:
-        self._timer = None
         rest, self._throttled = self._throttled, None
         self._consume(rest)
         while self._held and self._throttled is None and not self._closing:

@@ -225,6 +225,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def decode_request(line: bytes, profile: Profile) -> frames.Request:
     """Turn one line (terminator removed) into the request it makes under ``profile``."""
     fast = _decode_relay_verb(line, profile)
+    if fast is None:
+        fast = _decode_addressed_verb(line, profile)
     if fast is not None:
         return fast
     try:
@@ -281,6 +283,38 @@ def _decode_relay_verb(line: bytes, profile: Profile) -> frames.Relay | frames.A
         return kind(line[start:].decode("utf-8"))
     except UnicodeDecodeError:
         return None
+
+
+def _decode_addressed_verb(line: bytes, profile: Profile) -> frames.Reply | frames.Ask | None:
+    """``reply ID TEXT`` and ``ask ID TARGET TEXT``, well formed, without the general path.
+
+    As `_decode_relay_verb`: the result is the general path's, and anything else (a
+    bad id or name, a verb the profile lacks, bad UTF-8) is None, left to it. A body
+    decoded from UTF-8 holds no lone surrogate, so it needs no `body_problem`.
+    """
+    if line.startswith(b"reply "):
+        if "reply" not in profile.verbs or frames.Reply not in profile.allowed:
+            return None
+        try:
+            id, _, body = line[6:].decode("utf-8").partition(" ")
+        except UnicodeDecodeError:
+            return None
+        return frames.Reply(id, body) if ID_PATTERN.match(id) else None
+    if line.startswith(b"ask "):
+        if "ask" not in profile.verbs or frames.Ask not in profile.allowed:
+            return None
+        try:
+            parts = line[4:].decode("utf-8").split(" ", 2)
+        except UnicodeDecodeError:
+            return None
+        if len(parts) < 2 or not ID_PATTERN.match(parts[0]):
+            return None
+        id, target = parts[0], parts[1]
+        body = parts[2] if len(parts) == 3 else ""
+        if target.startswith("@"):
+            return frames.Ask(id, None, target[1:], body) if NAME_PATTERN.match(target, 1) else None
+        return frames.Ask(id, target, None, body) if NAME_PATTERN.match(target) else None
+    return None
 
 
 def _decode_text(text: str, profile: Profile) -> frames.Request:
@@ -565,10 +599,16 @@ def encode_push(push: frames.Push, encoding: Encoding, room: bool = False) -> by
     prefix = _RELAY_PREFIX.get(type(push))
     if prefix is not None and "\n" not in push.text and "\r" not in push.text:
         return prefix + push.text.encode("utf-8", "replace") + b"\n"  # the relay hot path
+    prefix = _ADDRESSED_PREFIX.get(type(push))
+    body = push.body if prefix is not None else None
+    if type(body) is str and "\n" not in body and "\r" not in body:
+        # The request hot path; ids are validated printable ASCII.
+        return prefix + f"{push.id} {body}".encode("utf-8", "replace") + b"\n"
     return _one_line(_PUSH_TEXT[type(push)](push)).encode("utf-8", "replace") + b"\n"
 
 
 _RELAY_PREFIX = {frames.RelayPush: b"message ", frames.AckPush: b"ok "}
+_ADDRESSED_PREFIX = {frames.RequestPush: b"request ", frames.ReplyPush: b"reply "}
 
 
 def decode_push(line: bytes) -> frames.Push:
