@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
+from nea.http import limits
 from nea.http.site import api_site
 from nea.server.settings import Settings
 from tests.support import WAIT, parse_options, settle, start_server, tcp_listen
@@ -80,8 +81,10 @@ def head(method: str, path: str, *headers: str, token: str | None = None) -> byt
 
 
 @defer.inlineCallbacks
-def raw_client(testcase, port: int):
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
+def raw_client(testcase, port: int, source: str | None = None):
+    """A raw HTTP client; ``source``: the loopback address it connects from."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT,
+                                  bindAddress=(source, 0) if source else None)
     client = yield endpoint.connect(Factory.forProtocol(RawClient)).addTimeout(WAIT, reactor)
 
     def close():
@@ -250,13 +253,44 @@ class ConnectionLimit(ServerCase):
         self.assertEqual(refused(self.site, "too_many_connections"), 0)
 
     @defer.inlineCallbacks
+    def test_a_newcomer_is_not_pushed_out_by_hoarders_that_reconnect(self):
+        """A client that reconnects in a loop (ask once, then hold) must not push out a
+        connection whose first request is not read yet: kept-alive idlers go first."""
+        kept = []
+        for _ in range(2):
+            kept.append((yield self.kept_client()))
+        probe = yield self.client()  # accepted; its request not sent yet
+        yield settle(lambda: self.site.connections == 3)
+        for i in range(4):
+            hoarder = yield self.kept_client()
+            kept.append(hoarder)
+            yield kept[i].closed.addTimeout(WAIT, reactor)
+        self.assertFalse(probe.closed.called)
+        probe.transport.write(head("GET", "/healthz"))
+        yield probe.until(b"serving")
+        self.assertEqual(refused(self.site, "idle_evicted"), 4)
+
+    @defer.inlineCallbacks
+    def test_a_silent_new_connection_makes_room_once_its_grace_is_over(self):
+        self.patch(limits, "FRESH_GRACE", 0.0)  # (its length is not what is tested)
+        silent = []
+        for _ in range(3):
+            silent.append((yield self.client()))
+        yield settle(lambda: self.site.connections == 3)
+        newcomer = yield self.kept_client()
+        yield silent[0].closed.addTimeout(WAIT, reactor)
+        self.assertFalse(newcomer.closed.called)
+        self.assertEqual(refused(self.site, "idle_evicted"), 1)
+
+    @defer.inlineCallbacks
     def test_past_the_limit_with_nobody_idle_new_connections_are_closed_at_accept(self):
         busy = []
         for _ in range(3):
             client = yield self.client()
             client.transport.write(b"GET /healthz HTTP/1.1\r\n")  # begun, never finished
             busy.append(client)
-        yield settle(lambda: self.site.connections == 3 and not self.site.idle)
+        yield settle(lambda: self.site.connections == 3
+                     and not any(self.site.is_idle(c) for c in self.site.channels))
         for _ in range(2):
             extra = yield self.client()
             extra.transport.write(head("GET", "/healthz"))
@@ -268,6 +302,43 @@ class ConnectionLimit(ServerCase):
         yield self.kept_client()
         yield busy[0].closed.addTimeout(WAIT, reactor)
         self.assertEqual(refused(self.site, "idle_evicted"), 1)
+
+
+class PerAddressLimit(ServerCase):
+    server_args = ("--http-max-connections", "6", "--http-max-connections-per-ip", "2")
+
+    @defer.inlineCallbacks
+    def kept_client(self, source: str):
+        client = yield raw_client(self, self.service.http_port, source)
+        client.transport.write(head("GET", "/healthz"))
+        yield client.until(b"serving")
+        return client
+
+    @defer.inlineCallbacks
+    def test_one_address_reconnecting_in_a_loop_churns_its_own_share_only(self):
+        other = yield raw_client(self, self.service.http_port, "127.0.0.3")  # sends nothing yet
+        hoarded = []
+        for _ in range(8):
+            hoarded.append((yield self.kept_client("127.0.0.2")))
+        for client in hoarded[:6]:  # each newcomer past 2 closed its own address's oldest
+            yield client.closed.addTimeout(WAIT, reactor)
+        self.assertFalse(any(client.closed.called for client in hoarded[6:]))
+        self.assertFalse(other.closed.called)
+        other.transport.write(head("GET", "/healthz"))
+        yield other.until(b"serving")
+        self.assertEqual(refused(self.site, "idle_evicted"), 6)
+        self.assertEqual(refused(self.site, "too_many_connections"), 0)
+
+    @defer.inlineCallbacks
+    def test_an_address_busy_to_its_limit_is_refused_a_third(self):
+        for _ in range(2):
+            busy = yield raw_client(self, self.service.http_port, "127.0.0.2")
+            busy.transport.write(b"GET /healthz HTTP/1.1\r\n")  # begun, never finished
+        yield settle(lambda: self.site.connections == 2
+                     and not any(self.site.is_idle(c) for c in self.site.channels))
+        extra = yield raw_client(self, self.service.http_port, "127.0.0.2")
+        self.assertEqual((yield extra.closed.addTimeout(WAIT, reactor)), b"")
+        self.assertEqual(refused(self.site, "too_many_from_address"), 1)
 
 
 class AllowedHosts(ServerCase):

@@ -15,9 +15,15 @@ the request themselves:
   must arrive whole within ``request_timeout`` seconds. Bytes received do not move
   either deadline.
 - at most ``max_connections`` connections are open at once. When a new one comes
-  at the limit, the connection idle for longest is closed to make room (one that
-  holds a slot doing nothing must not keep ``/healthz`` out); only when none is
-  idle is the new one closed at accept.
+  at the limit, an idle connection is closed to make room (one that holds a slot
+  doing nothing must not keep ``/healthz`` out): first the one kept alive idle
+  for longest after an answer, else the oldest that has sent nothing since its
+  accept, ``FRESH_GRACE`` seconds on (a client that reconnects in a loop must not
+  push a newcomer out before its first request is read). Only when none is
+  evictable is the new one closed at accept. One address may hold at most
+  ``max_per_address`` of them: past it, a new one from that address closes that
+  address's own longest idle connection, or is closed at accept; so one client
+  reconnecting in a loop churns its own share and never the others'.
 - every request must name a host of ``hosts`` in its ``Host`` header
   (`nea.http.hosts`: DNS rebinding), else it is answered 421 ``host_not_allowed``
   from its headers and its connection closed; ``/ws`` is a request like the others.
@@ -28,6 +34,7 @@ Each refusal is counted in ``nea_http_refused_total`` by reason.
 import collections
 
 import attrs
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -43,14 +50,19 @@ DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_PER_ADDRESS = 32
 
 #: ``nea_http_refused_total`` reasons besides the answers' own codes.
 TIMED_OUT = "request_timeout"
 FULL = "too_many_connections"
+FULL_ADDRESS = "too_many_from_address"
 #: An idle connection closed to make room for a new one.
 EVICTED = "idle_evicted"
+#: Seconds a new connection may wait for its first request before it may be evicted.
+FRESH_GRACE = 1.0
 HOST_NOT_ALLOWED = "host_not_allowed"
-REFUSED_REASONS = ("unauthorized", "body_too_large", HOST_NOT_ALLOWED, TIMED_OUT, FULL, EVICTED)
+REFUSED_REASONS = ("unauthorized", "body_too_large", HOST_NOT_ALLOWED, TIMED_OUT, FULL,
+                   FULL_ADDRESS, EVICTED)
 
 
 @attrs.frozen
@@ -60,6 +72,8 @@ class HttpLimits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     hosts: AllowedHosts = AllowedHosts.default_for(None)
+    #: Connections one client address may hold at once (0: no limit).
+    max_per_address: int = DEFAULT_MAX_PER_ADDRESS
 
 
 #: RFC 9110's "Misdirected Request" (twisted.web has no name for it).
@@ -105,9 +119,11 @@ class GuardedChannel(http.HTTPChannel):
     timers."""
 
     site: "GuardedSite"  # set by Site.buildProtocol
+    #: The client's address (host), set by `GuardedSite.buildProtocol`.
+    address: str | None = None
 
     def connectionMade(self) -> None:
-        self.site.channels.add(self)
+        self.site.opened(self)
         super().connectionMade()
         self._idle()
 
@@ -119,21 +135,20 @@ class GuardedChannel(http.HTTPChannel):
         """Bytes received do not push the deadline back (one byte every few seconds
         would keep a connection forever): see `_idle` and `lineReceived`."""
 
-    def _idle(self) -> None:
+    def _idle(self, answered: bool = False) -> None:
         """Nothing asked of it: it has ``idle_timeout`` for its next request's first line."""
-        self.site.idle[self] = None
+        self.site.idle(self, answered)
         self.setTimeout(self.site.limits.idle_timeout)
 
     def lineReceived(self, line: bytes) -> None:
-        if self in self.site.idle:  # a request's first line: it has request_timeout for the rest
-            del self.site.idle[self]
+        if self.site.busy(self):  # a request's first line: it has request_timeout for the rest
             self.setTimeout(self.site.limits.request_timeout)
         super().lineReceived(line)
 
     def requestDone(self, request) -> None:
-        self._idle()  # (before: the next pipelined request, if any, is read in there)
+        self._idle(answered=True)  # (before: the next pipelined request is read in there)
         super().requestDone(request)
-        if self in self.site.idle and self.persistent:
+        if self.site.is_idle(self) and self.persistent:
             self.setTimeout(self.site.limits.idle_timeout)
 
     def timeoutConnection(self) -> None:
@@ -193,9 +208,12 @@ class GuardedSite(Site):
         self.token = token
         self.limits = limits
         self.metrics = metrics
-        #: The open connections' channels, and those of them idle, longest idle first.
+        #: The open connections' channels; of those idle, the ones kept alive after an
+        #: answer, longest idle first, and the new ones (with when they came), oldest first.
         self.channels: set[GuardedChannel] = set()
-        self.idle: collections.OrderedDict[GuardedChannel, None] = collections.OrderedDict()
+        self._kept: collections.OrderedDict[GuardedChannel, None] = collections.OrderedDict()
+        self._new: collections.OrderedDict[GuardedChannel, float] = collections.OrderedDict()
+        self._per_address: collections.Counter[str | None] = collections.Counter()
         metrics.http_connections.set_function(lambda: self.connections)
         for reason in REFUSED_REASONS:
             metrics.http_refused.labels(reason)
@@ -205,20 +223,74 @@ class GuardedSite(Site):
         return len(self.channels)
 
     def buildProtocol(self, addr):
-        if self.connections >= self.limits.max_connections:
-            if not self.idle:
-                self.metrics.http_refused.labels(FULL).inc()
-                return None  # the listening port closes the new socket at once
-            oldest = next(iter(self.idle))
-            self.forget(oldest)
-            self.metrics.http_refused.labels(EVICTED).inc()
-            oldest.transport.abortConnection()
-        return super().buildProtocol(addr)
+        address = getattr(addr, "host", None)
+        limit = self.limits.max_per_address
+        if limit and self._per_address[address] >= limit:
+            if not self._make_room(self._evictable_of(address), FULL_ADDRESS):
+                return None
+        elif self.connections >= self.limits.max_connections:
+            if not self._make_room(self._evictable(), FULL):
+                return None
+        channel = super().buildProtocol(addr)
+        channel.address = address
+        return channel
+
+    def _make_room(self, victim: "GuardedChannel | None", refusal: str) -> bool:
+        """Close ``victim`` for a newcomer; without one the newcomer is refused."""
+        if victim is None:
+            self.metrics.http_refused.labels(refusal).inc()
+            return False  # the listening port closes the new socket at once
+        self.forget(victim)
+        self.metrics.http_refused.labels(EVICTED).inc()
+        ITCPTransport(victim.transport).abortConnection()
+        return True
+
+    def _evictable(self) -> GuardedChannel | None:
+        if self._kept:
+            return next(iter(self._kept))
+        if self._new:
+            oldest, came = next(iter(self._new.items()))
+            if self.reactor.seconds() - came >= FRESH_GRACE:
+                return oldest
+        return None
+
+    def _evictable_of(self, address: str | None) -> GuardedChannel | None:
+        """``address``'s own longest idle connection (it is over its share: no grace)."""
+        for idle in (self._kept, self._new):
+            for channel in idle:
+                if channel.address == address:
+                    return channel
+        return None
+
+    def opened(self, channel: GuardedChannel) -> None:
+        self.channels.add(channel)
+        self._per_address[channel.address] += 1
+
+    def idle(self, channel: GuardedChannel, answered: bool) -> None:
+        """``channel`` waits for a request: its first (``answered`` False), or another."""
+        if answered:
+            self._new.pop(channel, None)
+            self._kept[channel] = None
+        elif channel not in self._kept:
+            self._new.setdefault(channel, self.reactor.seconds())
+
+    def busy(self, channel: GuardedChannel) -> bool:
+        """A request's first line came: ``channel`` is not idle; whether it was."""
+        return (self._kept.pop(channel, False) is None
+                or self._new.pop(channel, None) is not None)
+
+    def is_idle(self, channel: GuardedChannel) -> bool:
+        return channel in self._kept or channel in self._new
 
     def forget(self, channel: GuardedChannel) -> None:
         """``channel`` is closed, or closing: it no longer counts."""
-        self.channels.discard(channel)
-        self.idle.pop(channel, None)
+        if channel in self.channels:
+            self.channels.discard(channel)
+            self._per_address[channel.address] -= 1
+            if not self._per_address[channel.address]:
+                del self._per_address[channel.address]
+        self._kept.pop(channel, None)
+        self._new.pop(channel, None)
 
     def hand_over(self, channel: GuardedChannel) -> None:
         """``channel``'s socket now belongs to another protocol (a WebSocket client):

@@ -17,6 +17,7 @@ from nea.http.limits import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_ADDRESS,
     DEFAULT_REQUEST_TIMEOUT,
 )
 from nea.net.listening import DEFAULT_BACKLOG
@@ -204,6 +205,11 @@ class Options(usage.Options):
         ["http-max-connections", None, DEFAULT_MAX_CONNECTIONS, "HTTP API connections open at "
          "once; past it the connection idle for longest is closed to make room, and when none "
          "is idle the new one is closed at accept.", _positive(int)],
+        ["http-max-connections-per-ip", None, DEFAULT_MAX_PER_ADDRESS, "HTTP API connections "
+         "one client address may hold at once (0: no limit); past it a new one from that "
+         "address closes that address's own longest idle connection, or is closed at accept. "
+         "Behind a proxy that connects from one address, set 0.",
+         _non_negative(int, "means no limit")],
         ["http-allowed-hosts", None, None, "Comma-separated host names HTTP requests and "
          "WebSocket handshakes from browsers must carry in their Host header (against DNS "
          "rebinding); '*' allows any. Default: localhost, 127.0.0.1, ::1 and the interface "

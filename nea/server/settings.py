@@ -111,7 +111,8 @@ class Settings:
                             config["tokens"] is not None),
                 HttpLimits(config["http-max-body"], config["http-request-timeout"],
                            config["http-max-connections"], config["http-idle-timeout"],
-                           config["http-allowed-hosts"]),
+                           config["http-allowed-hosts"],
+                           config["http-max-connections-per-ip"]),
                 config["http-access-log"],
             )
         return cls(
