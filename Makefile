@@ -41,7 +41,8 @@ run-loadtest-server: $(BIN)/.installed certs
 	ulimit -n 262144 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
 	$(BIN)/twistd --nodaemon --pidfile= nea-server --admin-token-file $(ADMIN_TOKEN_FILE) $(LOADTEST_ARGS) $(ARGS)
 
-test: $(BIN)/.installed system-packages
+# Lint first: a new ruff or mypy error fails the tests (and so CI, .ci/run).
+test: lint system-packages
 	$(BIN)/trial --jobs=$(TRIAL_JOBS) $(TESTS)
 
 # ruff (pyproject.toml's [tool.ruff]) over the code and its tests, and mypy

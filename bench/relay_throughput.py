@@ -343,9 +343,9 @@ def main() -> None:
     for top, bottom in RATIOS:
         if top in results and bottom in results:
             cpu = [a["server_us_per_exchange"] / b["server_us_per_exchange"]
-                   for a, b in zip(results[top], results[bottom])]
+                   for a, b in zip(results[top], results[bottom], strict=True)]
             rate = [a["exchanges_per_s"] / b["exchanges_per_s"]
-                    for a, b in zip(results[top], results[bottom])]
+                    for a, b in zip(results[top], results[bottom], strict=True)]
             print(f"ratio {top}/{bottom}: server CPU per exchange {spread(cpu)}, "
                   f"throughput {spread(rate)}, paired by round", flush=True)
     if args.profile:

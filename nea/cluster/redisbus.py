@@ -42,6 +42,7 @@ clients up on the chat they missed (`nea.core.chat`).
 import functools
 import random
 import uuid
+from collections.abc import Set
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -255,7 +256,7 @@ class RedisBus:
         return found.addCallbacks(merged, lambda failure: newest(local))
 
     def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: set[str]) -> str | None:
+                             skip: Set[str]) -> str | None:
         weights = {self.instance_id: self._requests.member_weight(service)}
         if self.up:
             weights.update({name: m.figures.services.get(service, 0)

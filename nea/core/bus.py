@@ -7,7 +7,7 @@ the Redis bus in `nea.cluster` joins instances across processes and hosts
 """
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -143,7 +143,7 @@ class Bus(TypingProtocol):
         """``{name: instance}`` of every registered name in the cluster."""
 
     def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: set[str]) -> str | None:
+                             skip: Set[str]) -> str | None:
         """An instance not in ``skip``, drawn with weight = its members of ``service``."""
 
     def offer(self, instance: str, offer: Any) -> None: ...
@@ -212,7 +212,7 @@ class LocalBus:
         return defer.succeed({name: self.instance_id for name in self._requests.local_names()})
 
     def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: set[str]) -> str | None:
+                             skip: Set[str]) -> str | None:
         if self.instance_id in skip or not self._requests.member_weight(service):
             return None
         return self.instance_id

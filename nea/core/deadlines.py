@@ -17,9 +17,10 @@ stays within twice the live entries.
 import collections
 import heapq
 import itertools
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 K = TypeVar("K")
 
@@ -46,7 +47,7 @@ class Deadlines(Generic[K]):
         self._queue: collections.deque[tuple[float, int, K]] = collections.deque()
         self._heap: list[tuple[float, int, K]] = []
         self._seq = itertools.count()
-        self._timer = None
+        self._timer: IDelayedCall | None = None
         self._armed = 0.0
         self._compact_at = COMPACT_FLOOR
 

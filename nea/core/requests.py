@@ -43,7 +43,8 @@ could meet.
 
 import itertools
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -313,8 +314,8 @@ class RequestBroker:
             found.addErrback(lambda failure: log.failure("looking up {name} failed", failure,
                                                          name=name))
             found.addCallback(self._found, rid)
-        else:
-            self._draw(rid, ask)
+        elif service is not None:  # always, by here: an ask names a client or a service
+            self._draw(rid, ask, service)
         return settled
 
     def _found(self, instance: str | None, rid: str) -> None:
@@ -326,13 +327,12 @@ class RequestBroker:
         else:
             self._offer(rid, ask, instance)
 
-    def _draw(self, rid: str, ask: _Ask) -> None:
+    def _draw(self, rid: str, ask: _Ask, service: str) -> None:
         instance = None
         if ask.attempts < MAX_REQUEST_ATTEMPTS:
-            instance = self.bus.pick_member_instance(ask.service, self.rng,
-                                                     ask.skip or _NO_SKIP)
+            instance = self.bus.pick_member_instance(service, self.rng, ask.skip or _NO_SKIP)
         if instance is None:
-            self._fail(rid, errors.NO_MEMBER, f"no member of {ask.service!r} can take it")
+            self._fail(rid, errors.NO_MEMBER, f"no member of {service!r} can take it")
         else:
             self._offer(rid, ask, instance)
 
@@ -367,7 +367,7 @@ class RequestBroker:
                     ask.skip = set()
                 ask.skip.add(instance)
             self.counts.redrawn += 1
-            self._draw(rid, ask)
+            self._draw(rid, ask, ask.service)
             return
         error = _FAILURES.get(code, errors.CLIENT_GONE)
         self._fail(rid, error, f"{ask.name or ask.service!r} on {instance}")
@@ -417,8 +417,8 @@ class RequestBroker:
             holder = self.names.get(name)
             target = holder[0] if holder is not None else None
             missing = errors.NO_SUCH_CLIENT.code
-        else:
-            members = self.members.get(service)
+        else:  # a service, unless a malformed offer named neither: then nobody has it
+            members = self.members.get(service) if service is not None else None
             target = members.choice(self.rng) if members else None
             missing = errors.NO_MEMBER.code
         if target is None:

@@ -2,6 +2,7 @@
 
 import itertools
 import random
+from collections.abc import Set
 from typing import Any
 
 from twisted.internet import defer
@@ -164,7 +165,7 @@ class MemoryBus:
         }))
 
     def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: set[str]) -> str | None:
+                             skip: Set[str]) -> str | None:
         return weighted_pick({
             instance: node.requests.member_weight(service)
             for instance, node in self.cluster.nodes.items() if instance not in skip

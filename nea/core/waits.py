@@ -6,7 +6,6 @@ so a connection that ended its stream closes only once its relays and asks are
 answered, by the same rule as every other kind of answer.
 """
 
-from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred

@@ -29,16 +29,27 @@ import collections
 import enum
 import itertools
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
+from typing import Generic, TypeVar
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from nea.core.hub import Hub
+from nea.core.tokens import Token
 from nea.server.admission import Admission
 from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE, ChatBucket
 from nea.tls.server import peer_identity
@@ -80,7 +91,7 @@ class LineBucket:
 
     __slots__ = ("rate", "burst", "tokens", "clock", "_last")
 
-    def __init__(self, rate: float, clock) -> None:
+    def __init__(self, rate: float, clock: IReactorTime) -> None:
         self.rate = rate
         self.burst = 2 * rate
         self.tokens = self.burst
@@ -110,16 +121,16 @@ class ThrottleWheel:
 
     _of: "weakref.WeakKeyDictionary[object, ThrottleWheel]" = weakref.WeakKeyDictionary()
 
-    def __init__(self, clock, tick: float = RESUME_AFTER) -> None:
+    def __init__(self, clock: IReactorTime, tick: float = RESUME_AFTER) -> None:
         # Weakly: the wheel is the value of its clock's entry in `_of`, and must not keep it.
         self._clock = weakref.ref(clock)
         self.tick = tick
-        self._slots: dict[int, list["Session"]] = {}
-        self._call = None
+        self._slots: dict[int, list[Session]] = {}
+        self._call: IDelayedCall | None = None
         self._armed: int | None = None
 
     @classmethod
-    def of(cls, clock) -> "ThrottleWheel":
+    def of(cls, clock: IReactorTime) -> "ThrottleWheel":
         """The wheel every connection on ``clock`` shares."""
         wheel = cls._of.get(clock)
         if wheel is None:
@@ -128,29 +139,33 @@ class ThrottleWheel:
 
     def hold(self, session: "Session", seconds: float) -> None:
         """Call ``session.resume()`` at the first step at least ``seconds`` from now."""
-        slot = -int(-(self._clock().seconds() + seconds) // self.tick)  # rounded up
+        clock = self._clock()
+        assert clock is not None  # a session's hub holds its clock
+        slot = -int(-(clock.seconds() + seconds) // self.tick)  # rounded up
         held = self._slots.get(slot)
         if held is None:
             held = self._slots[slot] = []
             if self._armed is None or slot < self._armed:
-                self._arm(slot)
+                self._arm(clock, slot)
         held.append(session)
 
-    def _arm(self, slot: int) -> None:
+    def _arm(self, clock: IReactorTime, slot: int) -> None:
         if self._call is not None:
             self._call.cancel()
         self._armed = slot
-        clock = self._clock()
-        self._call = clock.callLater(max(0.0, slot * self.tick - clock.seconds()), self._turn)
+        self._call = clock.callLater(max(0.0, slot * self.tick - clock.seconds()),
+                                     self._turn, slot)
 
-    def _turn(self) -> None:
-        due = max(self._armed, int(self._clock().seconds() // self.tick))
+    def _turn(self, armed: int) -> None:
+        clock = self._clock()
+        assert clock is not None  # it is running this call
+        due = max(armed, int(clock.seconds() // self.tick))
         self._call = self._armed = None
         for slot in sorted(slot for slot in self._slots if slot <= due):
             for session in self._slots.pop(slot):
                 session.resume()
         if self._slots and self._call is None:
-            self._arm(min(self._slots))
+            self._arm(clock, min(self._slots))
 
 
 class Stream(enum.IntEnum):
@@ -168,15 +183,28 @@ class Stream(enum.IntEnum):
     CLOSED = 3
 
 
+class ISessionTransport(ITCPTransport, IConsumer, IPushProducer):
+    """A session's transport: TCP, or TLS over it, which takes a producer (the
+    session) and can be paused itself. Twisted's TCP and TLS transports provide
+    all of it without naming this union, which is for type checking."""
+
+
+#: A framing's unit: what it hands to `Session.received`, and what `Session.units` yields.
+U = TypeVar("U", bound=Sized)
+#: What a framing's unit decodes to (`Session.decode`), for its `Session.handle`.
+D = TypeVar("D")
+
+
 @implementer(IPushProducer)
-class Session(Protocol):
+class Session(Protocol, Generic[U, D]):
     """What a client connection does whatever its framing: admission, joining and
     leaving the hub, the rate bucket, the outbound bound, closing.
 
     A framing (`NeaConnection` for lines, `nea.server.websocket` for WebSocket
     messages) hands what it receives to `received`, and says how that becomes
-    units (`units`), how a unit becomes a request (`decode`), how an encoded push
-    goes out (`write`) and how the connection ends (`shut`).
+    units (`units`), how a unit becomes a request (`decode`), how it is acted on
+    (`handle`), how an encoded push goes out (`write`) and how the connection
+    ends (`shut`).
 
     Its life is a `Stream` state. Apart from it, because they come and go in any
     state: whether it holds a place at admission, whether the transport's buffer
@@ -184,6 +212,7 @@ class Session(Protocol):
     """
 
     log = Logger()
+    transport: ISessionTransport  # from makeConnection, which precedes all else
 
     def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
                  admission: Admission | None = None) -> None:
@@ -202,23 +231,24 @@ class Session(Protocol):
         #: The verified client certificate's identity (mutual TLS), else None.
         self.identity: str | None = None
         #: The token it presented and was accepted (``auth``), else None.
-        self.token = None
+        self.token: Token | None = None
         #: Set by the hub once a chat-profile client has given its name.
         self.named = False
         self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None
         self._chat = (ChatBucket(limits.chat_rate, limits.chat_bytes_rate, limits.max_line,
                                  hub.clock) if limits.chat_rate or limits.chat_bytes_rate else None)
         #: While throttled: the lines still to handle, and reads that came meanwhile.
-        self._throttled: Iterator[bytes] | None = None
-        self._held: collections.deque[bytes] = collections.deque()
+        self._throttled: Iterator[U] | None = None
+        self._held: collections.deque[U] = collections.deque()
         self.stream = Stream.OPEN
         #: ``stream`` is CLOSING or CLOSED: read once per line, so a plain attribute,
         #: kept in step by `_to` alone.
         self._closing = False
-        self._admitted = False
+        #: The admission it holds a place at, if any.
+        self._admitted: Admission | None = None
         self._paused = False
         self._unflushed = 0
-        self._timer = None
+        self._timer: IDelayedCall | None = None
 
     def _to(self, stream: Stream) -> None:
         """Move the stream on to ``stream``; never back (a lost connection stays lost)."""
@@ -228,21 +258,21 @@ class Session(Protocol):
 
     # ---- what a framing provides ----
 
-    def units(self, data: bytes) -> Iterator[bytes]:
+    def units(self, data: U) -> Iterator[U]:
         """The units (lines, messages) in what was received; may raise `LineTooLong`."""
         raise NotImplementedError
 
-    def finish(self) -> bytes | None:
+    def finish(self) -> U | None:
         """The last, unterminated unit once the client has ended its stream, if any."""
         return None
 
-    def decode(self, unit: bytes) -> frames.Request:
+    def decode(self, unit: U) -> D:
         raise NotImplementedError
 
-    def handle(self, request) -> None:
+    def handle(self, request: D) -> None:
         """Act on one decoded unit, its token taken: the hub decides, unless the framing
         knows better (a WebSocket control frame)."""
-        self.hub.handle(self, request)
+        raise NotImplementedError
 
     def write(self, line: bytes) -> None:
         """Put one encoded push (terminator included) on the wire."""
@@ -282,7 +312,7 @@ class Session(Protocol):
             if not self.admission.admit(self.transport):
                 self._to(Stream.CLOSING)
                 return False
-            self._admitted = True
+            self._admitted = self.admission
         return True
 
     def start(self) -> None:
@@ -292,7 +322,7 @@ class Session(Protocol):
         self.transport.registerProducer(self, True)
         self.hub.join(self)
 
-    def received(self, data: bytes) -> None:
+    def received(self, data: U) -> None:
         if self._closing:
             return
         self.bytes_in += len(data)
@@ -301,7 +331,7 @@ class Session(Protocol):
             return
         self._consume(self.units(data))
 
-    def _consume(self, lines: Iterator[bytes]) -> None:
+    def _consume(self, lines: Iterator[U]) -> None:
         """Handle lines while the bucket allows; past it, keep the rest and stop reading.
 
         The replies to what one read brought are written together (`cork`): over
@@ -316,7 +346,7 @@ class Session(Protocol):
                 if self._closing:
                     return
                 if bucket is not None and bucket.tokens < 1:
-                    self._throttle(itertools.chain((line,), lines))
+                    self._throttle(itertools.chain((line,), lines), bucket.wait())
                     return
                 request = self.decode(line)
                 if isinstance(request, frames.Chat):
@@ -342,29 +372,28 @@ class Session(Protocol):
         wait = self._chat.take(size) if self._chat is not None else 0.0
         return wait or None
 
-    def _throttle(self, rest: Iterator[bytes],
-                  resume: float | defer.Deferred | None = None) -> None:
-        """Stop reading; go on with ``rest`` after ``resume`` seconds (default: when the
-        line bucket allows), or when the Deferred ``resume`` fires."""
+    def _throttle(self, rest: Iterator[U], resume: float | defer.Deferred) -> None:
+        """Stop reading; go on with ``rest`` after ``resume`` seconds, or when the
+        Deferred ``resume`` fires."""
         self._throttled = rest
         self.hub.throttled()
         self.transport.pauseProducing()
         if isinstance(resume, defer.Deferred):
             resume.addCallback(self._caught_up)
         else:
-            wait = self._bucket.wait() if resume is None else resume
-            ThrottleWheel.of(self.hub.clock).hold(self, wait)
+            ThrottleWheel.of(self.hub.clock).hold(self, resume)
 
     def _caught_up(self, _) -> None:
         self.resume()
 
     def resume(self) -> None:
         """Its wait is over: go on with what it sent, unless it closed meanwhile."""
-        if self._throttled is not None and not self._closing:
-            self._unthrottle()
+        rest = self._throttled
+        if rest is not None and not self._closing:
+            self._unthrottle(rest)
 
-    def _unthrottle(self) -> None:
-        rest, self._throttled = self._throttled, None
+    def _unthrottle(self, rest: Iterator[U]) -> None:
+        self._throttled = None
         self._consume(rest)
         while self._held and self._throttled is None and not self._closing:
             self._consume(self.units(self._held.popleft()))
@@ -389,14 +418,14 @@ class Session(Protocol):
         if not self._closing:
             self._timer = self.hub.clock.callLater(HALF_CLOSE_LINGER, self.close)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._to(Stream.CLOSED)
         self._throttled = None
         self._held.clear()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        if self._admitted:
-            self.admission.release(self.transport)
+        if self._admitted is not None:
+            self._admitted.release(self.transport)
         self.hub.leave(self)
 
     # ---- nea.core.peer.Peer ----
@@ -442,9 +471,8 @@ class Session(Protocol):
         self.transport.abortConnection()
 
     def _drop_slow_consumer(self) -> None:
-        self.log.info(
-            "dropping slow consumer {peer} ({n} bytes unread)", peer=self.peer_address, n=self._unflushed
-        )
+        self.log.info("dropping slow consumer {peer} ({n} bytes unread)",
+                      peer=self.peer_address, n=self._unflushed)
         self.hub.dropped(errors.SLOW_CONSUMER)
         self.abort()
 
@@ -462,7 +490,7 @@ class Session(Protocol):
 
 
 @implementer(IHalfCloseableProtocol)
-class NeaConnection(Session):
+class NeaConnection(Session[bytes, frames.Request]):
     """The line framing: one request per line, one push per line."""
 
     def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
@@ -503,6 +531,9 @@ class NeaConnection(Session):
         ):
             self.encoding = Encoding.JSON
         return request
+
+    def handle(self, request: frames.Request) -> None:
+        self.hub.handle(self, request)
 
     def write(self, line: bytes) -> None:
         corked = self._corked

@@ -37,6 +37,7 @@ together with every message sent (one limit for both), and each compressed
 connection holds a zlib window of its own.
 """
 
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import attrs
@@ -59,7 +60,7 @@ from nea.core.hub import Hub
 from nea.http.hosts import AllowedHosts
 from nea.server.admission import Admission
 from nea.server.connection import ConnectionLimits, Session
-from nea.wire import codec, errors, profiles
+from nea.wire import codec, errors, frames, profiles
 from nea.wire.frames import Encoding
 from nea.wire.profiles import Profile
 
@@ -126,7 +127,7 @@ class Control:
         return 2 + len(self.payload)  # (its header too: an empty pong is still heard)
 
 
-class MessageSession(Session):
+class MessageSession(Session[Message | Control, frames.Request | Control]):
     """A WebSocket client's session; ``socket`` is the autobahn protocol that frames it."""
 
     def __init__(self, socket: "WebSocketConnection", hub: Hub, profile: Profile,
@@ -135,18 +136,18 @@ class MessageSession(Session):
         self.socket = socket
         self.encoding = Encoding.JSON
 
-    def units(self, message: Message):
+    def units(self, message: Message | Control) -> Iterator[Message | Control]:
         return iter((message,))
 
-    def decode(self, message: Message | Control):
+    def decode(self, message: Message | Control) -> frames.Request | Control:
         """A message's request; a control frame stays itself (`handle` answers it)."""
         if isinstance(message, Control):
             return message
         return codec.decode_message(message.payload, message.binary, self.grammar)
 
-    def handle(self, unit) -> None:
+    def handle(self, unit: frames.Request | Control) -> None:
         if not isinstance(unit, Control):
-            super().handle(unit)
+            self.hub.handle(self, unit)
         elif unit.ping and not self.blocked:
             # (not while the client is not reading: pongs would pile up outside the
             # outbound bound)

@@ -10,14 +10,15 @@ line that starts with ``{`` is a frame as soon as its object is complete
 import json
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 
 from nea.wire import errors, frames
 from nea.wire.forms import PUSHES, REQUESTS, Body, Line, Payload, PushForm, RequestForm, body_text
-from nea.wire.frames import Encoding
+from nea.wire.frames import AckPush, Encoding, RelayPush, ReplyPush, RequestPush
 from nea.wire.profiles import Profile
 
 DEFAULT_MAX_LINE = 64 * 1024
@@ -224,7 +225,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def decode_request(line: bytes, profile: Profile) -> frames.Request:
     """Turn one line (terminator removed) into the request it makes under ``profile``."""
-    fast = _decode_relay_verb(line, profile)
+    fast: frames.Request | None = _decode_relay_verb(line, profile)
     if fast is None:
         fast = _decode_addressed_verb(line, profile)
     if fast is not None:
@@ -271,6 +272,7 @@ def _decode_relay_verb(line: bytes, profile: Profile) -> frames.Relay | frames.A
     The result is the general path's; anything it is not sure of (another verb, a
     verb the profile lacks, nothing after the verb, bad UTF-8) is None, left to it.
     """
+    kind: type[frames.Relay] | type[frames.Ack]
     if line.startswith(b"message "):
         kind, verb, start = frames.Relay, "message", 8
     elif line.startswith(b"ok "):
@@ -335,7 +337,9 @@ def _decode_text(text: str, profile: Profile) -> frames.Request:
 
 def _text_reply(rest: str) -> frames.Request:
     id, _, body = rest.partition(" ")
-    return frames.Reply(id, body) if id else frames.Invalid(errors.BAD_USAGE, "usage: reply ID TEXT")
+    if not id:
+        return frames.Invalid(errors.BAD_USAGE, "usage: reply ID TEXT")
+    return frames.Reply(id, body)
 
 
 def _text_ask(rest: str) -> frames.Request:
@@ -398,7 +402,8 @@ def _json_reader(form: RequestForm) -> Callable[[str, Any], frames.Request]:
         if not isinstance(payload, str):
             return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs a string 'payload'")
         if _SURROGATE.search(payload):
-            return frames.Invalid(errors.BAD_PAYLOAD, "the payload has a lone surrogate (not UTF-8)")
+            return frames.Invalid(errors.BAD_PAYLOAD,
+                                  "the payload has a lone surrogate (not UTF-8)")
         return cls(payload)
     return read_string
 
@@ -439,7 +444,7 @@ def body_problem(body: Any, depth: int = MAX_JSON_DEPTH) -> str | None:
     """
     level = [body]
     for _ in range(depth + 1):
-        children = []
+        children: list[Any] = []
         for item in level:
             if isinstance(item, str):
                 if _SURROGATE.search(item):
@@ -503,18 +508,21 @@ def _validated(request: frames.Request) -> frames.Request:
 
 def _addressed(request: frames.Reply | frames.Ask) -> frames.Request:
     if not ID_PATTERN.match(request.id):
-        return frames.Invalid(errors.BAD_USAGE, "an id is 1-64 printable ASCII characters, no space")
+        return frames.Invalid(errors.BAD_USAGE,
+                              "an id is 1-64 printable ASCII characters, no space")
     problem = body_problem(request.body)
     if problem is not None:
         return frames.Invalid(errors.BAD_PAYLOAD, problem)
     if isinstance(request, frames.Ask):
         target = request.name if request.name is not None else request.service
-        if not NAME_PATTERN.match(target):
+        if target is None or not NAME_PATTERN.match(target):
             return frames.Invalid(errors.BAD_NAME, f"not a valid name: {target!r}")
         timeout = request.timeout
         if timeout is not None and not 0 < timeout <= MAX_REQUEST_TIMEOUT:
-            return frames.Invalid(errors.BAD_PAYLOAD,
-                                  f"'timeout' must be more than 0 and at most {MAX_REQUEST_TIMEOUT:g}")
+            return frames.Invalid(
+                errors.BAD_PAYLOAD,
+                f"'timeout' must be more than 0 and at most {MAX_REQUEST_TIMEOUT:g}",
+            )
     return request
 
 
@@ -573,7 +581,8 @@ _OBJECTS: dict[type, _Object] = {
 def _json_line(obj: dict[str, Any]) -> bytes:
     # "replace": a lone surrogate that got this far (it is refused on the way in)
     # becomes "?" rather than an exception in the middle of a fan-out.
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace") + b"\n"
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "replace") + b"\n"
 
 
 def _one_line(text: str) -> str:
@@ -596,19 +605,23 @@ def encode_push(push: frames.Push, encoding: Encoding, room: bool = False) -> by
         if payload is not None:
             obj["payload"] = payload
         return _json_line(obj)
-    prefix = _RELAY_PREFIX.get(type(push))
-    if prefix is not None and "\n" not in push.text and "\r" not in push.text:
-        return prefix + push.text.encode("utf-8", "replace") + b"\n"  # the relay hot path
-    prefix = _ADDRESSED_PREFIX.get(type(push))
-    body = push.body if prefix is not None else None
-    if type(body) is str and "\n" not in body and "\r" not in body:
-        # The request hot path; ids are validated printable ASCII.
-        return prefix + f"{push.id} {body}".encode("utf-8", "replace") + b"\n"
+    # The relay and request hot paths, each push's line written out here, its class
+    # by bare name (one lookup less a line). A request's id is validated printable
+    # ASCII; its body goes this way when it is a string.
+    prefix: bytes | None
+    if type(push) is RelayPush:
+        prefix, text = b"message ", push.text
+    elif type(push) is AckPush:
+        prefix, text = b"ok ", push.text
+    elif type(push) is RequestPush and type(push.body) is str:
+        prefix, text = b"request ", f"{push.id} {push.body}"
+    elif type(push) is ReplyPush and type(push.body) is str:
+        prefix, text = b"reply ", f"{push.id} {push.body}"
+    else:
+        prefix = None
+    if prefix is not None and "\n" not in text and "\r" not in text:
+        return prefix + text.encode("utf-8", "replace") + b"\n"
     return _one_line(_PUSH_TEXT[type(push)](push)).encode("utf-8", "replace") + b"\n"
-
-
-_RELAY_PREFIX = {frames.RelayPush: b"message ", frames.AckPush: b"ok "}
-_ADDRESSED_PREFIX = {frames.RequestPush: b"request ", frames.ReplyPush: b"reply "}
 
 
 def decode_push(line: bytes) -> frames.Push:
@@ -639,9 +652,9 @@ def _decode_text_push(text: str) -> frames.Push:
     if text in _BARE_PUSHES:
         return _BARE_PUSHES[text]()
     verb, _, rest = text.partition(" ")
-    parse = _TEXT_PUSHES.get(verb)
-    if parse is not None:
-        push = parse(rest)
+    parse_rest = _TEXT_PUSHES.get(verb)
+    if parse_rest is not None:
+        push = parse_rest(rest)
         if push is not None:
             return push
     return frames.ReverseReply(text)
