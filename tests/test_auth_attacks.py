@@ -203,19 +203,24 @@ class Attacks(unittest.TestCase):
         self.assertEqual(dict(self.status().auth.not_allowed), {"register": 8})
 
     @defer.inlineCallbacks
-    def test_across_the_cluster_an_identified_device_s_name_stays_its_own(self):
-        """The device holds its name on one instance; the attacker registers it on another
-        (as a round-robin balancer would send it there): refused, and requests reach the
-        device."""
+    def two_instances(self):
+        """Two instances ``a`` and ``b`` on one real redis-server, with tokens."""
         redis = yield infra.redis_server(self)
         cluster = ("--redis", redis.url, "--cluster-name", f"auth{id(self) % 100000}",
                    "--heartbeat", "0.5", "--jwt-key", str(self.public), "--admin-token", TOKEN)
         yield self.start("--instance-id", "a", *cluster)
-        holding = self.service
+        a = self.service
         yield self.start("--instance-id", "b", *cluster)
-        elsewhere = self.service
-        yield settle(lambda: all(len(i.hub.snapshot().cluster.members) == 2
-                                 for i in (holding, elsewhere)))
+        b = self.service
+        yield settle(lambda: all(len(i.hub.snapshot().cluster.members) == 2 for i in (a, b)))
+        return a, b
+
+    @defer.inlineCallbacks
+    def test_across_the_cluster_an_identified_device_s_name_stays_its_own(self):
+        """The device holds its name on one instance; the attacker registers it on another
+        (as a round-robin balancer would send it there): refused, and requests reach the
+        device."""
+        holding, elsewhere = yield self.two_instances()
 
         @defer.inlineCallbacks
         def scenario(transport):
@@ -370,6 +375,34 @@ class Attacks(unittest.TestCase):
                 if isinstance(push, frames.ChatPush) and push.text == "it is me":
                     break
             self.assertEqual(push.sender, nick)
+
+        yield every_transport(scenario)
+
+    @defer.inlineCallbacks
+    def test_across_the_cluster_an_identified_nick_is_nobody_else_s(self):
+        """Alice chats on one instance; an impostor on the other may not take her nick,
+        until she has gone."""
+        holding, elsewhere = yield self.two_instances()
+
+        @defer.inlineCallbacks
+        def scenario(transport):
+            nick = f"alice_{transport}"
+            self.service = holding
+            alice = yield self.dial(transport, self.token(f"u:{transport}", nick=nick))
+            self.service = elsewhere
+            impostor = yield self.dial(transport)
+            for _ in range(500):  # until the nick is in Redis
+                if (yield elsewhere.hub.bus.nick_identities(nick)):
+                    break
+                yield next_tick()
+            yield self.refused(impostor, frames.Nick(nick), "chat")
+            alice.client.transport.loseConnection()
+            yield alice.closed
+            for _ in range(500):  # until she has left
+                if not (yield elsewhere.hub.bus.nick_identities(nick)):
+                    break
+                yield next_tick()
+            yield self.done(impostor, frames.Nick(nick), frames.NickReply(nick))
 
         yield every_transport(scenario)
 

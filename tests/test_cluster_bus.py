@@ -63,7 +63,8 @@ class PubSub:
 
 
 class FakeRedis:
-    """The commands the bus keeps its names hash with, on hashes shared by the cluster.
+    """The commands the bus keeps its names and nicks hashes with, on hashes shared by
+    the cluster.
 
     Replies come at once (Redis answers in order, and these tests need no more).
     """
@@ -86,8 +87,8 @@ class FakeRedis:
             del self.hashes[key]
         return defer.succeed(result)
 
-    def delete(self, key: str):
-        return defer.succeed(int(self.hashes.pop(key, None) is not None))
+    def delete(self, *keys: str):
+        return defer.succeed(sum(self.hashes.pop(key, None) is not None for key in keys))
 
     def hgetall(self, key: str):
         return defer.succeed(dict(self.hashes.get(key, {})))

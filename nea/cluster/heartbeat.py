@@ -29,6 +29,7 @@ def beat(redis, ns: Namespace, instance: str, record: str, interval: float):
             redis.zadd(ns.members, 0, instance),
             redis.execute_command("PEXPIRE", ns.members, ttl),
             redis.execute_command("PEXPIRE", ns.names(instance), ttl),
+            redis.execute_command("PEXPIRE", ns.nicks(instance), ttl),
         ],
         consumeErrors=True,
     )
@@ -45,6 +46,7 @@ def beat(redis, ns: Namespace, instance: str, record: str, interval: float):
 def withdraw(redis, ns: Namespace, instance: str):
     """Remove this instance's keys and index entry (the index vanishes with its last entry)."""
     return defer.gatherResults(
-        [redis.delete(ns.member(instance), ns.names(instance)), redis.zrem(ns.members, instance)],
+        [redis.delete(ns.member(instance), ns.names(instance), ns.nicks(instance)),
+         redis.zrem(ns.members, instance)],
         consumeErrors=True,
     )

@@ -11,6 +11,8 @@ so several clusters (or test runs) can share one Redis without meeting:
 - ``NAME:names:ID`` (hash, ``PEXPIRE`` = 3 heartbeats, refreshed by each beat): the
   client names registered on instance ID, each with when it was registered; it
   dies with the instance's heartbeat, so a dead instance's names vanish with it;
+- ``NAME:nicks:ID`` (hash, expiring like the names hash): the chat nicks that
+  clients identified by a token hold on instance ID, each with its identity;
 - channel ``NAME:cluster``: chat, operator broadcasts and leave notices for everyone;
 - channel ``NAME:to:ID``: deliveries, acks and re-forwards, and requests' offers,
   answers and refusals, addressed to instance ID.
@@ -66,6 +68,9 @@ class Namespace:
 
     def names(self, instance: str) -> str:
         return f"{self.name}:names:{instance}"
+
+    def nicks(self, instance: str) -> str:
+        return f"{self.name}:nicks:{instance}"
 
     def inbox(self, instance: str) -> str:
         return f"{self.name}:to:{instance}"

@@ -90,6 +90,8 @@ class RedisBus:
         self._requests: RequestNode
         #: Names registered (their stamp) or released (None) here, not yet written to Redis.
         self._name_changes: dict[str, float | None] = {}
+        #: The identified chat nicks held here (nick -> identity), written again on link_up.
+        self._nicks: dict[str, str] = {}
         self._twin_reported = False
         #: ``(member, record version)`` pairs already logged as unreadable.
         self._incompatible_reported: set[tuple[str, int]] = set()
@@ -167,6 +169,35 @@ class RedisBus:
     def unregister(self, name: str) -> None:
         if self.up:
             self._name_changed(name, None)
+
+    def hold_nick(self, nick: str, identity: str) -> None:
+        self._nicks[nick] = identity
+        redis = self._redis
+        if self.up and redis is not None:  # else written when the link is up again
+            self._write_nicks(redis, {nick: identity})
+
+    def release_nick(self, nick: str) -> None:
+        self._nicks.pop(nick, None)
+        redis = self._redis
+        if self.up and redis is not None:
+            _quietly(redis.execute_command("HDEL", self.namespace.nicks(self.instance_id), nick))
+
+    def _write_nicks(self, redis, nicks: dict[str, str]) -> None:
+        key = self.namespace.nicks(self.instance_id)
+        _quietly(redis.execute_command("HSET", key, *(x for item in nicks.items() for x in item)))
+        _quietly(redis.execute_command("PEXPIRE", key, heartbeat.ttl_ms(self.interval)))
+
+    def nick_identities(self, nick: str) -> defer.Deferred:
+        instances = sorted(i for i in self.table.members if i != self.instance_id)
+        redis = self._redis
+        if redis is None or not instances:
+            return defer.succeed(set())
+        found = defer.gatherResults(
+            [redis.execute_command("HGET", self.namespace.nicks(i), nick) for i in instances],
+            consumeErrors=True,
+        )
+        return found.addCallbacks(
+            lambda values: {_text(v) for v in values if v is not None}, lambda failure: set())
 
     def _name_changed(self, name: str, stamp: float | None) -> None:
         """Write the names hash at the end of the reactor turn: a client that registers
@@ -316,7 +347,10 @@ class RedisBus:
         names = self._requests.local_names()
         self._name_changes = {}
         redis = self._redis
-        _quietly(redis.delete(self.namespace.names(self.instance_id)))
+        _quietly(redis.delete(self.namespace.names(self.instance_id),
+                              self.namespace.nicks(self.instance_id)))
+        if self._nicks:
+            self._write_nicks(redis, self._nicks)
         if names:
             self._write_names(redis, names)
             for name, stamp in names.items():
@@ -431,10 +465,12 @@ def _stamp(value) -> float | None:
 def _identity(value) -> str | None:
     """The holder's identity as read from a names hash field; None: anonymous."""
     parts = value.split(None, 1)
-    if len(parts) < 2:
-        return None
-    identity = parts[1]
-    return identity.decode("utf-8", "replace") if isinstance(identity, bytes) else identity
+    return _text(parts[1]) if len(parts) == 2 else None
+
+
+def _text(value) -> str:
+    """A hash field's value as text (txredisapi may hand bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _quietly(written: defer.Deferred) -> None:

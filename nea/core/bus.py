@@ -132,6 +132,15 @@ class Bus(TypingProtocol):
     def unregister(self, name: str) -> None:
         """``name`` is no longer registered here."""
 
+    def hold_nick(self, nick: str, identity: str) -> None:
+        """A client here identified as ``identity`` chats as ``nick``: nobody else may."""
+
+    def release_nick(self, nick: str) -> None:
+        """No client here chats as ``nick`` under an identity any more."""
+
+    def nick_identities(self, nick: str) -> defer.Deferred:
+        """Fires with the identities that hold ``nick`` on the other instances (a set)."""
+
     def find_client(self, name: str) -> defer.Deferred:
         """The instance where ``name`` is registered (the newest registration), or None."""
 
@@ -199,6 +208,15 @@ class LocalBus:
 
     def unregister(self, name: str) -> None:
         pass
+
+    def hold_nick(self, nick: str, identity: str) -> None:
+        pass
+
+    def release_nick(self, nick: str) -> None:
+        pass
+
+    def nick_identities(self, nick: str) -> defer.Deferred:
+        return defer.succeed(set())  # there are no other instances
 
     def find_client(self, name: str) -> defer.Deferred:
         here = self._requests.has_name(name) is not None

@@ -194,7 +194,7 @@ class Hub:
         """
         self._requests[type(request).__name__] += 1
         owed = self._handlers[type(request)](peer, request)
-        if owed is not None and not owed.called:
+        if owed is not None and (not owed.called or owed.paused):  # (paused: on an inner one)
             self._owe(peer, owed)
 
     def _owe(self, peer: Peer, answer: Deferred) -> None:
@@ -290,6 +290,7 @@ class Hub:
         if verified.nick is not None:
             peer.name = verified.nick
             self._nicks.setdefault(verified.nick, {})[peer] = verified.subject
+            self.bus.hold_nick(verified.nick, verified.subject)
         self._allow(peer)
         peer.push(frames.Authenticated(verified.subject))
 
@@ -318,6 +319,7 @@ class Hub:
             holders.pop(peer, None)
             if not holders:
                 del self._nicks[nick]
+                self.bus.release_nick(nick)
 
     def _register(self, peer: Peer, request: frames.Register) -> Deferred | None:
         """A name held by an identity is taken over by that identity only, wherever in the
@@ -347,16 +349,31 @@ class Hub:
         self.access.refuse(peer, "register", name, "the name is held by another identity")
 
     def _nick(self, peer: Peer, request: frames.Nick) -> Deferred | None:
+        """A nick an identified user holds, here or on another instance, is nobody else's."""
         token = peer.token
         if token is not None and token.nick is not None:
-            request = frames.Nick(token.nick)  # a token's nick is the identity's, whatever asked
-        elif any(identity != peer.identity
-                 for identity in self._nicks.get(request.name, {}).values()):
-            self.access.refuse(peer, "chat", None,
-                               f"the nick {request.name!r} is an identified user's")
+            return self._take_nick(peer, token.nick)  # a token's nick is the identity's
+        if self._nick_held(peer, request.name, set()):
             return None
-        peer.name = request.name
-        peer.push(frames.NickReply(request.name))
+        looked_up = self.bus.nick_identities(request.name)
+        return looked_up.addCallback(self._nick_unless_held, peer, request.name)
+
+    def _nick_held(self, peer: Peer, nick: str, elsewhere: set[str]) -> bool:
+        """Whether an identity other than ``peer``'s holds ``nick``; if so it is refused."""
+        holders = {*self._nicks.get(nick, {}).values(), *elsewhere}
+        if any(identity != peer.identity for identity in holders):
+            self.access.refuse(peer, "chat", None, f"the nick {nick!r} is an identified user's")
+            return True
+        return False
+
+    def _nick_unless_held(self, elsewhere: set[str], peer: Peer, nick: str) -> Deferred | None:
+        if peer not in self.registry or self._nick_held(peer, nick, elsewhere):
+            return None  # it left meanwhile, or the nick is another's
+        return self._take_nick(peer, nick)
+
+    def _take_nick(self, peer: Peer, nick: str) -> Deferred | None:
+        peer.name = nick
+        peer.push(frames.NickReply(nick))
         if peer.profile.naming is not None and not peer.named:
             peer.named = True  # its first line: it enters the chat room
             return self.chat.enter(peer)

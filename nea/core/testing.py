@@ -82,6 +82,8 @@ class MemoryCluster:
 
     def __init__(self) -> None:
         self.nodes: dict[str, _Node] = {}
+        #: Each instance's identified chat nicks: nick -> identity.
+        self.nicks: dict[str, dict[str, str]] = {}
 
     def bus(self, instance_id: str) -> "MemoryBus":
         return MemoryBus(self, instance_id)
@@ -143,6 +145,16 @@ class MemoryBus:
 
     def unregister(self, name: str) -> None:
         pass
+
+    def hold_nick(self, nick: str, identity: str) -> None:
+        self.cluster.nicks.setdefault(self.instance_id, {})[nick] = identity
+
+    def release_nick(self, nick: str) -> None:
+        self.cluster.nicks.get(self.instance_id, {}).pop(nick, None)
+
+    def nick_identities(self, nick: str) -> defer.Deferred:
+        return defer.succeed({nicks[nick] for instance, nicks in self.cluster.nicks.items()
+                              if instance != self.instance_id and nick in nicks})
 
     def find_client(self, name: str) -> defer.Deferred:
         stamps = {instance: node.requests.has_name(name)
