@@ -124,13 +124,13 @@ class RequestsOnRedis(unittest.TestCase):
         device = yield self.registered(self.b, "lock1")
         got = answering(device, lambda body: "locked" if body == '{"cmd":"status"}' else "?")
         found = yield until_http(self.a.http_port, "/clients/lock1", lambda c, _: c == 200)
-        self.assertEqual(found, {"name": "lock1", "instance": "i2"})
+        self.assertEqual(found, {"name": "lock1", "instance": "i2", "identity": None})
         code, answer = yield post(self.a.http_port, "/clients/lock1/requests", {"cmd": "status"})
         self.assertEqual((code, answer["reply"], answer["instance"]), (200, "locked", "i2"), answer)
         self.assertEqual(len(got), 1)
         code, listed = yield get(self.a.http_port, "/clients")
         self.assertEqual((code, listed), (200, {"count": 1, "clients": [
-            {"name": "lock1", "instance": "i2"}]}))
+            {"name": "lock1", "instance": "i2", "identity": None}]}))
         snapshot = self.a.hub.snapshot().addressed
         self.assertEqual((snapshot.asked, snapshot.answered), (1, 1))
         code, missing = yield post(self.a.http_port, "/clients/nobody/requests", 1)

@@ -63,7 +63,16 @@ from nea.cluster.members import Member, MemberTable
 from nea.cluster.names import Namespace
 from nea.cluster.outstanding import Outstanding
 from nea.cluster.redislink import RedisLink
-from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
+from nea.core.bus import (
+    ChatNode,
+    Figures,
+    Holding,
+    RelayNode,
+    RequestNode,
+    held_here,
+    newest,
+    weighted_pick,
+)
 from nea.core.snapshot import MemberFigures
 from nea.wire.frames import BroadcastPush, ChatPush, Presence
 
@@ -269,22 +278,33 @@ class RedisBus:
         return found.addCallbacks(newest_holder, lambda failure: (False, None))
 
     def clients(self) -> defer.Deferred:
-        instances = sorted(self.table.members)
+        instances = sorted(i for i in self.table.members if i != self.instance_id)
         redis = self._redis
-        local = {self.instance_id: self._requests.local_names()}
+        stamps = {self.instance_id: self._requests.local_names()}
+        identities: dict[str, dict[str, str | None]] = {}
+
+        def held(_=None) -> dict[str, Holding]:
+            return {name: Holding(instance, identities[instance][name])
+                    if instance in identities
+                    else held_here(instance, self._requests, name)
+                    for name, instance in newest(stamps).items()}
+
         if redis is None or not instances:
-            return defer.succeed(newest(local))
+            return defer.succeed(held())
         found = defer.gatherResults(
             [redis.hgetall(self.namespace.names(i)) for i in instances], consumeErrors=True
         )
 
-        def merged(hashes) -> dict[str, str]:
+        def merged(hashes) -> None:
             for instance, names in zip(instances, hashes, strict=True):
-                local[instance] = {n: s for n, s in ((n, _stamp(v)) for n, v in names.items())
-                                   if s is not None}
-            return newest(local)
+                stamps[instance], identities[instance] = {}, {}
+                for name, value in names.items():
+                    stamp = _stamp(value)
+                    if stamp is not None:
+                        stamps[instance][name] = stamp
+                        identities[instance][name] = _identity(value)
 
-        return found.addCallbacks(merged, lambda failure: newest(local))
+        return found.addCallbacks(merged, lambda failure: None).addCallback(held)
 
     def pick_member_instance(self, service: str, rng: random.Random,
                              skip: Set[str]) -> str | None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Set
 from typing import Any
 from typing import Protocol as TypingProtocol
 
+import attrs
 from twisted.internet import defer
 
 from nea.core.peer import Peer
@@ -149,7 +150,7 @@ class Bus(TypingProtocol):
         cluster, and the identity of its newest holder (None: an anonymous client)."""
 
     def clients(self) -> defer.Deferred:
-        """``{name: instance}`` of every registered name in the cluster."""
+        """``{name: Holding}`` of every registered name in the cluster."""
 
     def pick_member_instance(self, service: str, rng: random.Random,
                              skip: Set[str]) -> str | None:
@@ -227,7 +228,8 @@ class LocalBus:
         return defer.succeed((holder is not None, holder.identity if holder else None))
 
     def clients(self) -> defer.Deferred:
-        return defer.succeed({name: self.instance_id for name in self._requests.local_names()})
+        return defer.succeed({name: held_here(self.instance_id, self._requests, name)
+                              for name in self._requests.local_names()})
 
     def pick_member_instance(self, service: str, rng: random.Random,
                              skip: Set[str]) -> str | None:
@@ -243,6 +245,19 @@ class LocalBus:
 
     def refuse(self, origin: str, rid: str, code: str) -> None:
         self._requests.refuse(rid, code, self.instance_id)
+
+
+@attrs.frozen
+class Holding:
+    """Where a registered name is held in the cluster, and by whom (None: anonymous)."""
+
+    instance: str
+    identity: str | None = None
+
+
+def held_here(instance: str, requests: "RequestNode", name: str) -> Holding:
+    holder = requests.holder(name)
+    return Holding(instance, holder.identity if holder is not None else None)
 
 
 def newest(names_of: dict[str, dict[str, float]]) -> dict[str, str]:

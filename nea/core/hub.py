@@ -415,6 +415,10 @@ class Hub:
         """A Deferred: ``{name: instance}`` of every name registered in the cluster."""
         return self.bus.clients()
 
+    def name_holder(self, name: str) -> Deferred:
+        """Fires with ``(held, identity)`` for ``name`` anywhere in the cluster."""
+        return self.bus.name_holder(name)
+
     def holder(self, name: str) -> dict[str, str | None] | None:
         """Who holds ``name`` here, ``{"identity", "auth"}``; None if it is not held here."""
         peer = self.addressed.holder(name)

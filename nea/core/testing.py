@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, newest, weighted_pick
+from nea.core.bus import ChatNode, Figures, RelayNode, RequestNode, held_here, newest, weighted_pick
 from nea.core.snapshot import MemberFigures
 from nea.wire import codec, frames
 from nea.wire.frames import BroadcastPush, ChatPush, Encoding, Presence
@@ -172,9 +172,10 @@ class MemoryBus:
         return defer.succeed((True, holder.identity))
 
     def clients(self) -> defer.Deferred:
-        return defer.succeed(newest({
-            instance: node.requests.local_names() for instance, node in self.cluster.nodes.items()
-        }))
+        nodes = self.cluster.nodes
+        held = newest({instance: node.requests.local_names() for instance, node in nodes.items()})
+        return defer.succeed({name: held_here(instance, nodes[instance].requests, name)
+                              for name, instance in held.items()})
 
     def pick_member_instance(self, service: str, rng: random.Random,
                              skip: Set[str]) -> str | None:

@@ -244,7 +244,8 @@ _SCHEMAS: dict[str, Any] = {
     "Client": {
         "type": "object",
         "required": ["name", "instance"],
-        "description": "identity and auth are given for names held on the instance asked.",
+        "description": "identity is given for every name; auth for names held on the "
+                       "instance asked.",
         "properties": {
             "name": _NAME, "instance": {"type": "string"},
             "identity": {"type": ["string", "null"],

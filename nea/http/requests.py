@@ -19,6 +19,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from nea.core.bus import Holding
 from nea.http.jsonapi import ApiError, Endpoint, NotFound, read_json_object, write_error, write_json
 from nea.http.waiter import HTTPWaiter
 from nea.wire import codec, errors, frames
@@ -100,9 +101,10 @@ class Requests:
         limit = self.api.limit(request)
         found = self.hub.clients()
 
-        def listed(names: dict[str, str]) -> None:
-            clients = [{"name": name, "instance": instance, **(self.hub.holder(name) or {})}
-                       for name, instance in list(names.items())[:limit]]
+        def listed(names: dict[str, Holding]) -> None:
+            clients = [{"name": name, "instance": held.instance, "identity": held.identity,
+                        **(self.hub.holder(name) or {})}
+                       for name, held in list(names.items())[:limit]]
             write_json(request, http.OK, {"count": len(names), "clients": clients})
 
         found.addCallback(listed)
@@ -115,9 +117,13 @@ class Requests:
             if instance is None:
                 write_error(request, ApiError(http.NOT_FOUND, errors.NO_SUCH_CLIENT.code,
                                               f"nobody is registered as {name!r}"))
-            else:
-                write_json(request, http.OK, {"name": name, "instance": instance,
-                                              **(self.hub.holder(name) or {})})
+                return
+            here = self.hub.holder(name)
+            if here is not None:
+                write_json(request, http.OK, {"name": name, "instance": instance, **here})
+                return
+            self.hub.name_holder(name).addCallback(lambda held: write_json(
+                request, http.OK, {"name": name, "instance": instance, "identity": held[1]}))
 
         found.addCallback(answered)
 
