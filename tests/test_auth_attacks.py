@@ -182,6 +182,21 @@ class Attacks(unittest.TestCase):
     # ---- device hijack ----
 
     @defer.inlineCallbacks
+    def hijack_refused(self, transport: str, name: str, device):
+        """An anonymous client and another identity try to register ``name`` over
+        ``transport``: both refused, and a request to ``name`` still reaches ``device``.
+        Returns what ``GET /clients/NAME`` says of it."""
+        attacker = yield self.dial(transport)
+        yield self.refused(attacker, frames.Register(name), "register")
+        other = yield self.dial(transport, self.token("mallory", nea={"register": ["*"]}))
+        yield self.refused(other, frames.Register(name), "register")
+        asked = self.ask_over_http(f"/clients/{name}/requests", "unlock")
+        yield self.answers(device, "unlocked")
+        self.assertEqual((yield asked)[1]["reply"], "unlocked")
+        _, held = yield fetch_json(self.http, f"/clients/{name}", token=TOKEN)
+        return held
+
+    @defer.inlineCallbacks
     def test_an_anonymous_client_cannot_take_an_identified_device_s_name(self):
         yield self.default()
 
@@ -189,14 +204,7 @@ class Attacks(unittest.TestCase):
         def scenario(transport):
             name = f"lock-{transport}"
             device = yield self.registered(transport, name)
-            attacker = yield self.dial(transport)
-            yield self.refused(attacker, frames.Register(name), "register")
-            other = yield self.dial(transport, self.token("mallory", nea={"register": ["*"]}))
-            yield self.refused(other, frames.Register(name), "register")
-            asked = self.ask_over_http(f"/clients/{name}/requests", "unlock")
-            yield self.answers(device, "unlocked")
-            self.assertEqual((yield asked)[1]["reply"], "unlocked")
-            code, held = yield fetch_json(self.http, f"/clients/{name}", token=TOKEN)
+            held = yield self.hijack_refused(transport, name, device)
             self.assertEqual((held["identity"], held["auth"]), (name, "token"))
 
         yield every_transport(scenario)
@@ -232,14 +240,7 @@ class Attacks(unittest.TestCase):
                     break
                 yield next_tick()
             self.service, self.http = elsewhere, elsewhere.http_port
-            attacker = yield self.dial(transport)
-            yield self.refused(attacker, frames.Register(name), "register")
-            other = yield self.dial(transport, self.token("mallory", nea={"register": ["*"]}))
-            yield self.refused(other, frames.Register(name), "register")
-            asked = self.ask_over_http(f"/clients/{name}/requests", "unlock")
-            yield self.answers(device, "unlocked")
-            self.assertEqual((yield asked)[1]["reply"], "unlocked")
-            _, held = yield fetch_json(self.http, f"/clients/{name}", token=TOKEN)
+            held = yield self.hijack_refused(transport, name, device)
             self.assertEqual((held["instance"], held["identity"]), ("a", name))
             _, listed = yield fetch_json(self.http, "/clients", token=TOKEN)
             self.assertIn({"name": name, "instance": "a", "identity": name}, listed["clients"])
