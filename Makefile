@@ -49,6 +49,7 @@ test: lint system-packages
 # (pyproject.toml's [tool.mypy], with the zope interface plugin) over nea/.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check nea tests bench twisted
+	$(BIN)/ruff format --check nea tests bench twisted
 	$(BIN)/mypy
 
 certs: $(BIN)/.installed

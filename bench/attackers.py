@@ -56,9 +56,11 @@ POISON = (
     b"reverse \xff\xfe\n",
 )
 LONG_LINE = b"x" * (10 * 1000 * 1000)
-WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-              b"Sec-WebSocket-Version: 13\r\n\r\n")
+WS_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
 #: An empty ping frame, masked (as a client's must be) with the zero mask.
 WS_PING = b"\x89\x80\x00\x00\x00\x00"
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -83,10 +85,16 @@ class Attack:
 
     async def connect(self, kind: str, port: int, tls: bool, source: str):
         try:
-            streams = await asyncio.wait_for(asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(source, 0),
-                ssl=self.context if tls else None, server_hostname="localhost" if tls else None,
-            ), min(30.0, self.left() + 0.1))
+            streams = await asyncio.wait_for(
+                asyncio.open_connection(
+                    "127.0.0.1",
+                    port,
+                    local_addr=(source, 0),
+                    ssl=self.context if tls else None,
+                    server_hostname="localhost" if tls else None,
+                ),
+                min(30.0, self.left() + 0.1),
+            )
         except (TimeoutError, OSError, ssl.SSLError):
             self.stats[kind]["connect_failed"] += 1
             await asyncio.sleep(0.5)
@@ -149,8 +157,9 @@ def client_hello() -> bytes:
 
 
 async def idle(attack: Attack, kind: str, payload: bytes, source: str) -> None:
-    async for reader, writer, started in attack.connections(kind, attack.args.relay_port, False,
-                                                            source):
+    async for reader, writer, started in attack.connections(
+        kind, attack.args.relay_port, False, source
+    ):
         if payload:
             writer.write(payload)
         await attack.until_closed(kind, reader, started)
@@ -158,8 +167,9 @@ async def idle(attack: Attack, kind: str, payload: bytes, source: str) -> None:
 
 async def non_reader(attack: Attack, index: int) -> None:
     kind, sent = "non_reader", 0
-    async for _, writer, started in attack.connections(kind, attack.args.relay_port, True,
-                                                       "127.0.61.3"):
+    async for _, writer, started in attack.connections(
+        kind, attack.args.relay_port, True, "127.0.61.3"
+    ):
         writer.transport.pause_reading()
         try:
             while not attack.over():
@@ -208,8 +218,9 @@ def ack_forwarded(line: bytes) -> bytes | None:
 async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.61.5") -> None:
     """Send each frame in turn, wait for its answer (or the close), reconnect after a close."""
     turn = 0
-    async for reader, writer, started in attack.connections(kind, attack.args.nea_port, True,
-                                                            source):
+    async for reader, writer, started in attack.connections(
+        kind, attack.args.nea_port, True, source
+    ):
         try:
             while not attack.over():
                 writer.write(frames[turn % len(frames)])
@@ -228,8 +239,9 @@ async def one_at_a_time(attack: Attack, kind: str, frames, source: str = "127.0.
         await asyncio.sleep(0.2)
 
 
-async def quiet(attack: Attack, kind: str, port: int, tls: bool, source: str,
-                greeting: bytes = b"") -> None:
+async def quiet(
+    attack: Attack, kind: str, port: int, tls: bool, source: str, greeting: bytes = b""
+) -> None:
     """Connect (TLS handshake done, or ``greeting`` sent), then read everything the server
     sends and never send a byte more; reconnect when closed."""
     while not attack.over():
@@ -294,43 +306,63 @@ async def main(args) -> None:
     hello = client_hello()
     n = lambda count: max(1, int(count * args.scale))  # noqa: E731
     tasks = [idle(attack, "silent", b"", "127.0.61.1") for _ in range(n(1000))]
-    tasks += [idle(attack, "half_hello", hello[: len(hello) // 2], "127.0.61.2")
-              for _ in range(n(1000))]
+    tasks += [
+        idle(attack, "half_hello", hello[: len(hello) // 2], "127.0.61.2") for _ in range(n(1000))
+    ]
     tasks += [non_reader(attack, i) for i in range(n(100))]
     tasks += [
-        flood(attack, "relay_flood", args.relay_port, lambda k: b"message flood-%d\n" % k,
-              ack_forwarded),
-        flood(attack, "line_flood", args.nea_port, lambda k: b"reverse line-flood-%d\n" % k,
-              lambda _: None),
+        flood(
+            attack,
+            "relay_flood",
+            args.relay_port,
+            lambda k: b"message flood-%d\n" % k,
+            ack_forwarded,
+        ),
+        flood(
+            attack,
+            "line_flood",
+            args.nea_port,
+            lambda k: b"reverse line-flood-%d\n" % k,
+            lambda _: None,
+        ),
         one_at_a_time(attack, "poison", POISON),
         one_at_a_time(attack, "long_line", (LONG_LINE,), "127.0.61.6"),
         flood(attack, "chatty", args.nea_port, chat(1000), lambda _: None),
         flood(attack, "store_pressure", args.nea_port, chat(1100), lambda _: None, batch=3000),
         ws_ping_flood(attack),
     ]
-    tasks += [quiet(attack, "chat_reader", args.nea_port, True, "127.0.61.11")
-              for _ in range(n(10))]
-    tasks += [quiet(attack, "idle_target", args.relay_port, True, "127.0.61.9")
-              for _ in range(n(90))]
-    tasks += [quiet(attack, "squatter", args.nea_port, True, "127.0.61.10")
-              for _ in range(n(100))]
-    tasks += [quiet(attack, "keepalive_hoarder", args.http_port, False, "127.0.61.8", HEALTHZ)
-              for _ in range(n(1000))]
+    tasks += [
+        quiet(attack, "chat_reader", args.nea_port, True, "127.0.61.11") for _ in range(n(10))
+    ]
+    tasks += [
+        quiet(attack, "idle_target", args.relay_port, True, "127.0.61.9") for _ in range(n(90))
+    ]
+    tasks += [quiet(attack, "squatter", args.nea_port, True, "127.0.61.10") for _ in range(n(100))]
+    tasks += [
+        quiet(attack, "keepalive_hoarder", args.http_port, False, "127.0.61.8", HEALTHZ)
+        for _ in range(n(1000))
+    ]
     running = [asyncio.ensure_future(t) for t in tasks]
     watcher = asyncio.ensure_future(stdin_closed(attack))
     ready_by = time.monotonic() + 60
-    while (time.monotonic() < ready_by
-           and sum(s["opened"] for s in attack.stats.values()) < len(tasks)):
+    while time.monotonic() < ready_by and sum(s["opened"] for s in attack.stats.values()) < len(
+        tasks
+    ):
         await asyncio.sleep(0.2)
     print(json.dumps({"ready": {k: v["opened"] for k, v in attack.stats.items()}}), flush=True)
-    await asyncio.wait([watcher, asyncio.ensure_future(asyncio.sleep(attack.left()))],
-                       return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(
+        [watcher, asyncio.ensure_future(asyncio.sleep(attack.left()))],
+        return_when=asyncio.FIRST_COMPLETED,
+    )
     attack.stopping.set()
     await asyncio.wait(running, timeout=30)
     for task in running:
         task.cancel()
-    held = {k: {"n": len(v), "median_s": round(sorted(v)[len(v) // 2], 2),
-                "max_s": round(max(v), 2)} for k, v in attack.held.items() if v}
+    held = {
+        k: {"n": len(v), "median_s": round(sorted(v)[len(v) // 2], 2), "max_s": round(max(v), 2)}
+        for k, v in attack.held.items()
+        if v
+    }
     print(json.dumps({"result": {"stats": attack.stats, "held": held}}), flush=True)
 
 

@@ -54,11 +54,26 @@ class Chatters:
     from a ``select`` on it.
     """
 
-    def __init__(self, port: int, connections: int, name: str, lines: int, ws: bool,
-                 source: str) -> None:
-        argv = [harness.PYTHON, str(harness.ROOT / "bench" / "chatters.py"), "--port", str(port),
-                "--connections", str(connections), "--name", name, "--sender", SENDER,
-                "--lines", str(lines), "--source", source, *(["--ws"] if ws else [])]
+    def __init__(
+        self, port: int, connections: int, name: str, lines: int, ws: bool, source: str
+    ) -> None:
+        argv = [
+            harness.PYTHON,
+            str(harness.ROOT / "bench" / "chatters.py"),
+            "--port",
+            str(port),
+            "--connections",
+            str(connections),
+            "--name",
+            name,
+            "--sender",
+            SENDER,
+            "--lines",
+            str(lines),
+            "--source",
+            source,
+            *(["--ws"] if ws else []),
+        ]
         self.process = harness.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.answers: queue.Queue[bytes] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -138,12 +153,22 @@ def measure(store: str, store_arg: str, args, database_pid: int | None = None) -
     listens = (harness.tcp("chat"), harness.tcp("chat+ws"), harness.tcp("nea"))
     clients = args.ws + args.line_clients
     # The sender is the one chatter, and its rate is what is measured: no chat limit on it.
-    extra = ("--store", store_arg, "--max-rate", str(max(1000.0, 2 * args.rate)),
-             "--chat-rate", "0", "--chat-bytes-rate", "0")
+    extra = (
+        "--store",
+        store_arg,
+        "--max-rate",
+        str(max(1000.0, 2 * args.rate)),
+        "--chat-rate",
+        "0",
+        "--chat-bytes-rate",
+        "0",
+    )
     with harness.Daemon(*listens, max_clients=clients + 10, extra=extra) as daemon:
         line_port, ws_port, status_port = daemon.ports
-        groups = [Chatters(ws_port, args.ws, "ws", lines, True, "127.0.80.1"),
-                  Chatters(line_port, args.line_clients, "line", lines, False, "127.0.81.1")]
+        groups = [
+            Chatters(ws_port, args.ws, "ws", lines, True, "127.0.80.1"),
+            Chatters(line_port, args.line_clients, "line", lines, False, "127.0.81.1"),
+        ]
         try:
             joined = [g.answer("joined", 600) for g in groups]
             sender = join_sender(line_port)
@@ -205,13 +230,16 @@ def run(args):
 
 def print_row(row: dict, baseline: dict) -> None:
     extra = "" if row["database_ms"] is None else f", postgres {row['database_ms']:.2f} ms"
-    print(f"{row['store']:<10} {row['lines']} lines, {row['deliveries']}/{row['expected']}"
-          f" delivered, lost {row['lost']}, duplicated {row['duplicates']};"
-          f" latency p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, max {row['max']:.1f} ms;"
-          f" server CPU {row['cpu_ms']:.2f} ms/line"
-          f" ({row['cpu_ms'] - baseline['cpu_ms']:+.2f} against none), store thread"
-          f" {row['store_thread_ms']:.3f} ms/line{extra}; store {row['state']},"
-          f" {row['stored']} stored, {row['unsaved']} unsaved", flush=True)
+    print(
+        f"{row['store']:<10} {row['lines']} lines, {row['deliveries']}/{row['expected']}"
+        f" delivered, lost {row['lost']}, duplicated {row['duplicates']};"
+        f" latency p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, max {row['max']:.1f} ms;"
+        f" server CPU {row['cpu_ms']:.2f} ms/line"
+        f" ({row['cpu_ms'] - baseline['cpu_ms']:+.2f} against none), store thread"
+        f" {row['store_thread_ms']:.3f} ms/line{extra}; store {row['state']},"
+        f" {row['stored']} stored, {row['unsaved']} unsaved",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -220,11 +248,16 @@ def main() -> None:
     p.add_argument("--line-clients", type=int, default=1000, help="line receivers")
     p.add_argument("--rate", type=float, default=20.0, help="lines said a second")
     p.add_argument("--seconds", type=float, default=20.0, help="how long the sender speaks")
-    p.add_argument("--stores", default="none,sqlite,postgresql",
-                   help="the cases, in order; the first is the baseline of the cost per line")
+    p.add_argument(
+        "--stores",
+        default="none,sqlite,postgresql",
+        help="the cases, in order; the first is the baseline of the cost per line",
+    )
     args = p.parse_args()
-    harness.header(f"chat fan-out: {args.rate:g} lines/s for {args.seconds:g} s to {args.ws}"
-                   f" WebSocket and {args.line_clients} line clients")
+    harness.header(
+        f"chat fan-out: {args.rate:g} lines/s for {args.seconds:g} s to {args.ws}"
+        f" WebSocket and {args.line_clients} line clients"
+    )
     harness.run_reactor(lambda: run(args))
     print(f"   load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -94,9 +94,12 @@ class WebSocketClient(Client):
     def start(self) -> None:
         key = base64.b64encode(os.urandom(16))
         host = "{}:{:d}".format(*self.sock.getpeername())
-        self.sock.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nUpgrade: websocket"
-                          b"\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
-                          b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        self.sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nUpgrade: websocket"
+            b"\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+            + key
+            + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         answer = b""
         while b"\r\n\r\n" not in answer:
             chunk = self.sock.recv(4096)
@@ -130,7 +133,7 @@ class WebSocketClient(Client):
                 size = int.from_bytes(self.buffer[2:start], "big")
             if len(self.buffer) < start + size:
                 return
-            payload, self.buffer = self.buffer[start:start + size], self.buffer[start + size:]
+            payload, self.buffer = self.buffer[start : start + size], self.buffer[start + size :]
             opcode = first & 0x0F
             if not first & 0x80 or second & 0x80:
                 raise ConnectionError("a fragmented or masked frame from the server")
@@ -203,8 +206,7 @@ def join(args, room: Room) -> None:
         client = kind(sock, f"{args.name}-{i}", args.lines)
         client.start()
         room.add(client)
-        room.until(lambda client=client: client.welcomed, f"{client.name}'s welcome",
-                   JOIN_TIMEOUT)
+        room.until(lambda client=client: client.welcomed, f"{client.name}'s welcome", JOIN_TIMEOUT)
 
 
 def report(clients: list[Client]) -> dict:
@@ -230,8 +232,11 @@ def main() -> None:
     room = Room()
     join(args, room)
     print(json.dumps({"joined": len(room.clients)}), flush=True)
-    room.until(lambda: all(args.sender in c.seen for c in room.clients),
-               f"{args.sender} joining", READY_TIMEOUT)
+    room.until(
+        lambda: all(args.sender in c.seen for c in room.clients),
+        f"{args.sender} joining",
+        READY_TIMEOUT,
+    )
     print(json.dumps({"ready": len(room.clients)}), flush=True)
     done = stdin_closed()
     last = args.lines - 1

@@ -107,11 +107,14 @@ def stdlib(kind: str, daemon, certs_dir, args) -> tuple[int, float]:
     context = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
     relay, nea = daemon.ports
     if kind in ("line", "line+close_notify"):
+
         def call(i):
             line_client(nea, context, b"line-%d" % i, kind == "line+close_notify")
     else:
+
         def call(i):
             tls_exchange.exchange(relay, context, b"x%d" % i)
+
     before = own_cpu()
     done = paced(call, args.rate, args.seconds)
     return done, own_cpu() - before
@@ -121,17 +124,32 @@ def loadtest(daemon, certs_dir, args, environ=None) -> tuple[int, float]:
     """nea-loadtest's clients acked, and its processes' CPU read from /proc every 0.2 s
     (the workers are not reaped into its rusage)."""
     run = harness.LoadRun(
-        "--port", str(daemon.ports[0]), "--ca", str(certs_dir / "ca.pem"),
-        "--server-name", "localhost", "--clients", str(int(args.rate * args.seconds)),
-        "--window", str(args.seconds), "--workers", "1", "--timeout", "60", "--no-status",
-        environ=environ)
+        "--port",
+        str(daemon.ports[0]),
+        "--ca",
+        str(certs_dir / "ca.pem"),
+        "--server-name",
+        "localhost",
+        "--clients",
+        str(int(args.rate * args.seconds)),
+        "--window",
+        str(args.seconds),
+        "--workers",
+        "1",
+        "--timeout",
+        "60",
+        "--no-status",
+        environ=environ,
+    )
     seen: dict[int, float] = {}
     while run.process.poll() is None:
         seen.update(harness.group_cpu(run.process.pid))
         time.sleep(0.2)
     report = run.finish(60)
-    print(f"   (nea-loadtest's own report: generator {report['generator']['cpu_us_per_client']}"
-          f" us/client)")
+    print(
+        f"   (nea-loadtest's own report: generator {report['generator']['cpu_us_per_client']}"
+        f" us/client)"
+    )
     return report["acked"], sum(seen.values())
 
 
@@ -139,9 +157,23 @@ def s_time(port: int, certs_dir, seconds: float) -> tuple[int, float]:
     """``openssl s_time -new`` against ``port`` for ``seconds``: (handshakes, its CPU seconds)."""
     before = children_cpu()
     out = subprocess.run(
-        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new",
-         "-CAfile", str(certs_dir / "ca.pem"), "-verify", "1", "-time", str(int(seconds))],
-        capture_output=True, text=True, check=True).stdout
+        [
+            "openssl",
+            "s_time",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-new",
+            "-CAfile",
+            str(certs_dir / "ca.pem"),
+            "-verify",
+            "1",
+            "-time",
+            str(int(seconds)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     done = int(re.search(r"(\d+) connections in [\d.]+s", out).group(1))
     return done, children_cpu() - before
 
@@ -149,17 +181,31 @@ def s_time(port: int, certs_dir, seconds: float) -> tuple[int, float]:
 def bare_handshake(groups: str, certs_dir, args) -> dict:
     """`tls_handshake.bare` in a child whose OpenSSL offers and accepts only ``groups``:
     CPU per handshake, server side and client side, without sockets or Python around it."""
-    code = ("import pathlib, sys, tls_handshake; "
-            "print(*tls_handshake.bare(pathlib.Path(sys.argv[1]), int(sys.argv[2])))")
+    code = (
+        "import pathlib, sys, tls_handshake; "
+        "print(*tls_handshake.bare(pathlib.Path(sys.argv[1]), int(sys.argv[2])))"
+    )
     environ = harness.env(openssl_conf(f"Groups = {groups}"))
-    out = subprocess.run([harness.PYTHON, "-c", code, str(certs_dir), str(args.bare)],
-                         cwd=harness.ROOT / "bench", env=environ, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [harness.PYTHON, "-c", code, str(certs_dir), str(args.bare)],
+        cwd=harness.ROOT / "bench",
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     server, client = map(float, out.split())
-    result = {"case": f"bare handshake, {groups}", "server_us": server * 1e6,
-              "generator_us": client * 1e6, "load": os.getloadavg()[0]}
-    print(f"{result['case']:44} server {result['server_us']:5.0f} us/handshake  client "
-          f"{result['generator_us']:5.0f} us  (load {result['load']:.2f})", flush=True)
+    result = {
+        "case": f"bare handshake, {groups}",
+        "server_us": server * 1e6,
+        "generator_us": client * 1e6,
+        "load": os.getloadavg()[0],
+    }
+    print(
+        f"{result['case']:44} server {result['server_us']:5.0f} us/handshake  client "
+        f"{result['generator_us']:5.0f} us  (load {result['load']:.2f})",
+        flush=True,
+    )
     return result
 
 
@@ -173,13 +219,20 @@ def case(name: str, generate, certs_dir, daemon_environ=None) -> dict:
         took = time.monotonic() - started
         time.sleep(1.0)  # the daemon handles the last closes
         server = daemon.cpu() - before
-    result = {"case": name, "clients": clients, "load": os.getloadavg()[0],
-              "seconds": took, "server_us": server / clients * 1e6,
-              "generator_us": generator / clients * 1e6}
-    print(f"{name:44} {clients:6} clients  server {result['server_us']:5.0f} us/client  "
-          f"generator {result['generator_us']:5.0f} us/client  ({took:.1f} s, load "
-          f"{result['load']:.2f})",
-          flush=True)
+    result = {
+        "case": name,
+        "clients": clients,
+        "load": os.getloadavg()[0],
+        "seconds": took,
+        "server_us": server / clients * 1e6,
+        "generator_us": generator / clients * 1e6,
+    }
+    print(
+        f"{name:44} {clients:6} clients  server {result['server_us']:5.0f} us/client  "
+        f"generator {result['generator_us']:5.0f} us/client  ({took:.1f} s, load "
+        f"{result['load']:.2f})",
+        flush=True,
+    )
     return result
 
 
@@ -189,25 +242,38 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=1, help="run every case this many times")
     p.add_argument("--bare", type=int, default=2000, help="bare handshakes per group")
-    p.add_argument("--only", nargs="+", metavar="WORDS", help="only the cases whose name "
-                   "contains one of these")
+    p.add_argument(
+        "--only", nargs="+", metavar="WORDS", help="only the cases whose name contains one of these"
+    )
     args = p.parse_args()
     harness.header(f"client_cost: {args.rate:g} clients/s for {args.seconds:g} s per case")
     certs_dir = harness.certs()
     no_tickets = openssl_conf("NumTickets = 0")
     cases = [
         ("stdlib line", lambda d: stdlib("line", d, certs_dir, args), None),
-        ("stdlib line, close_notify both ways",
-         lambda d: stdlib("line+close_notify", d, certs_dir, args), None),
+        (
+            "stdlib line, close_notify both ways",
+            lambda d: stdlib("line+close_notify", d, certs_dir, args),
+            None,
+        ),
         ("stdlib seed-004", lambda d: stdlib("exchange", d, certs_dir, args), None),
         ("loadtest seed-004", lambda d: loadtest(d, certs_dir, args), None),
         ("s_time handshake-close", lambda d: s_time(d.ports[1], certs_dir, args.seconds), None),
-        ("stdlib line, server NumTickets 0",
-         lambda d: stdlib("line", d, certs_dir, args), no_tickets),
-        ("loadtest seed-004, server NumTickets 0",
-         lambda d: loadtest(d, certs_dir, args), no_tickets),
-        ("s_time handshake-close, server NumTickets 0",
-         lambda d: s_time(d.ports[1], certs_dir, args.seconds), no_tickets),
+        (
+            "stdlib line, server NumTickets 0",
+            lambda d: stdlib("line", d, certs_dir, args),
+            no_tickets,
+        ),
+        (
+            "loadtest seed-004, server NumTickets 0",
+            lambda d: loadtest(d, certs_dir, args),
+            no_tickets,
+        ),
+        (
+            "s_time handshake-close, server NumTickets 0",
+            lambda d: s_time(d.ports[1], certs_dir, args.seconds),
+            no_tickets,
+        ),
     ]
     if args.only:
         cases = [c for c in cases if any(word in c[0] for word in args.only)]
@@ -223,8 +289,10 @@ def main() -> None:
     for name, runs in results.items():
         server = statistics.median(r["server_us"] for r in runs)
         generator = statistics.median(r["generator_us"] for r in runs)
-        print(f"{name:48} server {server:5.0f} us  ({server / baseline:.2f}x)  "
-              f"generator {generator:5.0f} us")
+        print(
+            f"{name:48} server {server:5.0f} us  ({server / baseline:.2f}x)  "
+            f"generator {generator:5.0f} us"
+        )
 
 
 if __name__ == "__main__":

@@ -32,10 +32,19 @@ HAPROXY_CFG = harness.ROOT / "deploy" / "haproxy.cfg"
 def haproxy(servers: list[int]) -> tuple[subprocess.Popen, int]:
     """deploy/haproxy.cfg in front of ``servers`` (two server lines, as the file has)."""
     port = harness.free_port()
-    env = dict(harness.env(), NEA_BIND=f"127.0.0.1:{port}", NEA_MAXCONN="9000",
-               NEA_SERVER1=f"127.0.0.1:{servers[0]}", NEA_SERVER2=f"127.0.0.1:{servers[-1]}")
-    process = subprocess.Popen([shutil.which("haproxy"), "-db", "-f", str(HAPROXY_CFG)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        harness.env(),
+        NEA_BIND=f"127.0.0.1:{port}",
+        NEA_MAXCONN="9000",
+        NEA_SERVER1=f"127.0.0.1:{servers[0]}",
+        NEA_SERVER2=f"127.0.0.1:{servers[-1]}",
+    )
+    process = subprocess.Popen(
+        [shutil.which("haproxy"), "-db", "-f", str(HAPROXY_CFG)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     harness._started.append(process)
     harness.wait_listening(port, process)
     return process, port
@@ -47,9 +56,17 @@ class Setup:
     def __init__(self, count: int, certs_dir: Path, limits: tuple[str, ...]) -> None:
         self.redis, redis_port = harness.redis_server()
         self.instances = [
-            harness.Daemon(harness.tcp("nea"), harness.tls("nea", certs_dir),
-                           extra=("--redis", f"redis://127.0.0.1:{redis_port}/0",
-                                  "--instance-id", f"bench{i}", *limits))
+            harness.Daemon(
+                harness.tcp("nea"),
+                harness.tls("nea", certs_dir),
+                extra=(
+                    "--redis",
+                    f"redis://127.0.0.1:{redis_port}/0",
+                    "--instance-id",
+                    f"bench{i}",
+                    *limits,
+                ),
+            )
             for i in range(count)
         ]
         self.plain, self.plain_port = haproxy([d.ports[0] for d in self.instances])
@@ -89,19 +106,33 @@ def measure(count: int, args, certs_dir: Path):
         before, start = setup.cpu(), time.monotonic()
         load = yield defer.maybeDeferred(
             harness.loadtest,
-            "--port", str(setup.tls_port), "--ca", str(certs_dir / "ca.pem"),
-            "--server-name", "localhost", "--clients", str(args.clients),
-            "--window", str(args.load_window), "--timeout", "60", "--progress", "30",
+            "--port",
+            str(setup.tls_port),
+            "--ca",
+            str(certs_dir / "ca.pem"),
+            "--server-name",
+            "localhost",
+            "--clients",
+            str(args.clients),
+            "--window",
+            str(args.load_window),
+            "--timeout",
+            "60",
+            "--progress",
+            "30",
         )
         seed = {
-            "acked": load["acked"], "clients": load["clients"], "lost": load["lost"],
+            "acked": load["acked"],
+            "clients": load["clients"],
+            "lost": load["lost"],
             "exchanges_per_s": load["rates"]["exchanges_per_s"],
             "exchange_p50_ms": load["latency_ms"]["exchange"]["p50"],
             "zero_state": (load["zero_state"] or {}).get("zero_state"),
             "percent_of_a_core": cpu_shares(before, setup.cpu(), time.monotonic() - start),
             # TLS handshake, relay and close, all instances together: what a client costs.
             "instances_ms_per_client": round(
-                1000 * (setup.cpu()["instances"] - before["instances"]) / load["clients"], 2),
+                1000 * (setup.cpu()["instances"] - before["instances"]) / load["clients"], 2
+            ),
         }
         # The generator is its own process, which reports its own CPU.
         seed["percent_of_a_core"]["driver"] = load["generator"]["percent_of_a_core"]
@@ -123,29 +154,40 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     harness.relay_load_options(p, "relays")
     p.add_argument("--clients", type=int, default=4000, help="seed-004 clients")
-    p.add_argument("--load-window", dest="load_window", type=float, default=2.0,
-                   help="seconds over which the seed-004 clients start")
+    p.add_argument(
+        "--load-window",
+        dest="load_window",
+        type=float,
+        default=2.0,
+        help="seconds over which the seed-004 clients start",
+    )
     args = p.parse_args()
-    harness.header(f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
-                   f"{args.connections}x{args.window} for {args.seconds} s; seed-004 "
-                   f"{args.clients} TLS clients over {args.load_window} s; limits: "
-                   f"{harness.limits_text(args)}")
+    harness.header(
+        f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
+        f"{args.connections}x{args.window} for {args.seconds} s; seed-004 "
+        f"{args.clients} TLS clients over {args.load_window} s; limits: "
+        f"{harness.limits_text(args)}"
+    )
     results = harness.run_reactor(lambda: run(args))
     for count, r in results.items():
         relay, seed = r["relay"], r["seed004"]
-        print(f"{count} instance(s): relay {relay['exchanges_per_s']:8.0f} exchanges/s "
-              f"(instances {relay['server_us_per_exchange']:.1f} us CPU per exchange, "
-              f"{relay['server_percent_of_a_core']:.0f}% of a core; over the run with "
-              f"warm-up, % of a core: {relay['percent_of_a_core']}); seed-004 "
-              f"{seed['exchanges_per_s']} exchanges/s, {seed['acked']}/{seed['clients']} acked, "
-              f"p50 {seed['exchange_p50_ms']} ms, zero state {seed['zero_state']}, "
-              f"instances {seed['instances_ms_per_client']} ms CPU per client "
-              f"(% of a core {seed['percent_of_a_core']})")
-    ratio = {kind: results[2][kind]["exchanges_per_s"] / results[1][kind]["exchanges_per_s"]
-             for kind in ("relay", "seed004")}
-    print(f"scaling two/one: relay {ratio['relay']:.2f}, seed-004 {ratio['seed004']:.2f}",
-          flush=True)
-
+        print(
+            f"{count} instance(s): relay {relay['exchanges_per_s']:8.0f} exchanges/s "
+            f"(instances {relay['server_us_per_exchange']:.1f} us CPU per exchange, "
+            f"{relay['server_percent_of_a_core']:.0f}% of a core; over the run with "
+            f"warm-up, % of a core: {relay['percent_of_a_core']}); seed-004 "
+            f"{seed['exchanges_per_s']} exchanges/s, {seed['acked']}/{seed['clients']} acked, "
+            f"p50 {seed['exchange_p50_ms']} ms, zero state {seed['zero_state']}, "
+            f"instances {seed['instances_ms_per_client']} ms CPU per client "
+            f"(% of a core {seed['percent_of_a_core']})"
+        )
+    ratio = {
+        kind: results[2][kind]["exchanges_per_s"] / results[1][kind]["exchanges_per_s"]
+        for kind in ("relay", "seed004")
+    }
+    print(
+        f"scaling two/one: relay {ratio['relay']:.2f}, seed-004 {ratio['seed004']:.2f}", flush=True
+    )
 
 
 if __name__ == "__main__":

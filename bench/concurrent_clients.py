@@ -72,16 +72,22 @@ def plan(args) -> tuple[list[int], list[int]]:
     """Connections per holder and per instance (holder i on instance i mod --instances)."""
     holders = args.holders or max(args.instances, math.ceil(args.clients / PER_PROCESS))
     if holders < args.instances:
-        raise SystemExit(f"--holders {holders}: every instance needs a holder "
-                         f"(at least --instances {args.instances})")
+        raise SystemExit(
+            f"--holders {holders}: every instance needs a holder "
+            f"(at least --instances {args.instances})"
+        )
     per_holder = shares(args.clients, holders)
-    per_instance = [sum(per_holder[i::args.instances]) for i in range(args.instances)]
+    per_instance = [sum(per_holder[i :: args.instances]) for i in range(args.instances)]
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - SPARE_FILES
-    for kind, counts, option in (("holder", per_holder, "--holders"),
-                                 ("instance", per_instance, "--instances")):
+    for kind, counts, option in (
+        ("holder", per_holder, "--holders"),
+        ("instance", per_instance, "--instances"),
+    ):
         if max(counts) > limit:
-            raise SystemExit(f"{max(counts)} connections on one {kind}: more than {limit} (a "
-                             f"process's open-files limit less {SPARE_FILES}); raise {option}")
+            raise SystemExit(
+                f"{max(counts)} connections on one {kind}: more than {limit} (a "
+                f"process's open-files limit less {SPARE_FILES}); raise {option}"
+            )
     return per_holder, per_instance
 
 
@@ -90,8 +96,7 @@ def source(i: int) -> str:
     return f"127.1.{i // 250}.{1 + i % 250}"
 
 
-def tick_check(connections: list[list[float]], start: float, end: float,
-               interval: float) -> dict:
+def tick_check(connections: list[list[float]], start: float, end: float, interval: float) -> dict:
     """One instance's measured ticks (first arrival in [start, end)), who missed any, and
     the ticks that reached nobody (two measured ticks more than an interval apart)."""
     measured = [g for g in harness.ticks(connections, interval / 2) if start <= g[0] < end]
@@ -108,8 +113,13 @@ def tick_check(connections: list[list[float]], start: float, end: float,
         twice += any(n > 1 for n in got)
     lost = sum(round((b - a) / interval) - 1 for a, b in itertools.pairwise(firsts))
     spreads = [(g[-1] - g[0]) * 1000 for g in measured]
-    return {"ticks": len(measured), "missed": missed, "twice": twice, "lost": lost,
-            "spreads_ms": spreads}
+    return {
+        "ticks": len(measured),
+        "missed": missed,
+        "twice": twice,
+        "lost": lost,
+        "spreads_ms": spreads,
+    }
 
 
 def cpu(pids: list[int]) -> float:
@@ -122,16 +132,27 @@ def measure(args, per_holder: list[int], per_instance: list[int]) -> dict:
     daemons, holders = [], []
     try:
         for k, clients in enumerate(per_instance):
-            daemons.append(harness.Daemon(
-                harness.tls("nea", certs_dir), max_clients=clients,
-                extra=("--redis", f"redis://127.0.0.1:{redis_port}/0",
-                       "--instance-id", f"concurrent{k}", "--date-interval", str(args.interval))))
+            daemons.append(
+                harness.Daemon(
+                    harness.tls("nea", certs_dir),
+                    max_clients=clients,
+                    extra=(
+                        "--redis",
+                        f"redis://127.0.0.1:{redis_port}/0",
+                        "--instance-id",
+                        f"concurrent{k}",
+                        "--date-interval",
+                        str(args.interval),
+                    ),
+                )
+            )
         servers = [d.pid for d in daemons]
         time.sleep(2.0)  # heartbeats: every member sees the others; start-up allocations settle
         rss_before = [d.rss() for d in daemons]
         idle_start, idle_cpu = time.monotonic(), cpu(servers)
-        empty = harness.Holders(daemons[0].ports[0], 0, "hold", ca=certs_dir / "ca.pem",
-                                source=source(len(per_holder)))
+        empty = harness.Holders(
+            daemons[0].ports[0], 0, "hold", ca=certs_dir / "ca.pem", source=source(len(per_holder))
+        )
         empty.ready()
         generator_base = harness.process_rss(empty.process.pid)  # a holder with no connection
         empty.finish()
@@ -141,20 +162,23 @@ def measure(args, per_holder: list[int], per_instance: list[int]) -> dict:
         cpu_before, connect_start = cpu(servers), time.monotonic()
         for i, connections in enumerate(per_holder):
             port = daemons[i % len(daemons)].ports[0]
-            holders.append(harness.Holders(port, connections, "dates", ca=certs_dir / "ca.pem",
-                                           source=source(i)))
+            holders.append(
+                harness.Holders(
+                    port, connections, "dates", ca=certs_dir / "ca.pem", source=source(i)
+                )
+            )
         held = 0
         for i, (holder, connections) in enumerate(zip(holders, per_holder, strict=True)):
             try:
                 held += holder.ready(timeout=60 + connections * CONNECT_SECONDS_PER_CLIENT)
             except ValueError:  # it printed nothing: it failed
                 raise RuntimeError(
-                    f"holder {i} failed (exit code {holder.process.poll()})") from None
+                    f"holder {i} failed (exit code {holder.process.poll()})"
+                ) from None
         connect = {
             "seconds": time.monotonic() - connect_start,
             "server_ms_per_handshake": 1000 * (cpu(servers) - cpu_before) / held,
-            "generator_ms_per_connection":
-                1000 * cpu([h.process.pid for h in holders]) / held,
+            "generator_ms_per_connection": 1000 * cpu([h.process.pid for h in holders]) / held,
         }
 
         time.sleep(SETTLE)
@@ -174,15 +198,31 @@ def measure(args, per_holder: list[int], per_instance: list[int]) -> dict:
 
     instances = []
     for k in range(len(daemons)):
-        connections = [arrivals for i in range(k, len(dates), len(daemons))
-                       for arrivals in dates[i]]
+        connections = [
+            arrivals for i in range(k, len(dates), len(daemons)) for arrivals in dates[i]
+        ]
         check = tick_check(connections, start, end, args.interval)
-        instances.append({"clients": len(connections), "rss_before": rss_before[k],
-                          "rss_held": rss_held[k], **check})
-    period = {"seconds": end - start, "server_cpu": cpu_end - cpu_start,
-              "redis_cpu": redis_end - redis_start, "server_idle_cpu_per_s": idle}
-    return {"held": held, "connect": connect, "period": period, "instances": instances,
-            "generator_rss": generator_rss - len(holders) * generator_base}
+        instances.append(
+            {
+                "clients": len(connections),
+                "rss_before": rss_before[k],
+                "rss_held": rss_held[k],
+                **check,
+            }
+        )
+    period = {
+        "seconds": end - start,
+        "server_cpu": cpu_end - cpu_start,
+        "redis_cpu": redis_end - redis_start,
+        "server_idle_cpu_per_s": idle,
+    }
+    return {
+        "held": held,
+        "connect": connect,
+        "period": period,
+        "instances": instances,
+        "generator_rss": generator_rss - len(holders) * generator_base,
+    }
 
 
 def summary(args, r: dict) -> dict:
@@ -198,18 +238,25 @@ def summary(args, r: dict) -> dict:
         "ticks_measured": [i["ticks"] for i in instances],
         "connections_missing_a_tick": sum(i["missed"] for i in instances),
         "connections_with_a_tick_twice": sum(i["twice"] for i in instances),
-        "complete": (all(i["ticks"] == args.ticks for i in instances)
-                     and not any(i["missed"] or i["lost"] for i in instances)),
+        "complete": (
+            all(i["ticks"] == args.ticks for i in instances)
+            and not any(i["missed"] or i["lost"] for i in instances)
+        ),
         "ticks_that_reached_nobody": sum(i["lost"] for i in instances),
         "tick_to_last_client_ms": [
             {"p50": harness.percentile(i["spreads_ms"], 50), "max": max(i["spreads_ms"])}
-            if i["spreads_ms"] else None for i in instances],
+            if i["spreads_ms"]
+            else None
+            for i in instances
+        ],
         "tick_to_last_client_max_ms": max(spreads) if spreads else None,
-        "server_kb_per_connection":
-            sum(i["rss_held"] - i["rss_before"] for i in instances) / held / 1024,
+        "server_kb_per_connection": sum(i["rss_held"] - i["rss_before"] for i in instances)
+        / held
+        / 1024,
         "generator_kb_per_connection": r["generator_rss"] / held / 1024,
-        "rss_mb": [{"before": i["rss_before"] / 2**20, "held": i["rss_held"] / 2**20}
-                   for i in instances],
+        "rss_mb": [
+            {"before": i["rss_before"] / 2**20, "held": i["rss_held"] / 2**20} for i in instances
+        ],
         "server_ms_per_tick": 1000 * per_tick,
         "server_ms_per_tick_per_1000_clients": 1000 * per_tick / (held / 1000),
         "server_idle_ms_per_interval": 1000 * r["period"]["server_idle_cpu_per_s"] * args.interval,
@@ -224,29 +271,42 @@ def summary(args, r: dict) -> dict:
 
 
 def report(s: dict) -> None:
-    print(f"connect: {s['clients']:,} clients in {s['connect_s']:.1f} s "
-          f"({s['connects_per_s']:.0f}/s); instances {s['server_ms_per_handshake']:.2f} ms CPU "
-          f"per TLS handshake, generator {s['generator_ms_per_connection']:.2f} ms per connection")
+    print(
+        f"connect: {s['clients']:,} clients in {s['connect_s']:.1f} s "
+        f"({s['connects_per_s']:.0f}/s); instances {s['server_ms_per_handshake']:.2f} ms CPU "
+        f"per TLS handshake, generator {s['generator_ms_per_connection']:.2f} ms per connection"
+    )
     for k, (spread, rss) in enumerate(zip(s["tick_to_last_client_ms"], s["rss_mb"], strict=True)):
         last = f"{spread['p50']:.0f} / {spread['max']:.0f} ms" if spread else "-"
-        print(f"instance {k}: {s['ticks_measured'][k]} ticks, last client {last} after the "
-              f"first (p50 / max), RSS {rss['before']:.1f} -> {rss['held']:.1f} MB")
-    print(f"ticks: {s['connections_missing_a_tick']} of {s['clients']:,} connections missed a "
-          f"tick, {s['connections_with_a_tick_twice']} had one twice, "
-          f"{s['ticks_that_reached_nobody']} ticks reached nobody (ticks measured per "
-          f"instance: {', '.join(map(str, s['ticks_measured']))}, {s['ticks']} expected; a date "
-          f"every {s['interval_s']:g} s): "
-          f"{'every client had every tick' if s['complete'] else 'INCOMPLETE'}")
+        print(
+            f"instance {k}: {s['ticks_measured'][k]} ticks, last client {last} after the "
+            f"first (p50 / max), RSS {rss['before']:.1f} -> {rss['held']:.1f} MB"
+        )
+    print(
+        f"ticks: {s['connections_missing_a_tick']} of {s['clients']:,} connections missed a "
+        f"tick, {s['connections_with_a_tick_twice']} had one twice, "
+        f"{s['ticks_that_reached_nobody']} ticks reached nobody (ticks measured per "
+        f"instance: {', '.join(map(str, s['ticks_measured']))}, {s['ticks']} expected; a date "
+        f"every {s['interval_s']:g} s): "
+        f"{'every client had every tick' if s['complete'] else 'INCOMPLETE'}"
+    )
     worst = s["tick_to_last_client_max_ms"]
-    print(f"tick to the last client: max over instances {worst:.0f} ms" if worst is not None
-          else "tick to the last client: no tick measured")
-    print(f"memory: server {s['server_kb_per_connection']:.2f} KB per connection (RSS held - "
-          f"before, all instances); generator {s['generator_kb_per_connection']:.2f} KB per "
-          f"connection (holders' RSS less an empty holder's each)")
-    print(f"CPU per tick: instances {s['server_ms_per_tick']:.1f} ms in total, "
-          f"{s['server_ms_per_tick_per_1000_clients']:.2f} ms per 1,000 clients (with no client "
-          f"they use {s['server_idle_ms_per_interval']:.1f} ms an interval); Redis "
-          f"{s['redis_ms_per_tick']:.1f} ms (over {s['period_s']:.1f} s)")
+    print(
+        f"tick to the last client: max over instances {worst:.0f} ms"
+        if worst is not None
+        else "tick to the last client: no tick measured"
+    )
+    print(
+        f"memory: server {s['server_kb_per_connection']:.2f} KB per connection (RSS held - "
+        f"before, all instances); generator {s['generator_kb_per_connection']:.2f} KB per "
+        f"connection (holders' RSS less an empty holder's each)"
+    )
+    print(
+        f"CPU per tick: instances {s['server_ms_per_tick']:.1f} ms in total, "
+        f"{s['server_ms_per_tick_per_1000_clients']:.2f} ms per 1,000 clients (with no client "
+        f"they use {s['server_idle_ms_per_interval']:.1f} ms an interval); Redis "
+        f"{s['redis_ms_per_tick']:.1f} ms (over {s['period_s']:.1f} s)"
+    )
     print(f"load average at the end: {s['machine_at_end']['load_average']}", flush=True)
 
 
@@ -254,9 +314,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=100_000)
     p.add_argument("--instances", type=int, default=6, help="nea instances on one Redis")
-    p.add_argument("--holders", type=int, default=0,
-                   help=f"holder processes (default: enough that each holds <= {PER_PROCESS:,}, "
-                        f"and one an instance at least)")
+    p.add_argument(
+        "--holders",
+        type=int,
+        default=0,
+        help=f"holder processes (default: enough that each holds <= {PER_PROCESS:,}, "
+        f"and one an instance at least)",
+    )
     p.add_argument("--interval", type=float, default=10.0, help="seconds between date ticks")
     p.add_argument("--ticks", type=int, default=3, help="ticks measured once all are connected")
     p.add_argument("--json", metavar="PATH", help="also write the figures here")
@@ -266,9 +330,11 @@ def main() -> None:
     per_holder, per_instance = plan(args)
     args.holders = len(per_holder)
     at_start = harness.machine()
-    harness.header(f"concurrent: {args.clients:,} TLS clients on {args.instances} instances "
-                   f"(one Redis), {args.holders} holders, a date every {args.interval:g} s, "
-                   f"{args.ticks} ticks measured")
+    harness.header(
+        f"concurrent: {args.clients:,} TLS clients on {args.instances} instances "
+        f"(one Redis), {args.holders} holders, a date every {args.interval:g} s, "
+        f"{args.ticks} ticks measured"
+    )
     s = summary(args, measure(args, per_holder, per_instance))
     report(s)
     if args.json:

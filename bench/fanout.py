@@ -37,8 +37,11 @@ def measure(transport: str, args, certs_dir) -> dict:
     complete = [g for g in harness.ticks(arrivals, args.interval / 2) if len(g) == held]
     spreads = [(g[-1] - g[0]) * 1000 for g in complete]
     window = [(g[0], g[-1]) for g in complete]
-    during = [rtt for sent, rtt in samples
-              if rtt is not None and any(a - 0.05 <= sent <= b for a, b in window)]
+    during = [
+        rtt
+        for sent, rtt in samples
+        if rtt is not None and any(a - 0.05 <= sent <= b for a, b in window)
+    ]
     rtts = [rtt for _, rtt in samples if rtt is not None]
     return {
         "transport": transport,
@@ -64,11 +67,14 @@ def main() -> None:
     for transport in ("tcp", "tls"):
         r = measure(transport, args, certs_dir)
         spreads = ", ".join(f"{s:.0f}" for s in r["fanout_ms"])
-        print(f"{transport:4} {r['clients']} clients, {r['complete_ticks']} complete ticks: "
-              f"last line {spreads} ms after the first; probe round trip max "
-              f"{r['probe_max_ms_during_fanout']:.0f} ms during fan-outs, "
-              f"{r['probe_max_ms']:.0f} ms overall ({r['probe_samples']} probes, "
-              f"{r['probe_unanswered']} unanswered)", flush=True)
+        print(
+            f"{transport:4} {r['clients']} clients, {r['complete_ticks']} complete ticks: "
+            f"last line {spreads} ms after the first; probe round trip max "
+            f"{r['probe_max_ms_during_fanout']:.0f} ms during fan-outs, "
+            f"{r['probe_max_ms']:.0f} ms overall ({r['probe_samples']} probes, "
+            f"{r['probe_unanswered']} unanswered)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

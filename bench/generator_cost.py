@@ -48,13 +48,28 @@ def timed_loadtest(args: list[str], env: dict) -> tuple[dict, float]:
     report = Path(tempfile.mkstemp(prefix="nea-bench-gen-", suffix=".json")[1])
     try:
         done = subprocess.run(
-            ["/usr/bin/time", "-v", harness.PYTHON, "-m", "nea.loadtest", "--json", str(report),
-             *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            timeout=900)
+            [
+                "/usr/bin/time",
+                "-v",
+                harness.PYTHON,
+                "-m",
+                "nea.loadtest",
+                "--json",
+                str(report),
+                *args,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=900,
+        )
         if not report.read_text():
             raise RuntimeError(f"nea-loadtest failed: {done.stderr[-3000:]}")
-        times = {k: float(re.search(rf"{k} time \(seconds\): ([\d.]+)", done.stderr).group(1))
-                 for k in ("User", "System")}
+        times = {
+            k: float(re.search(rf"{k} time \(seconds\): ([\d.]+)", done.stderr).group(1))
+            for k in ("User", "System")
+        }
         return json.loads(report.read_text()), times["User"] + times["System"]
     finally:
         report.unlink(missing_ok=True)
@@ -73,52 +88,101 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=3000)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--references", type=int, default=2000,
-                        help="minimal stdlib clients per transport, for reference (0: none)")
-    parser.add_argument("--baseline", metavar="DIR", help="also run the nea package in DIR "
-                        "(e.g. `git archive main nea | tar -x -C DIR`), alternating, for a "
-                        "before/after in the same run")
+    parser.add_argument(
+        "--references",
+        type=int,
+        default=2000,
+        help="minimal stdlib clients per transport, for reference (0: none)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the nea package in DIR "
+        "(e.g. `git archive main nea | tar -x -C DIR`), alternating, for a "
+        "before/after in the same run",
+    )
     options = parser.parse_args()
     certs = harness.certs()
     trees = [("this tree", None)] + ([("baseline", options.baseline)] if options.baseline else [])
-    harness.header(f"nea-loadtest CPU per client: {options.clients} clients over "
-                   f"{options.window:g} s, {options.workers} worker(s)")
-    with harness.Daemon(harness.tcp("relay"), harness.tcp("nea"),
-                        harness.tls("relay", certs), harness.tls("nea", certs),
-                        max_clients=options.clients + 100) as daemon:
+    harness.header(
+        f"nea-loadtest CPU per client: {options.clients} clients over "
+        f"{options.window:g} s, {options.workers} worker(s)"
+    )
+    with harness.Daemon(
+        harness.tcp("relay"),
+        harness.tcp("nea"),
+        harness.tls("relay", certs),
+        harness.tls("nea", certs),
+        max_clients=options.clients + 100,
+    ) as daemon:
         tcp, tcp_status, tls, tls_status = map(str, daemon.ports)
         transports = (
             ("TCP", ["--plain", "--port", tcp, "--status-port", tcp_status]),
-            ("TLS", ["--port", tls, "--status-port", tls_status, "--ca", str(certs / "ca.pem"),
-                     "--server-name", "localhost"]),
+            (
+                "TLS",
+                [
+                    "--port",
+                    tls,
+                    "--status-port",
+                    tls_status,
+                    "--ca",
+                    str(certs / "ca.pem"),
+                    "--server-name",
+                    "localhost",
+                ],
+            ),
         )
         if options.references:
             context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
             for name, port, tls_context in (("TCP", tcp, None), ("TLS", tls, context)):
                 cpu = stdlib_reference(int(port), tls_context, options.references)
-                print(f"{name}, minimal stdlib client, one at a time: {cpu * 1e6:.0f} us/client "
-                      f"({options.references} exchanges)", flush=True)
+                print(
+                    f"{name}, minimal stdlib client, one at a time: {cpu * 1e6:.0f} us/client "
+                    f"({options.references} exchanges)",
+                    flush=True,
+                )
             done, cpu = client_cost.s_time(int(tls_status), certs, 10)
-            print(f"TLS, openssl s_time -new (handshake and close only): {cpu / done * 1e6:.0f} "
-                  f"us/connection ({done} in 10 s)", flush=True)
+            print(
+                f"TLS, openssl s_time -new (handshake and close only): {cpu / done * 1e6:.0f} "
+                f"us/connection ({done} in 10 s)",
+                flush=True,
+            )
         for (name, transport), (label, tree) in itertools.product(transports, trees):
             env = tree_env(tree)
-            common = [*transport, "--workers", str(options.workers),
-                      "--server-pid", str(daemon.pid)]
-            _, fixed = timed_loadtest([*common, "--clients", str(options.workers), "--window", "0"],
-                                      env)
+            common = [
+                *transport,
+                "--workers",
+                str(options.workers),
+                "--server-pid",
+                str(daemon.pid),
+            ]
+            _, fixed = timed_loadtest(
+                [*common, "--clients", str(options.workers), "--window", "0"], env
+            )
             report, outside = timed_loadtest(
-                [*common, "--clients", str(options.clients), "--window", str(options.window),
-                 "--seed", "1"], env)
+                [
+                    *common,
+                    "--clients",
+                    str(options.clients),
+                    "--window",
+                    str(options.window),
+                    "--seed",
+                    "1",
+                ],
+                env,
+            )
             clients = report["clients"]
-            print(f"{name}, {label}: acked {report['acked']}/{clients}, "
-                  f"retries {report['retries']}, "
-                  f"generator {report['generator']['cpu_us_per_client']} us/client (report); "
-                  f"/usr/bin/time: {outside:.2f} s in all, {fixed:.2f} s for a run of one client "
-                  f"per worker (start-up), {(outside - fixed) / clients * 1e6:.0f} us/client "
-                  "beyond it; "
-                  f"server {report['server']['cpu_us_per_client']} us/client, "
-                  f"exchange p99 {report['latency_ms']['exchange']['p99']} ms", flush=True)
+            print(
+                f"{name}, {label}: acked {report['acked']}/{clients}, "
+                f"retries {report['retries']}, "
+                f"generator {report['generator']['cpu_us_per_client']} us/client (report); "
+                f"/usr/bin/time: {outside:.2f} s in all, {fixed:.2f} s for a run of one client "
+                f"per worker (start-up), {(outside - fixed) / clients * 1e6:.0f} us/client "
+                "beyond it; "
+                f"server {report['server']['cpu_us_per_client']} us/client, "
+                f"exchange p99 {report['latency_ms']['exchange']['p99']} ms",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

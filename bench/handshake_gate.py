@@ -23,8 +23,11 @@ import harness
 
 def listen_drops() -> int:
     """The kernel's count of connections dropped on a full listen queue (TcpExt ListenDrops)."""
-    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
-             if line.startswith("TcpExt:")]
+    lines = [
+        line.split()
+        for line in Path("/proc/net/netstat").read_text().splitlines()
+        if line.startswith("TcpExt:")
+    ]
     return int(dict(zip(lines[0], lines[1], strict=True))["ListenDrops"])
 
 
@@ -35,10 +38,25 @@ def case(gate: int, args, certs_dir: Path) -> dict:
         drops = listen_drops()
         sampler = harness.Sampler(lambda: harness.status(nea)["handshakes"])
         run = harness.LoadRun(
-            "--port", str(relay), "--ca", str(certs_dir / "ca.pem"), "--server-name", "localhost",
-            "--clients", str(args.clients), "--window", str(args.window),
-            "--timeout", str(args.timeout), "--workers", str(args.workers),
-            "--max-active", str(args.max_active), "--no-status", "--server-pid", str(daemon.pid),
+            "--port",
+            str(relay),
+            "--ca",
+            str(certs_dir / "ca.pem"),
+            "--server-name",
+            "localhost",
+            "--clients",
+            str(args.clients),
+            "--window",
+            str(args.window),
+            "--timeout",
+            str(args.timeout),
+            "--workers",
+            str(args.workers),
+            "--max-active",
+            str(args.max_active),
+            "--no-status",
+            "--server-pid",
+            str(daemon.pid),
         )
         report = run.finish(args.window + args.limit)
         samples = sampler.stop()
@@ -74,24 +92,29 @@ def show(r: dict) -> str:
     head = f"gate {r['gate']:>4}: "
     if rep is None:
         p = r["last_progress"] or {}
-        head += (f"DID NOT COMPLETE in the time limit: at {p.get('t')} s acked "
-                 f"{p.get('acked')}, failed {p.get('failed')}, retries {p.get('retries')}")
+        head += (
+            f"DID NOT COMPLETE in the time limit: at {p.get('t')} s acked "
+            f"{p.get('acked')}, failed {p.get('failed')}, retries {p.get('retries')}"
+        )
     else:
         ex = rep["latency_ms"]["exchange"]
-        head += (f"acked {rep['acked']}/{rep['clients']} lost {rep['lost']} "
-                 f"retries {rep['retries']} (clients retried {rep['retried_clients']}); "
-                 f"exchange p50 {ex['p50']} p99 {ex['p99']} ms; "
-                 f"{rep['rates']['exchanges_per_s']} acked/s over {rep['duration_s']} s\n"
-                 f"       server {rep['server']['percent_of_a_core']}% of a core "
-                 f"({rep['server']['cpu_us_per_client']} us/client), generator "
-                 f"{rep['generator']['percent_of_a_core']}% "
-                 f"({rep['generator']['cpu_us_per_client']} us/client); CPU limit {rep['limit']}")
-    return (head + f"\n       handshakes completed {hs['completed']} timed_out {hs['timed_out']} "
-            f"failed {hs['failed']}; peak in progress {r['peak_in_progress']}, waiting "
-            f"{r['peak_waiting']}; listen-queue drops {r['listen_drops']}; zero state "
-            f"{r['zero_state']}; RSS {r['server_rss_mb']} MB\n"
-            f"       goodput (acked/s per 5 s, at t): "
-            + " ".join(f"{t}:{v}" for t, v in r["goodput"]))
+        head += (
+            f"acked {rep['acked']}/{rep['clients']} lost {rep['lost']} "
+            f"retries {rep['retries']} (clients retried {rep['retried_clients']}); "
+            f"exchange p50 {ex['p50']} p99 {ex['p99']} ms; "
+            f"{rep['rates']['exchanges_per_s']} acked/s over {rep['duration_s']} s\n"
+            f"       server {rep['server']['percent_of_a_core']}% of a core "
+            f"({rep['server']['cpu_us_per_client']} us/client), generator "
+            f"{rep['generator']['percent_of_a_core']}% "
+            f"({rep['generator']['cpu_us_per_client']} us/client); CPU limit {rep['limit']}"
+        )
+    return (
+        head + f"\n       handshakes completed {hs['completed']} timed_out {hs['timed_out']} "
+        f"failed {hs['failed']}; peak in progress {r['peak_in_progress']}, waiting "
+        f"{r['peak_waiting']}; listen-queue drops {r['listen_drops']}; zero state "
+        f"{r['zero_state']}; RSS {r['server_rss_mb']} MB\n"
+        f"       goodput (acked/s per 5 s, at t): " + " ".join(f"{t}:{v}" for t, v in r["goodput"])
+    )
 
 
 def main() -> None:
@@ -102,20 +125,27 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="client timeout (default 10)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-active", type=int, default=18_000)
-    p.add_argument("--limit", type=float, default=120.0,
-                   help="seconds past the window a run may take before it is stopped")
+    p.add_argument(
+        "--limit",
+        type=float,
+        default=120.0,
+        help="seconds past the window a run may take before it is stopped",
+    )
     p.add_argument("--json", help="also write every result here")
     args = p.parse_args()
-    harness.header(f"handshake_gate: {args.clients} TLS clients over {args.window} s, "
-                   f"timeout {args.timeout} s, gates {args.gates}")
+    harness.header(
+        f"handshake_gate: {args.clients} TLS clients over {args.window} s, "
+        f"timeout {args.timeout} s, gates {args.gates}"
+    )
     certs_dir = harness.certs()
     results = []
     for gate in args.gates:
         results.append(case(gate, args, certs_dir))
         print(show(results[-1]), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": harness.machine(), "results": results},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps({"machine": harness.machine(), "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -42,14 +42,20 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def certs() -> Path:
     """A fresh directory of development certificates (ECDSA P-256 server key)."""
     directory = Path(tempfile.mkdtemp(prefix="nea-bench-certs-"))
-    subprocess.run([PYTHON, "-m", "nea.tls.devcerts", str(directory)], env=env(), check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [PYTHON, "-m", "nea.tls.devcerts", str(directory)],
+        env=env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return directory
 
 
 def tls(profile: str, certs_dir: Path, port: int = 0) -> str:
-    return (f"{profile}=ssl:{port}:interface=127.0.0.1:privateKey={certs_dir}/server-key.pem"
-            f":certKey={certs_dir}/server.pem")
+    return (
+        f"{profile}=ssl:{port}:interface=127.0.0.1:privateKey={certs_dir}/server-key.pem"
+        f":certKey={certs_dir}/server.pem"
+    )
 
 
 def tcp(profile: str, port: int = 0) -> str:
@@ -91,20 +97,39 @@ class Daemon:
     ``environ`` adds to its environment (e.g. ``OPENSSL_CONF``).
     """
 
-    def __init__(self, *listens: str, max_clients: int = 19_000, extra: tuple[str, ...] = (),
-                 profile: str | None = None, environ: dict[str, str] | None = None):
-        self.log = tempfile.NamedTemporaryFile(prefix="nea-bench-daemon-", suffix=".log",
-                                               delete=False)
+    def __init__(
+        self,
+        *listens: str,
+        max_clients: int = 19_000,
+        extra: tuple[str, ...] = (),
+        profile: str | None = None,
+        environ: dict[str, str] | None = None,
+    ):
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="nea-bench-daemon-", suffix=".log", delete=False
+        )
         self.profile = profile
         profiler = [str(ROOT / "bench" / "profiled.py"), profile] if profile else ["-m"]
         # No chat history unless ``extra`` names a store (a later option wins): the benches
         # measure relays, and a cluster may not share the default SQLite file.
-        argv = [PYTHON, *profiler, "twisted", "nea-server", "--http", "none", "--store", "none",
-                "--max-clients", str(max_clients), *extra]
+        argv = [
+            PYTHON,
+            *profiler,
+            "twisted",
+            "nea-server",
+            "--http",
+            "none",
+            "--store",
+            "none",
+            "--max-clients",
+            str(max_clients),
+            *extra,
+        ]
         for listen in listens:
             argv += ["--listen", listen]
-        self.process = spawn(argv, environ, stdout=self.log, stderr=subprocess.STDOUT,
-                             cwd=tempfile.gettempdir())
+        self.process = spawn(
+            argv, environ, stdout=self.log, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir()
+        )
         self.pid = self.process.pid
         self.ports = self._wait_for_ports(len(listens))
 
@@ -169,9 +194,23 @@ def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) 
 def redis_server() -> tuple[subprocess.Popen, int]:
     """A throw-away redis-server (no persistence) on a free loopback port, listening."""
     port = free_port()
-    process = spawn([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = spawn(
+        [
+            shutil.which("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tempfile.gettempdir(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_listening(port, process)
     return process, port
 
@@ -212,8 +251,11 @@ def group_cpu(pgid: int) -> dict[int, float]:
 
 def machine() -> dict[str, str]:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     return {
@@ -230,8 +272,11 @@ def loadtest(*args: str, timeout: float = 900.0, environ: dict[str, str] | None 
     (whatever the exit code)."""
     report = Path(tempfile.mkstemp(prefix="nea-bench-loadtest-", suffix=".json")[1])
     try:
-        process = spawn([PYTHON, "-m", "nea.loadtest", "--json", str(report), *args], environ,
-                        stdout=subprocess.DEVNULL)
+        process = spawn(
+            [PYTHON, "-m", "nea.loadtest", "--json", str(report), *args],
+            environ,
+            stdout=subprocess.DEVNULL,
+        )
         process.wait(timeout)
         _started.remove(process)
         return json.loads(report.read_text())
@@ -248,10 +293,18 @@ def relay_load_options(parser, outstanding: str) -> None:
     )
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--max-rate", type=float, default=0.0,
-                        help="the daemon's --max-rate, lines a second per client (0: no limit)")
-    parser.add_argument("--max-pending", type=int, default=1000,
-                        help="the daemon's --max-pending, relays or asks one client may await")
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=0.0,
+        help="the daemon's --max-rate, lines a second per client (0: no limit)",
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=1000,
+        help="the daemon's --max-pending, relays or asks one client may await",
+    )
 
 
 def limit_args(args, max_rate: float | None = None) -> tuple[str, ...]:
@@ -263,8 +316,10 @@ def limit_args(args, max_rate: float | None = None) -> tuple[str, ...]:
 def limits_text(args, max_rate: float | None = None) -> str:
     """The limits a relay load runs under, as its figures state them."""
     rate = args.max_rate if max_rate is None else max_rate
-    return (f"max-rate {f'{rate:g} lines/s' if rate else 'off'}, max-pending "
-            f"{args.max_pending}, clients {args.connections} x {args.window} outstanding")
+    return (
+        f"max-rate {f'{rate:g} lines/s' if rate else 'off'}, max-pending "
+        f"{args.max_pending}, clients {args.connections} x {args.window} outstanding"
+    )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -281,24 +336,30 @@ def ms_percentiles(seconds: list[float], *ps: float) -> str:
 
 def load_counts(report: dict) -> str:
     """How a nea-loadtest report's clients fared, as one line says it."""
-    return (f"acked {report['acked']}/{report['clients']} lost {report['lost']} "
-            f"retries {report['retries']} closes {report['closes']}")
+    return (
+        f"acked {report['acked']}/{report['clients']} lost {report['lost']} "
+        f"retries {report['retries']} closes {report['closes']}"
+    )
 
 
 def load_latency(report: dict) -> str:
     """A nea-loadtest report's exchange and connect latency, as one line says them."""
     ex = report["latency_ms"]["exchange"]
-    return (f"exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
-            f"connect p99 {report['latency_ms']['connect']['p99']} ms")
+    return (
+        f"exchange p50 {ex['p50']} p90 {ex['p90']} p99 {ex['p99']} max {ex['max']} ms; "
+        f"connect p99 {report['latency_ms']['connect']['p99']} ms"
+    )
 
 
 def load_cpu(report: dict, server: str = "", generator: str = "") -> str:
     """A nea-loadtest report's server and generator CPU; ``server`` and ``generator`` are
     added inside each one's parentheses."""
-    return (f"server {report['server']['percent_of_a_core']}% of a core "
-            f"({report['server']['cpu_us_per_client']} us/client{server}), generator "
-            f"{report['generator']['percent_of_a_core']}% "
-            f"({report['generator']['cpu_us_per_client']} us/client{generator})")
+    return (
+        f"server {report['server']['percent_of_a_core']}% of a core "
+        f"({report['server']['cpu_us_per_client']} us/client{server}), generator "
+        f"{report['generator']['percent_of_a_core']}% "
+        f"({report['generator']['cpu_us_per_client']} us/client{generator})"
+    )
 
 
 def ticks(arrivals: list[list[float]], gap: float) -> list[list[float]]:
@@ -337,10 +398,25 @@ def header(title: str) -> None:
 class Holders:
     """A `holders.py` child holding ``connections`` open in ``mode`` (see that script)."""
 
-    def __init__(self, port: int, connections: int, mode: str, ca: Path | None = None,
-                 source: str = "127.0.50.1") -> None:
-        argv = [PYTHON, str(ROOT / "bench" / "holders.py"), "--port", str(port),
-                "--connections", str(connections), "--source", source, mode]
+    def __init__(
+        self,
+        port: int,
+        connections: int,
+        mode: str,
+        ca: Path | None = None,
+        source: str = "127.0.50.1",
+    ) -> None:
+        argv = [
+            PYTHON,
+            str(ROOT / "bench" / "holders.py"),
+            "--port",
+            str(port),
+            "--connections",
+            str(connections),
+            "--source",
+            source,
+            mode,
+        ]
         if ca is not None:
             argv[2:2] = ["--tls", str(ca)]
         self.process = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -388,8 +464,12 @@ def status(port: int, timeout: float = 10.0) -> dict:
 
 def zero_state(state: dict) -> bool:
     """Nothing left but the asking connection: no relay, no handshake under way."""
-    return (state["connections"] == 1 and not state["relays"]["pending"]
-            and not state["relays"]["in_flight"] and not state["handshakes"]["unfinished"])
+    return (
+        state["connections"] == 1
+        and not state["relays"]["pending"]
+        and not state["relays"]["in_flight"]
+        and not state["handshakes"]["unfinished"]
+    )
 
 
 class Sampler:
@@ -438,9 +518,22 @@ class LoadRun:
         import threading
 
         self.report_path = Path(tempfile.mkstemp(prefix="nea-bench-loadtest-", suffix=".json")[1])
-        self.process = spawn([PYTHON, "-m", "nea.loadtest", "--json", str(self.report_path),
-                              "--progress", "1", *args], environ, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, start_new_session=True)
+        self.process = spawn(
+            [
+                PYTHON,
+                "-m",
+                "nea.loadtest",
+                "--json",
+                str(self.report_path),
+                "--progress",
+                "1",
+                *args,
+            ],
+            environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self.progress: list[dict] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -93,10 +93,12 @@ def measure(name: str, store, args):
         yield writer.stop()
         yield store.close()
     ms = 1000.0
-    print(f"{name:<12} serial p50 {harness.percentile(quiet, 50) * ms:7.3f} ms  p99"
-          f" {harness.percentile(quiet, 99) * ms:7.3f} ms | window {args.window}:"
-          f" {args.lines / elapsed:9,.0f} lines/s  p50 {harness.percentile(busy, 50) * ms:7.2f} ms"
-          f"  p99 {harness.percentile(busy, 99) * ms:7.2f} ms")
+    print(
+        f"{name:<12} serial p50 {harness.percentile(quiet, 50) * ms:7.3f} ms  p99"
+        f" {harness.percentile(quiet, 99) * ms:7.3f} ms | window {args.window}:"
+        f" {args.lines / elapsed:9,.0f} lines/s  p50 {harness.percentile(busy, 50) * ms:7.2f} ms"
+        f"  p99 {harness.percentile(busy, 99) * ms:7.2f} ms"
+    )
     sys.stdout.flush()
 
 

@@ -45,10 +45,25 @@ ROOT = Path(__file__).resolve().parent
 def load(daemon_ports, args, certs_dir, pid) -> tuple[dict | None, list[dict]]:
     relay = daemon_ports[0]
     run = harness.LoadRun(
-        "--port", str(relay), "--ca", str(certs_dir / "ca.pem"), "--server-name", "localhost",
-        "--clients", str(args.clients), "--window", str(args.window),
-        "--timeout", str(args.timeout), "--workers", str(args.workers),
-        "--max-active", str(args.max_active), "--no-status", "--server-pid", str(pid),
+        "--port",
+        str(relay),
+        "--ca",
+        str(certs_dir / "ca.pem"),
+        "--server-name",
+        "localhost",
+        "--clients",
+        str(args.clients),
+        "--window",
+        str(args.window),
+        "--timeout",
+        str(args.timeout),
+        "--workers",
+        str(args.workers),
+        "--max-active",
+        str(args.max_active),
+        "--no-status",
+        "--server-pid",
+        str(pid),
     )
     return run.finish(args.window + args.limit), run.progress
 
@@ -111,20 +126,37 @@ def main() -> None:
     p.add_argument("--window", type=float, default=20.0)
     p.add_argument("--timeout", type=float, default=60.0, help="client timeout (default 60)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--max-active", type=int, default=15_000,
-                   help="the load's clients at once (default 15,000: with ~2,100 attackers "
-                   "under the daemon's 20,000 open files)")
-    p.add_argument("--limit", type=float, default=240.0,
-                   help="seconds past the window a run may take before it is stopped")
+    p.add_argument(
+        "--max-active",
+        type=int,
+        default=15_000,
+        help="the load's clients at once (default 15,000: with ~2,100 attackers "
+        "under the daemon's 20,000 open files)",
+    )
+    p.add_argument(
+        "--limit",
+        type=float,
+        default=240.0,
+        help="seconds past the window a run may take before it is stopped",
+    )
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the attackers' counts")
-    p.add_argument("--warm-up", type=float, default=8.0,
-                   help="seconds between the attackers being up and the attacked load (default "
-                   "8: past the daemon's 5 s --ack-timeout, after which the targets that never "
-                   "ack have each missed a deadline and are no longer drawn)")
-    p.add_argument("--max-rate", type=int, help="the daemon's --max-rate, lines a second per "
-                   "connection (default: the daemon's, 1,000): what a flooder may cost it")
-    p.add_argument("--store", help="the daemon's --store (default: SQLite in a temporary "
-                   "directory)")
+    p.add_argument(
+        "--warm-up",
+        type=float,
+        default=8.0,
+        help="seconds between the attackers being up and the attacked load (default "
+        "8: past the daemon's 5 s --ack-timeout, after which the targets that never "
+        "ack have each missed a deadline and are no longer drawn)",
+    )
+    p.add_argument(
+        "--max-rate",
+        type=int,
+        help="the daemon's --max-rate, lines a second per "
+        "connection (default: the daemon's, 1,000): what a flooder may cost it",
+    )
+    p.add_argument(
+        "--store", help="the daemon's --store (default: SQLite in a temporary directory)"
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     harness.header(f"hostile: {args.clients} TLS clients over {args.window} s, alone and attacked")
@@ -132,8 +164,11 @@ def main() -> None:
     listens = (harness.tls("relay", certs_dir), harness.tls("nea", certs_dir), harness.tcp("nea"))
     results = {}
     http = harness.free_port()
-    extra = ("--http", f"tcp:{http}:interface=127.0.0.1",
-             *(("--max-rate", str(args.max_rate)) if args.max_rate is not None else ()))
+    extra = (
+        "--http",
+        f"tcp:{http}:interface=127.0.0.1",
+        *(("--max-rate", str(args.max_rate)) if args.max_rate is not None else ()),
+    )
     store = args.store or f"sqlite:{tempfile.mkdtemp(prefix='nea-hostile-')}/history.db"
     extra = (*extra, "--store", store)
     with harness.Daemon(*listens, max_clients=17_500, extra=extra) as daemon:
@@ -146,17 +181,34 @@ def main() -> None:
         state, after = settle(nea)
         alone_rss = rss.stop()
         print(summary("alone   ", report, alone_rss, after, state), flush=True)
-        results["alone"] = {"report": report, "goodput": harness.goodput(progress),
-                            "settled_after_s": after, "status": state,
-                            "rss_peak_mb": round(max(v for _, v in alone_rss) / 2**20, 1)}
+        results["alone"] = {
+            "report": report,
+            "goodput": harness.goodput(progress),
+            "settled_after_s": after,
+            "status": state,
+            "rss_peak_mb": round(max(v for _, v in alone_rss) / 2**20, 1),
+        }
 
         rss = harness.Sampler(daemon.rss, 0.5)
         attackers = harness.spawn(
-            [harness.PYTHON, str(ROOT / "attackers.py"), "--relay-port", str(relay),
-             "--nea-port", str(nea_tls), "--http-port", str(http),
-             "--ca", str(certs_dir / "ca.pem"),
-             "--seconds", str(args.window + args.limit + 60), "--scale", str(args.scale)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [
+                harness.PYTHON,
+                str(ROOT / "attackers.py"),
+                "--relay-port",
+                str(relay),
+                "--nea-port",
+                str(nea_tls),
+                "--http-port",
+                str(http),
+                "--ca",
+                str(certs_dir / "ca.pem"),
+                "--seconds",
+                str(args.window + args.limit + 60),
+                "--scale",
+                str(args.scale),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         ready = json.loads(harness.readline(attackers, 90))
         print(f"attackers up: {ready['ready']}", flush=True)
@@ -168,8 +220,10 @@ def main() -> None:
         health = probe.stop()
         if daemon.process.poll() is not None:
             log = Path(daemon.log.name).read_text(errors="replace")
-            raise SystemExit(f"the daemon EXITED during the attack (status "
-                             f"{daemon.process.returncode}); its log ends:\n{log[-6000:]}")
+            raise SystemExit(
+                f"the daemon EXITED during the attack (status "
+                f"{daemon.process.returncode}); its log ends:\n{log[-6000:]}"
+            )
         during = harness.status(nea)
         attackers_cpu = harness.process_cpu(attackers.pid) - attackers_cpu0
         attackers.stdin.close()
@@ -180,27 +234,43 @@ def main() -> None:
         state, after = settle(nea)
         attacked_rss = rss.stop()
         print(summary("attacked", report, attacked_rss, after, state), flush=True)
-        print(f"     attackers' CPU {attackers_cpu:.1f} s; status with attackers up, before the "
-              f"load: connections {under_attack['connections']}, handshakes "
-              f"{under_attack['handshakes']}", flush=True)
-        print(f"     at the end of the load: errors {during['errors']}, throttled "
-              f"{during['throttled']}, relays {during['relays']}", flush=True)
+        print(
+            f"     attackers' CPU {attackers_cpu:.1f} s; status with attackers up, before the "
+            f"load: connections {under_attack['connections']}, handshakes "
+            f"{under_attack['handshakes']}",
+            flush=True,
+        )
+        print(
+            f"     at the end of the load: errors {during['errors']}, throttled "
+            f"{during['throttled']}, relays {during['relays']}",
+            flush=True,
+        )
         print(f"     /healthz during the attacked load: {health}", flush=True)
         print(f"     attackers: {json.dumps(attack)}", flush=True)
         log = Path(daemon.log.name).read_text(errors="replace")
         tracebacks = log.count("Traceback")
-        print(f"daemon log: {len(log)} bytes, {tracebacks} 'Traceback', "
-              f"{log.count('log_failure')} logged failures; daemon CPU {daemon.cpu() - cpu0:.1f} s",
-              flush=True)
-        results["attacked"] = {"report": report, "goodput": harness.goodput(progress),
-                               "settled_after_s": after, "status": state, "during": during,
-                               "attackers": attack, "attackers_cpu_s": attackers_cpu,
-                               "healthz": health,
-                               "rss_peak_mb": round(max(v for _, v in attacked_rss) / 2**20, 1)}
+        print(
+            f"daemon log: {len(log)} bytes, {tracebacks} 'Traceback', "
+            f"{log.count('log_failure')} logged failures; daemon CPU {daemon.cpu() - cpu0:.1f} s",
+            flush=True,
+        )
+        results["attacked"] = {
+            "report": report,
+            "goodput": harness.goodput(progress),
+            "settled_after_s": after,
+            "status": state,
+            "during": during,
+            "attackers": attack,
+            "attackers_cpu_s": attackers_cpu,
+            "healthz": health,
+            "rss_peak_mb": round(max(v for _, v in attacked_rss) / 2**20, 1),
+        }
         results["log"] = {"bytes": len(log), "tracebacks": tracebacks}
         if results["alone"]["report"] and report:
-            ratio = (report["latency_ms"]["exchange"]["p99"]
-                     / results["alone"]["report"]["latency_ms"]["exchange"]["p99"])
+            ratio = (
+                report["latency_ms"]["exchange"]["p99"]
+                / results["alone"]["report"]["latency_ms"]["exchange"]["p99"]
+            )
             print(f"exchange p99 attacked / alone: {ratio:.2f} (target <= 2)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": harness.machine(), **results}, indent=2))

@@ -67,8 +67,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     figures = sorted(run(args.exchanges) * 1e6 for _ in range(args.repeat))
-    print(f"hot path: {figures[0]:.2f} us CPU per exchange (best of {args.repeat}; "
-          f"all: {', '.join(f'{f:.2f}' for f in figures)})", flush=True)
+    print(
+        f"hot path: {figures[0]:.2f} us CPU per exchange (best of {args.repeat}; "
+        f"all: {', '.join(f'{f:.2f}' for f in figures)})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,23 @@ def measure(transport: str, connections: int, certs_dir) -> dict:
     with harness.Daemon(listen, max_clients=connections + 10) as daemon:
         time.sleep(1.0)  # let start-up allocations settle
         before = daemon.rss()
-        holders = harness.Holders(daemon.ports[0], connections, "hold",
-                                  ca=certs_dir / "ca.pem" if transport == "tls" else None)
+        holders = harness.Holders(
+            daemon.ports[0],
+            connections,
+            "hold",
+            ca=certs_dir / "ca.pem" if transport == "tls" else None,
+        )
         held = holders.ready()
         time.sleep(2.0)
         after = daemon.rss()
         holders.finish()
-    return {"transport": transport, "connections": held, "rss_before_mb": before / 2**20,
-            "rss_after_mb": after / 2**20, "per_connection_kb": (after - before) / held / 1024}
+    return {
+        "transport": transport,
+        "connections": held,
+        "rss_before_mb": before / 2**20,
+        "rss_after_mb": after / 2**20,
+        "per_connection_kb": (after - before) / held / 1024,
+    }
 
 
 def main() -> None:
@@ -35,9 +44,11 @@ def main() -> None:
     certs_dir = harness.certs()
     for transport in ("tcp", "tls"):
         r = measure(transport, args.connections, certs_dir)
-        print(f"{transport:4} {r['connections']} connections: RSS {r['rss_before_mb']:.1f} -> "
-              f"{r['rss_after_mb']:.1f} MB, {r['per_connection_kb']:.2f} KB per connection",
-              flush=True)
+        print(
+            f"{transport:4} {r['connections']} connections: RSS {r['rss_before_mb']:.1f} -> "
+            f"{r['rss_after_mb']:.1f} MB, {r['per_connection_kb']:.2f} KB per connection",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ def cost(certs, lines: int, batch: int, tree: str | None) -> float:
     """The daemon's CPU microseconds per line; ``tree``'s ``nea`` package if given."""
     environ = {"PYTHONPATH": f"{tree}:{harness.ROOT}"} if tree else None
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-    with harness.Daemon(harness.tls("nea", certs), extra=("--max-rate", "0"),
-                        environ=environ) as daemon:
+    with harness.Daemon(
+        harness.tls("nea", certs), extra=("--max-rate", "0"), environ=environ
+    ) as daemon:
         with tls_exchange.connect(daemon.ports[0], context) as sock:
             replies = tls_exchange.Lines(sock)
             sock.sendall(b"warm-up\n")
@@ -43,8 +44,9 @@ def cost(certs, lines: int, batch: int, tree: str | None) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lines", type=int, default=20_000)
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 10],
-                   help="lines per write (default: 1 and 10)")
+    p.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 10], help="lines per write (default: 1 and 10)"
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--baseline", metavar="DIR", help="another checkout's nea package, in turns")
     args = p.parse_args()
@@ -54,8 +56,11 @@ def main() -> None:
     for batch in args.batch:
         for _ in range(args.rounds):
             for label, tree in trees:
-                print(f"batch {batch:3}, {label:9}: {cost(certs, args.lines, batch, tree):6.1f} "
-                      "us of server CPU per line", flush=True)
+                print(
+                    f"batch {batch:3}, {label:9}: {cost(certs, args.lines, batch, tree):6.1f} "
+                    "us of server CPU per line",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

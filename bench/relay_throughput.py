@@ -143,8 +143,9 @@ class PacedDriver(NeaDriver):
     answers; requests wait their turn, answers never), so that the daemon's limiter
     never has to hold it back: the same load as a client the daemon throttles."""
 
-    def __init__(self, counter: Counter, name: bytes, window: int, peers: int, rate: float,
-                 pacer: "Pacer") -> None:
+    def __init__(
+        self, counter: Counter, name: bytes, window: int, peers: int, rate: float, pacer: "Pacer"
+    ) -> None:
         super().__init__(counter, name, window, peers)
         self.rate, self.tokens, self.owed = rate, 0.0, 0
         pacer.drivers.append(self)
@@ -193,8 +194,10 @@ class NatsDriver(Driver):
         self._msg: list[bytes] | None = None  # the MSG header whose payload comes next
 
     def greeting(self) -> bytes:
-        return (b'CONNECT {"verbose":false,"pedantic":false}\r\n'
-                b"SUB relay workers 1\r\nSUB " + self.inbox + b" 2\r\n")
+        return (
+            b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+            b"SUB relay workers 1\r\nSUB " + self.inbox + b" 2\r\n"
+        )
 
     def request(self) -> bytes:
         payload = b"%s.%d" % (self.name, next(self.seq))
@@ -228,7 +231,8 @@ def drive(port: int, driver, args, cpu, *extra, cap: float | None = None):
     connections = []
     for i in range(args.connections):
         factory = Factory.forProtocol(
-            lambda i=i: driver(counter, b"c%d" % i, args.window, args.connections, *extra))
+            lambda i=i: driver(counter, b"c%d" % i, args.window, args.connections, *extra)
+        )
         connections.append((yield endpoint.connect(factory)))
     yield task.deferLater(reactor, args.warmup, lambda: None)
     settle = time.monotonic() + 30
@@ -243,9 +247,11 @@ def drive(port: int, driver, args, cpu, *extra, cap: float | None = None):
     exchanges = counter.exchanges - count_start
     for connection in connections:
         connection.transport.abortConnection()
-    return {"exchanges_per_s": exchanges / elapsed, "server_us_per_exchange":
-            cpu_used / exchanges * 1e6 if exchanges else None,
-            "server_percent_of_a_core": 100 * cpu_used / elapsed}
+    return {
+        "exchanges_per_s": exchanges / elapsed,
+        "server_us_per_exchange": cpu_used / exchanges * 1e6 if exchanges else None,
+        "server_percent_of_a_core": 100 * cpu_used / elapsed,
+    }
 
 
 def nats_server() -> str:
@@ -271,8 +277,11 @@ def run_case(case: str, args):
     """One case on a fresh daemon (or nats-server); its figures, limits included."""
     if case == "nats":
         port = harness.free_port()
-        nats = harness.spawn([nats_server(), "-a", "127.0.0.1", "-p", str(port)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        nats = harness.spawn(
+            [nats_server(), "-a", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             harness.wait_listening(port, nats)
             result = yield drive(port, NatsDriver, args, lambda: harness.process_cpu(nats.pid))
@@ -285,8 +294,9 @@ def run_case(case: str, args):
     extra = ()
     if driver is PacedDriver:
         extra = (args.throttle_rate, Pacer())
-    with harness.Daemon(harness.tcp(profile), profile=args.profile,
-                        extra=harness.limit_args(args, rate)) as daemon:
+    with harness.Daemon(
+        harness.tcp(profile), profile=args.profile, extra=harness.limit_args(args, rate)
+    ) as daemon:
         cap = args.connections * rate / 2 if rate else None
         result = yield drive(daemon.ports[0], driver, args, daemon.cpu, *extra, cap=cap)
     if extra:
@@ -307,10 +317,13 @@ def run(args):
             r = yield run_case(case, args)
             r["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
             results[case].append(r)
-            print(f"[{round_}] {case:9} {r['exchanges_per_s']:9.0f} exchanges/s, server "
-                  f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
-                  f"({r['server_percent_of_a_core']:.0f}% of a core); load {r['load']}; "
-                  f"limits: {r['limits']}", flush=True)
+            print(
+                f"[{round_}] {case:9} {r['exchanges_per_s']:9.0f} exchanges/s, server "
+                f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
+                f"({r['server_percent_of_a_core']:.0f}% of a core); load {r['load']}; "
+                f"limits: {r['limits']}",
+                flush=True,
+            )
     return results
 
 
@@ -320,34 +333,56 @@ def spread(values: list[float]) -> str:
 
 
 #: Ratios printed when both cases ran: (numerator, denominator).
-RATIOS = [("throttled", "paced"), ("throttled", "relay"), ("svc", "relay"), ("name", "relay"),
-          ("relay", "nats"), ("svc", "nats")]
+RATIOS = [
+    ("throttled", "paced"),
+    ("throttled", "relay"),
+    ("svc", "relay"),
+    ("name", "relay"),
+    ("relay", "nats"),
+    ("svc", "nats"),
+]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     harness.relay_load_options(p, "requests")
-    p.add_argument("--throttle-rate", type=float, default=1000.0,
-                   help="lines/s per connection of the throttled and paced cases")
-    p.add_argument("--cases", type=lambda v: v.split(","),
-                   default=["relay", "throttled", "paced", "svc", "name", "nats"],
-                   help=f"comma-separated, of {', '.join([*CASES, 'nats'])}")
+    p.add_argument(
+        "--throttle-rate",
+        type=float,
+        default=1000.0,
+        help="lines/s per connection of the throttled and paced cases",
+    )
+    p.add_argument(
+        "--cases",
+        type=lambda v: v.split(","),
+        default=["relay", "throttled", "paced", "svc", "name", "nats"],
+        help=f"comma-separated, of {', '.join([*CASES, 'nats'])}",
+    )
     p.add_argument("--rounds", type=int, default=1, help="every case once per round")
     p.add_argument("--profile", help="run nea under cProfile, write the stats here, print the top")
     args = p.parse_args()
-    harness.header(f"relay_throughput: {args.connections} connections x {args.window} "
-                   f"outstanding, {args.seconds} s, {args.rounds} round(s); "
-                   f"limits: {harness.limits_text(args)}, throttled/paced at "
-                   f"{args.throttle_rate:g} lines/s per connection")
+    harness.header(
+        f"relay_throughput: {args.connections} connections x {args.window} "
+        f"outstanding, {args.seconds} s, {args.rounds} round(s); "
+        f"limits: {harness.limits_text(args)}, throttled/paced at "
+        f"{args.throttle_rate:g} lines/s per connection"
+    )
     results = harness.run_reactor(lambda: run(args))
     for top, bottom in RATIOS:
         if top in results and bottom in results:
-            cpu = [a["server_us_per_exchange"] / b["server_us_per_exchange"]
-                   for a, b in zip(results[top], results[bottom], strict=True)]
-            rate = [a["exchanges_per_s"] / b["exchanges_per_s"]
-                    for a, b in zip(results[top], results[bottom], strict=True)]
-            print(f"ratio {top}/{bottom}: server CPU per exchange {spread(cpu)}, "
-                  f"throughput {spread(rate)}, paired by round", flush=True)
+            cpu = [
+                a["server_us_per_exchange"] / b["server_us_per_exchange"]
+                for a, b in zip(results[top], results[bottom], strict=True)
+            ]
+            rate = [
+                a["exchanges_per_s"] / b["exchanges_per_s"]
+                for a, b in zip(results[top], results[bottom], strict=True)
+            ]
+            print(
+                f"ratio {top}/{bottom}: server CPU per exchange {spread(cpu)}, "
+                f"throughput {spread(rate)}, paired by round",
+                flush=True,
+            )
     if args.profile:
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
 

@@ -80,10 +80,23 @@ def main() -> None:
         http_ports = {}
         for name in ("a", "b"):
             http_ports[name] = harness.free_port()
-            daemons.append(harness.Daemon(harness.tcp("nea"), extra=(
-                "--instance-id", name, "--redis", f"redis://127.0.0.1:{redis_port}/0",
-                "--heartbeat", "0.5", "--admin-token", TOKEN,
-                "--http", f"tcp:{http_ports[name]}:interface=127.0.0.1")))
+            daemons.append(
+                harness.Daemon(
+                    harness.tcp("nea"),
+                    extra=(
+                        "--instance-id",
+                        name,
+                        "--redis",
+                        f"redis://127.0.0.1:{redis_port}/0",
+                        "--heartbeat",
+                        "0.5",
+                        "--admin-token",
+                        TOKEN,
+                        "--http",
+                        f"tcp:{http_ports[name]}:interface=127.0.0.1",
+                    ),
+                )
+            )
         ready, stop = threading.Event(), threading.Event()
         answering = threading.Thread(target=device, args=(daemons[1].ports[0], ready, stop))
         answering.start()
@@ -92,10 +105,11 @@ def main() -> None:
                 raise RuntimeError("the device was not registered")
             time.sleep(2)  # A learns of the name through Redis within a heartbeat or two
             post_many(http_ports["b"], 50)  # warm-up
-            for label, name in (("local (device on this instance)", "b"),
-                                ("across instances (device on the other)", "a")):
-                print(f"{label}: {summary(post_many(http_ports[name], args.requests))}",
-                      flush=True)
+            for label, name in (
+                ("local (device on this instance)", "b"),
+                ("across instances (device on the other)", "a"),
+            ):
+                print(f"{label}: {summary(post_many(http_ports[name], args.requests))}", flush=True)
         finally:
             stop.set()
             answering.join()

@@ -30,12 +30,27 @@ def case(transport: str, delay: str, args, certs_dir) -> dict:
     with harness.Daemon(*listens) as daemon:
         relay, nea = daemon.ports
         report = harness.loadtest(
-            "--port", str(relay), "--status-port", str(nea), *security,
-            "--clients", str(args.clients), "--window", str(args.window), "--ok-delay", delay,
-            "--workers", str(args.workers),
-            "--timeout", str(args.timeout or TIMEOUTS[transport]),
-            "--max-active", str(args.max_active),
-            "--server-pid", str(daemon.pid), "--progress", "10",
+            "--port",
+            str(relay),
+            "--status-port",
+            str(nea),
+            *security,
+            "--clients",
+            str(args.clients),
+            "--window",
+            str(args.window),
+            "--ok-delay",
+            delay,
+            "--workers",
+            str(args.workers),
+            "--timeout",
+            str(args.timeout or TIMEOUTS[transport]),
+            "--max-active",
+            str(args.max_active),
+            "--server-pid",
+            str(daemon.pid),
+            "--progress",
+            "10",
         )
         report["server_rss_mb"] = round(daemon.rss() / 2**20, 1)
     return report
@@ -43,8 +58,9 @@ def case(transport: str, delay: str, args, certs_dir) -> dict:
 
 def line(transport: str, delay: str, r: dict) -> str:
     zs = r["zero_state"]["zero_state"] if r["zero_state"] else None
-    cpu = harness.load_cpu(r, f", RSS {r['server_rss_mb']} MB",
-                           f", {r['config']['workers']} workers")
+    cpu = harness.load_cpu(
+        r, f", RSS {r['server_rss_mb']} MB", f", {r['config']['workers']} workers"
+    )
     return (
         f"{transport:4} ok-delay {delay:12} {harness.load_counts(r)} zero_state {zs}\n"
         f"     {harness.load_latency(r)}; {r['rates']['exchanges_per_s']} exchanges/s\n"
@@ -58,12 +74,20 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=100_000)
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--timeout", type=float, help="seconds a client waits for its ok "
-                   "(default 10 for TCP, 60 for TLS: shorter than the handshake queue under "
-                   "overload, a TLS timeout makes clients retry into a collapse)")
-    p.add_argument("--max-active", type=int, default=18_000,
-                   help="clients at once (below the daemon's --max-clients 19,000, so that an "
-                   "overloaded server is queued for, not refused)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds a client waits for its ok "
+        "(default 10 for TCP, 60 for TLS: shorter than the handshake queue under "
+        "overload, a TLS timeout makes clients retry into a collapse)",
+    )
+    p.add_argument(
+        "--max-active",
+        type=int,
+        default=18_000,
+        help="clients at once (below the daemon's --max-clients 19,000, so that an "
+        "overloaded server is queued for, not refused)",
+    )
     p.add_argument("--only", choices=("tcp", "tls"))
     p.add_argument("--delays", nargs="+", default=list(DELAYS))
     p.add_argument("--json", help="also write every report here")

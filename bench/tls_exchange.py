@@ -85,8 +85,10 @@ def summary(samples: list[float]) -> str:
     if not samples:
         return "none"
     slow = sum(1 for s in samples if s >= 0.030)
-    return (f"n {len(samples)}: {harness.ms_percentiles(samples, 50, 90, 99)}, "
-            f"max {max(samples) * 1000:.2f} ms; {slow} took 30 ms or more")
+    return (
+        f"n {len(samples)}: {harness.ms_percentiles(samples, 50, 90, 99)}, "
+        f"max {max(samples) * 1000:.2f} ms; {slow} took 30 ms or more"
+    )
 
 
 def main() -> None:

@@ -69,8 +69,9 @@ def daemon_cost(transport: str, certs_dir, count: int) -> float:
     with harness.Daemon(listen, max_clients=count + 10) as daemon:
         time.sleep(0.5)
         before = daemon.cpu()
-        holders = harness.Holders(daemon.ports[0], count, "hold",
-                                  ca=certs_dir / "ca.pem" if transport == "tls" else None)
+        holders = harness.Holders(
+            daemon.ports[0], count, "hold", ca=certs_dir / "ca.pem" if transport == "tls" else None
+        )
         holders.ready()
         holders.finish()
         time.sleep(0.5)  # the daemon handles the closes
@@ -86,13 +87,20 @@ def main() -> None:
     server, client = bare(certs_dir, args.connections)
     tls = daemon_cost("tls", certs_dir, args.connections)
     tcp = daemon_cost("tcp", certs_dir, args.connections)
-    print(f"bare pyOpenSSL handshake (ECDSA P-256): server side {server * 1e6:.0f} us, "
-          f"client side {client * 1e6:.0f} us")
-    print(f"daemon, per TLS connection: {tls * 1e6:.0f} us "
-          f"({tls / server:.2f}x the bare server-side handshake)")
-    print(f"daemon, per plain TCP connection: {tcp * 1e6:.0f} us; "
-          f"TLS adds {(tls - tcp) * 1e6:.0f} us, of which the handshake itself is "
-          f"{server * 1e6:.0f} us", flush=True)
+    print(
+        f"bare pyOpenSSL handshake (ECDSA P-256): server side {server * 1e6:.0f} us, "
+        f"client side {client * 1e6:.0f} us"
+    )
+    print(
+        f"daemon, per TLS connection: {tls * 1e6:.0f} us "
+        f"({tls / server:.2f}x the bare server-side handshake)"
+    )
+    print(
+        f"daemon, per plain TCP connection: {tcp * 1e6:.0f} us; "
+        f"TLS adds {(tls - tcp) * 1e6:.0f} us, of which the handshake itself is "
+        f"{server * 1e6:.0f} us",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def serve(layer: str, certs: Path) -> None:
     if layer == "nea":
         factory = TLSServerFactory(echo, lambda: context, reactor, Admission(), HandshakeGate())
     else:
+
         @implementer(IOpenSSLServerConnectionCreator)
         class SameContext:  # both layers serve from the very same OpenSSL context
             def serverConnectionForTLS(self, protocol):
@@ -85,13 +86,16 @@ def main() -> None:
         serve(args.serve[0], Path(args.serve[1]))
         return
     harness.header("TLS layer: nea's against Twisted's TLSMemoryBIOProtocol")
-    print(f"limits: {args.connections} connections a round, {args.exchanges} exchanges of "
-          f"{args.size} bytes each way, one at a time; {args.rounds} rounds")
+    print(
+        f"limits: {args.connections} connections a round, {args.exchanges} exchanges of "
+        f"{args.size} bytes each way, one at a time; {args.rounds} rounds"
+    )
     certs = harness.certs()
     servers = {}
     for layer in LAYERS:
-        process = harness.spawn([sys.executable, __file__, "--serve", layer, str(certs)],
-                                stdout=harness.subprocess.PIPE)
+        process = harness.spawn(
+            [sys.executable, __file__, "--serve", layer, str(certs)], stdout=harness.subprocess.PIPE
+        )
         servers[layer] = (process, int(harness.readline(process, 30.0)))
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     payload = b"x" * args.size
@@ -112,8 +116,10 @@ def main() -> None:
     connections = args.connections * args.rounds
     for layer in LAYERS:
         per_connection = cpu[layer] / connections * 1e6
-        print(f"{layer:8s} server CPU {cpu[layer]:6.2f} s: {per_connection:7.0f} us a connection "
-              f"({args.exchanges} exchanges), wall {wall[layer]:5.1f} s")
+        print(
+            f"{layer:8s} server CPU {cpu[layer]:6.2f} s: {per_connection:7.0f} us a connection "
+            f"({args.exchanges} exchanges), wall {wall[layer]:5.1f} s"
+        )
     print(f"nea / twisted: {cpu['nea'] / cpu['twisted']:.2f}")
 
 

@@ -37,13 +37,20 @@ def _keys():
     es = ec.generate_private_key(ec.SECP256R1())
     rs = rsa.generate_private_key(65537, 2048)
     ed = ed25519.Ed25519PrivateKey.generate()
-    return [("ES256", es, es.public_key()), ("RS256", rs, rs.public_key()),
-            ("EdDSA", ed, ed.public_key()), ("HS256", SECRET, SECRET)]
+    return [
+        ("ES256", es, es.public_key()),
+        ("RS256", rs, rs.public_key()),
+        ("EdDSA", ed, ed.public_key()),
+        ("HS256", SECRET, SECRET),
+    ]
 
 
 def _token(key, algorithm: str) -> str:
-    claims = {"sub": "device:1", "exp": int(time.time()) + 3600,
-              "nea": {"register": ["{sub}"], "ask": ["@payments"], "relay": True}}
+    claims = {
+        "sub": "device:1",
+        "exp": int(time.time()) + 3600,
+        "nea": {"register": ["{sub}"], "ask": ["@payments"], "relay": True},
+    }
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
@@ -81,8 +88,10 @@ def main() -> None:
         print(f"verify {algorithm}: {verify * 1e6:.0f} us ({verify / server:.2f}x the handshake)")
         if algorithm == "ES256":
             auth = through_the_hub(verifier, token, args.count)
-            print(f"auth through the hub, {algorithm}: {auth * 1e6:.0f} us "
-                  f"({auth / server:.2f}x the handshake)")
+            print(
+                f"auth through the hub, {algorithm}: {auth * 1e6:.0f} us "
+                f"({auth / server:.2f}x the handshake)"
+            )
     print("", flush=True)
 
 

@@ -22,7 +22,10 @@ def run(checkout: Path, script: str, args: list[str]) -> list[str]:
     python = checkout / ".venv" / "bin" / "python"
     done = subprocess.run(
         [str(python), str(checkout / "bench" / script), *args],
-        cwd=checkout, capture_output=True, text=True, timeout=1800,
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     if done.returncode:
         sys.exit(f"{checkout}: {script} failed ({done.returncode}):\n{done.stderr}")

@@ -38,9 +38,7 @@ class FakeNetwork:
         return transport
 
     def refuse(self) -> None:
-        self._next_factory().clientConnectionFailed(
-            None, Failure(error.ConnectionRefusedError())
-        )
+        self._next_factory().clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
 
     def receive(self, data: bytes) -> None:
         self._protocol.dataReceived(data)
@@ -48,4 +46,3 @@ class FakeNetwork:
     def drop(self, reason: Exception | None = None) -> None:
         """The current connection ends (by default: the server closed it)."""
         self._protocol.connectionLost(Failure(reason or error.ConnectionDone()))
-

@@ -89,8 +89,13 @@ class _Watcher(protocol.ProcessProtocol):
 class Program:
     """An outside program run by a test."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd=None,
-                 user: "pwd.struct_passwd | None" = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        cwd=None,
+        user: "pwd.struct_passwd | None" = None,
+    ) -> None:
         self.argv = argv
         self.env = env if env is not None else dict(os.environ)
         self.cwd = cwd
@@ -170,8 +175,21 @@ class RedisServer:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="nea-redis-")
         self.program = Program(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"]
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--protected-mode",
+                "no",
+            ]
         )
 
     @property
@@ -246,8 +264,13 @@ class NeaDaemon:
         files = f"interface=127.0.0.1:privateKey={d}/server-key.pem:certKey={d}/server.pem"
         self.program = Program(
             support.daemon_command(
-                "--instance-id", instance_id, "--listen", f"ssl:{self.port}:{files}",
-                "--listen", f"nea+proxy=ssl:{self.proxied_port}:{files}", *args,
+                "--instance-id",
+                instance_id,
+                "--listen",
+                f"ssl:{self.port}:{files}",
+                "--listen",
+                f"nea+proxy=ssl:{self.proxied_port}:{files}",
+                *args,
             ),
             support.daemon_env(),
             cwd=tempfile.mkdtemp(prefix="nea-daemon-"),
@@ -258,10 +281,12 @@ class NeaDaemon:
         return self.listening()
 
     def listening(self):
-        return defer.gatherResults([
-            wait_listening(self.program, port, timeout=3 * support.WAIT)
-            for port in (self.port, self.proxied_port)
-        ])
+        return defer.gatherResults(
+            [
+                wait_listening(self.program, port, timeout=3 * support.WAIT)
+                for port in (self.port, self.proxied_port)
+            ]
+        )
 
     def stop(self):
         return self.program.stop()
@@ -295,7 +320,6 @@ class HAProxy:
         return wait_listening(self.program, self.port)
 
 
-
 @defer.inlineCallbacks
 def haproxy(testcase, servers: list[int]) -> HAProxy:
     proxy = HAProxy(servers)
@@ -311,8 +335,10 @@ def status(testcase, port: int):
     Asked mid-load, its handshake waits its turn behind the load's (nea completes
     handshakes in order): so it may take longer than other waits.
     """
-    endpoint = wrapClientTLS(support.client_tls(), TCP4ClientEndpoint(
-        reactor, "127.0.0.1", port, timeout=3 * support.WAIT))
+    endpoint = wrapClientTLS(
+        support.client_tls(),
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=3 * support.WAIT),
+    )
     return fetch_status(endpoint, reactor, tls=True, timeout=3 * support.WAIT, until_closed=True)
 
 
@@ -351,12 +377,15 @@ _postgresql_template: Path | None = None
 
 def postgresql_bin(program: str) -> str:
     """The newest installed PostgreSQL's ``program``; fails clearly when there is none."""
-    found = sorted(glob.glob(f"{POSTGRESQL_BINS}/{program}"),
-                   key=lambda path: int(Path(path).parent.parent.name))
+    found = sorted(
+        glob.glob(f"{POSTGRESQL_BINS}/{program}"),
+        key=lambda path: int(Path(path).parent.parent.name),
+    )
     if not found:
         raise AssertionError(
             f"PostgreSQL is not installed (no {POSTGRESQL_BINS}/{program}):"
-            " `make test` installs it (Debian package postgresql)")
+            " `make test` installs it (Debian package postgresql)"
+        )
     return found[-1]
 
 
@@ -384,10 +413,23 @@ def postgresql_template() -> Path:
         _chown_tree(parent, user)
         data = parent / "data"
         subprocess.run(
-            [postgresql_bin("initdb"), "-D", str(data), "-U", "nea", "--auth=trust",
-             "-E", "UTF8", "--no-locale", "--no-sync"],
-            check=True, capture_output=True, timeout=120,
-            user=user.pw_uid if user else None, group=user.pw_gid if user else None,
+            [
+                postgresql_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "nea",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
         )
         _postgresql_template = data
     return _postgresql_template
@@ -409,8 +451,14 @@ class PostgreSQLServer:
         self.data = self.dir / "data"
         shutil.copytree(postgresql_template(), self.data, symlinks=True)
         _chown_tree(self.dir, self.user)
-        self.settings = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                         "-c", f"fsync={'on' if durable else 'off'}"]
+        self.settings = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            f"fsync={'on' if durable else 'off'}",
+        ]
         self.program: Program | None = None
 
     @property
@@ -421,16 +469,26 @@ class PostgreSQLServer:
     def start(self, timeout: float = 3 * support.WAIT):
         """Start, and wait until it says it accepts connections."""
         self.program = Program(
-            [postgresql_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
-             *self.settings], user=self.user, cwd=str(self.dir))
+            [
+                postgresql_bin("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                *self.settings,
+            ],
+            user=self.user,
+            cwd=str(self.dir),
+        )
         self.program.start()
         deadline = reactor.seconds() + timeout
         while "ready to accept connections" not in self.program.output:
             if not self.program.running:
                 raise AssertionError(f"postgres exited:\n{self.program.output}")
             if reactor.seconds() > deadline:
-                raise AssertionError(f"postgres not ready after {timeout} s:\n"
-                                     f"{self.program.output}")
+                raise AssertionError(
+                    f"postgres not ready after {timeout} s:\n{self.program.output}"
+                )
             yield support.next_tick(0.05)
 
     def stop(self, immediate: bool = False):
@@ -515,13 +573,27 @@ def launch(testcase, url: str) -> DevTools:
         raise unittest.SkipTest("no chromium binary (make system-packages installs it)")
     devtools = DevTools()
     args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--no-first-run", "--remote-debugging-pipe",
-        f"--user-data-dir={testcase.mktemp()}", url,
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--no-first-run",
+        "--remote-debugging-pipe",
+        f"--user-data-dir={testcase.mktemp()}",
+        url,
     ]
-    reactor.spawnProcess(devtools, CHROMIUM, args, env=None,
-                         childFDs={0: "w", 1: "r", 2: "r", _COMMANDS: "w", _ANSWERS: "r"})
+    reactor.spawnProcess(
+        devtools,
+        CHROMIUM,
+        args,
+        env=None,
+        childFDs={0: "w", 1: "r", 2: "r", _COMMANDS: "w", _ANSWERS: "r"},
+    )
     testcase.addCleanup(_close_chromium, devtools)
     return devtools
 
@@ -572,8 +644,10 @@ class Page:
     @defer.inlineCallbacks
     def evaluate(self, expression: str):
         """The value of the JavaScript ``expression`` in the page (awaited if a promise)."""
-        answer = yield self.call("Runtime.evaluate", {
-            "expression": expression, "returnByValue": True, "awaitPromise": True})
+        answer = yield self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
         if "exceptionDetails" in answer:
             raise AssertionError(f"JavaScript failed: {answer['exceptionDetails']}")
         return answer["result"].get("value")
@@ -589,6 +663,7 @@ def open_page(testcase, url: str) -> Page:
         "a page target",
     )
     page = next(t for t in targets["targetInfos"] if t["type"] == "page")
-    attached = yield devtools.call("Target.attachToTarget",
-                                   {"targetId": page["targetId"], "flatten": True})
+    attached = yield devtools.call(
+        "Target.attachToTarget", {"targetId": page["targetId"], "flatten": True}
+    )
     return Page(devtools, attached["sessionId"])

@@ -24,15 +24,18 @@ class StoreContract:
 
     @defer.inlineCallbacks
     def test_lines_round_trip_with_growing_ids(self):
-        said = [Line(Kind.CHAT, "zoë", "héllo 🌍 'quoted' %s ?", SAID),
-                Line(Kind.BROADCAST, None, "maintenance at noon", SAID)]
+        said = [
+            Line(Kind.CHAT, "zoë", "héllo 🌍 'quoted' %s ?", SAID),
+            Line(Kind.BROADCAST, None, "maintenance at noon", SAID),
+        ]
         first = yield self.store.append(said)
         second = yield self.store.append(lines("third"))
         ids = [line.id for line in first + second]
         self.assertEqual(ids, sorted(set(ids)))
         written = said + lines("third")
-        self.assertEqual([line.stored(id) for line, id in zip(written, ids, strict=True)],
-                         first + second)
+        self.assertEqual(
+            [line.stored(id) for line, id in zip(written, ids, strict=True)], first + second
+        )
         back = yield self.store.since(0, 10)
         self.assertEqual(back, first + second)
         self.assertEqual(back[0].time.utcoffset().total_seconds(), 0)
@@ -76,9 +79,13 @@ class StoreContract:
         self.assertGreater(after.id, ids[-1])
 
     def test_counts_are_checked(self):
-        for call in [lambda: self.store.since(0, -1), lambda: self.store.latest(-2),
-                     lambda: self.store.trim(-1, 5), lambda: self.store.since(0, True),
-                     lambda: self.store.since(-1, 5)]:
+        for call in [
+            lambda: self.store.since(0, -1),
+            lambda: self.store.latest(-2),
+            lambda: self.store.trim(-1, 5),
+            lambda: self.store.since(0, True),
+            lambda: self.store.since(-1, 5),
+        ]:
             self.assertRaises(ValueError, call)
 
     @defer.inlineCallbacks

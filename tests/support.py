@@ -44,8 +44,7 @@ def certs() -> Path:
 def tls_listen(profile: str = "nea") -> str:
     d = certs()
     return (
-        f"{profile}=ssl:0:interface=127.0.0.1:privateKey={d}/server-key.pem"
-        f":certKey={d}/server.pem"
+        f"{profile}=ssl:0:interface=127.0.0.1:privateKey={d}/server-key.pem:certKey={d}/server.pem"
     )
 
 
@@ -130,8 +129,9 @@ class LineClient(LineReceiver):
 
 
 @defer.inlineCallbacks
-def connect(testcase, port: int, tls: bool = True, client_cert: bool = False,
-            timeout: float = WAIT):
+def connect(
+    testcase, port: int, tls: bool = True, client_cert: bool = False, timeout: float = WAIT
+):
     """A connected `LineClient` (TLS handshake done when ``tls``); closed at test end."""
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
     if tls:
@@ -181,14 +181,21 @@ def without_history(args) -> tuple[str, ...]:
 
 def daemon_command(*args: str) -> list[str]:
     """argv that runs nea-server in the foreground as a separate process."""
-    return [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT,
-            *without_history(args)]
+    return [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT, *without_history(args)]
 
 
 def twistd_command(*args: str) -> list[str]:
     """argv that runs nea-server as ``twistd -n --pidfile= nea-server`` (as ``make run`` does)."""
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "nea-server", *HTTP_ANY_PORT, *without_history(args)]
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "--nodaemon",
+        "--pidfile=",
+        "nea-server",
+        *HTTP_ANY_PORT,
+        *without_history(args),
+    ]
 
 
 def daemon_env() -> dict[str, str]:

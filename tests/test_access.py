@@ -68,8 +68,12 @@ class Gate(unittest.TestCase):
     def test_auth_in_json(self):
         peer = self.peer()
         token = sign({"sub": "lock1"})
-        self.hub.handle(peer, codec.decode_request(
-            json.dumps({"type": "auth", "payload": {"token": token}}).encode(), peer.profile))
+        self.hub.handle(
+            peer,
+            codec.decode_request(
+                json.dumps({"type": "auth", "payload": {"token": token}}).encode(), peer.profile
+            ),
+        )
         self.assertEqual(peer.take(), [frames.Authenticated("lock1")])
 
     def test_auth_without_a_token_is_bad_usage(self):
@@ -149,8 +153,9 @@ class Gate(unittest.TestCase):
         self.assertIn("serve 'payments' needs the 'serve' permission", pushes[0].message)
         self.assertEqual(pushes[-1], frames.ReverseReply("hello"))
         self.assertFalse(peer.closed)
-        self.assertEqual(self.auth_figures()["not_allowed"],
-                         {"serve": 1, "ask": 1, "relay": 1, "chat": 1})
+        self.assertEqual(
+            self.auth_figures()["not_allowed"], {"serve": 1, "ask": 1, "relay": 1, "chat": 1}
+        )
         self.assertIn("not_allowed: f", self.log_text())
         self.assertIn("(anonymous) may not serve 'payments'", self.log_text())
 

@@ -85,9 +85,12 @@ def production_options(directory: Path, key: Path) -> list[str]:
     permissions = re.search(r".. code-block:: json\n\n((?:    .*\n|\n)+)", text).group(1)
     (directory / "permissions.json").write_text(permissions)
     (directory / "admin-token").write_text(TOKEN)
-    files = {"clients-ca.pem": certs() / devcerts.CA_CERT, "jwt-es256.pem": key,
-             "permissions.json": directory / "permissions.json",
-             "admin-token": directory / "admin-token"}
+    files = {
+        "clients-ca.pem": certs() / devcerts.CA_CERT,
+        "jwt-es256.pem": key,
+        "permissions.json": directory / "permissions.json",
+        "admin-token": directory / "admin-token",
+    }
     words = command.replace("\\\n", " ").split()
     options = []
     for option, value in zip(words[::2], words[1::2], strict=True):
@@ -104,8 +107,11 @@ class Attacks(unittest.TestCase):
         self.directory.mkdir()
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.public = self.directory / "jwt.pem"
-        self.public.write_bytes(self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        self.public.write_bytes(
+            self.key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
         self.logged = []
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
@@ -116,8 +122,17 @@ class Attacks(unittest.TestCase):
     @defer.inlineCallbacks
     def start(self, *args: str):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--listen", tls_listen(), "--listen", ws_listen(),
-            "--listen", ws_listen(tls=True), *args)
+            self,
+            "--listen",
+            tcp_listen(),
+            "--listen",
+            tls_listen(),
+            "--listen",
+            ws_listen(),
+            "--listen",
+            ws_listen(tls=True),
+            *args,
+        )
         self.http = self.service.http_port
 
     def production(self):
@@ -166,8 +181,13 @@ class Attacks(unittest.TestCase):
         self.assertIsInstance((yield client.next()), frames.StatusReply)
 
     def ask_over_http(self, path: str, body, token: str = TOKEN):
-        return fetch_json(self.http, path, method=b"POST", token=token,
-                          body=json.dumps({"body": body, "timeout": 10}).encode())
+        return fetch_json(
+            self.http,
+            path,
+            method=b"POST",
+            token=token,
+            body=json.dumps({"body": body, "timeout": 10}).encode(),
+        )
 
     @defer.inlineCallbacks
     def answers(self, member, text: str):
@@ -214,8 +234,18 @@ class Attacks(unittest.TestCase):
     def two_instances(self):
         """Two instances ``a`` and ``b`` on one real redis-server, with tokens."""
         redis = yield infra.redis_server(self)
-        cluster = ("--redis", redis.url, "--cluster-name", f"auth{id(self) % 100000}",
-                   "--heartbeat", "0.5", "--jwt-key", str(self.public), "--admin-token", TOKEN)
+        cluster = (
+            "--redis",
+            redis.url,
+            "--cluster-name",
+            f"auth{id(self) % 100000}",
+            "--heartbeat",
+            "0.5",
+            "--jwt-key",
+            str(self.public),
+            "--admin-token",
+            TOKEN,
+        )
         yield self.start("--instance-id", "a", *cluster)
         a = self.service
         yield self.start("--instance-id", "b", *cluster)
@@ -276,15 +306,23 @@ class Attacks(unittest.TestCase):
                 self.assertEqual((reply.id, reply.body), (str(n), f"paid {n}"))
 
         yield every_transport(scenario)
-        self.assertEqual(dict(self.status().auth.not_allowed),
-                         {"register": 4, "serve": 8, "ask": 8, "relay": 4, "chat": 4})
+        self.assertEqual(
+            dict(self.status().auth.not_allowed),
+            {"register": 4, "serve": 8, "ask": 8, "relay": 4, "chat": 4},
+        )
 
     # ---- mutual TLS used to gate only register ----
 
     @defer.inlineCallbacks
     def test_with_client_certificates_a_client_without_one_may_do_nothing_but_reverse(self):
-        yield self.start("--tls-client-ca", str(certs() / devcerts.CA_CERT),
-                         "--tls-client-cert", "optional", "--admin-token", TOKEN)
+        yield self.start(
+            "--tls-client-ca",
+            str(certs() / devcerts.CA_CERT),
+            "--tls-client-cert",
+            "optional",
+            "--admin-token",
+            TOKEN,
+        )
         device = Lines((yield connect(self, self.service.ports[1], client_cert=True)))
         yield self.done(device, frames.Register("nea-client"), frames.Registered("nea-client"))
         yield self.done(device, frames.Serve("payments"), frames.Serving("payments"))
@@ -303,15 +341,21 @@ class Attacks(unittest.TestCase):
 
         yield every_transport(scenario)
         code, listed = yield fetch_json(self.http, "/connections", token=TOKEN)
-        self.assertEqual({(c["identity"], c["auth"]) for c in listed["connections"]},
-                         {("nea-client", "certificate"), (None, "anonymous")})
+        self.assertEqual(
+            {(c["identity"], c["auth"]) for c in listed["connections"]},
+            {("nea-client", "certificate"), (None, "anonymous")},
+        )
 
     @defer.inlineCallbacks
     def test_with_required_certificates_plain_listeners_and_ws_are_gated_too(self):
-        yield self.start("--tls-client-ca", str(certs() / devcerts.CA_CERT),
-                         "--tls-client-cert", "required")
-        attackers = [(yield self.dial("tcp")), (yield self.dial("ws")),
-                     Messages((yield ws_connect(self, self.http, "/ws")))]
+        yield self.start(
+            "--tls-client-ca", str(certs() / devcerts.CA_CERT), "--tls-client-cert", "required"
+        )
+        attackers = [
+            (yield self.dial("tcp")),
+            (yield self.dial("ws")),
+            Messages((yield ws_connect(self, self.http, "/ws"))),
+        ]
         for attacker in attackers:
             yield self.refused(attacker, frames.Serve("payments"), "serve")
             yield self.refused(attacker, frames.Ask("1", "nea-client", None, "unlock"), "ask")
@@ -329,8 +373,13 @@ class Attacks(unittest.TestCase):
         attacker = Messages((yield ws_connect(self, port, "/ws")))
         yield self.refused(attacker, frames.Ask("1", "device:1", None, "unlock"), "ask")
         yield self.refused(attacker, frames.Relay("x"), "relay")
-        app = Messages((yield ws_connect(
-            self, port, f"/ws?token={self.token('web', nea={'ask': ['device:*']})}")))
+        app = Messages(
+            (
+                yield ws_connect(
+                    self, port, f"/ws?token={self.token('web', nea={'ask': ['device:*']})}"
+                )
+            )
+        )
         self.assertEqual((yield app.next()), frames.Authenticated("web"))
         app.send(frames.Ask("1", "device:1", None, "unlock"))
         yield self.answers(device, "unlocked")
@@ -347,11 +396,13 @@ class Attacks(unittest.TestCase):
         self.assertEqual((code, body["reply"]), (200, "unlocked"))
         code, body = yield self.ask_over_http("/services/payments/requests", "x", app)
         self.assertEqual((code, body["error"]), (403, "not_allowed"))
-        code, body = yield self.ask_over_http("/clients/device:1/requests", "x",
-                                              self.token("web", exp=int(time.time()) - 5))
+        code, body = yield self.ask_over_http(
+            "/clients/device:1/requests", "x", self.token("web", exp=int(time.time()) - 5)
+        )
         self.assertEqual((code, body["error"]), (401, "expired_token"))
-        code, body = yield fetch_json(self.http, "/relay", method=b"POST", token=app,
-                                      body=b'{"text": "x"}')
+        code, body = yield fetch_json(
+            self.http, "/relay", method=b"POST", token=app, body=b'{"text": "x"}'
+        )
         self.assertEqual((code, body["error"]), (403, "not_allowed"))
         code, body = yield fetch_json(self.http, "/connections", token=app)
         self.assertEqual((code, body["error"]), (401, "unauthorized"))
@@ -359,8 +410,13 @@ class Attacks(unittest.TestCase):
         self.assertEqual((auth.auth_ok, auth.auth_failed), (4, 1))  # device, 3 app requests
         self.assertEqual(dict(auth.not_allowed), {"ask": 1, "relay": 1})
         samples = yield metrics(self.http)
-        self.assertEqual((samples['nea_auth_total{outcome="ok"}'],
-                          samples['nea_not_allowed_total{permission="ask"}']), (4, 1))
+        self.assertEqual(
+            (
+                samples['nea_auth_total{outcome="ok"}'],
+                samples['nea_not_allowed_total{permission="ask"}'],
+            ),
+            (4, 1),
+        )
 
     # ---- chat names ----
 
@@ -418,8 +474,9 @@ class Attacks(unittest.TestCase):
         yield self.default()
         now = int(time.time())
         bad = {
-            "bad_signature": sign({"sub": "a", "aud": AUDIENCE},
-                                  ec.generate_private_key(ec.SECP256R1()), "ES256"),
+            "bad_signature": sign(
+                {"sub": "a", "aud": AUDIENCE}, ec.generate_private_key(ec.SECP256R1()), "ES256"
+            ),
             "bad_algorithm": sign({"sub": "a"}, None, "none"),
             "expired_token": self.token("a", exp=now - 5),
             "token_not_yet_valid": self.token("a", nbf=now + 300),

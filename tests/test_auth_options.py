@@ -35,11 +35,13 @@ class Options(unittest.TestCase):
 
     def test_client_certificates_leave_anonymous_clients_reverse_only(self):
         for mode in ("required", "optional"):
-            config = parse_options("--tls-client-ca", str(certs() / devcerts.CA_CERT),
-                                   "--tls-client-cert", mode)
+            config = parse_options(
+                "--tls-client-ca", str(certs() / devcerts.CA_CERT), "--tls-client-cert", mode
+            )
             self.assertEqual(config["policy"].anonymous, Permissions(reverse=True))
-        config = parse_options("--tls-client-ca", str(certs() / devcerts.CA_CERT),
-                               "--anonymous", "relay,chat")
+        config = parse_options(
+            "--tls-client-ca", str(certs() / devcerts.CA_CERT), "--anonymous", "relay,chat"
+        )
         self.assertEqual(config["policy"].anonymous, Permissions(relay=True, chat=True))
 
     def test_anonymous_and_permissions(self):
@@ -100,8 +102,9 @@ class AccessLog(unittest.TestCase):
         path = Path(self.mktemp()).resolve()
         key = self.mktemp()
         Path(key).write_bytes(SECRET)
-        service = yield start_server(self, "--listen", tcp_listen(), "--jwt-key", key,
-                                     "--http-access-log", str(path))
+        service = yield start_server(
+            self, "--listen", tcp_listen(), "--jwt-key", key, "--http-access-log", str(path)
+        )
         token = sign({"sub": "web"})
         yield fetch(service.http_port, f"/status?token={token}&x=1")
         client = yield ws_connect(self, service.http_port, f"/ws?token={token}")

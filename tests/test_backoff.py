@@ -17,9 +17,7 @@ class GrowthTests(unittest.TestCase):
     def test_grows_by_the_factor_then_stays_at_the_cap(self):
         backoff = Backoff(initial=0.5, factor=2.0, maximum=3.0, jitter=0.0)
         rng = random.Random(1)
-        self.assertEqual(
-            [backoff.delay(n, rng) for n in range(6)], [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
-        )
+        self.assertEqual([backoff.delay(n, rng) for n in range(6)], [0.5, 1.0, 2.0, 3.0, 3.0, 3.0])
 
     def test_another_factor(self):
         backoff = Backoff(initial=1.0, factor=3.0, maximum=100.0, jitter=0.0)

@@ -73,14 +73,36 @@ def chat_cluster(testcase, *args: str) -> ChatCluster:
     pg = yield infra.postgresql_server(testcase)
     instances = []
     for name in ("a", "b"):
-        instances.append((yield start_server(
-            testcase, "--instance-id", name, "--listen", tcp_listen("chat"), "--redis", redis.url,
-            "--cluster-name", "chathistory", "--heartbeat", "0.5", "--admin-token", TOKEN,
-            "--store", pg.url, *args)))
+        instances.append(
+            (
+                yield start_server(
+                    testcase,
+                    "--instance-id",
+                    name,
+                    "--listen",
+                    tcp_listen("chat"),
+                    "--redis",
+                    redis.url,
+                    "--cluster-name",
+                    "chathistory",
+                    "--heartbeat",
+                    "0.5",
+                    "--admin-token",
+                    TOKEN,
+                    "--store",
+                    pg.url,
+                    *args,
+                )
+            )
+        )
     a, b = instances
-    yield settle(lambda: all(
-        len(s.hub.snapshot().cluster.members) == 2 and s.hub.snapshot().cluster.state == "connected"
-        for s in (a, b)))
+    yield settle(
+        lambda: all(
+            len(s.hub.snapshot().cluster.members) == 2
+            and s.hub.snapshot().cluster.state == "connected"
+            for s in (a, b)
+        )
+    )
     return ChatCluster(redis, pg, a, b)
 
 
@@ -112,8 +134,9 @@ class SharedHistory(unittest.TestCase):
         self.assertEqual((kind, name, text), ("chat", "ann", "hello from a"))
         self.assertIsInstance(id, int)
         bob.send(json.dumps({"type": "since", "payload": id - 1}))
-        self.assertEqual((yield replayed(bob)),
-                         [("history", id, "ann", "hello from a"), ("end", id, False)])
+        self.assertEqual(
+            (yield replayed(bob)), [("history", id, "ann", "hello from a"), ("end", id, False)]
+        )
         stored = [s.hub.snapshot().store.stored for s in (self.a, self.b)]
         self.assertEqual(stored, [1, 0])  # stored once, where it was said
 
@@ -140,8 +163,9 @@ class SharedHistory(unittest.TestCase):
         replay = yield replayed(back)
         texts = [entry[3] for entry in replay[:-1]]
         self.assertCountEqual(texts, [f"line {n}" for n in range(5)] + ["broadcast"])
-        self.assertEqual([t for t in texts if t.startswith("line ")],
-                         [f"line {n}" for n in range(5)])  # in the order said
+        self.assertEqual(
+            [t for t in texts if t.startswith("line ")], [f"line {n}" for n in range(5)]
+        )  # in the order said
         ids = [entry[1] for entry in replay[:-1]]
         self.assertEqual(ids, sorted(set(ids)))
         self.assertGreater(ids[0], last_seen)
@@ -177,7 +201,8 @@ class DatabaseDownAtStart(unittest.TestCase):
     def test_chat_starts_degraded_and_history_recovers(self):
         pg = yield infra.postgresql_server(self, started=False)
         service = yield start_server(
-            self, "--listen", tcp_listen("chat"), "--store", pg.url, "--history-on-join", "0")
+            self, "--listen", tcp_listen("chat"), "--store", pg.url, "--history-on-join", "0"
+        )
         self.assertEqual(service.hub.snapshot().store.state, "degraded")
         ann = yield join(self, service, "ann")
         bob = yield join(self, service, "bob")
@@ -192,8 +217,9 @@ class DatabaseDownAtStart(unittest.TestCase):
         kind, id, name, text = said(live)
         self.assertEqual((kind, name, text), ("chat", "ann", "saved"))
         bob.send(json.dumps({"type": "since", "payload": 0}))
-        self.assertEqual((yield replayed(bob)),
-                         [("history", id, "ann", "saved"), ("end", id, False)])
+        self.assertEqual(
+            (yield replayed(bob)), [("history", id, "ann", "saved"), ("end", id, False)]
+        )
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
@@ -222,8 +248,9 @@ class BusOutage(unittest.TestCase):
             yield cluster.redis.stop()
         for n in range(3):  # into a Redis that hangs, or none: published to nobody
             ann.send(json.dumps({"type": "chat", "payload": f"lost {n}"}))
-        yield settle(lambda: all(s.hub.snapshot().cluster.state == "degraded" for s in instances),
-                     timeout=30)
+        yield settle(
+            lambda: all(s.hub.snapshot().cluster.state == "degraded" for s in instances), timeout=30
+        )
         for n in range(3):
             ann.send(json.dumps({"type": "chat", "payload": f"down {n}"}))
         yield next_tick(0.2)
@@ -231,16 +258,18 @@ class BusOutage(unittest.TestCase):
             cluster.redis.program.signal("CONT")
         else:
             yield cluster.redis.start()
-        yield settle(lambda: all(len(s.hub.snapshot().cluster.members) == 2 for s in instances),
-                     timeout=30)
+        yield settle(
+            lambda: all(len(s.hub.snapshot().cluster.members) == 2 for s in instances), timeout=30
+        )
 
     @defer.inlineCallbacks
     def assert_caught_up(self, ann, bob):
         ann.send('{"type":"chat","payload":"after"}')
         got = [said(line) for line in (yield chat_lines(bob, 7))]
-        self.assertEqual([entry[3] for entry in got],
-                         [f"lost {n}" for n in range(3)] + [f"down {n}" for n in range(3)]
-                         + ["after"])
+        self.assertEqual(
+            [entry[3] for entry in got],
+            [f"lost {n}" for n in range(3)] + [f"down {n}" for n in range(3)] + ["after"],
+        )
         ids = [entry[1] for entry in got]
         self.assertEqual(ids, sorted(set(ids)))  # in id order, none twice
         self.assertEqual(self.flushLoggedErrors(), [])

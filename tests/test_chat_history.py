@@ -39,8 +39,16 @@ class TutorialClient(unittest.TestCase):
     def setUp(self):
         self.path = self.mktemp() + ".db"
         self.service = yield start_server(
-            self, "--listen", tls_listen("chat"), "--store", f"sqlite:{self.path}",
-            "--history-on-join", "3", "--admin-token", TOKEN)
+            self,
+            "--listen",
+            tls_listen("chat"),
+            "--store",
+            f"sqlite:{self.path}",
+            "--history-on-join",
+            "3",
+            "--admin-token",
+            TOKEN,
+        )
         (self.port,) = self.service.ports
 
     @defer.inlineCallbacks
@@ -60,8 +68,10 @@ class TutorialClient(unittest.TestCase):
         self.assertEqual((yield alice.next()), b"bob: hi alice")  # and not its own line back
         carol = yield connect(self, self.port)
         carol.send("carol")
-        self.assertEqual((yield lines(carol, 3)),
-                         [b"* welcome carol", b"alice: hello everyone", b"bob: hi alice"])
+        self.assertEqual(
+            (yield lines(carol, 3)),
+            [b"* welcome carol", b"alice: hello everyone", b"bob: hi alice"],
+        )
         self.assertEqual((yield alice.next()), b"* carol joined")
         self.assertEqual((yield bob.next()), b"* carol joined")
         bob.send("exit")
@@ -87,18 +97,24 @@ class TutorialClient(unittest.TestCase):
         self.assertEqual(refused.code, 401)
         yield readBody(refused)
         answer = yield agent.request(
-            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
+            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]})
+        )
         body = json.loads((yield readBody(answer)))
         self.assertEqual(answer.code, 200)
-        self.assertEqual([(e["id"], e["kind"], e["name"], e["text"]) for e in body["lines"]],
-                         [(2, "chat", "alice", "line 1"), (3, "chat", "alice", "line 2")])
+        self.assertEqual(
+            [(e["id"], e["kind"], e["name"], e["text"]) for e in body["lines"]],
+            [(2, "chat", "alice", "line 1"), (3, "chat", "alice", "line 2")],
+        )
         self.assertEqual((body["last_id"], body["more"]), (3, True))
         url = url.replace(b"since=1", b"since=3")
         answer = yield agent.request(
-            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]}))
+            b"GET", url, Headers({b"Authorization": [f"Bearer {TOKEN}".encode()]})
+        )
         body = json.loads((yield readBody(answer)))
-        self.assertEqual([(e["kind"], e["name"], e["text"]) for e in body["lines"]],
-                         [("broadcast", None, "from the operator")])
+        self.assertEqual(
+            [(e["kind"], e["name"], e["text"]) for e in body["lines"]],
+            [("broadcast", None, "from the operator")],
+        )
         self.assertFalse(body["more"])
 
 
@@ -107,8 +123,9 @@ class WebSocketAndLines(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_they_chat_together(self):
-        service = yield start_server(self, "--listen", tcp_listen("chat"),
-                                     "--store", f"sqlite:{self.mktemp()}.db")
+        service = yield start_server(
+            self, "--listen", tcp_listen("chat"), "--store", f"sqlite:{self.mktemp()}.db"
+        )
         line = yield connect(self, service.ports[0], tls=False)
         line.send("liner")
         yield line.next()
@@ -118,10 +135,13 @@ class WebSocketAndLines(unittest.TestCase):
         ws.send_json("nick", "webby")
         self.assertEqual((yield ws.next()), {"type": "nick", "payload": "webby"})
         replay = yield ws.next()
-        self.assertEqual((replay["type"], replay["payload"]["id"], replay["payload"]["text"]),
-                         ("history", 1, "before the browser"))
-        self.assertEqual((yield ws.next()),
-                         {"type": "history_end", "payload": {"last_id": 1, "more": False}})
+        self.assertEqual(
+            (replay["type"], replay["payload"]["id"], replay["payload"]["text"]),
+            ("history", 1, "before the browser"),
+        )
+        self.assertEqual(
+            (yield ws.next()), {"type": "history_end", "payload": {"last_id": 1, "more": False}}
+        )
         self.assertEqual((yield line.next()), b"* webby joined")
         line.send("hello browser")
         live = (yield ws.next())["payload"]
@@ -157,19 +177,22 @@ class Restart(unittest.TestCase):
         second = yield start_server(self, *args)
         bob = yield connect(self, second.ports[0], tls=False)
         bob.send("bob")
-        self.assertEqual((yield lines(bob, 3)),
-                         [b"* welcome bob", b"ann: remember me", b"* and me"])
+        self.assertEqual(
+            (yield lines(bob, 3)), [b"* welcome bob", b"ann: remember me", b"* and me"]
+        )
         bob.send('{"type":"since","payload":1}')  # the first JSON frame: JSON from now on
         replay = [json.loads(line) for line in (yield lines(bob, 2))]
         self.assertEqual(replay[0]["payload"]["text"], "and me")
-        self.assertEqual(replay[1],
-                         {"type": "history_end", "payload": {"last_id": 2, "more": False}})
+        self.assertEqual(
+            replay[1], {"type": "history_end", "payload": {"last_id": 2, "more": False}}
+        )
 
 
 class Refused(unittest.TestCase):
     def test_redis_with_sqlite_is_refused_in_one_line(self):
-        config = parse_options("--redis", "redis://127.0.0.1:6379/0",
-                               "--store", f"sqlite:{self.mktemp()}.db")
+        config = parse_options(
+            "--redis", "redis://127.0.0.1:6379/0", "--store", f"sqlite:{self.mktemp()}.db"
+        )
         with self.assertRaises(StartupError) as caught:
             makeService(config, reactor)
         message = str(caught.exception)
@@ -177,8 +200,11 @@ class Refused(unittest.TestCase):
         self.assertNotIn("\n", message)
 
     def test_a_bad_store_is_refused_in_one_line(self):
-        for value, says in (("mysql://x", "unknown store"), ("sqlite:", "no file path"),
-                            (f"sqlite:{self.mktemp()}/missing/\0/x.db", "--store")):
+        for value, says in (
+            ("mysql://x", "unknown store"),
+            ("sqlite:", "no file path"),
+            (f"sqlite:{self.mktemp()}/missing/\0/x.db", "--store"),
+        ):
             with self.assertRaises(StartupError) as caught:
                 makeService(parse_options("--store", value), reactor)
             self.assertIn(says, str(caught.exception))

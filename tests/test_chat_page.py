@@ -69,8 +69,16 @@ READ_PAGE = """(() => document.getElementById("lines") && ({
 
 
 def history(id, name, text, kind="chat"):
-    return {"type": "history", "payload": {"id": id, "time": f"2026-12-01T19:40:{id:02}.000Z",
-                                           "kind": kind, "from": name, "text": text}}
+    return {
+        "type": "history",
+        "payload": {
+            "id": id,
+            "time": f"2026-12-01T19:40:{id:02}.000Z",
+            "kind": kind,
+            "from": name,
+            "text": text,
+        },
+    }
 
 
 def end(last_id, more=False):
@@ -78,8 +86,10 @@ def end(last_id, more=False):
 
 
 def live(id, name, text):
-    return {"type": "chat", "payload": {"from": name, "text": text, "id": id,
-                                        "time": "2026-12-01T19:41:00.000Z"}}
+    return {
+        "type": "chat",
+        "payload": {"from": name, "text": text, "id": id, "time": "2026-12-01T19:41:00.000Z"},
+    }
 
 
 def nick(name):
@@ -110,39 +120,66 @@ class ProtocolFunctions(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_history_then_live_lines_are_kept_once_each_in_id_order(self):
-        seen = yield self.feed([
-            *joined_with(history(1, "bob", "one"), history(2, "carol", "two"), end(2)),
-            ["frame", live(4, "bob", "four")],
-            ["frame", live(3, "carol", "three")],  # cluster fan-out may come out of order
-            ["frame", live(4, "bob", "four")],
-            ["frame", history(2, "carol", "two")],
-        ])
-        self.assertEqual([line[:4] for line in seen["lines"]], [
-            [1, "chat", "bob", "one"], [2, "chat", "carol", "two"],
-            [3, "chat", "carol", "three"], [4, "chat", "bob", "four"]])
+        seen = yield self.feed(
+            [
+                *joined_with(history(1, "bob", "one"), history(2, "carol", "two"), end(2)),
+                ["frame", live(4, "bob", "four")],
+                ["frame", live(3, "carol", "three")],  # cluster fan-out may come out of order
+                ["frame", live(4, "bob", "four")],
+                ["frame", history(2, "carol", "two")],
+            ]
+        )
+        self.assertEqual(
+            [line[:4] for line in seen["lines"]],
+            [
+                [1, "chat", "bob", "one"],
+                [2, "chat", "carol", "two"],
+                [3, "chat", "carol", "three"],
+                [4, "chat", "bob", "four"],
+            ],
+        )
         self.assertEqual(seen["sent"], [nick("alice")])
         self.assertEqual(seen["since"], since(4))
         self.assertTrue(seen["joined"])
 
     @defer.inlineCallbacks
     def test_a_gap_is_shown_and_what_the_store_has_is_asked_for(self):
-        gap = {"type": "gap", "payload": {"since": "2026-12-01T19:40:00.000Z",
-                                          "until": "2026-12-01T19:40:20.000Z", "last_id": 2}}
-        seen = yield self.feed([*joined_with(history(2, "bob", "two"), end(2)),
-                                ["frame", gap], ["frame", history(3, "bob", "three")],
-                                ["frame", end(3)]])
+        gap = {
+            "type": "gap",
+            "payload": {
+                "since": "2026-12-01T19:40:00.000Z",
+                "until": "2026-12-01T19:40:20.000Z",
+                "last_id": 2,
+            },
+        }
+        seen = yield self.feed(
+            [
+                *joined_with(history(2, "bob", "two"), end(2)),
+                ["frame", gap],
+                ["frame", history(3, "bob", "three")],
+                ["frame", end(3)],
+            ]
+        )
         self.assertEqual(seen["sent"], [nick("alice"), since(2)])
-        self.assertEqual([line[:4] for line in seen["lines"]], [
-            [2, "chat", "bob", "two"],
-            [None, "gap", None, "lines said since 2026-12-01T19:40:00.000Z may be missing"],
-            [3, "chat", "bob", "three"]])
+        self.assertEqual(
+            [line[:4] for line in seen["lines"]],
+            [
+                [2, "chat", "bob", "two"],
+                [None, "gap", None, "lines said since 2026-12-01T19:40:00.000Z may be missing"],
+                [3, "chat", "bob", "three"],
+            ],
+        )
 
     @defer.inlineCallbacks
     def test_a_rejoin_asks_since_the_last_line_it_had_not_the_join_historys(self):
         first = joined_with(history(3, "bob", "three"), history(4, "bob", "four"), end(4))
-        rejoin = [["open"], ["frame", nick("alice")],
-                  ["frame", history(6, "bob", "six")], ["frame", history(7, "bob", "seven")],
-                  ["frame", end(7)]]
+        rejoin = [
+            ["open"],
+            ["frame", nick("alice")],
+            ["frame", history(6, "bob", "six")],
+            ["frame", history(7, "bob", "seven")],
+            ["frame", end(7)],
+        ]
         seen = yield self.feed([*first, *rejoin])
         self.assertEqual(seen["sent"], [nick("alice"), nick("alice"), since(4)])
         # Cut again before the replay came: the next rejoin still starts from 4.
@@ -150,76 +187,131 @@ class ProtocolFunctions(unittest.TestCase):
         self.assertEqual(seen["sent"][-2:], [nick("alice"), since(4)])
         self.assertEqual([line[0] for line in seen["lines"]], [3, 4, 6, 7])
 
-        seen = yield self.feed([
-            *first, *rejoin, ["frame", history(5, "bob", "five")],
-            ["frame", live(8, "carol", "live meanwhile")],
-            ["frame", history(6, "bob", "six")], ["frame", end(6, more=True)],
-            ["frame", history(7, "bob", "seven")], ["frame", end(7)],
-        ])
+        seen = yield self.feed(
+            [
+                *first,
+                *rejoin,
+                ["frame", history(5, "bob", "five")],
+                ["frame", live(8, "carol", "live meanwhile")],
+                ["frame", history(6, "bob", "six")],
+                ["frame", end(6, more=True)],
+                ["frame", history(7, "bob", "seven")],
+                ["frame", end(7)],
+            ]
+        )
         self.assertEqual(seen["sent"], [nick("alice"), nick("alice"), since(4), since(6)])
-        self.assertEqual([line[:4] for line in seen["lines"]], [
-            [3, "chat", "bob", "three"], [4, "chat", "bob", "four"], [5, "chat", "bob", "five"],
-            [6, "chat", "bob", "six"], [7, "chat", "bob", "seven"],
-            [8, "chat", "carol", "live meanwhile"]])
+        self.assertEqual(
+            [line[:4] for line in seen["lines"]],
+            [
+                [3, "chat", "bob", "three"],
+                [4, "chat", "bob", "four"],
+                [5, "chat", "bob", "five"],
+                [6, "chat", "bob", "six"],
+                [7, "chat", "bob", "seven"],
+                [8, "chat", "carol", "live meanwhile"],
+            ],
+        )
         self.assertEqual(seen["since"], since(8))
 
     @defer.inlineCallbacks
     def test_presence_and_unsaved_lines_are_shown_once_and_own_lines_take_their_id(self):
-        seen = yield self.feed([
-            *joined_with(end(0)),
-            ["frame", {"type": "presence", "payload": {"name": "bob", "event": "joined"}}],
-            ["frame", live(None, "bob", "unsaved")],
-            ["say", "mine"],
-            ["frame", live(1, "bob", "after mine")],
-            ["open"], ["frame", nick("alice")],
-            ["frame", history(1, "bob", "after mine")], ["frame", history(2, "alice", "mine")],
-            ["frame", end(2)],
-            ["frame", history(2, "alice", "mine")], ["frame", end(2)],
-        ])
-        self.assertEqual(seen["lines"], [
-            [None, "presence", "bob", "joined", False], [None, "chat", "bob", "unsaved", False],
-            [1, "chat", "bob", "after mine", False], [2, "chat", "alice", "mine", True]])
-        self.assertEqual(seen["sent"], [nick("alice"), {"type": "chat", "payload": "mine"},
-                                        nick("alice"), since(1)])
+        seen = yield self.feed(
+            [
+                *joined_with(end(0)),
+                ["frame", {"type": "presence", "payload": {"name": "bob", "event": "joined"}}],
+                ["frame", live(None, "bob", "unsaved")],
+                ["say", "mine"],
+                ["frame", live(1, "bob", "after mine")],
+                ["open"],
+                ["frame", nick("alice")],
+                ["frame", history(1, "bob", "after mine")],
+                ["frame", history(2, "alice", "mine")],
+                ["frame", end(2)],
+                ["frame", history(2, "alice", "mine")],
+                ["frame", end(2)],
+            ]
+        )
+        self.assertEqual(
+            seen["lines"],
+            [
+                [None, "presence", "bob", "joined", False],
+                [None, "chat", "bob", "unsaved", False],
+                [1, "chat", "bob", "after mine", False],
+                [2, "chat", "alice", "mine", True],
+            ],
+        )
+        self.assertEqual(
+            seen["sent"],
+            [nick("alice"), {"type": "chat", "payload": "mine"}, nick("alice"), since(1)],
+        )
         self.assertEqual(seen["since"], since(2))
 
     @defer.inlineCallbacks
     def test_a_live_broadcast_asks_for_its_id_and_is_shown_once(self):
-        seen = yield self.feed([
-            *joined_with(history(1, "bob", "one"), end(1)),
-            ["frame", {"type": "broadcast", "payload": "maintenance at 10"}],
-            ["frame", {"type": "broadcast", "payload": "again"}],  # a since is on its way
-            ["frame", history(2, None, "maintenance at 10", kind="broadcast")],
-            ["frame", history(3, None, "again", kind="broadcast")],
-            ["frame", end(3)],
-        ])
-        self.assertEqual(seen["lines"], [
-            [1, "chat", "bob", "one", False], [2, "broadcast", None, "maintenance at 10", False],
-            [3, "broadcast", None, "again", False]])
+        seen = yield self.feed(
+            [
+                *joined_with(history(1, "bob", "one"), end(1)),
+                ["frame", {"type": "broadcast", "payload": "maintenance at 10"}],
+                ["frame", {"type": "broadcast", "payload": "again"}],  # a since is on its way
+                ["frame", history(2, None, "maintenance at 10", kind="broadcast")],
+                ["frame", history(3, None, "again", kind="broadcast")],
+                ["frame", end(3)],
+            ]
+        )
+        self.assertEqual(
+            seen["lines"],
+            [
+                [1, "chat", "bob", "one", False],
+                [2, "broadcast", None, "maintenance at 10", False],
+                [3, "broadcast", None, "again", False],
+            ],
+        )
         self.assertEqual(seen["sent"], [nick("alice"), since(1)])
 
     @defer.inlineCallbacks
     def test_errors(self):
-        seen = yield self.feed([
-            ["open"], ["frame", {"type": "error", "payload": {"code": "bad_nick",
-                                                              "message": "not a valid nick"}}]])
+        seen = yield self.feed(
+            [
+                ["open"],
+                [
+                    "frame",
+                    {
+                        "type": "error",
+                        "payload": {"code": "bad_nick", "message": "not a valid nick"},
+                    },
+                ],
+            ]
+        )
         self.assertEqual((seen["joined"], seen["error"]), (False, "bad_nick"))
-        seen = yield self.feed([
-            *joined_with(history(1, "bob", "one"), end(1)), ["open"], ["frame", nick("alice")],
-            ["frame", end(1)],
-            ["frame", {"type": "error", "payload": {"code": "history_unavailable",
-                                                    "message": "no store"}}],
-            ["frame", live(5, "bob", "five")],
-        ])
+        seen = yield self.feed(
+            [
+                *joined_with(history(1, "bob", "one"), end(1)),
+                ["open"],
+                ["frame", nick("alice")],
+                ["frame", end(1)],
+                [
+                    "frame",
+                    {
+                        "type": "error",
+                        "payload": {"code": "history_unavailable", "message": "no store"},
+                    },
+                ],
+                ["frame", live(5, "bob", "five")],
+            ]
+        )
         self.assertEqual((seen["joined"], seen["error"]), (True, "history_unavailable"))
         self.assertEqual(seen["since"], since(5), "after the error the page goes on live")
 
     @defer.inlineCallbacks
     def test_a_refused_token_or_name_does_not_join(self):
         for code in ("expired_token", "bad_signature", "not_allowed"):
-            seen = yield self.feed([
-                ["open"], ["frame", {"type": "error", "payload": {"code": code, "message": ""}}],
-                ["frame", nick("alice")] if code != "not_allowed" else ["open"]])
+            seen = yield self.feed(
+                [
+                    ["open"],
+                    ["frame", {"type": "error", "payload": {"code": code, "message": ""}}],
+                    ["frame", nick("alice")] if code != "not_allowed" else ["open"],
+                ]
+            )
             self.assertEqual((seen["joined"], seen["error"]), (False, code), code)
 
     @defer.inlineCallbacks
@@ -231,18 +323,30 @@ class ProtocolFunctions(unittest.TestCase):
     @defer.inlineCallbacks
     def test_the_reconnect_delay_doubles_to_15_s_with_jitter(self):
         delays = yield self.page.evaluate(
-            "[0, 1, 2, 3, 4, 5, 6, 50].map(n => [backoffDelay(n, 0), backoffDelay(n, 0.999999)])")
+            "[0, 1, 2, 3, 4, 5, 6, 50].map(n => [backoffDelay(n, 0), backoffDelay(n, 0.999999)])"
+        )
         floors = [0.25, 0.5, 1, 2, 4, 7.5, 7.5, 7.5]
         ceilings = [0.5, 1, 2, 4, 8, 15, 15, 15]
         for (low, high), floor, ceiling in zip(delays, floors, ceilings, strict=True):
             self.assertAlmostEqual(low, floor)
             self.assertAlmostEqual(high, ceiling, places=4)
 
-
     @defer.inlineCallbacks
     def test_names_are_checked_by_the_servers_rule(self):
-        names = ["alice", "x.y-z_1", "a" * 32, "a" * 33, "José", "a b", "日本", "tab\there",
-                 "smile😀", "semi;colon", "@svc", "A9"]
+        names = [
+            "alice",
+            "x.y-z_1",
+            "a" * 32,
+            "a" * 33,
+            "José",
+            "a b",
+            "日本",
+            "tab\there",
+            "smile😀",
+            "semi;colon",
+            "@svc",
+            "A9",
+        ]
         problems = yield self.page.evaluate(f"{json.dumps(names)}.map(nameProblem)")
         for name, problem in zip(names, problems, strict=True):
             self.assertEqual(problem is None, NICK_PATTERN.match(name) is not None, (name, problem))
@@ -291,8 +395,13 @@ class FakeChat:
         self.refused = 0
 
     def store(self, name, text) -> dict:
-        line = {"id": len(self.lines) + 1, "time": f"2026-12-01T19:40:{len(self.lines):02}.000Z",
-                "kind": "chat", "from": name, "text": text}
+        line = {
+            "id": len(self.lines) + 1,
+            "time": f"2026-12-01T19:40:{len(self.lines):02}.000Z",
+            "kind": "chat",
+            "from": name,
+            "text": text,
+        }
         self.lines.append(line)
         return line
 
@@ -311,19 +420,20 @@ class FakeChat:
         if kind == "nick":
             client.name = payload
             client.send_frame("nick", payload)
-            self.replay(client, self.lines[-self.history_on_join:], 0, False)
+            self.replay(client, self.lines[-self.history_on_join :], 0, False)
             self.joined.add(client)
         elif kind == "since":
             newer = [line for line in self.lines if line["id"] > payload]
-            self.replay(client, newer[:self.page], payload, len(newer) > self.page)
+            self.replay(client, newer[: self.page], payload, len(newer) > self.page)
         elif kind == "chat":
             self.say(client.name, payload, sender=client)
 
     def replay(self, client, lines, asked, more) -> None:
         for line in lines:
             client.send_frame("history", line)
-        client.send_frame("history_end", {"last_id": lines[-1]["id"] if lines else asked,
-                                          "more": more})
+        client.send_frame(
+            "history_end", {"last_id": lines[-1]["id"] if lines else asked, "more": more}
+        )
 
     def by_connection(self, number: int) -> list[dict]:
         return [frame for n, frame in self.sent if n == number]
@@ -340,8 +450,9 @@ def fake_chat_server(testcase, chat: FakeChat) -> str:
     root.putChild(b"ws", WebSocketResource(factory))
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
     testcase.addCleanup(port.stopListening)
-    testcase.addCleanup(lambda: [c.transport.abortConnection() for c in chat.connections
-                                 if c.transport is not None])
+    testcase.addCleanup(
+        lambda: [c.transport.abortConnection() for c in chat.connections if c.transport is not None]
+    )
     return f"http://127.0.0.1:{port.getHost().port}"
 
 
@@ -357,9 +468,16 @@ def type_and_enter(page, element_id: str, text: str):
     """Types ``text`` into the element and presses Enter, as a person does."""
     yield type_into(page, element_id, text)
     for kind in ("keyDown", "keyUp"):
-        yield page.call("Input.dispatchKeyEvent", {
-            "type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13,
-            **({"text": "\r"} if kind == "keyDown" else {})})
+        yield page.call(
+            "Input.dispatchKeyEvent",
+            {
+                "type": kind,
+                "key": "Enter",
+                "code": "Enter",
+                "windowsVirtualKeyCode": 13,
+                **({"text": "\r"} if kind == "keyDown" else {}),
+            },
+        )
 
 
 @defer.inlineCallbacks
@@ -372,8 +490,10 @@ def type_and_click(page, element_id: str, text: str, button_id: str):
       return [box.x + box.width / 2, box.y + box.height / 2];
     }})(document.getElementById({json.dumps(button_id)}))""")
     for kind in ("mousePressed", "mouseReleased"):
-        yield page.call("Input.dispatchMouseEvent",
-                        {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+        yield page.call(
+            "Input.dispatchMouseEvent",
+            {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+        )
 
 
 class ChatPage(unittest.TestCase):
@@ -390,13 +510,16 @@ class ChatPage(unittest.TestCase):
         origin = f"http://127.0.0.1:{service.http_port}"
         page = yield open_page(self, f"{origin}/chat")
         # The name field has the focus (autofocus applies once the page is first rendered).
-        yield poll(lambda: page.evaluate(READ_PAGE),
-                   lambda v: v and v["state"] == "idle" and v["focused"] == "name",
-                   "the page, before a name, its name field focused")
+        yield poll(
+            lambda: page.evaluate(READ_PAGE),
+            lambda v: v and v["state"] == "idle" and v["focused"] == "name",
+            "the page, before a name, its name field focused",
+        )
         fetched = yield page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
         self.assertEqual(sorted(fetched), [f"{origin}/static/chat.css", f"{origin}/static/chat.js"])
         labelled = yield page.evaluate(
-            "[...document.querySelectorAll('input')].map(i => i.labels.length)")
+            "[...document.querySelectorAll('input')].map(i => i.labels.length)"
+        )
         self.assertEqual(labelled, [1, 1, 1])
 
     @defer.inlineCallbacks
@@ -407,14 +530,17 @@ class ChatPage(unittest.TestCase):
         service = yield start_server(self, "--listen", tcp_listen(), "--jwt-key", key)
         token = sign({"sub": "u:42", "nick": "alice"})
         page = yield open_page(self, f"http://127.0.0.1:{service.http_port}/chat#token={token}")
-        shown = yield poll(lambda: page.evaluate(READ_PAGE),
-                           lambda v: v and v["state"] == "connected" and v["joined"],
-                           "the page, signed in")
+        shown = yield poll(
+            lambda: page.evaluate(READ_PAGE),
+            lambda v: v and v["state"] == "connected" and v["joined"],
+            "the page, signed in",
+        )
         me = yield page.evaluate("[document.getElementById('me').textContent, location.hash]")
         self.assertEqual(me, ["alice", ""])
         [connection] = service.hub.connections(10)
-        self.assertEqual((connection.identity, connection.auth, connection.name),
-                         ("u:42", "token", "alice"))
+        self.assertEqual(
+            (connection.identity, connection.auth, connection.name), ("u:42", "token", "alice")
+        )
         self.assertEqual(shown["state"], "connected")
 
     @defer.inlineCallbacks
@@ -424,8 +550,9 @@ class ChatPage(unittest.TestCase):
         hint = """(() => [document.getElementById("name-help").textContent,
                          document.getElementById("name-help").dataset.state,
                          document.getElementById("name").validationMessage])()"""
-        yield poll(lambda: page.evaluate(READ_PAGE), lambda v: v and v["state"] == "idle",
-                   "the page")
+        yield poll(
+            lambda: page.evaluate(READ_PAGE), lambda v: v and v["state"] == "idle", "the page"
+        )
         yield type_and_enter(page, "name", "José")
         text, state, message = yield page.evaluate(hint)
         self.assertEqual(state, "refused")
@@ -448,13 +575,17 @@ class ChatPage(unittest.TestCase):
         chat.store("n" * 32, "w" * 400)  # one long word from a longest name
         chat.store("bob", "https://example.invalid/" + "a/" * 100)
         page = yield open_page(self, f"{fake_chat_server(self, chat)}/chat")
-        yield page.call("Emulation.setDeviceMetricsOverride",
-                        {"width": 360, "height": 640, "deviceScaleFactor": 2, "mobile": True})
-        yield poll(lambda: page.evaluate(READ_PAGE), lambda v: v and v["state"] == "idle",
-                   "the page")
+        yield page.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 360, "height": 640, "deviceScaleFactor": 2, "mobile": True},
+        )
+        yield poll(
+            lambda: page.evaluate(READ_PAGE), lambda v: v and v["state"] == "idle", "the page"
+        )
         yield type_and_enter(page, "name", "alice")
-        yield poll(lambda: page.evaluate(READ_PAGE), lambda v: len(v["lines"]) == 2,
-                   "the long lines")
+        yield poll(
+            lambda: page.evaluate(READ_PAGE), lambda v: len(v["lines"]) == 2, "the long lines"
+        )
         measured = yield page.evaluate("""({
           width: document.documentElement.scrollWidth,
           viewport: window.innerWidth,
@@ -480,11 +611,16 @@ class ChatPage(unittest.TestCase):
         yield type_and_enter(page, "name", "alice")
         shown = yield poll(read, lambda v: len(v["lines"]) == 2, "the join history")
         self.assertEqual(chat.by_connection(0), [nick("alice")])
-        self.assertEqual(shown["lines"], [
-            [1, "chat", "bob", "one", False],
-            [2, "chat", "carol", '<img src=x onerror="window.owned=1">', False]])
-        self.assertEqual((shown["state"], shown["joined"], shown["focused"]),
-                         ("connected", True, "text"))
+        self.assertEqual(
+            shown["lines"],
+            [
+                [1, "chat", "bob", "one", False],
+                [2, "chat", "carol", '<img src=x onerror="window.owned=1">', False],
+            ],
+        )
+        self.assertEqual(
+            (shown["state"], shown["joined"], shown["focused"]), ("connected", True, "text")
+        )
         self.assertEqual(shown["elements"], 0, "a line's text became markup")
 
         chat.say("bob", "three, live")
@@ -505,17 +641,24 @@ class ChatPage(unittest.TestCase):
         yield settle(lambda: chat.refused >= 1, timeout=30)  # it tried, and will again
         chat.refusing = False
 
-        shown = yield poll(read, lambda v: v["state"] == "connected" and len(v["lines"]) == 7,
-                           "the lines it missed")
+        shown = yield poll(
+            read,
+            lambda v: v["state"] == "connected" and len(v["lines"]) == 7,
+            "the lines it missed",
+        )
         # The page had up to 3; its own line (4) is matched to the one it showed.
         self.assertEqual(chat.by_connection(1), [nick("alice"), since(3), since(5)])
-        self.assertEqual(shown["lines"], [
-            [1, "chat", "bob", "one", False],
-            [2, "chat", "carol", '<img src=x onerror="window.owned=1">', False],
-            [3, "chat", "bob", "three, live", False],
-            [4, "chat", "alice", "mine", True],
-            [5, "chat", "carol", "five", False],
-            [6, "chat", "carol", "six", False],
-            [7, "chat", "carol", "seven", False]])
+        self.assertEqual(
+            shown["lines"],
+            [
+                [1, "chat", "bob", "one", False],
+                [2, "chat", "carol", '<img src=x onerror="window.owned=1">', False],
+                [3, "chat", "bob", "three, live", False],
+                [4, "chat", "alice", "mine", True],
+                [5, "chat", "carol", "five", False],
+                [6, "chat", "carol", "six", False],
+                [7, "chat", "carol", "seven", False],
+            ],
+        )
         owned = yield page.evaluate("window.owned === undefined")
         self.assertTrue(owned)

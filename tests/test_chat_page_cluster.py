@@ -30,8 +30,13 @@ def chat_lines(shown) -> list:
 
 def as_shown(entry: dict) -> list:
     """A line of ``GET /chat/history`` as READ_PAGE reads it on a page it is not one's own."""
-    return [entry["id"], entry["kind"], entry["name"] if entry["kind"] == "chat" else "*",
-            entry["text"], False]
+    return [
+        entry["id"],
+        entry["kind"],
+        entry["name"] if entry["kind"] == "chat" else "*",
+        entry["text"],
+        False,
+    ]
 
 
 class PagesOnTwoInstances(unittest.TestCase):
@@ -45,18 +50,25 @@ class PagesOnTwoInstances(unittest.TestCase):
     def joined_page(self, service, name: str):
         """Chromium showing ``service``'s own /chat page, joined as ``name`` (typed in)."""
         page = yield open_page(self, f"http://127.0.0.1:{service.http_port}/chat")
-        yield poll(lambda: page.evaluate(READ_PAGE), lambda v: v and v["state"] == "idle",
-                   f"{name}'s page, before a name")
+        yield poll(
+            lambda: page.evaluate(READ_PAGE),
+            lambda v: v and v["state"] == "idle",
+            f"{name}'s page, before a name",
+        )
         yield type_and_enter(page, "name", name)
-        yield poll(lambda: page.evaluate(READ_PAGE),
-                   lambda v: v["state"] == "connected" and v["joined"], f"{name} joined")
+        yield poll(
+            lambda: page.evaluate(READ_PAGE),
+            lambda v: v["state"] == "connected" and v["joined"],
+            f"{name} joined",
+        )
         return page
 
     @defer.inlineCallbacks
     def stored(self):
         """Every stored line, oldest first, as a page other than its sayer's shows it."""
-        code, body = yield fetch_json(self.cluster.a.http_port, "/chat/history?since=0&limit=1000",
-                                      token=TOKEN)
+        code, body = yield fetch_json(
+            self.cluster.a.http_port, "/chat/history?since=0&limit=1000", token=TOKEN
+        )
         self.assertEqual((code, body["more"]), (200, False))
         return [as_shown(entry) for entry in body["lines"]]
 
@@ -81,8 +93,10 @@ class PagesOnTwoInstances(unittest.TestCase):
         listening = b.http.listening_port
         listening.stopReading()
         session = ws_session(b.hub)
-        self.assertEqual([(c.id, c.name, c.profile) for c in b.hub.connections(10)],
-                         [(session.id, "bea", "chat")])
+        self.assertEqual(
+            [(c.id, c.name, c.profile) for c in b.hub.connections(10)],
+            [(session.id, "bea", "chat")],
+        )
         session.abort()  # the server drops its socket: no close frame, as a crash would
         away = yield poll(read_bea, lambda v: v["state"] != "connected", "bea cut off")
         self.assertRegex(away["connection"], re.compile(r"^(reconnecting in \d+ s|connecting…)$"))
@@ -103,8 +117,11 @@ class PagesOnTwoInstances(unittest.TestCase):
         self.assertEqual(chat_lines(still), chat_lines(shown))
 
         listening.startReading()
-        back = yield poll(read_bea, lambda v: v["state"] == "connected"
-                          and len(chat_lines(v)) >= 1 + len(missed), "bea back")
+        back = yield poll(
+            read_bea,
+            lambda v: v["state"] == "connected" and len(chat_lines(v)) >= 1 + len(missed),
+            "bea back",
+        )
         self.assertEqual(chat_lines(back), chat_lines(shown) + missed)
         ids = [line[0] for line in chat_lines(back)]
         self.assertEqual(ids, sorted(set(ids)))

@@ -31,9 +31,13 @@ class RoomSetup:
         self.clock.advance(1_700_000_000)
         self.store = GatedStore()
         self.writer = StoreWriter(Reopening(self.store, opened=False), self.clock)
-        self.hub = Hub(self.clock, LocalBus("unit"), HubConfig(history_on_join=2),
-                       rng=random.Random(0),
-                       history=StoreHistory(self.writer.store, self.writer, self.clock))
+        self.hub = Hub(
+            self.clock,
+            LocalBus("unit"),
+            HubConfig(history_on_join=2),
+            rng=random.Random(0),
+            history=StoreHistory(self.writer.store, self.writer, self.clock),
+        )
 
     def client(self, name: str | None = None, encoding: Encoding = Encoding.TEXT) -> FakePeer:
         """A chat-profile client, named by its first line when ``name`` is given."""
@@ -81,9 +85,10 @@ class Room(RoomSetup, unittest.TestCase):
         web = self.client("web", Encoding.JSON)
         pushes = web.take()
         self.assertEqual(pushes[0], frames.NickReply("web"))
-        self.assertEqual([(p.id, p.kind, p.name, p.text) for p in pushes[1:3]],
-                         [(3, "chat", "ann", "three"),
-                          (4, "broadcast", None, "maintenance at noon")])
+        self.assertEqual(
+            [(p.id, p.kind, p.name, p.text) for p in pushes[1:3]],
+            [(3, "chat", "ann", "three"), (4, "broadcast", None, "maintenance at noon")],
+        )
         self.assertEqual(pushes[3], frames.HistoryEnd(4, False))
         self.assertEqual(pushes[1].time, "2023-11-14T22:13:20.000Z")
         self.assertEqual(lines(carl), [b"* web joined"])
@@ -114,8 +119,9 @@ class Room(RoomSetup, unittest.TestCase):
         self.assertEqual(len(replayed), codec.MAX_REPLAY + 1)
         self.assertEqual(replayed[-1], frames.HistoryEnd(codec.MAX_REPLAY + 1, True))
         self.hub.handle(web, frames.Since(codec.MAX_REPLAY + 1))
-        self.assertEqual([p.id for p in web.take()[:-1]],
-                         [codec.MAX_REPLAY + 2, codec.MAX_REPLAY + 3])
+        self.assertEqual(
+            [p.id for p in web.take()[:-1]], [codec.MAX_REPLAY + 2, codec.MAX_REPLAY + 3]
+        )
 
     def test_a_store_that_is_down_degrades_history_not_chat(self):
         ann, web = self.client("ann"), self.client("web", Encoding.JSON)
@@ -125,8 +131,9 @@ class Room(RoomSetup, unittest.TestCase):
         (push,) = web.take()
         self.assertEqual((push.text, push.id), ("still here", None))
         store = self.hub.snapshot().store
-        self.assertEqual((store.state, store.unsaved, store.error),
-                         ("degraded", 1, "connection refused"))
+        self.assertEqual(
+            (store.state, store.unsaved, store.error), ("degraded", 1, "connection refused")
+        )
         self.hub.handle(web, frames.Since(0))
         (error,) = web.take()
         self.assertEqual(error.code, "history_unavailable")
@@ -142,16 +149,20 @@ class Room(RoomSetup, unittest.TestCase):
         self.say(ann, "before")
         reads = []
         read = self.store.latest
-        self.store.latest = lambda count: reads.append(read(count)) or reads[-1].addCallback(
-            lambda got: held.addCallback(lambda _: got))
+        self.store.latest = lambda count: (
+            reads.append(read(count))
+            or reads[-1].addCallback(lambda got: held.addCallback(lambda _: got))
+        )
         held = defer.Deferred()
         web = self.client("web", Encoding.JSON)
         self.say(ann, "during")  # stored as 2 while the newcomer's read (of 1) waits
         self.assertEqual(web.take(), [frames.NickReply("web")])
         held.callback(None)
         pushes = web.take()
-        self.assertEqual([(type(p).__name__, getattr(p, "id", None)) for p in pushes],
-                         [("HistoryLine", 1), ("HistoryEnd", None), ("ChatPush", 2)])
+        self.assertEqual(
+            [(type(p).__name__, getattr(p, "id", None)) for p in pushes],
+            [("HistoryLine", 1), ("HistoryEnd", None), ("ChatPush", 2)],
+        )
 
     def test_a_join_history_read_late_holds_only_what_came_before_the_join(self):
         ann = self.client("ann")
@@ -173,7 +184,8 @@ class Room(RoomSetup, unittest.TestCase):
         web.take()
         read, waiting = self.store.since, defer.Deferred()
         self.store.since = lambda last_id, limit: waiting.addCallback(
-            lambda _: read(last_id, limit))
+            lambda _: read(last_id, limit)
+        )
         self.hub.handle(web, frames.Since(0))
         self.hub.handle(web, frames.Since(0))
         (error,) = web.take()
@@ -220,16 +232,22 @@ class BusOutage(unittest.TestCase):
         self.store = GatedStore()
         self.writer = StoreWriter(self.store, self.clock)
         self.bus = RecordingBus()
-        self.hub = Hub(self.clock, self.bus, HubConfig(history_on_join=0), rng=random.Random(0),
-                       history=StoreHistory(self.store, self.writer, self.clock))
+        self.hub = Hub(
+            self.clock,
+            self.bus,
+            HubConfig(history_on_join=0),
+            rng=random.Random(0),
+            history=StoreHistory(self.store, self.writer, self.clock),
+        )
         self.ann = FakePeer(profiles.NEA, Encoding.JSON)
         self.hub.join(self.ann)
         self.chat = self.hub.chat
 
     def elsewhere(self, *texts: str) -> list:
         """Lines another instance stored; their pushes as the bus would bring them."""
-        stored = self.store.keep([Line.at(self.clock.seconds(), Kind.CHAT, "bob", text)
-                                  for text in texts])
+        stored = self.store.keep(
+            [Line.at(self.clock.seconds(), Kind.CHAT, "bob", text) for text in texts]
+        )
         return [frames.ChatPush("bob", line.text, line.id) for line in stored]
 
     def heard(self) -> list:
@@ -246,13 +264,15 @@ class BusOutage(unittest.TestCase):
         missed = self.elsewhere("lost 1", "lost 2")
         self.chat.outage()
         self.hub.handle(self.ann, frames.Chat("said while down"))  # id 5
-        self.assertEqual(self.heard(), [(1, "seen"), (2, "said in a stall"),
-                                        (5, "said while down")])
+        self.assertEqual(
+            self.heard(), [(1, "seen"), (2, "said in a stall"), (5, "said while down")]
+        )
         self.bus.published.clear()
         self.chat.rejoined()
         self.assertEqual(self.heard(), [(3, "lost 1"), (4, "lost 2")])
-        self.assertEqual([p.text for p in self.bus.published],
-                         ["said in a stall", "said while down"])  # for the others to catch up
+        self.assertEqual(
+            [p.text for p in self.bus.published], ["said in a stall", "said while down"]
+        )  # for the others to catch up
         self.chat.fan_out(missed[1])  # it came through after all: not twice
         self.assertEqual(self.heard(), [])
         self.chat.rejoined()  # no outage since: nothing
@@ -289,8 +309,10 @@ class BusOutage(unittest.TestCase):
         self.ann.take()
         self.clock.advance(20)
         self.chat.rejoined()
-        self.assertEqual([p for p in self.ann.take() if not isinstance(p, frames.DatePush)], [
-            frames.Gap("2023-11-14T22:13:20.000Z", "2023-11-14T22:13:45.000Z", 0)])
+        self.assertEqual(
+            [p for p in self.ann.take() if not isinstance(p, frames.DatePush)],
+            [frames.Gap("2023-11-14T22:13:20.000Z", "2023-11-14T22:13:45.000Z", 0)],
+        )
 
     def test_lines_said_here_are_kept_for_publishing_again_only_since_the_older_mark(self):
         self.hub.handle(self.ann, frames.Chat("old"))
@@ -313,8 +335,13 @@ class EndOfInput(RoomSetup, unittest.TestCase):
         held = defer.Deferred()
         for name in ("latest", "since"):
             read = getattr(self.store, name)
-            setattr(self.store, name, lambda *args, read=read: held.addCallback(
-                lambda _: None).addCallback(lambda _: read(*args)))
+            setattr(
+                self.store,
+                name,
+                lambda *args, read=read: held.addCallback(lambda _: None).addCallback(
+                    lambda _: read(*args)
+                ),
+            )
         return held
 
     def test_a_history_read_is_written_before_the_close(self):

@@ -53,8 +53,13 @@ class RegisterUnits(unittest.TestCase):
         self.shown: list[str] = []
         self.done: list = []
         self.client = RegisterClient(
-            "lock1", self.net.endpoint, self.net.reactor, PLAIN, self.shown.append,
-            self.done.append, rng=random.Random(1),
+            "lock1",
+            self.net.endpoint,
+            self.net.reactor,
+            PLAIN,
+            self.shown.append,
+            self.done.append,
+            rng=random.Random(1),
         )
         self.client.start()
 
@@ -68,8 +73,9 @@ class RegisterUnits(unittest.TestCase):
         self.net.receive(request_line("r1", "status") + request_line("r2", {"cmd": "open"}))
         self.assertIn("[request r1] status", self.shown)
         self.assertIn('[request r2] {"cmd":"open"}', self.shown)
-        self.assertEqual(self.shown[-1],
-                         "[answer] type the answer to r1; 1 more wait ('ID TEXT' answers one)")
+        self.assertEqual(
+            self.shown[-1], "[answer] type the answer to r1; 1 more wait ('ID TEXT' answers one)"
+        )
         self.client.user_line(b"locked, battery 97")
         self.assertEqual(sent(transport), [reply("r1", "locked, battery 97")])
         self.assertEqual(self.shown[-1], "[answer] type the answer to r2")
@@ -100,8 +106,10 @@ class RegisterUnits(unittest.TestCase):
 
     def test_name_taken_over_ends_without_redialling(self):
         self.accept()
-        self.net.receive(b'{"type":"error","payload":{"code":"name_taken_over",'
-                         b'"message":"lock1 registered elsewhere"}}\n')
+        self.net.receive(
+            b'{"type":"error","payload":{"code":"name_taken_over",'
+            b'"message":"lock1 registered elsewhere"}}\n'
+        )
         self.net.drop()
         self.assertEqual((self.client.outcome, self.done), ("taken_over", [self.client]))
         self.net.reactor.advance(60)
@@ -135,8 +143,14 @@ class ServeUnits(unittest.TestCase):
         self.command = HeldCommand()
         config = ServeConfig(self.command, max_running=2, max_queued=1)
         self.client = ServeClient(
-            "people", config, self.net.endpoint, self.net.reactor, PLAIN, self.shown.append,
-            lambda client: None, rng=random.Random(1),
+            "people",
+            config,
+            self.net.endpoint,
+            self.net.reactor,
+            PLAIN,
+            self.shown.append,
+            lambda client: None,
+            rng=random.Random(1),
         )
         self.client.start()
         self.transport = self.net.accept()
@@ -145,8 +159,9 @@ class ServeUnits(unittest.TestCase):
     def test_bounded_running_then_queued_then_refused(self):
         self.net.receive(b"".join(request_line(f"r{i}", f"b{i}", "people") for i in range(4)))
         self.assertEqual([stdin for stdin, _ in self.command.runs], [b"b0\n", b"b1\n"])
-        self.assertEqual(sent(self.transport), [reply("r3", ERROR_PREFIX + "busy: too many "
-                                                      "requests queued")])
+        self.assertEqual(
+            sent(self.transport), [reply("r3", ERROR_PREFIX + "busy: too many requests queued")]
+        )
         self.command.runs[1][1].callback(Outcome("B1"))
         self.assertEqual(sent(self.transport), [reply("r1", "B1")])
         self.assertEqual(self.command.runs[2][0], b"b2\n")  # the queued one started
@@ -199,9 +214,15 @@ class ShellCommandTests(unittest.TestCase):
 class ServeAgainstTheServer(unittest.TestCase):
     def serve(self, port, command, service="up"):
         finished = defer.Deferred()
-        client = ServeClient(service, ServeConfig(ShellCommand(command, timeout=WAIT)),
-                             tls_endpoint(port), reactor, QUICK, lambda line: None,
-                             finished.callback)
+        client = ServeClient(
+            service,
+            ServeConfig(ShellCommand(command, timeout=WAIT)),
+            tls_endpoint(port),
+            reactor,
+            QUICK,
+            lambda line: None,
+            finished.callback,
+        )
         client.start()
 
         def stop():
@@ -212,8 +233,9 @@ class ServeAgainstTheServer(unittest.TestCase):
         return client
 
     def server(self, listen=None):
-        return start_server(self, "--listen", listen or tls_listen(), "--admin-token", TOKEN,
-                            "--drain-timeout", "1")
+        return start_server(
+            self, "--listen", listen or tls_listen(), "--admin-token", TOKEN, "--drain-timeout", "1"
+        )
 
     @defer.inlineCallbacks
     def test_answers_an_http_request_uppercased(self):
@@ -283,8 +305,19 @@ class Typist(ProcessProtocol):
 
 class RegisterAgainstTheServer(unittest.TestCase):
     def typist(self, port, name):
-        argv = [*PYTHON_M, "--port", str(port), "--ca", str(certs() / devcerts.CA_CERT),
-                "--retry-initial", "0.05", "--retry-max", "0.3", "register", name]
+        argv = [
+            *PYTHON_M,
+            "--port",
+            str(port),
+            "--ca",
+            str(certs() / devcerts.CA_CERT),
+            "--retry-initial",
+            "0.05",
+            "--retry-max",
+            "0.3",
+            "register",
+            name,
+        ]
         typist = Typist()
         reactor.spawnProcess(typist, argv[0], argv, env=daemon_env())
         self.addCleanup(typist.kill)
@@ -296,12 +329,18 @@ class RegisterAgainstTheServer(unittest.TestCase):
         service = yield start_server(self, "--listen", tls_listen(), "--admin-token", TOKEN)
         typist = self.typist(service.ports[0], "lock1")
         # A fresh Python importing Twisted: slow on a loaded machine, hence the wide bound.
-        yield settle(lambda: "[registered] you are addressable as lock1" in typist.shown(),
-                     3 * WAIT)
+        yield settle(
+            lambda: "[registered] you are addressable as lock1" in typist.shown(), 3 * WAIT
+        )
         asked = post(service.http_port, "/clients/lock1/requests", {"cmd": "status"})
         yield settle(lambda: any(line.startswith("[answer] ") for line in typist.shown()))
-        self.assertTrue(any(line.startswith("[request ") and line.endswith(' {"cmd":"status"}')
-                            for line in typist.shown()), typist.shown())
+        self.assertTrue(
+            any(
+                line.startswith("[request ") and line.endswith(' {"cmd":"status"}')
+                for line in typist.shown()
+            ),
+            typist.shown(),
+        )
         typist.transport.write(b"locked\n")
         code, answer = yield asked
         self.assertEqual((code, answer["reply"]), (200, "locked"))
@@ -312,8 +351,9 @@ class RegisterAgainstTheServer(unittest.TestCase):
     def test_taken_over_ends_with_exit_4(self):
         service = yield start_server(self, "--listen", tls_listen())
         typist = self.typist(service.ports[0], "lock2")
-        yield settle(lambda: "[registered] you are addressable as lock2" in typist.shown(),
-                     3 * WAIT)
+        yield settle(
+            lambda: "[registered] you are addressable as lock2" in typist.shown(), 3 * WAIT
+        )
         other = yield connect(self, service.ports[0])
         yield command(other, "register lock2", frames.Registered("lock2"))
         self.assertEqual((yield typist.ended), 4)

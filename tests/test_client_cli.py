@@ -76,8 +76,12 @@ class ParseTests(unittest.TestCase):
     def test_an_unreadable_client_key_says_which_option(self):
         missing = self.mktemp()
         error = self.assertRaises(
-            TLSConfigError, client_tls_options, "localhost", certs() / devcerts.CA_CERT,
-            certs() / devcerts.CLIENT_CERT, missing,
+            TLSConfigError,
+            client_tls_options,
+            "localhost",
+            certs() / devcerts.CA_CERT,
+            certs() / devcerts.CLIENT_CERT,
+            missing,
         )
         self.assertEqual(
             str(error),

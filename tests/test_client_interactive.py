@@ -25,8 +25,10 @@ class FormatTests(unittest.TestCase):
         (frames.AckPush("X"), "[ack] ok X"),
         (frames.ChatPush("alice", "hi"), "[chat] alice: hi"),
         (frames.BroadcastPush("maintenance at 5"), "[broadcast] maintenance at 5"),
-        (frames.HistoryLine(7, "2026-12-01T19:40:00.123Z", "chat", "bo", "hi"),
-         "[history 7 2026-12-01T19:40:00.123Z] bo: hi"),
+        (
+            frames.HistoryLine(7, "2026-12-01T19:40:00.123Z", "chat", "bo", "hi"),
+            "[history 7 2026-12-01T19:40:00.123Z] bo: hi",
+        ),
         (frames.HistoryEnd(7, True), "[history end] last id 7, more to ask"),
         (frames.Presence("bo", "joined"), "[presence] bo joined"),
         (frames.NickReply("bob"), "[nick] you are now bob"),
@@ -42,13 +44,17 @@ class FormatTests(unittest.TestCase):
         (frames.Registered("lock1"), "[registered] you are addressable as lock1"),
         (frames.Serving("people"), "[serving] you are a member of people"),
         (frames.Unserved("people"), "[unserved] you left people"),
-        (frames.RequestPush("r1", {"a": 1}, "people"),
-         '[request r1] (service people) {"a":1}  (answer: reply r1 TEXT)'),
+        (
+            frames.RequestPush("r1", {"a": 1}, "people"),
+            '[request r1] (service people) {"a":1}  (answer: reply r1 TEXT)',
+        ),
         (frames.ReplyPush("7", "locked", "i2"), "[reply 7] locked  (from i2)"),
         (frames.Authenticated("lock1"), "[authenticated] you are lock1"),
-        (frames.Gap("2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", 7),
-         "[gap] chat between 2026-11-21T10:00:00Z and 2026-11-21T10:01:00Z may have been missed"
-         "  (ask: since 7)"),
+        (
+            frames.Gap("2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", 7),
+            "[gap] chat between 2026-11-21T10:00:00Z and 2026-11-21T10:01:00Z may have been missed"
+            "  (ask: since 7)",
+        ),
     ]
 
     def test_each_kind_of_push_is_labelled(self):
@@ -60,6 +66,7 @@ class FormatTests(unittest.TestCase):
         @attrs.frozen
         class Scratch:
             text: str
+
         self.addCleanup(forms.PUSHES.pop, Scratch)
         self.assertEqual(format_push(Scratch("hi there")), "[scratch_test] scratch_test hi there")
 
@@ -67,9 +74,7 @@ class FormatTests(unittest.TestCase):
         self.assertRaises(TypeError, format_push, frames.Relay("x"))
 
     def test_every_push_kind_is_covered(self):
-        self.assertEqual(
-            {type(push) for push, _ in self.SHOWN}, set(typing.get_args(frames.Push))
-        )
+        self.assertEqual({type(push) for push, _ in self.SHOWN}, set(typing.get_args(frames.Push)))
 
     def test_a_reply_that_looks_like_a_date_is_still_a_reply(self):
         # Why the client speaks JSON: in text the two cannot be told apart.
@@ -87,8 +92,13 @@ class InteractiveTests(unittest.TestCase):
     def start(self, auto_ack=False, tls=False):
         dial = DialConfig(tls=tls, backoff=Backoff(initial=1.0, maximum=8.0, jitter=0.0))
         self.client = InteractiveClient(
-            self.net.endpoint, self.clock, dial, self.shown.append, self.done.append,
-            auto_ack=auto_ack, rng=random.Random(1),
+            self.net.endpoint,
+            self.clock,
+            dial,
+            self.shown.append,
+            self.done.append,
+            auto_ack=auto_ack,
+            rng=random.Random(1),
         )
         self.client.start()
 

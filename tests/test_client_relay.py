@@ -58,7 +58,11 @@ class RelayClientTests(unittest.TestCase):
         dial = DialConfig(tls=tls, backoff=STEADY, give_up=give_up)
         config.setdefault("timeout", 0.0)
         self.client = RelayClient(
-            text, self.net.endpoint, self.clock, RelayConfig(dial=dial, **config), self.seen,
+            text,
+            self.net.endpoint,
+            self.clock,
+            RelayConfig(dial=dial, **config),
+            self.seen,
             random.Random(3),
         )
         self.client.start()
@@ -91,8 +95,9 @@ class RelayClientTests(unittest.TestCase):
         self.assertEqual(self.client.acked_at - self.client.started_at, 0.25)
         self.net.drop()
         self.assertEqual(self.client.outcome, "acked")
-        self.assertEqual(self.seen.events[-3:],
-                         [("acked",), ("over", "protocol"), ("finished", "acked")])
+        self.assertEqual(
+            self.seen.events[-3:], [("acked",), ("over", "protocol"), ("finished", "acked")]
+        )
         self.clock.advance(100)
         self.assertEqual(self.net.dials, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -176,9 +181,7 @@ class RelayClientTests(unittest.TestCase):
         for _ in range(5):
             self.net.refuse()
             self.clock.advance(self.seen.retries()[-1][1])
-        self.assertEqual(
-            [delay for _, delay in self.seen.retries()], [1.0, 2.0, 4.0, 4.0, 4.0]
-        )
+        self.assertEqual([delay for _, delay in self.seen.retries()], [1.0, 2.0, 4.0, 4.0, 4.0])
         self.assertEqual({why for why, _ in self.seen.retries()}, {"connection refused"})
         self.assertEqual(self.net.dials, 6)
 

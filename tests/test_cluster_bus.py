@@ -156,8 +156,10 @@ class Cluster:
                 self.bus(name).discovered(records)
 
     def peers(self, name: str, count: int, profile=None) -> list[FakePeer]:
-        peers = [FakePeer(profile, Encoding.JSON, name="ann") if profile else FakePeer()
-                 for _ in range(count)]
+        peers = [
+            FakePeer(profile, Encoding.JSON, name="ann") if profile else FakePeer()
+            for _ in range(count)
+        ]
         for peer in peers:
             self.hubs[name].join(peer)
         return peers
@@ -361,30 +363,47 @@ class Records(unittest.TestCase):
         self.assertEqual(record.decode("x", data).figures, figures("x", 3))
 
     def test_a_record_without_a_version_is_the_old_status_form(self):
-        status = {"version": "0.0.9", "state": "draining", "connections": 7, "relay_capable": 5,
-                  "relays": {"pending": 2, "in_flight": 1}, "zero_state": False, "uptime": 3}
+        status = {
+            "version": "0.0.9",
+            "state": "draining",
+            "connections": 7,
+            "relay_capable": 5,
+            "relays": {"pending": 2, "in_flight": 1},
+            "zero_state": False,
+            "uptime": 3,
+        }
         announced = record.decode("old", json.dumps({"run": "r0", "summary": status}))
         self.assertEqual(announced.record_version, 0)
         self.assertTrue(announced.compatible)
-        self.assertEqual(announced.figures,
-                         MemberFigures("old", "0.0.9", "draining", 7, 5, 2, False))
+        self.assertEqual(
+            announced.figures, MemberFigures("old", "0.0.9", "draining", 7, 5, 2, False)
+        )
 
     def test_a_newer_version_is_tracked_but_unreadable(self):
-        data = json.dumps({"v": record.VERSION + 1, "run": "r9", "version": "2.0",
-                           "relay_weight": "lots"})
+        data = json.dumps(
+            {"v": record.VERSION + 1, "run": "r9", "version": "2.0", "relay_weight": "lots"}
+        )
         announced = record.decode("new", data)
         self.assertFalse(announced.compatible)
         self.assertEqual((announced.run, announced.record_version), ("r9", record.VERSION + 1))
-        self.assertEqual((announced.figures.state, announced.figures.relay_weight),
-                         ("incompatible", 0))
+        self.assertEqual(
+            (announced.figures.state, announced.figures.relay_weight), ("incompatible", 0)
+        )
 
     def test_malformed_records_are_refused(self):
         good = json.loads(record.encode("r", figures()))
-        for data in ["", "[]", "{}", '{"run":1,"v":1}', '{"run":"r","v":-1}',
-                     '{"run":"r","v":true}', '{"run":"r","summary":{"relay_capable":1}}',
-                     json.dumps({**good, "relay_weight": -1}),
-                     json.dumps({**good, "connections": True}),
-                     json.dumps({**good, "zero_state": 0})]:
+        for data in [
+            "",
+            "[]",
+            "{}",
+            '{"run":1,"v":1}',
+            '{"run":"r","v":-1}',
+            '{"run":"r","v":true}',
+            '{"run":"r","summary":{"relay_capable":1}}',
+            json.dumps({**good, "relay_weight": -1}),
+            json.dumps({**good, "connections": True}),
+            json.dumps({**good, "zero_state": 0}),
+        ]:
             with self.assertRaises(ValueError, msg=data):
                 record.decode("x", data)
 
@@ -414,8 +433,15 @@ class Tables(unittest.TestCase):
         self.assertEqual(out.take("b"), [])
         self.assertEqual(len(out), 1)
 
-    @given(st.lists(st.tuples(st.sampled_from(["add", "answered", "take"]),
-                              st.sampled_from("bc"), st.sampled_from("tu"))))
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["add", "answered", "take"]),
+                st.sampled_from("bc"),
+                st.sampled_from("tu"),
+            )
+        )
+    )
     def test_outstanding_count_is_what_is_held(self, steps):
         out = Outstanding()
         for step, name, text in steps:
@@ -436,8 +462,9 @@ class Tables(unittest.TestCase):
 
     def test_redis_address(self):
         self.assertEqual(RedisAddress.parse("redis://h"), RedisAddress("h", 6379, 0))
-        self.assertEqual(RedisAddress.parse("redis://10.0.0.1:7000/3"),
-                         RedisAddress("10.0.0.1", 7000, 3))
+        self.assertEqual(
+            RedisAddress.parse("redis://10.0.0.1:7000/3"), RedisAddress("10.0.0.1", 7000, 3)
+        )
         for bad in ["http://h", "redis://", "redis://h/x", "redis://u:p@h", "h:6379"]:
             with self.assertRaises(ValueError):
                 RedisAddress.parse(bad)
@@ -461,11 +488,14 @@ class Tables(unittest.TestCase):
                 # id and time travel with the line (time is not part of a push's equality)
                 _, decoded = envelope.decode(envelope.encode("me", message))
                 self.assertEqual((decoded.push.id, decoded.push.time), (push.id, push.time))
-        for junk in ["x", "{}", '{"op":"ack","from":"a","text":1}',
-                     '{"op":"deliver","from":"a","text":"t","origin":"o","attempt":true}']:
+        for junk in [
+            "x",
+            "{}",
+            '{"op":"ack","from":"a","text":1}',
+            '{"op":"deliver","from":"a","text":"t","origin":"o","attempt":true}',
+        ]:
             with self.assertRaises(ValueError):
                 envelope.decode(junk)
-
 
 
 class RequestsAcrossInstances(unittest.TestCase):
@@ -505,8 +535,9 @@ class RequestsAcrossInstances(unittest.TestCase):
         new = self.peer("b")
         self.hubs["b"].handle(new, frames.Register("lock1"))
         self.cluster.pubsub.flush()
-        self.assertEqual([p.code for p in old.take() if isinstance(p, frames.ErrorReply)],
-                         ["name_taken_over"])
+        self.assertEqual(
+            [p.code for p in old.take() if isinstance(p, frames.ErrorReply)], ["name_taken_over"]
+        )
         self.assertTrue(old.closed)
         self.assertEqual(list(self.cluster.pubsub.hashes), [f"{NS.name}:names:b"])
         found = []

@@ -83,11 +83,16 @@ class BehindHAProxy(unittest.TestCase):
         self.redis = yield infra.redis_server(self)
         self.name = f"h{next(_names)}"
         self.daemon_args = (
-            "--redis", self.redis.url,
-            "--cluster-name", self.name,
-            "--heartbeat", str(HEARTBEAT),
-            "--max-clients", str(CLIENTS * 2),
-            "--http", "none",
+            "--redis",
+            self.redis.url,
+            "--cluster-name",
+            self.name,
+            "--heartbeat",
+            str(HEARTBEAT),
+            "--max-clients",
+            str(CLIENTS * 2),
+            "--http",
+            "none",
         )
         self.daemons = yield infra.nea_daemons(self, 2, *self.daemon_args)
         yield self.until_members([d.port for d in self.daemons], 2)
@@ -95,6 +100,7 @@ class BehindHAProxy(unittest.TestCase):
 
     def until_members(self, ports: list[int], count: int):
         """Until each instance is connected to Redis and sees ``count`` members."""
+
         def joined(status):
             cluster = status["cluster"]
             return cluster["state"] == "connected" and len(cluster["members"]) == count
@@ -109,12 +115,35 @@ class BehindHAProxy(unittest.TestCase):
         """Run nea-loadtest through HAProxy; fires with its JSON report."""
         report = Path(tempfile.mkdtemp(prefix="nea-load-")) / "report.json"
         program = infra.Program(
-            [sys.executable, "-m", "nea.loadtest",
-             "--port", str(self.proxy.port), "--ca", str(certs() / devcerts.CA_CERT),
-             "--server-name", "localhost", "--clients", str(clients),
-             "--window", str(WINDOW), "--ok-delay", OK_DELAY, "--timeout", str(CLIENT_TIMEOUT),
-             "--retries", "20", "--seed", "4", "--settle", "10", "--progress", "60",
-             "--json", str(report)],
+            [
+                sys.executable,
+                "-m",
+                "nea.loadtest",
+                "--port",
+                str(self.proxy.port),
+                "--ca",
+                str(certs() / devcerts.CA_CERT),
+                "--server-name",
+                "localhost",
+                "--clients",
+                str(clients),
+                "--window",
+                str(WINDOW),
+                "--ok-delay",
+                OK_DELAY,
+                "--timeout",
+                str(CLIENT_TIMEOUT),
+                "--retries",
+                "20",
+                "--seed",
+                "4",
+                "--settle",
+                "10",
+                "--progress",
+                "60",
+                "--json",
+                str(report),
+            ],
             daemon_env(),
         )
         program.start()
@@ -203,13 +232,15 @@ class BehindHAProxy(unittest.TestCase):
         to an instance at once): when it reached the instance, however long that
         instance then takes to do its TLS handshake.
         """
-        endpoint = wrapClientTLS(client_tls(), TCP4ClientEndpoint(
-            reactor, "127.0.0.1", self.proxy.port, timeout=WAIT))
+        endpoint = wrapClientTLS(
+            client_tls(), TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy.port, timeout=WAIT)
+        )
         # A loaded instance closes a handshake that waited past --handshake-timeout
         # for its turn: then the client dials again, as any client would.
         for attempt in range(5):
             client = yield endpoint.connect(Factory.forProtocol(IdleClient)).addTimeout(
-                3 * WAIT, reactor)
+                3 * WAIT, reactor
+            )
             if connected is not None and attempt == 0:
                 connected.append(reactor.seconds())
             self.addCleanup(lambda c=client: c.closed.called or c.transport.abortConnection())
@@ -297,7 +328,6 @@ class BehindHAProxy(unittest.TestCase):
     test_sigterm_paced_drain_spreads_the_reconnects.timeout = 360
 
 
-
 class ClientAddressesBehindHAProxy(unittest.TestCase):
     """deploy/haproxy.cfg sends a PROXY header: nea sees each client's own address.
 
@@ -332,7 +362,10 @@ def connect_from(testcase, port: int, source: str, handshake: bool = True):
         endpoint = wrapClientTLS(client_tls(), endpoint)
     client = yield endpoint.connect(Factory.forProtocol(LineClient)).addTimeout(WAIT, reactor)
     testcase.addCleanup(
-        lambda: client.closed if client.closed.called
-        else client.transport.abortConnection() or client.closed
+        lambda: (
+            client.closed
+            if client.closed.called
+            else client.transport.abortConnection() or client.closed
+        )
     )
     return client

@@ -71,12 +71,18 @@ class ClusterCase(unittest.TestCase):
         for _ in range(count):
             service = yield start_server(
                 self,
-                "--instance-id", f"i{len(self.instances) + 1}",
-                "--listen", tls_listen(),
-                "--redis", self.redis.url,
-                "--cluster-name", self.name,
-                "--heartbeat", HEARTBEAT,
-                "--http", "none",
+                "--instance-id",
+                f"i{len(self.instances) + 1}",
+                "--listen",
+                tls_listen(),
+                "--redis",
+                self.redis.url,
+                "--cluster-name",
+                self.name,
+                "--heartbeat",
+                HEARTBEAT,
+                "--http",
+                "none",
             )
             self.instances.append(service)
         yield self.until_members(count)
@@ -112,17 +118,28 @@ class ClusterCase(unittest.TestCase):
 
 def legacy_record(run: str, figures) -> str:
     """The record of an instance from before record versions: the whole status document."""
-    summary = {"version": figures.version, "state": figures.state, "uptime": 1.0,
-               "connections": figures.connections, "relay_capable": figures.relay_weight,
-               "relays": {"pending": figures.pending, "in_flight": 0},
-               "zero_state": figures.zero_state}
+    summary = {
+        "version": figures.version,
+        "state": figures.state,
+        "uptime": 1.0,
+        "connections": figures.connections,
+        "relay_capable": figures.relay_weight,
+        "relays": {"pending": figures.pending, "in_flight": 0},
+        "zero_state": figures.zero_state,
+    }
     return json.dumps({"run": run, "summary": summary})
 
 
 def future_record(run: str, figures) -> str:
     """A record of a version this code does not know, with figures it must not read."""
-    return json.dumps({"v": record.VERSION + 1, "run": run, "version": "99.0",
-                       "weights": {"relay": figures.relay_weight}})
+    return json.dumps(
+        {
+            "v": record.VERSION + 1,
+            "run": run,
+            "version": "99.0",
+            "weights": {"relay": figures.relay_weight},
+        }
+    )
 
 
 class MixedVersions(ClusterCase):
@@ -228,8 +245,11 @@ class TwoInstances(ClusterCase):
         for n in range(30):  # until one lands on the holder (each try: even odds)
             acked = a.hub.snapshot().relays.acked
             sender.send(f"message held {n}")
-            yield settle(lambda acked=acked: b.hub.snapshot().relays.in_flight
-                         or a.hub.snapshot().relays.acked > acked)
+            yield settle(
+                lambda acked=acked: (
+                    b.hub.snapshot().relays.in_flight or a.hub.snapshot().relays.acked > acked
+                )
+            )
             if b.hub.snapshot().relays.in_flight:
                 break
         self.assertEqual(b.hub.snapshot().relays.in_flight, 1)
@@ -245,10 +265,12 @@ class TwoInstances(ClusterCase):
         yield self.start_instances(2)
         a, b = self.instances
         keys, _, channels = yield self.redis.leftovers(self.name)
-        self.assertEqual(keys, [f"{self.name}:member:i1", f"{self.name}:member:i2",
-                                f"{self.name}:members"])
-        self.assertEqual(channels, [f"{self.name}:cluster", f"{self.name}:to:i1",
-                                    f"{self.name}:to:i2"])
+        self.assertEqual(
+            keys, [f"{self.name}:member:i1", f"{self.name}:member:i2", f"{self.name}:members"]
+        )
+        self.assertEqual(
+            channels, [f"{self.name}:cluster", f"{self.name}:to:i1", f"{self.name}:to:i2"]
+        )
         run = b.hub.bus.run
         channel = f"{self.name}:cluster"
         listener = yield self.redis.subscribe(self, channel)
@@ -274,11 +296,7 @@ class ThreeInstances(ClusterCase):
         for instance in self.instances:
             for _ in range(2):
                 clients.append((yield connect(self, instance.ports[0])))
-        yield settle(
-            lambda: all(
-                i.hub.snapshot().cluster.connections == 6 for i in self.instances
-            )
-        )
+        yield settle(lambda: all(i.hub.snapshot().cluster.connections == 6 for i in self.instances))
         clients[0].send('{"cmd":"chat","payload":"hello cluster"}')
         self.instances[1].hub.broadcast("from the operator")
         for client in clients:
@@ -331,8 +349,11 @@ class RedisOutage(ClusterCase):
         clients = yield defer.gatherResults([connect(self, i.ports[0]) for i in self.instances])
         forwarded = [auto_ack(client) for client in clients]
         yield settle(
-            lambda: all(len(i.hub.bus.table.weights()) == 2 and all(
-                w == 1 for w in i.hub.bus.table.weights().values()) for i in self.instances)
+            lambda: all(
+                len(i.hub.bus.table.weights()) == 2
+                and all(w == 1 for w in i.hub.bus.table.weights().values())
+                for i in self.instances
+            )
         )
         for n, client in enumerate(clients):
             for k in range(12):
@@ -352,8 +373,19 @@ class StartWithoutRedis(unittest.TestCase):
         redis = infra.RedisServer()  # not started yet
         self.addCleanup(redis.stop)
         instance = yield start_server(
-            self, "--instance-id", "early", "--listen", tls_listen(), "--http", "none",
-            "--redis", redis.url, "--cluster-name", "early", "--heartbeat", HEARTBEAT,
+            self,
+            "--instance-id",
+            "early",
+            "--listen",
+            tls_listen(),
+            "--http",
+            "none",
+            "--redis",
+            redis.url,
+            "--cluster-name",
+            "early",
+            "--heartbeat",
+            HEARTBEAT,
         )
         self.assertEqual(instance.hub.bus.state(), "degraded")
         client = yield connect(self, instance.ports[0])
@@ -377,8 +409,16 @@ class KilledInstance(unittest.TestCase):
     def test_kill_9_disappears_within_three_heartbeats(self):
         redis = yield infra.redis_server(self)
         survivor, victim = yield infra.nea_daemons(
-            self, 2, "--redis", redis.url, "--cluster-name", "k", "--heartbeat", HEARTBEAT,
-            "--http", "none",
+            self,
+            2,
+            "--redis",
+            redis.url,
+            "--cluster-name",
+            "k",
+            "--heartbeat",
+            HEARTBEAT,
+            "--http",
+            "none",
         )
         yield infra.until_status(self, survivor.port, lambda s: len(s["cluster"]["members"]) == 2)
         # "Within three heartbeats" is the expiry of the victim's key, which every beat

@@ -47,8 +47,12 @@ class UnreachableRedis(unittest.TestCase):
         self.reactor = MemoryReactorClock()
         self.listener = Listener()
         self.link = RedisLink(
-            self.reactor, RedisAddress("127.0.0.1", 1), ["ch"], self.listener,
-            interval=0.5, max_backoff=4.0,
+            self.reactor,
+            RedisAddress("127.0.0.1", 1),
+            ["ch"],
+            self.listener,
+            interval=0.5,
+            max_backoff=4.0,
         )
         self.refused = 0  # connection attempts refused so far
         self.events = []
@@ -168,7 +172,11 @@ class HungRedis(unittest.TestCase):
         self.reactor = MemoryReactorClock()
         self.listener = Beating()
         self.link = RedisLink(
-            self.reactor, RedisAddress("127.0.0.1", 1), ["ch"], self.listener, interval=0.5,
+            self.reactor,
+            RedisAddress("127.0.0.1", 1),
+            ["ch"],
+            self.listener,
+            interval=0.5,
         )
         self.transports = []
 

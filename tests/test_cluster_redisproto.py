@@ -59,8 +59,9 @@ class GlobalReactorUntouched:
 class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
     def test_every_message_of_a_read_is_delivered_in_that_read(self):
         received = []
-        subscriber, _ = connected(Subscriber,
-                                  on_message=lambda ch, data: received.append((ch, data)))
+        subscriber, _ = connected(
+            Subscriber, on_message=lambda ch, data: received.append((ch, data))
+        )
         subscriber.dataReceived(pubsub(*MESSAGES))
         self.assertEqual(received, [("ch", m.decode()) for m in MESSAGES])
         self.assertNoGlobalTimers()
@@ -70,7 +71,7 @@ class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
         subscriber, _ = connected(Subscriber, on_message=lambda ch, data: received.append(data))
         data = pubsub(*MESSAGES)
         for cut in range(0, len(data), 7):
-            subscriber.dataReceived(data[cut:cut + 7])
+            subscriber.dataReceived(data[cut : cut + 7])
         self.assertEqual(received, [m.decode() for m in MESSAGES])
         self.assertNoGlobalTimers()
 
@@ -105,9 +106,7 @@ class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
 
     def test_the_hooks_it_overrides_are_still_there(self):
         for kind in (txredisapi.RedisProtocol, txredisapi.SubscriberProtocol):
-            self.assertEqual(
-                str(inspect.signature(kind.setLineMode)), "(self, extra=b'')", kind
-            )
+            self.assertEqual(str(inspect.signature(kind.setLineMode)), "(self, extra=b'')", kind)
             self.assertEqual(
                 str(inspect.signature(kind.dataReceived)), "(self, data, unpause=False)", kind
             )
@@ -117,9 +116,10 @@ class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
             ["self", "pattern", "channel", "message"],
         )
         # The parser hands the rest of a read to setLineMode, which WholeReads keeps.
-        self.assertIn("self.setLineMode(extra=rest)", inspect.getsource(
-            txredisapi.BaseRedisProtocol.rawDataReceived
-        ))
+        self.assertIn(
+            "self.setLineMode(extra=rest)",
+            inspect.getsource(txredisapi.BaseRedisProtocol.rawDataReceived),
+        )
 
 
 class TimersTests(GlobalReactorUntouched, unittest.TestCase):
@@ -184,7 +184,8 @@ class PinTests(unittest.TestCase):
         setup = configparser.ConfigParser()
         setup.read(Path(__file__).parent.parent / "setup.cfg")
         pins = [
-            line for line in setup["options"]["install_requires"].split("\n")
+            line
+            for line in setup["options"]["install_requires"].split("\n")
             if line.strip().startswith("txredisapi")
         ]
         self.assertEqual(len(pins), 1)

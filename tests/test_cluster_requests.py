@@ -50,8 +50,13 @@ def holding(client) -> list[frames.RequestPush]:
 
 
 def post(port: int, path: str, body, timeout: float = 4 * WAIT):
-    return fetch_json(port, path, method=b"POST", token=TOKEN,
-                      body=json.dumps({"body": body, "timeout": timeout}).encode())
+    return fetch_json(
+        port,
+        path,
+        method=b"POST",
+        token=TOKEN,
+        body=json.dumps({"body": body, "timeout": timeout}).encode(),
+    )
 
 
 def get(port: int, path: str):
@@ -90,14 +95,28 @@ class RequestsOnRedis(unittest.TestCase):
         self.a = yield self.instance("i1")
         self.b = yield self.instance("i2")
         self.instances = [self.a, self.b]
-        yield settle(lambda: all(
-            i.hub.bus.state() == "connected" and len(i.hub.snapshot().cluster.members) == 2
-            for i in self.instances))
+        yield settle(
+            lambda: all(
+                i.hub.bus.state() == "connected" and len(i.hub.snapshot().cluster.members) == 2
+                for i in self.instances
+            )
+        )
 
     def instance(self, name: str):
         return start_server(
-            self, "--instance-id", name, "--listen", tcp_listen(), "--redis", self.redis.url,
-            "--cluster-name", self.name, "--heartbeat", HEARTBEAT, "--admin-token", TOKEN,
+            self,
+            "--instance-id",
+            name,
+            "--listen",
+            tcp_listen(),
+            "--redis",
+            self.redis.url,
+            "--cluster-name",
+            self.name,
+            "--heartbeat",
+            HEARTBEAT,
+            "--admin-token",
+            TOKEN,
         )
 
     def client(self, instance):
@@ -129,8 +148,10 @@ class RequestsOnRedis(unittest.TestCase):
         self.assertEqual((code, answer["reply"], answer["instance"]), (200, "locked", "i2"), answer)
         self.assertEqual(len(got), 1)
         code, listed = yield get(self.a.http_port, "/clients")
-        self.assertEqual((code, listed), (200, {"count": 1, "clients": [
-            {"name": "lock1", "instance": "i2", "identity": None}]}))
+        self.assertEqual(
+            (code, listed),
+            (200, {"count": 1, "clients": [{"name": "lock1", "instance": "i2", "identity": None}]}),
+        )
         snapshot = self.a.hub.snapshot().addressed
         self.assertEqual((snapshot.asked, snapshot.answered), (1, 1))
         code, missing = yield post(self.a.http_port, "/clients/nobody/requests", 1)
@@ -145,8 +166,9 @@ class RequestsOnRedis(unittest.TestCase):
         push = yield old.next_push()
         self.assertEqual(push.code, "name_taken_over")
         yield old.closed
-        found = yield until_http(self.a.http_port, "/clients/lock1",
-                                 lambda c, body: body.get("instance") == "i2")
+        found = yield until_http(
+            self.a.http_port, "/clients/lock1", lambda c, body: body.get("instance") == "i2"
+        )
         self.assertEqual(found["instance"], "i2")
         asker = yield self.client(self.a)
         answering(new, lambda body: "from the new one")
@@ -172,8 +194,10 @@ class RequestsOnRedis(unittest.TestCase):
         got = [answering(member) for member in members]
         yield settle(lambda: self.a.hub.bus.table.members["i2"].figures.services == {"people": 3})
         code, services = yield get(self.a.http_port, "/services")
-        self.assertEqual(services, {"services": [
-            {"service": "people", "members": 4, "instances": {"i1": 1, "i2": 3}}]})
+        self.assertEqual(
+            services,
+            {"services": [{"service": "people", "members": 4, "instances": {"i1": 1, "i2": 3}}]},
+        )
         asker = yield self.client(self.a)
         for n in range(400):
             asker.send(f"ask {n} @people q{n}")
@@ -237,9 +261,19 @@ class KilledInstance(unittest.TestCase):
         redis = yield infra.redis_server(self)
         ports = [infra.free_port(), infra.free_port()]
         daemons = [
-            infra.NeaDaemon(f"d{n}", "--redis", redis.url, "--cluster-name", "kr",
-                            "--heartbeat", HEARTBEAT, "--admin-token", TOKEN,
-                            "--http", f"tcp:{port}:interface=127.0.0.1")
+            infra.NeaDaemon(
+                f"d{n}",
+                "--redis",
+                redis.url,
+                "--cluster-name",
+                "kr",
+                "--heartbeat",
+                HEARTBEAT,
+                "--admin-token",
+                TOKEN,
+                "--http",
+                f"tcp:{port}:interface=127.0.0.1",
+            )
             for n, port in enumerate(ports, 1)
         ]
         for daemon in daemons:
@@ -249,8 +283,9 @@ class KilledInstance(unittest.TestCase):
         survivor, victim = daemons
         device = yield connect(self, victim.port)
         yield command(device, "register dev", frames.Registered("dev"))
-        yield until_http(ports[0], "/clients/dev", lambda c, body: body.get("instance") == "d2",
-                         timeout=3 * WAIT)
+        yield until_http(
+            ports[0], "/clients/dev", lambda c, body: body.get("instance") == "d2", timeout=3 * WAIT
+        )
         # "Within seconds" is the names hash's expiry, which every beat sets again.
         ttl = yield redis.pttl("kr:names:d2")
         self.assertTrue(0 < ttl <= 3 * float(HEARTBEAT) * 1000, ttl)

@@ -112,5 +112,7 @@ class Uniformity(unittest.TestCase):
         """
         counts = relay_counts(memory_cluster())
         sizes = list(SPREAD.values())
-        per_instance = [sum(counts[sum(sizes[:i]):sum(sizes[: i + 1])]) for i in range(len(sizes))]
+        per_instance = [
+            sum(counts[sum(sizes[:i]) : sum(sizes[: i + 1])]) for i in range(len(sizes))
+        ]
         self.assertGreater(chi_square(per_instance, RELAYS), 100 * CRITICAL_DF2_P001, per_instance)

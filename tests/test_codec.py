@@ -21,15 +21,19 @@ nick = st.from_regex(codec.NICK_PATTERN, fullmatch=True)
 # Any JSON value, lone surrogates and deep nesting included.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: (st.lists(inner, max_size=3)
-                   | st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=60,
 ) | st.integers(30, 200).map(lambda n: json.loads("[" * n + "]" * n))
 
 # What a request or reply body may be: any JSON value nea accepts (finite, valid Unicode).
 clean_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 bodies = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | clean_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(clean_text, inner, max_size=3),
     max_leaves=20,
@@ -49,8 +53,11 @@ def asks(body):
 
 def addressed_requests(body):
     return st.one_of(
-        names.map(frames.Register), names.map(frames.Serve), names.map(frames.Unserve),
-        st.builds(frames.Reply, ids, body), asks(body),
+        names.map(frames.Register),
+        names.map(frames.Serve),
+        names.map(frames.Unserve),
+        st.builds(frames.Reply, ids, body),
+        asks(body),
     )
 
 
@@ -116,16 +123,27 @@ class LineBufferTests(unittest.TestCase):
 
 # A unit of a stream that speaks JSON: a text line (with its terminator), or a JSON
 # object (strings full of braces, quotes and backslashes) with or without one after it.
-text_units = st.text(st.sampled_from("ab {}\"\\é"), max_size=30).filter(
-    lambda t: not t.startswith("{")).map(lambda t: (t.encode(), t.encode() + b"\n"))
+text_units = (
+    st.text(st.sampled_from('ab {}"\\é'), max_size=30)
+    .filter(lambda t: not t.startswith("{"))
+    .map(lambda t: (t.encode(), t.encode() + b"\n"))
+)
 json_units = st.tuples(
-    st.recursive(st.text(st.sampled_from('ab{}[]"\\\n/'), max_size=10) | st.integers(),
-                 lambda inner: st.lists(inner, max_size=3)
-                 | st.dictionaries(st.text(st.sampled_from('{}"\\a'), max_size=4), inner,
-                                   max_size=3), max_leaves=10),
+    st.recursive(
+        st.text(st.sampled_from('ab{}[]"\\\n/'), max_size=10) | st.integers(),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(st.sampled_from('{}"\\a'), max_size=4), inner, max_size=3)
+        ),
+        max_leaves=10,
+    ),
     st.sampled_from(["", "\n", "\r\n", "  \n", "\t"]),
-).map(lambda pair: (json.dumps({"payload": pair[0]}).encode(),
-                    json.dumps({"payload": pair[0]}).encode() + pair[1].encode()))
+).map(
+    lambda pair: (
+        json.dumps({"payload": pair[0]}).encode(),
+        json.dumps({"payload": pair[0]}).encode() + pair[1].encode(),
+    )
+)
 
 
 def unambiguous(units):
@@ -133,16 +151,22 @@ def unambiguous(units):
     right after one starts with something else here."""
     fixed = []
     for frame, sent in units:
-        if fixed and fixed[-1][0][:1] == b"{" and not fixed[-1][1].endswith(b"\n") \
-                and frame[:1] != b"{":
+        if (
+            fixed
+            and fixed[-1][0][:1] == b"{"
+            and not fixed[-1][1].endswith(b"\n")
+            and frame[:1] != b"{"
+        ):
             frame, sent = b"a" + frame, b"a" + sent
         fixed.append((frame, sent))
     return fixed
 
 
 class FrameBufferTests(unittest.TestCase):
-    @given(st.lists(text_units | json_units, max_size=12).map(unambiguous),
-           st.lists(st.integers(min_value=0, max_value=10_000), max_size=30))
+    @given(
+        st.lists(text_units | json_units, max_size=12).map(unambiguous),
+        st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+    )
     def test_any_chunking_yields_every_frame(self, units, cuts):
         """Objects end themselves (with or without LF, back to back); lines need their LF."""
         data = b"".join(sent for _, sent in units)
@@ -160,7 +184,7 @@ class FrameBufferTests(unittest.TestCase):
 
     def test_an_object_sent_a_byte_at_a_time(self):
         buffer, data = FrameBuffer(), b'{"a":"\\"}{","b":[{}]}'
-        got = [frame for i in range(len(data)) for frame in buffer.feed(data[i:i + 1])]
+        got = [frame for i in range(len(data)) for frame in buffer.feed(data[i : i + 1])]
         self.assertEqual(got, [data])
 
     def test_an_unfinished_object_past_the_limit_raises(self):
@@ -210,18 +234,27 @@ class RequestTests(unittest.TestCase):
         for profile in (profiles.NEA, profiles.RELAY):
             self.assertEqual(codec.decode_request(line[:-1], profile), request)
 
-    @given(addressed_requests(line_text).map(
-        lambda r: attrs.evolve(r, timeout=None) if isinstance(r, frames.Ask) else r))
+    @given(
+        addressed_requests(line_text).map(
+            lambda r: attrs.evolve(r, timeout=None) if isinstance(r, frames.Ask) else r
+        )
+    )
     def test_text_round_trip_of_addressed_verbs(self, request):
         """In text a body is the rest of the line (a string), and an ask has no timeout."""
         line = codec.encode_request(request, Encoding.TEXT)
         self.assertEqual(line.count(b"\n"), 1)
         self.assertEqual(codec.decode_request(line[:-1], profiles.NEA), request)
 
-    @given(st.sampled_from([b"reply ", b"ask "]),
-           st.lists(st.sampled_from([b" ", b"@", b"r1", b"lock-1", b"\xff", b"\xc3\xa9", b"\t",
-                                     b"a" * 65, b"x"]), max_size=6).map(b"".join),
-           st.sampled_from([profiles.NEA, profiles.RELAY, profiles.CHAT]))
+    @given(
+        st.sampled_from([b"reply ", b"ask "]),
+        st.lists(
+            st.sampled_from(
+                [b" ", b"@", b"r1", b"lock-1", b"\xff", b"\xc3\xa9", b"\t", b"a" * 65, b"x"]
+            ),
+            max_size=6,
+        ).map(b"".join),
+        st.sampled_from([profiles.NEA, profiles.RELAY, profiles.CHAT]),
+    )
     def test_the_addressed_fast_path_decodes_as_the_general_path(self, verb, rest, profile):
         line = verb + rest
         try:
@@ -236,14 +269,20 @@ class RequestTests(unittest.TestCase):
         self.assertEqual(codec.decode_request(b"register lock-1", nea), frames.Register("lock-1"))
         self.assertEqual(codec.decode_request(b"serve people", nea), frames.Serve("people"))
         self.assertEqual(codec.decode_request(b"unserve people", nea), frames.Unserve("people"))
-        self.assertEqual(codec.decode_request(b"reply r.1 a  b ", nea),
-                         frames.Reply("r.1", "a  b "))
-        self.assertEqual(codec.decode_request(b"ask 7 lock-1 status", nea),
-                         frames.Ask("7", "lock-1", None, "status"))
-        self.assertEqual(codec.decode_request(b"ask 7 @people who is there", nea),
-                         frames.Ask("7", None, "people", "who is there"))
-        self.assertEqual(codec.decode_request(b"ask 7 lock-1", nea),
-                         frames.Ask("7", "lock-1", None, ""))
+        self.assertEqual(
+            codec.decode_request(b"reply r.1 a  b ", nea), frames.Reply("r.1", "a  b ")
+        )
+        self.assertEqual(
+            codec.decode_request(b"ask 7 lock-1 status", nea),
+            frames.Ask("7", "lock-1", None, "status"),
+        )
+        self.assertEqual(
+            codec.decode_request(b"ask 7 @people who is there", nea),
+            frames.Ask("7", None, "people", "who is there"),
+        )
+        self.assertEqual(
+            codec.decode_request(b"ask 7 lock-1", nea), frames.Ask("7", "lock-1", None, "")
+        )
 
     def test_addressed_error_codes(self):
         self.assertIs(self._error(b"register"), errors.BAD_NAME)
@@ -254,16 +293,25 @@ class RequestTests(unittest.TestCase):
         self.assertIs(self._error(b"ask " + b"x" * 65 + b" n t"), errors.BAD_USAGE)
         self.assertIs(self._error(b'{"type":"reply","payload":"r1"}'), errors.BAD_PAYLOAD)
         self.assertIs(self._error(b'{"type":"reply","payload":{"body":1}}'), errors.BAD_PAYLOAD)
-        self.assertIs(self._error(b'{"type":"ask","payload":{"id":"1","to":"a","service":"b"}}'),
-                      errors.BAD_PAYLOAD)
-        self.assertIs(self._error(b'{"type":"ask","payload":{"id":"1","to":"a","timeout":0}}'),
-                      errors.BAD_PAYLOAD)
-        self.assertIs(self._error(b'{"type":"ask","payload":{"id":"1","to":"a","timeout":"5"}}'),
-                      errors.BAD_PAYLOAD)
-        self.assertIs(self._error(b'{"type":"reply","payload":{"id":"1","body":"\\udc00"}}'),
-                      errors.BAD_PAYLOAD)
-        self.assertIs(self._error(b'{"type":"reply","payload":{"id":"1","body":[Infinity]}}'),
-                      errors.BAD_JSON)
+        self.assertIs(
+            self._error(b'{"type":"ask","payload":{"id":"1","to":"a","service":"b"}}'),
+            errors.BAD_PAYLOAD,
+        )
+        self.assertIs(
+            self._error(b'{"type":"ask","payload":{"id":"1","to":"a","timeout":0}}'),
+            errors.BAD_PAYLOAD,
+        )
+        self.assertIs(
+            self._error(b'{"type":"ask","payload":{"id":"1","to":"a","timeout":"5"}}'),
+            errors.BAD_PAYLOAD,
+        )
+        self.assertIs(
+            self._error(b'{"type":"reply","payload":{"id":"1","body":"\\udc00"}}'),
+            errors.BAD_PAYLOAD,
+        )
+        self.assertIs(
+            self._error(b'{"type":"reply","payload":{"id":"1","body":[Infinity]}}'), errors.BAD_JSON
+        )
         self.assertIs(self._error(b"register x", profiles.RELAY), errors.NOT_IN_PROFILE)
 
     @given(line_text)
@@ -273,8 +321,25 @@ class RequestTests(unittest.TestCase):
             self.assertEqual(request.text, text)
         else:  # it was a verb, a JSON frame, or an error: never silently dropped
             self.assertTrue(
-                text.startswith(("message", "ok", "chat", "nick", "{", "exit", "quit", "register",
-                                 "serve", "unserve", "reply", "ask", "history", "since")), request
+                text.startswith(
+                    (
+                        "message",
+                        "ok",
+                        "chat",
+                        "nick",
+                        "{",
+                        "exit",
+                        "quit",
+                        "register",
+                        "serve",
+                        "unserve",
+                        "reply",
+                        "ask",
+                        "history",
+                        "since",
+                    )
+                ),
+                request,
             )
 
     def test_verbs(self):
@@ -315,8 +380,9 @@ class RequestTests(unittest.TestCase):
         self.assertIs(self._error(b"caf\xe9"), errors.BAD_UTF8)
         self.assertIs(self._error(b"hello", profiles.RELAY), errors.NOT_IN_PROFILE)
         self.assertIs(self._error(b"chat hi", profiles.RELAY), errors.NOT_IN_PROFILE)
-        self.assertIs(self._error(b'{"type":"reverse","payload":"x"}', profiles.CHAT),
-                      errors.NOT_IN_PROFILE)
+        self.assertIs(
+            self._error(b'{"type":"reverse","payload":"x"}', profiles.CHAT), errors.NOT_IN_PROFILE
+        )
 
     @given(st.binary(max_size=200))
     def test_any_bytes_decode_to_a_request(self, line):
@@ -325,9 +391,13 @@ class RequestTests(unittest.TestCase):
             request = codec.decode_request(line, profile)
             self.assertIn(type(request), profile.allowed)
 
-    @given(json_values, st.sampled_from(["type", "cmd", "payload", "x"]),
-           st.sampled_from(["message", "ok", "reverse", "chat", "nick", "status", "register",
-                            "reply", "ask"]))
+    @given(
+        json_values,
+        st.sampled_from(["type", "cmd", "payload", "x"]),
+        st.sampled_from(
+            ["message", "ok", "reverse", "chat", "nick", "status", "register", "reply", "ask"]
+        ),
+    )
     @settings(max_examples=300)
     def test_any_json_value_anywhere_decodes_to_a_request(self, value, key, kind):
         """Arbitrary JSON (deep, odd types, lone surrogates) as a frame's field never raises."""
@@ -378,35 +448,65 @@ pushes = st.one_of(
 addressed_pushes = st.one_of(
     st.builds(frames.RequestPush, ids, bodies, st.none() | names),
     st.builds(frames.ReplyPush, ids, bodies, nick),
-    st.builds(frames.ErrorReply, st.sampled_from([e.code for e in errors.ALL]), line_text,
-              st.none() | ids),
-    st.builds(frames.HistoryLine, st.integers(1, 2**63 - 1),
-              st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z"),
-              st.just("chat"), nick, line_text),
-    st.builds(frames.HistoryLine, st.integers(1, 2**63 - 1), st.just("2026-12-01T19:40:00.123Z"),
-              st.just("broadcast"), st.none(), line_text),
+    st.builds(
+        frames.ErrorReply, st.sampled_from([e.code for e in errors.ALL]), line_text, st.none() | ids
+    ),
+    st.builds(
+        frames.HistoryLine,
+        st.integers(1, 2**63 - 1),
+        st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z"),
+        st.just("chat"),
+        nick,
+        line_text,
+    ),
+    st.builds(
+        frames.HistoryLine,
+        st.integers(1, 2**63 - 1),
+        st.just("2026-12-01T19:40:00.123Z"),
+        st.just("broadcast"),
+        st.none(),
+        line_text,
+    ),
     st.builds(frames.HistoryEnd, st.integers(0, 2**63 - 1), st.booleans()),
-    st.builds(frames.Gap, st.just("2026-12-01T19:40:00.123Z"),
-              st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z"),
-              st.integers(0, 2**63 - 1)),
+    st.builds(
+        frames.Gap,
+        st.just("2026-12-01T19:40:00.123Z"),
+        st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z"),
+        st.integers(0, 2**63 - 1),
+    ),
 )
 
 #: Only JSON carries them whole (the text form of presence is for people).
 json_only = st.one_of(
     st.builds(frames.Presence, nick, st.sampled_from(["joined", "left"])),
-    st.builds(frames.ChatPush, nick, line_text, st.none() | st.integers(1, 2**63 - 1),
-              st.just("2026-12-01T19:40:00.123Z")),
+    st.builds(
+        frames.ChatPush,
+        nick,
+        line_text,
+        st.none() | st.integers(1, 2**63 - 1),
+        st.just("2026-12-01T19:40:00.123Z"),
+    ),
 )
 
 
 class HistoryFrameTests(unittest.TestCase):
     def test_the_gap_frame_in_text_and_json(self):
         gap = frames.Gap("2026-12-01T19:40:00.123Z", "2026-12-01T19:40:20.456Z", 41)
-        self.assertEqual(codec.encode_push(gap, Encoding.TEXT),
-                         b"gap 2026-12-01T19:40:00.123Z 2026-12-01T19:40:20.456Z 41\n")
-        self.assertEqual(json.loads(codec.encode_push(gap, Encoding.JSON)), {
-            "type": "gap", "payload": {"since": "2026-12-01T19:40:00.123Z",
-                                       "until": "2026-12-01T19:40:20.456Z", "last_id": 41}})
+        self.assertEqual(
+            codec.encode_push(gap, Encoding.TEXT),
+            b"gap 2026-12-01T19:40:00.123Z 2026-12-01T19:40:20.456Z 41\n",
+        )
+        self.assertEqual(
+            json.loads(codec.encode_push(gap, Encoding.JSON)),
+            {
+                "type": "gap",
+                "payload": {
+                    "since": "2026-12-01T19:40:00.123Z",
+                    "until": "2026-12-01T19:40:20.456Z",
+                    "last_id": 41,
+                },
+            },
+        )
         for encoding in Encoding:
             self.assertEqual(codec.decode_push(codec.encode_push(gap, encoding)[:-1]), gap)
 
@@ -420,14 +520,21 @@ class HistoryFrameTests(unittest.TestCase):
     def test_text_and_json_requests_agree(self, value, verb):
         text = codec.decode_request(f"{verb} {value}".encode(), profiles.NEA)
         json_form = codec.decode_request(
-            json.dumps({"type": verb, "payload": value}).encode(), profiles.NEA)
+            json.dumps({"type": verb, "payload": value}).encode(), profiles.NEA
+        )
         self.assertEqual(text, json_form)
         if verb == "history" and value > codec.MAX_REPLAY:
             self.assertEqual(text.error, errors.BAD_HISTORY)
 
     def test_bad_counts(self):
-        for line in (b"history", b"history -1", b"since x", b'{"type":"since","payload":true}',
-                     b'{"type":"history","payload":"5"}x', b'{"type":"since","payload":1.5}'):
+        for line in (
+            b"history",
+            b"history -1",
+            b"since x",
+            b'{"type":"since","payload":true}',
+            b'{"type":"history","payload":"5"}x',
+            b'{"type":"since","payload":1.5}',
+        ):
             request = codec.decode_request(line, profiles.NEA)
             self.assertIsInstance(request, frames.Invalid, line)
 
@@ -436,15 +543,19 @@ class HistoryFrameTests(unittest.TestCase):
         def room(push):
             return codec.encode_push(push, Encoding.TEXT, room=True)
 
-        self.assertEqual(room(frames.ChatPush(name, text)),
-                         f"{name}: {text}".encode("utf-8", "replace") + b"\n")
-        self.assertEqual(room(frames.BroadcastPush(text)),
-                         f"* {text}".encode("utf-8", "replace") + b"\n")
+        self.assertEqual(
+            room(frames.ChatPush(name, text)), f"{name}: {text}".encode("utf-8", "replace") + b"\n"
+        )
+        self.assertEqual(
+            room(frames.BroadcastPush(text)), f"* {text}".encode("utf-8", "replace") + b"\n"
+        )
         self.assertEqual(room(frames.NickReply(name)), f"* welcome {name}".encode() + b"\n")
         self.assertEqual(room(frames.Presence(name, "joined")), f"* {name} joined".encode() + b"\n")
         # the nea profile's forms are unchanged
-        self.assertEqual(codec.encode_push(frames.ChatPush(name, text), Encoding.TEXT),
-                         f"chat {name}: {text}".encode("utf-8", "replace") + b"\n")
+        self.assertEqual(
+            codec.encode_push(frames.ChatPush(name, text), Encoding.TEXT),
+            f"chat {name}: {text}".encode("utf-8", "replace") + b"\n",
+        )
 
     def test_the_chat_profile_reads_its_first_line_as_a_name(self):
         naming = profiles.CHAT.naming
@@ -453,10 +564,12 @@ class HistoryFrameTests(unittest.TestCase):
             self.assertEqual(codec.decode_request(bad, naming).error, errors.BAD_NICK, bad)
         self.assertEqual(codec.decode_request(b"exit", naming), frames.Exit())
         # after it, every text line is chat; history is asked in JSON
-        self.assertEqual(codec.decode_request(b"history 5", profiles.CHAT),
-                         frames.Chat("history 5"))
-        self.assertEqual(codec.decode_request(b'{"type":"since","payload":3}', profiles.CHAT),
-                         frames.Since(3))
+        self.assertEqual(
+            codec.decode_request(b"history 5", profiles.CHAT), frames.Chat("history 5")
+        )
+        self.assertEqual(
+            codec.decode_request(b'{"type":"since","payload":3}', profiles.CHAT), frames.Since(3)
+        )
 
 
 class PushTests(unittest.TestCase):
@@ -466,8 +579,12 @@ class PushTests(unittest.TestCase):
         self.assertEqual(line.count(b"\n"), 1)
         self.assertEqual(codec.decode_push(line[:-1]), push)
 
-    @given(st.one_of(st.builds(frames.RequestPush, ids, line_text),
-                     st.builds(frames.ReplyPush, ids, line_text)))
+    @given(
+        st.one_of(
+            st.builds(frames.RequestPush, ids, line_text),
+            st.builds(frames.ReplyPush, ids, line_text),
+        )
+    )
     def test_text_round_trip_of_requests_and_replies(self, push):
         """In text a body is the rest of the line; the service and instance stay in JSON."""
         line = codec.encode_push(push, Encoding.TEXT)
@@ -478,7 +595,7 @@ class PushTests(unittest.TestCase):
     def test_a_text_client_sees_a_body_as_one_line_of_json(self, body):
         line = codec.encode_push(frames.RequestPush("r1", body), Encoding.TEXT)
         self.assertEqual(line.count(b"\n"), 1)
-        rest = line[len(b"request r1 "):-1].decode("utf-8")
+        rest = line[len(b"request r1 ") : -1].decode("utf-8")
         if isinstance(body, str):
             self.assertEqual(rest, body.replace("\r", " ").replace("\n", " "))
         else:
@@ -508,8 +625,13 @@ class PushTests(unittest.TestCase):
         self.assertEqual(text(frames.ChatPush("ann", "hi")), b"chat ann: hi\n")
         self.assertEqual(text(frames.ErrorReply("bad_utf8", "oops")), b"error bad_utf8 oops\n")
 
-    @given(st.sampled_from([frames.RelayPush, frames.AckPush, frames.BroadcastPush,
-                            frames.ReverseReply]), st.text(), st.sampled_from(list(Encoding)))
+    @given(
+        st.sampled_from(
+            [frames.RelayPush, frames.AckPush, frames.BroadcastPush, frames.ReverseReply]
+        ),
+        st.text(),
+        st.sampled_from(list(Encoding)),
+    )
     def test_encoding_any_text_never_raises(self, kind, text, encoding):
         """Lone surrogates included: a push is always one line of valid UTF-8."""
         line = codec.encode_push(kind(text), encoding)
@@ -527,13 +649,16 @@ class DeclarationTests(unittest.TestCase):
     """Every frame declares how it travels, and profiles name requests by their kind."""
 
     def test_every_frame_is_declared(self):
-        self.assertEqual(set(forms.REQUESTS),
-                         set(typing.get_args(frames.Request)) - {frames.Invalid})
+        self.assertEqual(
+            set(forms.REQUESTS), set(typing.get_args(frames.Request)) - {frames.Invalid}
+        )
         self.assertEqual(set(forms.PUSHES), set(typing.get_args(frames.Push)))
 
     def test_a_profile_names_its_requests_by_kind(self):
-        self.assertEqual(profiles.RELAY.allowed, {frames.Relay, frames.Ack, frames.Exit,
-                                                  frames.Auth, frames.Invalid})
+        self.assertEqual(
+            profiles.RELAY.allowed,
+            {frames.Relay, frames.Ack, frames.Exit, frames.Auth, frames.Invalid},
+        )
         self.assertIs(profiles.CHAT.plain, frames.Chat)
 
     def test_a_profile_naming_an_undeclared_kind_is_refused(self):

@@ -47,8 +47,9 @@ class ConnectionTests(unittest.TestCase):
     def test_lf_and_crlf_lines(self):
         _, transport = connected(self.hub)
         _.dataReceived(b"abc\ndef\r\n")
-        self.assertEqual(replies(transport),
-                         [frames.ReverseReply("cba"), frames.ReverseReply("fed")])
+        self.assertEqual(
+            replies(transport), [frames.ReverseReply("cba"), frames.ReverseReply("fed")]
+        )
 
     @given(st.lists(st.integers(1, 40), max_size=10))
     @settings(max_examples=50)

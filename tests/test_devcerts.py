@@ -28,9 +28,7 @@ class DevCertsTests(unittest.TestCase):
         self.assertEqual(key.curve.name, "secp256r1")
         names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         self.assertIn("localhost", names.get_values_for_type(x509.DNSName))
-        self.assertIn(
-            ipaddress.ip_address("127.0.0.1"), names.get_values_for_type(x509.IPAddress)
-        )
+        self.assertIn(ipaddress.ip_address("127.0.0.1"), names.get_values_for_type(x509.IPAddress))
 
     def test_leaves_are_signed_by_the_ca(self):
         ca = self.load(devcerts.CA_CERT)

@@ -51,7 +51,10 @@ def make_run_commands(args: str) -> list[str]:
     """What ``make run ARGS=args`` would run, from ``make -n``."""
     result = subprocess.run(
         ["make", "-s", "-n", "-C", str(ROOT), "run", f"VENV={BIN.parent}", f"ARGS={args}"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return [line for line in result.stdout.splitlines() if line.strip()]
 
@@ -88,16 +91,24 @@ class DocsExamples(unittest.TestCase):
         self.cwd = Path(self.mktemp()).resolve()
         self.cwd.mkdir()
         self.tls, self.http = infra.free_port(), infra.free_port()
-        args = (f"--listen ssl:{self.tls}:privateKey=certs/server-key.pem:certKey=certs/server.pem"
-                f" --http tcp:{self.http}:interface=127.0.0.1")
+        args = (
+            f"--listen ssl:{self.tls}:privateKey=certs/server-key.pem:certKey=certs/server.pem"
+            f" --http tcp:{self.http}:interface=127.0.0.1"
+        )
         *prepare, run = make_run_commands(args)
         self.assertEqual(len(prepare), 2, prepare)  # certificates, admin token
         self.assertIn("nea.tls.devcerts certs", prepare[0])
         self.assertIn("nea.http.devtoken certs/admin-token", prepare[1])
         self.assertIn("--admin-token-file certs/admin-token", run)
         for command in prepare:
-            subprocess.run(["bash", "-c", command], cwd=self.cwd, env=daemon_env(), check=True,
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                ["bash", "-c", command],
+                cwd=self.cwd,
+                env=daemon_env(),
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
         self.assertEqual((self.cwd / "certs/admin-token").stat().st_mode & 0o777, 0o600)
         self.daemon = infra.Program(["bash", "-c", "exec " + run], daemon_env(), cwd=str(self.cwd))
         self.daemon.start()
@@ -116,7 +127,10 @@ class DocsExamples(unittest.TestCase):
     @defer.inlineCallbacks
     def sh(self, command: str) -> str:
         out, err, code = yield utils.getProcessOutputAndValue(
-            "bash", ["-c", self.substituted(command)], env=daemon_env(), path=str(self.cwd),
+            "bash",
+            ["-c", self.substituted(command)],
+            env=daemon_env(),
+            path=str(self.cwd),
             reactor=reactor,
         ).addTimeout(3 * WAIT, reactor)
         text = out.decode("utf-8", "replace")

@@ -168,7 +168,8 @@ class SigtermExit(unittest.TestCase):
         cwd.mkdir()
         program = infra.Program(
             command("--http", "none", "--listen", f"tcp:{port}:interface=127.0.0.1"),
-            daemon_env(), cwd=str(cwd),
+            daemon_env(),
+            cwd=str(cwd),
         )
         program.start()
         self.addCleanup(program.kill)

@@ -42,10 +42,14 @@ class TLSEndToEnd(unittest.TestCase):
     def setUp(self):
         self.service = yield start_server(
             self,
-            "--listen", tls_listen(),
-            "--listen", tls_listen("relay"),
-            "--listen", tls_listen("chat"),
-            "--date-interval", "0.2",
+            "--listen",
+            tls_listen(),
+            "--listen",
+            tls_listen("relay"),
+            "--listen",
+            tls_listen("chat"),
+            "--date-interval",
+            "0.2",
         )
         self.nea, self.relay, self.chat = self.service.ports
 
@@ -137,7 +141,10 @@ class Limits(unittest.TestCase):
         self.addCleanup(busy.stopListening)
         result = subprocess.run(
             daemon_command("--listen", f"tcp:{busy.getHost().port}:interface=127.0.0.1"),
-            env=daemon_env(), capture_output=True, timeout=60, text=True,
+            env=daemon_env(),
+            capture_output=True,
+            timeout=60,
+            text=True,
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("Address already in use", result.stdout + result.stderr)

@@ -75,8 +75,10 @@ class ChatRate(unittest.TestCase):
     def test_a_chatter_is_slowed_down_and_a_steady_reader_keeps_up(self):
         hub = hub_with()
         reader = Reader(hub, window=16 * 1024, every=0.25)  # 64 KB/s
-        talker, transport = chatter(hub, ConnectionLimits(2048, 1024 * 1024, max_rate=1000,
-                                                          chat_rate=10, chat_bytes_rate=8192))
+        talker, transport = chatter(
+            hub,
+            ConnectionLimits(2048, 1024 * 1024, max_rate=1000, chat_rate=10, chat_bytes_rate=8192),
+        )
         talker.dataReceived(b"".join(chat_line(n) for n in range(200)))  # 200 KB in one write
         self.assertEqual(transport.producerState, "paused")  # not read until the lines fit
         reader.read()
@@ -92,16 +94,18 @@ class ChatRate(unittest.TestCase):
         """What the rate prevents: the line rate alone lets the chatter through."""
         hub = hub_with()
         reader = Reader(hub, window=16 * 1024, every=0.25)
-        talker, _ = chatter(hub, ConnectionLimits(2048, 1024 * 1024, max_rate=1000,
-                                                  chat_rate=0, chat_bytes_rate=0))
+        talker, _ = chatter(
+            hub, ConnectionLimits(2048, 1024 * 1024, max_rate=1000, chat_rate=0, chat_bytes_rate=0)
+        )
         talker.dataReceived(b"".join(chat_line(n) for n in range(200)))
         self.assertTrue(reader.dropped)
         self.assertEqual(hub.snapshot().errors, {"slow_consumer": 1})
 
     def test_the_bytes_rate_holds_long_lines_back_and_any_line_fits_once(self):
         hub = hub_with()
-        talker, transport = chatter(hub, ConnectionLimits(8192, 1024 * 1024, max_rate=0,
-                                                          chat_rate=0, chat_bytes_rate=1000))
+        talker, transport = chatter(
+            hub, ConnectionLimits(8192, 1024 * 1024, max_rate=0, chat_rate=0, chat_bytes_rate=1000)
+        )
         big = b"chat " + b"y" * 8000 + b"\n"  # larger than two seconds' worth
         talker.dataReceived(big + big)
         pushes = [codec.decode_push(line) for line in transport.value().splitlines()]
@@ -114,8 +118,9 @@ class ChatRate(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_on_websocket_too(self):
-        service = yield start_server(self, "--listen", ws_listen(), "--chat-rate", "25",
-                                     "--chat-bytes-rate", "0")
+        service = yield start_server(
+            self, "--listen", ws_listen(), "--chat-rate", "25", "--chat-bytes-rate", "0"
+        )
         ws = yield ws_connect(self, service.ports[0])
         count = 100  # 50 past the burst: at 25 a second, said over 2 s
         for i in range(count):
@@ -137,17 +142,25 @@ class StorePushesBack(unittest.TestCase):
         self.store = GatedStore()
         clock = Clock()
         self.writer = StoreWriter(self.store, clock)
-        self.hub = Hub(clock, LocalBus("unit"), HubConfig(), random.Random(0),
-                       history=StoreHistory(self.store, self.writer, clock))
+        self.hub = Hub(
+            clock,
+            LocalBus("unit"),
+            HubConfig(),
+            random.Random(0),
+            history=StoreHistory(self.store, self.writer, clock),
+        )
         # Readers with the default bound (1 MiB): a store that gave way would flush more.
         self.readers = [Reader(self.hub, window=1024 * 1024, every=0.1) for _ in range(5)]
-        self.talker, self.transport = chatter(self.hub, ConnectionLimits(
-            2048, 1024 * 1024, max_rate=0, chat_rate=0, chat_bytes_rate=0))
+        self.talker, self.transport = chatter(
+            self.hub,
+            ConnectionLimits(2048, 1024 * 1024, max_rate=0, chat_rate=0, chat_bytes_rate=0),
+        )
 
     def test_chatters_wait_for_the_store_and_every_line_is_stored(self):
         self.store.hold = True
-        self.talker.dataReceived(b"".join(chat_line(n)[:-1] + b"x" * 100 + b"\n"
-                                          for n in range(3000)))
+        self.talker.dataReceived(
+            b"".join(chat_line(n)[:-1] + b"x" * 100 + b"\n" for n in range(3000))
+        )
         status = self.writer.status
         self.assertTrue(status.pushing_back)
         self.assertEqual(status.state, "ok")
@@ -191,4 +204,5 @@ class StorePushesBack(unittest.TestCase):
     @staticmethod
     def store_line(n: int):
         from nea.store.lines import Kind, Line
+
         return Line.at(0.0, Kind.BROADCAST, None, f"queued {n}")

@@ -86,9 +86,17 @@ class HalfClose(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--max-clients", str(CLIENTS + 10),
-            "--listen", tcp_listen(), "--listen", tls_listen(),
-            "--listen", tcp_listen("relay"), "--listen", tls_listen("relay"),
+            self,
+            "--max-clients",
+            str(CLIENTS + 10),
+            "--listen",
+            tcp_listen(),
+            "--listen",
+            tls_listen(),
+            "--listen",
+            tcp_listen("relay"),
+            "--listen",
+            tls_listen("relay"),
         )
         self.nea_tcp, self.nea_tls, self.relay_tcp, self.relay_tls = self.service.ports
 

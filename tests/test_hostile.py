@@ -54,8 +54,12 @@ class TLSLayerTests(unittest.TestCase):
         d = certs()
         context = server_context(TLSFiles(d / "server-key.pem", d / "server.pem"))
         self.factory = TLSServerFactory(
-            protocol.Factory.forProtocol(protocol.Protocol), lambda: context, self.clock,
-            Admission(keepalive=0), self.gate, handshake_timeout=10,
+            protocol.Factory.forProtocol(protocol.Protocol),
+            lambda: context,
+            self.clock,
+            Admission(keepalive=0),
+            self.gate,
+            handshake_timeout=10,
         )
 
     def accept(self):
@@ -111,7 +115,6 @@ class TLSLayerTests(unittest.TestCase):
         for tls, _ in holders:
             tls.connectionLost()
         self.assertEqual(self.gate.stats.in_progress, 0)
-
 
     def test_the_phases_of_a_handshake_that_waits_its_turn(self):
         holders = [self.accept() for _ in range(2)]
@@ -196,7 +199,7 @@ class ConnectionLimitTests(unittest.TestCase):
         lines = [b"line%03d" % i for i in range(100)]
         data = b"".join(line + b"\n" for line in lines)
         for start in range(0, len(data), 97):  # reads cut mid-line, most while held
-            connection.dataReceived(data[start:start + 97])
+            connection.dataReceived(data[start : start + 97])
             clock.advance(0.05)
         for _ in range(200):
             if transport.producerState == "producing":
@@ -385,9 +388,7 @@ class SocketDefences(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_an_unfinished_handshake_is_closed_by_the_server(self):
-        service = yield start_server(
-            self, "--listen", tls_listen(), "--handshake-timeout", "0.5"
-        )
+        service = yield start_server(self, "--listen", tls_listen(), "--handshake-timeout", "0.5")
         [s] = yield silent_sockets(self, service.ports[0], 1)
         yield s.closed.addTimeout(WAIT, reactor)
         self.assertEqual(service.hub.snapshot().handshakes["timed_out"], 1)
@@ -435,8 +436,9 @@ class SocketDefences(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_idle_tls_squatters_are_pinged_and_closed_an_active_client_stays(self):
-        service = yield start_server(self, "--listen", tls_listen(), "--ping-interval", "0.2",
-                                     "--date-interval", "1000")
+        service = yield start_server(
+            self, "--listen", tls_listen(), "--ping-interval", "0.2", "--date-interval", "1000"
+        )
         squatter = yield connect(self, service.ports[0])
         active = yield connect(self, service.ports[0])
         for i in range(40):  # about 2 s: 10 intervals; the squatter goes after 3 to 4

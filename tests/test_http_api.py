@@ -39,16 +39,24 @@ RELAY_TIMEOUT = 6 * WAIT
 
 
 @defer.inlineCallbacks
-def fetch(port: int, path: str, method: bytes = b"GET", body: bytes | None = None,
-          token: str | None = None, headers: dict[bytes, bytes] | None = None):
+def fetch(
+    port: int,
+    path: str,
+    method: bytes = b"GET",
+    body: bytes | None = None,
+    token: str | None = None,
+    headers: dict[bytes, bytes] | None = None,
+):
     """One HTTP request to the API on ``port``: (status code, headers, body bytes)."""
     sent = Headers({name: [value] for name, value in (headers or {}).items()})
     if token is not None:
         sent.setRawHeaders(b"Authorization", [f"Bearer {token}".encode()])
     producer = None if body is None else FileBodyProducer(BytesIO(body))
-    response = yield Agent(reactor).request(
-        method, f"http://127.0.0.1:{port}{path}".encode(), sent, producer
-    ).addTimeout(WAIT, reactor)
+    response = (
+        yield Agent(reactor)
+        .request(method, f"http://127.0.0.1:{port}{path}".encode(), sent, producer)
+        .addTimeout(WAIT, reactor)
+    )
     data = yield readBody(response).addTimeout(WAIT, reactor)
     return response.code, response.headers, data
 
@@ -62,8 +70,9 @@ def fetch_json(port: int, path: str, **kwargs):
 
 
 def post_text(port: int, path: str, text: str, token: str | None = TOKEN):
-    return fetch_json(port, path, method=b"POST", body=json.dumps({"text": text}).encode(),
-                      token=token)
+    return fetch_json(
+        port, path, method=b"POST", body=json.dumps({"text": text}).encode(), token=token
+    )
 
 
 @defer.inlineCallbacks
@@ -100,8 +109,14 @@ class ServerCase(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--admin-token", TOKEN,
-            "--relay-timeout", str(self.relay_timeout), *self.server_args,
+            self,
+            "--listen",
+            tcp_listen(),
+            "--admin-token",
+            TOKEN,
+            "--relay-timeout",
+            str(self.relay_timeout),
+            *self.server_args,
         )
         self.hub = self.service.hub
         self.http = self.service.http_port
@@ -236,14 +251,36 @@ class ReadEndpoints(ServerCase):
         self.assertTrue(spec["openapi"].startswith("3."))
         self.assertEqual(
             set(spec["paths"]),
-            {"/", "/chat", "/status", "/healthz", "/metrics", "/connections", "/broadcast",
-             "/relay", "/openapi.json", "/docs", "/clients", "/clients/{name}", "/services",
-             "/clients/{name}/requests", "/services/{service}/requests", "/chat/history"},
+            {
+                "/",
+                "/chat",
+                "/status",
+                "/healthz",
+                "/metrics",
+                "/connections",
+                "/broadcast",
+                "/relay",
+                "/openapi.json",
+                "/docs",
+                "/clients",
+                "/clients/{name}",
+                "/services",
+                "/clients/{name}/requests",
+                "/services/{service}/requests",
+                "/chat/history",
+            },
         )
-        for path, method in (("/broadcast", "post"), ("/relay", "post"), ("/connections", "get"),
-                             ("/clients", "get"), ("/clients/{name}", "get"), ("/services", "get"),
-                             ("/clients/{name}/requests", "post"),
-                             ("/services/{service}/requests", "post"), ("/chat/history", "get")):
+        for path, method in (
+            ("/broadcast", "post"),
+            ("/relay", "post"),
+            ("/connections", "get"),
+            ("/clients", "get"),
+            ("/clients/{name}", "get"),
+            ("/services", "get"),
+            ("/clients/{name}/requests", "post"),
+            ("/services/{service}/requests", "post"),
+            ("/chat/history", "get"),
+        ):
             operation = spec["paths"][path][method]
             # The endpoints that send to clients take a client token with a permission too.
             clients = [{"clientToken": []}] if method == "post" else []
@@ -264,8 +301,11 @@ class ReadEndpoints(ServerCase):
         code, _, initializer = yield fetch(self.http, "/docs/nea-initializer.js")
         self.assertEqual(code, 200)
         self.assertIn(b'url: "/openapi.json"', initializer)
-        for asset in (b"/docs/swagger-ui.css", b"/docs/swagger-ui-bundle.js",
-                      b"/docs/swagger-ui-standalone-preset.js"):
+        for asset in (
+            b"/docs/swagger-ui.css",
+            b"/docs/swagger-ui-bundle.js",
+            b"/docs/swagger-ui-standalone-preset.js",
+        ):
             self.assertIn(asset, page)
             code, _, data = yield fetch(self.http, asset.decode())
             self.assertEqual(code, 200, asset)
@@ -297,9 +337,13 @@ class MetricsEndpoint(ServerCase):
         client.send("{broken")
         client.send("reverse me")
         client.send("message round trip")
-        yield settle(lambda: self.hub.snapshot().relays.acked == 1
-                     and self.hub.snapshot().requests["Reverse"] == 1
-                     and self.hub.snapshot().dates.ticks >= 1)
+        yield settle(
+            lambda: (
+                self.hub.snapshot().relays.acked == 1
+                and self.hub.snapshot().requests["Reverse"] == 1
+                and self.hub.snapshot().dates.ticks >= 1
+            )
+        )
         after = yield metrics(self.http)
         self.assertEqual(after['nea_connections{profile="nea"}'], 1)
         self.assertEqual(after['nea_requests_total{kind="Reverse"}'], 1)
@@ -309,10 +353,11 @@ class MetricsEndpoint(ServerCase):
         self.assertEqual(after['nea_tls_handshakes_ended_total{outcome="timed_out"}'], 0)
         self.assertEqual(after['nea_tls_handshakes{state="unfinished"}'], 0)
         self.assertEqual(after['nea_relay_events_total{event="acked"}'], 1)
-        self.assertEqual(after['nea_relay_roundtrip_seconds_count{}'], 1)
+        self.assertEqual(after["nea_relay_roundtrip_seconds_count{}"], 1)
         self.assertGreaterEqual(after["nea_date_ticks_total{}"], 1)
-        self.assertGreater(after["nea_received_bytes_total{}"],
-                           before["nea_received_bytes_total{}"])
+        self.assertGreater(
+            after["nea_received_bytes_total{}"], before["nea_received_bytes_total{}"]
+        )
         self.assertGreater(after["nea_sent_bytes_total{}"], before["nea_sent_bytes_total{}"])
         self.assertEqual(
             after['nea_http_request_duration_seconds_count{endpoint="metrics",status="200"}'], 1
@@ -392,8 +437,13 @@ class Auth(ServerCase):
             for token in (None, "wrong", TOKEN + "x", ""):
                 code, body = yield post_text(self.http, path, "hi", token=token)
                 self.assertEqual((code, body["error"]), (401, "unauthorized"), (path, token))
-            code, headers, _ = yield fetch(self.http, path, method=b"POST", body=b"{}",
-                                           headers={b"Authorization": b"Basic eDp5"})
+            code, headers, _ = yield fetch(
+                self.http,
+                path,
+                method=b"POST",
+                body=b"{}",
+                headers={b"Authorization": b"Basic eDp5"},
+            )
             self.assertEqual(code, 401)
             self.assertEqual(headers.getRawHeaders(b"WWW-Authenticate"), [b'Bearer realm="nea"'])
         self.assertEqual(self.hub.snapshot().chat.broadcasts, 0)
@@ -448,8 +498,9 @@ class BadBodies(ServerCase):
         }
         for path in ("/broadcast", "/relay"):
             for body, error in cases.items():
-                code, answer = yield fetch_json(self.http, path, method=b"POST", body=body,
-                                                token=TOKEN)
+                code, answer = yield fetch_json(
+                    self.http, path, method=b"POST", body=body, token=TOKEN
+                )
                 self.assertEqual((code, answer["error"]), (400, error), (path, body))
                 self.assertTrue(answer["message"])
         snapshot = self.hub.snapshot()
@@ -457,8 +508,9 @@ class BadBodies(ServerCase):
 
     @defer.inlineCallbacks
     def test_huge_body_is_413(self):
-        code, answer = yield fetch_json(self.http, "/broadcast", method=b"POST",
-                                        body=b" " * 200_000, token=TOKEN)
+        code, answer = yield fetch_json(
+            self.http, "/broadcast", method=b"POST", body=b" " * 200_000, token=TOKEN
+        )
         self.assertEqual((code, answer["error"]), (413, "body_too_large"))
 
 
@@ -541,16 +593,20 @@ class OptionsParsing(unittest.TestCase):
     def test_token_file_errors(self):
         empty = self.mktemp()
         open(empty, "w").close()
-        for args in (["--admin-token-file", empty], ["--admin-token-file", empty + "-missing"],
-                     ["--admin-token", "a", "--admin-token-file", empty],
-                     ["--relay-timeout", "0"]):
+        for args in (
+            ["--admin-token-file", empty],
+            ["--admin-token-file", empty + "-missing"],
+            ["--admin-token", "a", "--admin-token-file", empty],
+            ["--relay-timeout", "0"],
+        ):
             self.assertRaises(UsageError, parse_options, *args)
 
     def test_a_busy_http_port_fails_loudly(self):
         busy = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         self.addCleanup(busy.stopListening)
-        config = parse_options("--listen", tcp_listen(), "--http",
-                            f"tcp:{busy.getHost().port}:interface=127.0.0.1")
+        config = parse_options(
+            "--listen", tcp_listen(), "--http", f"tcp:{busy.getHost().port}:interface=127.0.0.1"
+        )
         service = makeService(config, reactor)
         self.addCleanup(service.stopService)
         error = self.assertRaises(StartupError, service.startService)

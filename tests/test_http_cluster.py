@@ -15,17 +15,31 @@ class ClusterOverHTTP(unittest.TestCase):
         self.redis = yield infra.redis_server(self)
         self.a = yield self.instance("a")
         self.b = yield self.instance("b")
-        yield settle(lambda: all(
-            len(s.hub.snapshot().cluster.members) == 2
-            and s.hub.snapshot().cluster.state == "connected"
-            for s in (self.a, self.b)
-        ))
+        yield settle(
+            lambda: all(
+                len(s.hub.snapshot().cluster.members) == 2
+                and s.hub.snapshot().cluster.state == "connected"
+                for s in (self.a, self.b)
+            )
+        )
 
     def instance(self, name: str):
         return start_server(
-            self, "--instance-id", name, "--listen", tcp_listen(), "--redis", self.redis.url,
-            "--cluster-name", "httpapi", "--heartbeat", "0.5", "--admin-token", TOKEN,
-            "--relay-timeout", "5",
+            self,
+            "--instance-id",
+            name,
+            "--listen",
+            tcp_listen(),
+            "--redis",
+            self.redis.url,
+            "--cluster-name",
+            "httpapi",
+            "--heartbeat",
+            "0.5",
+            "--admin-token",
+            TOKEN,
+            "--relay-timeout",
+            "5",
         )
 
     @defer.inlineCallbacks

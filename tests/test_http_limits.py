@@ -66,7 +66,7 @@ def parse_response(data: bytes):
     for _ in range(100):
         size, _, rest = rest.partition(b"\r\n")
         size = int(size, 16)
-        body, rest = body + rest[:size], rest[size + 2:]
+        body, rest = body + rest[:size], rest[size + 2 :]
         if size == 0:
             break
     assert rest == b"", rest
@@ -83,8 +83,9 @@ def head(method: str, path: str, *headers: str, token: str | None = None) -> byt
 @defer.inlineCallbacks
 def raw_client(testcase, port: int, source: str | None = None):
     """A raw HTTP client; ``source``: the loopback address it connects from."""
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT,
-                                  bindAddress=(source, 0) if source else None)
+    endpoint = TCP4ClientEndpoint(
+        reactor, "127.0.0.1", port, timeout=WAIT, bindAddress=(source, 0) if source else None
+    )
     client = yield endpoint.connect(Factory.forProtocol(RawClient)).addTimeout(WAIT, reactor)
 
     def close():
@@ -107,8 +108,9 @@ class ServerCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.service = yield start_server(self, "--listen", tcp_listen(), "--admin-token", TOKEN,
-                                          *self.server_args)
+        self.service = yield start_server(
+            self, "--listen", tcp_listen(), "--admin-token", TOKEN, *self.server_args
+        )
         self.hub = self.service.hub
         self.site = self.service.http.site
 
@@ -122,8 +124,15 @@ class TokenBeforeBody(ServerCase):
         for path in ("/broadcast", "/relay"):
             for token in (None, "wrong"):
                 client = yield self.client()
-                client.transport.write(head("POST", path, f"Content-Length: {HUGE}",
-                                            "Content-Type: application/json", token=token))
+                client.transport.write(
+                    head(
+                        "POST",
+                        path,
+                        f"Content-Length: {HUGE}",
+                        "Content-Type: application/json",
+                        token=token,
+                    )
+                )
                 # Nothing of the body is ever sent: the answer cannot have waited for it.
                 status, headers, body = yield client.answer()
                 self.assertEqual((status, body["error"]), (401, "unauthorized"), (path, token))
@@ -136,8 +145,9 @@ class TokenBeforeBody(ServerCase):
     @defer.inlineCallbacks
     def test_no_100_continue_without_the_token(self):
         client = yield self.client()
-        client.transport.write(head("POST", "/broadcast", f"Content-Length: {HUGE}",
-                                    "Expect: 100-continue"))
+        client.transport.write(
+            head("POST", "/broadcast", f"Content-Length: {HUGE}", "Expect: 100-continue")
+        )
         status, headers, body = yield client.answer()
         self.assertEqual(status, 401)
         self.assertNotIn(b"100 Continue", client.received)
@@ -153,9 +163,16 @@ class TokenBeforeBody(ServerCase):
     def test_with_the_token_100_continue_then_the_body_is_read(self):
         client = yield self.client()
         body = json.dumps({"text": "after continue"}).encode()
-        client.transport.write(head("POST", "/broadcast", f"Content-Length: {len(body)}",
-                                    "Content-Type: application/json", "Expect: 100-continue",
-                                    token=TOKEN))
+        client.transport.write(
+            head(
+                "POST",
+                "/broadcast",
+                f"Content-Length: {len(body)}",
+                "Content-Type: application/json",
+                "Expect: 100-continue",
+                token=TOKEN,
+            )
+        )
         yield client.until(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.assertNotIn(b"200", client.received)  # nothing but the 100 before the body
         client.transport.write(body)
@@ -178,8 +195,15 @@ class BodyLimit(ServerCase):
     @defer.inlineCallbacks
     def test_a_larger_content_length_is_413_at_once(self):
         client = yield self.client()
-        client.transport.write(head("POST", "/broadcast", f"Content-Length: {MAX_BODY + 1}",
-                                    "Expect: 100-continue", token=TOKEN))
+        client.transport.write(
+            head(
+                "POST",
+                "/broadcast",
+                f"Content-Length: {MAX_BODY + 1}",
+                "Expect: 100-continue",
+                token=TOKEN,
+            )
+        )
         status, _, body = yield client.answer()
         self.assertEqual((status, body["error"]), (413, "body_too_large"))
         self.assertNotIn(b"100 Continue", client.received)
@@ -188,8 +212,9 @@ class BodyLimit(ServerCase):
     @defer.inlineCallbacks
     def test_a_chunked_body_that_outgrows_the_limit_is_413_mid_way(self):
         client = yield self.client()
-        client.transport.write(head("POST", "/broadcast", "Transfer-Encoding: chunked",
-                                    token=TOKEN))
+        client.transport.write(
+            head("POST", "/broadcast", "Transfer-Encoding: chunked", token=TOKEN)
+        )
         chunk = b" " * 600
         # Two chunks and no end: the answer comes while the body is still arriving.
         client.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2)
@@ -202,10 +227,11 @@ class BodyLimit(ServerCase):
     def test_the_end_of_an_outgrown_body_in_the_same_read_is_no_second_request(self):
         client = yield self.client()
         chunk = b" " * (MAX_BODY + 1)
-        client.transport.write(head("POST", "/broadcast", "Transfer-Encoding: chunked",
-                                    token=TOKEN)
-                               + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
-                               + head("POST", "/broadcast", "Content-Length: 0", token=TOKEN))
+        client.transport.write(
+            head("POST", "/broadcast", "Transfer-Encoding: chunked", token=TOKEN)
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+            + head("POST", "/broadcast", "Content-Length: 0", token=TOKEN)
+        )
         data = yield client.closed.addTimeout(WAIT, reactor)
         self.assertEqual(data.count(b"HTTP/1.1"), 1)
         self.assertEqual(parse_response(data)[0], 413)
@@ -215,11 +241,11 @@ class BodyLimit(ServerCase):
     def test_a_chunked_body_within_the_limit_is_served(self):
         client = yield self.client()
         body = json.dumps({"text": "in chunks"}).encode()
-        client.transport.write(head("POST", "/broadcast", "Transfer-Encoding: chunked",
-                                    token=TOKEN)
-                               + b"".join(b"%x\r\n%s\r\n" % (len(part), part)
-                                          for part in (body[:5], body[5:]))
-                               + b"0\r\n\r\n")
+        client.transport.write(
+            head("POST", "/broadcast", "Transfer-Encoding: chunked", token=TOKEN)
+            + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:5], body[5:]))
+            + b"0\r\n\r\n"
+        )
         received = yield client.until(b'"reached"')
         self.assertIn(b"HTTP/1.1 200 OK", received)
 
@@ -289,8 +315,12 @@ class ConnectionLimit(ServerCase):
             client = yield self.client()
             client.transport.write(b"GET /healthz HTTP/1.1\r\n")  # begun, never finished
             busy.append(client)
-        yield settle(lambda: self.site.connections == 3
-                     and not any(self.site.is_idle(c) for c in self.site.channels))
+        yield settle(
+            lambda: (
+                self.site.connections == 3
+                and not any(self.site.is_idle(c) for c in self.site.channels)
+            )
+        )
         for _ in range(2):
             extra = yield self.client()
             extra.transport.write(head("GET", "/healthz"))
@@ -334,8 +364,12 @@ class PerAddressLimit(ServerCase):
         for _ in range(2):
             busy = yield raw_client(self, self.service.http_port, "127.0.0.2")
             busy.transport.write(b"GET /healthz HTTP/1.1\r\n")  # begun, never finished
-        yield settle(lambda: self.site.connections == 2
-                     and not any(self.site.is_idle(c) for c in self.site.channels))
+        yield settle(
+            lambda: (
+                self.site.connections == 2
+                and not any(self.site.is_idle(c) for c in self.site.channels)
+            )
+        )
         extra = yield raw_client(self, self.service.http_port, "127.0.0.2")
         self.assertEqual((yield extra.closed.addTimeout(WAIT, reactor)), b"")
         self.assertEqual(refused(self.site, "too_many_from_address"), 1)
@@ -347,8 +381,10 @@ class AllowedHosts(ServerCase):
     @defer.inlineCallbacks
     def test_a_request_for_another_host_is_421_from_its_headers(self):
         client = yield self.client()
-        client.transport.write(b"GET /status HTTP/1.1\r\nHost: attacker.example:3000\r\n"
-                               b"Origin: http://attacker.example:3000\r\n\r\n")
+        client.transport.write(
+            b"GET /status HTTP/1.1\r\nHost: attacker.example:3000\r\n"
+            b"Origin: http://attacker.example:3000\r\n\r\n"
+        )
         status, _, body = yield client.answer()
         self.assertEqual((status, body["error"]), (421, "host_not_allowed"))
         self.assertEqual(refused(self.site, "host_not_allowed"), 1)
@@ -360,7 +396,8 @@ class AllowedHosts(ServerCase):
             b"GET /ws HTTP/1.1\r\nHost: attacker.example:3000\r\n"
             b"Origin: http://attacker.example:3000\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n")
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
         status, _, body = yield client.answer()
         self.assertEqual((status, body["error"]), (421, "host_not_allowed"))
         self.assertEqual(len(self.hub.registry), 0)
@@ -369,8 +406,9 @@ class AllowedHosts(ServerCase):
     def test_its_own_names_are_served(self):
         for host in (b"127.0.0.1:%d" % self.service.http_port, b"localhost", b"[::1]:1"):
             client = yield self.client()
-            client.transport.write(b"GET /healthz HTTP/1.1\r\nHost: " + host +
-                                   b"\r\nConnection: close\r\n\r\n")
+            client.transport.write(
+                b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+            )
             status, _, _ = yield client.answer()
             self.assertEqual(status, 200, host)
 
@@ -385,8 +423,14 @@ class RequestDeadline(unittest.TestCase):
     def setUp(self):
         server = yield start_server(self, "--listen", tcp_listen(), "--admin-token", TOKEN)
         self.clock = Clock()
-        config = parse_options("--admin-token", TOKEN, "--http-request-timeout", str(self.TIMEOUT),
-                               "--http-idle-timeout", str(self.IDLE))
+        config = parse_options(
+            "--admin-token",
+            TOKEN,
+            "--http-request-timeout",
+            str(self.TIMEOUT),
+            "--http-idle-timeout",
+            str(self.IDLE),
+        )
         self.site = api_site(self.clock, Settings.from_options(config).http, server.hub, [])
         port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -457,10 +501,20 @@ class RequestDeadline(unittest.TestCase):
 class LimitOptions(unittest.TestCase):
     def test_defaults_and_bad_values(self):
         config = parse_options()
-        self.assertEqual((config["http-max-body"], config["http-request-timeout"],
-                          config["http-max-connections"], config["http-idle-timeout"]),
-                         (1024 * 1024, 10.0, 256, 5.0))
-        for name in ("http-max-body", "http-request-timeout", "http-max-connections",
-                     "http-idle-timeout"):
+        self.assertEqual(
+            (
+                config["http-max-body"],
+                config["http-request-timeout"],
+                config["http-max-connections"],
+                config["http-idle-timeout"],
+            ),
+            (1024 * 1024, 10.0, 256, 5.0),
+        )
+        for name in (
+            "http-max-body",
+            "http-request-timeout",
+            "http-max-connections",
+            "http-idle-timeout",
+        ):
             self.assertIn(f"--{name}", str(config))
             self.assertRaises(UsageError, parse_options, f"--{name}", "0")

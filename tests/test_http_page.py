@@ -38,8 +38,9 @@ class PagesInChromium(unittest.TestCase):
         def read():
             return evaluate(READ_PAGE)
 
-        shown = yield poll(read, lambda v: v and v["fields"].get("instance") == "test",
-                           "first figures")
+        shown = yield poll(
+            read, lambda v: v and v["fields"].get("instance") == "test", "first figures"
+        )
         _, status = yield fetch_json(service.http_port, "/status")
         self.assert_shows(shown, status)
         self.assertEqual(shown["fields"]["connections"], "0")
@@ -63,11 +64,12 @@ class PagesInChromium(unittest.TestCase):
         evaluate = page.evaluate
         _, spec = yield fetch_json(service.http_port, "/openapi.json")
         operations = sum(len(methods) for methods in spec["paths"].values())
-        yield poll(lambda: evaluate("document.querySelectorAll('.opblock').length"),
-                   lambda count: count == operations, f"{operations} operations in Swagger UI")
-        fetched = yield evaluate(
-            "performance.getEntriesByType('resource').map(e => e.name)"
+        yield poll(
+            lambda: evaluate("document.querySelectorAll('.opblock').length"),
+            lambda count: count == operations,
+            f"{operations} operations in Swagger UI",
         )
+        fetched = yield evaluate("performance.getEntriesByType('resource').map(e => e.name)")
         self.assertIn(f"{origin}/openapi.json", fetched)
         self.assertEqual([url for url in fetched if not url.startswith(origin + "/")], [])
 

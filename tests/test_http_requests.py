@@ -17,7 +17,13 @@ class RequestEndpoints(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--admin-token", TOKEN, "--max-line", "1024",
+            self,
+            "--listen",
+            tcp_listen(),
+            "--admin-token",
+            TOKEN,
+            "--max-line",
+            "1024",
         )
         self.http = self.service.http_port
 
@@ -26,8 +32,13 @@ class RequestEndpoints(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_every_endpoint_needs_the_token(self):
-        for method, path in ((b"GET", "/clients"), (b"GET", "/clients/x"), (b"GET", "/services"),
-                             (b"POST", "/clients/x/requests"), (b"POST", "/services/x/requests")):
+        for method, path in (
+            (b"GET", "/clients"),
+            (b"GET", "/clients/x"),
+            (b"GET", "/services"),
+            (b"POST", "/clients/x/requests"),
+            (b"POST", "/services/x/requests"),
+        ):
             code, body = yield fetch_json(self.http, path, method=method)
             self.assertEqual((code, body["error"]), (401, "unauthorized"), path)
 
@@ -47,14 +58,21 @@ class RequestEndpoints(unittest.TestCase):
         self.assertEqual((code, answer["reply"], answer["instance"]), (200, reply, "test"))
         self.assertGreaterEqual(answer["seconds"], 0)
         code, listed = yield get(self.http, "/clients")
-        self.assertEqual(listed, {"count": 1, "clients": [{"name": "lock1", "instance": "test",
-                                                           "identity": None,
-                                                           "auth": "anonymous"}]})
+        self.assertEqual(
+            listed,
+            {
+                "count": 1,
+                "clients": [
+                    {"name": "lock1", "instance": "test", "identity": None, "auth": "anonymous"}
+                ],
+            },
+        )
         code, listed = yield get(self.http, "/clients?limit=0")
         self.assertEqual((code, listed["error"]), (400, "bad_limit"))
         code, services = yield get(self.http, "/services")
-        self.assertEqual(services, {"services": [
-            {"service": "locks", "members": 1, "instances": {"test": 1}}]})
+        self.assertEqual(
+            services, {"services": [{"service": "locks", "members": 1, "instances": {"test": 1}}]}
+        )
         answering(device, lambda body: "from the service")
         code, answer = yield post(self.http, "/services/locks/requests", "hi")
         self.assertEqual((code, answer["reply"]), (200, "from the service"))
@@ -78,19 +96,24 @@ class RequestEndpoints(unittest.TestCase):
         self.assertEqual((code, body["error"]), (400, "bad_name"))
         code, body = yield get(self.http, "/clients/x/requests")
         self.assertEqual((code, body["error"]), (405, "method_not_allowed"))
-        for sent, error in ((b'{"timeout": 1}', "bad_body"), (b'{"body": 1, "x": 2}', "bad_body"),
-                            (b'{"body": 1, "timeout": 0}', "bad_timeout"),
-                            (b'{"body": 1, "timeout": "5"}', "bad_timeout"),
-                            (b'{"body": [NaN]}', "bad_body"),
-                            (b'{"body": "\\ud800"}', "bad_body"),
-                            (b'{"body": ' + b"[" * 40 + b"]" * 40 + b"}", "bad_body"),
-                            (b"[1]", "bad_json")):
-            code, body = yield fetch_json(self.http, "/services/s/requests", method=b"POST",
-                                          token=TOKEN, body=sent)
+        for sent, error in (
+            (b'{"timeout": 1}', "bad_body"),
+            (b'{"body": 1, "x": 2}', "bad_body"),
+            (b'{"body": 1, "timeout": 0}', "bad_timeout"),
+            (b'{"body": 1, "timeout": "5"}', "bad_timeout"),
+            (b'{"body": [NaN]}', "bad_body"),
+            (b'{"body": "\\ud800"}', "bad_body"),
+            (b'{"body": ' + b"[" * 40 + b"]" * 40 + b"}", "bad_body"),
+            (b"[1]", "bad_json"),
+        ):
+            code, body = yield fetch_json(
+                self.http, "/services/s/requests", method=b"POST", token=TOKEN, body=sent
+            )
             self.assertEqual((code, body["error"]), (400, error), sent[:40])
         huge = json.dumps({"body": "x" * 2000}).encode()
-        code, body = yield fetch_json(self.http, "/services/s/requests", method=b"POST",
-                                      token=TOKEN, body=huge)
+        code, body = yield fetch_json(
+            self.http, "/services/s/requests", method=b"POST", token=TOKEN, body=huge
+        )
         self.assertEqual((code, body["error"]), (413, "body_too_large"))
         self.assertTrue(self.service.hub.zero_state())
 

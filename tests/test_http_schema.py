@@ -49,14 +49,25 @@ class Schemathesis(unittest.TestCase):
     @defer.inlineCallbacks
     def test_no_server_error_and_no_schema_violation(self):
         service = yield start_server(
-            self, "--listen", tcp_listen("relay"), "--listen", tcp_listen(), "--admin-token", TOKEN,
-            "--relay-timeout", "5", "--store", f"sqlite:{self.mktemp()}.db",
+            self,
+            "--listen",
+            tcp_listen("relay"),
+            "--listen",
+            tcp_listen(),
+            "--admin-token",
+            TOKEN,
+            "--relay-timeout",
+            "5",
+            "--store",
+            f"sqlite:{self.mktemp()}.db",
         )
         client = yield connect(self, service.ports[0], tls=False)
         auto_ack(client)
         device = yield connect(self, service.ports[1], tls=False)
-        for line, answer in (("register dev", frames.Registered("dev")),
-                             ("serve people", frames.Serving("people"))):
+        for line, answer in (
+            ("register dev", frames.Registered("dev")),
+            ("serve people", frames.Serving("people")),
+        ):
             yield command(device, line, answer)
         auto_ack(device)  # it is relay-capable too
         answering(device, lambda body: "fine")
@@ -65,16 +76,28 @@ class Schemathesis(unittest.TestCase):
         with open(config, "w") as f:
             f.write(CONFIG)
         argv = [
-            "-c", "from schemathesis.cli import schemathesis; schemathesis()",
-            "--config-file", config,
-            "run", f"http://127.0.0.1:{service.http_port}/openapi.json",
-            "--checks", "all",
-            "--header", f"Authorization: Bearer {TOKEN}",
-            "--max-examples", "15",
-            "--seed", "20261121",
-            "--workers", "1",
-            "--request-timeout", "10",
-            "--report", "junit", "--report-dir", report,
+            "-c",
+            "from schemathesis.cli import schemathesis; schemathesis()",
+            "--config-file",
+            config,
+            "run",
+            f"http://127.0.0.1:{service.http_port}/openapi.json",
+            "--checks",
+            "all",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--max-examples",
+            "15",
+            "--seed",
+            "20261121",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "10",
+            "--report",
+            "junit",
+            "--report-dir",
+            report,
         ]
         env = {**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}
         out, err, code = yield getProcessOutputAndValue(sys.executable, argv, env=env).addTimeout(

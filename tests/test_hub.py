@@ -180,9 +180,7 @@ class RequestTests(unittest.TestCase):
 
     def test_hello_and_status(self):
         self.hub.handle(self.peer, frames.Hello())
-        self.assertEqual(
-            self.peer.take(), [frames.Welcome(self.peer.name, "unit", "relay")]
-        )
+        self.assertEqual(self.peer.take(), [frames.Welcome(self.peer.name, "unit", "relay")])
         self.peer.encoding = Encoding.JSON  # status has no text form a client can parse
         self.hub.handle(self.peer, frames.Status())
         [status] = self.peer.take()

@@ -42,7 +42,7 @@ def imports_of(source: str, module: str, is_package: bool = False) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from the package, one level up per extra dot
-                base = ".".join(filter(None, [*package[:len(package) - node.level + 1], base]))
+                base = ".".join(filter(None, [*package[: len(package) - node.level + 1], base]))
             # ``from nea import wire`` imports a package; ``from nea.x import name`` a module.
             found.update(f"{base}.{alias.name}" if base == "nea" else base for alias in node.names)
     return {name for name in found if name == "nea" or name.startswith("nea.")}
@@ -65,8 +65,11 @@ def _package(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else None
 
 
-def violations(imports: dict[str, set[str]], allowed: dict[str, frozenset[str]],
-               tolerated: frozenset[tuple[str, str]] = frozenset()) -> list[str]:
+def violations(
+    imports: dict[str, set[str]],
+    allowed: dict[str, frozenset[str]],
+    tolerated: frozenset[tuple[str, str]] = frozenset(),
+) -> list[str]:
     """One line per import the layering forbids, and per tolerated pair that no longer occurs."""
     found = []
     seen = set()
@@ -82,8 +85,10 @@ def violations(imports: dict[str, set[str]], allowed: dict[str, frozenset[str]],
             elif there not in allowed[here] and (module, target) not in tolerated:
                 may = ", ".join(sorted(allowed[here])) or "nothing"
                 found.append(f"{module} imports {target}; {here} may import: {may}")
-    found.extend(f"tolerated {module} -> {target} no longer occurs: drop it from TOLERATED"
-                 for module, target in sorted(tolerated - seen))
+    found.extend(
+        f"tolerated {module} -> {target} no longer occurs: drop it from TOLERATED"
+        for module, target in sorted(tolerated - seen)
+    )
     return found
 
 
@@ -93,7 +98,7 @@ def cycle(allowed: dict[str, frozenset[str]]) -> list[str] | None:
 
     def visit(package: str, path: list[str]) -> list[str] | None:
         if package in path:
-            return path[path.index(package):] + [package]
+            return path[path.index(package) :] + [package]
         if package in done:
             return None
         for below in sorted(allowed.get(package, ())):
@@ -133,7 +138,8 @@ class LayeringTests(unittest.TestCase):
             str(path.relative_to(root.parent)): lines
             for path in sorted(root.rglob("*.py"))
             if path.parent.name != "core"
-            for lines in [reaches_into_the_hub(path.read_text())] if lines
+            for lines in [reaches_into_the_hub(path.read_text())]
+            if lines
         }
         self.assertEqual(found, {})
 
@@ -167,26 +173,34 @@ class CheckerTests(unittest.TestCase):
 
     def test_an_upward_import_is_a_violation(self):
         imports = {"nea.core.hub": {"nea.wire.frames", "nea.server.connection", "nea.core.bus"}}
-        self.assertEqual(violations(imports, ALLOWED), [
-            "nea.core.hub imports nea.server.connection; core may import: wire",
-        ])
+        self.assertEqual(
+            violations(imports, ALLOWED),
+            [
+                "nea.core.hub imports nea.server.connection; core may import: wire",
+            ],
+        )
 
     def test_the_root_and_the_own_package_are_always_allowed(self):
         imports = {"nea.wire.codec": {"nea", "nea.wire.frames"}, "nea": set()}
         self.assertEqual(violations(imports, ALLOWED), [])
 
     def test_a_package_without_a_row_is_a_violation(self):
-        self.assertEqual(violations({"nea.extra.x": {"nea.wire"}}, ALLOWED),
-                         ["nea.extra.x: package 'extra' has no row in ALLOWED"])
+        self.assertEqual(
+            violations({"nea.extra.x": {"nea.wire"}}, ALLOWED),
+            ["nea.extra.x: package 'extra' has no row in ALLOWED"],
+        )
 
     def test_tolerated_pairs_pass_and_stale_ones_fail(self):
         imports = {"nea.http.site": {"nea.server.listeners"}}
         tolerated = frozenset({("nea.http.site", "nea.server.listeners")})
         self.assertEqual(violations(imports, ALLOWED, tolerated), [])
-        self.assertEqual(violations({"nea.http.site": set()}, ALLOWED, tolerated), [
-            "tolerated nea.http.site -> nea.server.listeners no longer occurs: "
-            "drop it from TOLERATED",
-        ])
+        self.assertEqual(
+            violations({"nea.http.site": set()}, ALLOWED, tolerated),
+            [
+                "tolerated nea.http.site -> nea.server.listeners no longer occurs: "
+                "drop it from TOLERATED",
+            ],
+        )
 
     def test_imports_are_found_in_functions_and_relative_forms(self):
         source = (
@@ -199,12 +213,20 @@ class CheckerTests(unittest.TestCase):
             "    from nea.http.site import http_listener\n"
             "    import nea.cluster.bus\n"
         )
-        self.assertEqual(imports_of(source, "nea.core.hub"), {
-            "nea", "nea.wire", "nea.core", "nea.server.listeners", "nea.http.site",
-            "nea.cluster.bus",
-        })
-        self.assertEqual(imports_of("from .hub import Hub\n", "nea.core", is_package=True),
-                         {"nea.core.hub"})
+        self.assertEqual(
+            imports_of(source, "nea.core.hub"),
+            {
+                "nea",
+                "nea.wire",
+                "nea.core",
+                "nea.server.listeners",
+                "nea.http.site",
+                "nea.cluster.bus",
+            },
+        )
+        self.assertEqual(
+            imports_of("from .hub import Hub\n", "nea.core", is_package=True), {"nea.core.hub"}
+        )
 
     def test_a_cycle_is_found(self):
         self.assertEqual(cycle({"a": frozenset({"b"}), "b": frozenset({"a"})}), ["a", "b", "a"])

@@ -86,8 +86,9 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
     def assertNothingLost(self, code, report, output, clients):
         self.assertEqual(code, 0, output[-3000:])
         self.assertTrue(report["ok"])
-        self.assertEqual((report["clients"], report["acked"], report["lost"]),
-                         (clients, clients, 0))
+        self.assertEqual(
+            (report["clients"], report["acked"], report["lost"]), (clients, clients, 0)
+        )
         closes = report["closes"]
         self.assertEqual(closes["protocol"], clients, closes)  # each closed by its own ok
         self.assertEqual(sum(closes.values()), report["attempts"])
@@ -108,10 +109,26 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
             self, "--max-clients", "5000", "--listen", tcp_listen("relay"), "--listen", tcp_listen()
         )
         code, report, output = yield loadtest(
-            self, "--plain", "--port", str(relay), "--status-port", str(nea),
-            "--clients", "2000", "--window", "5", "--timeout", ATTEMPT_TIMEOUT, "--settle", SETTLE,
-            "--ok-delay", "uniform:0,0.2",
-            "--workers", "2", "--server-pid", str(daemon.transport.pid),
+            self,
+            "--plain",
+            "--port",
+            str(relay),
+            "--status-port",
+            str(nea),
+            "--clients",
+            "2000",
+            "--window",
+            "5",
+            "--timeout",
+            ATTEMPT_TIMEOUT,
+            "--settle",
+            SETTLE,
+            "--ok-delay",
+            "uniform:0,0.2",
+            "--workers",
+            "2",
+            "--server-pid",
+            str(daemon.transport.pid),
         )
         self.assertNothingLost(code, report, output, 2000)
         self.assertEqual(report["config"]["workers"], 2)
@@ -120,15 +137,38 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
     @defer.inlineCallbacks
     def test_tls_2000_clients_with_ok_delays(self):
         daemon, (relay, nea) = yield start_daemon(
-            self, "--max-clients", "5000",
-            "--listen", tls_listen("relay"), "--listen", tls_listen(),
+            self,
+            "--max-clients",
+            "5000",
+            "--listen",
+            tls_listen("relay"),
+            "--listen",
+            tls_listen(),
         )
         code, report, output = yield loadtest(
-            self, "--port", str(relay), "--status-port", str(nea),
-            "--ca", str(certs() / "ca.pem"), "--server-name", "localhost",
-            "--clients", "2000", "--window", "5", "--timeout", ATTEMPT_TIMEOUT, "--settle", SETTLE,
-            "--ok-delay", "exp:0.05",
-            "--workers", "2", "--server-pid", str(daemon.transport.pid),
+            self,
+            "--port",
+            str(relay),
+            "--status-port",
+            str(nea),
+            "--ca",
+            str(certs() / "ca.pem"),
+            "--server-name",
+            "localhost",
+            "--clients",
+            "2000",
+            "--window",
+            "5",
+            "--timeout",
+            ATTEMPT_TIMEOUT,
+            "--settle",
+            SETTLE,
+            "--ok-delay",
+            "exp:0.05",
+            "--workers",
+            "2",
+            "--server-pid",
+            str(daemon.transport.pid),
         )
         self.assertNothingLost(code, report, output, 2000)
         self.assertTrue(report["config"]["tls"])
@@ -152,8 +192,19 @@ class LoadTestAgainstTheDaemon(unittest.TestCase):
             self.assertIsInstance(reply, frames.StatusReply)  # admitted, not server_full
         self.assertEqual(reply.status["connections"], 3)
         code, report, output = yield loadtest(
-            self, "--plain", "--port", str(relay), "--no-status",
-            "--clients", "100", "--window", "0.2", "--retries", "0", "--timeout", "3",
+            self,
+            "--plain",
+            "--port",
+            str(relay),
+            "--no-status",
+            "--clients",
+            "100",
+            "--window",
+            "0.2",
+            "--retries",
+            "0",
+            "--timeout",
+            "3",
         )
         self.assertEqual(code, 1, output[-3000:])
         self.assertFalse(report["ok"])

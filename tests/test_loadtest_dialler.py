@@ -68,6 +68,7 @@ class DiallerTests(unittest.TestCase):
 
     def run_while(self, condition) -> None:
         """The loop runs while ``condition()`` holds; fail if it still does after WAIT seconds."""
+
         async def waiting() -> None:
             while condition():
                 await asyncio.sleep(0.01)
@@ -89,7 +90,8 @@ class DiallerTests(unittest.TestCase):
                 writer.close()
 
         server = self.loop.run_until_complete(
-            asyncio.start_server(connected, "127.0.0.1", 0, ssl=context))
+            asyncio.start_server(connected, "127.0.0.1", 0, ssl=context)
+        )
         self.addCleanup(lambda: self.loop.run_until_complete(server.wait_closed()))
         self.addCleanup(server.close)
         return server.sockets[0].getsockname()[1]
@@ -123,8 +125,9 @@ class DiallerTests(unittest.TestCase):
 
     def test_plain_tcp_gets_no_handshake(self):
         port = self.serve(self.greet_and_close, tls=False)
-        protocol = self.run_until(self.endpoint(port, context=None).connect(
-            Factory.forProtocol(Recorder)))
+        protocol = self.run_until(
+            self.endpoint(port, context=None).connect(Factory.forProtocol(Recorder))
+        )
         self.assertEqual(protocol.events, ["made"])
         self.run_until(protocol.lost)
         self.assertEqual(protocol.data, b"hello\n")
@@ -150,15 +153,17 @@ class DiallerTests(unittest.TestCase):
         devcerts.generate(other)
         port = self.serve(self.greet_and_close)
         ca = other / devcerts.CA_CERT
-        failure = self.run_until(self.endpoint(port, context=client_context(ca)).connect(
-            Factory.forProtocol(Recorder)))
+        failure = self.run_until(
+            self.endpoint(port, context=client_context(ca)).connect(Factory.forProtocol(Recorder))
+        )
         self.assertIsInstance(failure, Failure)
         self.assertIn(f"does not verify against the CA in {ca}", verification_failure(failure, ca))
 
     def test_a_wrong_name_is_named(self):
         port = self.serve(self.greet_and_close)
-        failure = self.run_until(self.endpoint(port, server_name="nea.example").connect(
-            Factory.forProtocol(Recorder)))
+        failure = self.run_until(
+            self.endpoint(port, server_name="nea.example").connect(Factory.forProtocol(Recorder))
+        )
         self.assertIn("not valid for nea.example", verification_failure(failure))
 
     def test_a_refused_certificate_ends_a_relay_client(self):
@@ -196,8 +201,8 @@ class DiallerTests(unittest.TestCase):
 
     def test_handshake_timeout(self):
         port = self.serve(self.silent, tls=False)
-        failure = self.run_until(self.endpoint(port, timeout=0.2).connect(
-            Factory.forProtocol(Recorder)))
+        failure = self.run_until(
+            self.endpoint(port, timeout=0.2).connect(Factory.forProtocol(Recorder))
+        )
         failure.trap(error.TimeoutError)
         self.loop.run_until_complete(asyncio.wait_for(self.server_saw_eof.wait(), WAIT))
-

@@ -40,8 +40,14 @@ class DelayTests(unittest.TestCase):
 def client_set(ok_delay="0", timeout=5.0, retries=2):
     """A worker's clients, as `nea.loadtest.worker.run` makes them, on a fake reactor."""
     reactor = MemoryReactorClock()
-    config = {"tls": False, "ca": None, "ok_delay": ok_delay, "timeout": timeout,
-              "retries": retries, "seed": 0}
+    config = {
+        "tls": False,
+        "ca": None,
+        "ok_delay": ok_delay,
+        "timeout": timeout,
+        "retries": retries,
+        "seed": 0,
+    }
     endpoint = client_endpoint(reactor, "127.0.0.1", 4000, None, timeout)
     clients = make_clients(config, reactor, endpoint)
     clients.observer.wall = reactor.seconds
@@ -143,8 +149,9 @@ class ClientTests(unittest.TestCase):
         tally = clients.tally
         self.assertEqual(dict(tally.errors), {"no_recipient": 1})
         self.assertEqual(dict(tally.closes), {"protocol": 1})
-        self.assertEqual((tally.counts["acked"], tally.counts["retries"], tally.counts["attempts"]),
-                         (1, 1, 1))
+        self.assertEqual(
+            (tally.counts["acked"], tally.counts["retries"], tally.counts["attempts"]), (1, 1, 1)
+        )
 
     def test_failed_connect_is_retried(self):
         reactor, clients = client_set(retries=3)
@@ -209,7 +216,6 @@ class ScheduleTests(unittest.TestCase):
         self.assertIs(self.successResultOf(done), clients.tally)
         self.assertEqual(clients.tally.counts["acked"], 50)
 
-
     def test_max_active_holds_back_due_clients(self):
         reactor, clients = client_set()
         schedule = Schedule(clients, 20, 0.001, texts=lambda i: f"t{i}", max_active=5)
@@ -226,8 +232,11 @@ class ScheduleTests(unittest.TestCase):
 class VerdictTests(unittest.TestCase):
     def status(self, zero_state, cluster_zero_state, in_flight=0):
         cluster = {"members": [], "connections": 3, "pending": 2, "zero_state": cluster_zero_state}
-        return {"zero_state": zero_state, "relays": {"pending": 0, "in_flight": in_flight},
-                "cluster": cluster}
+        return {
+            "zero_state": zero_state,
+            "relays": {"pending": 0, "in_flight": in_flight},
+            "cluster": cluster,
+        }
 
     def test_the_servers_own_verdict_on_itself_and_its_cluster_is_taken(self):
         self.assertTrue(status.judge(self.status(True, True)).zero_state)
@@ -247,7 +256,7 @@ class FetchTests(unittest.TestCase):
         self.assertEqual(self.transport.value(), STATUS_LINE)
 
     def test_the_answer_comes_once_the_asking_connection_is_closed(self):
-        self.net.receive(b"2026-01-01\n" b'{"type":"status","payload":{"connections":1}}\n')
+        self.net.receive(b'2026-01-01\n{"type":"status","payload":{"connections":1}}\n')
         self.assertTrue(self.transport.disconnecting)
         self.assertNoResult(self.answer)
         self.net.drop()
@@ -304,8 +313,10 @@ class ReportTests(unittest.TestCase):
 
     def test_limit_names_the_saturated_side(self):
         def shares(server, generator, workers=2):
-            figures = {"server": {"percent_of_a_core": server},
-                       "generator": {"percent_of_a_core": generator}}
+            figures = {
+                "server": {"percent_of_a_core": server},
+                "generator": {"percent_of_a_core": generator},
+            }
             return report.limit(figures, workers, cores=2)
 
         self.assertEqual(shares(95, 60), "server")

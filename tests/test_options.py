@@ -48,9 +48,13 @@ class OptionsTests(unittest.TestCase):
         options = parse_options()
         self.assertEqual(options["dev-certs"], Path("certs").resolve())
         self.assertEqual(options["listen"], [Listen.parse(default_listen(options["dev-certs"]))])
-        self.assertEqual(options["listen"][0].certificate_files(), [
-            Path("certs").resolve() / "server-key.pem", Path("certs").resolve() / "server.pem",
-        ])
+        self.assertEqual(
+            options["listen"][0].certificate_files(),
+            [
+                Path("certs").resolve() / "server-key.pem",
+                Path("certs").resolve() / "server.pem",
+            ],
+        )
         self.assertEqual(options["max-clients"], 100)
         self.assertEqual(options["date-interval"], 10.0)
         self.assertEqual(options["max-line"], 64 * 1024)
@@ -63,10 +67,14 @@ class OptionsTests(unittest.TestCase):
         from nea.http.hosts import AllowedHosts
 
         options = parse_options()
-        self.assertEqual((options["ping-interval"], options["first-ack-timeout"],
-                          options["http-idle-timeout"]), (30.0, 0.5, 5.0))
-        self.assertEqual(options["http-allowed-hosts"],
-                         AllowedHosts(frozenset({"localhost", "127.0.0.1", "::1"})))
+        self.assertEqual(
+            (options["ping-interval"], options["first-ack-timeout"], options["http-idle-timeout"]),
+            (30.0, 0.5, 5.0),
+        )
+        self.assertEqual(
+            options["http-allowed-hosts"],
+            AllowedHosts(frozenset({"localhost", "127.0.0.1", "::1"})),
+        )
         wide = parse_options("--http", "tcp:3000")["http-allowed-hosts"]
         self.assertTrue(wide.allows("192.0.2.7:3000") and not wide.allows("rebound.example"))
         named = parse_options("--http-allowed-hosts", "Chat.Example.com:443")
@@ -87,8 +95,18 @@ class OptionsTests(unittest.TestCase):
 
     def test_help_documents_every_option(self):
         text = str(Options())
-        for name in ("listen", "max-clients", "date-interval", "max-line", "max-outbound",
-                     "backlog", "drain-timeout", "console", "instance-id", "dev-certs"):
+        for name in (
+            "listen",
+            "max-clients",
+            "date-interval",
+            "max-line",
+            "max-outbound",
+            "backlog",
+            "drain-timeout",
+            "console",
+            "instance-id",
+            "dev-certs",
+        ):
             self.assertIn(f"--{name}", text)
 
 
@@ -131,16 +149,33 @@ class SettingsTests(unittest.TestCase):
     """The parsed options become one frozen `Settings` value, each part where it is used."""
 
     def test_each_option_lands_in_its_concern(self):
-        settings = Settings.from_options(parse_options(
-            "--max-line", "2048", "--http-max-body", "4096", "--tls-client-ca", "ca.pem",
-            "--tls-client-cert", "optional", "--ws-allowed-origins", "https://a.example",
-            "--history-max", "7", "--instance-id", "one", "--http", "tcp:0"))
+        settings = Settings.from_options(
+            parse_options(
+                "--max-line",
+                "2048",
+                "--http-max-body",
+                "4096",
+                "--tls-client-ca",
+                "ca.pem",
+                "--tls-client-cert",
+                "optional",
+                "--ws-allowed-origins",
+                "https://a.example",
+                "--history-max",
+                "7",
+                "--instance-id",
+                "one",
+                "--http",
+                "tcp:0",
+            )
+        )
         self.assertEqual(settings.limits.max_line, 2048)
         self.assertEqual(settings.http.api.max_line, 2048)
         self.assertEqual(settings.http.limits.max_body, 4096)
         self.assertEqual(settings.http.endpoint, "tcp:0")
-        self.assertEqual(settings.listeners.tls,
-                         TlsPolicy(Path("ca.pem"), client_cert_required=False))
+        self.assertEqual(
+            settings.listeners.tls, TlsPolicy(Path("ca.pem"), client_cert_required=False)
+        )
         self.assertEqual(settings.websocket.origins, ("https://a.example",))
         self.assertEqual(settings.websocket.limits, settings.limits)
         self.assertEqual(settings.store.history_max, 7)

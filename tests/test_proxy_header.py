@@ -28,8 +28,9 @@ def v2(host: str = "192.0.2.8", port: int = 6666, tlv: bytes = b"") -> bytes:
 class Grammar(unittest.TestCase):
     def test_v1(self):
         parsed = parse(V1 + b"rest")
-        self.assertEqual((parsed.source.host, parsed.source.port, parsed.length),
-                         ("192.0.2.7", 5555, len(V1)))
+        self.assertEqual(
+            (parsed.source.host, parsed.source.port, parsed.length), ("192.0.2.7", 5555, len(V1))
+        )
         six = parse(b"PROXY TCP6 2001:db8::1 ::1 7 8\r\n")
         self.assertEqual((six.source.host, six.source.port), ("2001:db8::1", 7))
         self.assertIsNone(parse(b"PROXY UNKNOWN\r\n").source)
@@ -47,9 +48,14 @@ class Grammar(unittest.TestCase):
                 self.assertIsNone(parse(header[:cut]), cut)
 
     def test_not_a_header(self):
-        for junk in (b"hello\n", b"\x16\x03\x01\x00\x05hello", b"PROXY TCP4 nonsense\r\n",
-                     b"PROXY " + b"x" * 200, V2_SIGNATURE + b"\x11\x11\x00\x00",
-                     b"\r\nnot the signature"):
+        for junk in (
+            b"hello\n",
+            b"\x16\x03\x01\x00\x05hello",
+            b"PROXY TCP4 nonsense\r\n",
+            b"PROXY " + b"x" * 200,
+            V2_SIGNATURE + b"\x11\x11\x00\x00",
+            b"\r\nnot the signature",
+        ):
             with self.assertRaises(BadHeader, msg=junk):
                 parse(junk)
 
@@ -71,8 +77,11 @@ class Wrapper(unittest.TestCase):
         wrapper.makeConnection(transport)
         return wrapper, transport, factory
 
-    @given(st.sampled_from([V1, v2()]), st.binary(max_size=50),
-           st.lists(st.integers(0, 200), max_size=6))
+    @given(
+        st.sampled_from([V1, v2()]),
+        st.binary(max_size=50),
+        st.lists(st.integers(0, 200), max_size=6),
+    )
     def test_any_chunking(self, header, payload, cuts):
         wrapper, _, _ = self.connect()
         data = header + payload
@@ -120,8 +129,13 @@ class RealConnections(unittest.TestCase):
     @defer.inlineCallbacks
     def test_the_clients_address_over_tcp_and_before_tls(self):
         service = yield start_server(
-            self, "--listen", tcp_listen("nea+proxy"), "--listen", tls_listen("nea+proxy"),
-            "--max-clients-per-ip", "1",
+            self,
+            "--listen",
+            tcp_listen("nea+proxy"),
+            "--listen",
+            tls_listen("nea+proxy"),
+            "--max-clients-per-ip",
+            "1",
         )
         tcp, tls = service.ports
         for port, secure, header in ((tcp, False, V1), (tls, True, v2())):
@@ -148,7 +162,8 @@ class RealConnections(unittest.TestCase):
         self.assertEqual(connection.peer, "192.0.2.7:5555")
         # Another client behind the same proxy is served; the same client again is not.
         other = yield threads.deferToThread(
-            exchange, port, b"PROXY TCP4 192.0.2.99 127.0.0.1 1 2\r\n||hi\n", False)
+            exchange, port, b"PROXY TCP4 192.0.2.99 127.0.0.1 1 2\r\n||hi\n", False
+        )
         self.assertEqual(other, b"ih\n")
         again = yield threads.deferToThread(exchange, port, V1 + b"||hi\n", False)
         self.assertEqual(again, b"")

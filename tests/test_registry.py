@@ -47,8 +47,9 @@ class RegistryTests(unittest.TestCase):
 
     def test_roles_follow_the_profile(self):
         registry = Registry(max_clients=10)
-        nea, relay, chat = (FakePeer(p, name="ann")
-                            for p in (profiles.NEA, profiles.RELAY, profiles.CHAT))
+        nea, relay, chat = (
+            FakePeer(p, name="ann") for p in (profiles.NEA, profiles.RELAY, profiles.CHAT)
+        )
         for peer in (nea, relay, chat):
             registry.admit(peer)
         self.assertEqual(set(registry.relay_capable), {nea, relay})

@@ -13,8 +13,9 @@ from nea.wire import frames, profiles
 
 def hub_with(*peers, bus=None, seed=0, max_pending=10**6, ack_timeout=5.0, first_ack_timeout=0.0):
     """A hub whose bound on pending relays is out of the way unless a test sets it."""
-    config = HubConfig(max_pending=max_pending, ack_timeout=ack_timeout,
-                       first_ack_timeout=first_ack_timeout)
+    config = HubConfig(
+        max_pending=max_pending, ack_timeout=ack_timeout, first_ack_timeout=first_ack_timeout
+    )
     hub = Hub(Clock(), bus or LocalBus("solo"), config, rng=random.Random(seed))
     for peer in peers:
         assert hub.join(peer)
@@ -169,7 +170,8 @@ class AckTimeoutTests(unittest.TestCase):
         """What ``peer`` was sent to relay since last asked; its acks are kept for `acks`."""
         pushes = peer.take()
         self.acked.setdefault(peer, []).extend(
-            p.text for p in pushes if isinstance(p, frames.AckPush))
+            p.text for p in pushes if isinstance(p, frames.AckPush)
+        )
         return [p.text for p in pushes if isinstance(p, frames.RelayPush)]
 
     def acks(self, peer) -> list[str]:
@@ -292,8 +294,10 @@ class AckTimeoutTests(unittest.TestCase):
 
     def test_across_instances_the_origin_draws_again(self):
         cluster = MemoryCluster()
-        hubs = [Hub(Clock(), cluster.bus(name), HubConfig(ack_timeout=5), rng=random.Random(i))
-                for i, name in enumerate(["i1", "i2"])]
+        hubs = [
+            Hub(Clock(), cluster.bus(name), HubConfig(ack_timeout=5), rng=random.Random(i))
+            for i, name in enumerate(["i1", "i2"])
+        ]
         sender, silent = FakePeer(profiles.RELAY), FakePeer(profiles.RELAY)
         hubs[0].join(sender)
         hubs[1].join(silent)

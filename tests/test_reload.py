@@ -32,13 +32,16 @@ def post(port: int, path: str, body: dict, token: str) -> defer.Deferred:
     """The HTTP status of ``POST path`` with ``body`` and the bearer ``token``."""
     agent = Agent(reactor)
     answer = agent.request(
-        b"POST", f"http://127.0.0.1:{port}{path}".encode(),
-        Headers({b"Authorization": [f"Bearer {token}".encode()],
-                 b"Content-Type": [b"application/json"]}),
+        b"POST",
+        f"http://127.0.0.1:{port}{path}".encode(),
+        Headers(
+            {b"Authorization": [f"Bearer {token}".encode()], b"Content-Type": [b"application/json"]}
+        ),
         FileBodyProducer(BytesIO(json.dumps(body).encode())),
     )
-    return answer.addCallback(lambda response: readBody(response).addCallback(
-        lambda _: response.code)).addTimeout(WAIT, reactor)
+    return answer.addCallback(
+        lambda response: readBody(response).addCallback(lambda _: response.code)
+    ).addTimeout(WAIT, reactor)
 
 
 def fresh_certs() -> Path:
@@ -51,11 +54,18 @@ def fresh_certs() -> Path:
 def tls_client(testcase, port: int, ca: Path):
     """A connected line client that trusts only ``ca``; fails if the handshake does."""
     trust = Certificate.loadPEM((ca / devcerts.CA_CERT).read_bytes())
-    endpoint = wrapClientTLS(optionsForClientTLS("localhost", trust),
-                             TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT))
+    endpoint = wrapClientTLS(
+        optionsForClientTLS("localhost", trust),
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT),
+    )
     client = yield endpoint.connect(Factory.forProtocol(LineClient))
-    testcase.addCleanup(lambda: client.closed if client.closed.called
-                        else client.transport.abortConnection() or client.closed)
+    testcase.addCleanup(
+        lambda: (
+            client.closed
+            if client.closed.called
+            else client.transport.abortConnection() or client.closed
+        )
+    )
     client.send("hello")
     answer = yield client.next_push()  # (dates skipped)
     testcase.assertEqual(answer, frames.ReverseReply("olleh"))
@@ -72,10 +82,15 @@ class SighupReload(unittest.TestCase):
         for name in (devcerts.SERVER_CERT, devcerts.SERVER_KEY):
             shutil.copy(first / name, served / name)
         port = infra.free_port()
-        listen = (f"ssl:{port}:interface=127.0.0.1:privateKey={served}/{devcerts.SERVER_KEY}"
-                  f":certKey={served}/{devcerts.SERVER_CERT}")
-        program = infra.Program([*runner, "nea-server", *HTTP_ANY_PORT, "--listen", listen],
-                                daemon_env(), cwd=tempfile.mkdtemp(prefix="nea-daemon-"))
+        listen = (
+            f"ssl:{port}:interface=127.0.0.1:privateKey={served}/{devcerts.SERVER_KEY}"
+            f":certKey={served}/{devcerts.SERVER_CERT}"
+        )
+        program = infra.Program(
+            [*runner, "nea-server", *HTTP_ANY_PORT, "--listen", listen],
+            daemon_env(),
+            cwd=tempfile.mkdtemp(prefix="nea-daemon-"),
+        )
         self.addCleanup(program.stop)
         program.start()
         yield infra.wait_listening(program, port, timeout=3 * WAIT)
@@ -105,9 +120,19 @@ class SighupReload(unittest.TestCase):
         token_file = directory / "admin-token"
         token_file.write_text("first-token\n")
         program = infra.Program(
-            [sys.executable, "-m", "twisted", "nea-server", *HTTP_ANY_PORT,
-             "--listen", "tcp:0:interface=127.0.0.1", "--admin-token-file", str(token_file)],
-            daemon_env(), cwd=tempfile.mkdtemp(prefix="nea-daemon-"),
+            [
+                sys.executable,
+                "-m",
+                "twisted",
+                "nea-server",
+                *HTTP_ANY_PORT,
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--admin-token-file",
+                str(token_file),
+            ],
+            daemon_env(),
+            cwd=tempfile.mkdtemp(prefix="nea-daemon-"),
         )
         self.addCleanup(program.stop)
         program.start()
@@ -120,8 +145,7 @@ class SighupReload(unittest.TestCase):
         self.assertEqual((yield broadcast("first-token")), 200)
         token_file.write_text("second-token\n")
         program.signal("HUP")
-        yield settle(lambda: '"log_format": "reloaded {what}"' in program.output,
-                     timeout=3 * WAIT)
+        yield settle(lambda: '"log_format": "reloaded {what}"' in program.output, timeout=3 * WAIT)
         self.assertEqual((yield broadcast("first-token")), 401)
         self.assertEqual((yield broadcast("second-token")), 200)
         token_file.unlink()

@@ -36,8 +36,7 @@ def errors_of(pushes) -> list[str]:
 class OneInstance(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
-        self.hub = Hub(self.clock, LocalBus("solo"), HubConfig(max_pending=3),
-                       rng=random.Random(1))
+        self.hub = Hub(self.clock, LocalBus("solo"), HubConfig(max_pending=3), rng=random.Random(1))
 
     def peer(self, encoding: Encoding = Encoding.JSON, profile=NEA) -> FakePeer:
         peer = FakePeer(profile, encoding)
@@ -271,8 +270,7 @@ class OneInstance(unittest.TestCase):
         for n, asker in enumerate(askers):
             line(self.hub, asker, f"ask {n} sink x")
         self.assertEqual(len(requests_of(device)), 3)
-        self.assertEqual([errors_of(a.take()) for a in askers[3:]],
-                         [["too_many_pending"]] * 2)
+        self.assertEqual([errors_of(a.take()) for a in askers[3:]], [["too_many_pending"]] * 2)
 
     def test_services_per_connection_are_bounded(self):
         member = self.peer()
@@ -283,12 +281,30 @@ class OneInstance(unittest.TestCase):
 
     def test_bad_names_and_usage_are_refused(self):
         peer = self.peer()
-        for text in ("register", "register @svc", "serve a b", "register " + "x" * 65,
-                     "ask 1", "ask 1 @", "reply", "ask 1 n\u00e9 x"):
+        for text in (
+            "register",
+            "register @svc",
+            "serve a b",
+            "register " + "x" * 65,
+            "ask 1",
+            "ask 1 @",
+            "reply",
+            "ask 1 n\u00e9 x",
+        ):
             line(self.hub, peer, text)
-        self.assertEqual(errors_of(peer.take()),
-                         ["bad_name", "bad_name", "bad_name", "bad_name",
-                          "bad_usage", "bad_name", "bad_usage", "bad_name"])
+        self.assertEqual(
+            errors_of(peer.take()),
+            [
+                "bad_name",
+                "bad_name",
+                "bad_name",
+                "bad_name",
+                "bad_usage",
+                "bad_name",
+                "bad_usage",
+                "bad_name",
+            ],
+        )
 
     def test_a_relay_only_connection_cannot_register(self):
         peer = self.peer(profile=RELAY)
@@ -303,8 +319,9 @@ class OneInstance(unittest.TestCase):
         line(self.hub, asker, "ask 1 lock1 a")
         line(self.hub, asker, "ask 2 @people b")
         figures = self.hub.snapshot().addressed
-        self.assertEqual((figures.pending, figures.in_flight, figures.names, figures.services),
-                         (2, 2, 1, 1))
+        self.assertEqual(
+            (figures.pending, figures.in_flight, figures.names, figures.services), (2, 2, 1, 1)
+        )
         self.assertFalse(self.hub.zero_state())
         for peer in (asker, device, member):
             self.hub.leave(peer)
@@ -354,8 +371,10 @@ class CertificateNames(unittest.TestCase):
 class Cluster(unittest.TestCase):
     def setUp(self):
         self.cluster = MemoryCluster()
-        self.hubs = {name: Hub(Clock(), self.cluster.bus(name), rng=random.Random(n))
-                     for n, name in enumerate("abc")}
+        self.hubs = {
+            name: Hub(Clock(), self.cluster.bus(name), rng=random.Random(n))
+            for n, name in enumerate("abc")
+        }
 
     def peer(self, instance: str) -> FakePeer:
         peer = FakePeer(encoding=Encoding.JSON)

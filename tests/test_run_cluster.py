@@ -40,13 +40,31 @@ class RunCluster(unittest.TestCase):
         proxy, one, two, http1, http2, redis, postgresql = ports
         token = Path(self.mktemp())
         devtoken.ensure(token)
-        program = infra.Program([
-            sys.executable, str(SCRIPT), "--port", str(proxy),
-            "--instance-ports", str(one), str(two), "--http-ports", str(http1), str(http2),
-            "--redis-port", str(redis), "--postgresql-port", str(postgresql),
-            "--certs", str(support.certs()), "--admin-token-file", str(token),
-            "--logs", self.mktemp(),
-        ], support.daemon_env())
+        program = infra.Program(
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--port",
+                str(proxy),
+                "--instance-ports",
+                str(one),
+                str(two),
+                "--http-ports",
+                str(http1),
+                str(http2),
+                "--redis-port",
+                str(redis),
+                "--postgresql-port",
+                str(postgresql),
+                "--certs",
+                str(support.certs()),
+                "--admin-token-file",
+                str(token),
+                "--logs",
+                self.mktemp(),
+            ],
+            support.daemon_env(),
+        )
         program.start()
         self.addCleanup(program.stop, "INT", 3 * WAIT)
         for _ in range(int(6 * WAIT / 0.05)):  # initdb and five programs on a shared machine
@@ -58,15 +76,19 @@ class RunCluster(unittest.TestCase):
         self.assertIn(f"http://127.0.0.1:{http1}/chat", program.output)
 
         status = yield infra.status(self, proxy)  # TLS through HAProxy to an instance
-        self.assertEqual(sorted(m["instance"] for m in status["cluster"]["members"]),
-                         ["nea1", "nea2"])
+        self.assertEqual(
+            sorted(m["instance"] for m in status["cluster"]["members"]), ["nea1", "nea2"]
+        )
         with_postgresql = bool(glob.glob(f"{infra.POSTGRESQL_BINS}/postgres"))
-        expected = (f"postgresql://nea@127.0.0.1:{postgresql}/postgres" if with_postgresql
-                    else "none")
+        expected = (
+            f"postgresql://nea@127.0.0.1:{postgresql}/postgres" if with_postgresql else "none"
+        )
         self.assertEqual(status["store"]["store"], expected)
 
-        pids = [int(pid) for pid in re.findall(r"\w (\d+)", program.output.split("pids")[-1]
-                                               .splitlines()[0])]
+        pids = [
+            int(pid)
+            for pid in re.findall(r"\w (\d+)", program.output.split("pids")[-1].splitlines()[0])
+        ]
         self.assertEqual(len(pids), 5 if with_postgresql else 4, program.output)
         ended = []
         program.watcher.ended.addCallback(lambda reason: ended.append(reason) or reason)

@@ -74,21 +74,27 @@ class StartupFailures(unittest.TestCase):
         port = self.busy_port()
         return self.assertOneLine(
             ["--listen", f"tcp:{port}:interface=127.0.0.1"],
-            f"cannot listen on tcp:{port}", "Address already in use", "another port with --listen",
+            f"cannot listen on tcp:{port}",
+            "Address already in use",
+            "another port with --listen",
         )
 
     def test_a_busy_http_port(self):
         port = self.busy_port()
         return self.assertOneLine(
             ["--listen", tcp_listen(), "--http", f"tcp:{port}:interface=127.0.0.1"],
-            f"cannot listen on tcp:{port}", "(--http)", "another port with --http",
+            f"cannot listen on tcp:{port}",
+            "(--http)",
+            "another port with --http",
         )
 
     def test_a_missing_certificate(self):
         missing = Path(self.mktemp()).resolve() / "server.pem"
         return self.assertOneLine(
             ["--listen", f"ssl:0:privateKey={certs()}/server-key.pem:certKey={missing}"],
-            f"cannot read {missing}", "No such file or directory", "point privateKey=",
+            f"cannot read {missing}",
+            "No such file or directory",
+            "point privateKey=",
         )
 
     def test_an_unreadable_key(self):
@@ -97,7 +103,8 @@ class StartupFailures(unittest.TestCase):
         unreadable.mkdir()
         return self.assertOneLine(
             ["--listen", f"ssl:0:privateKey={unreadable}:certKey={certs()}/server.pem"],
-            f"cannot read {unreadable}", "Is a directory",
+            f"cannot read {unreadable}",
+            "Is a directory",
         )
 
     def test_a_key_that_is_not_pem(self):
@@ -105,18 +112,23 @@ class StartupFailures(unittest.TestCase):
         garbage.write_text("not a key\n")
         return self.assertOneLine(
             ["--listen", f"ssl:0:privateKey={garbage}:certKey={certs()}/server.pem"],
-            f"{garbage} is not a PEM private key", "point privateKey=",
+            f"{garbage} is not a PEM private key",
+            "point privateKey=",
         )
 
     def test_an_unknown_endpoint_type(self):
         return self.assertOneLine(
-            ["--listen", "tpc:8000"], "--listen tpc:8000", "not a valid endpoint",
-            "Unknown endpoint type", "e.g. tcp:8000",
+            ["--listen", "tpc:8000"],
+            "--listen tpc:8000",
+            "not a valid endpoint",
+            "Unknown endpoint type",
+            "e.g. tcp:8000",
         )
 
     def test_an_unknown_endpoint_parameter(self):
         return self.assertOneLine(
-            ["--http", "tcp:0:interfase=127.0.0.1"], "--http tcp:0:interfase=127.0.0.1",
+            ["--http", "tcp:0:interfase=127.0.0.1"],
+            "--http tcp:0:interfase=127.0.0.1",
             "unknown parameter 'interfase'",
         )
 
@@ -124,20 +136,24 @@ class StartupFailures(unittest.TestCase):
         missing = str(Path(self.mktemp()).resolve())
         return self.assertOneLine(
             ["--listen", tcp_listen(), "--admin-token-file", missing],
-            f"--admin-token-file {missing}", "No such file or directory", "create it",
+            f"--admin-token-file {missing}",
+            "No such file or directory",
+            "create it",
         )
 
     def test_an_empty_token_file(self):
         empty = Path(self.mktemp()).resolve()
         empty.write_text("\n")
         return self.assertOneLine(
-            ["--listen", tcp_listen(), "--admin-token-file", str(empty)], "is empty",
+            ["--listen", tcp_listen(), "--admin-token-file", str(empty)],
+            "is empty",
         )
 
     def test_a_bad_redis_url(self):
         return self.assertOneLine(
             ["--listen", tcp_listen(), "--redis", "localhost:6379"],
-            "expected redis://host[:port][/db]", "--redis redis://127.0.0.1:6379/0",
+            "expected redis://host[:port][/db]",
+            "--redis redis://127.0.0.1:6379/0",
         )
 
 
@@ -150,17 +166,24 @@ class FirstRun(unittest.TestCase):
         home = Path(self.mktemp()).resolve()
         home.mkdir()
         port = infra.free_port()
-        program = infra.Program(daemon_command(
-            "--listen", f"ssl:{port}:interface=127.0.0.1:privateKey=certs/server-key.pem"
-                        ":certKey=certs/server.pem",
-        ), env=daemon_env(), cwd=str(home))
+        program = infra.Program(
+            daemon_command(
+                "--listen",
+                f"ssl:{port}:interface=127.0.0.1:privateKey=certs/server-key.pem"
+                ":certKey=certs/server.pem",
+            ),
+            env=daemon_env(),
+            cwd=str(home),
+        )
         program.start()
         self.addCleanup(program.stop)
         yield infra.wait_listening(program, port, timeout=3 * WAIT)
         self.assertIn("generated development certificates", program.output)
         ca = Certificate.loadPEM((home / "certs" / "ca.pem").read_bytes())
-        endpoint = wrapClientTLS(optionsForClientTLS("localhost", ca),
-                                 TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT))
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", ca),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT),
+        )
         status = yield fetch_status(endpoint, reactor, tls=True, timeout=3 * WAIT)
         self.assertEqual(status["connections"], 1)
 
@@ -176,21 +199,28 @@ class Announcements(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_listeners_and_urls(self):
-        service = yield start_server(self, "--listen", tls_listen("relay"),
-                                     "--listen", tcp_listen())
+        service = yield start_server(
+            self, "--listen", tls_listen("relay"), "--listen", tcp_listen()
+        )
         relay, nea = service.ports
         base = f"http://127.0.0.1:{service.http_port}"
         self.assertIn(f"listening: profile relay, tls on 127.0.0.1:{relay}", self.lines)
         self.assertIn(f"listening: profile nea, tcp on 127.0.0.1:{nea}", self.lines)
-        self.assertIn(f"HTTP API on 127.0.0.1:{service.http_port}: status page {base}/ , "
-                      f"API docs {base}/docs", self.lines)
+        self.assertIn(
+            f"HTTP API on 127.0.0.1:{service.http_port}: status page {base}/ , "
+            f"API docs {base}/docs",
+            self.lines,
+        )
 
     @defer.inlineCallbacks
     def test_a_proxy_listener_says_proxy(self):
         service = yield start_server(self, "--listen", tls_listen("nea+proxy"))
         [port] = service.ports
-        self.assertIn(f"listening: profile nea, tls on 127.0.0.1:{port}, proxy: each connection"
-                      " starts with a PROXY header", self.lines)
+        self.assertIn(
+            f"listening: profile nea, tls on 127.0.0.1:{port}, proxy: each connection"
+            " starts with a PROXY header",
+            self.lines,
+        )
 
     @defer.inlineCallbacks
     def test_no_access_log_by_default(self):
@@ -227,9 +257,12 @@ class LaterFailure(unittest.TestCase):
         self.assertFalse(fake.hasStopped)
         pending.errback(OSError(98, "Address already in use"))
         self.assertTrue(fake.hasStopped)
-        self.assertIn("cannot listen on later:1 (--listen): Address already in use; another "
-                      "process holds it (`ss -ltnp` shows which): stop that process or give "
-                      "another port with --listen", lines)
+        self.assertIn(
+            "cannot listen on later:1 (--listen): Address already in use; another "
+            "process holds it (`ss -ltnp` shows which): stop that process or give "
+            "another port with --listen",
+            lines,
+        )
 
     def test_startup_error_is_a_clean_exit(self):
         error = StartupError("x failed")

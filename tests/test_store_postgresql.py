@@ -49,8 +49,12 @@ class PostgreSQLTestCase(unittest.TestCase):
         return db
 
     def waiting_on_the_lock(self) -> bool:
-        return bool(self.sql("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                             " AND query LIKE '%%pg_advisory_xact_lock%%'"))
+        return bool(
+            self.sql(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%%pg_advisory_xact_lock%%'"
+            )
+        )
 
 
 class PostgreSQLContractTests(StoreContract, PostgreSQLTestCase):
@@ -60,12 +64,15 @@ class PostgreSQLContractTests(StoreContract, PostgreSQLTestCase):
 class PostgreSQLSchemaTests(PostgreSQLTestCase):
     def test_open_creates_the_versioned_schema(self):
         self.assertEqual(self.sql("SELECT version FROM nea_schema"), [(SCHEMA_VERSION,)])
-        columns = self.sql("SELECT column_name, data_type, is_identity FROM"
-                           " information_schema.columns WHERE table_name = 'chat_lines'"
-                           " ORDER BY ordinal_position")
+        columns = self.sql(
+            "SELECT column_name, data_type, is_identity FROM"
+            " information_schema.columns WHERE table_name = 'chat_lines'"
+            " ORDER BY ordinal_position"
+        )
         self.assertEqual(columns[0], ("id", "bigint", "YES"))
-        self.assertEqual([name for name, _, _ in columns],
-                         ["id", "kind", "name", "body", "said_at", "size"])
+        self.assertEqual(
+            [name for name, _, _ in columns], ["id", "kind", "name", "body", "said_at", "size"]
+        )
 
     @defer.inlineCallbacks
     def test_instances_starting_at_once_migrate_once(self):
@@ -83,8 +90,10 @@ class PostgreSQLSchemaTests(PostgreSQLTestCase):
             self.sql(statement)
         self.sql("CREATE TABLE nea_schema (version INTEGER NOT NULL)")
         self.sql("INSERT INTO nea_schema VALUES (1)")
-        self.sql("INSERT INTO chat_lines (kind, name, body, said_at)"
-                 " VALUES ('chat', 'ann', 'héllo', now())")
+        self.sql(
+            "INSERT INTO chat_lines (kind, name, body, said_at)"
+            " VALUES ('chat', 'ann', 'héllo', now())"
+        )
         yield self.opened()
         self.assertEqual(self.sql("SELECT version FROM nea_schema"), [(SCHEMA_VERSION,)])
         self.assertEqual(self.sql("SELECT size FROM chat_lines"), [(9,)])
@@ -139,7 +148,8 @@ class PostgreSQLClusterTests(PostgreSQLTestCase):
         holder = self.locked()  # another instance, between taking its id and committing
         [[held_id]] = holder.execute(
             "INSERT INTO chat_lines (kind, name, body, said_at) VALUES"
-            " ('chat', 'x', 'first', now()) RETURNING id").fetchall()
+            " ('chat', 'x', 'first', now()) RETURNING id"
+        ).fetchall()
         appended = self.store.append(lines("second"))
         yield support.settle(self.waiting_on_the_lock)
         self.assertFalse(appended.called)
@@ -147,14 +157,16 @@ class PostgreSQLClusterTests(PostgreSQLTestCase):
         holder.commit()
         [second] = yield appended
         self.assertGreater(second.id, held_id)
-        self.assertEqual([line.id for line in (yield self.store.since(0, 10))],
-                         [held_id, second.id])
+        self.assertEqual(
+            [line.id for line in (yield self.store.since(0, 10))], [held_id, second.id]
+        )
 
 
 class PostgreSQLDegradedTests(PostgreSQLTestCase):
     def writer(self, **kwargs) -> StoreWriter:
-        options = dict(bound=1000, batch=100, timeout=3 * support.WAIT, retry_first=0.05,
-                       retry_max=0.2)
+        options = dict(
+            bound=1000, batch=100, timeout=3 * support.WAIT, retry_first=0.05, retry_max=0.2
+        )
         writer = StoreWriter(self.store, reactor, **{**options, **kwargs})
         self.addCleanup(writer.stop)
         return writer

@@ -88,8 +88,11 @@ class SQLiteFileTests(SQLiteTestCase):
         yield writer.stop()
 
     def on_disk(self) -> int:
-        return sum(path.stat().st_size for path in self.path.parent.iterdir()
-                   if path.name.startswith(self.path.name))
+        return sum(
+            path.stat().st_size
+            for path in self.path.parent.iterdir()
+            if path.name.startswith(self.path.name)
+        )
 
     @defer.inlineCallbacks
     def test_history_bounded_in_bytes_gives_the_space_back_to_the_disk(self):
@@ -115,8 +118,10 @@ class SQLiteFileTests(SQLiteTestCase):
             db.execute(SQLite.migrations[1][0])
             db.execute("CREATE TABLE nea_schema (version INTEGER NOT NULL)")
             db.execute("INSERT INTO nea_schema VALUES (1)")
-            db.execute("INSERT INTO chat_lines (kind, name, body, said_at)"
-                       " VALUES ('chat', 'ann', 'héllo', '2024-05-06T07:08:09+00:00')")
+            db.execute(
+                "INSERT INTO chat_lines (kind, name, body, said_at)"
+                " VALUES ('chat', 'ann', 'héllo', '2024-05-06T07:08:09+00:00')"
+            )
         db.close()
         again = self.opened()
         again.open_now()
@@ -129,10 +134,12 @@ class SQLiteFileTests(SQLiteTestCase):
     @defer.inlineCallbacks
     def test_the_writer_stores_a_burst_in_order(self):
         writer = StoreWriter(self.store, reactor, bound=1000, batch=100, timeout=10)
-        said = yield defer.gatherResults([writer.write(line) for line in
-                                          lines(*map(str, range(500)))])
+        said = yield defer.gatherResults(
+            [writer.write(line) for line in lines(*map(str, range(500)))]
+        )
         self.assertEqual([line.id for line in said], list(range(1, 501)))
-        self.assertEqual([line.text for line in (yield self.store.since(0, 1000))],
-                         list(map(str, range(500))))
+        self.assertEqual(
+            [line.text for line in (yield self.store.since(0, 1000))], list(map(str, range(500)))
+        )
         self.assertEqual((writer.status.state, writer.status.stored), (OK, 500))
         yield writer.stop()

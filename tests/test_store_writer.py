@@ -41,8 +41,9 @@ class WriterTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = GatedStore()
-        self.writer = StoreWriter(self.store, self.clock, bound=5, batch=2, timeout=2.0,
-                                  retry_first=0.5, retry_max=4.0)
+        self.writer = StoreWriter(
+            self.store, self.clock, bound=5, batch=2, timeout=2.0, retry_first=0.5, retry_max=4.0
+        )
         self.chat = Fanout(self.writer)
 
     def test_lines_are_stored_then_fanned_out_with_the_store_ids(self):
@@ -74,8 +75,10 @@ class WriterTests(unittest.TestCase):
         self.assertEqual(self.chat.ids, [None, None, None])
         self.assertEqual(self.store.appends, 1)  # degraded: no write is tried per line
         status = self.writer.status
-        self.assertEqual((status.state, status.unsaved, status.stored, status.error),
-                         (DEGRADED, 3, 0, "connection refused"))
+        self.assertEqual(
+            (status.state, status.unsaved, status.stored, status.error),
+            (DEGRADED, 3, 0, "connection refused"),
+        )
 
     def test_a_write_that_times_out_releases_the_queue_unsaved_in_order(self):
         self.store.hold = True
@@ -100,8 +103,9 @@ class WriterTests(unittest.TestCase):
         self.assertFalse(caught_up.called)
         self.chat.say("6", "7", "8", "9")
         status = self.writer.status
-        self.assertEqual((status.state, status.queued, status.unsaved, status.pushing_back),
-                         (OK, 9, 0, True))
+        self.assertEqual(
+            (status.state, status.queued, status.unsaved, status.pushing_back), (OK, 9, 0, True)
+        )
         self.assertFalse(self.writer.full)
         self.chat.say("10")
         self.assertTrue(self.writer.full)  # twice the bound: the chat room refuses lines
@@ -225,8 +229,7 @@ class TrimmerTests(unittest.TestCase):
         self.assertEqual(self.store.lines[-1].text, "more")
 
     def test_a_pass_is_bounded_and_the_next_goes_on(self):
-        trimmer = Trimmer(self.store, keep=0, reactor=self.clock, interval=60, most=1000,
-                          rounds=3)
+        trimmer = Trimmer(self.store, keep=0, reactor=self.clock, interval=60, most=1000, rounds=3)
         trimmer.start()
         self.addCleanup(trimmer.stop)
         self.assertEqual(len(self.store.lines), 9000)
@@ -236,12 +239,14 @@ class TrimmerTests(unittest.TestCase):
     def test_a_pass_keeps_the_newest_bytes_and_then_compacts(self):
         compacted = []
         self.store.compact = lambda: compacted.append(len(self.store.lines)) or succeed(None)
-        trimmer = Trimmer(self.store, None, reactor=self.clock, interval=60,
-                          keep_bytes=40)  # "ann" and 4-5 digits: 5 lines
+        trimmer = Trimmer(
+            self.store, None, reactor=self.clock, interval=60, keep_bytes=40
+        )  # "ann" and 4-5 digits: 5 lines
         trimmer.start()
         self.addCleanup(trimmer.stop)
-        self.assertEqual([kept.text for kept in self.store.lines],
-                         [str(i) for i in range(11_995, 12_000)])
+        self.assertEqual(
+            [kept.text for kept in self.store.lines], [str(i) for i in range(11_995, 12_000)]
+        )
         self.assertEqual(compacted, [5])
         self.clock.advance(60)
         self.assertEqual(compacted, [5])  # nothing deleted, nothing to give back
@@ -263,13 +268,20 @@ class ParseStoreTests(unittest.TestCase):
         sqlite = parse_store("sqlite:var/x.db", Clock())
         self.assertEqual((sqlite.name, sqlite.cluster_safe), ("sqlite:var/x.db", False))
         pg = parse_store("postgresql://nea:secret@db.example:5433/chat?sslmode=require", Clock())
-        self.assertEqual((pg.name, pg.cluster_safe),
-                         ("postgresql://nea@db.example:5433/chat", True))
+        self.assertEqual(
+            (pg.name, pg.cluster_safe), ("postgresql://nea@db.example:5433/chat", True)
+        )
         self.assertTrue(DEFAULT_STORE.startswith("sqlite:var/"))
 
     def test_anything_else_is_refused_in_one_line(self):
-        for value in ["redis://localhost", "sqlite:", "mysql://x/y", "", "postgresql://h:99999/db",
-                      "postgresql://h/db?nosuch=1"]:
+        for value in [
+            "redis://localhost",
+            "sqlite:",
+            "mysql://x/y",
+            "",
+            "postgresql://h:99999/db",
+            "postgresql://h/db?nosuch=1",
+        ]:
             with self.assertRaises(StoreError) as caught:
                 parse_store(value, Clock())
             message = str(caught.exception)

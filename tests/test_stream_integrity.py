@@ -37,16 +37,19 @@ from tests.wire_clients import (
 MAX_LINE = codec.DEFAULT_MAX_LINE
 TLS_RECORD = 16 * 1024
 #: Sizes where a transport has edges: one TLS record, two, the max line.
-EDGES = (0, 1, TLS_RECORD - 1, TLS_RECORD, TLS_RECORD + 1, 2 * TLS_RECORD,
-         MAX_LINE - 1, MAX_LINE)
+EDGES = (0, 1, TLS_RECORD - 1, TLS_RECORD, TLS_RECORD + 1, 2 * TLS_RECORD, MAX_LINE - 1, MAX_LINE)
 #: Characters of 1 to 4 bytes in UTF-8 that no text verb starts with and no reversal joins.
 ALPHABET = ("a", "b", " ", "é", "ж", "€", "中", "😀")
 
 #: No shrinking: over real sockets a failing example can cost a timeout per step, and
 #: the example that failed first is reported as it is.
-EXAMPLES = settings(max_examples=12, deadline=None, database=None,
-                    phases=(Phase.explicit, Phase.generate),
-                    suppress_health_check=list(HealthCheck))
+EXAMPLES = settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=list(HealthCheck),
+)
 #: One line past a TLS record and one at the max line, in every run.
 PAST_A_RECORD = "é" * (TLS_RECORD // 2) + "a" * 3
 AT_THE_LIMIT = "€" * (MAX_LINE // 3) + "a"
@@ -72,7 +75,7 @@ def chunked(data: bytes, sizes: list[int]):
     position, i = 0, 0
     while position < len(data):
         size = sizes[i % len(sizes)]
-        yield data[position:position + size]
+        yield data[position : position + size]
         position += size
         i += 1
 
@@ -90,12 +93,29 @@ class Integrity(unittest.TestCase):
     def setUp(self):
         store = tempfile.mkdtemp(prefix="nea-integrity-")
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--listen", tls_listen(),
-            "--listen", ws_listen(), "--listen", ws_listen(tls=True),
-            "--listen", tcp_listen("chat"), "--listen", tls_listen("chat"),
-            "--date-interval", "3600", "--chat-rate", "0", "--chat-bytes-rate", "0",
-            "--store", f"sqlite:{store}/history.db",
-            "--max-clients", "1000",
+            self,
+            "--listen",
+            tcp_listen(),
+            "--listen",
+            tls_listen(),
+            "--listen",
+            ws_listen(),
+            "--listen",
+            ws_listen(tls=True),
+            "--listen",
+            tcp_listen("chat"),
+            "--listen",
+            tls_listen("chat"),
+            "--date-interval",
+            "3600",
+            "--chat-rate",
+            "0",
+            "--chat-bytes-rate",
+            "0",
+            "--store",
+            f"sqlite:{store}/history.db",
+            "--max-clients",
+            "1000",
         )
         self.tcp, self.tls, self.ws, self.wss, self.chat_tcp, self.chat_tls = self.service.ports
         self.hub = self.service.hub
@@ -103,14 +123,14 @@ class Integrity(unittest.TestCase):
     def in_thread(self, test):
         """Run the hypothesis ``test`` off the reactor; the server is served meanwhile."""
         return threads.deferToThread(test).addCallback(
-            lambda _: settle(lambda: self.hub.zero_state()))
+            lambda _: settle(lambda: self.hub.zero_state())
+        )
 
     # ---- what a client sends, and the replies ----
 
     def lines_property(self, port: int, tls: bool, ending: str):
         @EXAMPLES
-        @given(st.lists(texts(), min_size=1, max_size=4), chunkings, st.booleans(),
-               st.booleans())
+        @given(st.lists(texts(), min_size=1, max_size=4), chunkings, st.booleans(), st.booleans())
         @example([PAST_A_RECORD, AT_THE_LIMIT, ""], [70_000], True, False)
         def replies_are_exact(lines, sizes, pipelined, last_lf):
             stream = Stream(port, tls)
@@ -151,9 +171,16 @@ class Integrity(unittest.TestCase):
 
     def json_property(self, port: int, tls: bool, ending: str):
         """JSON frames: each object ends itself, with or without its LF, back to back too."""
+
         @EXAMPLES
-        @given(st.lists(st.tuples(texts(limit=MAX_LINE - 40), st.sampled_from(["", "\n", "\r\n"])),
-                        min_size=1, max_size=4), chunkings)
+        @given(
+            st.lists(
+                st.tuples(texts(limit=MAX_LINE - 40), st.sampled_from(["", "\n", "\r\n"])),
+                min_size=1,
+                max_size=4,
+            ),
+            chunkings,
+        )
         @example([(PAST_A_RECORD, ""), ("a", "\n")], [1, 70_000])
         def replies_are_exact(frames_, sizes):
             stream = Stream(port, tls)
@@ -161,7 +188,8 @@ class Integrity(unittest.TestCase):
                 data = b"".join(_json("reverse", text) + end.encode() for text, end in frames_)
                 expected = b"".join(
                     codec.encode_push(frames.ReverseReply(reverse_text(text)), Encoding.JSON)
-                    for text, _ in frames_)
+                    for text, _ in frames_
+                )
                 for chunk in chunked(data, sizes):
                     stream.send(chunk)
                 stream.end(ending)
@@ -180,8 +208,11 @@ class Integrity(unittest.TestCase):
 
     def websocket_property(self, port: int, tls: bool):
         @EXAMPLES
-        @given(st.lists(texts(limit=MAX_LINE - 40), min_size=1, max_size=4), chunkings,
-               st.integers(1, 3))
+        @given(
+            st.lists(texts(limit=MAX_LINE - 40), min_size=1, max_size=4),
+            chunkings,
+            st.integers(1, 3),
+        )
         @example([PAST_A_RECORD, "a"], [70_000], 1)
         def replies_are_exact(lines, sizes, fragments):
             socket = WebSocket(port, tls)
@@ -190,18 +221,23 @@ class Integrity(unittest.TestCase):
                 for text in lines:
                     message = _json("reverse", text)
                     cut = max(1, len(message) // fragments)
-                    parts = [message[i:i + cut] for i in range(0, len(message), cut)]
+                    parts = [message[i : i + cut] for i in range(0, len(message), cut)]
                     for i, part in enumerate(parts):
-                        data += client_frame(part, opcode=1 if i == 0 else 0,
-                                             fin=i == len(parts) - 1)
+                        data += client_frame(
+                            part, opcode=1 if i == 0 else 0, fin=i == len(parts) - 1
+                        )
                 data += client_frame(b"\x03\xe8", opcode=8)  # close, 1000
                 for chunk in chunked(data, sizes):
                     socket.stream.send(chunk)
                 messages, closed = socket.messages_to_end()
-                expected = [codec.encode_push(frames.ReverseReply(reverse_text(text)),
-                                              Encoding.JSON)[:-1] for text in lines]
-                assert messages == expected, ([len(m) for m in messages],
-                                              [len(m) for m in expected])
+                expected = [
+                    codec.encode_push(frames.ReverseReply(reverse_text(text)), Encoding.JSON)[:-1]
+                    for text in lines
+                ]
+                assert messages == expected, (
+                    [len(m) for m in messages],
+                    [len(m) for m in expected],
+                )
                 assert closed, "no close frame after the replies"
             finally:
                 socket.stream.close()
@@ -227,9 +263,12 @@ class Integrity(unittest.TestCase):
         def exchange():
             if websocket:
                 socket = WebSocket(port, tls)
-                socket.stream.send(client_frame(_json("history", 3)) + client_frame(
-                    _json("chat", "bye " * 5_000)) + client_frame(b'{"type":"status"}')
-                    + client_frame(b"\x03\xe8", opcode=8))
+                socket.stream.send(
+                    client_frame(_json("history", 3))
+                    + client_frame(_json("chat", "bye " * 5_000))
+                    + client_frame(b'{"type":"status"}')
+                    + client_frame(b"\x03\xe8", opcode=8)
+                )
                 messages, closed = socket.messages_to_end()
                 socket.stream.close()
                 assert closed, "no close frame after the answers"
@@ -244,13 +283,18 @@ class Integrity(unittest.TestCase):
 
         pushes = yield threads.deferToThread(exchange)
         kinds = [type(push).__name__ for push in pushes]
-        self.assertEqual(sorted(kinds), sorted(["HistoryLine"] * 3 + ["HistoryEnd", "ChatPush",
-                                                                      "StatusReply"]), kinds)
+        self.assertEqual(
+            sorted(kinds),
+            sorted(["HistoryLine"] * 3 + ["HistoryEnd", "ChatPush", "StatusReply"]),
+            kinds,
+        )
         [chat] = [p for p in pushes if isinstance(p, frames.ChatPush)]
         self.assertEqual(chat.text, "bye " * 5_000)
         # The read may run before or after the chat line is stored: the last 3 either way.
-        self.assertIn([p.text for p in pushes if isinstance(p, frames.HistoryLine)],
-                      [said, said[1:] + [chat.text]])
+        self.assertIn(
+            [p.text for p in pushes if isinstance(p, frames.HistoryLine)],
+            [said, said[1:] + [chat.text]],
+        )
         yield settle(lambda: self.hub.zero_state())
 
     def test_owed_answers_tcp_fin(self):
@@ -278,8 +322,7 @@ class Integrity(unittest.TestCase):
         self.addCleanup(listener.close)
         yield threads.deferToThread(listener.send, b"ann\n")
         held = bytearray()
-        welcome = yield threads.deferToThread(
-            lambda: [read_line(listener, held) for _ in range(2)])
+        welcome = yield threads.deferToThread(lambda: [read_line(listener, held) for _ in range(2)])
         self.assertEqual(welcome, [b"* welcome ann\n", b"* " + long_line.encode() + b"\n"])
         yield settle(lambda: len(self.hub.registry.room) == 1)
 
@@ -294,10 +337,10 @@ class Integrity(unittest.TestCase):
         data = yield threads.deferToThread(kay)
         self.assertTrue(data.startswith(b"* welcome kay\n"), data[:80])
         self.assertIn(long_line.encode() + b"\n", data)
-        heard = yield threads.deferToThread(
-            lambda: [read_line(listener, held) for _ in range(3)])
-        self.assertEqual(sorted(heard), sorted([b"* kay joined\n", b"kay: hello\n",
-                                                b"* kay left\n"]))
+        heard = yield threads.deferToThread(lambda: [read_line(listener, held) for _ in range(3)])
+        self.assertEqual(
+            sorted(heard), sorted([b"* kay joined\n", b"kay: hello\n", b"* kay left\n"])
+        )
         self.assertEqual(heard[-1], b"* kay left\n")
 
     def test_room_tcp_fin(self):
@@ -335,8 +378,10 @@ class Integrity(unittest.TestCase):
                 line = client.next_raw()
                 request = client.decode(line)
                 assert request.body == text and line == client.encode(request), len(line)
-                client.send("reply", {"id": request.id, "body": "done"}
-                            if websocket else f"{request.id} done")
+                client.send(
+                    "reply",
+                    {"id": request.id, "body": "done"} if websocket else f"{request.id} done",
+                )
                 call(waiter.told, 2)
                 assert waiter.pushes[1] == frames.ReplyPush("q1", "done", "test"), waiter.pushes
 

@@ -63,16 +63,24 @@ class Policy(unittest.TestCase):
         version = yield threads.deferToThread(stdlib_handshake, port)
         self.assertEqual(version, "TLSv1.3")
         version = yield threads.deferToThread(
-            stdlib_handshake, port, maximum_version=ssl.TLSVersion.TLSv1_2,
-            ciphers="ECDHE-ECDSA-AES128-GCM-SHA256")
+            stdlib_handshake,
+            port,
+            maximum_version=ssl.TLSVersion.TLSv1_2,
+            ciphers="ECDHE-ECDSA-AES128-GCM-SHA256",
+        )
         self.assertEqual(version, "TLSv1.2")
-        for cbc in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384",
-                    "ECDHE-ECDSA-AES128-SHA256"):
+        for cbc in (
+            "ECDHE-ECDSA-AES128-SHA",
+            "ECDHE-ECDSA-AES256-SHA384",
+            "ECDHE-ECDSA-AES128-SHA256",
+        ):
             refused = yield threads.deferToThread(
-                stdlib_handshake, port, maximum_version=ssl.TLSVersion.TLSv1_2, ciphers=cbc)
+                stdlib_handshake, port, maximum_version=ssl.TLSVersion.TLSv1_2, ciphers=cbc
+            )
             self.assertIn("refused", refused, cbc)
         old = yield threads.deferToThread(
-            stdlib_handshake, port, maximum_version=ssl.TLSVersion.TLSv1_1)
+            stdlib_handshake, port, maximum_version=ssl.TLSVersion.TLSv1_1
+        )
         self.assertIn("refused", old)
 
     @defer.inlineCallbacks
@@ -81,7 +89,8 @@ class Policy(unittest.TestCase):
         port = service.ports[0]
         self.assertEqual((yield threads.deferToThread(stdlib_handshake, port)), "TLSv1.3")
         refused = yield threads.deferToThread(
-            stdlib_handshake, port, maximum_version=ssl.TLSVersion.TLSv1_2)
+            stdlib_handshake, port, maximum_version=ssl.TLSVersion.TLSv1_2
+        )
         self.assertIn("refused", refused)
 
     @defer.inlineCallbacks
@@ -113,8 +122,18 @@ class OpenSSLClient(protocol.ProcessProtocol):
 
 
 def s_client(testcase, port: int, *args: str) -> defer.Deferred:
-    argv = ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{port}",
-            "-servername", "localhost", "-CAfile", str(certs() / devcerts.CA_CERT), *args]
+    argv = [
+        "openssl",
+        "s_client",
+        "-quiet",
+        "-connect",
+        f"127.0.0.1:{port}",
+        "-servername",
+        "localhost",
+        "-CAfile",
+        str(certs() / devcerts.CA_CERT),
+        *args,
+    ]
     client = OpenSSLClient()
     process = reactor.spawnProcess(client, argv[0], argv)
     testcase.addCleanup(lambda: client.ended.called or process.signalProcess("KILL"))
@@ -125,7 +144,11 @@ class MutualTLS(unittest.TestCase):
     @defer.inlineCallbacks
     def server(self, *args):
         self.service = yield start_server(
-            self, "--listen", tls_listen(), "--tls-client-ca", str(certs() / devcerts.CA_CERT),
+            self,
+            "--listen",
+            tls_listen(),
+            "--tls-client-ca",
+            str(certs() / devcerts.CA_CERT),
             *args,
         )
         return self.service.ports[0]
@@ -144,8 +167,9 @@ class MutualTLS(unittest.TestCase):
     def test_openssl_s_client_with_and_without_a_certificate(self):
         port = yield self.server()
         d = certs()
-        out = yield s_client(self, port, "-cert", str(d / devcerts.CLIENT_CERT),
-                             "-key", str(d / devcerts.CLIENT_KEY))
+        out = yield s_client(
+            self, port, "-cert", str(d / devcerts.CLIENT_CERT), "-key", str(d / devcerts.CLIENT_KEY)
+        )
         self.assertIn(b"olleh", out)
         out = yield s_client(self, port)
         self.assertNotIn(b"olleh", out)
@@ -156,8 +180,14 @@ class MutualTLS(unittest.TestCase):
         port = yield self.server()
         other = Path(tempfile.mkdtemp(prefix="nea-other-ca-"))
         devcerts.generate(other)
-        out = yield s_client(self, port, "-cert", str(other / devcerts.CLIENT_CERT),
-                             "-key", str(other / devcerts.CLIENT_KEY))
+        out = yield s_client(
+            self,
+            port,
+            "-cert",
+            str(other / devcerts.CLIENT_CERT),
+            "-key",
+            str(other / devcerts.CLIENT_KEY),
+        )
         self.assertNotIn(b"olleh", out)
         yield settle(lambda: self.service.hub.snapshot().handshakes["failed"] == 1)
         self.assertEqual(self.service.hub.snapshot().connections, 0)
@@ -178,10 +208,21 @@ class MutualTLS(unittest.TestCase):
         d = certs()
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable,
-            ["-m", "nea.client", "--port", str(port), "--ca", str(d / devcerts.CA_CERT),
-             "--cert", str(d / devcerts.CLIENT_CERT), "--key", str(d / devcerts.CLIENT_KEY),
-             "status"],
-            env=daemon_env(), reactor=reactor,
+            [
+                "-m",
+                "nea.client",
+                "--port",
+                str(port),
+                "--ca",
+                str(d / devcerts.CA_CERT),
+                "--cert",
+                str(d / devcerts.CLIENT_CERT),
+                "--key",
+                str(d / devcerts.CLIENT_KEY),
+                "status",
+            ],
+            env=daemon_env(),
+            reactor=reactor,
         ).addTimeout(3 * WAIT, reactor)
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(out)["instance"], "test")

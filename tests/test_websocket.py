@@ -110,14 +110,18 @@ class Framing(unittest.TestCase):
     def test_a_fragmented_message_is_one_request(self):
         connection, transport = self.connect()
         data = json.dumps({"type": "reverse", "payload": "fragments"}).encode()
-        connection.dataReceived(client_frame(data[:5], fin=False)
-                                + client_frame(data[5:], opcode=0))
+        connection.dataReceived(
+            client_frame(data[:5], fin=False) + client_frame(data[5:], opcode=0)
+        )
         self.assertEqual(self.messages(transport), [{"type": "reverse", "payload": "stnemgarf"}])
 
     def test_text_that_is_no_json_object_and_binary_messages_are_bad_json(self):
         connection, transport = self.connect()
-        for frame in (client_frame(b"message hello"), client_frame(b"[1]"),
-                      client_frame(b'{"type":"reverse","payload":"x"}', opcode=BINARY)):
+        for frame in (
+            client_frame(b"message hello"),
+            client_frame(b"[1]"),
+            client_frame(b'{"type":"reverse","payload":"x"}', opcode=BINARY),
+        ):
             connection.dataReceived(frame)
         replies = self.messages(transport)
         self.assertEqual([r["payload"]["code"] for r in replies], ["bad_json"] * 3)
@@ -208,8 +212,10 @@ class Framing(unittest.TestCase):
 
     def test_ping_and_pong_frames_take_tokens_of_the_rate(self):
         connection, transport = self.connect(max_rate=10)
-        connection.dataReceived(b"".join(client_frame(b"p%d" % i, opcode=9) for i in range(30))
-                                + b"".join(client_frame(b"", opcode=10) for _ in range(30)))
+        connection.dataReceived(
+            b"".join(client_frame(b"p%d" % i, opcode=9) for i in range(30))
+            + b"".join(client_frame(b"", opcode=10) for _ in range(30))
+        )
         pongs = [p for op, p in server_frames(transport.value()) if op == 10]
         self.assertEqual(pongs, [b"p%d" % i for i in range(20)])  # the burst, then throttled
         self.assertEqual(transport.producerState, "paused")
@@ -258,13 +264,21 @@ class Framing(unittest.TestCase):
         self.assertTrue(self.hub.zero_state())
 
     @settings(max_examples=150, deadline=None)
-    @given(value=st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.sampled_from(["type", "cmd", "payload"]) | st.text(max_size=5),
-                          children, max_size=4),
-        max_leaves=12,
-    ), profile=st.sampled_from(list(profiles.BY_NAME.values())))
+    @given(
+        value=st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["type", "cmd", "payload"]) | st.text(max_size=5),
+                    children,
+                    max_size=4,
+                )
+            ),
+            max_leaves=12,
+        ),
+        profile=st.sampled_from(list(profiles.BY_NAME.values())),
+    )
     def test_any_json_value_gets_an_allowed_reply_or_error(self, value, profile):
         self._one_message(json.dumps(value).encode(), profile)
 
@@ -283,8 +297,20 @@ class Framing(unittest.TestCase):
         connection.makeConnection(transport)
         connection.dataReceived(upgrade())
         connection.dataReceived(client_frame(payload))
-        known = {"reverse", "status", "chat", "nick", "error", "bye", "ok", "message",
-                 "welcome", "date", "broadcast", "pong"}
+        known = {
+            "reverse",
+            "status",
+            "chat",
+            "nick",
+            "error",
+            "bye",
+            "ok",
+            "message",
+            "welcome",
+            "date",
+            "broadcast",
+            "pong",
+        }
         codes = {e.code for e in errors.ALL}
         for op, data in server_frames(transport.value()):
             if op == CLOSE:
@@ -359,8 +385,9 @@ def ws_connect(testcase, port, path="/", tls=False):
     factory = WebSocketClientFactory(f"{scheme}://localhost:{port}{path}")
     factory.protocol = WSClient
     # No autobahn timers of its own in tests: the tests' waits are bounded already.
-    factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0,
-                               serverConnectionDropTimeout=0)
+    factory.setProtocolOptions(
+        openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0
+    )
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
     if tls:
         endpoint = wrapClientTLS(client_tls(), endpoint)
@@ -379,8 +406,10 @@ def _close(client):
 def ws_listen(profile="nea", tls=False):
     if tls:
         d = certs()
-        return (f"{profile}+ws=ssl:0:interface=127.0.0.1:privateKey={d}/server-key.pem"
-                f":certKey={d}/server.pem")
+        return (
+            f"{profile}+ws=ssl:0:interface=127.0.0.1:privateKey={d}/server-key.pem"
+            f":certKey={d}/server.pem"
+        )
     return f"{profile}+ws=tcp:0:interface=127.0.0.1"
 
 
@@ -402,8 +431,11 @@ class Raw(protocol.Protocol):
 def raw_connect(testcase, port):
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
     raw = yield endpoint.connect(protocol.Factory.forProtocol(Raw))
-    testcase.addCleanup(lambda: raw.closed if raw.closed.called
-                        else (raw.transport.abortConnection(), raw.closed)[1])
+    testcase.addCleanup(
+        lambda: (
+            raw.closed if raw.closed.called else (raw.transport.abortConnection(), raw.closed)[1]
+        )
+    )
     return raw
 
 
@@ -416,10 +448,19 @@ class OnLoopback(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--listen", ws_listen(),
-            "--listen", ws_listen(tls=True),
-            "--listen", tcp_listen("relay"), "--listen", ws_listen("relay"),
-            "--handshake-timeout", "1",
+            self,
+            "--listen",
+            tcp_listen(),
+            "--listen",
+            ws_listen(),
+            "--listen",
+            ws_listen(tls=True),
+            "--listen",
+            tcp_listen("relay"),
+            "--listen",
+            ws_listen("relay"),
+            "--handshake-timeout",
+            "1",
         )
         self.line, self.ws, self.wss, self.relay_line, self.relay_ws = self.service.ports
         self.hub = self.service.hub
@@ -427,15 +468,18 @@ class OnLoopback(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_websocket_and_a_line_client_chat(self):
         for port, tls in ((self.ws, False), (self.wss, True), (self.service.http_port, False)):
-            ws = yield ws_connect(self, port, "/ws" if port == self.service.http_port else "/",
-                                 tls=tls)
+            ws = yield ws_connect(
+                self, port, "/ws" if port == self.service.http_port else "/", tls=tls
+            )
             line = yield connect(self, self.line, tls=False)
             ws.send_json("nick", "webby")
             self.assertEqual((yield ws.next()), {"type": "nick", "payload": "webby"})
             line.send("chat hello from a line")
             said = (yield ws.next())["payload"]
-            self.assertEqual((said["from"], said["text"], said["id"]),
-                             (line_name(self.hub), "hello from a line", None))
+            self.assertEqual(
+                (said["from"], said["text"], said["id"]),
+                (line_name(self.hub), "hello from a line", None),
+            )
             ws.send_json("chat", "hello from a browser")
             for _ in range(3):  # its own line first, then the WebSocket's
                 push = yield line.next_push()
@@ -460,7 +504,8 @@ class OnLoopback(unittest.TestCase):
         self.assertEqual((yield ws.next()), {"type": "ok", "payload": "from the web"})
         self.hub.registry.relay_capable.add(ws_session(self.hub))
         self.hub.registry.relay_capable.discard(
-            next(p for p in self.hub.registry.peers if not isinstance(p, MessageSession)))
+            next(p for p in self.hub.registry.peers if not isinstance(p, MessageSession))
+        )
         line.send("message from a line")
         self.assertEqual((yield ws.next()), {"type": "message", "payload": "from a line"})
         ws.send_json("ok", "from a line")
@@ -510,13 +555,19 @@ class OnLoopback(unittest.TestCase):
     def test_a_foreign_origin_is_refused_with_403_on_both_paths(self):
         for port, path in ((self.ws, "/"), (self.service.http_port, "/ws")):
             raw = yield raw_connect(self, port)
-            raw.transport.write(upgrade(path, host=f"127.0.0.1:{port}",
-                                        origin="https://evil.example"))
+            raw.transport.write(
+                upgrade(path, host=f"127.0.0.1:{port}", origin="https://evil.example")
+            )
             answer = yield raw.closed.addTimeout(WAIT, reactor)
             self.assertTrue(answer.startswith(b"HTTP/1.1 403"), answer[:60])
         raw = yield raw_connect(self, self.service.http_port)  # the page's own origin is fine
-        raw.transport.write(upgrade("/ws", host=f"127.0.0.1:{self.service.http_port}",
-                                    origin=f"http://127.0.0.1:{self.service.http_port}"))
+        raw.transport.write(
+            upgrade(
+                "/ws",
+                host=f"127.0.0.1:{self.service.http_port}",
+                origin=f"http://127.0.0.1:{self.service.http_port}",
+            )
+        )
         yield settle(lambda: b"\r\n\r\n" in raw.data)
         self.assertTrue(raw.data.startswith(b"HTTP/1.1 101"))
 
@@ -524,8 +575,11 @@ class OnLoopback(unittest.TestCase):
     def test_dns_rebinding_host_and_origin_both_foreign_is_refused_on_both_paths(self):
         for port, path in ((self.ws, "/"), (self.service.http_port, "/ws")):
             raw = yield raw_connect(self, port)
-            raw.transport.write(upgrade(path, host=f"rebound.example:{port}",
-                                        origin=f"http://rebound.example:{port}"))
+            raw.transport.write(
+                upgrade(
+                    path, host=f"rebound.example:{port}", origin=f"http://rebound.example:{port}"
+                )
+            )
             answer = yield raw.closed.addTimeout(WAIT, reactor)
             self.assertRegex(answer[:20], rb"HTTP/1.1 4(03|21)", answer[:60])
         self.assertEqual(self.hub.snapshot().connections, 0)
@@ -595,8 +649,9 @@ class Limits(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_client_that_never_reads_is_dropped_as_a_slow_consumer(self):
-        service = yield start_server(self, "--listen", ws_listen(tls=True),
-                                     "--max-outbound", "65536")
+        service = yield start_server(
+            self, "--listen", ws_listen(tls=True), "--max-outbound", "65536"
+        )
         ws = yield ws_connect(self, service.ports[0], tls=True)
         yield settle(lambda: service.hub.snapshot().connections == 1)
         ws.transport.pauseProducing()  # never reads again
@@ -612,8 +667,10 @@ class Limits(unittest.TestCase):
 class ListenerSyntax(unittest.TestCase):
     def test_ws_after_the_profile_and_with_proxy(self):
         listen = Listen.parse("chat+proxy+ws=ssl:8443:privateKey=k.pem:certKey=c.pem")
-        self.assertEqual((listen.profile, listen.proxy, listen.websocket, listen.transport),
-                         (profiles.CHAT, True, True, "tls"))
+        self.assertEqual(
+            (listen.profile, listen.proxy, listen.websocket, listen.transport),
+            (profiles.CHAT, True, True, "tls"),
+        )
         self.assertFalse(Listen.parse("relay+proxy=tcp:1").websocket)
         with self.assertRaisesRegex(ValueError, r"unknown listener option 'wss'.*\+proxy, \+ws"):
             Listen.parse("nea+wss=tcp:1")

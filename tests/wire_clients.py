@@ -88,8 +88,8 @@ def read_line(stream: Stream, held: bytearray) -> bytes:
     for _ in range(100_000):
         end = held.find(b"\n")
         if end >= 0:
-            line = bytes(held[:end + 1])
-            del held[:end + 1]
+            line = bytes(held[: end + 1])
+            del held[: end + 1]
             return line
         chunk = stream.recv()
         if not chunk:
@@ -98,8 +98,9 @@ def read_line(stream: Stream, held: bytearray) -> bytes:
     raise AssertionError("no line within the bound")
 
 
-def client_frame(payload: bytes, opcode: int = TEXT, fin: bool = True,
-                 length: int | None = None) -> bytes:
+def client_frame(
+    payload: bytes, opcode: int = TEXT, fin: bool = True, length: int | None = None
+) -> bytes:
     """One masked frame, as a client must send it; ``length`` may announce more than
     ``payload`` (a frame whose rest never comes)."""
     head = bytes([(0x80 if fin else 0) | opcode])
@@ -112,8 +113,13 @@ def client_frame(payload: bytes, opcode: int = TEXT, fin: bool = True,
         head += bytes([0x80 | 127]) + struct.pack("!Q", length)
     mask = os.urandom(4)
     size = len(payload)
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(
-        (mask * (size // 4 + 1))[:size], "big")).to_bytes(size, "big") if size else b""
+    masked = (
+        (
+            int.from_bytes(payload, "big") ^ int.from_bytes((mask * (size // 4 + 1))[:size], "big")
+        ).to_bytes(size, "big")
+        if size
+        else b""
+    )
     return head + mask + masked
 
 
@@ -126,14 +132,14 @@ def server_frames(data: bytes) -> tuple[list[tuple[int, bool, bytes]], bytes]:
         if length == 126:
             if len(data) - position < 4:
                 break
-            length, head = struct.unpack("!H", data[position + 2:position + 4])[0], 4
+            length, head = struct.unpack("!H", data[position + 2 : position + 4])[0], 4
         elif length == 127:
             if len(data) - position < 10:
                 break
-            length, head = struct.unpack("!Q", data[position + 2:position + 10])[0], 10
+            length, head = struct.unpack("!Q", data[position + 2 : position + 10])[0], 10
         if len(data) - position < head + length:
             break
-        payload = data[position + head:position + head + length]
+        payload = data[position + head : position + head + length]
         frames.append((first & 0x0F, bool(first & 0x80), payload))
         position += head + length
     return frames, data[position:]
@@ -148,7 +154,8 @@ class WebSocket:
         self.stream.send(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         held = bytearray()
         for _ in range(1000):
             end = held.find(b"\r\n\r\n")
@@ -160,7 +167,7 @@ class WebSocket:
             held += chunk
         if not held.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(f"no upgrade: {bytes(held)!r}")
-        self._held = bytes(held[end + 4:])
+        self._held = bytes(held[end + 4 :])
 
     def messages_to_end(self) -> tuple[list[bytes], bool]:
         """Every text message until the server closed, and whether a close frame came last."""

@@ -41,9 +41,16 @@ class AddressedClient(Redialer):
 
     __slots__ = ("announcement", "out", "on_done")
 
-    def __init__(self, announcement, endpoint, clock, dial: DialConfig,
-                 out: Callable[[str], None], on_done: Callable[["AddressedClient"], None],
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        announcement,
+        endpoint,
+        clock,
+        dial: DialConfig,
+        out: Callable[[str], None],
+        on_done: Callable[["AddressedClient"], None],
+        rng: random.Random | None = None,
+    ) -> None:
         super().__init__(endpoint, clock, dial, rng)
         self.announcement = announcement
         self.out = out
@@ -89,9 +96,16 @@ class RegisterClient(AddressedClient):
 
     __slots__ = ("_waiting",)
 
-    def __init__(self, name: str, endpoint, clock, dial: DialConfig,
-                 out: Callable[[str], None], on_done: Callable[["AddressedClient"], None],
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        endpoint,
+        clock,
+        dial: DialConfig,
+        out: Callable[[str], None],
+        on_done: Callable[["AddressedClient"], None],
+        rng: random.Random | None = None,
+    ) -> None:
         super().__init__(frames.Register(name), endpoint, clock, dial, out, on_done, rng)
         #: Unanswered requests of the current link, oldest first: id -> link.
         self._waiting: collections.OrderedDict[str, ServerLink] = collections.OrderedDict()
@@ -134,8 +148,11 @@ class RegisterClient(AddressedClient):
     def _show_prompt(self) -> None:
         if self._waiting:
             oldest = next(iter(self._waiting))
-            others = f"; {len(self._waiting) - 1} more wait ('ID TEXT' answers one)" \
-                if len(self._waiting) > 1 else ""
+            others = (
+                f"; {len(self._waiting) - 1} more wait ('ID TEXT' answers one)"
+                if len(self._waiting) > 1
+                else ""
+            )
             self.out(f"[answer] type the answer to {oldest}{others}")
 
 
@@ -163,9 +180,17 @@ class ServeClient(AddressedClient):
 
     __slots__ = ("config", "reactor", "running", "_queue")
 
-    def __init__(self, service: str, config: ServeConfig, endpoint, reactor, dial: DialConfig,
-                 out: Callable[[str], None], on_done: Callable[["AddressedClient"], None],
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        config: ServeConfig,
+        endpoint,
+        reactor,
+        dial: DialConfig,
+        out: Callable[[str], None],
+        on_done: Callable[["AddressedClient"], None],
+        rng: random.Random | None = None,
+    ) -> None:
         super().__init__(frames.Serve(service), endpoint, reactor, dial, out, on_done, rng)
         self.config = config
         self.reactor = reactor

@@ -88,11 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nea-client {nea.__version__}")
     parser.add_argument(
-        "command", nargs="?", choices=("relay", "status", "register", "serve"),
+        "command",
+        nargs="?",
+        choices=("relay", "status", "register", "serve"),
         help="default: interactive mode",
     )
     parser.add_argument(
-        "text", nargs="*",
+        "text",
+        nargs="*",
         help="relay: the text to relay (words are joined); register: the NAME; serve: the SERVICE",
     )
     net = parser.add_argument_group("connection")
@@ -100,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--port", type=int, default=3443, help="server port (3443)")
     net.add_argument("--plain", action="store_true", help="plain TCP instead of TLS")
     net.add_argument(
-        "--ca", default=str(DEFAULT_CA), metavar="FILE",
+        "--ca",
+        default=str(DEFAULT_CA),
+        metavar="FILE",
         help=f"CA file to verify the server ({DEFAULT_CA})",
     )
     net.add_argument(
@@ -110,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", metavar="FILE", help="the client certificate's key (default: in --cert)"
     )
     net.add_argument(
-        "--server-name", metavar="NAME",
+        "--server-name",
+        metavar="NAME",
         help="name (or IP) the server's certificate must carry (default: --host)",
     )
     retry = parser.add_argument_group("reconnecting (interactive, relay, register, serve)")
@@ -120,36 +126,55 @@ def build_parser() -> argparse.ArgumentParser:
         (retry, "--retry-initial", _positive_seconds, 0.5, "first backoff delay (0.5)"),
         (retry, "--retry-max", _positive_seconds, 30.0, "backoff cap (30)"),
         (
-            retry, "--give-up", _seconds, 0.0,
+            retry,
+            "--give-up",
+            _seconds,
+            0.0,
             "stop trying after this many seconds (0 = never); relay then exits 1",
         ),
         (
-            relay, "--timeout", _seconds, None,
+            relay,
+            "--timeout",
+            _seconds,
+            None,
             f"relay: seconds from connecting until 'ok TEXT' (0 = none; {RELAY_TIMEOUT:g}); "
             f"status: seconds to wait for the answer (0 = no limit; {STATUS_TIMEOUT:g})",
         ),
     ):
         group.add_argument(name, type=kind, default=default, metavar="SECONDS", help=what)
     relay.add_argument(
-        "--ok-delay", type=_ok_delay, default=Constant(0.0), metavar="MIN[:MAX]",
+        "--ok-delay",
+        type=_ok_delay,
+        default=Constant(0.0),
+        metavar="MIN[:MAX]",
         help="relay: seconds before answering a forwarded message, drawn from MIN..MAX (0)",
     )
     relay.add_argument("--quiet", action="store_true", help="relay: no progress on stderr")
     serve = parser.add_argument_group("serve")
     serve.add_argument(
-        "--reply-with", metavar="COMMAND",
+        "--reply-with",
+        metavar="COMMAND",
         help="run through /bin/sh -c for each request: the body on stdin, stdout the reply",
     )
     serve.add_argument(
-        "--max-running", type=_positive_int, default=8, metavar="N",
+        "--max-running",
+        type=_positive_int,
+        default=8,
+        metavar="N",
         help="commands running at once (8)",
     )
     serve.add_argument(
-        "--max-queued", type=_positive_int, default=1000, metavar="N",
+        "--max-queued",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
         help="requests waiting for a free slot; past it the reply is an error (1000)",
     )
     serve.add_argument(
-        "--command-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+        "--command-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
         help="kill a command (its process group) after this long (0 = never; 30)",
     )
     parser.add_argument(
@@ -343,29 +368,50 @@ def _on_terminal(reactor, make_client) -> defer.Deferred:
 
 
 def run_interactive(reactor, args: argparse.Namespace) -> defer.Deferred:
-    return _on_terminal(reactor, lambda show, over: InteractiveClient(
-        make_endpoint(reactor, args), reactor, dial_config(args), show, over,
-        auto_ack=args.auto_ack,
-    ))
+    return _on_terminal(
+        reactor,
+        lambda show, over: InteractiveClient(
+            make_endpoint(reactor, args),
+            reactor,
+            dial_config(args),
+            show,
+            over,
+            auto_ack=args.auto_ack,
+        ),
+    )
 
 
 # ---- register and serve ----
 
 
 def run_register(reactor, args: argparse.Namespace) -> defer.Deferred:
-    return _on_terminal(reactor, lambda show, over: RegisterClient(
-        args.text, make_endpoint(reactor, args), reactor, dial_config(args), show, over,
-    ))
+    return _on_terminal(
+        reactor,
+        lambda show, over: RegisterClient(
+            args.text,
+            make_endpoint(reactor, args),
+            reactor,
+            dial_config(args),
+            show,
+            over,
+        ),
+    )
 
 
 def run_serve(reactor, args: argparse.Namespace) -> defer.Deferred:
     done: defer.Deferred = defer.Deferred()
     config = ServeConfig(
         ShellCommand(args.reply_with, timeout=args.command_timeout),
-        max_running=args.max_running, max_queued=args.max_queued,
+        max_running=args.max_running,
+        max_queued=args.max_queued,
     )
     ServeClient(
-        args.text, config, make_endpoint(reactor, args), reactor, dial_config(args), _stdout,
+        args.text,
+        config,
+        make_endpoint(reactor, args),
+        reactor,
+        dial_config(args),
+        _stdout,
         lambda client: done.callback(_exit_code(client.outcome)),
     ).start()
     return done
@@ -374,8 +420,11 @@ def run_serve(reactor, args: argparse.Namespace) -> defer.Deferred:
 # ---- entry point ----
 
 _MODES = {
-    None: run_interactive, "relay": run_relay, "status": run_status,
-    "register": run_register, "serve": run_serve,
+    None: run_interactive,
+    "relay": run_relay,
+    "status": run_status,
+    "register": run_register,
+    "serve": run_serve,
 }
 
 

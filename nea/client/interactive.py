@@ -44,8 +44,10 @@ def format_push(push: frames.Push) -> str:
         case frames.Presence(name, event):
             return f"[presence] {name} {event}"
         case frames.Gap(since, until, last_id):
-            return (f"[gap] chat between {since} and {until} may have been missed"
-                    f"  (ask: since {last_id})")
+            return (
+                f"[gap] chat between {since} and {until} may have been missed"
+                f"  (ask: since {last_id})"
+            )
         case frames.BroadcastPush(text):
             return f"[broadcast] {text}"
         case frames.NickReply(name):
@@ -93,7 +95,13 @@ class InteractiveClient(Redialer):
     """
 
     __slots__ = (
-        "out", "on_done", "auto_ack", "_pending", "_hello_pending", "_quitting", "_input_done"
+        "out",
+        "on_done",
+        "auto_ack",
+        "_pending",
+        "_hello_pending",
+        "_quitting",
+        "_input_done",
     )
 
     #: Lines kept while not connected; more are dropped with a notice.

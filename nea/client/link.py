@@ -32,8 +32,9 @@ from nea.wire.frames import Encoding
 
 #: The server's pings, and their answers.
 _PONGS = {
-    codec.encode_push(frames.PingPush(), encoding).rstrip(b"\n"):
-        codec.encode_request(frames.Pong(), encoding)
+    codec.encode_push(frames.PingPush(), encoding).rstrip(b"\n"): codec.encode_request(
+        frames.Pong(), encoding
+    )
     for encoding in Encoding
 }
 

@@ -44,8 +44,12 @@ from nea.wire import errors, frames
 RESEND = frozenset({errors.NO_RECIPIENT.code, errors.TOO_MANY_PENDING.code})
 #: Our ``message TEXT`` can never be relayed on this listener: retrying is pointless.
 REFUSED = frozenset(
-    {errors.NOT_IN_PROFILE.code, errors.EMPTY_RELAY.code, errors.BAD_UTF8.code,
-     errors.BAD_USAGE.code}
+    {
+        errors.NOT_IN_PROFILE.code,
+        errors.EMPTY_RELAY.code,
+        errors.BAD_UTF8.code,
+        errors.BAD_USAGE.code,
+    }
 )
 #: After these the server closes the connection.
 FATAL = frozenset(e.code for e in errors.ALL if e.fatal)
@@ -117,9 +121,23 @@ class RelayClient(Redialer):
     """
 
     __slots__ = (
-        "text", "config", "observer", "sends", "retries", "dials", "forwarded", "oks_sent",
-        "unexpected", "dialled_at", "sent_at", "acked_at", "_message", "_own_ok", "_timer",
-        "_timed_out", "_error_closes",
+        "text",
+        "config",
+        "observer",
+        "sends",
+        "retries",
+        "dials",
+        "forwarded",
+        "oks_sent",
+        "unexpected",
+        "dialled_at",
+        "sent_at",
+        "acked_at",
+        "_message",
+        "_own_ok",
+        "_timer",
+        "_timed_out",
+        "_error_closes",
     )
 
     def __init__(

@@ -51,8 +51,11 @@ class _StatusQuery(PushReader):
             else:
                 self.settle(push.status)
         elif isinstance(push, frames.ErrorReply):
-            self.settle(Failure(StatusError(f"the server refused: [{push.code}] {push.message}",
-                                            code=push.code)))
+            self.settle(
+                Failure(
+                    StatusError(f"the server refused: [{push.code}] {push.message}", code=push.code)
+                )
+            )
 
     def link_lost(self, link: ServerLink, reason: Failure) -> None:
         if self.status is not None:
@@ -76,7 +79,11 @@ class _StatusQuery(PushReader):
 
 
 def fetch_status(
-    endpoint, clock, tls: bool, timeout: float | None = 10.0, ca: str | None = None,
+    endpoint,
+    clock,
+    tls: bool,
+    timeout: float | None = 10.0,
+    ca: str | None = None,
     until_closed: bool = False,
 ) -> defer.Deferred:
     """The server's status as a dict; fails with `StatusError` (or, after ``timeout``

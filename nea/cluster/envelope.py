@@ -131,8 +131,11 @@ def decode(data: str | bytes) -> tuple[str, Message]:
             if not isinstance(push, (ChatPush, BroadcastPush, Presence)):
                 raise TypeError(f"not a chat, broadcast or presence push: {push!r}")
             if isinstance(push, BroadcastPush):
-                push = attrs.evolve(push, id=_optional(fields.get("id"), int),
-                                    time=_optional(fields.get("time"), str))
+                push = attrs.evolve(
+                    push,
+                    id=_optional(fields.get("id"), int),
+                    time=_optional(fields.get("time"), str),
+                )
             message: Message = Event(push)
         else:
             kind = _KINDS[op]

@@ -46,7 +46,9 @@ def beat(redis, ns: Namespace, instance: str, record: str, interval: float):
 def withdraw(redis, ns: Namespace, instance: str):
     """Remove this instance's keys and index entry (the index vanishes with its last entry)."""
     return defer.gatherResults(
-        [redis.delete(ns.member(instance), ns.names(instance), ns.nicks(instance)),
-         redis.zrem(ns.members, instance)],
+        [
+            redis.delete(ns.member(instance), ns.names(instance), ns.nicks(instance)),
+            redis.zrem(ns.members, instance),
+        ],
         consumeErrors=True,
     )

@@ -67,4 +67,3 @@ class MemberTable:
 
     def figures(self) -> list[MemberFigures]:
         return [m.figures for m in self.members.values()]
-

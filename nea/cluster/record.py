@@ -64,16 +64,19 @@ def decode(instance: str, data: str) -> Announcement:
             return Announcement(run, _from_status(instance, record["summary"]), record_version=0)
         if version > VERSION:
             return Announcement(run, _unknown(instance, record), False, version)
-        return Announcement(run, MemberFigures(
-            instance=instance,
-            version=_typed(record, "version", str),
-            state=_typed(record, "state", str),
-            connections=_count(record, "connections"),
-            relay_weight=_count(record, "relay_weight"),
-            pending=_count(record, "pending"),
-            zero_state=_typed(record, "zero_state", bool),
-            services=_services(record.get("services", {})),
-        ))
+        return Announcement(
+            run,
+            MemberFigures(
+                instance=instance,
+                version=_typed(record, "version", str),
+                state=_typed(record, "state", str),
+                connections=_count(record, "connections"),
+                relay_weight=_count(record, "relay_weight"),
+                pending=_count(record, "pending"),
+                zero_state=_typed(record, "zero_state", bool),
+                services=_services(record.get("services", {})),
+            ),
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"malformed heartbeat record {data!r}: {e}") from None
 
@@ -95,8 +98,13 @@ def _unknown(instance: str, record: dict[str, Any]) -> MemberFigures:
     """A newer record: nothing in it is read but the nea version, if it is a string."""
     version = record.get("version")
     return MemberFigures(
-        instance=instance, version=version if isinstance(version, str) else "unknown",
-        state="incompatible", connections=0, relay_weight=0, pending=0, zero_state=True,
+        instance=instance,
+        version=version if isinstance(version, str) else "unknown",
+        state="incompatible",
+        connections=0,
+        relay_weight=0,
+        pending=0,
+        zero_state=True,
     )
 
 

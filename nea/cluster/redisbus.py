@@ -80,8 +80,9 @@ log = Logger()
 
 
 class RedisBus:
-    def __init__(self, instance_id: str, namespace: Namespace, interval: float,
-                 encode_record=record.encode) -> None:
+    def __init__(
+        self, instance_id: str, namespace: Namespace, interval: float, encode_record=record.encode
+    ) -> None:
         """``encode_record(run, figures)``: the heartbeat record this instance announces
         (another version's, in tests of mixed-version clusters)."""
         self.instance_id = instance_id
@@ -115,8 +116,9 @@ class RedisBus:
 
     # ---- nea.core.bus.Bus ----
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
-               requests: RequestNode) -> None:
+    def attach(
+        self, relays: RelayNode, chat: ChatNode, figures: Figures, requests: RequestNode
+    ) -> None:
         self._relays, self._chat, self._figures = relays, chat, figures
         self._requests = requests
 
@@ -126,8 +128,7 @@ class RedisBus:
             weights.update(self.table.weights())
         return weighted_pick(weights, rng)
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int,
-                relay: str) -> None:
+    def deliver(self, instance: str, text: str, origin: str, attempt: int, relay: str) -> None:
         if instance == self.instance_id:
             self._relays.deliver(text, origin, attempt, relay)
             return
@@ -136,8 +137,11 @@ class RedisBus:
         if member is None or not self.up:
             self._recover(instance)
             return
-        self._send(instance, Deliver(text, origin, attempt, relay),
-                   functools.partial(self._check_reached, instance, member.run))
+        self._send(
+            instance,
+            Deliver(text, origin, attempt, relay),
+            functools.partial(self._check_reached, instance, member.run),
+        )
 
     def confirm(self, origin: str, relay: str) -> None:
         if origin == self.instance_id:
@@ -206,7 +210,8 @@ class RedisBus:
             consumeErrors=True,
         )
         return found.addCallbacks(
-            lambda values: {_text(v) for v in values if v is not None}, lambda failure: set())
+            lambda values: {_text(v) for v in values if v is not None}, lambda failure: set()
+        )
 
     def _name_changed(self, name: str, stamp: float | None) -> None:
         """Write the names hash at the end of the reactor turn: a client that registers
@@ -224,8 +229,9 @@ class RedisBus:
             return  # the link went down: link_up writes the whole hash again
         removed = [name for name, stamp in changes.items() if stamp is None]
         if removed:
-            _quietly(redis.execute_command("HDEL", self.namespace.names(self.instance_id),
-                                           *removed))
+            _quietly(
+                redis.execute_command("HDEL", self.namespace.names(self.instance_id), *removed)
+            )
         added = {name: stamp for name, stamp in changes.items() if stamp is not None}
         if added:
             self._write_names(redis, added)
@@ -233,8 +239,11 @@ class RedisBus:
     def _write_names(self, redis, names: dict[str, float]) -> None:
         """Each name's field holds its registration time, then its holder's identity if any."""
         key = self.namespace.names(self.instance_id)
-        fields = [item for name, stamp in names.items()
-                  for item in (name, _held(stamp, self._requests.holder(name)))]
+        fields = [
+            item
+            for name, stamp in names.items()
+            for item in (name, _held(stamp, self._requests.holder(name)))
+        ]
         _quietly(redis.execute_command("HSET", key, *fields))
         _quietly(redis.execute_command("PEXPIRE", key, heartbeat.ttl_ms(self.interval)))
 
@@ -284,10 +293,12 @@ class RedisBus:
         identities: dict[str, dict[str, str | None]] = {}
 
         def held(_=None) -> dict[str, Holding]:
-            return {name: Holding(instance, identities[instance][name])
-                    if instance in identities
-                    else held_here(instance, self._requests, name)
-                    for name, instance in newest(stamps).items()}
+            return {
+                name: Holding(instance, identities[instance][name])
+                if instance in identities
+                else held_here(instance, self._requests, name)
+                for name, instance in newest(stamps).items()
+            }
 
         if redis is None or not instances:
             return defer.succeed(held())
@@ -306,12 +317,12 @@ class RedisBus:
 
         return found.addCallbacks(merged, lambda failure: None).addCallback(held)
 
-    def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: Set[str]) -> str | None:
+    def pick_member_instance(self, service: str, rng: random.Random, skip: Set[str]) -> str | None:
         weights = {self.instance_id: self._requests.member_weight(service)}
         if self.up:
-            weights.update({name: m.figures.services.get(service, 0)
-                            for name, m in self.table.members.items()})
+            weights.update(
+                {name: m.figures.services.get(service, 0) for name, m in self.table.members.items()}
+            )
         return weighted_pick({i: w for i, w in weights.items() if i not in skip}, rng)
 
     def offer(self, instance: str, offer: Offer) -> None:
@@ -367,8 +378,11 @@ class RedisBus:
         names = self._requests.local_names()
         self._name_changes = {}
         redis = self._redis
-        _quietly(redis.delete(self.namespace.names(self.instance_id),
-                              self.namespace.nicks(self.instance_id)))
+        _quietly(
+            redis.delete(
+                self.namespace.names(self.instance_id), self.namespace.nicks(self.instance_id)
+            )
+        )
         if self._nicks:
             self._write_nicks(redis, self._nicks)
         if names:
@@ -454,7 +468,9 @@ class RedisBus:
             log.warn(
                 "cluster member {member} announces heartbeat record version {version}; this"
                 " instance reads up to {known}: it is kept as a member but sent no relays",
-                member=name, version=version, known=record.VERSION,
+                member=name,
+                version=version,
+                known=record.VERSION,
             )
 
     def leave(self, redis):

@@ -224,7 +224,8 @@ class RedisLink:
                 else:
                     redis.transport.loseConnection()
         self._commands = self._subscriber = None
-        return defer.DeferredList(waits).addTimeout(REPLY_TIMEOUT, self.reactor).addErrback(
-            lambda _: None
+        return (
+            defer.DeferredList(waits)
+            .addTimeout(REPLY_TIMEOUT, self.reactor)
+            .addErrback(lambda _: None)
         )
-

@@ -58,9 +58,14 @@ class Access:
     presented (the hub's: its name, nick and permissions follow).
     """
 
-    def __init__(self, clock: IReactorTime, policy: Policy, verifier: TokenVerifier | None,
-                 reject: Callable[..., None],
-                 identified: Callable[[Peer, Token], None]) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        policy: Policy,
+        verifier: TokenVerifier | None,
+        reject: Callable[..., None],
+        identified: Callable[[Peer, Token], None],
+    ) -> None:
         self.clock = clock
         self.policy = policy
         self.verifier = verifier
@@ -91,12 +96,14 @@ class Access:
 
     def _gated(self, handler: Handler) -> Handler:
         """``handler``, run only if the peer has the permission its request needs."""
+
         def gated(peer: Peer, request) -> Deferred | None:
             need = needed(request)
             assert need is not None  # every GATED kind needs a permission
             if self.permits(peer, *need):
                 return handler(peer, request)
             return None
+
         return gated
 
     def permits(self, peer, permission: str, target: str | None = None) -> bool:
@@ -110,8 +117,9 @@ class Access:
         """Answer ``not_allowed`` for ``permission`` (on ``target``), counted and logged."""
         self.reject(peer, errors.NOT_ALLOWED, self._refusal(who(peer), permission, target, detail))
 
-    def judge(self, token: Token, where: str, permission: str,
-              target: str | None = None) -> str | None:
+    def judge(
+        self, token: Token, where: str, permission: str, target: str | None = None
+    ) -> str | None:
         """None if ``token`` (an HTTP request's) permits, else why not (counted and logged)."""
         if self._permissions(token.subject, token).allows(permission, target, token.subject):
             return None
@@ -120,8 +128,12 @@ class Access:
     def _refusal(self, who: str, permission: str, target: str | None, detail: str = "") -> str:
         self.refused[permission] += 1
         what = f"{permission} {target!r}" if target is not None else permission
-        log.info("not_allowed: {who} may not {what}{detail}", who=who, what=what,
-                 detail=f" ({detail})" if detail else "")
+        log.info(
+            "not_allowed: {who} may not {what}{detail}",
+            who=who,
+            what=what,
+            detail=f" ({detail})" if detail else "",
+        )
         return f"{what}: {detail}" if detail else f"{what} needs the {permission!r} permission"
 
     def verify(self, token: str, where: str, identity: str | None = None) -> Token:
@@ -132,12 +144,18 @@ class Access:
                 raise TokenRefused(errors.AUTH_UNAVAILABLE, "start nea-server with --jwt-key")
             verified = self.verifier.verify(token)
             if identity not in (None, verified.subject):
-                raise TokenRefused(errors.BAD_TOKEN, f"this connection is {identity!r}; a "
-                                                     "token must be for that identity")
+                raise TokenRefused(
+                    errors.BAD_TOKEN,
+                    f"this connection is {identity!r}; a token must be for that identity",
+                )
         except TokenRefused as refused:
             self.failed += 1
-            log.info("token refused for {where}: {code} {detail}", where=where,
-                     code=refused.error.code, detail=refused.detail)
+            log.info(
+                "token refused for {where}: {code} {detail}",
+                where=where,
+                code=refused.error.code,
+                detail=refused.detail,
+            )
             raise
         self.ok += 1
         return verified

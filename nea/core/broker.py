@@ -123,10 +123,17 @@ class RelayBroker:
     waits for no relay any more (a client that ended its stream closes then).
     """
 
-    def __init__(self, clock: IReactorTime, registry: Registry, bus: Bus, rng: random.Random,
-                 reject: Callable[[Waiter, errors.ErrorCode, str], None],
-                 max_pending: int = 1000, ack_timeout: float = 0,
-                 first_ack_timeout: float = 0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        registry: Registry,
+        bus: Bus,
+        rng: random.Random,
+        reject: Callable[[Waiter, errors.ErrorCode, str], None],
+        max_pending: int = 1000,
+        ack_timeout: float = 0,
+        first_ack_timeout: float = 0,
+    ) -> None:
         """``ack_timeout``: seconds a target has to ack a delivery (0: as long as it stays);
         ``first_ack_timeout``: as long, for a target that has never sent a byte (0: the
         same)."""
@@ -252,8 +259,14 @@ class RelayBroker:
         timeout, deadlines = self.ack_timeout, self._deadlines
         if timeout and not target.bytes_in and 0 < self.first_ack_timeout < timeout:
             timeout, deadlines = self.first_ack_timeout, self._first_deadlines
-        delivery = Delivery(origin, relay, target, text, self.clock.seconds() + timeout,
-                            first=deadlines is self._first_deadlines)
+        delivery = Delivery(
+            origin,
+            relay,
+            target,
+            text,
+            self.clock.seconds() + timeout,
+            first=deadlines is self._first_deadlines,
+        )
         held.append(delivery)
         if timeout:
             deadlines.append(delivery)
@@ -354,6 +367,7 @@ class RelayBroker:
 
     def figures(self) -> RelayFigures:
         return RelayFigures(
-            pending=len(self.waiting), in_flight=sum(self._held_count.values()),
+            pending=len(self.waiting),
+            in_flight=sum(self._held_count.values()),
             **attrs.asdict(self.counts),
         )

@@ -104,14 +104,14 @@ Figures = Callable[[], MemberFigures]
 class Bus(TypingProtocol):
     instance_id: str
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
-               requests: RequestNode) -> None: ...
+    def attach(
+        self, relays: RelayNode, chat: ChatNode, figures: Figures, requests: RequestNode
+    ) -> None: ...
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         """An instance, drawn with weight = its relay-capable connections; None if none."""
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int,
-                relay: str) -> None: ...
+    def deliver(self, instance: str, text: str, origin: str, attempt: int, relay: str) -> None: ...
 
     def confirm(self, origin: str, relay: str) -> None: ...
 
@@ -152,8 +152,7 @@ class Bus(TypingProtocol):
     def clients(self) -> defer.Deferred:
         """``{name: Holding}`` of every registered name in the cluster."""
 
-    def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: Set[str]) -> str | None:
+    def pick_member_instance(self, service: str, rng: random.Random, skip: Set[str]) -> str | None:
         """An instance not in ``skip``, drawn with weight = its members of ``service``."""
 
     def offer(self, instance: str, offer: Any) -> None: ...
@@ -175,15 +174,15 @@ class LocalBus:
         self._relays: RelayNode
         self._requests: RequestNode
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
-               requests: RequestNode) -> None:
+    def attach(
+        self, relays: RelayNode, chat: ChatNode, figures: Figures, requests: RequestNode
+    ) -> None:
         self._relays, self._requests = relays, requests
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
         return self.instance_id if self._relays.relay_weight() else None
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int,
-                relay: str) -> None:
+    def deliver(self, instance: str, text: str, origin: str, attempt: int, relay: str) -> None:
         self._relays.deliver(text, origin, attempt, relay)
 
     def confirm(self, origin: str, relay: str) -> None:
@@ -228,11 +227,14 @@ class LocalBus:
         return defer.succeed((holder is not None, holder.identity if holder else None))
 
     def clients(self) -> defer.Deferred:
-        return defer.succeed({name: held_here(self.instance_id, self._requests, name)
-                              for name in self._requests.local_names()})
+        return defer.succeed(
+            {
+                name: held_here(self.instance_id, self._requests, name)
+                for name in self._requests.local_names()
+            }
+        )
 
-    def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: Set[str]) -> str | None:
+    def pick_member_instance(self, service: str, rng: random.Random, skip: Set[str]) -> str | None:
         if self.instance_id in skip or not self._requests.member_weight(service):
             return None
         return self.instance_id

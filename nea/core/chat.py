@@ -58,8 +58,15 @@ Live = ChatPush | BroadcastPush | Presence
 class ChatRoom:
     """The bus's chat node (`nea.core.bus.ChatNode`): the bus calls `fan_out` on it directly."""
 
-    def __init__(self, registry: Registry, bus: Bus, history: History, reject: Reject,
-                 on_join: int, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        bus: Bus,
+        history: History,
+        reject: Reject,
+        on_join: int,
+        clock: IReactorTime,
+    ) -> None:
         self.registry = registry
         self.clock = clock
         self.bus = bus
@@ -85,7 +92,8 @@ class ChatRoom:
         #: The stored lines said here since the older mark, with when (and their bytes of
         #: text): published again after an outage.
         self._said_here: collections.deque[tuple[float, ChatPush | BroadcastPush]] = (
-            collections.deque())
+            collections.deque()
+        )
         self._said_bytes = 0
 
     def handlers(self) -> dict[type, Handler]:
@@ -109,13 +117,15 @@ class ChatRoom:
         self.said += 1
         skip = sender if sender.profile.room else None
         return self.history.write(CHAT, sender.name, text).addCallback(
-            lambda entry: self._send(_push(entry), skip))
+            lambda entry: self._send(_push(entry), skip)
+        )
 
     def broadcast(self, text: str):
         """The operator says ``text`` to everyone; fires with how many local clients got it."""
         self.broadcasts += 1
         return self.history.write(BROADCAST, None, text).addCallback(
-            lambda entry: self._send(_push(entry)))
+            lambda entry: self._send(_push(entry))
+        )
 
     def waits(self):
         """None while chat lines may be read; else a Deferred that fires once the
@@ -126,8 +136,11 @@ class ChatRoom:
         if not isinstance(push, Presence) and push.id is not None:
             self._said_here.append((self.clock.seconds(), push))
             self._said_bytes += len(push.text)
-            self._forget_said(lambda said: self._said_bytes > SAID_HERE_BYTES
-                              or len(self._said_here) > MAX_CATCH_UP)
+            self._forget_said(
+                lambda said: (
+                    self._said_bytes > SAID_HERE_BYTES or len(self._said_here) > MAX_CATCH_UP
+                )
+            )
         self.bus.publish(push)
         return self.fan_out(push, skip)
 
@@ -275,8 +288,9 @@ class ChatRoom:
             reading = self.history.since(request.last_id, MAX_REPLAY + 1)
             asked = request.last_id
         reading.addBoth(self._read, peer)
-        return reading.addCallbacks(self._replayed, self._unreadable,
-                                    callbackArgs=(peer, asked), errbackArgs=(peer,))
+        return reading.addCallbacks(
+            self._replayed, self._unreadable, callbackArgs=(peer, asked), errbackArgs=(peer,)
+        )
 
     def _read(self, result, peer: Peer):
         self._reading.discard(peer)

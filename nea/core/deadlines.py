@@ -34,11 +34,21 @@ class Deadlines(Generic[K]):
     ``live(key)`` says whether ``key`` is still waiting; `compact` keeps those only.
     """
 
-    __slots__ = ("clock", "expire", "live", "_queue", "_heap", "_seq", "_timer", "_armed",
-                 "_compact_at")
+    __slots__ = (
+        "clock",
+        "expire",
+        "live",
+        "_queue",
+        "_heap",
+        "_seq",
+        "_timer",
+        "_armed",
+        "_compact_at",
+    )
 
-    def __init__(self, clock: IReactorTime, expire: Callable[[K], None],
-                 live: Callable[[K], bool]) -> None:
+    def __init__(
+        self, clock: IReactorTime, expire: Callable[[K], None], live: Callable[[K], bool]
+    ) -> None:
         self.clock = clock
         self.expire = expire
         self.live = live

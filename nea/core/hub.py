@@ -91,24 +91,37 @@ class Hub:
         self.registry = Registry(config.max_clients)
         self.rng = rng or random.Random()
         self.relays = RelayBroker(
-            clock, self.registry, bus, self.rng, self.reject, config.max_pending,
-            config.ack_timeout, config.first_ack_timeout,
+            clock,
+            self.registry,
+            bus,
+            self.rng,
+            self.reject,
+            config.max_pending,
+            config.ack_timeout,
+            config.first_ack_timeout,
         )
         self.addressed = RequestBroker(
-            clock, bus, self.rng, self.reject, config.max_pending, config.request_timeout,
+            clock,
+            bus,
+            self.rng,
+            self.reject,
+            config.max_pending,
+            config.request_timeout,
         )
         #: Answers each connection is still owed (see `handle`), and the connections that
         #: ended their stream and close once they are owed nothing.
         self._owed: dict[Peer, set[Deferred]] = {}
         self._ending: set[Peer] = set()
         self._history = history if history is not None else NoHistory(clock)
-        self.chat = ChatRoom(self.registry, bus, self._history, self.reject,
-                             config.history_on_join, clock)
+        self.chat = ChatRoom(
+            self.registry, bus, self._history, self.reject, config.history_on_join, clock
+        )
         self.dates = DateBroadcaster(
             clock, config.date_interval, self.registry.date_subscribers, today
         )
-        self.liveness = Liveness(clock, config.ping_interval, lambda: self.registry.peers,
-                                 self.reject)
+        self.liveness = Liveness(
+            clock, config.ping_interval, lambda: self.registry.peers, self.reject
+        )
         self._errors: collections.Counter[str] = collections.Counter()
         self._throttled = 0
         self._requests: collections.Counter[str] = collections.Counter()
@@ -122,7 +135,8 @@ class Hub:
         self._nicks: dict[str, dict[Peer, str]] = {}
         #: Each request class's handler, as its feature names it, behind its permission.
         self._handlers = dispatch.table(
-            (self.relays, self.addressed, self.chat, self.liveness, self.access, reverse, self))
+            (self.relays, self.addressed, self.chat, self.liveness, self.access, reverse, self)
+        )
         self.access.gate(self._handlers)
         bus.attach(self.relays, self.chat, self.member, self.addressed)
 
@@ -216,8 +230,9 @@ class Hub:
                     self._ended(peer)
         return result
 
-    def reject(self, peer: Waiter, error: errors.ErrorCode, detail: str = "",
-               id: str | None = None) -> None:
+    def reject(
+        self, peer: Waiter, error: errors.ErrorCode, detail: str = "", id: str | None = None
+    ) -> None:
         """Answer with ``error``, counted under its code; close the connection if it is fatal.
 
         ``id``: the asker's id of the ``ask`` it answers. Every error a client is sent
@@ -299,8 +314,9 @@ class Hub:
         the log); raises `nea.core.tokens.TokenRefused`."""
         return self.access.verify(token, where)
 
-    def token_refusal(self, token: Token, where: str, permission: str,
-                      target: str | None = None) -> str | None:
+    def token_refusal(
+        self, token: Token, where: str, permission: str, target: str | None = None
+    ) -> str | None:
         """None if ``token`` has ``permission`` (on ``target``), else why not (counted)."""
         return self.access.judge(token, where, permission, target)
 
@@ -331,8 +347,7 @@ class Hub:
         looked_up.addCallback(self._register_unless_held, peer, request.name)
         return looked_up
 
-    def _register_unless_held(self, found: tuple[bool, str | None], peer: Peer,
-                              name: str) -> None:
+    def _register_unless_held(self, found: tuple[bool, str | None], peer: Peer, name: str) -> None:
         """``found``: who holds ``name`` elsewhere; a holder here is the one that counts."""
         if peer not in self.registry:
             return  # it left meanwhile
@@ -401,8 +416,15 @@ class Hub:
         self.relays.forget_waiter(waiter)
         self.addressed.forget_waiter(waiter)
 
-    def ask(self, waiter: Waiter, ref: str, name: str | None, service: str | None, body,
-            timeout: float | None = None) -> None:
+    def ask(
+        self,
+        waiter: Waiter,
+        ref: str,
+        name: str | None,
+        service: str | None,
+        body,
+        timeout: float | None = None,
+    ) -> None:
         """Send ``body`` to the client registered as ``name``, or to a member of ``service``;
         ``waiter`` is pushed the `frames.ReplyPush` or the `frames.ErrorReply` for ``ref``."""
         self.addressed.ask(waiter, ref, name, service, body, timeout)
@@ -467,9 +489,18 @@ class Hub:
     def connections(self, limit: int) -> tuple[ConnectionInfo, ...]:
         """Up to ``limit`` of the connections, as values (``GET /connections``)."""
         return tuple(
-            ConnectionInfo(peer.id, peer.name, peer.peer_address, peer.identity, peer.profile.name,
-                           peer.since, peer.encoding.value, peer.bytes_in, peer.bytes_out,
-                           established(peer))
+            ConnectionInfo(
+                peer.id,
+                peer.name,
+                peer.peer_address,
+                peer.identity,
+                peer.profile.name,
+                peer.since,
+                peer.encoding.value,
+                peer.bytes_in,
+                peer.bytes_out,
+                established(peer),
+            )
             for peer in itertools.islice(self.registry.peers, limit)
         )
 
@@ -478,8 +509,9 @@ class Hub:
         for or held here, and no delivery out at another instance unanswered: what a clean
         end of a load leaves. The one definition: every other reads this flag."""
         others = len(self.registry) - (asking is not None and asking in self.registry)
-        return (not others and self.relays.empty and self.addressed.empty
-                and not self.bus.unanswered())
+        return (
+            not others and self.relays.empty and self.addressed.empty and not self.bus.unanswered()
+        )
 
     def member(self, asking: Peer | None = None) -> MemberFigures:
         """This instance's figures as the cluster sees them (what a heartbeat announces)."""

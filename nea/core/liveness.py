@@ -32,8 +32,13 @@ MISSED_PONGS = 2
 class Liveness:
     """The sweep over ``peers()``; ``reject(peer, error, detail)`` tells and closes one."""
 
-    def __init__(self, clock: IReactorTime, interval: float, peers: Callable[[], Iterable[Peer]],
-                 reject: Callable[[Peer, errors.ErrorCode, str], None]) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        interval: float,
+        peers: Callable[[], Iterable[Peer]],
+        reject: Callable[[Peer, errors.ErrorCode, str], None],
+    ) -> None:
         """``interval``: seconds between sweeps (0: no pings, nobody is closed for silence)."""
         self.interval = interval
         self.peers = peers
@@ -70,8 +75,11 @@ class Liveness:
             if before is None or before[0] != heard:
                 seen[peer] = (heard, 0)
             elif before[1] >= MISSED_PONGS:
-                self.reject(peer, errors.PING_TIMEOUT,
-                            f"nothing heard for {(MISSED_PONGS + 1) * self.interval:g} s")
+                self.reject(
+                    peer,
+                    errors.PING_TIMEOUT,
+                    f"nothing heard for {(MISSED_PONGS + 1) * self.interval:g} s",
+                )
             elif peer.ping():
                 seen[peer] = (heard, before[1] + 1)
         self._seen = seen

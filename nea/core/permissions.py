@@ -63,14 +63,16 @@ class Permissions:
         if unknown:
             raise ValueError(f"unknown permission(s): {', '.join(unknown)}")
         try:
-            fields: dict[str, Any] = {key: (_patterns if key in PATTERNS else _flag)(value)
-                                      for key, value in obj.items()}
+            fields: dict[str, Any] = {
+                key: (_patterns if key in PATTERNS else _flag)(value) for key, value in obj.items()
+            }
             return cls(**fields)
         except ValueError as e:
             raise ValueError(f"{e} (permissions {sorted(obj)})") from None
 
-    def allows(self, permission: str, target: str | None = None,
-               subject: str | None = None) -> bool:
+    def allows(
+        self, permission: str, target: str | None = None, subject: str | None = None
+    ) -> bool:
         """Whether ``permission`` is granted, for ``target`` when it takes patterns."""
         if permission in FLAGS:
             return getattr(self, permission)
@@ -105,8 +107,7 @@ def parse_anonymous(value: str) -> Permissions:
         return NOTHING
     unknown = sorted(set(words) - set(ANONYMOUS_CHOICES))
     if unknown or not words:
-        raise ValueError(f"a comma list of {', '.join(ANONYMOUS_CHOICES)}, or none; "
-                         f"got {value!r}")
+        raise ValueError(f"a comma list of {', '.join(ANONYMOUS_CHOICES)}, or none; got {value!r}")
     fields: dict[str, Any] = {w: ("*",) if w in PATTERNS else True for w in words}
     return Permissions(**fields)
 

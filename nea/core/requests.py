@@ -72,8 +72,10 @@ MAX_REQUEST_ATTEMPTS = 16
 MEMBER_GONE = "member_gone"
 REDRAW = (MEMBER_GONE, errors.NO_MEMBER.code)
 #: What a ``refuse`` code tells the asker otherwise.
-_FAILURES = {e.code: e for e in (errors.CLIENT_GONE, errors.NO_SUCH_CLIENT, errors.NO_MEMBER,
-                                 errors.TOO_MANY_PENDING)}
+_FAILURES = {
+    e.code: e
+    for e in (errors.CLIENT_GONE, errors.NO_SUCH_CLIENT, errors.NO_MEMBER, errors.TOO_MANY_PENDING)
+}
 
 
 @attrs.frozen
@@ -142,9 +144,15 @@ class RequestBroker:
     may register what is decided before (`nea.core.access`).
     """
 
-    def __init__(self, clock: IReactorTime, bus: Bus, rng: random.Random,
-                 reject: Callable[..., None],
-                 max_pending: int = 1000, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        bus: Bus,
+        rng: random.Random,
+        reject: Callable[..., None],
+        max_pending: int = 1000,
+        timeout: float = 10.0,
+    ) -> None:
         self.clock = clock
         self.bus = bus
         self.rng = rng
@@ -159,9 +167,11 @@ class RequestBroker:
         self.held: dict[Peer, dict[str, _Held]] = {}
         #: The asks' and the held requests' deadlines, each on one timer.
         self._ask_deadlines = Deadlines[tuple[str, _Ask]](
-            clock, self._ask_due, lambda key: self.asks.get(key[0]) is key[1])
+            clock, self._ask_due, lambda key: self.asks.get(key[0]) is key[1]
+        )
         self._held_deadlines = Deadlines[tuple[Peer, str, _Held]](
-            clock, self._held_due, self._holds)
+            clock, self._held_due, self._holds
+        )
         #: name -> (connection, registration time), and each connection's name.
         self.names: dict[str, tuple[Peer, float]] = {}
         self._name_of: dict[Peer, str] = {}
@@ -290,8 +300,15 @@ class RequestBroker:
 
     # ---- the asking side ----
 
-    def ask(self, asker, ref: str, name: str | None, service: str | None, body: Any,
-            timeout: float | None = None) -> "Deferred[None] | None":
+    def ask(
+        self,
+        asker,
+        ref: str,
+        name: str | None,
+        service: str | None,
+        body: Any,
+        timeout: float | None = None,
+    ) -> "Deferred[None] | None":
         """``asker`` asks ``name`` (or a member of ``service``); it is told the reply as
         ``ReplyPush(ref, ...)`` or an error carrying ``ref``.
 
@@ -311,8 +328,9 @@ class RequestBroker:
             self._offer(rid, ask, self.bus.instance_id)  # where every bus would find it
         elif name is not None:
             found = self.bus.find_client(name)
-            found.addErrback(lambda failure: log.failure("looking up {name} failed", failure,
-                                                         name=name))
+            found.addErrback(
+                lambda failure: log.failure("looking up {name} failed", failure, name=name)
+            )
             found.addCallback(self._found, rid)
         elif service is not None:  # always, by here: an ask names a client or a service
             self._draw(rid, ask, service)
@@ -376,8 +394,11 @@ class RequestBroker:
         """``instance`` left the cluster: what it was offered gets no reply from there."""
         for rid, ask in list(self.asks.items()):
             if ask.instance == instance:
-                self.refuse(rid, MEMBER_GONE if ask.service is not None
-                            else errors.CLIENT_GONE.code, instance)
+                self.refuse(
+                    rid,
+                    MEMBER_GONE if ask.service is not None else errors.CLIENT_GONE.code,
+                    instance,
+                )
 
     def _ask_due(self, key: tuple[str, _Ask]) -> None:
         rid, ask = key
@@ -411,8 +432,15 @@ class RequestBroker:
         """Push ``offer`` to the named local connection, or to a member drawn uniformly."""
         self._push(offer.id, offer.origin, offer.name, offer.service, offer.body, offer.timeout)
 
-    def _push(self, rid: str, origin: str, name: str | None, service: str | None, body: Any,
-              timeout: float) -> None:
+    def _push(
+        self,
+        rid: str,
+        origin: str,
+        name: str | None,
+        service: str | None,
+        body: Any,
+        timeout: float,
+    ) -> None:
         if name is not None:
             holder = self.names.get(name)
             target = holder[0] if holder is not None else None
@@ -441,8 +469,11 @@ class RequestBroker:
         held = self._unhold(peer, rid)
         if held is None:
             self.counts.unexpected_reply += 1
-            self.reject(peer, errors.UNEXPECTED_REPLY,
-                        f"no 'request {rid}' waits for your reply (answered, or timed out)")
+            self.reject(
+                peer,
+                errors.UNEXPECTED_REPLY,
+                f"no 'request {rid}' waits for your reply (answered, or timed out)",
+            )
             return
         self.counts.replied += 1
         if held.origin == self.bus.instance_id:
@@ -503,7 +534,9 @@ class RequestBroker:
 
     def figures(self) -> RequestFigures:
         return RequestFigures(
-            pending=len(self.asks), in_flight=sum(len(h) for h in self.held.values()),
-            names=len(self.names), services=len(self.members),
+            pending=len(self.asks),
+            in_flight=sum(len(h) for h in self.held.values()),
+            names=len(self.names),
+            services=len(self.members),
             **attrs.asdict(self.counts),
         )

@@ -167,7 +167,8 @@ class Snapshot:
     refused_full: int
     #: The TLS listeners' handshake figures, None without TLS listeners.
     handshakes: Mapping[str, int] | None = attrs.field(
-        converter=attrs.converters.optional(_frozen_mapping))
+        converter=attrs.converters.optional(_frozen_mapping)
+    )
     #: Times a connection was made to wait for sending too fast.
     throttled: int
     requests: Mapping[str, int] = attrs.field(converter=_frozen_mapping)

@@ -19,8 +19,9 @@ _ids = itertools.count(1)
 class FakePeer:
     """A `nea.core.peer.Peer` that records what it was sent."""
 
-    def __init__(self, profile: Profile = NEA, encoding: Encoding = Encoding.TEXT,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, profile: Profile = NEA, encoding: Encoding = Encoding.TEXT, name: str | None = None
+    ) -> None:
         """``name``: it has given its name already (a chat-profile client is in the room)."""
         self.id = f"f{next(_ids)}"
         self.name = name or self.id
@@ -68,8 +69,9 @@ class FakePeer:
 class _Node:
     __slots__ = ("relays", "chat", "figures", "requests")
 
-    def __init__(self, relays: RelayNode, chat: ChatNode, figures: Figures,
-                 requests: RequestNode) -> None:
+    def __init__(
+        self, relays: RelayNode, chat: ChatNode, figures: Figures, requests: RequestNode
+    ) -> None:
         self.relays, self.chat, self.figures, self.requests = relays, chat, figures, requests
 
 
@@ -100,8 +102,9 @@ class MemoryBus:
         self.cluster = cluster
         self.instance_id = instance_id
 
-    def attach(self, relays: RelayNode, chat: ChatNode, figures: Figures,
-               requests: RequestNode) -> None:
+    def attach(
+        self, relays: RelayNode, chat: ChatNode, figures: Figures, requests: RequestNode
+    ) -> None:
         self.cluster.nodes[self.instance_id] = _Node(relays, chat, figures, requests)
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
@@ -109,8 +112,7 @@ class MemoryBus:
             {name: node.relays.relay_weight() for name, node in self.cluster.nodes.items()}, rng
         )
 
-    def deliver(self, instance: str, text: str, origin: str, attempt: int,
-                relay: str) -> None:
+    def deliver(self, instance: str, text: str, origin: str, attempt: int, relay: str) -> None:
         self.cluster.nodes[instance].relays.deliver(text, origin, attempt, relay)
 
     def confirm(self, origin: str, relay: str) -> None:
@@ -129,8 +131,9 @@ class MemoryBus:
                 node.chat.fan_out(push)
 
     def others(self) -> list[MemberFigures]:
-        return [node.figures() for name, node in self.cluster.nodes.items()
-                if name != self.instance_id]
+        return [
+            node.figures() for name, node in self.cluster.nodes.items() if name != self.instance_id
+        ]
 
     def unanswered(self) -> int:
         return 0  # calls are direct: what is out is held by the target instance's broker
@@ -153,18 +156,27 @@ class MemoryBus:
         self.cluster.nicks.get(self.instance_id, {}).pop(nick, None)
 
     def nick_identities(self, nick: str) -> defer.Deferred:
-        return defer.succeed({nicks[nick] for instance, nicks in self.cluster.nicks.items()
-                              if instance != self.instance_id and nick in nicks})
+        return defer.succeed(
+            {
+                nicks[nick]
+                for instance, nicks in self.cluster.nicks.items()
+                if instance != self.instance_id and nick in nicks
+            }
+        )
 
     def find_client(self, name: str) -> defer.Deferred:
-        stamps = {instance: node.requests.has_name(name)
-                  for instance, node in self.cluster.nodes.items()}
+        stamps = {
+            instance: node.requests.has_name(name) for instance, node in self.cluster.nodes.items()
+        }
         found = [(stamp, instance) for instance, stamp in stamps.items() if stamp is not None]
         return defer.succeed(max(found)[1] if found else None)
 
     def name_holder(self, name: str) -> defer.Deferred:
-        held = [(stamp, node.requests.holder(name)) for node in self.cluster.nodes.values()
-                if (stamp := node.requests.has_name(name)) is not None]
+        held = [
+            (stamp, node.requests.holder(name))
+            for node in self.cluster.nodes.values()
+            if (stamp := node.requests.has_name(name)) is not None
+        ]
         if not held:
             return defer.succeed((False, None))
         holder = max(held, key=lambda entry: entry[0])[1]
@@ -174,15 +186,22 @@ class MemoryBus:
     def clients(self) -> defer.Deferred:
         nodes = self.cluster.nodes
         held = newest({instance: node.requests.local_names() for instance, node in nodes.items()})
-        return defer.succeed({name: held_here(instance, nodes[instance].requests, name)
-                              for name, instance in held.items()})
+        return defer.succeed(
+            {
+                name: held_here(instance, nodes[instance].requests, name)
+                for name, instance in held.items()
+            }
+        )
 
-    def pick_member_instance(self, service: str, rng: random.Random,
-                             skip: Set[str]) -> str | None:
-        return weighted_pick({
-            instance: node.requests.member_weight(service)
-            for instance, node in self.cluster.nodes.items() if instance not in skip
-        }, rng)
+    def pick_member_instance(self, service: str, rng: random.Random, skip: Set[str]) -> str | None:
+        return weighted_pick(
+            {
+                instance: node.requests.member_weight(service)
+                for instance, node in self.cluster.nodes.items()
+                if instance not in skip
+            },
+            rng,
+        )
 
     def offer(self, instance: str, offer: Any) -> None:
         node = self.cluster.nodes.get(instance)

@@ -103,10 +103,15 @@ class TokenVerifier:
             # Read before verifying, only to tell "alg: none" (or a foreign one) apart.
             alg = jwt.get_unverified_header(token).get("alg")
             if alg != self.algorithm:
-                raise TokenRefused(errors.BAD_ALGORITHM,
-                                   f"signed {str(alg)[:16]!r}, this server takes {self.algorithm}")
+                raise TokenRefused(
+                    errors.BAD_ALGORITHM,
+                    f"signed {str(alg)[:16]!r}, this server takes {self.algorithm}",
+                )
             claims = jwt.decode(
-                token, self.key, algorithms=[self.algorithm], audience=self.audience,
+                token,
+                self.key,
+                algorithms=[self.algorithm],
+                audience=self.audience,
                 options={"require": ["sub", "exp"], "verify_aud": self.audience is not None},
             )
         except jwt.PyJWTError as e:

@@ -50,8 +50,9 @@ class Api:
     ``listening`` tells whether every client listener is up (``/healthz``).
     """
 
-    def __init__(self, hub: Hub, clock: IReactorTime, settings: ApiSettings,
-                 listening: Callable[[], bool]) -> None:
+    def __init__(
+        self, hub: Hub, clock: IReactorTime, settings: ApiSettings, listening: Callable[[], bool]
+    ) -> None:
         self.hub = hub
         self.clock = clock
         self.settings = settings
@@ -95,8 +96,12 @@ class Api:
             request,
             http.OK if state == "serving" else http.SERVICE_UNAVAILABLE,
             # A degraded history store is told, not failed: live chat goes on without it.
-            {"status": state, "instance": snapshot.instance, "cluster": snapshot.cluster.state,
-             "store": snapshot.store.state},
+            {
+                "status": state,
+                "instance": snapshot.instance,
+                "cluster": snapshot.cluster.state,
+                "store": snapshot.store.state,
+            },
         )
 
     def prometheus(self, request) -> None:
@@ -112,15 +117,21 @@ class Api:
             {**attrs.asdict(connection), "since": _iso(connection.since)}
             for connection in self.hub.connections(limit)
         ]
-        write_json(request, http.OK, {
-            "instance": self.hub.instance_id, "count": self.hub.snapshot().connections,
-            "connections": listed,
-        })
+        write_json(
+            request,
+            http.OK,
+            {
+                "instance": self.hub.instance_id,
+                "count": self.hub.snapshot().connections,
+                "connections": listed,
+            },
+        )
 
     @staticmethod
     def limit(request) -> int:
         """The ``limit`` query argument of a listing, or a 400 `ApiError`."""
         return _limit(request.args.get(b"limit", []))
+
     def chat_history(self, request) -> None:
         """Stored chat lines after ``since``, oldest first (admin token: it is chat content)."""
         self.auth.check(request)
@@ -133,14 +144,26 @@ class Api:
             if not gone:
                 more = len(entries) > limit
                 entries = entries[:limit]
-                write_json(request, http.OK, {
-                    "lines": [attrs.asdict(entry) for entry in entries],
-                    "last_id": entries[-1].id if entries else since, "more": more})
+                write_json(
+                    request,
+                    http.OK,
+                    {
+                        "lines": [attrs.asdict(entry) for entry in entries],
+                        "last_id": entries[-1].id if entries else since,
+                        "more": more,
+                    },
+                )
 
         def failed(failure) -> None:
             if not gone:
-                write_error(request, ApiError(http.SERVICE_UNAVAILABLE, "history_unavailable",
-                                              " ".join(str(failure.value).split())))
+                write_error(
+                    request,
+                    ApiError(
+                        http.SERVICE_UNAVAILABLE,
+                        "history_unavailable",
+                        " ".join(str(failure.value).split()),
+                    ),
+                )
 
         self.hub.history_since(since, limit + 1).addCallbacks(answer, failed)
 
@@ -163,8 +186,9 @@ class Api:
         broadcasting.addCallback(answer)
 
     def relay(self, request) -> None:
-        outcome = waiter.relay(self.hub, self.clock, self._text(request, "relay"),
-                               self.settings.relay_timeout)
+        outcome = waiter.relay(
+            self.hub, self.clock, self._text(request, "relay"), self.settings.relay_timeout
+        )
 
         def failed(failure) -> None:
             failure.trap(ApiError)
@@ -184,8 +208,11 @@ def _limit(values: list[bytes]) -> int:
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_CONNECTIONS_LIMIT:
-        raise ApiError(http.BAD_REQUEST, "bad_limit",
-                       f"limit must be an integer from 1 to {MAX_CONNECTIONS_LIMIT}")
+        raise ApiError(
+            http.BAD_REQUEST,
+            "bad_limit",
+            f"limit must be an integer from 1 to {MAX_CONNECTIONS_LIMIT}",
+        )
     return limit
 
 
@@ -194,8 +221,9 @@ def _integer(values: list[bytes], name: str, low: int, high: int, default: int) 
         return default
     text = values[-1]
     if not (text.isdigit() and len(text) < 20 and low <= int(text) <= high):
-        raise ApiError(http.BAD_REQUEST, f"bad_{name}",
-                       f"{name} must be an integer from {low} to {high}")
+        raise ApiError(
+            http.BAD_REQUEST, f"bad_{name}", f"{name} must be an integer from {low} to {high}"
+        )
     return int(text)
 
 

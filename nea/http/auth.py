@@ -68,16 +68,26 @@ class BearerToken:
 
     def _admin(self, given: bytes | None) -> bool:
         # compare_digest: the time taken must not tell how much of a guess was right.
-        return (self._token is not None and given is not None
-                and hmac.compare_digest(given, self._token))
+        return (
+            self._token is not None
+            and given is not None
+            and hmac.compare_digest(given, self._token)
+        )
 
     def _refuse(self) -> NoReturn:
         if self._token is None and self.hub is None:
-            raise ApiError(http.UNAUTHORIZED, "unauthorized",
-                           "this server has no admin token; start it with --admin-token "
-                           "or --admin-token-file", _CHALLENGE)
-        raise ApiError(http.UNAUTHORIZED, "unauthorized",
-                       "send 'Authorization: Bearer <admin token>'", _CHALLENGE)
+            raise ApiError(
+                http.UNAUTHORIZED,
+                "unauthorized",
+                "this server has no admin token; start it with --admin-token or --admin-token-file",
+                _CHALLENGE,
+            )
+        raise ApiError(
+            http.UNAUTHORIZED,
+            "unauthorized",
+            "send 'Authorization: Bearer <admin token>'",
+            _CHALLENGE,
+        )
 
     def _verified(self, request, given: bytes):
         """The client token ``given``, verified once per request (screening, then its
@@ -87,10 +97,14 @@ class BearerToken:
             try:
                 token = self.hub.verify_token(given.decode("utf-8", "replace"), _where(request))
             except TokenRefused as refused:
-                raise ApiError(http.UNAUTHORIZED, refused.error.code,
-                               f"{refused.error.summary}: {refused.detail}"
-                               if refused.detail else refused.error.summary,
-                               _CHALLENGE) from None
+                raise ApiError(
+                    http.UNAUTHORIZED,
+                    refused.error.code,
+                    f"{refused.error.summary}: {refused.detail}"
+                    if refused.detail
+                    else refused.error.summary,
+                    _CHALLENGE,
+                ) from None
             request.nea_token = token
         return token
 

@@ -50,8 +50,11 @@ def write_error(request, error: ApiError) -> None:
 
 
 def body_too_large(max_bytes: int) -> ApiError:
-    return ApiError(http.REQUEST_ENTITY_TOO_LARGE, "body_too_large",
-                    f"the body is larger than {max_bytes} bytes")
+    return ApiError(
+        http.REQUEST_ENTITY_TOO_LARGE,
+        "body_too_large",
+        f"the body is larger than {max_bytes} bytes",
+    )
 
 
 def read_json_object(request, max_bytes: int) -> dict[str, Any]:
@@ -66,8 +69,11 @@ def read_json_object(request, max_bytes: int) -> dict[str, Any]:
     except RecursionError:
         raise ApiError(http.BAD_REQUEST, "bad_json", "the body is nested too deep") from None
     if not isinstance(value, dict):
-        raise ApiError(http.BAD_REQUEST, "bad_json",
-                       f"the body must be a JSON object, not {type(value).__name__}")
+        raise ApiError(
+            http.BAD_REQUEST,
+            "bad_json",
+            f"the body must be a JSON object, not {type(value).__name__}",
+        )
     return value
 
 
@@ -96,8 +102,12 @@ class Endpoint(Resource):
                 raise NOT_FOUND
             if handler is None:
                 allowed = b", ".join(sorted(self.handlers))
-                raise ApiError(http.NOT_ALLOWED, "method_not_allowed",
-                               f"allowed here: {allowed.decode()}", ((b"Allow", allowed),))
+                raise ApiError(
+                    http.NOT_ALLOWED,
+                    "method_not_allowed",
+                    f"allowed here: {allowed.decode()}",
+                    ((b"Allow", allowed),),
+                )
             handler(request)
         except ApiError as error:
             write_error(request, error)

@@ -61,8 +61,15 @@ EVICTED = "idle_evicted"
 #: Seconds a new connection may wait for its first request before it may be evicted.
 FRESH_GRACE = 1.0
 HOST_NOT_ALLOWED = "host_not_allowed"
-REFUSED_REASONS = ("unauthorized", "body_too_large", HOST_NOT_ALLOWED, TIMED_OUT, FULL,
-                   FULL_ADDRESS, EVICTED)
+REFUSED_REASONS = (
+    "unauthorized",
+    "body_too_large",
+    HOST_NOT_ALLOWED,
+    TIMED_OUT,
+    FULL,
+    FULL_ADDRESS,
+    EVICTED,
+)
 
 
 @attrs.frozen
@@ -81,8 +88,11 @@ MISDIRECTED_REQUEST = 421
 
 
 def host_not_allowed(host: bytes | None) -> ApiError:
-    return ApiError(MISDIRECTED_REQUEST, HOST_NOT_ALLOWED,
-                    f"this server does not answer for Host {host!r} (--http-allowed-hosts)")
+    return ApiError(
+        MISDIRECTED_REQUEST,
+        HOST_NOT_ALLOWED,
+        f"this server does not answer for Host {host!r} (--http-allowed-hosts)",
+    )
 
 
 class GuardedRequest(Request):
@@ -202,8 +212,9 @@ class GuardedSite(Site):
     protocol = GuardedChannel  # type: ignore[assignment]
     requestFactory = GuardedRequest
 
-    def __init__(self, resource, token: BearerToken, limits: HttpLimits, metrics: Metrics,
-                 **kwargs) -> None:
+    def __init__(
+        self, resource, token: BearerToken, limits: HttpLimits, metrics: Metrics, **kwargs
+    ) -> None:
         super().__init__(resource, timeout=limits.request_timeout, **kwargs)
         self.token = token
         self.limits = limits
@@ -276,8 +287,7 @@ class GuardedSite(Site):
 
     def busy(self, channel: GuardedChannel) -> bool:
         """A request's first line came: ``channel`` is not idle; whether it was."""
-        return (self._kept.pop(channel, False) is None
-                or self._new.pop(channel, None) is not None)
+        return self._kept.pop(channel, False) is None or self._new.pop(channel, None) is not None
 
     def is_idle(self, channel: GuardedChannel) -> bool:
         return channel in self._kept or channel in self._new

@@ -49,10 +49,17 @@ def request_body(body: dict[str, Any], default_timeout: float) -> tuple[Any, flo
     if problem is not None:
         raise _bad("bad_body", problem)
     timeout = body.get("timeout", default_timeout)
-    if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
-            or not math.isfinite(timeout) or not 0 < timeout <= codec.MAX_REQUEST_TIMEOUT):
-        raise _bad("bad_timeout", f"'timeout' must be a number of seconds, more than 0 and at "
-                                  f"most {codec.MAX_REQUEST_TIMEOUT:g}")
+    if (
+        not isinstance(timeout, (int, float))
+        or isinstance(timeout, bool)
+        or not math.isfinite(timeout)
+        or not 0 < timeout <= codec.MAX_REQUEST_TIMEOUT
+    ):
+        raise _bad(
+            "bad_timeout",
+            f"'timeout' must be a number of seconds, more than 0 and at "
+            f"most {codec.MAX_REQUEST_TIMEOUT:g}",
+        )
     return body["body"], float(timeout)
 
 
@@ -75,17 +82,23 @@ class Requests:
 
     def ask(self, request, name: str | None, service: str | None) -> None:
         self.api.auth.check(request, "ask", name if name is not None else f"@{service}")
-        body, timeout = request_body(read_json_object(request, self.max_body),
-                                     self.api.settings.relay_timeout)
+        body, timeout = request_body(
+            read_json_object(request, self.max_body), self.api.settings.relay_timeout
+        )
         waiter = HTTPWaiter()
         started = self.clock.seconds()
 
         def settled(push: frames.Push) -> None:
             if isinstance(push, frames.ReplyPush):
-                write_json(request, http.OK, {
-                    "reply": push.body, "instance": push.instance,
-                    "seconds": round(self.clock.seconds() - started, 6),
-                })
+                write_json(
+                    request,
+                    http.OK,
+                    {
+                        "reply": push.body,
+                        "instance": push.instance,
+                        "seconds": round(self.clock.seconds() - started, 6),
+                    },
+                )
             else:
                 assert isinstance(push, frames.ErrorReply)  # a ReplyPush, or the reason for none
                 status = STATUS.get(push.code, http.SERVICE_UNAVAILABLE)
@@ -102,9 +115,15 @@ class Requests:
         found = self.hub.clients()
 
         def listed(names: dict[str, Holding]) -> None:
-            clients = [{"name": name, "instance": held.instance, "identity": held.identity,
-                        **(self.hub.holder(name) or {})}
-                       for name, held in list(names.items())[:limit]]
+            clients = [
+                {
+                    "name": name,
+                    "instance": held.instance,
+                    "identity": held.identity,
+                    **(self.hub.holder(name) or {}),
+                }
+                for name, held in list(names.items())[:limit]
+            ]
             write_json(request, http.OK, {"count": len(names), "clients": clients})
 
         found.addCallback(listed)
@@ -115,15 +134,24 @@ class Requests:
 
         def answered(instance: str | None) -> None:
             if instance is None:
-                write_error(request, ApiError(http.NOT_FOUND, errors.NO_SUCH_CLIENT.code,
-                                              f"nobody is registered as {name!r}"))
+                write_error(
+                    request,
+                    ApiError(
+                        http.NOT_FOUND,
+                        errors.NO_SUCH_CLIENT.code,
+                        f"nobody is registered as {name!r}",
+                    ),
+                )
                 return
             here = self.hub.holder(name)
             if here is not None:
                 write_json(request, http.OK, {"name": name, "instance": instance, **here})
                 return
-            self.hub.name_holder(name).addCallback(lambda held: write_json(
-                request, http.OK, {"name": name, "instance": instance, "identity": held[1]}))
+            self.hub.name_holder(name).addCallback(
+                lambda held: write_json(
+                    request, http.OK, {"name": name, "instance": instance, "identity": held[1]}
+                )
+            )
 
         found.addCallback(answered)
 
@@ -134,10 +162,16 @@ class Requests:
             for service, count in member.services.items():
                 if count:
                     members.setdefault(service, {})[member.instance] = count
-        write_json(request, http.OK, {"services": [
-            {"service": service, "members": sum(by.values()), "instances": by}
-            for service, by in sorted(members.items())
-        ]})
+        write_json(
+            request,
+            http.OK,
+            {
+                "services": [
+                    {"service": service, "members": sum(by.values()), "instances": by}
+                    for service, by in sorted(members.items())
+                ]
+            },
+        )
 
 
 class _Addressee(Resource):
@@ -213,6 +247,5 @@ def resources(api) -> dict[bytes, Resource]:
 
     return {
         b"clients": _Collection(Endpoint({b"GET": timed("clients", handlers.clients)}), client),
-        b"services": _Collection(Endpoint({b"GET": timed("services", handlers.services)}),
-                                 service),
+        b"services": _Collection(Endpoint({b"GET": timed("services", handlers.services)}), service),
     }

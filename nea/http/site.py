@@ -64,27 +64,34 @@ def build_root(api: Api) -> Resource:
         },
         index=_page("docs.html", html),
     )
-    return Branch({
-        b"": _page("status.html", html),
-        b"static": Branch({
-            b"status.js": _page("status.js", b"text/javascript"),
-            b"status.css": _page("status.css", b"text/css"),
-            b"chat.js": _page("chat.js", b"text/javascript"),
-            b"chat.css": _page("chat.css", b"text/css"),
-        }),
-        b"docs": docs,
-        b"status": Endpoint({b"GET": api.timed("status", api.status)}),
-        b"healthz": Endpoint({b"GET": api.timed("healthz", api.healthz)}),
-        b"metrics": Endpoint({b"GET": api.timed("metrics", api.prometheus)}),
-        b"connections": Endpoint({b"GET": api.timed("connections", api.connections)}),
-        b"broadcast": Endpoint({b"POST": api.timed("broadcast", api.broadcast)}),
-        b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
-        **addressed_resources(api),
-        b"openapi.json": Endpoint({b"GET": api.openapi}),
-        b"chat": Branch({
-            b"history": Endpoint({b"GET": api.timed("chat_history", api.chat_history)}),
-        }, index=_page("chat.html", html)),
-    })
+    return Branch(
+        {
+            b"": _page("status.html", html),
+            b"static": Branch(
+                {
+                    b"status.js": _page("status.js", b"text/javascript"),
+                    b"status.css": _page("status.css", b"text/css"),
+                    b"chat.js": _page("chat.js", b"text/javascript"),
+                    b"chat.css": _page("chat.css", b"text/css"),
+                }
+            ),
+            b"docs": docs,
+            b"status": Endpoint({b"GET": api.timed("status", api.status)}),
+            b"healthz": Endpoint({b"GET": api.timed("healthz", api.healthz)}),
+            b"metrics": Endpoint({b"GET": api.timed("metrics", api.prometheus)}),
+            b"connections": Endpoint({b"GET": api.timed("connections", api.connections)}),
+            b"broadcast": Endpoint({b"POST": api.timed("broadcast", api.broadcast)}),
+            b"relay": Endpoint({b"POST": api.timed("relay", api.relay)}),
+            **addressed_resources(api),
+            b"openapi.json": Endpoint({b"GET": api.openapi}),
+            b"chat": Branch(
+                {
+                    b"history": Endpoint({b"GET": api.timed("chat_history", api.chat_history)}),
+                },
+                index=_page("chat.html", html),
+            ),
+        }
+    )
 
 
 def listening(listeners: Sequence[ListeningService]) -> bool:
@@ -111,8 +118,12 @@ class HttpListener(ListeningService):
         if not hasattr(address, "port"):  # a unix socket: no URL to give
             return super().announce(address)
         base = f"http://{_url_host(address)}:{address.port}"
-        self.announce_as("HTTP API on {address}: status page {base}/ , API docs {base}/docs",
-                         address, base=base, http_port=address.port)
+        self.announce_as(
+            "HTTP API on {address}: status page {base}/ , API docs {base}/docs",
+            address,
+            base=base,
+            http_port=address.port,
+        )
 
 
 #: A token in a URL (``/ws?token=...``, the WebSocket sign-in): its value, up to the next
@@ -151,8 +162,13 @@ class HttpSettings:
     access_log: str | None = None
 
 
-def api_site(clock, settings: HttpSettings, hub: Hub, listeners: Sequence[ListeningService],
-             more: dict[bytes, IResource] | None = None) -> ApiSite:
+def api_site(
+    clock,
+    settings: HttpSettings,
+    hub: Hub,
+    listeners: Sequence[ListeningService],
+    more: dict[bytes, IResource] | None = None,
+) -> ApiSite:
     """The HTTP API for ``settings``, timed by ``clock``.
 
     ``more``: resources the daemon serves beside the API's own (``/ws``, its
@@ -162,14 +178,26 @@ def api_site(clock, settings: HttpSettings, hub: Hub, listeners: Sequence[Listen
     root = build_root(api)
     for name, resource in (more or {}).items():
         root.putChild(name, resource)
-    site = ApiSite(root, api.auth, settings.limits, api.metrics, logPath=settings.access_log,
-                   logFormatter=access_log_line, reactor=clock)
+    site = ApiSite(
+        root,
+        api.auth,
+        settings.limits,
+        api.metrics,
+        logPath=settings.access_log,
+        logFormatter=access_log_line,
+        reactor=clock,
+    )
     site.displayTracebacks = False
     return site
 
 
-def http_listener(reactor, settings: HttpSettings, hub: Hub, listeners: Sequence[ListeningService],
-                  more: dict[bytes, IResource] | None = None) -> HttpListener:
+def http_listener(
+    reactor,
+    settings: HttpSettings,
+    hub: Hub,
+    listeners: Sequence[ListeningService],
+    more: dict[bytes, IResource] | None = None,
+) -> HttpListener:
     """The HTTP API's listener for ``settings``, with ``more`` as in `api_site`.
 
     Like the client listeners it fails loudly when it cannot listen.

@@ -43,8 +43,9 @@ def relay(hub: Hub, clock: IReactorTime, text: str, timeout: float) -> defer.Def
     def gave_up(failure):
         hub.forget(waiter)
         failure.trap(defer.TimeoutError)
-        raise ApiError(http.GATEWAY_TIMEOUT, "relay_timeout",
-                       f"no 'ok {text}' came back within {timeout:g} s")
+        raise ApiError(
+            http.GATEWAY_TIMEOUT, "relay_timeout", f"no 'ok {text}' came back within {timeout:g} s"
+        )
 
     waiter.outcome.addTimeout(timeout, clock)
     waiter.outcome.addCallbacks(settled, gave_up)

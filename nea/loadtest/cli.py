@@ -42,43 +42,90 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3443, help="server port (default 3443)")
     p.add_argument("--plain", action="store_true", help="plain TCP instead of TLS")
-    p.add_argument("--ca", default="certs/ca.pem", help="CA certificate that signed the "
-                   "server's (default certs/ca.pem, the development CA)")
-    p.add_argument("--server-name", help="name to verify in the server certificate "
-                   "(default: --host)")
-    p.add_argument("--clients", type=_positive(int), default=1000,
-                   help="number of clients (default 1000)")
-    p.add_argument("--window", type=_non_negative(float), default=10.0,
-                   help="seconds over which client starts are spread, uniformly at random "
-                   "(default 10)")
-    p.add_argument("--ok-delay", default="0", type=_delay,
-                   help="delay before answering a forwarded message: 0, SECONDS, uniform:A,B, "
-                   "exp:MEAN (default 0)")
-    p.add_argument("--timeout", type=_positive(float), default=10.0,
-                   help="seconds an attempt may take before the client gives up on it and retries "
-                   "(default 10)")
-    p.add_argument("--retries", type=_non_negative(int), default=10,
-                   help="reconnect-and-resend attempts after the first (default 10)")
-    p.add_argument("--workers", type=_non_negative(int), default=0,
-                   help=f"worker processes (default: one per {CLIENTS_PER_WORKER} clients)")
-    p.add_argument("--sources", type=_non_negative(int), default=0,
-                   help="source addresses 127.x.y.z to spread over when the server is on "
-                   f"loopback (default: one per {CLIENTS_PER_SOURCE} clients)")
-    p.add_argument("--max-active", type=_non_negative(int), default=0,
-                   help="clients connected or retrying at once, over all workers; a client "
-                   "that is due waits for a free slot (default: each worker's open-files "
-                   "limit)")
-    p.add_argument("--status-port", type=int, help="port of a listener with the nea profile "
-                   "for the status check (default: --port)")
+    p.add_argument(
+        "--ca",
+        default="certs/ca.pem",
+        help="CA certificate that signed the server's (default certs/ca.pem, the development CA)",
+    )
+    p.add_argument(
+        "--server-name", help="name to verify in the server certificate (default: --host)"
+    )
+    p.add_argument(
+        "--clients", type=_positive(int), default=1000, help="number of clients (default 1000)"
+    )
+    p.add_argument(
+        "--window",
+        type=_non_negative(float),
+        default=10.0,
+        help="seconds over which client starts are spread, uniformly at random (default 10)",
+    )
+    p.add_argument(
+        "--ok-delay",
+        default="0",
+        type=_delay,
+        help="delay before answering a forwarded message: 0, SECONDS, uniform:A,B, "
+        "exp:MEAN (default 0)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=10.0,
+        help="seconds an attempt may take before the client gives up on it and retries "
+        "(default 10)",
+    )
+    p.add_argument(
+        "--retries",
+        type=_non_negative(int),
+        default=10,
+        help="reconnect-and-resend attempts after the first (default 10)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_non_negative(int),
+        default=0,
+        help=f"worker processes (default: one per {CLIENTS_PER_WORKER} clients)",
+    )
+    p.add_argument(
+        "--sources",
+        type=_non_negative(int),
+        default=0,
+        help="source addresses 127.x.y.z to spread over when the server is on "
+        f"loopback (default: one per {CLIENTS_PER_SOURCE} clients)",
+    )
+    p.add_argument(
+        "--max-active",
+        type=_non_negative(int),
+        default=0,
+        help="clients connected or retrying at once, over all workers; a client "
+        "that is due waits for a free slot (default: each worker's open-files "
+        "limit)",
+    )
+    p.add_argument(
+        "--status-port",
+        type=int,
+        help="port of a listener with the nea profile for the status check (default: --port)",
+    )
     p.add_argument("--no-status", action="store_true", help="skip the zero-state check")
-    p.add_argument("--settle", type=_non_negative(float), default=5.0,
-                   help="seconds to wait for zero state after the last client (default 5)")
+    p.add_argument(
+        "--settle",
+        type=_non_negative(float),
+        default=5.0,
+        help="seconds to wait for zero state after the last client (default 5)",
+    )
     p.add_argument("--server-pid", type=int, help="also measure this server process's CPU")
-    p.add_argument("--progress", type=_positive(float), default=1.0,
-                   help="seconds between progress lines on stderr (default 1)")
+    p.add_argument(
+        "--progress",
+        type=_positive(float),
+        default=1.0,
+        help="seconds between progress lines on stderr (default 1)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default: random)")
-    p.add_argument("--json", metavar="PATH", help="write the machine-readable report here "
-                   "('-' for stdout, instead of the summary; default: none)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the machine-readable report here "
+        "('-' for stdout, instead of the summary; default: none)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -203,8 +250,9 @@ class WorkerProcess(ProcessProtocol):
 def spawn(reactor, config: dict[str, Any]) -> WorkerProcess:
     process = WorkerProcess(config)
     argv = [sys.executable, "-m", "nea.loadtest", "--worker", json.dumps(config)]
-    reactor.spawnProcess(process, sys.executable, argv, env=dict(os.environ),
-                         childFDs={0: "w", 1: "r", 2: 2})
+    reactor.spawnProcess(
+        process, sys.executable, argv, env=dict(os.environ), childFDs={0: "w", 1: "r", 2: 2}
+    )
     return process
 
 
@@ -265,8 +313,9 @@ def orchestrate(reactor, args: argparse.Namespace):
         ticker.stop()
     progress.show()
     wall = reactor.seconds() - t0
-    server_cpu = (process_cpu(args.server_pid) - server_cpu_before
-                  if server_cpu_before is not None else None)
+    server_cpu = (
+        process_cpu(args.server_pid) - server_cpu_before if server_cpu_before is not None else None
+    )
     # Reaped workers count in this process's children's CPU time, so that
     # /usr/bin/time or a shell's ``time`` sees the whole generator.
     yield defer.gatherResults([p.ended for p in processes]).addTimeout(30, reactor)
@@ -275,10 +324,13 @@ def orchestrate(reactor, args: argparse.Namespace):
         tally.merge_json(result)
     verdict = None
     if not args.no_status:
-        verdict = yield status.until_zero_state(reactor, status_endpoint(reactor, args, configs[0]),
-                                      configs[0]["tls"], args.settle)
-    shown = {k: configs[0][k] for k in ("host", "port", "tls", "window", "ok_delay", "timeout",
-                                          "retries", "workers")}
+        verdict = yield status.until_zero_state(
+            reactor, status_endpoint(reactor, args, configs[0]), configs[0]["tls"], args.settle
+        )
+    shown = {
+        k: configs[0][k]
+        for k in ("host", "port", "tls", "window", "ok_delay", "timeout", "retries", "workers")
+    }
     shown["max_active"] = args.max_active or None
     shown.update(clients=args.clients, sources=sum(len(c["sources"]) for c in configs))
     return report.build(tally, shown, wall, verdict, server_cpu)

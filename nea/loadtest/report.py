@@ -128,8 +128,10 @@ def summary(report: dict[str, Any]) -> str:
     ]
     if report["server"] is not None:
         lines.append(f"  server     {_cpu_line(report['server'])}")
-    lines.append(f"  CPU limit  {report['limit']} (a process past {BUSY:.0f}% of a core, or all "
-                 "cores busy between them)")
+    lines.append(
+        f"  CPU limit  {report['limit']} (a process past {BUSY:.0f}% of a core, or all "
+        "cores busy between them)"
+    )
     if zs is None:
         lines.append("  zero state not checked")
     else:

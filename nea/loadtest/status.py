@@ -30,8 +30,13 @@ def judge(status: dict[str, Any]) -> Verdict:
     """The server's verdict on itself and its cluster (the asking connection not
     counted), with the figures behind it."""
     cluster = status["cluster"]
-    return Verdict(bool(status["zero_state"] and cluster["zero_state"]), cluster["connections"],
-                   cluster["pending"], status["relays"]["in_flight"], status)
+    return Verdict(
+        bool(status["zero_state"] and cluster["zero_state"]),
+        cluster["connections"],
+        cluster["pending"],
+        status["relays"]["in_flight"],
+        status,
+    )
 
 
 class StatusRefused(Exception):
@@ -47,7 +52,8 @@ def fetch(reactor, endpoint, tls: bool, timeout: float):
         if e.code is None:
             raise
         raise StatusRefused(
-            f"{e}; point --status-port at a listener with the nea profile") from None
+            f"{e}; point --status-port at a listener with the nea profile"
+        ) from None
 
 
 @defer.inlineCallbacks

@@ -145,12 +145,18 @@ def raise_fd_limit() -> int:
 
 def make_clients(config: dict[str, Any], reactor, endpoint) -> Clients:
     """A worker's `Clients`, dialling through ``endpoint``."""
-    dial = DialConfig(tls=config["tls"], backoff=BACKOFF,
-                      ca=config["ca"] if config["tls"] else None)
-    relay = RelayConfig(dial=dial, timeout=config["timeout"],
-                        ok_delay=delays.parse(config["ok_delay"]), retries=config["retries"])
-    return Clients(endpoint, reactor, relay, random.Random(config["seed"]),
-                   Tallying(Tally(), time.time))
+    dial = DialConfig(
+        tls=config["tls"], backoff=BACKOFF, ca=config["ca"] if config["tls"] else None
+    )
+    relay = RelayConfig(
+        dial=dial,
+        timeout=config["timeout"],
+        ok_delay=delays.parse(config["ok_delay"]),
+        retries=config["retries"],
+    )
+    return Clients(
+        endpoint, reactor, relay, random.Random(config["seed"]), Tallying(Tally(), time.time)
+    )
 
 
 class Control(LineReceiver):
@@ -180,8 +186,15 @@ class Control(LineReceiver):
 def dial_endpoint(config: dict[str, Any], loop: asyncio.AbstractEventLoop) -> AsyncioEndpoint:
     """Where a worker's clients dial; the attempt's timeout also bounds each connect."""
     context = client_context(config["ca"]) if config["tls"] else None
-    return AsyncioEndpoint(loop, config["host"], config["port"], context, config["server_name"],
-                           config["timeout"], config["sources"])
+    return AsyncioEndpoint(
+        loop,
+        config["host"],
+        config["port"],
+        context,
+        config["server_name"],
+        config["timeout"],
+        config["sources"],
+    )
 
 
 @defer.inlineCallbacks

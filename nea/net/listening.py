@@ -40,9 +40,9 @@ def with_backlog(endpoint: str, backlog: int) -> str:
 _EXAMPLES = "e.g. tcp:8000:interface=127.0.0.1 or ssl:3443:privateKey=KEY.pem:certKey=CERT.pem"
 _ADVICE = {
     errno.EADDRINUSE: "another process holds it (`ss -ltnp` shows which): stop that process "
-                      "or give another port with {option}",
+    "or give another port with {option}",
     errno.EACCES: "ports below 1024 need privileges: give a higher port with {option}, "
-                  "or use systemd socket activation",
+    "or use systemd socket activation",
     errno.EADDRNOTAVAIL: "the interface is not an address of this machine: fix it in {option}",
 }
 
@@ -59,21 +59,26 @@ def server_endpoint(reactor, option: str, text: str, files: list[Path], endpoint
         try:
             path.open("rb").close()
         except OSError as e:
-            raise StartupError(f"{where}: cannot read {path}: {e.strerror}; point privateKey= "
-                               "and certKey= at readable PEM files") from None
+            raise StartupError(
+                f"{where}: cannot read {path}: {e.strerror}; point privateKey= "
+                "and certKey= at readable PEM files"
+            ) from None
     try:
         return serverFromString(reactor, endpoint or text)
     except OSError as e:  # a file the endpoint names implicitly (server.pem by default, ...)
-        raise StartupError(f"{where}: cannot read {e.filename}: {e.strerror}; name existing "
-                           "files in the endpoint") from None
+        raise StartupError(
+            f"{where}: cannot read {e.filename}: {e.strerror}; name existing files in the endpoint"
+        ) from None
     except (crypto.Error, SSL.Error) as e:
-        raise StartupError(f"{where}: {', '.join(map(str, files)) or 'the files'} do not hold "
-                           f"a matching PEM private key and certificate (OpenSSL: "
-                           f"{openssl_reason(e)}); regenerate them or name the right ones"
-                           ) from None
+        raise StartupError(
+            f"{where}: {', '.join(map(str, files)) or 'the files'} do not hold "
+            f"a matching PEM private key and certificate (OpenSSL: "
+            f"{openssl_reason(e)}); regenerate them or name the right ones"
+        ) from None
     except (ValueError, TypeError) as e:
-        raise StartupError(f"{where}: not a valid endpoint ({_parse_reason(e)}); "
-                           f"{_EXAMPLES}") from None
+        raise StartupError(
+            f"{where}: not a valid endpoint ({_parse_reason(e)}); {_EXAMPLES}"
+        ) from None
 
 
 def _parse_reason(e: Exception) -> str:
@@ -128,8 +133,13 @@ class ListeningService(Service):
     def announce_as(self, format: str, address, **fields) -> None:
         """Log ``format`` once listening on ``address``: ``{listener}`` (the option) and
         ``{address}`` are filled in, and the port goes with the event for `announced_ports`."""
-        log.info(format, listener=self.option, address=address_text(address),
-                 port=getattr(address, "port", None), **fields)
+        log.info(
+            format,
+            listener=self.option,
+            address=address_text(address),
+            port=getattr(address, "port", None),
+            **fields,
+        )
 
     def listening(self) -> bool:
         """Whether the service runs and holds its port."""

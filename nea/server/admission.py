@@ -57,8 +57,11 @@ class Admission:
         handle = transport.getHandle()
         idle = max(1, int(self.keepalive))
         # Probe after ``idle`` s of silence, then every idle/3 s; give up after 3 unanswered.
-        for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", max(1, idle // 3)),
-                              ("TCP_KEEPCNT", 3)):
+        for option, value in (
+            ("TCP_KEEPIDLE", idle),
+            ("TCP_KEEPINTVL", max(1, idle // 3)),
+            ("TCP_KEEPCNT", 3),
+        ):
             if hasattr(socket, option):
                 handle.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 

@@ -18,8 +18,16 @@ class ChatBucket:
     A rate of 0 is no limit on that count.
     """
 
-    __slots__ = ("lines_rate", "bytes_rate", "lines_burst", "bytes_burst", "lines", "bytes",
-                 "clock", "_last")
+    __slots__ = (
+        "lines_rate",
+        "bytes_rate",
+        "lines_burst",
+        "bytes_burst",
+        "lines",
+        "bytes",
+        "clock",
+        "_last",
+    )
 
     def __init__(self, lines_rate: float, bytes_rate: float, longest: int, clock) -> None:
         self.lines_rate = lines_rate

@@ -153,8 +153,7 @@ class ThrottleWheel:
         if self._call is not None:
             self._call.cancel()
         self._armed = slot
-        self._call = clock.callLater(max(0.0, slot * self.tick - clock.seconds()),
-                                     self._turn, slot)
+        self._call = clock.callLater(max(0.0, slot * self.tick - clock.seconds()), self._turn, slot)
 
     def _turn(self, armed: int) -> None:
         clock = self._clock()
@@ -214,8 +213,13 @@ class Session(Protocol, Generic[U, D]):
     log = Logger()
     transport: ISessionTransport  # from makeConnection, which precedes all else
 
-    def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
-                 admission: Admission | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        profile: Profile,
+        limits: ConnectionLimits,
+        admission: Admission | None = None,
+    ) -> None:
         self.hub = hub
         self.profile = profile
         self.max_line = limits.max_line
@@ -235,8 +239,11 @@ class Session(Protocol, Generic[U, D]):
         #: Set by the hub once a chat-profile client has given its name.
         self.named = False
         self._bucket = LineBucket(limits.max_rate, hub.clock) if limits.max_rate else None
-        self._chat = (ChatBucket(limits.chat_rate, limits.chat_bytes_rate, limits.max_line,
-                                 hub.clock) if limits.chat_rate or limits.chat_bytes_rate else None)
+        self._chat = (
+            ChatBucket(limits.chat_rate, limits.chat_bytes_rate, limits.max_line, hub.clock)
+            if limits.chat_rate or limits.chat_bytes_rate
+            else None
+        )
         #: While throttled: the lines still to handle, and reads that came meanwhile.
         self._throttled: Iterator[U] | None = None
         self._held: collections.deque[U] = collections.deque()
@@ -471,8 +478,11 @@ class Session(Protocol, Generic[U, D]):
         self.transport.abortConnection()
 
     def _drop_slow_consumer(self) -> None:
-        self.log.info("dropping slow consumer {peer} ({n} bytes unread)",
-                      peer=self.peer_address, n=self._unflushed)
+        self.log.info(
+            "dropping slow consumer {peer} ({n} bytes unread)",
+            peer=self.peer_address,
+            n=self._unflushed,
+        )
         self.hub.dropped(errors.SLOW_CONSUMER)
         self.abort()
 
@@ -493,8 +503,13 @@ class Session(Protocol, Generic[U, D]):
 class NeaConnection(Session[bytes, frames.Request]):
     """The line framing: one request per line, one push per line."""
 
-    def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits,
-                 admission: Admission | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        profile: Profile,
+        limits: ConnectionLimits,
+        admission: Admission | None = None,
+    ) -> None:
         super().__init__(hub, profile, limits, admission)
         #: Where JSON is spoken a ``{`` line ends with its object; elsewhere lines are lines.
         self._lines = (FrameBuffer if profile.json else LineBuffer)(limits.max_line)
@@ -576,8 +591,13 @@ class NeaFactory(Factory):
 
     noisy = False
 
-    def __init__(self, hub: Hub, profile: Profile, limits: ConnectionLimits = ConnectionLimits(),
-                 admission: Admission | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        profile: Profile,
+        limits: ConnectionLimits = ConnectionLimits(),
+        admission: Admission | None = None,
+    ) -> None:
         self.hub = hub
         self.profile = profile
         self.limits = limits

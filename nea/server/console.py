@@ -17,7 +17,8 @@ class ConsoleProtocol(LineReceiver):
         text = line.decode("utf-8", errors="replace").rstrip("\r")
         if text:
             self.hub.broadcast(text).addCallback(
-                lambda reached: self.sendLine(f"[broadcast to {reached} local clients]".encode()))
+                lambda reached: self.sendLine(f"[broadcast to {reached} local clients]".encode())
+            )
 
 
 class ConsoleService(Service):

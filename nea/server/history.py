@@ -48,9 +48,16 @@ class StoreHistory:
 
     def figures(self) -> StoreFigures:
         status = self.writer.status
-        return StoreFigures(status.store, status.state, status.queued, status.stored,
-                            status.unsaved, status.stored_late, status.error,
-                            status.pushing_back)
+        return StoreFigures(
+            status.store,
+            status.state,
+            status.queued,
+            status.stored,
+            status.unsaved,
+            status.stored_late,
+            status.error,
+            status.pushing_back,
+        )
 
 
 def _entry(line) -> Entry:

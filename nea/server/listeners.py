@@ -28,8 +28,10 @@ from nea.wire.profiles import Profile
 
 def default_listen(dev_certs: Path) -> str:
     """The listener without ``--listen``: TLS on 3443 with the development certificates."""
-    return (f"ssl:3443:privateKey={dev_certs / devcerts.SERVER_KEY}"
-            f":certKey={dev_certs / devcerts.SERVER_CERT}")
+    return (
+        f"ssl:3443:privateKey={dev_certs / devcerts.SERVER_KEY}"
+        f":certKey={dev_certs / devcerts.SERVER_CERT}"
+    )
 
 
 #: What may follow a profile name, each after a '+'.
@@ -67,10 +69,13 @@ class Listen:
             )
         for option in options:
             if option not in _OPTIONS:
-                raise ValueError(f"unknown listener option {option!r}; there are: "
-                                 + ", ".join(f"+{o}" for o in _OPTIONS))
-        return cls(profiles.BY_NAME[name], endpoint, proxy="proxy" in options,
-                   websocket="ws" in options)
+                raise ValueError(
+                    f"unknown listener option {option!r}; there are: "
+                    + ", ".join(f"+{o}" for o in _OPTIONS)
+                )
+        return cls(
+            profiles.BY_NAME[name], endpoint, proxy="proxy" in options, websocket="ws" in options
+        )
 
     def with_backlog(self, backlog: int) -> str:
         return with_backlog(self.endpoint, backlog)
@@ -123,9 +128,17 @@ class ClientListener(ListeningService):
     admits each socket (``admission``) and gives its handshake a turn at ``gate``.
     """
 
-    def __init__(self, reactor, listen: Listen, backlog: int, factory,
-                 admission: Admission | None = None, gate: HandshakeGate | None = None,
-                 handshake_timeout: float = 0.0, tls_policy: TlsPolicy = TlsPolicy()) -> None:
+    def __init__(
+        self,
+        reactor,
+        listen: Listen,
+        backlog: int,
+        factory,
+        admission: Admission | None = None,
+        gate: HandshakeGate | None = None,
+        handshake_timeout: float = 0.0,
+        tls_policy: TlsPolicy = TlsPolicy(),
+    ) -> None:
         """``tls_policy``: what every TLS listener asks of clients (client CA, minimum version).
         A ``+proxy`` listener reads each connection's PROXY header first (before TLS)."""
         files = listen.tls_files()
@@ -135,22 +148,33 @@ class ClientListener(ListeningService):
                 policy = attrs.asdict(tls_policy, recurse=False)
                 self.contexts = ContextSource(attrs.evolve(files, **policy))
             except CertificateError as e:
-                raise StartupError(f"--listen {listen.endpoint}: {e}; point privateKey= and "
-                                   "certKey= at a matching PEM key and certificate") from None
-            factory = TLSServerFactory(factory, self.contexts, reactor, admission or Admission(),
-                                       gate or HandshakeGate(), handshake_timeout)
+                raise StartupError(
+                    f"--listen {listen.endpoint}: {e}; point privateKey= and "
+                    "certKey= at a matching PEM key and certificate"
+                ) from None
+            factory = TLSServerFactory(
+                factory,
+                self.contexts,
+                reactor,
+                admission or Admission(),
+                gate or HandshakeGate(),
+                handshake_timeout,
+            )
         if listen.proxy:
             factory = ProxyHeaderFactory(factory, reactor, handshake_timeout)
-        endpoint = server_endpoint(reactor, "--listen", listen.endpoint, [],
-                                   listen.transport_endpoint(backlog))
+        endpoint = server_endpoint(
+            reactor, "--listen", listen.endpoint, [], listen.transport_endpoint(backlog)
+        )
         super().__init__(reactor, "--listen", listen.endpoint, endpoint, factory)
         self.listen = listen
 
     def announce(self, address) -> None:
         # A +proxy listener refuses what does not start with a PROXY header: say so up front.
         proxy = ", proxy: each connection starts with a PROXY header" if self.listen.proxy else ""
-        self.announce_as("listening: profile {profile}, {transport} on {address}{proxy}", address,
-                         profile=self.listen.profile.name,
-                         transport=self.listen.transport + ("+ws" if self.listen.websocket else ""),
-                         proxy=proxy)
-
+        self.announce_as(
+            "listening: profile {profile}, {transport} on {address}{proxy}",
+            address,
+            profile=self.listen.profile.name,
+            transport=self.listen.transport + ("+ws" if self.listen.websocket else ""),
+            proxy=proxy,
+        )

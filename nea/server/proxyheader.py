@@ -139,7 +139,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         self._header_done = True
         self._cancel_deadline()
         self._source = parsed.source
-        rest, self._buffer = self._buffer[parsed.length:], b""
+        rest, self._buffer = self._buffer[parsed.length :], b""
         self.wrappedProtocol.makeConnection(self)
         if rest and self.connected:
             self.wrappedProtocol.dataReceived(rest)

@@ -37,8 +37,11 @@ class Reloader:
             try:
                 step.load()
             except (OSError, ValueError) as e:
-                log.error("reload of {what} failed, still using the old one: {why}",
-                          what=step.what, why=str(e))
+                log.error(
+                    "reload of {what} failed, still using the old one: {why}",
+                    what=step.what,
+                    why=str(e),
+                )
             else:
                 log.info("reloaded {what}", what=step.what)
 

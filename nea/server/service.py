@@ -136,22 +136,29 @@ def reload_steps(settings: Settings, instance: InstanceService) -> list[ReloadSt
     """What a SIGHUP reads again: every TLS listener's files, and the admin token file."""
     steps = [
         ReloadStep(f"TLS files of {listener.listen.endpoint}", listener.contexts.reload)
-        for listener in instance.listeners if listener.contexts is not None
+        for listener in instance.listeners
+        if listener.contexts is not None
     ]
     auth = settings.auth
     if auth.permissions is not None:
-        steps.append(ReloadStep(f"permissions file {auth.permissions}",
-                                lambda: instance.hub.reload_policy(auth.read_policy())))
+        steps.append(
+            ReloadStep(
+                f"permissions file {auth.permissions}",
+                lambda: instance.hub.reload_policy(auth.read_policy()),
+            )
+        )
     path = auth.admin_token_file
     if path is not None and instance.http is not None:
         token = instance.http.site.token
-        steps.append(ReloadStep(f"admin token file {path}",
-                                lambda: token.replace(read_token_file(path))))
+        steps.append(
+            ReloadStep(f"admin token file {path}", lambda: token.replace(read_token_file(path)))
+        )
     return steps
 
 
-def open_history(settings: StoreSettings, redis: RedisAddress | None,
-                 reactor) -> tuple[StoreHistory, Trimmer | None]:
+def open_history(
+    settings: StoreSettings, redis: RedisAddress | None, reactor
+) -> tuple[StoreHistory, Trimmer | None]:
     """The store ``--store`` names, its schema created or migrated now, with its writer.
 
     A bad ``--store``, ``--redis`` with a store instances cannot share, a newer
@@ -166,7 +173,8 @@ def open_history(settings: StoreSettings, redis: RedisAddress | None,
     if redis is not None and not store.cluster_safe:
         raise StartupError(
             f"--store {store.name} cannot be shared by a cluster (--redis): give every "
-            "instance the same --store postgresql://..., or --store none")
+            "instance the same --store postgresql://..., or --store none"
+        )
     down = None
     if isinstance(store, SQLStore):  # what parse_store gives unless the store is none
         try:
@@ -179,13 +187,21 @@ def open_history(settings: StoreSettings, redis: RedisAddress | None,
             down = str(e)
     writer = StoreWriter(Reopening(store, opened=False), reactor)
     if down is not None:
-        log.warn("history store {store} did not answer at start, chat goes on unsaved until"
-                 " it does: {reason}", store=store.name, reason=down)
+        log.warn(
+            "history store {store} did not answer at start, chat goes on unsaved until"
+            " it does: {reason}",
+            store=store.name,
+            reason=down,
+        )
         writer.down(down)
     trimmer = None
     if store.enabled and (settings.history_max or settings.history_max_bytes):
-        trimmer = Trimmer(writer.store, settings.history_max or None, reactor,
-                          keep_bytes=settings.history_max_bytes or None)
+        trimmer = Trimmer(
+            writer.store,
+            settings.history_max or None,
+            reactor,
+            keep_bytes=settings.history_max_bytes or None,
+        )
     return StoreHistory(writer.store, writer, reactor), trimmer
 
 
@@ -205,7 +221,10 @@ def instance_service(settings: Settings, reactor=None) -> InstanceService:
         bus = LocalBus(cluster_settings.instance_id)
     else:
         bus, link = cluster(
-            reactor, cluster_settings.instance_id, cluster_settings.redis, cluster_settings.name,
+            reactor,
+            cluster_settings.instance_id,
+            cluster_settings.redis,
+            cluster_settings.name,
             cluster_settings.heartbeat,
         )
     history, trimmer = open_history(settings.store, cluster_settings.redis, reactor)
@@ -227,12 +246,21 @@ def instance_service(settings: Settings, reactor=None) -> InstanceService:
         tls = listen.tls_files() is not None
         factory: Factory
         if listen.websocket:
-            factory = websocket.listener_factory(hub, listen.profile, settings.websocket,
-                                                 None if tls else admission)
+            factory = websocket.listener_factory(
+                hub, listen.profile, settings.websocket, None if tls else admission
+            )
         else:
             factory = NeaFactory(hub, listen.profile, settings.limits, None if tls else admission)
-        listener = ClientListener(reactor, listen, front.backlog, factory,
-                                  admission, gate, front.handshake_timeout, front.tls)
+        listener = ClientListener(
+            reactor,
+            listen,
+            front.backlog,
+            factory,
+            admission,
+            gate,
+            front.handshake_timeout,
+            front.tls,
+        )
         listener.setServiceParent(instance)
         instance.listeners.append(listener)
     if front.console:
@@ -240,8 +268,12 @@ def instance_service(settings: Settings, reactor=None) -> InstanceService:
         instance.console.setServiceParent(instance)
     if settings.http is not None:
         instance.http = http_listener(
-            reactor, settings.http, hub, instance.listeners,
-            {b"ws": websocket_endpoint(hub, settings.websocket, admission)})
+            reactor,
+            settings.http,
+            hub,
+            instance.listeners,
+            {b"ws": websocket_endpoint(hub, settings.websocket, admission)},
+        )
         instance.http.setServiceParent(instance)
     instance.reloads = SignalReloadService(Reloader(reload_steps(settings, instance)), reactor)
     instance.reloads.setServiceParent(instance)

@@ -101,44 +101,80 @@ class Settings:
     @classmethod
     def from_options(cls, config) -> "Settings":
         """The settings parsed nea-server options (``config``) give."""
-        limits = ConnectionLimits(config["max-line"], config["max-outbound"], config["max-rate"],
-                                  config["chat-rate"], config["chat-bytes-rate"])
+        limits = ConnectionLimits(
+            config["max-line"],
+            config["max-outbound"],
+            config["max-rate"],
+            config["chat-rate"],
+            config["chat-bytes-rate"],
+        )
         http = None
         if config["http"] is not None:
             http = HttpSettings(
-                config["http"], config["backlog"],
-                ApiSettings(config["admin-token"], config["relay-timeout"], config["max-line"],
-                            config["tokens"] is not None),
-                HttpLimits(config["http-max-body"], config["http-request-timeout"],
-                           config["http-max-connections"], config["http-idle-timeout"],
-                           config["http-allowed-hosts"],
-                           config["http-max-connections-per-ip"]),
+                config["http"],
+                config["backlog"],
+                ApiSettings(
+                    config["admin-token"],
+                    config["relay-timeout"],
+                    config["max-line"],
+                    config["tokens"] is not None,
+                ),
+                HttpLimits(
+                    config["http-max-body"],
+                    config["http-request-timeout"],
+                    config["http-max-connections"],
+                    config["http-idle-timeout"],
+                    config["http-allowed-hosts"],
+                    config["http-max-connections-per-ip"],
+                ),
                 config["http-access-log"],
             )
         return cls(
             listeners=ListenerSettings(
-                tuple(config["listen"]), config["dev-certs"], config["backlog"],
-                config["handshake-timeout"], config["max-handshakes"], config["keepalive"],
+                tuple(config["listen"]),
+                config["dev-certs"],
+                config["backlog"],
+                config["handshake-timeout"],
+                config["max-handshakes"],
+                config["keepalive"],
                 config["max-clients-per-ip"],
-                TlsPolicy(Path(config["tls-client-ca"]) if config["tls-client-ca"] else None,
-                          config["tls-client-cert"] == "required", config["tls-min-version"]),
+                TlsPolicy(
+                    Path(config["tls-client-ca"]) if config["tls-client-ca"] else None,
+                    config["tls-client-cert"] == "required",
+                    config["tls-min-version"],
+                ),
                 bool(config["console"]),
             ),
             limits=limits,
-            hub=HubConfig(max_clients=config["max-clients"], date_interval=config["date-interval"],
-                          max_pending=config["max-pending"], ack_timeout=config["ack-timeout"],
-                          first_ack_timeout=config["first-ack-timeout"],
-                          ping_interval=config["ping-interval"],
-                          history_on_join=config["history-on-join"], policy=config["policy"]),
-            websocket=WebSocketSettings(profiles.NEA, limits, config["handshake-timeout"],
-                                        tuple(config["ws-allowed-origins"] or ()),
-                                        hosts=config["http-allowed-hosts"]),
+            hub=HubConfig(
+                max_clients=config["max-clients"],
+                date_interval=config["date-interval"],
+                max_pending=config["max-pending"],
+                ack_timeout=config["ack-timeout"],
+                first_ack_timeout=config["first-ack-timeout"],
+                ping_interval=config["ping-interval"],
+                history_on_join=config["history-on-join"],
+                policy=config["policy"],
+            ),
+            websocket=WebSocketSettings(
+                profiles.NEA,
+                limits,
+                config["handshake-timeout"],
+                tuple(config["ws-allowed-origins"] or ()),
+                hosts=config["http-allowed-hosts"],
+            ),
             http=http,
-            store=StoreSettings(config["store"], config["history-max"],
-                                config["history-max-bytes"]),
-            cluster=ClusterSettings(config["instance-id"], config["redis"],
-                                    config["cluster-name"], config["heartbeat"]),
-            auth=AuthSettings(config["permissions"], config["anonymous"], config["tokens"],
-                              config["admin-token-file"]),
+            store=StoreSettings(
+                config["store"], config["history-max"], config["history-max-bytes"]
+            ),
+            cluster=ClusterSettings(
+                config["instance-id"], config["redis"], config["cluster-name"], config["heartbeat"]
+            ),
+            auth=AuthSettings(
+                config["permissions"],
+                config["anonymous"],
+                config["tokens"],
+                config["admin-token-file"],
+            ),
             drain_timeout=config["drain-timeout"],
         )

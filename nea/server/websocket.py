@@ -130,8 +130,14 @@ class Control:
 class MessageSession(Session[Message | Control, frames.Request | Control]):
     """A WebSocket client's session; ``socket`` is the autobahn protocol that frames it."""
 
-    def __init__(self, socket: "WebSocketConnection", hub: Hub, profile: Profile,
-                 limits: ConnectionLimits, admission: Admission | None) -> None:
+    def __init__(
+        self,
+        socket: "WebSocketConnection",
+        hub: Hub,
+        profile: Profile,
+        limits: ConnectionLimits,
+        admission: Admission | None,
+    ) -> None:
         super().__init__(hub, profile, limits, admission)
         self.socket = socket
         self.encoding = Encoding.JSON
@@ -186,8 +192,9 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     transport: ITCPTransport  # TCP, or TLS over it
 
-    def __init__(self, hub: Hub, settings: WebSocketSettings,
-                 admission: Admission | None = None) -> None:
+    def __init__(
+        self, hub: Hub, settings: WebSocketSettings, admission: Admission | None = None
+    ) -> None:
         super().__init__()
         self.hub = hub
         self.settings = settings
@@ -208,8 +215,9 @@ class WebSocketConnection(WebSocketServerProtocol):
     # ---- the connection ----
 
     def makeConnection(self, transport) -> None:
-        self.session = MessageSession(self, self.hub, self.settings.profile,
-                                      self.settings.limits, self.admission)
+        self.session = MessageSession(
+            self, self.hub, self.settings.profile, self.settings.limits, self.admission
+        )
         self.session.makeConnection(transport)
         if ISSLTransport.providedBy(transport) and not isinstance(transport, TLSMemoryBIOProtocol):
             transport = StreamView(transport)
@@ -218,8 +226,9 @@ class WebSocketConnection(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         if self.session.admit() and self.settings.handshake_timeout:
-            self._deadline = self.hub.clock.callLater(self.settings.handshake_timeout,
-                                                      self._expired)
+            self._deadline = self.hub.clock.callLater(
+                self.settings.handshake_timeout, self._expired
+            )
 
     def dataReceived(self, data: bytes) -> None:
         if self.session.closing and not self._opened:
@@ -288,8 +297,9 @@ class WebSocketConnection(WebSocketServerProtocol):
         if self._parts is not None and self._size > self.session.max_line:
             self._parts = None
             if not self.session.closing:
-                self.hub.reject(self.session, errors.LINE_TOO_LONG,
-                                f"limit is {self.session.max_line} bytes")
+                self.hub.reject(
+                    self.session, errors.LINE_TOO_LONG, f"limit is {self.session.max_line} bytes"
+                )
 
     def onMessageFrameData(self, payload: bytes) -> None:
         if self._parts is not None:
@@ -353,8 +363,9 @@ class WebSocketFactory(WebSocketServerFactory):
 
     noisy = False
 
-    def __init__(self, hub: Hub, settings: WebSocketSettings,
-                 admission: Admission | None = None) -> None:
+    def __init__(
+        self, hub: Hub, settings: WebSocketSettings, admission: Admission | None = None
+    ) -> None:
         super().__init__(server="nea", reactor=hub.clock)
         # nea keeps the deadlines (on the hub's clock) and the size limit itself.
         self.setProtocolOptions(
@@ -373,7 +384,8 @@ class WebSocketFactory(WebSocketServerFactory):
         return protocol
 
 
-def listener_factory(hub: Hub, profile: Profile, settings: WebSocketSettings,
-                     admission: Admission | None) -> WebSocketFactory:
+def listener_factory(
+    hub: Hub, profile: Profile, settings: WebSocketSettings, admission: Admission | None
+) -> WebSocketFactory:
     """The factory of a ``PROFILE+ws=ENDPOINT`` listener: ``settings`` for its profile."""
     return WebSocketFactory(hub, attrs.evolve(settings, profile=profile), admission)

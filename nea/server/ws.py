@@ -27,8 +27,9 @@ class WebSocketEndpoint(WebSocketResource):
         return super().render(request)
 
 
-def websocket_endpoint(hub: Hub, settings: WebSocketSettings,
-                       admission: Admission | None = None) -> WebSocketEndpoint:
+def websocket_endpoint(
+    hub: Hub, settings: WebSocketSettings, admission: Admission | None = None
+) -> WebSocketEndpoint:
     """``/ws`` with ``settings`` (their profile the default, ``?profile=`` may choose
     another), its clients admitted by ``admission`` (the client listeners')."""
     settings = attrs.evolve(settings, choose_profile=True)

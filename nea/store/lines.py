@@ -103,8 +103,9 @@ MAX_ID = 2**63 - 1
 
 def octets(line: Line | StoredLine) -> int:
     """What a line weighs for ``--history-max-bytes``: its text and name in UTF-8."""
-    return (len(line.text.encode("utf-8", "surrogatepass"))
-            + len((line.name or "").encode("utf-8", "surrogatepass")))
+    return len(line.text.encode("utf-8", "surrogatepass")) + len(
+        (line.name or "").encode("utf-8", "surrogatepass")
+    )
 
 
 def check_count(what: str, value: int) -> int:

@@ -40,7 +40,7 @@ class MemoryStore:
 
     def latest(self, count: int):
         check_count("count", count)
-        return defer.succeed(self.lines[len(self.lines) - count:] if count else [])
+        return defer.succeed(self.lines[len(self.lines) - count :] if count else [])
 
     def probe(self):
         return defer.succeed(None)

@@ -45,17 +45,21 @@ DRIVER_DEFAULTS = {
 class PostgreSQL(Dialect):
     cluster_safe = True
     migrations = {
-        1: ["""CREATE TABLE chat_lines (
+        1: [
+            """CREATE TABLE chat_lines (
                 id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 kind TEXT NOT NULL CHECK (kind IN ('chat', 'broadcast')),
                 name TEXT,
                 body TEXT NOT NULL,
-                said_at TIMESTAMPTZ NOT NULL)"""],
+                said_at TIMESTAMPTZ NOT NULL)"""
+        ],
         # The sizes of a big history take longer than a statement may: this transaction only.
-        2: ["SET LOCAL statement_timeout = 0",
+        2: [
+            "SET LOCAL statement_timeout = 0",
             "ALTER TABLE chat_lines ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
             "UPDATE chat_lines SET size = octet_length(body) + coalesce(octet_length(name), 0)",
-            "CREATE INDEX chat_lines_size ON chat_lines (id, size)"],
+            "CREATE INDEX chat_lines_size ON chat_lines (id, size)",
+        ],
     }
 
     def __init__(self, url: str, statement_timeout: float = STATEMENT_TIMEOUT) -> None:
@@ -82,8 +86,12 @@ class PostgreSQL(Dialect):
 
     def insert(self, cursor, rows: list[tuple]) -> list[int]:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-        cursor.executemany("INSERT INTO chat_lines (kind, name, body, said_at, size)"
-                           " VALUES (%s, %s, %s, %s, %s) RETURNING id", rows, returning=True)
+        cursor.executemany(
+            "INSERT INTO chat_lines (kind, name, body, said_at, size)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            rows,
+            returning=True,
+        )
         ids = [cursor.fetchone()[0]]
         while cursor.nextset():
             ids.append(cursor.fetchone()[0])

@@ -134,15 +134,24 @@ class SQLStore:
 
     def since(self, last_id: int, limit: int):
         check_count("limit", limit)
-        return self._call(self._reads, _select, self._dialect,
-                          f"SELECT {COLUMNS} FROM chat_lines WHERE id > %s ORDER BY id LIMIT %s",
-                          (min(check_count("last_id", last_id), MAX_ID), limit))
+        return self._call(
+            self._reads,
+            _select,
+            self._dialect,
+            f"SELECT {COLUMNS} FROM chat_lines WHERE id > %s ORDER BY id LIMIT %s",
+            (min(check_count("last_id", last_id), MAX_ID), limit),
+        )
 
     def latest(self, count: int):
         check_count("count", count)
-        return self._call(self._reads, _select, self._dialect,
-                          f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM chat_lines"
-                          " ORDER BY id DESC LIMIT %s) AS newest ORDER BY id", (count,))
+        return self._call(
+            self._reads,
+            _select,
+            self._dialect,
+            f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM chat_lines"
+            " ORDER BY id DESC LIMIT %s) AS newest ORDER BY id",
+            (count,),
+        )
 
     def probe(self):
         return self._call(self._writes, _probe, self._dialect)
@@ -199,24 +208,32 @@ def _migrate(cursor, dialect: Dialect) -> None:
     if version > SCHEMA_VERSION:
         raise SchemaError(
             f"{dialect.name}: the history schema is version {version}, newer than this nea's"
-            f" {SCHEMA_VERSION}: run a newer nea, or point --store elsewhere")
+            f" {SCHEMA_VERSION}: run a newer nea, or point --store elsewhere"
+        )
     for step in range(version + 1, SCHEMA_VERSION + 1):
         for statement in dialect.migrations[step]:
             cursor.execute(statement)
     if version < SCHEMA_VERSION:
         cursor.execute("DELETE FROM nea_schema")
-        cursor.execute(dialect.sql("INSERT INTO nea_schema (version) VALUES (%s)"),
-                       (SCHEMA_VERSION,))
+        cursor.execute(
+            dialect.sql("INSERT INTO nea_schema (version) VALUES (%s)"), (SCHEMA_VERSION,)
+        )
 
 
 def _append(cursor, dialect: Dialect, lines: list[Line]) -> list[StoredLine]:
     if not lines:
         return []
     # What is fanned out is what was stored, cleaned or not.
-    lines = [attrs.evolve(line, name=line.name and dialect.clean(line.name),
-                          text=dialect.clean(line.text)) for line in lines]
-    rows = [(line.kind.value, line.name, line.text, dialect.to_db(line.time), octets(line))
-            for line in lines]
+    lines = [
+        attrs.evolve(
+            line, name=line.name and dialect.clean(line.name), text=dialect.clean(line.text)
+        )
+        for line in lines
+    ]
+    rows = [
+        (line.kind.value, line.name, line.text, dialect.to_db(line.time), octets(line))
+        for line in lines
+    ]
     ids = dialect.insert(cursor, rows)
     return [line.stored(id) for line, id in zip(lines, ids, strict=True)]
 
@@ -228,18 +245,21 @@ def _probe(cursor, dialect: Dialect) -> None:
 
 def _select(cursor, dialect: Dialect, statement: str, params: tuple) -> list[StoredLine]:
     cursor.execute(dialect.sql(statement), params)
-    return [StoredLine(id, Kind(kind), name, body, dialect.from_db(said_at))
-            for id, kind, name, body, said_at in cursor.fetchall()]
+    return [
+        StoredLine(id, Kind(kind), name, body, dialect.from_db(said_at))
+        for id, kind, name, body, said_at in cursor.fetchall()
+    ]
 
 
 #: The newest line past the newest ``keep`` lines; past the newest that hold ``keep_bytes``.
 OLD_BY_COUNT = "SELECT id FROM chat_lines ORDER BY id DESC LIMIT 1 OFFSET %s"
-OLD_BY_BYTES = ("SELECT id FROM (SELECT id, SUM(size) OVER (ORDER BY id DESC) AS newer"
-                " FROM chat_lines) AS sized WHERE newer > %s ORDER BY id DESC LIMIT 1")
+OLD_BY_BYTES = (
+    "SELECT id FROM (SELECT id, SUM(size) OVER (ORDER BY id DESC) AS newer"
+    " FROM chat_lines) AS sized WHERE newer > %s ORDER BY id DESC LIMIT 1"
+)
 
 
-def _trim(cursor, dialect: Dialect, keep: int | None, most: int,
-          keep_bytes: int | None) -> int:
+def _trim(cursor, dialect: Dialect, keep: int | None, most: int, keep_bytes: int | None) -> int:
     # Lines up to the newest old one are old; delete the oldest ``most`` of them.
     newest_old = 0
     for statement, bound in ((OLD_BY_COUNT, keep), (OLD_BY_BYTES, keep_bytes)):
@@ -249,9 +269,13 @@ def _trim(cursor, dialect: Dialect, keep: int | None, most: int,
             newest_old = max(newest_old, row[0] if row else 0)
     if not newest_old:
         return 0
-    cursor.execute(dialect.sql(
-        "DELETE FROM chat_lines WHERE id IN"
-        " (SELECT id FROM chat_lines WHERE id <= %s ORDER BY id LIMIT %s)"), (newest_old, most))
+    cursor.execute(
+        dialect.sql(
+            "DELETE FROM chat_lines WHERE id IN"
+            " (SELECT id FROM chat_lines WHERE id <= %s ORDER BY id LIMIT %s)"
+        ),
+        (newest_old, most),
+    )
     return cursor.rowcount
 
 

@@ -28,16 +28,20 @@ INCREMENTAL = 2
 class SQLite(Dialect):
     cluster_safe = False
     migrations = {
-        1: ["""CREATE TABLE chat_lines (
+        1: [
+            """CREATE TABLE chat_lines (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 kind TEXT NOT NULL CHECK (kind IN ('chat', 'broadcast')),
                 name TEXT,
                 body TEXT NOT NULL,
-                said_at TEXT NOT NULL)"""],
-        2: ["ALTER TABLE chat_lines ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+                said_at TEXT NOT NULL)"""
+        ],
+        2: [
+            "ALTER TABLE chat_lines ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
             "UPDATE chat_lines SET size = length(CAST(body AS BLOB))"
             " + coalesce(length(CAST(name AS BLOB)), 0)",
-            "CREATE INDEX chat_lines_size ON chat_lines (id, size)"],
+            "CREATE INDEX chat_lines_size ON chat_lines (id, size)",
+        ],
     }
 
     def __init__(self, path: str) -> None:
@@ -74,8 +78,11 @@ class SQLite(Dialect):
     def insert(self, cursor, rows: list[tuple]) -> list[int]:
         ids = []
         for row in rows:
-            cursor.execute("INSERT INTO chat_lines (kind, name, body, said_at, size)"
-                           " VALUES (?, ?, ?, ?, ?) RETURNING id", row)
+            cursor.execute(
+                "INSERT INTO chat_lines (kind, name, body, said_at, size)"
+                " VALUES (?, ?, ?, ?, ?) RETURNING id",
+                row,
+            )
             ids.append(cursor.fetchone()[0])
         return ids
 

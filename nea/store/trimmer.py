@@ -25,9 +25,17 @@ TIMEOUT = 10.0
 
 
 class Trimmer:
-    def __init__(self, store: HistoryStore, keep: int | None, reactor, interval: float = INTERVAL,
-                 most: int = MOST, rounds: int = ROUNDS, timeout: float = TIMEOUT,
-                 keep_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        store: HistoryStore,
+        keep: int | None,
+        reactor,
+        interval: float = INTERVAL,
+        most: int = MOST,
+        rounds: int = ROUNDS,
+        timeout: float = TIMEOUT,
+        keep_bytes: int | None = None,
+    ) -> None:
         """``keep``, ``keep_bytes``: None for no bound of that kind."""
         self.store = store
         self.keep = keep
@@ -56,7 +64,8 @@ class Trimmer:
             pass_gone = 0
             for _ in range(self.rounds):
                 gone = yield self.store.trim(self.keep, self.most, self.keep_bytes).addTimeout(
-                    self.timeout, self.reactor)
+                    self.timeout, self.reactor
+                )
                 self.trimmed += gone
                 pass_gone += gone
                 if gone < self.most:

@@ -17,7 +17,7 @@ def parse_store(value: str, reactor, timeout: float = TIMEOUT) -> HistoryStore:
     if value == "none":
         return NoStore()
     if value.startswith("sqlite:"):
-        path = value[len("sqlite:"):]
+        path = value[len("sqlite:") :]
         if not path or path.startswith("//"):
             raise StoreError(f"--store {value!r}: no file path ({USAGE})")
         return SQLStore(SQLite(path), reactor, timeout)

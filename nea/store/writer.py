@@ -67,9 +67,17 @@ class StoreStatus:
 
 
 class StoreWriter:
-    def __init__(self, store: HistoryStore, reactor, bound: int = BOUND, batch: int = BATCH,
-                 timeout: float = TIMEOUT, retry_first: float = RETRY_FIRST,
-                 retry_max: float = RETRY_MAX, bound_bytes: int = BOUND_BYTES) -> None:
+    def __init__(
+        self,
+        store: HistoryStore,
+        reactor,
+        bound: int = BOUND,
+        batch: int = BATCH,
+        timeout: float = TIMEOUT,
+        retry_first: float = RETRY_FIRST,
+        retry_max: float = RETRY_MAX,
+        bound_bytes: int = BOUND_BYTES,
+    ) -> None:
         self.store = store
         self.reactor = reactor
         self.bound = bound
@@ -93,7 +101,8 @@ class StoreWriter:
         # Every write's Deferred fires from here, first in first out, even when a
         # callback writes again: ordering cannot depend on who calls back whom.
         self._outbox: collections.deque[tuple[defer.Deferred, Line | StoredLine]] = (
-            collections.deque())
+            collections.deque()
+        )
         self._releasing = False
 
     def write(self, line: Line) -> defer.Deferred:
@@ -125,8 +134,9 @@ class StoreWriter:
         return waiter
 
     def _behind(self, times: float) -> bool:
-        return (len(self._queue) >= times * self.bound
-                or self._queued_bytes >= times * self.bound_bytes)
+        return (
+            len(self._queue) >= times * self.bound or self._queued_bytes >= times * self.bound_bytes
+        )
 
     def _dequeued(self) -> None:
         """Lines left the queue: the push-back ends once it is down to half the bound."""
@@ -143,8 +153,16 @@ class StoreWriter:
 
     @property
     def status(self) -> StoreStatus:
-        return StoreStatus(self.store.name, self.state, len(self._queue), self.stored,
-                           self.unsaved, self.stored_late, self.error, self.pushing_back)
+        return StoreStatus(
+            self.store.name,
+            self.state,
+            len(self._queue),
+            self.stored,
+            self.unsaved,
+            self.stored_late,
+            self.error,
+            self.pushing_back,
+        )
 
     def stop(self) -> defer.Deferred:
         """Wait, within the timeout, for the queue to be written; then probe no more."""
@@ -165,12 +183,14 @@ class StoreWriter:
         self._writing = len(lines)
         attempt = self._attempt
         # A deadline of our own rather than cancelling the write: a late answer is still told.
-        deadline = self.reactor.callLater(self.timeout, self._give_up, attempt,
-                                          f"no answer within {self.timeout:g} s")
+        deadline = self.reactor.callLater(
+            self.timeout, self._give_up, attempt, f"no answer within {self.timeout:g} s"
+        )
         writing = defer.maybeDeferred(self.store.append, lines)
         writing.addBoth(_disarm, deadline)
-        writing.addCallbacks(self._written, self._failed,
-                             callbackArgs=(attempt,), errbackArgs=(attempt,))
+        writing.addCallbacks(
+            self._written, self._failed, callbackArgs=(attempt,), errbackArgs=(attempt,)
+        )
 
     def _written(self, stored: list[StoredLine], attempt: int) -> None:
         if attempt != self._attempt:
@@ -203,8 +223,11 @@ class StoreWriter:
         self.unsaved += len(released)
         self.error = reason
         if self.state == OK:
-            log.warn("history store {store} degraded, chat goes on unsaved: {reason}",
-                     store=self.store.name, reason=reason)
+            log.warn(
+                "history store {store} degraded, chat goes on unsaved: {reason}",
+                store=self.store.name,
+                reason=reason,
+            )
         self.state = DEGRADED
         if self._stopping is None:
             self._probe_later()
@@ -263,4 +286,3 @@ def _reason(failure, timeout: float) -> str:
     if failure.check(defer.TimeoutError):
         return f"no answer within {timeout:g} s"
     return " ".join(str(failure.value).split()) or failure.type.__name__
-

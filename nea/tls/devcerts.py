@@ -74,9 +74,15 @@ def _leaf(common_name, purpose, alt_names, ca_name, ca_key, now):
     """A fresh P-256 key and its certificate, signed by the CA, for one ``purpose``."""
     key = ec.generate_private_key(ec.SECP256R1())
     usage = x509.KeyUsage(
-        digital_signature=True, key_agreement=True, key_cert_sign=False, crl_sign=False,
-        content_commitment=False, key_encipherment=False, data_encipherment=False,
-        encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        key_agreement=True,
+        key_cert_sign=False,
+        crl_sign=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        encipher_only=False,
+        decipher_only=False,
     )
     extensions = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
@@ -120,9 +126,15 @@ def generate(directory: Path) -> None:
             (x509.BasicConstraints(ca=True, path_length=0), True),
             (
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 True,
             ),

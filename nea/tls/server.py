@@ -98,9 +98,9 @@ def server_context(files: TLSFiles) -> SSL.Context:
     options = CertificateOptions(
         privateKey=_load(files.private_key, "private key", _pem_key),
         certificate=_load(files.certificate, "certificate", Certificate.loadPEM).original,
-        extraCertChain=[
-            c.original for c in _load(files.chain, "certificate chain", _pem_chain)
-        ] if files.chain else None,
+        extraCertChain=[c.original for c in _load(files.chain, "certificate chain", _pem_chain)]
+        if files.chain
+        else None,
         raiseMinimumTo=_VERSIONS[files.min_version],
         acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(TLS12_CIPHERS),
         **verify,
@@ -108,8 +108,10 @@ def server_context(files: TLSFiles) -> SSL.Context:
     try:
         context = options.getContext()
     except SSL.Error as e:
-        raise CertificateError(f"the private key {files.private_key} does not match the "
-                               f"certificate {files.certificate} ({openssl_reason(e)})") from None
+        raise CertificateError(
+            f"the private key {files.private_key} does not match the "
+            f"certificate {files.certificate} ({openssl_reason(e)})"
+        ) from None
     # A renegotiation costs the server a handshake's work at the client's whim, and is
     # the only way a write could have to wait for the peer: TLS 1.3 has none.
     context.set_options(SSL.OP_NO_RENEGOTIATION)
@@ -415,8 +417,13 @@ class TLSServerProtocol(Protocol):
     # ---- reading ----
 
     def _receive(self) -> None:
-        while not (self.phase is _CLOSED or self._read_closed
-                   or self.disconnecting and self._write_closed and not self._unsent):
+        while not (
+            self.phase is _CLOSED
+            or self._read_closed
+            or self.disconnecting
+            and self._write_closed
+            and not self._unsent
+        ):
             try:
                 data = self._tls.recv(_READ_SIZE)
             except SSL.WantReadError:

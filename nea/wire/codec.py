@@ -396,15 +396,18 @@ def _json_reader(form: RequestForm) -> Callable[[str, Any], frames.Request]:
             if not isinstance(payload, dict):
                 return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs an object 'payload'")
             return from_json(payload)
+
         return read_object
 
     def read_string(kind: str, payload: Any) -> frames.Request:
         if not isinstance(payload, str):
             return frames.Invalid(errors.BAD_PAYLOAD, f"{kind!r} needs a string 'payload'")
         if _SURROGATE.search(payload):
-            return frames.Invalid(errors.BAD_PAYLOAD,
-                                  "the payload has a lone surrogate (not UTF-8)")
+            return frames.Invalid(
+                errors.BAD_PAYLOAD, "the payload has a lone surrogate (not UTF-8)"
+            )
         return cls(payload)
+
     return read_string
 
 
@@ -421,12 +424,14 @@ def _json_ask(payload: dict[str, Any]) -> frames.Request:
     if not isinstance(id, str):
         return frames.Invalid(errors.BAD_PAYLOAD, "'ask' needs a string 'id'")
     if (name is None) == (service is None) or not isinstance(name or service, str):
-        return frames.Invalid(errors.BAD_PAYLOAD, "'ask' needs a string 'to' (a name) or "
-                                                  "'service', not both")
+        return frames.Invalid(
+            errors.BAD_PAYLOAD, "'ask' needs a string 'to' (a name) or 'service', not both"
+        )
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)):
         return frames.Invalid(errors.BAD_PAYLOAD, "'timeout' must be a number of seconds")
-    return frames.Ask(id, name, service, payload.get("body"),
-                      None if timeout is None else float(timeout))
+    return frames.Ask(
+        id, name, service, payload.get("body"), None if timeout is None else float(timeout)
+    )
 
 
 def _json_auth(payload: dict[str, Any]) -> frames.Request:
@@ -463,6 +468,8 @@ def body_problem(body: Any, depth: int = MAX_JSON_DEPTH) -> str | None:
             return None
         level = children
     return f"the body is nested deeper than {depth} levels"
+
+
 def _count(form: RequestForm, value: Any) -> frames.Request:
     """A COUNT payload (``history N``, ``since ID``): the text after the verb, or JSON's."""
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
@@ -508,8 +515,9 @@ def _validated(request: frames.Request) -> frames.Request:
 
 def _addressed(request: frames.Reply | frames.Ask) -> frames.Request:
     if not ID_PATTERN.match(request.id):
-        return frames.Invalid(errors.BAD_USAGE,
-                              "an id is 1-64 printable ASCII characters, no space")
+        return frames.Invalid(
+            errors.BAD_USAGE, "an id is 1-64 printable ASCII characters, no space"
+        )
     problem = body_problem(request.body)
     if problem is not None:
         return frames.Invalid(errors.BAD_PAYLOAD, problem)
@@ -558,18 +566,21 @@ class _Object(NamedTuple):
 
 _OBJECTS: dict[type, _Object] = {
     frames.Reply: _Object(
-        _json_reply, lambda r: {"id": r.id, "body": r.body},
-        _text_reply, lambda r: f"{r.id} {body_text(r.body)}",
+        _json_reply,
+        lambda r: {"id": r.id, "body": r.body},
+        _text_reply,
+        lambda r: f"{r.id} {body_text(r.body)}",
     ),
     frames.Ask: _Object(
         _json_ask,
         lambda r: {
-            "id": r.id, **({"to": r.name} if r.name is not None else {"service": r.service}),
-            "body": r.body, **({"timeout": r.timeout} if r.timeout is not None else {}),
+            "id": r.id,
+            **({"to": r.name} if r.name is not None else {"service": r.service}),
+            "body": r.body,
+            **({"timeout": r.timeout} if r.timeout is not None else {}),
         },
         _text_ask,
-        lambda r: (f"{r.id} {r.name if r.name is not None else '@' + r.service} "
-                   f"{body_text(r.body)}"),
+        lambda r: f"{r.id} {r.name if r.name is not None else '@' + r.service} {body_text(r.body)}",
     ),
     frames.Auth: _Object(_json_auth, lambda r: {"token": r.token}, _text_auth, lambda r: r.token),
 }
@@ -581,8 +592,10 @@ _OBJECTS: dict[type, _Object] = {
 def _json_line(obj: dict[str, Any]) -> bytes:
     # "replace": a lone surrogate that got this far (it is refused on the way in)
     # becomes "?" rather than an exception in the middle of a fan-out.
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8", "replace") + b"\n"
+    return (
+        json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+        + b"\n"
+    )
 
 
 def _one_line(text: str) -> str:
@@ -701,7 +714,8 @@ def _push_payload(form: PushForm) -> Callable[[Any], Any]:
         return attrgetter(form.keys[0][1])
     items = ", ".join(
         f"**({{{key!r}: push.{name}}} if push.{name} is not None else {{}})"
-        if name in form.omit_none else f"{key!r}: push.{name}"
+        if name in form.omit_none
+        else f"{key!r}: push.{name}"
         for key, name in form.keys
     )
     return _compiled(f"lambda push: {{{items}}}", {})
@@ -722,14 +736,17 @@ def _push_reader(form: PushForm) -> Callable[[Any], frames.Push]:
     if form.body is Body.MAPPING:
         return lambda payload: cls(dict(payload))
     if form.body is Body.STRING:
+
         def string(payload: Any) -> frames.Push:
             if not isinstance(payload, str):
                 raise TypeError(form.kind)
             return cls(payload)
+
         return string
     defaults = {field.name: field.default for field in attrs.fields(cls)}
     args = ", ".join(
-        f"{name}=payload[{key!r}]" if defaults[name] is attrs.NOTHING
+        f"{name}=payload[{key!r}]"
+        if defaults[name] is attrs.NOTHING
         else f"{name}=payload.get({key!r}, default_{name})"
         for key, name in form.keys
     )
@@ -748,7 +765,9 @@ _TEXT_VERBS = _unique(
 )
 #: Whole lines that are a request (``exit``, ``ping``), where the profile offers it.
 _WORDS = _unique(
-    (kind, form.cls) for form in REQUESTS.values() if form.line is Line.WORD
+    (kind, form.cls)
+    for form in REQUESTS.values()
+    if form.line is Line.WORD
     for kind in (form.kind, *form.aliases)
 )
 
@@ -759,8 +778,12 @@ _ROOM_TEXT = {cls: form.room for cls, form in PUSHES.items() if form.room is not
 _PUSH_KINDS = _unique((form.kind, _push_reader(form)) for form in PUSHES.values())
 #: Pushes read from their whole text line (a date), then those that are one word (``bye``),
 #: then those read by their first word.
-_LINE_PUSHES = tuple(form.parse for form in PUSHES.values()
-                     if form.verb is None and form.parse is not None)
+_LINE_PUSHES = tuple(
+    form.parse for form in PUSHES.values() if form.verb is None and form.parse is not None
+)
 _BARE_PUSHES = _unique((form.kind, form.cls) for form in PUSHES.values() if form.body is Body.NONE)
-_TEXT_PUSHES = _unique((form.verb, form.parse) for form in PUSHES.values()
-                       if form.verb is not None and form.parse is not None)
+_TEXT_PUSHES = _unique(
+    (form.verb, form.parse)
+    for form in PUSHES.values()
+    if form.verb is not None and form.parse is not None
+)

@@ -30,8 +30,9 @@ TOO_MANY_PENDING = ErrorCode(
 )
 BAD_USAGE = ErrorCode("bad_usage", False, "the verb's arguments are missing or malformed")
 BAD_NAME = ErrorCode(
-    "bad_name", False, "a name or service is 1-64 letters, digits, '_', '.', ':', '-' or '@', "
-    "not starting with '@'"
+    "bad_name",
+    False,
+    "a name or service is 1-64 letters, digits, '_', '.', ':', '-' or '@', not starting with '@'",
 )
 TOO_MANY_SERVICES = ErrorCode(
     "too_many_services", False, "this connection already serves as many services as it may"

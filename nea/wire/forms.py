@@ -87,33 +87,50 @@ PUSHES: dict[type, PushForm] = {}
 
 def request(kind: str, payload: Payload, line: Line, aliases: tuple[str, ...] = ()):
     """Class decorator: declare a request frame (see `RequestForm`)."""
+
     def declare(cls: type) -> type:
         REQUESTS[cls] = RequestForm(cls, kind, payload, line, aliases)
         return cls
+
     return declare
 
 
-def push(kind: str, text: Callable[[Any], str] | None = None, *, body: Body | None = None,
-         verb: str | None = "", parse: Callable[[str], Any] | None = None,
-         room: Callable[[Any], str] | None = None, keys: Mapping[str, str] | None = None,
-         omit_none: tuple[str, ...] = ()):
+def push(
+    kind: str,
+    text: Callable[[Any], str] | None = None,
+    *,
+    body: Body | None = None,
+    verb: str | None = "",
+    parse: Callable[[str], Any] | None = None,
+    room: Callable[[Any], str] | None = None,
+    keys: Mapping[str, str] | None = None,
+    omit_none: tuple[str, ...] = (),
+):
     """Class decorator: declare a push frame (see `PushForm`).
 
     The defaults: ``body`` FIELDS (NONE for a push without fields); ``verb`` the
     kind; ``text`` the kind alone (NONE) or ``KIND value`` (STRING), else required;
     ``parse`` ``cls(rest)`` for a STRING push; ``keys`` renames fields in JSON.
     """
+
     def declare(cls: type) -> type:
         fields = [field.name for field in attrs.fields(cls)]
         shape = body if body is not None else Body.FIELDS if fields else Body.NONE
         word = kind if verb == "" else verb
         reader = parse if parse is not None or shape is not Body.STRING or word is None else cls
         PUSHES[cls] = PushForm(
-            cls, kind, shape, text if text is not None else _default_text(kind, shape, fields),
-            word, reader, room, tuple(((keys or {}).get(name, name), name) for name in fields),
+            cls,
+            kind,
+            shape,
+            text if text is not None else _default_text(kind, shape, fields),
+            word,
+            reader,
+            room,
+            tuple(((keys or {}).get(name, name), name) for name in fields),
             frozenset(omit_none),
         )
         return cls
+
     return declare
 
 
@@ -128,8 +145,11 @@ def _default_text(kind: str, shape: Body, fields: list[str]) -> Callable[[Any], 
 
 def body_text(body: Any) -> str:
     """A body as the text form carries it: a string as it is, any other value as JSON."""
-    return body if isinstance(body, str) else json.dumps(body, ensure_ascii=False,
-                                                         separators=(",", ":"))
+    return (
+        body
+        if isinstance(body, str)
+        else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    )
 
 
 def said(name: str | None, text: str) -> str:

@@ -185,8 +185,25 @@ class Auth:
 
 
 Request = (
-    Relay | Ack | Chat | Reverse | Nick | Hello | Status | Exit | Invalid | Register | Serve |
-    Unserve | Reply | Ask | History | Since | Auth | Ping | Pong
+    Relay
+    | Ack
+    | Chat
+    | Reverse
+    | Nick
+    | Hello
+    | Status
+    | Exit
+    | Invalid
+    | Register
+    | Serve
+    | Unserve
+    | Reply
+    | Ask
+    | History
+    | Since
+    | Auth
+    | Ping
+    | Pong
 )
 
 
@@ -195,8 +212,13 @@ Request = (
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
-@push("date", lambda p: p.date, body=Body.STRING, verb=None,
-      parse=lambda line: DatePush(line) if _DATE.match(line) else None)
+@push(
+    "date",
+    lambda p: p.date,
+    body=Body.STRING,
+    verb=None,
+    parse=lambda line: DatePush(line) if _DATE.match(line) else None,
+)
 @attrs.frozen
 class DatePush:
     """The current date, ``YYYY-MM-DD``, pushed every interval."""
@@ -225,9 +247,13 @@ def _chat_push(rest: str) -> "ChatPush | None":
     return ChatPush(sender, text) if said_ else None
 
 
-@push("chat", lambda p: f"chat {p.sender}: {p.text}", keys={"sender": "from"},
-      parse=_chat_push,
-      room=lambda p: said(p.sender, p.text))
+@push(
+    "chat",
+    lambda p: f"chat {p.sender}: {p.text}",
+    keys={"sender": "from"},
+    parse=_chat_push,
+    room=lambda p: said(p.sender, p.text),
+)
 @attrs.frozen
 class ChatPush:
     """A chat line and the name of whoever said it.
@@ -269,8 +295,11 @@ class NickReply:
     name: str
 
 
-@push("welcome", lambda p: f"welcome {p.name} {p.instance} {p.profile}",
-      parse=lambda rest: Welcome(*rest.split(" ")) if rest.count(" ") == 2 else None)
+@push(
+    "welcome",
+    lambda p: f"welcome {p.name} {p.instance} {p.profile}",
+    parse=lambda rest: Welcome(*rest.split(" ")) if rest.count(" ") == 2 else None,
+)
 @attrs.frozen
 class Welcome:
     """The answer to ``hello``: who this connection is and where it landed."""
@@ -280,15 +309,18 @@ class Welcome:
     profile: str
 
 
-@push("status", lambda p: json.dumps(p.status, separators=(",", ":")), body=Body.MAPPING,
-      verb=None)
+@push("status", lambda p: json.dumps(p.status, separators=(",", ":")), body=Body.MAPPING, verb=None)
 @attrs.frozen
 class StatusReply:
     status: dict[str, Any] = attrs.field(eq=True, hash=False)
 
 
-@push("error", lambda p: f"error {p.code} {p.message}", omit_none=("id",),
-      parse=lambda rest: ErrorReply(*rest.partition(" ")[::2]))
+@push(
+    "error",
+    lambda p: f"error {p.code} {p.message}",
+    omit_none=("id",),
+    parse=lambda rest: ErrorReply(*rest.partition(" ")[::2]),
+)
 @attrs.frozen
 class ErrorReply:
     code: str
@@ -317,8 +349,11 @@ class Unserved:
     service: str
 
 
-@push("request", lambda p: f"request {p.id} {body_text(p.body)}",
-      parse=lambda rest: RequestPush(*rest.partition(" ")[::2]) if rest else None)
+@push(
+    "request",
+    lambda p: f"request {p.id} {body_text(p.body)}",
+    parse=lambda rest: RequestPush(*rest.partition(" ")[::2]) if rest else None,
+)
 @attrs.frozen
 class RequestPush:
     """A request for this connection: answer with ``reply ID BODY``.
@@ -331,8 +366,11 @@ class RequestPush:
     service: str | None = None
 
 
-@push("reply", lambda p: f"reply {p.id} {body_text(p.body)}",
-      parse=lambda rest: ReplyPush(*rest.partition(" ")[::2]) if rest else None)
+@push(
+    "reply",
+    lambda p: f"reply {p.id} {body_text(p.body)}",
+    parse=lambda rest: ReplyPush(*rest.partition(" ")[::2]) if rest else None,
+)
 @attrs.frozen
 class ReplyPush:
     """The reply to an ``ask`` this connection made; ``instance``: where the answering client is."""
@@ -342,8 +380,12 @@ class ReplyPush:
     instance: str = ""
 
 
-@push("authenticated", lambda p: f"authenticated {p.subject}", keys={"subject": "sub"},
-      parse=lambda rest: Authenticated(rest) if rest else None)
+@push(
+    "authenticated",
+    lambda p: f"authenticated {p.subject}",
+    keys={"subject": "sub"},
+    parse=lambda rest: Authenticated(rest) if rest else None,
+)
 @attrs.frozen
 class Authenticated:
     """The answer to an accepted ``auth``: the connection is now ``subject``."""
@@ -372,8 +414,12 @@ class PongPush:
 # ---- chat history and presence pushes ----
 
 
-@push("history", lambda p: f"history {p.id} {p.time} {said(p.name, p.text)}",
-      keys={"name": "from"}, parse=lambda rest: _history_line(rest))
+@push(
+    "history",
+    lambda p: f"history {p.id} {p.time} {said(p.name, p.text)}",
+    keys={"name": "from"},
+    parse=lambda rest: _history_line(rest),
+)
 @attrs.frozen
 class HistoryLine:
     """One stored line replayed by ``history`` or ``since``; ``name`` None for a broadcast."""
@@ -385,9 +431,13 @@ class HistoryLine:
     text: str
 
 
-@push("history_end", lambda p: f"history_end {p.last_id} {int(p.more)}",
-      parse=lambda rest: HistoryEnd(int(rest[:-2]), rest[-1] == "1")
-      if re.fullmatch(r"\d+ [01]", rest) else None)
+@push(
+    "history_end",
+    lambda p: f"history_end {p.last_id} {int(p.more)}",
+    parse=lambda rest: (
+        HistoryEnd(int(rest[:-2]), rest[-1] == "1") if re.fullmatch(r"\d+ [01]", rest) else None
+    ),
+)
 @attrs.frozen
 class HistoryEnd:
     """The end of a replay: the last id replayed (or the one asked), and whether more follow."""
@@ -436,8 +486,27 @@ def _history_line(rest: str) -> HistoryLine | None:
 
 
 Push = (
-    HistoryLine | Gap | HistoryEnd | Presence | DatePush | RelayPush | AckPush | ChatPush |
-    BroadcastPush | ReverseReply | NickReply | Welcome | StatusReply | ErrorReply | Bye |
-    PingPush | PongPush | Registered | Serving | Unserved | RequestPush | ReplyPush |
-    Authenticated
+    HistoryLine
+    | Gap
+    | HistoryEnd
+    | Presence
+    | DatePush
+    | RelayPush
+    | AckPush
+    | ChatPush
+    | BroadcastPush
+    | ReverseReply
+    | NickReply
+    | Welcome
+    | StatusReply
+    | ErrorReply
+    | Bye
+    | PingPush
+    | PongPush
+    | Registered
+    | Serving
+    | Unserved
+    | RequestPush
+    | ReplyPush
+    | Authenticated
 )

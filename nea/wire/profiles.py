@@ -68,13 +68,41 @@ _LIVENESS = frozenset({"ping", "pong"})
 
 NEA = Profile(
     name="nea",
-    verbs=frozenset({"message", "ok", "chat", "nick", "register", "serve", "unserve", "reply",
-                     "ask", "history", "since", "auth"}),
+    verbs=frozenset(
+        {
+            "message",
+            "ok",
+            "chat",
+            "nick",
+            "register",
+            "serve",
+            "unserve",
+            "reply",
+            "ask",
+            "history",
+            "since",
+            "auth",
+        }
+    ),
     plain_kind="reverse",
     offers=_ALWAYS
     | _LIVENESS
-    | {"register", "serve", "unserve", "reply", "ask", "message", "ok", "chat", "reverse",
-       "nick", "hello", "status", "history", "since"},
+    | {
+        "register",
+        "serve",
+        "unserve",
+        "reply",
+        "ask",
+        "message",
+        "ok",
+        "chat",
+        "reverse",
+        "nick",
+        "hello",
+        "status",
+        "history",
+        "since",
+    },
     json=True,
     dates=True,
     relays=True,
