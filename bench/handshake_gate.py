@@ -37,27 +37,7 @@ def case(gate: int, args, certs_dir: Path) -> dict:
         relay, nea = daemon.ports
         drops = listen_drops()
         sampler = harness.Sampler(lambda: harness.status(nea)["handshakes"])
-        run = harness.LoadRun(
-            "--port",
-            str(relay),
-            "--ca",
-            str(certs_dir / "ca.pem"),
-            "--server-name",
-            "localhost",
-            "--clients",
-            str(args.clients),
-            "--window",
-            str(args.window),
-            "--timeout",
-            str(args.timeout),
-            "--workers",
-            str(args.workers),
-            "--max-active",
-            str(args.max_active),
-            "--no-status",
-            "--server-pid",
-            str(daemon.pid),
-        )
+        run = harness.tls_load(relay, certs_dir, args, daemon.pid)
         report = run.finish(args.window + args.limit)
         samples = sampler.stop()
         state = settled(nea)

@@ -505,6 +505,17 @@ _PROGRESS = re.compile(
 )
 
 
+def tls_load(port: int, certs_dir: Path, args, server_pid: int) -> "LoadRun":
+    """nea-loadtest's seed-004 TLS load as ``hostile.py`` and ``handshake_gate.py`` run it:
+    ``args`` gives clients, window, timeout, workers and max_active."""
+    return LoadRun(
+        "--port", str(port), "--ca", str(certs_dir / "ca.pem"), "--server-name", "localhost",
+        "--clients", str(args.clients), "--window", str(args.window),
+        "--timeout", str(args.timeout), "--workers", str(args.workers),
+        "--max-active", str(args.max_active), "--no-status", "--server-pid", str(server_pid),
+    )  # fmt: skip
+
+
 class LoadRun:
     """nea-loadtest in its own process group, its progress lines kept as they come.
 

@@ -44,27 +44,7 @@ ROOT = Path(__file__).resolve().parent
 
 def load(daemon_ports, args, certs_dir, pid) -> tuple[dict | None, list[dict]]:
     relay = daemon_ports[0]
-    run = harness.LoadRun(
-        "--port",
-        str(relay),
-        "--ca",
-        str(certs_dir / "ca.pem"),
-        "--server-name",
-        "localhost",
-        "--clients",
-        str(args.clients),
-        "--window",
-        str(args.window),
-        "--timeout",
-        str(args.timeout),
-        "--workers",
-        str(args.workers),
-        "--max-active",
-        str(args.max_active),
-        "--no-status",
-        "--server-pid",
-        str(pid),
-    )
+    run = harness.tls_load(relay, certs_dir, args, pid)
     return run.finish(args.window + args.limit), run.progress
 
 
