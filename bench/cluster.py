@@ -167,10 +167,14 @@ def main() -> None:
         "--relay-only", action="store_true", help="the relay throughput only, no seed-004 run"
     )
     args = p.parse_args()
+    seed = (
+        "no seed-004"
+        if args.relay_only
+        else f"seed-004 {args.clients} TLS clients over {args.load_window} s"
+    )
     harness.header(
         f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
-        f"{args.connections}x{args.window} for {args.seconds} s; seed-004 "
-        f"{args.clients} TLS clients over {args.load_window} s; limits: "
+        f"{args.connections}x{args.window} for {args.seconds} s; {seed}; limits: "
         f"{harness.limits_text(args)}"
     )
     results = harness.run_reactor(lambda: run(args))
