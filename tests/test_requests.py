@@ -43,6 +43,13 @@ class OneInstance(unittest.TestCase):
         self.assertTrue(self.hub.join(peer))
         return peer
 
+    def serving(self, service: str, count: int) -> list[FakePeer]:
+        members = [self.peer() for _ in range(count)]
+        for member in members:
+            line(self.hub, member, f"serve {service}")
+            member.take()
+        return members
+
     def registered(self, name: str) -> FakePeer:
         device = self.peer()
         line(self.hub, device, f"register {name}")
@@ -191,10 +198,7 @@ class OneInstance(unittest.TestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), before)
 
     def test_a_request_drawn_again_keeps_its_deadline(self):
-        first, second = self.peer(), self.peer()
-        for member in (first, second):
-            line(self.hub, member, "serve people")
-            member.take()
+        first, second = self.serving("people", 2)
         asker = self.peer()
         self.hub.handle(asker, frames.Ask("t", None, "people", "x", timeout=2.0))
         drawn, other = (first, second) if requests_of(first) else (second, first)
@@ -232,10 +236,7 @@ class OneInstance(unittest.TestCase):
         self.assertEqual(len(requests_of(device)), 2)
 
     def test_a_member_that_missed_a_deadline_is_skipped_until_it_replies_again(self):
-        hung, good = self.peer(), self.peer()
-        for member in (hung, good):
-            line(self.hub, member, "serve people")
-            member.take()
+        hung, good = self.serving("people", 2)
         asker = self.peer()
         for i in range(50):  # until the hung one has been drawn once
             line(self.hub, asker, f"ask {i} @people who")
