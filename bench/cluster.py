@@ -100,6 +100,8 @@ def measure(count: int, args, certs_dir: Path):
         before, start = setup.cpu(), time.monotonic()
         relay = yield drive(setup.plain_port, NeaDriver, args, lambda: setup.cpu()["instances"])
         relay["percent_of_a_core"] = cpu_shares(before, setup.cpu(), time.monotonic() - start)
+        if args.relay_only:
+            return {"relay": relay}
         # The driver aborted its connections; the reactor must run to close them
         # before nea-loadtest blocks this process (or they stay, relay targets that never ack).
         yield task.deferLater(reactor, 1.0, lambda: None)
@@ -161,14 +163,32 @@ def main() -> None:
         default=2.0,
         help="seconds over which the seed-004 clients start",
     )
+    p.add_argument(
+        "--relay-only", action="store_true", help="the relay throughput only, no seed-004 run"
+    )
     args = p.parse_args()
+    seed = (
+        "no seed-004"
+        if args.relay_only
+        else f"seed-004 {args.clients} TLS clients over {args.load_window} s"
+    )
     harness.header(
         f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
-        f"{args.connections}x{args.window} for {args.seconds} s; seed-004 "
-        f"{args.clients} TLS clients over {args.load_window} s; limits: "
+        f"{args.connections}x{args.window} for {args.seconds} s; {seed}; limits: "
         f"{harness.limits_text(args)}"
     )
     results = harness.run_reactor(lambda: run(args))
+    one, two = (results[n]["relay"]["server_us_per_exchange"] for n in (1, 2))
+    # With two instances half the relays cross (targets drawn uniformly over all
+    # connections, HAProxy splitting them evenly): two = (local + crossing) / 2.
+    print(
+        f"relay: {one:.1f} us per exchange on one instance, {two:.1f} us on two; a crossing "
+        f"relay {2 * two - one:.1f} us, {(2 * two - one) / one:.2f}x a local one "
+        f"(limits: {harness.limits_text(args)})",
+        flush=True,
+    )
+    if args.relay_only:
+        return
     for count, r in results.items():
         relay, seed = r["relay"], r["seed004"]
         print(

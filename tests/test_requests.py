@@ -43,6 +43,13 @@ class OneInstance(unittest.TestCase):
         self.assertTrue(self.hub.join(peer))
         return peer
 
+    def serving(self, service: str, count: int) -> list[FakePeer]:
+        members = [self.peer() for _ in range(count)]
+        for member in members:
+            line(self.hub, member, f"serve {service}")
+            member.take()
+        return members
+
     def registered(self, name: str) -> FakePeer:
         device = self.peer()
         line(self.hub, device, f"register {name}")
@@ -178,16 +185,41 @@ class OneInstance(unittest.TestCase):
         self.assertFalse(device.closed)
         self.assertEqual(asker.take(), [])
 
-    def test_outstanding_requests_share_one_timer_a_side_and_none_once_answered(self):
+    def test_outstanding_local_requests_share_one_timer_and_none_once_answered(self):
+        # Asked and held on the same instance, a request's held deadline is its ask's too.
         device = self.registered("dev")
         askers = [self.peer(Encoding.TEXT) for _ in range(10)]
         before = len(self.clock.getDelayedCalls())
         for asker in askers:
             line(self.hub, asker, "ask a dev x")
-        self.assertEqual(len(self.clock.getDelayedCalls()) - before, 2)  # asks, held
+        self.assertEqual(len(self.clock.getDelayedCalls()) - before, 1)
         for request in requests_of(device):
             line(self.hub, device, f"reply {request.id} y")
         self.assertEqual(len(self.clock.getDelayedCalls()), before)
+
+    def test_a_request_drawn_again_keeps_its_deadline(self):
+        first, second = self.serving("people", 2)
+        asker = self.peer()
+        self.hub.handle(asker, frames.Ask("t", None, "people", "x", timeout=2.0))
+        drawn, other = (first, second) if requests_of(first) else (second, first)
+        self.clock.advance(1.0)
+        self.hub.leave(drawn)
+        self.assertEqual(len(requests_of(other)), 1)
+        self.clock.advance(0.9)
+        self.assertEqual(asker.take(), [])
+        self.clock.advance(0.2)
+        self.assertEqual(errors_of(asker.take()), ["request_timeout"])
+
+    def test_a_request_whose_asker_left_is_still_dropped_at_its_deadline(self):
+        device = self.registered("slow")
+        asker = self.peer()
+        self.hub.handle(asker, frames.Ask("t", "slow", None, "x", timeout=2.0))
+        [request] = requests_of(device)
+        self.hub.leave(asker)
+        self.clock.advance(2.1)
+        line(self.hub, device, f"reply {request.id} too late")
+        self.assertEqual(errors_of(device.take()), ["unexpected_reply"])
+        self.assertEqual(self.hub.snapshot().addressed.in_flight, 0)
 
     def test_a_shorter_deadline_asked_later_still_comes_first(self):
         device = self.registered("slow")
@@ -204,10 +236,7 @@ class OneInstance(unittest.TestCase):
         self.assertEqual(len(requests_of(device)), 2)
 
     def test_a_member_that_missed_a_deadline_is_skipped_until_it_replies_again(self):
-        hung, good = self.peer(), self.peer()
-        for member in (hung, good):
-            line(self.hub, member, "serve people")
-            member.take()
+        hung, good = self.serving("people", 2)
         asker = self.peer()
         for i in range(50):  # until the hung one has been drawn once
             line(self.hub, asker, f"ask {i} @people who")

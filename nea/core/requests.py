@@ -112,6 +112,8 @@ class _Ask:
     attempts: int = 0
     #: Instances that had no member of the service when offered it (None: none yet).
     skip: set[str] | None = None
+    #: Its own deadline is set; until then it is pushed here, and its held deadline is it.
+    timed: bool = False
 
 
 @attrs.define(eq=False)
@@ -321,19 +323,19 @@ class RequestBroker:
         timeout = timeout or self.timeout
         now = self.clock.seconds()
         ask = _Ask(asker, ref, name, service, body, timeout, now)
-        self._ask_deadlines.add(now + timeout, (rid, ask))
         self.asks[rid] = ask
         settled = self._asks_of.add(asker, rid)
         if name is not None and name in self.names:
-            self._offer(rid, ask, self.bus.instance_id)  # where every bus would find it
+            self._offer(rid, ask, self.bus.instance_id, now)  # where every bus would find it
         elif name is not None:
+            self._time(rid, ask)
             found = self.bus.find_client(name)
             found.addErrback(
                 lambda failure: log.failure("looking up {name} failed", failure, name=name)
             )
             found.addCallback(self._found, rid)
         elif service is not None:  # always, by here: an ask names a client or a service
-            self._draw(rid, ask, service)
+            self._draw(rid, ask, service, now)
         return settled
 
     def _found(self, instance: str | None, rid: str) -> None:
@@ -343,26 +345,36 @@ class RequestBroker:
         if instance is None:
             self._fail(rid, errors.NO_SUCH_CLIENT, f"nobody is registered as {ask.name!r}")
         else:
-            self._offer(rid, ask, instance)
+            self._offer(rid, ask, instance, self.clock.seconds())
 
-    def _draw(self, rid: str, ask: _Ask, service: str) -> None:
+    def _draw(self, rid: str, ask: _Ask, service: str, now: float) -> None:
         instance = None
         if ask.attempts < MAX_REQUEST_ATTEMPTS:
             instance = self.bus.pick_member_instance(service, self.rng, ask.skip or _NO_SKIP)
         if instance is None:
             self._fail(rid, errors.NO_MEMBER, f"no member of {service!r} can take it")
         else:
-            self._offer(rid, ask, instance)
+            self._offer(rid, ask, instance, now)
 
-    def _offer(self, rid: str, ask: _Ask, instance: str) -> None:
+    def _offer(self, rid: str, ask: _Ask, instance: str, now: float) -> None:
+        """Offer ``ask`` to ``instance``. Pushed here, it needs no deadline of its own
+        until it is offered elsewhere: its held deadline falls at the same time and
+        times it out too (`_held_due`), one timer entry a request rather than two."""
         ask.instance = instance
         ask.attempts += 1
-        left = max(0.001, ask.started + ask.timeout - self.clock.seconds())
+        left = max(0.001, ask.started + ask.timeout - now)
         here = self.bus.instance_id
         if instance == here:  # where every bus would hand it: no envelope
-            self._push(rid, here, ask.name, ask.service, ask.body, left)
+            self._push(rid, here, ask.name, ask.service, ask.body, left, now)
         else:
+            self._time(rid, ask)
             self.bus.offer(instance, Offer(rid, here, ask.name, ask.service, ask.body, left))
+
+    def _time(self, rid: str, ask: _Ask) -> None:
+        """``ask`` may wait elsewhere than in a local client's hold: give it its deadline."""
+        if not ask.timed:
+            ask.timed = True
+            self._ask_deadlines.add(ask.started + ask.timeout, (rid, ask))
 
     def answer(self, rid: str, body: Any, instance: str) -> None:
         """The reply to ``rid`` came back from a client on ``instance``."""
@@ -385,7 +397,7 @@ class RequestBroker:
                     ask.skip = set()
                 ask.skip.add(instance)
             self.counts.redrawn += 1
-            self._draw(rid, ask, ask.service)
+            self._draw(rid, ask, ask.service, self.clock.seconds())
             return
         error = _FAILURES.get(code, errors.CLIENT_GONE)
         self._fail(rid, error, f"{ask.name or ask.service!r} on {instance}")
@@ -430,7 +442,15 @@ class RequestBroker:
 
     def offer(self, offer: Offer) -> None:
         """Push ``offer`` to the named local connection, or to a member drawn uniformly."""
-        self._push(offer.id, offer.origin, offer.name, offer.service, offer.body, offer.timeout)
+        self._push(
+            offer.id,
+            offer.origin,
+            offer.name,
+            offer.service,
+            offer.body,
+            offer.timeout,
+            self.clock.seconds(),
+        )
 
     def _push(
         self,
@@ -440,6 +460,7 @@ class RequestBroker:
         service: str | None,
         body: Any,
         timeout: float,
+        now: float,
     ) -> None:
         if name is not None:
             holder = self.names.get(name)
@@ -459,7 +480,7 @@ class RequestBroker:
             self.bus.refuse(origin, rid, errors.TOO_MANY_PENDING.code)
             return
         entry = held[rid] = _Held(origin, service, timeout >= self.timeout)
-        self._held_deadlines.add(self.clock.seconds() + timeout, (target, rid, entry))
+        self._held_deadlines.add(now + timeout, (target, rid, entry))
         self.counts.offered += 1
         target.push(frames.RequestPush(rid, body, service))
 
@@ -500,12 +521,15 @@ class RequestBroker:
     def _held_due(self, key: tuple[Peer, str, _Held]) -> None:
         """The origin has given up on the request by now: a later reply is unexpected;
         and when it had the whole default timeout, its client is drawn for no service
-        until it replies."""
+        until it replies. Asked here, the ask times out now too (`_offer`)."""
         if self._holds(key):
             peer, rid, held = key
             self._unhold(peer, rid)
             if held.full:
                 self._stall(peer)
+            ask = self.asks.get(rid)
+            if ask is not None and held.origin == self.bus.instance_id:
+                self._ask_due((rid, ask))
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can reply no more): it is no longer addressable, and what it

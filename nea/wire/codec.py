@@ -212,9 +212,14 @@ MAX_REPLAY = 1000
 NICK_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}\Z")
 #: A registered name or a service. Not starting with '@', which marks a service in ``ask``;
 #: ':' and '@' let a name be a certificate's identity (``device:42``, ``lock@site``).
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-][A-Za-z0-9_.:@\-]{0,63}\Z")
+_NAME = r"[A-Za-z0-9_.:\-][A-Za-z0-9_.:@\-]{0,63}"
+NAME_PATTERN = re.compile(_NAME + r"\Z")
 #: The id of a request or an ask: up to 64 printable ASCII characters, no space.
-ID_PATTERN = re.compile(r"[!-~]{1,64}\Z")
+_ID = r"[!-~]{1,64}"
+ID_PATTERN = re.compile(_ID + r"\Z")
+#: ``reply ID TEXT`` and ``ask ID [@]TARGET TEXT`` checked in one match (`_decode_addressed_verb`).
+_REPLY_LINE = re.compile(rf"reply ({_ID})(?: (.*))?\Z", re.DOTALL)
+_ASK_LINE = re.compile(rf"ask ({_ID}) (@?)({_NAME})(?: (.*))?\Z", re.DOTALL)
 #: Longest timeout an ``ask`` may set, in seconds.
 MAX_REQUEST_TIMEOUT = 300.0
 #: Deepest nesting of arrays and objects a JSON frame may have.
@@ -298,24 +303,22 @@ def _decode_addressed_verb(line: bytes, profile: Profile) -> frames.Reply | fram
         if "reply" not in profile.verbs or frames.Reply not in profile.allowed:
             return None
         try:
-            id, _, body = line[6:].decode("utf-8").partition(" ")
+            reply = _REPLY_LINE.match(line.decode("utf-8"))
         except UnicodeDecodeError:
             return None
-        return frames.Reply(id, body) if ID_PATTERN.match(id) else None
+        return frames.Reply(reply[1], reply[2] or "") if reply else None
     if line.startswith(b"ask "):
         if "ask" not in profile.verbs or frames.Ask not in profile.allowed:
             return None
         try:
-            parts = line[4:].decode("utf-8").split(" ", 2)
+            ask = _ASK_LINE.match(line.decode("utf-8"))
         except UnicodeDecodeError:
             return None
-        if len(parts) < 2 or not ID_PATTERN.match(parts[0]):
+        if ask is None:
             return None
-        id, target = parts[0], parts[1]
-        body = parts[2] if len(parts) == 3 else ""
-        if target.startswith("@"):
-            return frames.Ask(id, None, target[1:], body) if NAME_PATTERN.match(target, 1) else None
-        return frames.Ask(id, target, None, body) if NAME_PATTERN.match(target) else None
+        if ask[2]:
+            return frames.Ask(ask[1], None, ask[3], ask[4] or "")
+        return frames.Ask(ask[1], ask[3], None, ask[4] or "")
     return None
 
 
