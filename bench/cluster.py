@@ -56,9 +56,10 @@ class Setup:
     def __init__(self, count: int, certs_dir: Path, limits: tuple[str, ...]) -> None:
         self.redis, redis_port = harness.redis_server()
         self.instances = [
+            # deploy/haproxy.cfg sends a PROXY header first: the listeners behind it read it
             harness.Daemon(
-                harness.tcp("nea"),
-                harness.tls("nea", certs_dir),
+                harness.tcp("nea+proxy"),
+                harness.tls("nea+proxy", certs_dir),
                 extra=(
                     "--redis",
                     f"redis://127.0.0.1:{redis_port}/0",
