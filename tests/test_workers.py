@@ -3,12 +3,17 @@ Redis; restarts, SIGHUP and SIGTERM, seen from outside as an operator would."""
 
 import json
 import os
+import sys
+import tempfile
+from pathlib import Path
 
 from twisted.internet import defer, error
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
+from nea.cluster.names import Namespace
 from nea.server.options import Options
+from nea.tls import devcerts
 from tests import infra, support
 
 
@@ -58,8 +63,10 @@ class WorkersTest(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        redis = yield infra.redis_server(self)
-        self.daemon = infra.NeaDaemon("box", "--workers", "2", "--redis", redis.url)
+        self.redis = yield infra.redis_server(self)
+        self.daemon = infra.NeaDaemon(
+            "box", "--workers", "2", "--redis", self.redis.url, "--heartbeat", "0.2"
+        )
         self.addCleanup(self.daemon.stop)
         yield self.daemon.start()
         yield infra.until_status(self, self.daemon.port, both_members)
@@ -101,6 +108,33 @@ class WorkersTest(TestCase):
         yield infra.until_status(self, self.daemon.port, both_members)
         seen = yield self.served_by(self.daemon.port)
         self.assertEqual(seen, {"box-w1", "box-w2"})
+
+    @defer.inlineCallbacks
+    def test_relays_cross_between_the_workers(self):
+        """nea-loadtest's relay clients land on both workers, each worker's relays reach
+        the other's clients through its Redis inbox, and every relay is acked."""
+        channels = [Namespace("nea").inbox(worker) for worker in ("box-w1", "box-w2")]
+        inboxes = []
+        for channel in channels:
+            inboxes.append((yield self.redis.subscribe(self, channel)))
+        report = Path(tempfile.mkdtemp(prefix="nea-load-")) / "report.json"
+        clients = 40
+        program = infra.Program(
+            [sys.executable, "-m", "nea.loadtest", "--port", str(self.daemon.port)]
+            + ["--ca", str(support.certs() / devcerts.CA_CERT), "--server-name", "localhost"]
+            + ["--clients", str(clients), "--window", "2", "--json", str(report)]
+            # Held long enough that the other worker's heartbeat shows them as targets.
+            + ["--ok-delay", "uniform:1,2"],
+            support.daemon_env(),
+        )
+        program.start()
+        self.addCleanup(program.kill)
+        yield infra.watch(program.watcher.ended, 120)
+        figures = json.loads(report.read_text())
+        self.assertEqual((figures["acked"], figures["lost"]), (clients, 0), figures)
+        self.assertTrue(all(inbox.heard.pending for inbox in inboxes))
+        for inbox, channel in zip(inboxes, channels, strict=True):
+            yield inbox.unsubscribe([channel])
 
     @defer.inlineCallbacks
     def test_sighup_reaches_every_worker(self):
