@@ -9,13 +9,14 @@ daemon with that line in the log.
 import errno
 import json
 import re
+import socket
 from pathlib import Path
 
 from OpenSSL import SSL, crypto
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.address import IPv6Address, UNIXAddress
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -129,6 +130,14 @@ class ListeningService(Service):
 
     def announce(self, address) -> None:
         self.announce_as("{listener} listening on {address}", address)
+
+    def adopt(self, fileno: int) -> None:
+        """Listen on the socket ``fileno``, already bound and listening, instead of binding
+        the endpoint: how worker processes share the sockets their supervisor bound."""
+        with socket.socket(fileno=fileno) as probe:  # (only to learn its family)
+            family = probe.family
+            probe.detach()
+        self._endpoint = AdoptedStreamServerEndpoint(self.reactor, fileno, family)
 
     def announce_as(self, format: str, address, **fields) -> None:
         """Log ``format`` once listening on ``address``: ``{listener}`` (the option) and

@@ -1,5 +1,6 @@
 """``twistd nea-server`` command-line options: every knob, typed and documented."""
 
+import os
 import socket
 import uuid
 from pathlib import Path
@@ -66,6 +67,19 @@ def _choice(*allowed: str):
 
     convert.coerceDoc = f"One of: {', '.join(allowed)}."  # type: ignore[attr-defined]  # usage.Options shows it in --help
     return convert
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    return _positive(int)(value)
+
+
+_workers.coerceDoc = "A positive integer, or auto: one per core."  # type: ignore[attr-defined]  # usage.Options shows it in --help
+
+
+def _fds(value: str) -> tuple[int, ...]:
+    return tuple(int(fd) for fd in value.split(","))
 
 
 def _redis_address(value: str) -> RedisAddress:
@@ -288,6 +302,24 @@ class Options(usage.Options):
             "Join a cluster through Redis at this URL (default port "
             "6379, db 0); without it this instance is the whole server",
             _redis_address,
+        ],
+        [
+            "workers",
+            None,
+            1,
+            "Serve with this many worker processes under one supervisor: they share the "
+            "listening sockets (--listen and --http) and join one cluster, so --redis is "
+            "required above 1; each is named INSTANCE-ID-wK. SIGTERM and SIGHUP go to every "
+            "worker; a worker that dies is restarted.",
+            _workers,
+        ],
+        [
+            "inherited-fds",
+            None,
+            None,
+            "Set by a --workers supervisor for its workers, not by hand: the listening sockets, "
+            "one per --listen in order, then --http's, that the worker adopts.",
+            _fds,
         ],
         [
             "cluster-name",
@@ -514,6 +546,11 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--admin-token-file: {e}; write the token in it") from None
         self._identities()
+        if self["workers"] > 1 and self["redis"] is None:
+            raise usage.UsageError(
+                f"--workers {self['workers']} needs --redis: the workers join one cluster "
+                "through it (e.g. --redis redis://127.0.0.1:6379/0), or give --workers 1"
+            )
         if self["http-access-log"] is not None:
             try:
                 open(self["http-access-log"], "a").close()

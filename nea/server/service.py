@@ -19,6 +19,7 @@ from nea.core.bus import Bus, LocalBus
 from nea.core.hub import Hub
 from nea.http.auth import read_token_file
 from nea.http.site import HttpListener, http_listener
+from nea.net.listening import ListeningService
 from nea.net.startup import StartupError
 from nea.server import websocket
 from nea.server.admission import Admission
@@ -275,6 +276,13 @@ def instance_service(settings: Settings, reactor=None) -> InstanceService:
             {b"ws": websocket_endpoint(hub, settings.websocket, admission)},
         )
         instance.http.setServiceParent(instance)
+    if settings.workers.inherited is not None:
+        listening: list[ListeningService] = [
+            *instance.listeners,
+            *([instance.http] if instance.http else []),
+        ]
+        for adopting, fileno in zip(listening, settings.workers.inherited, strict=True):
+            adopting.adopt(fileno)
     instance.reloads = SignalReloadService(Reloader(reload_steps(settings, instance)), reactor)
     instance.reloads.setServiceParent(instance)
     return instance

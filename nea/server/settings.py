@@ -59,6 +59,16 @@ class ClusterSettings:
 
 
 @attrs.frozen
+class WorkerSettings:
+    """Processes: how many workers serve (``--workers``, above 1 under a supervisor), and
+    for a worker the listening sockets it adopts from its supervisor."""
+
+    count: int = 1
+    #: One per ``--listen`` in order, then ``--http``'s; None: bind the endpoints.
+    inherited: tuple[int, ...] | None = None
+
+
+@attrs.frozen
 class StoreSettings:
     """Where chat history is kept (``--store``) and how much of it."""
 
@@ -97,6 +107,7 @@ class Settings:
     cluster: ClusterSettings
     auth: AuthSettings
     drain_timeout: float
+    workers: WorkerSettings = WorkerSettings()
 
     @classmethod
     def from_options(cls, config) -> "Settings":
@@ -177,4 +188,5 @@ class Settings:
                 config["admin-token-file"],
             ),
             drain_timeout=config["drain-timeout"],
+            workers=WorkerSettings(config["workers"], config["inherited-fds"]),
         )

@@ -3,14 +3,16 @@ the options, what has to exist before the service tree is built, and the tree.
 """
 
 import signal
+import sys
 from pathlib import Path
 
+from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
 from nea.net.startup import StartupError
-from nea.server import options, service
+from nea.server import options, service, workers
 from nea.server.settings import ListenerSettings, Settings
 from nea.tls import devcerts
 
@@ -27,20 +29,27 @@ class Options(options.Options):
     """
 
     def parseOptions(self, options=None) -> None:
+        #: As given: what a --workers supervisor runs its workers with.
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
             raise StartupError(f"{e} (--help lists the options)") from None
 
 
-def makeService(config) -> service.InstanceService:
+def makeService(config) -> Service:
+    """One instance, or with ``--workers`` above 1 the supervisor of that many."""
     from twisted.internet import reactor
 
     settings = Settings.from_options(config)
     ensure_dev_certs(settings.listeners)
-    instance = service.instance_service(settings, reactor)
+    top: Service
+    if settings.workers.count > 1:
+        top = workers.supervisor_service(settings, config.arguments, reactor)
+    else:
+        top = service.instance_service(settings, reactor)
     reactor.callWhenRunning(TermStops(reactor).install)
-    return instance
+    return top
 
 
 def ensure_dev_certs(listeners: ListenerSettings) -> None:
