@@ -13,6 +13,10 @@ Printed: the figures, the CPU each process used (instances, Redis, HAProxy,
 driver) and the scaling ratio two/one.
 
     .venv/bin/python bench/cluster.py [--seconds 10] [--clients 4000 --load-window 2]
+
+With ``--workers`` the two are one nea-server with ``--workers 2`` (its
+supervisor's and workers' CPU counted together), against one instance
+``--workers 1``, both still behind HAProxy so that only the workers differ.
 """
 
 import argparse
@@ -53,8 +57,13 @@ def haproxy(servers: list[int]) -> tuple[subprocess.Popen, int]:
 class Setup:
     """redis-server, ``count`` clustered instances (plain and TLS listeners) and two HAProxies."""
 
-    def __init__(self, count: int, certs_dir: Path, limits: tuple[str, ...]) -> None:
+    def __init__(
+        self, count: int, certs_dir: Path, limits: tuple[str, ...], workers: bool = False
+    ) -> None:
         self.redis, redis_port = harness.redis_server()
+        if workers:  # one nea-server, ``count`` worker processes
+            limits = (*limits, "--workers", str(count))
+            count = 1
         self.instances = [
             # deploy/haproxy.cfg sends a PROXY header first: the listeners behind it read it
             harness.Daemon(
@@ -76,7 +85,7 @@ class Setup:
 
     def cpu(self) -> dict[str, float]:
         return {
-            "instances": sum(d.cpu() for d in self.instances),
+            "instances": sum(tree_cpu(d.pid) for d in self.instances),
             "redis": harness.process_cpu(self.redis.pid),
             "haproxy": harness.process_cpu(self.plain.pid) + harness.process_cpu(self.tls.pid),
             "driver": harness.process_cpu(os.getpid()),
@@ -90,13 +99,19 @@ class Setup:
         harness.stop(self.redis)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its live children (a supervisor's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return harness.process_cpu(pid) + sum(harness.process_cpu(int(c)) for c in children)
+
+
 def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
     return {k: round(100 * (after[k] - before[k]) / seconds) for k in before}
 
 
 @defer.inlineCallbacks
 def measure(count: int, args, certs_dir: Path):
-    setup = Setup(count, certs_dir, harness.limit_args(args))
+    setup = Setup(count, certs_dir, harness.limit_args(args), args.workers)
     try:
         before, start = setup.cpu(), time.monotonic()
         relay = yield drive(setup.plain_port, NeaDriver, args, lambda: setup.cpu()["instances"])
@@ -167,6 +182,11 @@ def main() -> None:
     p.add_argument(
         "--relay-only", action="store_true", help="the relay throughput only, no seed-004 run"
     )
+    p.add_argument(
+        "--workers",
+        action="store_true",
+        help="two as one nea-server --workers 2 instead of two instances",
+    )
     args = p.parse_args()
     seed = (
         "no seed-004"
@@ -174,8 +194,8 @@ def main() -> None:
         else f"seed-004 {args.clients} TLS clients over {args.load_window} s"
     )
     harness.header(
-        f"cluster: 1 vs 2 instances behind HAProxy on one Redis; relay "
-        f"{args.connections}x{args.window} for {args.seconds} s; {seed}; limits: "
+        f"cluster: 1 vs 2 {'workers' if args.workers else 'instances'} behind HAProxy on one "
+        f"Redis; relay {args.connections}x{args.window} for {args.seconds} s; {seed}; limits: "
         f"{harness.limits_text(args)}"
     )
     results = harness.run_reactor(lambda: run(args))
