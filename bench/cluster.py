@@ -14,6 +14,11 @@ driver) and the scaling ratio two/one.
 
     .venv/bin/python bench/cluster.py [--seconds 10] [--clients 4000 --load-window 2]
 
+With ``--profile DIR`` every instance runs under cProfile (``profiled.py``) and
+writes its statistics to DIR/COUNT-ID.prof (``2-bench1.prof``: the second of
+two); the hottest functions of the two-instance setup are printed. Profiling
+slows the instances: their CPU figures are then not comparable with others.
+
 With ``--workers`` the two are one nea-server with ``--workers 2`` (its
 supervisor's and workers' CPU counted together), against one instance
 ``--workers 1``, both still behind HAProxy so that only the workers differ.
@@ -21,6 +26,7 @@ supervisor's and workers' CPU counted together), against one instance
 
 import argparse
 import os
+import pstats
 import shutil
 import subprocess
 import time
@@ -58,12 +64,20 @@ class Setup:
     """redis-server, ``count`` clustered instances (plain and TLS listeners) and two HAProxies."""
 
     def __init__(
-        self, count: int, certs_dir: Path, limits: tuple[str, ...], workers: bool = False
+        self,
+        count: int,
+        certs_dir: Path,
+        limits: tuple[str, ...],
+        workers: bool = False,
+        profile: Path | None = None,
     ) -> None:
         self.redis, redis_port = harness.redis_server()
         if workers:  # one nea-server, ``count`` worker processes
             limits = (*limits, "--workers", str(count))
             count = 1
+        profiles = [
+            str(profile / f"{count}-bench{i}.prof") if profile else None for i in range(count)
+        ]
         self.instances = [
             # deploy/haproxy.cfg sends a PROXY header first: the listeners behind it read it
             harness.Daemon(
@@ -76,6 +90,7 @@ class Setup:
                     f"bench{i}",
                     *limits,
                 ),
+                profile=profiles[i],
             )
             for i in range(count)
         ]
@@ -111,7 +126,7 @@ def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float
 
 @defer.inlineCallbacks
 def measure(count: int, args, certs_dir: Path):
-    setup = Setup(count, certs_dir, harness.limit_args(args), args.workers)
+    setup = Setup(count, certs_dir, harness.limit_args(args), args.workers, args.profile)
     try:
         before, start = setup.cpu(), time.monotonic()
         relay = yield drive(setup.plain_port, NeaDriver, args, lambda: setup.cpu()["instances"])
@@ -187,7 +202,14 @@ def main() -> None:
         action="store_true",
         help="two as one nea-server --workers 2 instead of two instances",
     )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="run the instances under cProfile, their statistics written in this directory",
+    )
     args = p.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     seed = (
         "no seed-004"
         if args.relay_only
@@ -208,6 +230,9 @@ def main() -> None:
         f"(limits: {harness.limits_text(args)})",
         flush=True,
     )
+    if args.profile:
+        two = [str(args.profile / f"2-bench{i}.prof") for i in range(2)]
+        pstats.Stats(*two).sort_stats("tottime").print_stats(30)
     if args.relay_only:
         return
     for count, r in results.items():

@@ -8,8 +8,9 @@ batch leaves at the end of the current reactor turn, or at once when full.
 
 A sender that needs to know whether anyone received its message (a delivery:
 nobody means the instance is gone) passes a callback, called with the batch's
-receiver count. Nothing is called when a batch cannot be sent: the connection is
-then going down, and what was out is recovered by the bus (`nea.cluster.redisbus`).
+receiver count, once per batch however many of its messages passed it. Nothing
+is called when a batch cannot be sent: the connection is then going down, and
+what was out is recovered by the bus (`nea.cluster.redisbus`).
 """
 
 from collections.abc import Callable
@@ -42,13 +43,14 @@ class Batcher:
         self._scheduled = None
 
     def publish(self, channel: str, line: str, reached: Reached | None = None) -> None:
-        """Queue ``line`` for ``channel``; ``reached(receivers)`` once its batch is out."""
+        """Queue ``line`` for ``channel``; ``reached(receivers)`` once its batch is out
+        (once per batch, for equal callbacks)."""
         batch = self._batches.get(channel)
         if batch is None:
             batch = self._batches[channel] = _Batch()
         batch.lines.append(line)
         batch.size += len(line)
-        if reached is not None:
+        if reached is not None and reached not in batch.reached:
             batch.reached.append(reached)
         if len(batch.lines) >= MAX_BATCH or batch.size >= MAX_BATCH_BYTES:
             self._send(channel, self._batches.pop(channel))

@@ -1,12 +1,29 @@
-"""What instances say to each other over Redis pub/sub, as values, and its JSON form.
+"""What instances say to each other over Redis pub/sub: its values and its text form.
 
-Every publication is one JSON object naming its sender (``from``) and kind (``op``);
+One message is one line (a line never holds a newline, so a batch of them is
+newline-joined: `nea.cluster.batch`). The three kinds of a crossing relay, the
+bulk of the traffic, are compact lines read with one split and handed to a
+`Receiver` as plain arguments, with no JSON and no value built per message::
+
+    d SENDER ORIGIN ATTEMPT RELAY TEXT   deliver TEXT (relay RELAY of ORIGIN)
+    a SENDER RELAY                       ack: RELAY, which you originated, was acked
+    r SENDER RELAY ATTEMPT               reforward: a delivery of RELAY failed
+
+Text is last, so it may hold spaces; in every field a backslash, a newline and
+(outside the text) a space are escaped as ``\\\\``, ``\\n`` and ``\\s``. Every other
+kind is one JSON object naming its sender (``from``) and kind (``op``), as values;
 chat and broadcast pushes travel in the codec's own JSON encoding so there is one
 definition of what a push looks like.
+
+Instances of another format do not read these lines: the heartbeat record's
+version (`nea.cluster.record`) changes with the format, so that they never
+exchange relays.
 """
 
 import json
+import re
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 import attrs
 
@@ -15,31 +32,8 @@ from nea.wire import codec
 from nea.wire.frames import BroadcastPush, ChatPush, Encoding, Presence
 
 
-@attrs.frozen
-class Deliver:
-    """Forward ``message text`` to one of your relay-capable connections (``relay``: the
-    origin's id of the relay, which its confirmation or re-forward names)."""
-
-    text: str
-    origin: str
-    attempt: int
-    relay: str
-
-
-@attrs.frozen
-class Confirm:
-    """The ``ok`` came back for relay ``relay``, which you originated."""
-
-    relay: str
-
-
-@attrs.frozen
-class Reforward:
-    """A delivery of relay ``relay``, which you originated, failed; ``attempt`` > 0 means
-    I had nobody to take it."""
-
-    relay: str
-    attempt: int
+class Malformed(ValueError):
+    """Not a well-formed message (and nothing else went wrong)."""
 
 
 @attrs.frozen
@@ -81,13 +75,109 @@ class Claim:
 
 
 #: `Offer` (``offer``) is the core's own value: a request on its way to a client.
-Message = Deliver | Confirm | Reforward | Event | Leave | Offer | Answer | Refuse | Claim
+Message = Event | Leave | Offer | Answer | Refuse | Claim
+
+
+class Receiver(TypingProtocol):
+    """What `read` hands each message to (implemented by `nea.cluster.redisbus.RedisBus`)."""
+
+    def delivered(self, sender: str, text: str, origin: str, attempt: int, relay: str) -> None:
+        """Forward ``message text`` to one of your relay-capable connections (``relay``: the
+        origin's id of the relay, which its confirmation or re-forward names)."""
+
+    def confirmed(self, sender: str, relay: str) -> None:
+        """The ``ok`` came back for relay ``relay``, which you originated."""
+
+    def reforwarded(self, sender: str, relay: str, attempt: int) -> None:
+        """A delivery of relay ``relay``, which you originated, failed; ``attempt`` > 0
+        means ``sender`` had nobody to take it."""
+
+    def heard(self, sender: str, message: Message) -> None:
+        """Any other kind of message."""
+
+
+# ---- the compact kinds ----
+
+_ESCAPE = str.maketrans({"\\": "\\\\", "\n": "\\n", " ": "\\s"})
+_UNESCAPE = {"\\\\": "\\", "\\n": "\n", "\\s": " "}
+_ESCAPED = re.compile(r"\\.?", re.DOTALL)
+
+
+def _word(value: str) -> str:
+    """A field other than the text: no space, newline or backslash unescaped."""
+    if " " in value or "\n" in value or "\\" in value:
+        return value.translate(_ESCAPE)
+    return value
+
+
+def _tail(text: str) -> str:
+    """The text, last on its line: spaces may stay."""
+    if "\n" in text or "\\" in text:
+        return text.translate(_ESCAPE)
+    return text
+
+
+def _plain(field: str) -> str:
+    """A field as it was before `_word` or `_tail` (KeyError: not an escape of theirs)."""
+    if "\\" in field:
+        return _ESCAPED.sub(lambda m: _UNESCAPE[m[0]], field)
+    return field
+
+
+def _count(field: str) -> int:
+    if not (field.isascii() and field.isdigit()):
+        raise ValueError(f"not a count: {field!r}")
+    return int(field)
+
+
+def deliver(sender: str, text: str, origin: str, attempt: int, relay: str) -> str:
+    return f"d {_word(sender)} {_word(origin)} {attempt} {_word(relay)} {_tail(text)}"
+
+
+def confirm(sender: str, relay: str) -> str:
+    return f"a {_word(sender)} {_word(relay)}"
+
+
+def reforward(sender: str, relay: str, attempt: int) -> str:
+    return f"r {_word(sender)} {_word(relay)} {attempt}"
+
+
+def read(line: str, receiver: Receiver) -> None:
+    """Hand the message ``line`` holds to ``receiver``; `Malformed` (a ValueError) for
+    anything that is not a well-formed message, and then nothing is handed on."""
+    op = line[:2]
+    if op not in _COMPACT:
+        receiver.heard(*decode(line))
+        return
+    try:
+        if op == "d ":
+            _, sender, origin, attempt, relay, text = line.split(" ", 5)
+            handle = receiver.delivered
+            args: tuple = (
+                _plain(sender),
+                _plain(text),
+                _plain(origin),
+                _count(attempt),
+                _plain(relay),
+            )
+        elif op == "a ":
+            _, sender, relay = line.split(" ")
+            handle, args = receiver.confirmed, (_plain(sender), _plain(relay))
+        else:
+            _, sender, relay, attempt = line.split(" ")
+            handle, args = receiver.reforwarded, (_plain(sender), _plain(relay), _count(attempt))
+    except (ValueError, KeyError) as e:
+        raise Malformed(f"malformed cluster message {line!r:.200}: {e}") from None
+    handle(*args)  # outside the try: what the receiver raises is its own
+
+
+_COMPACT = frozenset(["d ", "a ", "r "])
+
+
+# ---- the JSON kinds ----
 
 #: The op names are what instances of every version exchange: never rename one.
 _OPS: dict[type, str] = {
-    Deliver: "deliver",
-    Confirm: "ack",
-    Reforward: "reforward",
     Event: "event",
     Leave: "leave",
     Offer: "offer",
@@ -122,7 +212,7 @@ def encode(sender: str, message: Message) -> str:
 
 
 def decode(data: str | bytes) -> tuple[str, Message]:
-    """``(sender, message)``; ValueError for anything that is not a well-formed message."""
+    """``(sender, message)`` of a JSON kind; `Malformed` for anything else."""
     try:
         fields = json.loads(data)
         op, sender = fields.pop("op"), fields.pop("from")
@@ -144,8 +234,9 @@ def decode(data: str | bytes) -> tuple[str, Message]:
         if not isinstance(sender, str):
             raise TypeError("sender must be a string")
         return sender, message
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"malformed cluster message {data!r}: {e}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        # RecursionError: JSON nested deeper than the parser goes
+        raise Malformed(f"malformed cluster message {data!r:.200}: {e}") from None
 
 
 def _optional(value, kind: type):

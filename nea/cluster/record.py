@@ -2,22 +2,21 @@
 
 A record is a small JSON object, separate from the status document so that a
 status key can be renamed without breaking a cluster that runs two versions.
-Version 1::
+Version 2::
 
-    {"v": 1, "run": "4f3a...", "version": "0.1.0", "state": "serving",
+    {"v": 2, "run": "4f3a...", "version": "0.1.0", "state": "serving",
      "connections": 12, "relay_weight": 10, "pending": 0, "zero_state": false,
      "services": {"people": 2}}
 
-``services`` (each service's members on the instance: its weight when a member
-is drawn) was added within version 1: a record without it has no members.
-Readers ignore fields they do not know, so adding one keeps the version; a change
-an older reader would misread gets a new version number. ``v`` and ``run`` keep
-their meaning in every version, so a member with a newer record than this
-instance knows is still tracked (joined, restarted, gone) but never drawn as a
-relay target, and shows as ``incompatible`` in status. A record with no ``v`` is
-the form instances announced before records had versions (``{"run", "summary"}``,
-the whole status document): it is read as version 0, so that while a cluster is
-upgraded the new instances still route relays to the old ones.
+The version also stands for the messages instances exchange
+(`nea.cluster.envelope`): version 2 has the compact relay lines, which version 1
+(the same record, every message JSON) does not read. Readers ignore fields they
+do not know, so adding one keeps the version; a change another reader would
+misread, in the record or in the messages, gets a new version number. ``v`` and
+``run`` keep their meaning in every version, so a member that announces any
+other version (an older one, or a record with no ``v``: the form before records
+had versions) is still tracked (joined, restarted, gone) but never drawn as a
+relay target, and shows as ``incompatible`` in status.
 """
 
 import json
@@ -27,7 +26,7 @@ import attrs
 
 from nea.core.snapshot import MemberFigures
 
-VERSION = 1
+VERSION = 2
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
@@ -36,7 +35,7 @@ _JSON = json.JSONEncoder(separators=(",", ":"))
 class Announcement:
     run: str
     figures: MemberFigures
-    #: False for a record of a version this instance does not know.
+    #: False for a record of another version than this instance's.
     compatible: bool = True
     #: The record's version.
     record_version: int = VERSION
@@ -60,9 +59,7 @@ def decode(instance: str, data: str) -> Announcement:
         version = record.get("v", 0)
         if not isinstance(version, int) or isinstance(version, bool) or version < 0:
             raise TypeError("v must be a non-negative integer")
-        if version == 0:
-            return Announcement(run, _from_status(instance, record["summary"]), record_version=0)
-        if version > VERSION:
+        if version != VERSION:
             return Announcement(run, _unknown(instance, record), False, version)
         return Announcement(
             run,
@@ -81,21 +78,9 @@ def decode(instance: str, data: str) -> Announcement:
         raise ValueError(f"malformed heartbeat record {data!r}: {e}") from None
 
 
-def _from_status(instance: str, summary: dict[str, Any]) -> MemberFigures:
-    """Version 0: the figures inside a whole status document."""
-    return MemberFigures(
-        instance=instance,
-        version=_typed(summary, "version", str),
-        state=_typed(summary, "state", str),
-        connections=_count(summary, "connections"),
-        relay_weight=_count(summary, "relay_capable"),
-        pending=_count(summary["relays"], "pending"),
-        zero_state=_typed(summary, "zero_state", bool),
-    )
-
-
 def _unknown(instance: str, record: dict[str, Any]) -> MemberFigures:
-    """A newer record: nothing in it is read but the nea version, if it is a string."""
+    """Another version's record: nothing in it is read but the nea version, if it is a
+    string."""
     version = record.get("version")
     return MemberFigures(
         instance=instance,

@@ -48,17 +48,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from nea.cluster import envelope, heartbeat, record
-from nea.cluster.envelope import (
-    Answer,
-    Claim,
-    Confirm,
-    Deliver,
-    Event,
-    Leave,
-    Offer,
-    Reforward,
-    Refuse,
-)
+from nea.cluster.envelope import Answer, Claim, Event, Leave, Offer, Refuse
 from nea.cluster.members import Member, MemberTable
 from nea.cluster.names import Namespace
 from nea.cluster.outstanding import Outstanding
@@ -105,6 +95,8 @@ class RedisBus:
         self._twin_reported = False
         #: ``(member, record version)`` pairs already logged as unreadable.
         self._incompatible_reported: set[tuple[str, int]] = set()
+        #: Each member's PUBLISH-reached check for its current run, made once, not per message.
+        self._reached: dict[str, functools.partial] = {}
 
     @property
     def channels(self) -> list[str]:
@@ -137,23 +129,24 @@ class RedisBus:
         if member is None or not self.up:
             self._recover(instance)
             return
-        self._send(
-            instance,
-            Deliver(text, origin, attempt, relay),
-            functools.partial(self._check_reached, instance, member.run),
+        line = envelope.deliver(self.instance_id, text, origin, attempt, relay)
+        self._link().publish(
+            self.namespace.inbox(instance), line, self._reached_at(instance, member)
         )
 
     def confirm(self, origin: str, relay: str) -> None:
         if origin == self.instance_id:
             self._relays.confirm(relay)
         else:
-            self._send(origin, Confirm(relay))
+            line = envelope.confirm(self.instance_id, relay)
+            self._link().publish(self.namespace.inbox(origin), line)
 
     def reforward(self, origin: str, relay: str, attempt: int) -> None:
         if origin == self.instance_id:
             self._relays.reforward(relay, attempt)
         else:
-            self._send(origin, Reforward(relay, attempt))
+            line = envelope.reforward(self.instance_id, relay, attempt)
+            self._link().publish(self.namespace.inbox(origin), line)
 
     def publish(self, push: ChatPush | BroadcastPush | Presence) -> None:
         if self.up:  # when degraded, local delivery (already done by the hub) is all there is
@@ -333,7 +326,7 @@ class RedisBus:
         if member is None or not self.up:
             self._requests.instance_gone(instance)
             return
-        self._send(instance, offer, functools.partial(self._check_reached, instance, member.run))
+        self._send(instance, offer, self._reached_at(instance, member))
 
     def answer(self, origin: str, rid: str, body) -> None:
         if origin == self.instance_id:
@@ -353,9 +346,22 @@ class RedisBus:
         self._publish(self.namespace.inbox(instance), message, reached)
 
     def _publish(self, channel: str, message: envelope.Message, reached=None) -> None:
+        self._link().publish(channel, envelope.encode(self.instance_id, message), reached)
+
+    def _link(self) -> RedisLink:
         # Unsent while the link is down, or lost with it: link_down recovers what was out.
         assert self.link is not None, "nea.cluster.service sets the link before it starts"
-        self.link.publish(channel, envelope.encode(self.instance_id, message), reached)
+        return self.link
+
+    def _reached_at(self, instance: str, member: Member):
+        """What a PUBLISH to ``member`` calls with its receiver count: one callable per
+        run, so that a batch of deliveries to it checks once (`nea.cluster.batch`)."""
+        reached = self._reached.get(instance)
+        if reached is None or reached.args[1] != member.run:
+            reached = self._reached[instance] = functools.partial(
+                self._check_reached, instance, member.run
+            )
+        return reached
 
     def _check_reached(self, instance: str, run: str, receivers: int) -> None:
         if receivers == 0 and self.up:
@@ -398,24 +404,37 @@ class RedisBus:
             self._recover(instance)
 
     def received(self, channel: str, data: str) -> None:
-        try:
-            sender, message = envelope.decode(data)
-        except ValueError as e:
-            log.warn("ignored on {channel}: {error}", channel=channel, error=str(e))
+        """A PUBLISH from another instance: a batch of messages, one per line."""
+        if not isinstance(data, str):  # txredisapi hands over what is not UTF-8 as bytes
+            log.warn("ignored on {channel}: not UTF-8 text", channel=channel)
             return
+        for line in data.split("\n"):
+            try:
+                envelope.read(line, self)
+            except envelope.Malformed as e:
+                log.warn("ignored on {channel}: {error}", channel=channel, error=str(e))
+            except Exception:
+                log.failure("dropped a cluster message on {channel}", channel=channel)
+
+    # ---- nea.cluster.envelope.Receiver ----
+
+    def delivered(self, sender: str, text: str, origin: str, attempt: int, relay: str) -> None:
+        self._relays.deliver(text, origin, attempt, relay)
+
+    def confirmed(self, sender: str, relay: str) -> None:
+        self.outstanding.answered(sender, relay)
+        self._relays.confirm(relay)
+
+    def reforwarded(self, sender: str, relay: str, attempt: int) -> None:
+        self.outstanding.answered(sender, relay)
+        if attempt > 0:  # it had nobody to take it: stop drawing it until it beats
+            self.table.emptied(sender)
+        self._relays.reforward(relay, attempt)
+
+    def heard(self, sender: str, message: envelope.Message) -> None:
         if sender == self.instance_id:
             return  # our own chat/broadcast/leave, already handled here
-        if isinstance(message, Deliver):
-            self._relays.deliver(message.text, message.origin, message.attempt, message.relay)
-        elif isinstance(message, Confirm):
-            self.outstanding.answered(sender, message.relay)
-            self._relays.confirm(message.relay)
-        elif isinstance(message, Reforward):
-            self.outstanding.answered(sender, message.relay)
-            if message.attempt > 0:  # it had nobody to take it: stop drawing it until it beats
-                self.table.emptied(sender)
-            self._relays.reforward(message.relay, message.attempt)
-        elif isinstance(message, Event):
+        if isinstance(message, Event):
             self._chat.fan_out(message.push)
         elif isinstance(message, Offer):
             self._requests.offer(message)
@@ -459,6 +478,8 @@ class RedisBus:
         for instance in self.table.update(seen):
             log.info("cluster member {member} is gone", member=instance)
             self._recover(instance)
+        for instance in self._reached.keys() - self.table.members.keys():
+            del self._reached[instance]
         for instance in sorted(joined & set(self.table.members)):
             log.info("cluster member {member} joined", member=instance)
 
@@ -467,7 +488,7 @@ class RedisBus:
             self._incompatible_reported.add((name, version))
             log.warn(
                 "cluster member {member} announces heartbeat record version {version}; this"
-                " instance reads up to {known}: it is kept as a member but sent no relays",
+                " instance's is {known}: it is kept as a member but sent no relays",
                 member=name,
                 version=version,
                 known=record.VERSION,

@@ -47,7 +47,8 @@ class LinkListener(TypingProtocol):
 
     def link_down(self) -> None: ...
 
-    def received(self, channel: str, data: str) -> None: ...
+    def received(self, channel: str, data: str) -> None:
+        """A message published on ``channel``: a batch (`nea.cluster.batch`)."""
 
     def beat(self, redis) -> defer.Deferred: ...
 
@@ -172,7 +173,7 @@ class RedisLink:
     @defer.inlineCallbacks
     def _connect(self):
         self._commands = yield self._open(RedisFactory(Commands, self.address.db))
-        self._subscriber = yield self._open(RedisFactory(Subscriber, None, self._received))
+        self._subscriber = yield self._open(RedisFactory(Subscriber, None, self.listener.received))
         yield self._subscriber.subscribe(self.channels).addTimeout(REPLY_TIMEOUT, self.reactor)
         for redis in (self._commands, self._subscriber):
             redis.whenDisconnected().addCallback(self._lost)
@@ -193,13 +194,6 @@ class RedisLink:
             redis.transport.abortConnection()
             raise
         return redis
-
-    def _received(self, channel: str, data: str) -> None:
-        for line in data.split("\n"):  # a batch (nea.cluster.batch)
-            try:
-                self.listener.received(channel, line)
-            except Exception:
-                log.failure("dropped a cluster message on {channel}", channel=channel)
 
     def _lost(self, _) -> None:
         if self.up and not self._stopping:
