@@ -14,10 +14,12 @@ driver) and the scaling ratio two/one.
 
     .venv/bin/python bench/cluster.py [--seconds 10] [--clients 4000 --load-window 2]
 
-With ``--profile DIR`` every instance runs under cProfile (``profiled.py``) and
-writes its statistics to DIR/COUNT-ID.prof (``2-bench1.prof``: the second of
-two); the hottest functions of the two-instance setup are printed. Profiling
-slows the instances: their CPU figures are then not comparable with others.
+With ``--profile DIR`` every instance runs under cProfile (``profiled.py``),
+counting CPU time (six processes share the cores: wall-clock time would charge
+functions with waits to run), and writes its statistics to DIR/COUNT-ID.prof
+(``2-bench1.prof``: the second of two); the hottest functions of the
+two-instance setup are printed. Profiling slows the instances several times
+over: their CPU figures are then not comparable with others.
 
 With ``--workers`` the two are one nea-server with ``--workers 2`` (its
 supervisor's and workers' CPU counted together), against one instance
@@ -91,6 +93,7 @@ class Setup:
                     *limits,
                 ),
                 profile=profiles[i],
+                environ={"NEA_PROFILE_CLOCK": "cpu"} if profile else None,
             )
             for i in range(count)
         ]

@@ -421,6 +421,29 @@ class Tables(unittest.TestCase):
         self.assertEqual(table.update({}), [])  # key gone: the dead run is forgotten
         self.assertEqual(table.dead, set())
 
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["update", "remove", "emptied", "clear"]),
+                st.dictionaries(st.sampled_from("xyz"), st.sampled_from(["r1", "r2"])),
+                st.sampled_from("xyz"),
+            ),
+            max_size=12,
+        )
+    )
+    def test_member_weights_follow_every_change(self, steps):
+        """The weights a relay draws with are kept between changes, never stale."""
+        table = MemberTable()
+        for step, seen, name in steps:
+            if step == "update":
+                table.update({n: member(run, 1 + len(n)) for n, run in seen.items()})
+            elif step == "clear":
+                table.clear()
+            else:
+                getattr(table, step)(name)
+            expected = {n: m.weight for n, m in table.members.items()}
+            self.assertEqual(table.weights(), expected)
+
     def test_outstanding_counts_repeats(self):
         out = Outstanding()
         out.add("b", "t")

@@ -9,8 +9,8 @@ bulk of the traffic, are compact lines read with one split and handed to a
     a SENDER RELAY                       ack: RELAY, which you originated, was acked
     r SENDER RELAY ATTEMPT               reforward: a delivery of RELAY failed
 
-Text is last, so it may hold spaces; in every field a backslash, a newline and
-(outside the text) a space are escaped as ``\\\\``, ``\\n`` and ``\\s``. Every other
+A field holding a backslash, a newline or a space has them escaped (``\\\\``,
+``\\n``, ``\\s``); the text, last on its line, may hold spaces as they are. Every other
 kind is one JSON object naming its sender (``from``) and kind (``op``), as values;
 chat and broadcast pushes travel in the codec's own JSON encoding so there is one
 definition of what a push looks like.
@@ -22,6 +22,7 @@ exchange relays.
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -103,25 +104,19 @@ _UNESCAPE = {"\\\\": "\\", "\\n": "\n", "\\s": " "}
 _ESCAPED = re.compile(r"\\.?", re.DOTALL)
 
 
+def _bare(words: str) -> bool:
+    """No field in ``words`` needs an escape (the usual case: checked once per line)."""
+    return " " not in words and "\n" not in words and "\\" not in words
+
+
 def _word(value: str) -> str:
     """A field other than the text: no space, newline or backslash unescaped."""
-    if " " in value or "\n" in value or "\\" in value:
-        return value.translate(_ESCAPE)
-    return value
-
-
-def _tail(text: str) -> str:
-    """The text, last on its line: spaces may stay."""
-    if "\n" in text or "\\" in text:
-        return text.translate(_ESCAPE)
-    return text
+    return value if _bare(value) else value.translate(_ESCAPE)
 
 
 def _plain(field: str) -> str:
-    """A field as it was before `_word` or `_tail` (KeyError: not an escape of theirs)."""
-    if "\\" in field:
-        return _ESCAPED.sub(lambda m: _UNESCAPE[m[0]], field)
-    return field
+    """A field as it was before `_word` (KeyError: not an escape of its)."""
+    return _ESCAPED.sub(lambda m: _UNESCAPE[m[0]], field) if "\\" in field else field
 
 
 def _count(field: str) -> int:
@@ -131,7 +126,10 @@ def _count(field: str) -> int:
 
 
 def deliver(sender: str, text: str, origin: str, attempt: int, relay: str) -> str:
-    return f"d {_word(sender)} {_word(origin)} {attempt} {_word(relay)} {_tail(text)}"
+    if not _bare(f"{sender}{origin}{relay}") or "\n" in text or "\\" in text:
+        sender, origin, relay = _word(sender), _word(origin), _word(relay)
+        text = text.translate(_ESCAPE)  # its spaces too: read unescapes every field alike
+    return f"d {sender} {origin} {attempt} {relay} {text}"
 
 
 def confirm(sender: str, relay: str) -> str:
@@ -150,22 +148,19 @@ def read(line: str, receiver: Receiver) -> None:
         receiver.heard(*decode(line))
         return
     try:
+        fields = line.split(" ", 5) if op == "d " else line.split(" ")
+        if "\\" in line:
+            fields = [_plain(field) for field in fields]
         if op == "d ":
-            _, sender, origin, attempt, relay, text = line.split(" ", 5)
-            handle = receiver.delivered
-            args: tuple = (
-                _plain(sender),
-                _plain(text),
-                _plain(origin),
-                _count(attempt),
-                _plain(relay),
-            )
+            _, sender, origin, attempt, relay, text = fields
+            handle: Callable[..., None] = receiver.delivered
+            args: tuple = (sender, text, origin, _count(attempt), relay)
         elif op == "a ":
-            _, sender, relay = line.split(" ")
-            handle, args = receiver.confirmed, (_plain(sender), _plain(relay))
+            _, sender, relay = fields
+            handle, args = receiver.confirmed, (sender, relay)
         else:
-            _, sender, relay, attempt = line.split(" ")
-            handle, args = receiver.reforwarded, (_plain(sender), _plain(relay), _count(attempt))
+            _, sender, relay, attempt = fields
+            handle, args = receiver.reforwarded, (sender, relay, _count(attempt))
     except (ValueError, KeyError) as e:
         raise Malformed(f"malformed cluster message {line!r:.200}: {e}") from None
     handle(*args)  # outside the try: what the receiver raises is its own

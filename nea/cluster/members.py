@@ -28,6 +28,8 @@ class MemberTable:
         self.members: dict[str, Member] = {}
         #: ``(id, run)`` declared dead (left, or unreachable) while its key may linger.
         self.dead: set[tuple[str, str]] = set()
+        #: `weights`, kept between changes: every relay asks for them.
+        self._weights: dict[str, int] | None = None
 
     def update(self, seen: dict[str, Member]) -> list[str]:
         """Take a fresh discovery; return the ids that are gone (absent, or a new run)."""
@@ -38,7 +40,7 @@ class MemberTable:
             for name, old in self.members.items()
             if name not in live or live[name].run != old.run
         ]
-        self.members = live
+        self.members, self._weights = live, None
         return gone
 
     def remove(self, name: str, run: str | None = None) -> bool:
@@ -50,20 +52,25 @@ class MemberTable:
             return False
         self.dead.add((name, member.run))
         del self.members[name]
+        self._weights = None
         return True
 
     def clear(self) -> None:
         """Forget everyone (our own link to Redis is down: we cannot know who lives)."""
-        self.members = {}
+        self.members, self._weights = {}, None
 
     def emptied(self, name: str) -> None:
         """``name`` had no relay-capable connection when asked: stop drawing it until it beats."""
         member = self.members.get(name)
         if member is not None:
             self.members[name] = attrs.evolve(member, weight=0)
+            self._weights = None
 
     def weights(self) -> dict[str, int]:
-        return {name: m.weight for name, m in self.members.items()}
+        """Each member's weight as a relay target (do not change what is returned)."""
+        if self._weights is None:
+            self._weights = {name: m.weight for name, m in self.members.items()}
+        return self._weights
 
     def figures(self) -> list[MemberFigures]:
         return [m.figures for m in self.members.values()]

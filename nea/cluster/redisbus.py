@@ -115,10 +115,10 @@ class RedisBus:
         self._requests = requests
 
     def pick_relay_instance(self, rng: random.Random) -> str | None:
-        weights = {self.instance_id: self._relays.relay_weight()}
+        here = self._relays.relay_weight()
         if self.up:
-            weights.update(self.table.weights())
-        return weighted_pick(weights, rng)
+            return weighted_pick({**self.table.weights(), self.instance_id: here}, rng)
+        return weighted_pick({self.instance_id: here}, rng)
 
     def deliver(self, instance: str, text: str, origin: str, attempt: int, relay: str) -> None:
         if instance == self.instance_id:
