@@ -29,6 +29,8 @@ Reached = Callable[[int], None]
 
 
 class _Batch:
+    __slots__ = ("lines", "size", "reached")
+
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.size = 0

@@ -109,13 +109,13 @@ def _bare(words: str) -> bool:
     return " " not in words and "\n" not in words and "\\" not in words
 
 
-def _word(value: str) -> str:
-    """A field other than the text: no space, newline or backslash unescaped."""
-    return value if _bare(value) else value.translate(_ESCAPE)
+def _escaped(*fields: str) -> list[str]:
+    """The fields with every space, newline and backslash escaped."""
+    return [field.translate(_ESCAPE) for field in fields]
 
 
 def _plain(field: str) -> str:
-    """A field as it was before `_word` (KeyError: not an escape of its)."""
+    """A field as it was before `_escaped` (KeyError: not an escape of its)."""
     return _ESCAPED.sub(lambda m: _UNESCAPE[m[0]], field) if "\\" in field else field
 
 
@@ -127,17 +127,21 @@ def _count(field: str) -> int:
 
 def deliver(sender: str, text: str, origin: str, attempt: int, relay: str) -> str:
     if not _bare(f"{sender}{origin}{relay}") or "\n" in text or "\\" in text:
-        sender, origin, relay = _word(sender), _word(origin), _word(relay)
-        text = text.translate(_ESCAPE)  # its spaces too: read unescapes every field alike
+        # the text's spaces too: read unescapes every field alike
+        sender, origin, relay, text = _escaped(sender, origin, relay, text)
     return f"d {sender} {origin} {attempt} {relay} {text}"
 
 
 def confirm(sender: str, relay: str) -> str:
-    return f"a {_word(sender)} {_word(relay)}"
+    if not _bare(f"{sender}{relay}"):
+        sender, relay = _escaped(sender, relay)
+    return f"a {sender} {relay}"
 
 
 def reforward(sender: str, relay: str, attempt: int) -> str:
-    return f"r {_word(sender)} {_word(relay)} {attempt}"
+    if not _bare(f"{sender}{relay}"):
+        sender, relay = _escaped(sender, relay)
+    return f"r {sender} {relay} {attempt}"
 
 
 def read(line: str, receiver: Receiver) -> None:

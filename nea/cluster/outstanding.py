@@ -14,7 +14,9 @@ class Outstanding:
         self._count = 0  # kept, not summed: zero state is asked at every heartbeat and status read
 
     def add(self, name: str, relay: str) -> None:
-        relays = self._sent.setdefault(name, {})
+        relays = self._sent.get(name)
+        if relays is None:
+            relays = self._sent[name] = {}
         relays[relay] = relays.get(relay, 0) + 1
         self._count += 1
 
