@@ -20,8 +20,8 @@ sockets and Redis (measured by `cluster.py`).
 
 import argparse
 import random
-import time
 
+from hot_path import exchange
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -95,34 +95,10 @@ class Setup:
 def run(count: int, exchanges: int, connections: int = 100) -> float:
     """CPU seconds per exchange."""
     setup = Setup(count, connections)
-    spent, done, seq = 0.0, 0, 0
-    while done < exchanges:
-        lines = []
-        for _ in setup.peers:
-            seq += 1
-            lines.append(b"message bench.%d\n" % seq)
-        started = time.process_time()
-        for peer, line in zip(setup.peers, lines, strict=True):
-            peer.dataReceived(line)
-        setup.end_turn()
-        spent += time.process_time() - started
-        acks = []
-        for peer in setup.peers:
-            for line in peer.transport.value().split(b"\n"):
-                if line.startswith(b"message "):
-                    acks.append((peer, b"ok " + line[8:] + b"\n"))
-            peer.transport.clear()
-        started = time.process_time()
-        for peer, line in acks:
-            peer.dataReceived(line)
-        setup.end_turn()
-        spent += time.process_time() - started
-        for peer in setup.peers:
-            peer.transport.clear()
-        done += len(acks)
+    spent = exchange(setup.peers, exchanges, setup.end_turn)
     if setup.pending():
         raise RuntimeError("the crossing-path bench left relays behind")
-    return spent / done
+    return spent
 
 
 def main() -> None:

@@ -143,36 +143,33 @@ class MixedVersions(ClusterCase):
         return (yield acks(sender, len(texts)))
 
     @defer.inlineCallbacks
-    def test_a_member_with_an_older_record_is_listed_but_sent_no_relays(self):
+    def relays_stay_away_from(self, encode_record):
+        """The second instance announces ``encode_record``'s version: the first lists it as
+        incompatible and keeps its relays among its own connections."""
         yield self.start_instances(2)
-        current, older = self.instances
-        older.hub.bus.encode_record = older_record
+        current, other = self.instances
+        other.hub.bus.encode_record = encode_record
         sender = yield connect(self, current.ports[0])
-        receiver = yield connect(self, older.ports[0])
+        receiver = yield connect(self, other.ports[0])
         yield settle(lambda: current.hub.snapshot().cluster.members[-1].state == "incompatible")
         self.assertEqual(current.hub.bus.table.weights(), {"i2": 0})
-        at_older = auto_ack(receiver)
-        auto_ack(sender)
+        at_other = auto_ack(receiver)
+        auto_ack(sender)  # the sender is the only target left for its own relays
         texts = [f"stay {n}" for n in range(20)]
         self.assertEqual((yield self.relays_to(sender, texts)), set(texts))
-        self.assertEqual(at_older, [])
+        self.assertEqual(at_other, [])
+        return sender, receiver
+
+    @defer.inlineCallbacks
+    def test_a_member_with_an_older_record_is_listed_but_sent_no_relays(self):
+        sender, receiver = yield self.relays_stay_away_from(older_record)
         yield self.finish(sender, receiver)
 
     @defer.inlineCallbacks
     def test_a_member_with_a_newer_record_is_listed_but_sent_no_relays(self):
-        yield self.start_instances(2)
-        current, newer = self.instances
-        newer.hub.bus.encode_record = future_record
-        sender = yield connect(self, current.ports[0])
-        receiver = yield connect(self, newer.ports[0])
-        yield settle(lambda: current.hub.snapshot().cluster.members[-1].state == "incompatible")
-        self.assertEqual(current.hub.bus.table.weights(), {"i2": 0})
-        at_newer = auto_ack(receiver)
-        auto_ack(sender)  # the sender is the only target left for its own relays
-        texts = [f"stay {n}" for n in range(20)]
-        self.assertEqual((yield self.relays_to(sender, texts)), set(texts))
-        self.assertEqual(at_newer, [])
+        sender, receiver = yield self.relays_stay_away_from(future_record)
         # The newer member reads this one's record and still relays to it.
+        newer = self.instances[1]
         yield settle(lambda: newer.hub.bus.table.weights().get("i1") == 1)
         self.assertEqual(newer.hub.snapshot().cluster.members[-1].state, "serving")
         yield self.finish(sender, receiver)
