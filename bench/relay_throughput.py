@@ -23,7 +23,9 @@ second, each exchange being two lines). The cases, each a fresh daemon:
 - ``svc``: requests to a service (``serve`` / ``ask ID @SVC`` / ``reply``);
 - ``name``: requests to a name (``register`` / ``ask ID NAME`` / ``reply``), to a
   connection drawn at random like a relay's target;
-- ``nats``: nats-server request/reply through a queue group.
+- ``nats``: nats-server request/reply through a queue group;
+- ``floor``: bench/floor_relay.py, the least a relay on CPython and Twisted
+  does (no limits, ids, deadlines or errors): the floor under nea's relay.
 
     .venv/bin/python bench/relay_throughput.py [--seconds 10] [--cases relay,svc]
         [--profile nea.prof]
@@ -289,6 +291,20 @@ def run_case(case: str, args):
             harness.stop(nats)
         result["limits"] = f"nats-server defaults, clients {args.connections} x {args.window}"
         return result
+    if case == "floor":
+        port = harness.free_port()
+        floor = harness.spawn(
+            [harness.PYTHON, str(harness.ROOT / "bench" / "floor_relay.py"), str(port)]
+        )
+        try:
+            harness.wait_listening(port, floor)
+            result = yield drive(port, NeaDriver, args, lambda: harness.process_cpu(floor.pid))
+        finally:
+            harness.stop(floor)
+        result["limits"] = (
+            f"none (bench/floor_relay.py), clients {args.connections} x {args.window}"
+        )
+        return result
     profile, driver, rate = CASES[case]
     rate = args.throttle_rate if rate == "throttle" else rate
     extra = ()
@@ -339,6 +355,8 @@ RATIOS = [
     ("svc", "relay"),
     ("name", "relay"),
     ("relay", "nats"),
+    ("relay", "floor"),
+    ("floor", "nats"),
     ("svc", "nats"),
 ]
 
@@ -356,7 +374,7 @@ def main() -> None:
         "--cases",
         type=lambda v: v.split(","),
         default=["relay", "throttled", "paced", "svc", "name", "nats"],
-        help=f"comma-separated, of {', '.join([*CASES, 'nats'])}",
+        help=f"comma-separated, of {', '.join([*CASES, 'nats', 'floor'])}",
     )
     p.add_argument("--rounds", type=int, default=1, help="every case once per round")
     p.add_argument("--profile", help="run nea under cProfile, write the stats here, print the top")

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from nea.core.dispatch import Handler
 from nea.core.peer import Peer
-from nea.core.permissions import GATED, Permissions, Policy, needed
+from nea.core.permissions import GATED, Permissions, Policy, flag_needed, needed
 from nea.core.snapshot import AuthFigures
 from nea.core.tokens import Token, TokenRefused, TokenVerifier
 from nea.wire import errors, frames
@@ -92,10 +92,20 @@ class Access:
     def gate(self, handlers: dict[type, Handler]) -> None:
         """Put the check of the permission each request needs in front of its handler."""
         for kind in GATED:
-            handlers[kind] = self._gated(handlers[kind])
+            handlers[kind] = self._gated(kind, handlers[kind])
 
-    def _gated(self, handler: Handler) -> Handler:
+    def _gated(self, kind: type, handler: Handler) -> Handler:
         """``handler``, run only if the peer has the permission its request needs."""
+        flag = flag_needed(kind)
+        if flag is not None:  # (``message`` is one: the relay hot path)
+
+            def flag_gated(peer: Peer, request) -> Deferred | None:
+                if self.permissions(peer).allows(flag):
+                    return handler(peer, request)
+                self.refuse(peer, flag)
+                return None
+
+            return flag_gated
 
         def gated(peer: Peer, request) -> Deferred | None:
             need = needed(request)
