@@ -13,8 +13,8 @@ from twisted.trial import unittest
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.server.connection import (
-    HOLD_LIMIT,
     HALF_CLOSE_LINGER,
+    HOLD_LIMIT,
     ConnectionLimits,
     NeaConnection,
     Stream,

@@ -259,7 +259,9 @@ class RelayBroker:
         first = bool(timeout) and not target.bytes_in and 0 < self.first_ack_timeout < timeout
         if first:
             timeout = self.first_ack_timeout
-        delivery = Delivery(origin, relay, target, text, self.clock.seconds() + timeout, first=first)
+        delivery = Delivery(
+            origin, relay, target, text, self.clock.seconds() + timeout, first=first
+        )
         deliveries = self.held.get(target)
         if deliveries is None:
             self.held[target] = {text: delivery}
@@ -267,7 +269,7 @@ class RelayBroker:
             earlier = deliveries.get(text)
             if earlier is None:
                 deliveries[text] = delivery
-            elif type(earlier) is Delivery:
+            elif isinstance(earlier, Delivery):
                 deliveries[text] = deque((earlier, delivery))
             else:
                 earlier.append(delivery)
@@ -324,7 +326,7 @@ class RelayBroker:
             self.reject(peer, errors.UNEXPECTED_OK, f"no 'message {text}' was forwarded to you")
             return
         assert deliveries is not None  # (held came from it)
-        if type(held) is Delivery:
+        if isinstance(held, Delivery):
             delivery = held
             del deliveries[text]
         else:
@@ -356,7 +358,7 @@ class RelayBroker:
         self._stalled.discard(peer)
         self._held_count.pop(peer, None)
         for held in self.held.pop(peer, {}).values():
-            for delivery in (held,) if type(held) is Delivery else held:
+            for delivery in (held,) if isinstance(held, Delivery) else held:
                 if not delivery.expired:  # (an expired one was handed back already)
                     self.bus.reforward(delivery.origin, delivery.relay, 0)
 

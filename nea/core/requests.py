@@ -485,7 +485,8 @@ class RequestBroker:
 
     def reply(self, peer: Peer, rid: str, body: Any) -> None:
         """``peer`` sent ``reply rid body``: it must hold that request; answer its origin."""
-        self._revive(peer)
+        if self._stalled:
+            self._revive(peer)
         held = self._unhold(peer, rid)
         if held is None:
             self.counts.unexpected_reply += 1
