@@ -26,8 +26,8 @@ second, each exchange being two lines). The cases, each a fresh daemon:
 - ``nats``: nats-server request/reply through a queue group;
 - ``floor``: bench/floor_relay.py, the least a relay on CPython and Twisted
   does (no limits, ids, deadlines or errors): the floor under nea's relay;
-- ``nats-paced``, ``floor-paced``: those two, the driver pacing itself as in
-  ``paced``: every server compared at one exchange rate, where none of them
+- ``nats-paced``, ``floor-paced``, ``svc-paced``: those, the driver pacing
+  itself as in ``paced``: compared at one exchange rate, where none of them
   batches more lines per read than another.
 
     .venv/bin/python bench/relay_throughput.py [--seconds 10] [--cases relay,svc]
@@ -187,6 +187,15 @@ class PacedDriver(Paced, NeaDriver):
     """nea relays, paced."""
 
 
+class PacedServiceDriver(Paced, NeaServiceDriver):
+    """nea requests to a service, paced."""
+
+    def line(self, line: bytes, out: list[bytes]) -> None:
+        if line.startswith(b"request "):
+            self.answered()
+        super().line(line, out)
+
+
 class Pacer:
     """One timer for every `PacedDriver`: each gets its share of lines every ``tick`` s."""
 
@@ -289,6 +298,7 @@ CASES = {
     "throttled": ("relay", NeaDriver, "throttle"),
     "paced": ("relay", PacedDriver, 0.0),
     "svc": ("nea", NeaServiceDriver, None),
+    "svc-paced": ("nea", PacedServiceDriver, 0.0),
     "name": ("nea", NeaNameDriver, None),
 }
 
@@ -315,8 +325,8 @@ def run_case(case: str, args):
     """One case on a fresh daemon (or other server); its figures, limits included. A
     case named ``X-paced`` is X with every connection sending ``--throttle-rate``
     lines a second."""
-    other, paced = case.removesuffix("-paced"), case.endswith("-paced")
-    pacer = Pacer() if paced or case == "paced" else None
+    other, paced = case.removesuffix("-paced"), case.endswith("-paced") or case == "paced"
+    pacer = Pacer() if paced else None
     extra = (args.throttle_rate, pacer) if pacer is not None else ()
     if other in OTHERS:
         command, driver, paced_driver, limits = OTHERS[other]
@@ -383,6 +393,7 @@ RATIOS = [
     ("relay", "nats"),
     ("relay", "floor"),
     ("floor", "nats"),
+    ("svc-paced", "paced"),
     ("paced", "nats-paced"),
     ("paced", "floor-paced"),
     ("floor-paced", "nats-paced"),

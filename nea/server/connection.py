@@ -30,7 +30,7 @@ import enum
 import itertools
 import weakref
 from collections.abc import Iterator, Sized
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -108,7 +108,36 @@ class LineBucket:
         return max(1 - self.tokens, self.rate * RESUME_AFTER) / self.rate
 
 
-class ThrottleWheel:
+class PerClock:
+    """A helper the connections on one clock (the reactor; a Clock in tests) share: `of`
+    gives each clock its own. Held weakly: the helper is the value of its clock's entry
+    and never keeps its clock alive."""
+
+    _of: "weakref.WeakKeyDictionary[object, Self]"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._of = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = weakref.ref(clock)
+
+    @classmethod
+    def of(cls, clock: IReactorTime) -> Self:
+        """The one every connection on ``clock`` shares."""
+        shared = cls._of.get(clock)
+        if shared is None:
+            shared = cls._of[clock] = cls(clock)
+        return shared
+
+    @property
+    def clock(self) -> IReactorTime:
+        clock = self._clock()
+        assert clock is not None  # a connection that uses it holds its hub, which holds it
+        return clock
+
+
+class ThrottleWheel(PerClock):
     """Resumes throttled connections on their buckets' schedule, with one timer for all.
 
     A connection held for some seconds goes into the slot of the first step
@@ -119,28 +148,16 @@ class ThrottleWheel:
     closed meanwhile is skipped when its slot comes (`Session.resume`).
     """
 
-    _of: "weakref.WeakKeyDictionary[object, ThrottleWheel]" = weakref.WeakKeyDictionary()
-
     def __init__(self, clock: IReactorTime, tick: float = RESUME_AFTER) -> None:
-        # Weakly: the wheel is the value of its clock's entry in `_of`, and must not keep it.
-        self._clock = weakref.ref(clock)
+        super().__init__(clock)
         self.tick = tick
         self._slots: dict[int, list[Session]] = {}
         self._call: IDelayedCall | None = None
         self._armed: int | None = None
 
-    @classmethod
-    def of(cls, clock: IReactorTime) -> "ThrottleWheel":
-        """The wheel every connection on ``clock`` shares."""
-        wheel = cls._of.get(clock)
-        if wheel is None:
-            wheel = cls._of[clock] = cls(clock)
-        return wheel
-
     def hold(self, session: "Session", seconds: float) -> None:
         """Call ``session.resume()`` at the first step at least ``seconds`` from now."""
-        clock = self._clock()
-        assert clock is not None  # a session's hub holds its clock
+        clock = self.clock
         slot = -int(-(clock.seconds() + seconds) // self.tick)  # rounded up
         held = self._slots.get(slot)
         if held is None:
@@ -156,8 +173,7 @@ class ThrottleWheel:
         self._call = clock.callLater(max(0.0, slot * self.tick - clock.seconds()), self._turn, slot)
 
     def _turn(self, armed: int) -> None:
-        clock = self._clock()
-        assert clock is not None  # it is running this call
+        clock = self.clock
         due = max(armed, int(clock.seconds() // self.tick))
         self._call = self._armed = None
         for slot in sorted(slot for slot in self._slots if slot <= due):
@@ -167,7 +183,7 @@ class ThrottleWheel:
             self._arm(clock, min(self._slots))
 
 
-class Outbox:
+class Outbox(PerClock):
     """Gathers what is written to connections in one reactor turn; writes each once, at its end.
 
     A read may bring many lines, each answered on its own connection or pushed to
@@ -180,26 +196,14 @@ class Outbox:
     record's worth (`HOLD_LIMIT`).
     """
 
-    _of: "weakref.WeakKeyDictionary[object, Outbox]" = weakref.WeakKeyDictionary()
-
     def __init__(self, clock: IReactorTime) -> None:
-        self._clock = weakref.ref(clock)  # (see ThrottleWheel)
+        super().__init__(clock)
         self._holding: list[NeaConnection] = []
-
-    @classmethod
-    def of(cls, clock: IReactorTime) -> "Outbox":
-        """The outbox every connection on ``clock`` shares."""
-        outbox = cls._of.get(clock)
-        if outbox is None:
-            outbox = cls._of[clock] = cls(clock)
-        return outbox
 
     def holding(self, connection: "NeaConnection") -> None:
         """``connection`` has started to hold writes: write them at the end of the turn."""
         if not self._holding:
-            clock = self._clock()
-            assert clock is not None  # a connection's hub holds its clock
-            clock.callLater(0, self._flush)
+            self.clock.callLater(0, self._flush)
         self._holding.append(connection)
 
     def _flush(self) -> None:
