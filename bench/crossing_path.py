@@ -81,12 +81,17 @@ class Setup:
         return zip(self.buses, self.hubs, strict=True)
 
     def end_turn(self) -> None:
-        """Every hub's turn ends (its batches leave), and what they published arrives."""
-        for clock in self.clocks:
-            clock.advance(0)
-        published, self.wire[:] = list(self.wire), []
-        for channel, data in published:
-            self.inboxes[channel].received(channel, data)
+        """Every hub's turn ends (held writes and batches leave) and what they published
+        arrives, until nothing more is published (a few turns at most)."""
+        for _ in range(10):
+            for clock in self.clocks:
+                clock.advance(0)
+            if not self.wire:
+                return
+            published, self.wire[:] = list(self.wire), []
+            for channel, data in published:
+                self.inboxes[channel].received(channel, data)
+        raise RuntimeError("messages keep coming: a delivery loop")
 
     def pending(self) -> int:
         return sum(h.snapshot().relays.pending + h.snapshot().relays.in_flight for h in self.hubs)

@@ -23,7 +23,12 @@ second, each exchange being two lines). The cases, each a fresh daemon:
 - ``svc``: requests to a service (``serve`` / ``ask ID @SVC`` / ``reply``);
 - ``name``: requests to a name (``register`` / ``ask ID NAME`` / ``reply``), to a
   connection drawn at random like a relay's target;
-- ``nats``: nats-server request/reply through a queue group.
+- ``nats``: nats-server request/reply through a queue group;
+- ``floor``: bench/floor_relay.py, the least a relay on CPython and Twisted
+  does (no limits, ids, deadlines or errors): the floor under nea's relay;
+- ``nats-paced``, ``floor-paced``, ``svc-paced``: those, the driver pacing
+  itself as in ``paced``: compared at one exchange rate, where none of them
+  batches more lines per read than another.
 
     .venv/bin/python bench/relay_throughput.py [--seconds 10] [--cases relay,svc]
         [--profile nea.prof]
@@ -79,6 +84,14 @@ class Driver(Protocol):
     def greeting(self) -> bytes:
         return b""
 
+    def answered(self) -> None:
+        """One of its own lines answers the server (`Paced` counts it)."""
+
+    def completed(self, out: list[bytes]) -> None:
+        """One of its requests was answered: the next one goes out."""
+        self.counter.exchanges += 1
+        out.append(self.request())
+
 
 class NeaDriver(Driver):
     """nea relay profile: ``message X`` out, ``message Y`` in -> ``ok Y``, ``ok X`` in -> next."""
@@ -88,10 +101,10 @@ class NeaDriver(Driver):
 
     def line(self, line: bytes, out: list[bytes]) -> None:
         if line.startswith(b"message "):
+            self.answered()
             out.append(b"ok " + line[8:] + b"\n")
         elif line.startswith(b"ok "):
-            self.counter.exchanges += 1
-            out.append(self.request())
+            self.completed(out)
 
 
 class NeaServiceDriver(Driver):
@@ -113,8 +126,7 @@ class NeaServiceDriver(Driver):
             rid, _, body = line[8:].partition(b" ")
             out.append(b"reply %s %s\n" % (rid, body))
         elif line.startswith(b"reply "):
-            self.counter.exchanges += 1
-            out.append(self.request())
+            self.completed(out)
         elif line.startswith(b"error "):
             raise RuntimeError(line.decode())
 
@@ -138,10 +150,11 @@ class NeaNameDriver(NeaServiceDriver):
             super().line(line, out)
 
 
-class PacedDriver(NeaDriver):
-    """`NeaDriver` that sends at most ``rate`` lines a second of its own (requests and
-    answers; requests wait their turn, answers never), so that the daemon's limiter
-    never has to hold it back: the same load as a client the daemon throttles."""
+class Paced(Driver):
+    """Mixed into a driver: it sends at most ``rate`` lines a second of its own
+    (requests and answers; requests wait their turn, answers never). Against nea it
+    is the load of a client the daemon throttles, without the limiter; against every
+    server alike, a rate at which to compare them."""
 
     def __init__(
         self, counter: Counter, name: bytes, window: int, peers: int, rate: float, pacer: "Pacer"
@@ -151,15 +164,15 @@ class PacedDriver(NeaDriver):
         pacer.drivers.append(self)
 
     def connectionMade(self) -> None:
+        self.transport.write(self.greeting())
         self.owed = self.window
 
-    def line(self, line: bytes, out: list[bytes]) -> None:
-        if line.startswith(b"message "):
-            self.tokens -= 1
-            out.append(b"ok " + line[8:] + b"\n")
-        elif line.startswith(b"ok "):
-            self.counter.exchanges += 1
-            self.owed += 1
+    def answered(self) -> None:
+        self.tokens -= 1
+
+    def completed(self, out: list[bytes]) -> None:
+        self.counter.exchanges += 1
+        self.owed += 1
 
     def tick(self, seconds: float) -> None:
         self.tokens = min(self.tokens + seconds * self.rate, 2 * self.rate * seconds)
@@ -168,6 +181,19 @@ class PacedDriver(NeaDriver):
             self.owed -= ready
             self.tokens -= ready
             self.transport.write(b"".join(self.request() for _ in range(ready)))
+
+
+class PacedDriver(Paced, NeaDriver):
+    """nea relays, paced."""
+
+
+class PacedServiceDriver(Paced, NeaServiceDriver):
+    """nea requests to a service, paced."""
+
+    def line(self, line: bytes, out: list[bytes]) -> None:
+        if line.startswith(b"request "):
+            self.answered()
+        super().line(line, out)
 
 
 class Pacer:
@@ -207,17 +233,21 @@ class NatsDriver(Driver):
         if self._msg is not None:
             header, self._msg = self._msg, None
             if header[2] == b"1":  # a request for the group: answer on its reply subject
+                self.answered()
                 answer = b"ok " + line
                 out.append(b"PUB %s %d\r\n%s\r\n" % (header[3], len(answer), answer))
             else:
-                self.counter.exchanges += 1
-                out.append(self.request())
+                self.completed(out)
         elif line.startswith(b"MSG "):
             self._msg = line.split(b" ")
         elif line == b"PING":
             out.append(b"PONG\r\n")
         elif line.startswith(b"-ERR"):
             raise RuntimeError(line.decode())
+
+
+class PacedNatsDriver(Paced, NatsDriver):
+    """nats-server, paced."""
 
 
 @defer.inlineCallbacks
@@ -268,41 +298,63 @@ CASES = {
     "throttled": ("relay", NeaDriver, "throttle"),
     "paced": ("relay", PacedDriver, 0.0),
     "svc": ("nea", NeaServiceDriver, None),
+    "svc-paced": ("nea", PacedServiceDriver, 0.0),
     "name": ("nea", NeaNameDriver, None),
+}
+
+
+#: Servers other than nea: case -> (command given the port, driver, paced driver, limits).
+OTHERS = {
+    "nats": (
+        lambda port: [nats_server(), "-a", "127.0.0.1", "-p", str(port)],
+        NatsDriver,
+        PacedNatsDriver,
+        "nats-server defaults",
+    ),
+    "floor": (
+        lambda port: [harness.PYTHON, str(harness.ROOT / "bench" / "floor_relay.py"), str(port)],
+        NeaDriver,
+        PacedDriver,
+        "none (bench/floor_relay.py)",
+    ),
 }
 
 
 @defer.inlineCallbacks
 def run_case(case: str, args):
-    """One case on a fresh daemon (or nats-server); its figures, limits included."""
-    if case == "nats":
+    """One case on a fresh daemon (or other server); its figures, limits included. A
+    case named ``X-paced`` is X with every connection sending ``--throttle-rate``
+    lines a second."""
+    other, paced = case.removesuffix("-paced"), case.endswith("-paced") or case == "paced"
+    pacer = Pacer() if paced else None
+    extra = (args.throttle_rate, pacer) if pacer is not None else ()
+    if other in OTHERS:
+        command, driver, paced_driver, limits = OTHERS[other]
         port = harness.free_port()
-        nats = harness.spawn(
-            [nats_server(), "-a", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = harness.spawn(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            harness.wait_listening(port, nats)
-            result = yield drive(port, NatsDriver, args, lambda: harness.process_cpu(nats.pid))
+            harness.wait_listening(port, server)
+            result = yield drive(
+                port,
+                paced_driver if paced else driver,
+                args,
+                lambda: harness.process_cpu(server.pid),
+                *extra,
+            )
         finally:
-            harness.stop(nats)
-        result["limits"] = f"nats-server defaults, clients {args.connections} x {args.window}"
-        return result
-    profile, driver, rate = CASES[case]
-    rate = args.throttle_rate if rate == "throttle" else rate
-    extra = ()
-    if driver is PacedDriver:
-        extra = (args.throttle_rate, Pacer())
-    with harness.Daemon(
-        harness.tcp(profile), profile=args.profile, extra=harness.limit_args(args, rate)
-    ) as daemon:
-        cap = args.connections * rate / 2 if rate else None
-        result = yield drive(daemon.ports[0], driver, args, daemon.cpu, *extra, cap=cap)
-    if extra:
-        extra[1].loop.stop()
-    result["limits"] = harness.limits_text(args, rate)
-    if driver is PacedDriver:
+            harness.stop(server)
+        result["limits"] = f"{limits}, clients {args.connections} x {args.window}"
+    else:
+        profile, driver, rate = CASES[case]
+        rate = args.throttle_rate if rate == "throttle" else rate
+        with harness.Daemon(
+            harness.tcp(profile), profile=args.profile, extra=harness.limit_args(args, rate)
+        ) as daemon:
+            cap = args.connections * rate / 2 if rate else None
+            result = yield drive(daemon.ports[0], driver, args, daemon.cpu, *extra, cap=cap)
+        result["limits"] = harness.limits_text(args, rate)
+    if pacer is not None:
+        pacer.loop.stop()
         result["limits"] += f"; the driver sends {args.throttle_rate:g} lines/s per connection"
     return result
 
@@ -339,6 +391,12 @@ RATIOS = [
     ("svc", "relay"),
     ("name", "relay"),
     ("relay", "nats"),
+    ("relay", "floor"),
+    ("floor", "nats"),
+    ("svc-paced", "paced"),
+    ("paced", "nats-paced"),
+    ("paced", "floor-paced"),
+    ("floor-paced", "nats-paced"),
     ("svc", "nats"),
 ]
 
@@ -356,7 +414,7 @@ def main() -> None:
         "--cases",
         type=lambda v: v.split(","),
         default=["relay", "throttled", "paced", "svc", "name", "nats"],
-        help=f"comma-separated, of {', '.join([*CASES, 'nats'])}",
+        help=f"comma-separated, of {', '.join([*CASES, *OTHERS, *(f'{o}-paced' for o in OTHERS)])}",
     )
     p.add_argument("--rounds", type=int, default=1, help="every case once per round")
     p.add_argument("--profile", help="run nea under cProfile, write the stats here, print the top")

@@ -13,8 +13,8 @@ from twisted.trial import unittest
 from nea.core.bus import LocalBus
 from nea.core.hub import Hub, HubConfig
 from nea.server.connection import (
-    CORK_LIMIT,
     HALF_CLOSE_LINGER,
+    HOLD_LIMIT,
     ConnectionLimits,
     NeaConnection,
     Stream,
@@ -121,6 +121,22 @@ class ConnectionTests(unittest.TestCase):
         self.assertEqual(writes[1:], [b"bye\n"])  # written before the close, nothing after
         self.assertTrue(transport.disconnecting)
 
+    def test_pushes_to_another_connection_in_one_turn_are_one_write(self):
+        relays = make_hub()
+        sender, _ = connected(relays, profiles.RELAY)
+        target, transport = connected(relays, profiles.RELAY)
+        relays.registry.relay_capable.discard(sender)  # so that every relay goes to target
+        writes = []
+        transport.write = writes.append
+        for n in range(3):  # three reads of the sender in one reactor turn
+            sender.dataReceived(b"message %d\nmessage %d.5\n" % (n, n))
+        self.assertEqual(writes, [])
+        relays.clock.advance(0)  # the end of the turn
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(
+            writes[0].splitlines(), [b"message %s" % t for t in b"0 0.5 1 1.5 2 2.5".split()]
+        )
+
     def test_held_replies_go_out_once_they_fill_a_record(self):
         connection, transport = connected(self.hub, max_line=20_000)
         writes = []
@@ -128,7 +144,7 @@ class ConnectionTests(unittest.TestCase):
         line = b"x" * 6000 + b"\n"
         connection.dataReceived(line * 7)  # 42 KB of replies from one read
         self.assertEqual([len(w) for w in writes], [3 * len(line), 3 * len(line), len(line)])
-        self.assertLessEqual(max(len(w) for w in writes), CORK_LIMIT + len(line))
+        self.assertLessEqual(max(len(w) for w in writes), HOLD_LIMIT + len(line))
 
     def test_server_full(self):
         hub = make_hub(max_clients=1)
@@ -174,6 +190,7 @@ class SlowConsumerTests(unittest.TestCase):
         connection.pauseProducing()  # what the transport says when its buffer is full
         for i in range(50):
             hub.broadcast(f"news {i:02d}" + "." * 20)
+        hub.clock.advance(0)  # the end of the turn: what the others were sent goes out
         self.assertTrue(transport.disconnected)  # aborted, not politely closed
         self.assertEqual(hub.snapshot().errors.get("slow_consumer", 0), 1)
         self.assertEqual(len(replies(other_transport)), 50)  # the others are unaffected
@@ -211,12 +228,14 @@ class PairTests(unittest.TestCase):
         (a, _, pump_a), (b, _, pump_b) = pairs
         a.sendLine(b"message ping")
         for _ in range(3):
+            hub.clock.advance(0)  # the end of a reactor turn: held writes go out
             pump_a.flush()
             pump_b.flush()
         holder = a if a.lines == [b"message ping"] else b
         self.assertEqual((a.lines + b.lines).count(b"message ping"), 1)
         holder.sendLine(b"ok ping")
         for _ in range(3):
+            hub.clock.advance(0)  # the end of a reactor turn: held writes go out
             pump_a.flush()
             pump_b.flush()
         self.assertEqual(a.lines[-1], b"ok ping")

@@ -215,6 +215,7 @@ class ConnectionLimitTests(unittest.TestCase):
         for connection, _ in held:
             connection.dataReceived(b"reversed\n" * 30)
         self.assertEqual([t.producerState for _, t in held], ["paused"] * 20)
+        clock.advance(0)  # the end of the turn (its writes out), not yet a resume
         self.assertEqual(len(clock.getDelayedCalls()) - before, 1)
 
     def test_a_client_gone_while_throttled_is_not_read_again(self):

@@ -94,6 +94,18 @@ class SingleInstanceRelayTests(unittest.TestCase):
         self.assertEqual(acks_to(a), ["x"])
         self.assertTrue(hub.relays.empty)
 
+    def test_a_target_holding_one_text_thrice_hands_back_what_it_did_not_ack(self):
+        sender, target = FakePeer(), FakePeer(profiles.RELAY)
+        hub = hub_with(target)
+        for _ in range(3):
+            hub.relay(sender, "x")
+        self.assertEqual(relays_to(target), ["x", "x", "x"])
+        hub.handle(target, frames.Ack("x"))
+        self.assertEqual(acks_to(sender), ["x"])
+        hub.leave(target)  # two deliveries of "x" held: both go back, and find nobody
+        self.assertEqual([p.code for p in sender.take()], ["no_recipient", "no_recipient"])
+        self.assertTrue(hub.relays.empty)
+
     def test_unexpected_ok_is_an_error_and_keeps_the_connection(self):
         a = FakePeer(profiles.RELAY)
         hub = hub_with(a)

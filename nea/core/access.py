@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from nea.core.dispatch import Handler
 from nea.core.peer import Peer
-from nea.core.permissions import GATED, Permissions, Policy, needed
+from nea.core.permissions import GATED, Permissions, Policy, flag_needed, needed
 from nea.core.snapshot import AuthFigures
 from nea.core.tokens import Token, TokenRefused, TokenVerifier
 from nea.wire import errors, frames
@@ -78,6 +78,8 @@ class Access:
 
     def permissions(self, peer) -> Permissions:
         """What ``peer`` may do now: its token's, else the policy's for its identity."""
+        if peer.token is None and peer.identity is None:  # (most clients, every request)
+            return self.policy.anonymous
         return self._permissions(peer.identity, peer.token)
 
     def _permissions(self, identity: str | None, token: Token | None) -> Permissions:
@@ -92,26 +94,27 @@ class Access:
     def gate(self, handlers: dict[type, Handler]) -> None:
         """Put the check of the permission each request needs in front of its handler."""
         for kind in GATED:
-            handlers[kind] = self._gated(handlers[kind])
+            handlers[kind] = self._gated(kind, handlers[kind])
 
-    def _gated(self, handler: Handler) -> Handler:
-        """``handler``, run only if the peer has the permission its request needs."""
+    def _gated(self, kind: type, handler: Handler) -> Handler:
+        """``handler``, run only if the peer has the permission its request needs: a yes
+        or no known once per class (``message`` is one: the relay hot path), or checked
+        against the name the request holds."""
+        flag = flag_needed(kind)
 
         def gated(peer: Peer, request) -> Deferred | None:
-            need = needed(request)
-            assert need is not None  # every GATED kind needs a permission
-            if self.permits(peer, *need):
+            if flag is not None:
+                permission, target = flag, None
+            else:
+                need = needed(request)
+                assert need is not None  # every GATED kind needs a permission
+                permission, target = need
+            if self.permissions(peer).allows(permission, target, peer.identity):
                 return handler(peer, request)
+            self.refuse(peer, permission, target)
             return None
 
         return gated
-
-    def permits(self, peer, permission: str, target: str | None = None) -> bool:
-        """Whether ``peer`` may; if not it is told ``not_allowed`` (it stays connected)."""
-        if self.permissions(peer).allows(permission, target, peer.identity):
-            return True
-        self.refuse(peer, permission, target)
-        return False
 
     def refuse(self, peer, permission: str, target: str | None = None, detail: str = "") -> None:
         """Answer ``not_allowed`` for ``permission`` (on ``target``), counted and logged."""

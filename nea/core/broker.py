@@ -152,7 +152,9 @@ class RelayBroker:
         self._ids = itertools.count(1)
         self.waiting: dict[str, Relay] = {}
         self._waits = Waits[Waiter, str]()
-        self.held: dict[Peer, dict[str, deque[Delivery]]] = {}
+        #: Per target and text: its one delivery, or (rarely: the same text drawn to the
+        #: same target again before its ok) a deque of them in order.
+        self.held: dict[Peer, dict[str, Delivery | deque[Delivery]]] = {}
         #: Unacknowledged deliveries per target, and the targets withdrawn from draws: for
         #: holding too many, or for letting one expire.
         self._held_count: dict[Peer, int] = {}
@@ -192,21 +194,24 @@ class RelayBroker:
         return settled
 
     def _dispatch(self, relay: str, text: str, attempt: int) -> None:
+        here = self.bus.instance_id
         if attempt >= MAX_DELIVERY_ATTEMPTS and len(self.registry.relay_capable):
             # The cluster's counts keep pointing at instances that have nobody; deliver locally.
-            self.deliver(text, self.bus.instance_id, attempt, relay)
+            self.deliver(text, here, attempt, relay)
             return
         instance = self.bus.pick_relay_instance(self.rng)
         if instance is None:
             self._fail(relay)
+        elif instance == here:  # (the bus would hand it straight back)
+            self.deliver(text, here, attempt, relay)
         else:
-            self.bus.deliver(instance, text, self.bus.instance_id, attempt, relay)
+            self.bus.deliver(instance, text, here, attempt, relay)
 
     def _fail(self, relay: str) -> None:
         self.counts.no_recipient += 1
         waiter, text = self._drop(relay, acked=False)
         self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
-        self._waits.settle(waiter)
+        self._waits.done(waiter, relay)
 
     def confirm(self, relay: str) -> None:
         """The target of ``relay`` acked it: tell its waiter, and forget the relay."""
@@ -215,7 +220,7 @@ class RelayBroker:
         waiter, text = self._drop(relay, acked=True)
         self.counts.acked += 1
         waiter.push(frames.AckPush(text))
-        self._waits.settle(waiter)
+        self._waits.done(waiter, relay)
 
     def reforward(self, relay: str, attempt: int) -> None:
         """A delivery of ``relay`` failed; draw again if it is still waited for."""
@@ -225,10 +230,10 @@ class RelayBroker:
             self._dispatch(relay, waited.text, attempt)
 
     def _drop(self, relay: str, acked: bool) -> tuple[Waiter, str]:
+        """Forget ``relay``; its waiter still waits for it until told (`Waits.done`)."""
         waited = self.waiting.pop(relay)
         for timing in self.timings:
             timing.relay_ended(relay, acked)
-        self._waits.discard(waited.waiter, relay)
         return waited.waiter, waited.text
 
     def forget_waiter(self, waiter: Waiter) -> None:
@@ -250,29 +255,30 @@ class RelayBroker:
             self.bus.reforward(origin, relay, attempt + 1)
             return
         target = self.registry.relay_capable.choice(self.rng)
-        deliveries = self.held.get(target)
-        if deliveries is None:  # (setdefault would build a dict and a deque on every call)
-            deliveries = self.held[target] = {}
-        held = deliveries.get(text)
-        if held is None:
-            held = deliveries[text] = deque()
-        timeout, deadlines = self.ack_timeout, self._deadlines
-        if timeout and not target.bytes_in and 0 < self.first_ack_timeout < timeout:
-            timeout, deadlines = self.first_ack_timeout, self._first_deadlines
+        timeout = self.ack_timeout
+        first = bool(timeout) and not target.bytes_in and 0 < self.first_ack_timeout < timeout
+        if first:
+            timeout = self.first_ack_timeout
         delivery = Delivery(
-            origin,
-            relay,
-            target,
-            text,
-            self.clock.seconds() + timeout,
-            first=deadlines is self._first_deadlines,
+            origin, relay, target, text, self.clock.seconds() + timeout, first=first
         )
-        held.append(delivery)
+        deliveries = self.held.get(target)
+        if deliveries is None:
+            self.held[target] = {text: delivery}
+        else:
+            earlier = deliveries.get(text)
+            if earlier is None:
+                deliveries[text] = delivery
+            elif isinstance(earlier, Delivery):
+                deliveries[text] = deque((earlier, delivery))
+            else:
+                earlier.append(delivery)
         if timeout:
-            deadlines.append(delivery)
+            (self._first_deadlines if first else self._deadlines).append(delivery)
             if self._expiry is None:
                 self._expiry = self.clock.callLater(timeout, self._expire)
-            elif self._expiry.getTime() > delivery.deadline:  # a first deadline, sooner
+            elif first and self._expiry.getTime() > delivery.deadline:
+                # (only a first deadline can be sooner than every deadline already set)
                 self._expiry.reset(timeout)
         count = self._held_count[target] = self._held_count.get(target, 0) + 1
         if count >= self.max_pending:
@@ -315,16 +321,21 @@ class RelayBroker:
         """``peer`` sent ``ok text``: it must hold that delivery; confirm it to its origin."""
         deliveries = self.held.get(peer)
         held = deliveries.get(text) if deliveries is not None else None
-        if deliveries is None or not held:
+        if held is None:
             self.counts.unexpected_ok += 1
             self.reject(peer, errors.UNEXPECTED_OK, f"no 'message {text}' was forwarded to you")
             return
-        delivery = held.popleft()
-        delivery.acked = True
-        if not held:
+        assert deliveries is not None  # (held came from it)
+        if isinstance(held, Delivery):
+            delivery = held
             del deliveries[text]
-            if not deliveries:
-                del self.held[peer]
+        else:
+            delivery = held.popleft()
+            if not held:
+                del deliveries[text]
+        if not deliveries:
+            del self.held[peer]
+        delivery.acked = True
         count = self._held_count[peer] - 1
         if count:
             self._held_count[peer] = count
@@ -336,7 +347,10 @@ class RelayBroker:
             self._stalled.discard(peer)  # it acks again
             if peer not in self._saturated:
                 self.registry.relay_capable.add(peer)
-        self.bus.confirm(delivery.origin, delivery.relay)
+        if delivery.origin == self.bus.instance_id:  # (the bus would hand it straight back)
+            self.confirm(delivery.relay)
+        else:
+            self.bus.confirm(delivery.origin, delivery.relay)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can ack no more): hand every delivery it held back to its origin."""
@@ -344,7 +358,7 @@ class RelayBroker:
         self._stalled.discard(peer)
         self._held_count.pop(peer, None)
         for held in self.held.pop(peer, {}).values():
-            for delivery in held:
+            for delivery in (held,) if isinstance(held, Delivery) else held:
                 if not delivery.expired:  # (an expired one was handed back already)
                     self.bus.reforward(delivery.origin, delivery.relay, 0)
 

@@ -124,7 +124,8 @@ class Hub:
         )
         self._errors: collections.Counter[str] = collections.Counter()
         self._throttled = 0
-        self._requests: collections.Counter[str] = collections.Counter()
+        #: By request class, named only in a snapshot: one lookup less a line.
+        self._requests: collections.Counter[type] = collections.Counter()
         #: Bytes from and to the connections that have left; the live ones keep their own,
         #: added at snapshot time, so that no read or write pays for a shared counter.
         self._left_bytes_in = 0
@@ -206,7 +207,7 @@ class Hub:
         rule by which a connection that ended its stream is closed only once every
         answer it is owed has been written, whatever the verb.
         """
-        self._requests[type(request).__name__] += 1
+        self._requests[type(request)] += 1
         owed = self._handlers[type(request)](peer, request)
         if owed is not None and (not owed.called or owed.paused):  # (paused: on an inner one)
             self._owe(peer, owed)
@@ -550,7 +551,9 @@ class Hub:
             refused_full=registry.refused_full,
             handshakes=self._handshakes() if self._handshakes is not None else None,
             throttled=self._throttled,
-            requests=self._requests,
+            requests=collections.Counter(
+                {kind.__name__: count for kind, count in self._requests.items()}
+            ),
             errors=self._errors,
             bytes_in=self._left_bytes_in + sum(peer.bytes_in for peer in registry.peers),
             bytes_out=self._left_bytes_out + sum(peer.bytes_out for peer in registry.peers),

@@ -184,3 +184,9 @@ _FLAGGED = {
 
 #: Every request kind that needs a permission.
 GATED = frozenset({frames.Register, frames.Serve, frames.Ask, *_FLAGGED})
+
+
+def flag_needed(kind: type) -> str | None:
+    """The yes-or-no permission every request of class ``kind`` needs, if that is all it
+    needs (it names no target): known once per class, not looked up per request."""
+    return _FLAGGED.get(kind)

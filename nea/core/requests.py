@@ -384,7 +384,7 @@ class RequestBroker:
         self._drop(rid)
         self.counts.answered += 1
         ask.asker.push(frames.ReplyPush(ask.ref, body, instance))
-        self._asks_of.settle(ask.asker)
+        self._asks_of.done(ask.asker, rid)
 
     def refuse(self, rid: str, code: str, instance: str) -> None:
         """``instance`` could not take ``rid``, or its client left before replying."""
@@ -423,20 +423,19 @@ class RequestBroker:
         ask = self._drop(rid)
         self.counts.failed += 1
         self.reject(ask.asker, error, detail, ask.ref)
-        self._asks_of.settle(ask.asker)
+        self._asks_of.done(ask.asker, rid)
 
     def _drop(self, rid: str) -> _Ask:
+        """Forget ``rid``; its asker still waits for it until told (`Waits.done`)."""
         ask = self.asks.pop(rid)
         if not self.asks:
             self._ask_deadlines.clear()
-        self._asks_of.discard(ask.asker, rid)
         return ask
 
     def forget_waiter(self, asker) -> None:
         """``asker`` is gone: nobody will be told about its asks (a late answer is dropped)."""
-        for rid in self._asks_of.keys(asker):
+        for rid in self._asks_of.pop(asker):
             self._drop(rid)
-        self._asks_of.settle(asker)
 
     # ---- the serving side ----
 
@@ -486,7 +485,8 @@ class RequestBroker:
 
     def reply(self, peer: Peer, rid: str, body: Any) -> None:
         """``peer`` sent ``reply rid body``: it must hold that request; answer its origin."""
-        self._revive(peer)
+        if self._stalled:
+            self._revive(peer)
         held = self._unhold(peer, rid)
         if held is None:
             self.counts.unexpected_reply += 1

@@ -18,9 +18,8 @@ K = TypeVar("K")
 class Waits(Generic[W, K]):
     """Waiters and the keys (texts, request ids) each waits for.
 
-    Removing a waiter's last key does not fire its Deferred: the broker calls
-    `settle` once it has told the waiter, so that its answer is written before
-    anything closes the waiter.
+    The broker calls `done` once it has told the waiter, so that its answer is
+    written before its Deferred fires and anything closes the waiter.
     """
 
     __slots__ = ("_keys", "_settled")
@@ -47,25 +46,26 @@ class Waits(Generic[W, K]):
     def keys(self, waiter: W) -> frozenset[K]:
         return frozenset(self._keys.get(waiter, ()))
 
-    def discard(self, waiter: W, key: K) -> None:
+    def done(self, waiter: W, key: K) -> None:
+        """``waiter`` has been told about ``key``: fire its Deferred if that was its last."""
         keys = self._keys.get(waiter)
         if keys is not None:
             keys.discard(key)
-            if not keys:
-                del self._keys[waiter]
+            if keys:
+                return
+            del self._keys[waiter]
+        self._settle(waiter)
 
     def pop(self, waiter: W) -> set[K]:
         """Forget ``waiter`` (it is gone) and settle it; what it waited for."""
         keys = self._keys.pop(waiter, set())
-        self.settle(waiter)
+        self._settle(waiter)
         return keys
 
-    def settle(self, waiter: W) -> None:
-        """``waiter`` has been told: fire its Deferred if it waits for nothing more."""
-        if waiter not in self._keys:
-            settled = self._settled.pop(waiter, None)
-            if settled is not None:
-                settled.callback(None)
+    def _settle(self, waiter: W) -> None:
+        settled = self._settled.pop(waiter, None)
+        if settled is not None:
+            settled.callback(None)
 
     def __contains__(self, waiter: object) -> bool:
         return waiter in self._keys

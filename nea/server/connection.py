@@ -30,7 +30,7 @@ import enum
 import itertools
 import weakref
 from collections.abc import Iterator, Sized
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -67,10 +67,10 @@ CLOSE_TIMEOUT = 10.0
 #: A throttled connection reads again once this many seconds' worth of lines is allowed;
 #: also the step of the `ThrottleWheel` that resumes throttled connections.
 RESUME_AFTER = 0.01
-#: Corked replies go out once they reach this (a full TLS record's payload): so what a
+#: Held writes go out once they reach this (a full TLS record's payload): so what a
 #: connection holds back stays small, and its transport's backpressure is heard as early
-#: as without the cork, however many replies one read brings.
-CORK_LIMIT = 16 * 1024
+#: as without holding, however many pushes one turn brings (`Outbox`).
+HOLD_LIMIT = 16 * 1024
 
 
 @attrs.frozen
@@ -108,7 +108,36 @@ class LineBucket:
         return max(1 - self.tokens, self.rate * RESUME_AFTER) / self.rate
 
 
-class ThrottleWheel:
+class PerClock:
+    """A helper the connections on one clock (the reactor; a Clock in tests) share: `of`
+    gives each clock its own. Held weakly: the helper is the value of its clock's entry
+    and never keeps its clock alive."""
+
+    _of: "weakref.WeakKeyDictionary[object, Self]"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._of = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = weakref.ref(clock)
+
+    @classmethod
+    def of(cls, clock: IReactorTime) -> Self:
+        """The one every connection on ``clock`` shares."""
+        shared = cls._of.get(clock)
+        if shared is None:
+            shared = cls._of[clock] = cls(clock)
+        return shared
+
+    @property
+    def clock(self) -> IReactorTime:
+        clock = self._clock()
+        assert clock is not None  # a connection that uses it holds its hub, which holds it
+        return clock
+
+
+class ThrottleWheel(PerClock):
     """Resumes throttled connections on their buckets' schedule, with one timer for all.
 
     A connection held for some seconds goes into the slot of the first step
@@ -119,28 +148,16 @@ class ThrottleWheel:
     closed meanwhile is skipped when its slot comes (`Session.resume`).
     """
 
-    _of: "weakref.WeakKeyDictionary[object, ThrottleWheel]" = weakref.WeakKeyDictionary()
-
     def __init__(self, clock: IReactorTime, tick: float = RESUME_AFTER) -> None:
-        # Weakly: the wheel is the value of its clock's entry in `_of`, and must not keep it.
-        self._clock = weakref.ref(clock)
+        super().__init__(clock)
         self.tick = tick
         self._slots: dict[int, list[Session]] = {}
         self._call: IDelayedCall | None = None
         self._armed: int | None = None
 
-    @classmethod
-    def of(cls, clock: IReactorTime) -> "ThrottleWheel":
-        """The wheel every connection on ``clock`` shares."""
-        wheel = cls._of.get(clock)
-        if wheel is None:
-            wheel = cls._of[clock] = cls(clock)
-        return wheel
-
     def hold(self, session: "Session", seconds: float) -> None:
         """Call ``session.resume()`` at the first step at least ``seconds`` from now."""
-        clock = self._clock()
-        assert clock is not None  # a session's hub holds its clock
+        clock = self.clock
         slot = -int(-(clock.seconds() + seconds) // self.tick)  # rounded up
         held = self._slots.get(slot)
         if held is None:
@@ -156,8 +173,7 @@ class ThrottleWheel:
         self._call = clock.callLater(max(0.0, slot * self.tick - clock.seconds()), self._turn, slot)
 
     def _turn(self, armed: int) -> None:
-        clock = self._clock()
-        assert clock is not None  # it is running this call
+        clock = self.clock
         due = max(armed, int(clock.seconds() // self.tick))
         self._call = self._armed = None
         for slot in sorted(slot for slot in self._slots if slot <= due):
@@ -165,6 +181,35 @@ class ThrottleWheel:
                 session.resume()
         if self._slots and self._call is None:
             self._arm(clock, min(self._slots))
+
+
+class Outbox(PerClock):
+    """Gathers what is written to connections in one reactor turn; writes each once, at its end.
+
+    A read may bring many lines, each answered on its own connection or pushed to
+    another (a relay's target, a request's member); one turn handles many reads.
+    Written as they come, each push is a transport write (and over TLS a record);
+    gathered, a connection gets one write a turn however many pushes it had.
+    Nothing waits longer than it did: a transport sends only when the reactor
+    next polls, after this turn's end. A connection also writes what it holds at
+    the end of its own read (`Session._consume`), and once it holds a TLS
+    record's worth (`HOLD_LIMIT`).
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        super().__init__(clock)
+        self._holding: list[NeaConnection] = []
+
+    def holding(self, connection: "NeaConnection") -> None:
+        """``connection`` has started to hold writes: write them at the end of the turn."""
+        if not self._holding:
+            self.clock.callLater(0, self._flush)
+        self._holding.append(connection)
+
+    def _flush(self) -> None:
+        holding, self._holding = self._holding, []
+        for connection in holding:
+            connection.flush()
 
 
 class Stream(enum.IntEnum):
@@ -285,14 +330,11 @@ class Session(Protocol, Generic[U, D]):
         """Put one encoded push (terminator included) on the wire."""
         raise NotImplementedError
 
-    def cork(self) -> None:
-        """Hold what is written until `uncork` (a framing may write it in one go)."""
-
-    def uncork(self) -> None:
-        """Write what `cork` held, in order."""
+    def flush(self) -> None:
+        """Write what the framing holds back, if it holds writes (`Outbox`)."""
 
     def shut(self) -> None:
-        """End the connection once what was written is out (`uncork` first)."""
+        """End the connection once what was written is out (`flush` first)."""
         raise NotImplementedError
 
     # ---- the session ----
@@ -341,13 +383,12 @@ class Session(Protocol, Generic[U, D]):
     def _consume(self, lines: Iterator[U]) -> None:
         """Handle lines while the bucket allows; past it, keep the rest and stop reading.
 
-        The replies to what one read brought are written together (`cork`): over
+        The replies to what one read brought are written together (`flush`): over
         TLS that is one record for many answers instead of one each.
         """
         bucket = self._bucket
         if bucket is not None:
             bucket.refill()
-        self.cork()
         try:
             for line in lines:
                 if self._closing:
@@ -367,7 +408,7 @@ class Session(Protocol, Generic[U, D]):
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
         finally:
-            self.uncork()
+            self.flush()
 
     def _chat_resume(self, size: int) -> float | defer.Deferred | None:
         """None when a chat line of ``size`` bytes may be said now; else when to try it
@@ -513,9 +554,10 @@ class NeaConnection(Session[bytes, frames.Request]):
         super().__init__(hub, profile, limits, admission)
         #: Where JSON is spoken a ``{`` line ends with its object; elsewhere lines are lines.
         self._lines = (FrameBuffer if profile.json else LineBuffer)(limits.max_line)
-        #: While corked: the lines written, to go out as one write, and their size.
-        self._corked: list[bytes] | None = None
-        self._corked_size = 0
+        #: What was written this turn, to go out as one write (`Outbox`), and its size.
+        self._outbox = Outbox.of(hub.clock)
+        self._holding: list[bytes] | None = None
+        self._held_size = 0
 
     def connectionMade(self) -> None:
         if self.admit():
@@ -551,32 +593,26 @@ class NeaConnection(Session[bytes, frames.Request]):
         self.hub.handle(self, request)
 
     def write(self, line: bytes) -> None:
-        corked = self._corked
-        if corked is None:
-            self.transport.write(line)
-            return
-        corked.append(line)
-        self._corked_size += len(line)
-        if self._corked_size >= CORK_LIMIT:
-            self._write_corked()
+        holding = self._holding
+        if holding is None:
+            self._holding = [line]
+            self._held_size = len(line)
+            self._outbox.holding(self)
+        else:
+            holding.append(line)
+            self._held_size += len(line)
+        if self._held_size >= HOLD_LIMIT:
+            self.flush()
 
-    def cork(self) -> None:
-        if self._corked is None:
-            self._corked = []
-
-    def uncork(self) -> None:
-        if self._corked is not None:
-            self._write_corked()
-            self._corked = None
-
-    def _write_corked(self) -> None:
-        if self._corked:
-            self.transport.write(b"".join(self._corked))
-            self._corked = []
-            self._corked_size = 0
+    def flush(self) -> None:
+        holding = self._holding
+        if holding is not None:
+            self._holding = None
+            if self.stream is not Stream.CLOSED:
+                self.transport.write(b"".join(holding))
 
     def shut(self) -> None:
-        self.uncork()
+        self.flush()
         # TLS will not start its shutdown while a producer is registered.
         self.transport.unregisterProducer()
         self.transport.loseConnection()

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from nea.net.startup import StartupError
-from nea.server import options, service, workers
+from nea.server import collector, options, service, workers
 from nea.server.settings import ListenerSettings, Settings
 from nea.tls import devcerts
 
@@ -49,6 +49,8 @@ def makeService(config) -> Service:
     else:
         top = service.instance_service(settings, reactor)
     reactor.callWhenRunning(TermStops(reactor).install)
+    collector.tune()
+    reactor.callWhenRunning(collector.freeze_startup)
     return top
 
 
