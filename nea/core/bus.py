@@ -279,14 +279,18 @@ def weighted_pick(weights: dict[str, int], rng: random.Random) -> str | None:
     Drawing an instance by its share of connections, then a connection uniformly
     within it, draws a connection uniformly over the whole cluster.
     """
-    total = sum(w for w in weights.values() if w > 0)
+    total = 0
+    for weight in weights.values():
+        if weight > 0:
+            total += weight
     if total == 0:
         return None
-    point = rng.randrange(total)
-    for name, weight in sorted(weights.items()):
-        if weight <= 0:
-            continue
-        if point < weight:
-            return name
-        point -= weight
+    # Once per relay in a cluster: random() scaled (as `IndexedSet.choice`), in the
+    # dict's own order, not randrange() over a sorted copy.
+    point = int(rng.random() * total)
+    for name, weight in weights.items():
+        if weight > 0:
+            if point < weight:
+                return name
+            point -= weight
     raise AssertionError("unreachable: point < total")
