@@ -49,6 +49,9 @@ class MemoryLink:
     def publish(self, channel: str, data: str, reached=None) -> None:
         self._batcher.publish(channel, data, reached)
 
+    def publish_word(self, channel: str, head: str, word: str) -> None:
+        self._batcher.publish_word(channel, head, word)
+
     def _send(self, channel: str, data: str):
         self.wire.append((channel, data))
         return defer.succeed(1)

@@ -130,6 +130,9 @@ class FakeLink:
         if self.up:
             self.pubsub.publish(channel, data, reached)
 
+    def publish_word(self, channel: str, head: str, word: str) -> None:
+        self.publish(channel, f"{head} {word}")  # (a line each: no batches here)
+
 
 class Cluster:
     """Hubs on RedisBuses joined by one `PubSub`."""

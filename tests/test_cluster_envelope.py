@@ -19,8 +19,8 @@ class Recorder:
     def delivered(self, sender, text, origin, attempt, relay) -> None:
         self.calls.append(("delivered", sender, text, origin, attempt, relay))
 
-    def confirmed(self, sender, relay) -> None:
-        self.calls.append(("confirmed", sender, relay))
+    def confirmed(self, sender, relays) -> None:
+        self.calls.append(("confirmed", sender, relays))
 
     def reforwarded(self, sender, relay, attempt) -> None:
         self.calls.append(("reforwarded", sender, relay, attempt))
@@ -63,11 +63,11 @@ class CompactKinds(unittest.TestCase):
         self.assertNotIn("\n", line)
         self.assertEqual(read(line), [("delivered", sender, text, origin, attempt, relay)])
 
-    @given(texts, texts)
-    def test_an_ack_round_trips_on_one_line(self, sender, relay):
-        line = envelope.confirm(sender, relay)
+    @given(texts, st.lists(texts, min_size=1, max_size=5))
+    def test_acks_round_trip_on_one_line(self, sender, relays):
+        line = envelope.confirm(sender, *relays)
         self.assertNotIn("\n", line)
-        self.assertEqual(read(line), [("confirmed", sender, relay)])
+        self.assertEqual(read(line), [("confirmed", sender, relays)])
 
     @given(texts, texts, counts)
     def test_a_reforward_round_trips_on_one_line(self, sender, relay, attempt):
@@ -80,6 +80,7 @@ class CompactKinds(unittest.TestCase):
             envelope.deliver("i1", "hello world", "i1", 0, "17"), "d i1 i1 0 17 hello world"
         )
         self.assertEqual(envelope.confirm("i2", "17"), "a i2 17")
+        self.assertEqual(envelope.confirm("i2", "17", "18"), "a i2 17 18")
         self.assertEqual(envelope.reforward("i2", "17", 1), "r i2 17 1")
 
     @given(st.lists(st.sampled_from(JSON_KINDS) | st.tuples(texts, texts, counts), max_size=8))
@@ -140,7 +141,8 @@ class HostileInput(unittest.TestCase):
             self.assertIsInstance(attempt, int)
             self.assertGreaterEqual(attempt, 0)
         elif kind == "confirmed":
-            self.assertIsInstance(rest[0], str)
+            self.assertTrue(rest[0])
+            self.assertTrue(all(isinstance(relay, str) for relay in rest[0]))
         elif kind == "reforwarded":
             self.assertIsInstance(rest[0], str)
             self.assertIsInstance(rest[1], int)

@@ -124,6 +124,20 @@ class Batching(unittest.TestCase):
         # Told once per batch: equal callbacks (one member's check) are not called again.
         self.assertEqual((results, others), ([2], [2]))
 
+    def test_words_under_one_head_share_a_line_after_the_others(self):
+        self.batcher.publish_word("a", "ack i1", "r1")
+        self.batcher.publish("a", "line")
+        self.batcher.publish_word("a", "ack i2", "r9")
+        self.batcher.publish_word("a", "ack i1", "r2")
+        self.clock.advance(0)
+        self.assertEqual(self.sent, [("a", ["line", "ack i1 r1 r2", "ack i2 r9"])])
+
+    def test_every_word_counts_toward_a_full_batch(self):
+        for n in range(MAX_BATCH):
+            self.batcher.publish_word("a", "ack", str(n))
+        [(_, [line])] = self.sent
+        self.assertEqual(line.split(), ["ack", *map(str, range(MAX_BATCH))])
+
     def test_a_full_batch_leaves_at_once(self):
         for n in range(MAX_BATCH):
             self.batcher.publish("a", str(n))

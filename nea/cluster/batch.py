@@ -11,6 +11,10 @@ nobody means the instance is gone) passes a callback, called with the batch's
 receiver count, once per batch however many of its messages passed it. Nothing
 is called when a batch cannot be sent: the connection is then going down, and
 what was out is recovered by the bus (`nea.cluster.redisbus`).
+
+Many small messages of one kind to one channel (a relay's acks to its origin)
+can share a line: `Batcher.publish_word` adds a word to the batch's line with
+that head, ``HEAD WORD WORD ...``, which goes out after the batch's other lines.
 """
 
 from collections.abc import Callable
@@ -29,12 +33,22 @@ Reached = Callable[[int], None]
 
 
 class _Batch:
-    __slots__ = ("lines", "size", "reached")
+    __slots__ = ("lines", "merged", "count", "size", "reached")
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        #: Head -> the words of its line (`Batcher.publish_word`).
+        self.merged: dict[str, list[str]] = {}
+        #: Messages: a line, or a word of a merged line, is one.
+        self.count = 0
         self.size = 0
         self.reached: list[Reached] = []
+
+    def text(self) -> str:
+        lines = self.lines
+        if self.merged:
+            lines += [" ".join([head, *words]) for head, words in self.merged.items()]
+        return "\n".join(lines)
 
 
 class Batcher:
@@ -47,14 +61,33 @@ class Batcher:
     def publish(self, channel: str, line: str, reached: Reached | None = None) -> None:
         """Queue ``line`` for ``channel``; ``reached(receivers)`` once its batch is out
         (once per batch, for equal callbacks)."""
-        batch = self._batches.get(channel)
-        if batch is None:
-            batch = self._batches[channel] = _Batch()
+        batch = self._batch(channel)
         batch.lines.append(line)
         batch.size += len(line)
         if reached is not None and reached not in batch.reached:
             batch.reached.append(reached)
-        if len(batch.lines) >= MAX_BATCH or batch.size >= MAX_BATCH_BYTES:
+        self._added(channel, batch)
+
+    def publish_word(self, channel: str, head: str, word: str) -> None:
+        """Queue ``word`` on the line ``head`` of ``channel``'s batch: ``HEAD WORD ...``."""
+        batch = self._batch(channel)
+        words = batch.merged.get(head)
+        if words is None:
+            words = batch.merged[head] = []
+            batch.size += len(head)
+        words.append(word)
+        batch.size += len(word) + 1
+        self._added(channel, batch)
+
+    def _batch(self, channel: str) -> _Batch:
+        batch = self._batches.get(channel)
+        if batch is None:
+            batch = self._batches[channel] = _Batch()
+        return batch
+
+    def _added(self, channel: str, batch: _Batch) -> None:
+        batch.count += 1
+        if batch.count >= MAX_BATCH or batch.size >= MAX_BATCH_BYTES:
             self._send(channel, self._batches.pop(channel))
         elif self._scheduled is None:
             self._scheduled = self.reactor.callLater(0, self.flush)
@@ -73,7 +106,7 @@ class Batcher:
         self._batches = {}
 
     def _send(self, channel: str, batch: _Batch) -> None:
-        sent = defer.maybeDeferred(self.send, channel, "\n".join(batch.lines))
+        sent = defer.maybeDeferred(self.send, channel, batch.text())
         if batch.reached:
             sent.addCallback(_tell, batch.reached)
         sent.addErrback(lambda failure: None)  # the link is going down (see above)

@@ -6,8 +6,11 @@ bulk of the traffic, are compact lines read with one split and handed to a
 `Receiver` as plain arguments, with no JSON and no value built per message::
 
     d SENDER ORIGIN ATTEMPT RELAY TEXT   deliver TEXT (relay RELAY of ORIGIN)
-    a SENDER RELAY                       ack: RELAY, which you originated, was acked
+    a SENDER RELAY [RELAY ...]           ack: each RELAY, which you originated, was acked
     r SENDER RELAY ATTEMPT               reforward: a delivery of RELAY failed
+
+The acks one instance sends another in one reactor turn share a line (the
+batcher's merged lines: `nea.cluster.batch.Batcher.publish_word`).
 
 A field holding a backslash, a newline or a space has them escaped (``\\\\``,
 ``\\n``, ``\\s``); the text, last on its line, may hold spaces as they are. Every other
@@ -86,8 +89,8 @@ class Receiver(TypingProtocol):
         """Forward ``message text`` to one of your relay-capable connections (``relay``: the
         origin's id of the relay, which its confirmation or re-forward names)."""
 
-    def confirmed(self, sender: str, relay: str) -> None:
-        """The ``ok`` came back for relay ``relay``, which you originated."""
+    def confirmed(self, sender: str, relays: list[str]) -> None:
+        """The ``ok`` came back for each of ``relays``, which you originated."""
 
     def reforwarded(self, sender: str, relay: str, attempt: int) -> None:
         """A delivery of relay ``relay``, which you originated, failed; ``attempt`` > 0
@@ -132,10 +135,18 @@ def deliver(sender: str, text: str, origin: str, attempt: int, relay: str) -> st
     return f"d {sender} {origin} {attempt} {relay} {text}"
 
 
-def confirm(sender: str, relay: str) -> str:
-    if not _bare(f"{sender}{relay}"):
-        sender, relay = _escaped(sender, relay)
-    return f"a {sender} {relay}"
+def confirm_head(sender: str) -> str:
+    """What an ack line starts with; its relays follow, each a `word`, space-separated."""
+    return f"a {word(sender)}"
+
+
+def word(field: str) -> str:
+    """``field`` as one space-free word of a line."""
+    return field if _bare(field) else field.translate(_ESCAPE)
+
+
+def confirm(sender: str, *relays: str) -> str:
+    return " ".join([confirm_head(sender), *map(word, relays)])
 
 
 def reforward(sender: str, relay: str, attempt: int) -> str:
@@ -160,8 +171,10 @@ def read(line: str, receiver: Receiver) -> None:
             handle: Callable[..., None] = receiver.delivered
             args: tuple = (sender, text, origin, _count(attempt), relay)
         elif op == "a ":
-            _, sender, relay = fields
-            handle, args = receiver.confirmed, (sender, relay)
+            _, sender, *relays = fields
+            if not relays:
+                raise ValueError("an ack of nothing")
+            handle, args = receiver.confirmed, (sender, relays)
         else:
             _, sender, relay, attempt = fields
             handle, args = receiver.reforwarded, (sender, relay, _count(attempt))

@@ -97,6 +97,7 @@ class RedisBus:
         self._incompatible_reported: set[tuple[str, int]] = set()
         #: Each member's PUBLISH-reached check for its current run, made once, not per message.
         self._reached: dict[str, functools.partial] = {}
+        self._ack_head = envelope.confirm_head(instance_id)
 
     @property
     def channels(self) -> list[str]:
@@ -137,9 +138,10 @@ class RedisBus:
     def confirm(self, origin: str, relay: str) -> None:
         if origin == self.instance_id:
             self._relays.confirm(relay)
-        else:
-            line = envelope.confirm(self.instance_id, relay)
-            self._link().publish(self.namespace.inbox(origin), line)
+        else:  # the turn's acks to one origin share a line
+            self._link().publish_word(
+                self.namespace.inbox(origin), self._ack_head, envelope.word(relay)
+            )
 
     def reforward(self, origin: str, relay: str, attempt: int) -> None:
         if origin == self.instance_id:
@@ -421,9 +423,10 @@ class RedisBus:
     def delivered(self, sender: str, text: str, origin: str, attempt: int, relay: str) -> None:
         self._relays.deliver(text, origin, attempt, relay)
 
-    def confirmed(self, sender: str, relay: str) -> None:
-        self.outstanding.answered(sender, relay)
-        self._relays.confirm(relay)
+    def confirmed(self, sender: str, relays: list[str]) -> None:
+        for relay in relays:
+            self.outstanding.answered(sender, relay)
+            self._relays.confirm(relay)
 
     def reforwarded(self, sender: str, relay: str, attempt: int) -> None:
         self.outstanding.answered(sender, relay)

@@ -116,6 +116,11 @@ class RedisLink:
         if self.up:
             self._batcher.publish(channel, data, reached)
 
+    def publish_word(self, channel: str, head: str, word: str) -> None:
+        """Add ``word`` to the line ``head`` of the next PUBLISH (`Batcher.publish_word`)."""
+        if self.up:
+            self._batcher.publish_word(channel, head, word)
+
     def _publish_now(self, channel: str, data: str) -> defer.Deferred:
         assert self._commands is not None  # the batcher sends only while up
         return self._commands.publish(channel, data)
