@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from nea.core.dispatch import Handler
 from nea.core.peer import Peer
-from nea.core.permissions import GATED, Permissions, Policy, flag_needed, needed
+from nea.core.permissions import GATED, Permissions, Policy, requirement
 from nea.core.snapshot import AuthFigures
 from nea.core.tokens import Token, TokenRefused, TokenVerifier
 from nea.wire import errors, frames
@@ -98,18 +98,21 @@ class Access:
 
     def _gated(self, kind: type, handler: Handler) -> Handler:
         """``handler``, run only if the peer has the permission its request needs: a yes
-        or no known once per class (``message`` is one: the relay hot path), or checked
-        against the name the request holds."""
-        flag = flag_needed(kind)
+        or no (``message`` needs one: the relay hot path), or one checked against the
+        name the request holds, which is read only if not every name is allowed."""
+        permission, name_of = requirement(kind)
 
         def gated(peer: Peer, request) -> Deferred | None:
-            if flag is not None:
-                permission, target = flag, None
+            permissions = self.permissions(peer)
+            target = None
+            if name_of is None:
+                allowed = permissions.allows(permission)
+            elif permissions.allows_any_name(permission):
+                allowed = True
             else:
-                need = needed(request)
-                assert need is not None  # every GATED kind needs a permission
-                permission, target = need
-            if self.permissions(peer).allows(permission, target, peer.identity):
+                target = name_of(request)
+                allowed = permissions.allows(permission, target, peer.identity)
+            if allowed:
                 return handler(peer, request)
             self.refuse(peer, permission, target)
             return None

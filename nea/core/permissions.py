@@ -16,6 +16,7 @@ hub refuses and counts.
 import fnmatch
 import glob
 import json
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -69,6 +70,10 @@ class Permissions:
             return cls(**fields)
         except ValueError as e:
             raise ValueError(f"{e} (permissions {sorted(obj)})") from None
+
+    def allows_any_name(self, permission: str) -> bool:
+        """Whether ``permission``, one that takes patterns, is granted for every name."""
+        return "*" in getattr(self, permission)
 
     def allows(
         self, permission: str, target: str | None = None, subject: str | None = None
@@ -162,15 +167,26 @@ def parse_policy(text: str, anonymous: Permissions | None = None) -> Policy:
 
 def needed(request: frames.Request) -> tuple[str, str | None] | None:
     """The permission ``request`` needs, and the name it is checked against; None: none."""
-    if type(request) is frames.Register:
-        return "register", request.name
-    if type(request) is frames.Serve:
-        return "serve", request.service
-    if type(request) is frames.Ask:
-        return "ask", request.name if request.name is not None else f"@{request.service}"
-    permission = _FLAGGED.get(type(request))
-    return (permission, None) if permission is not None else None
+    kind = type(request)
+    if kind not in GATED:
+        return None
+    permission, name_of = requirement(kind)
+    return permission, name_of(request) if name_of is not None else None
 
+
+def requirement(kind: type) -> tuple[str, "Callable[[Any], str] | None"]:
+    """The permission every request of class ``kind`` (one of `GATED`) needs, and how to
+    read the name it is checked against (None: a yes or no); known once per class."""
+    named = _NAMED.get(kind)
+    return named if named is not None else (_FLAGGED[kind], None)
+
+
+#: Requests that need a permission checked against the name they hold, and that name.
+_NAMED: dict[type, tuple[str, "Callable[[Any], str]"]] = {
+    frames.Register: ("register", lambda r: r.name),
+    frames.Serve: ("serve", lambda r: r.service),
+    frames.Ask: ("ask", lambda r: r.name if r.name is not None else f"@{r.service}"),
+}
 
 #: Requests that need a yes-or-no permission. Reading chat history is chat; so is a nick.
 _FLAGGED = {
@@ -183,10 +199,4 @@ _FLAGGED = {
 }
 
 #: Every request kind that needs a permission.
-GATED = frozenset({frames.Register, frames.Serve, frames.Ask, *_FLAGGED})
-
-
-def flag_needed(kind: type) -> str | None:
-    """The yes-or-no permission every request of class ``kind`` needs, if that is all it
-    needs (it names no target): known once per class, not looked up per request."""
-    return _FLAGGED.get(kind)
+GATED = frozenset({*_NAMED, *_FLAGGED})
