@@ -23,6 +23,7 @@ from twisted.internet import protocol, reactor
 
 class Floor(protocol.Protocol):
     def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # as nea and nats-server do: no Nagle delays
         self.factory.members.append(self)
         self.tail = b""
         self.held: dict[bytes, deque] = {}
