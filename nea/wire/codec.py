@@ -49,6 +49,11 @@ class LineBuffer:
             data = self._tail + data
         lines = data.split(b"\n")
         self._tail = lines.pop()
+        if len(data) <= self.max_length and b"\r" not in data:
+            return iter(lines)  # no line, nor the tail, can be too long; no CR to take off
+        return self._checked(lines)
+
+    def _checked(self, lines: list[bytes]) -> Iterator[bytes]:
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
@@ -108,8 +113,10 @@ class FrameBuffer(LineBuffer):
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         if not (self._after_object or self._tail[:1] == b"{" or b"{" in data):
-            yield from super().feed(data)  # text only: the fast path
-            return
+            return super().feed(data)  # text only: the fast path
+        return self._frames(data)
+
+    def _frames(self, data: bytes) -> Iterator[bytes]:
         buffer = self._tail + data if self._tail else data
         self._tail = b""
         position, end = 0, len(buffer)
@@ -230,8 +237,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def decode_request(line: bytes, profile: Profile) -> frames.Request:
     """Turn one line (terminator removed) into the request it makes under ``profile``."""
-    fast: frames.Request | None = _decode_relay_verb(line, profile)
-    if fast is None:
+    # The fast paths by first letter: message/ok, ask/reply (and reverse, auth: None).
+    first = line[:1]
+    fast: frames.Request | None = None
+    if first == b"m" or first == b"o":
+        fast = _decode_relay_verb(line, profile)
+    elif first == b"a" or first == b"r":
         fast = _decode_addressed_verb(line, profile)
     if fast is not None:
         return fast
