@@ -12,35 +12,23 @@ Each site has its own `CollectorRegistry`, so several servers in one process
 
 from collections.abc import Iterator, Mapping
 
+import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.interfaces import IReactorTime
 
 from nea.core.hub import Hub
+from nea.core.snapshot import RelayFigures, RequestFigures
 from nea.wire import errors
 
 CLUSTER_STATES = ("standalone", "connected", "degraded")
-RELAY_EVENTS = (
-    "requested",
-    "forwarded",
-    "acked",
-    "reforwarded",
-    "expired",
-    "unexpected_ok",
-    "no_recipient",
-)
-REQUEST_EVENTS = (
-    "asked",
-    "offered",
-    "replied",
-    "answered",
-    "redrawn",
-    "failed",
-    "timed_out",
-    "unexpected_reply",
-    "taken_over",
-)
+#: The relay and request figures that are gauges (each its own metric); every other
+#: figure counts events, one label of ``nea_relay_events`` or ``nea_request_events``.
+RELAY_GAUGES = frozenset({"pending", "in_flight"})
+REQUEST_GAUGES = frozenset({"pending", "in_flight", "names", "services"})
+RELAY_EVENTS = tuple(f.name for f in attrs.fields(RelayFigures) if f.name not in RELAY_GAUGES)
+REQUEST_EVENTS = tuple(f.name for f in attrs.fields(RequestFigures) if f.name not in REQUEST_GAUGES)
 #: Seconds: from a loopback round trip (sub-millisecond) to a client that acks late.
 LATENCY_BUCKETS = (
     0.0005,

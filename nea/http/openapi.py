@@ -6,7 +6,10 @@ document promises is what the server checks (a property test holds it to that).
 
 from typing import Any
 
+import attrs
+
 import nea
+from nea.core.snapshot import ChatFigures, RelayFigures, RequestFigures
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -24,21 +27,16 @@ def _error(description: str) -> dict[str, Any]:
 _COUNT = {"type": "integer", "minimum": 0}
 _COUNTS = {"type": "object", "additionalProperties": _COUNT}
 
-_REQUEST_COUNTS = (
-    "pending",
-    "in_flight",
-    "names",
-    "services",
-    "asked",
-    "offered",
-    "replied",
-    "answered",
-    "redrawn",
-    "failed",
-    "timed_out",
-    "unexpected_reply",
-    "taken_over",
-)
+
+def _figures(kind: type, description: str | None = None) -> dict[str, Any]:
+    """An object of counts: every field of ``kind``, a snapshot's figures class."""
+    names = [field.name for field in attrs.fields(kind)]
+    schema: dict[str, Any] = {"type": "object"}
+    if description is not None:
+        schema["description"] = description
+    return {**schema, "required": names, "properties": {name: _COUNT for name in names}}
+
+
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-][A-Za-z0-9_.:@-]{0,63}$"}
 
 _SCHEMAS: dict[str, Any] = {
@@ -134,47 +132,14 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "throttled": _COUNT,
-            "relays": {
-                "type": "object",
-                "required": [
-                    "pending",
-                    "in_flight",
-                    "requested",
-                    "forwarded",
-                    "acked",
-                    "reforwarded",
-                    "expired",
-                    "unexpected_ok",
-                    "no_recipient",
-                ],
-                "properties": {
-                    name: _COUNT
-                    for name in (
-                        "pending",
-                        "in_flight",
-                        "requested",
-                        "forwarded",
-                        "acked",
-                        "reforwarded",
-                        "expired",
-                        "unexpected_ok",
-                        "no_recipient",
-                    )
-                },
-            },
-            "requests": {
-                "type": "object",
-                "description": "Addressed requests: asks waited for here (pending), requests "
+            "relays": _figures(RelayFigures),
+            "requests": _figures(
+                RequestFigures,
+                "Addressed requests: asks waited for here (pending), requests "
                 "pushed to clients here (in_flight), names and services here, "
                 "and counters.",
-                "required": list(_REQUEST_COUNTS),
-                "properties": {name: _COUNT for name in _REQUEST_COUNTS},
-            },
-            "chat": {
-                "type": "object",
-                "required": ["said", "broadcasts"],
-                "properties": {"said": _COUNT, "broadcasts": _COUNT},
-            },
+            ),
+            "chat": _figures(ChatFigures),
             "store": _ref("Store"),
             "dates": {
                 "type": "object",
