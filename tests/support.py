@@ -52,6 +52,21 @@ def tcp_listen(profile: str = "nea") -> str:
     return f"{profile}=tcp:0:interface=127.0.0.1"
 
 
+def ws_listen(profile: str = "nea", tls: bool = False) -> str:
+    return (tls_listen if tls else tcp_listen)(f"{profile}+ws")
+
+
+def listen_on_all(profile: str = "nea") -> list[str]:
+    """``--listen`` options for ``profile`` over TCP, TLS, ws and wss, in that order."""
+    listens = [
+        tcp_listen(profile),
+        tls_listen(profile),
+        ws_listen(profile),
+        ws_listen(profile, tls=True),
+    ]
+    return [arg for listen in listens for arg in ("--listen", listen)]
+
+
 def client_tls(hostname: str = "localhost", client_cert: bool = False):
     d = certs()
     ca = Certificate.loadPEM((d / devcerts.CA_CERT).read_bytes())

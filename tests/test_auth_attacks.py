@@ -23,15 +23,14 @@ from tests import infra
 from tests.support import (
     certs,
     connect,
+    listen_on_all,
     next_tick,
     settle,
     start_server,
-    tcp_listen,
-    tls_listen,
 )
 from tests.test_http_api import TOKEN, fetch_json, metrics
 from tests.test_permissions import sign
-from tests.test_websocket import ws_connect, ws_listen
+from tests.test_websocket import ws_connect
 
 TRANSPORTS = ("tcp", "tls", "ws", "wss")
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,18 +120,7 @@ class Attacks(unittest.TestCase):
 
     @defer.inlineCallbacks
     def start(self, *args: str):
-        self.service = yield start_server(
-            self,
-            "--listen",
-            tcp_listen(),
-            "--listen",
-            tls_listen(),
-            "--listen",
-            ws_listen(),
-            "--listen",
-            ws_listen(tls=True),
-            *args,
-        )
+        self.service = yield start_server(self, *listen_on_all(), *args)
         self.http = self.service.http_port
 
     def production(self):

@@ -18,8 +18,8 @@ from nea.server.history import StoreHistory
 from nea.store.testing import GatedStore
 from nea.store.writer import StoreWriter
 from nea.wire import codec, frames, profiles
-from tests.support import start_server
-from tests.test_websocket import ws_connect, ws_listen
+from tests.support import start_server, ws_listen
+from tests.test_websocket import ws_connect
 
 LINE = 1000  # bytes of text in each chat line
 

@@ -22,8 +22,14 @@ from twisted.trial import unittest
 from nea.core.reverse import reverse_text
 from nea.wire import codec, frames
 from nea.wire.frames import Encoding
-from tests.support import WAIT, settle, start_server, tcp_listen, tls_listen
-from tests.test_websocket import ws_listen
+from tests.support import (
+    WAIT,
+    listen_on_all,
+    settle,
+    start_server,
+    tcp_listen,
+    tls_listen,
+)
 from tests.wire_clients import (
     CLOSE_NOTIFY,
     FIN,
@@ -94,14 +100,7 @@ class Integrity(unittest.TestCase):
         store = tempfile.mkdtemp(prefix="nea-integrity-")
         self.service = yield start_server(
             self,
-            "--listen",
-            tcp_listen(),
-            "--listen",
-            tls_listen(),
-            "--listen",
-            ws_listen(),
-            "--listen",
-            ws_listen(tls=True),
+            *listen_on_all(),
             "--listen",
             tcp_listen("chat"),
             "--listen",

@@ -33,13 +33,13 @@ from nea.server.websocket import (
 from nea.wire import errors, frames, profiles
 from tests.support import (
     WAIT,
-    certs,
     client_tls,
     connect,
     next_tick,
     settle,
     start_server,
     tcp_listen,
+    ws_listen,
 )
 from tests.wire_clients import client_frame
 from tests.wire_clients import server_frames as wire_frames
@@ -401,16 +401,6 @@ def _close(client):
     if not client.closed.called:
         client.transport.abortConnection()
     return client.closed
-
-
-def ws_listen(profile="nea", tls=False):
-    if tls:
-        d = certs()
-        return (
-            f"{profile}+ws=ssl:0:interface=127.0.0.1:privateKey={d}/server-key.pem"
-            f":certKey={d}/server.pem"
-        )
-    return f"{profile}+ws=tcp:0:interface=127.0.0.1"
 
 
 class Raw(protocol.Protocol):
