@@ -17,6 +17,7 @@ can share a line: `Batcher.publish_word` adds a word to the batch's line with
 that head, ``HEAD WORD WORD ...``, which goes out after the batch's other lines.
 """
 
+import itertools
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -45,10 +46,8 @@ class _Batch:
         self.reached: list[Reached] = []
 
     def text(self) -> str:
-        lines = self.lines
-        if self.merged:
-            lines += [" ".join([head, *words]) for head, words in self.merged.items()]
-        return "\n".join(lines)
+        merged = (" ".join([head, *words]) for head, words in self.merged.items())
+        return "\n".join(itertools.chain(self.lines, merged))
 
 
 class Batcher:

@@ -141,12 +141,9 @@ def confirm_head(sender: str) -> str:
 
 
 def word(field: str) -> str:
-    """``field`` as one space-free word of a line."""
+    """``field`` as one space-free word of a line (the relays of an ack line are words
+    the batcher appends to its head: `nea.cluster.batch.Batcher.publish_word`)."""
     return field if _bare(field) else field.translate(_ESCAPE)
-
-
-def confirm(sender: str, *relays: str) -> str:
-    return " ".join([confirm_head(sender), *map(word, relays)])
 
 
 def reforward(sender: str, relay: str, attempt: int) -> str:
