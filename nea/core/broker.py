@@ -202,8 +202,6 @@ class RelayBroker:
         instance = self.bus.pick_relay_instance(self.rng)
         if instance is None:
             self._fail(relay)
-        elif instance == here:  # (the bus would hand it straight back)
-            self.deliver(text, here, attempt, relay)
         else:
             self.bus.deliver(instance, text, here, attempt, relay)
 
@@ -347,10 +345,7 @@ class RelayBroker:
             self._stalled.discard(peer)  # it acks again
             if peer not in self._saturated:
                 self.registry.relay_capable.add(peer)
-        if delivery.origin == self.bus.instance_id:  # (the bus would hand it straight back)
-            self.confirm(delivery.relay)
-        else:
-            self.bus.confirm(delivery.origin, delivery.relay)
+        self.bus.confirm(delivery.origin, delivery.relay)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can ack no more): hand every delivery it held back to its origin."""
