@@ -137,6 +137,20 @@ class ConnectionTests(unittest.TestCase):
             writes[0].splitlines(), [b"message %s" % t for t in b"0 0.5 1 1.5 2 2.5".split()]
         )
 
+    def test_a_write_that_fails_at_the_end_of_a_turn_strands_no_other_connection(self):
+        hub = make_hub()
+        broken, broken_transport = connected(hub)
+        other, other_transport = connected(hub)
+
+        def fail(data):
+            raise OSError("broken transport")
+
+        broken_transport.write = fail
+        hub.broadcast("first")  # both hold it, the broken one first
+        hub.clock.advance(0)
+        self.assertEqual([p.text for p in replies(other_transport)], ["first"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_held_replies_go_out_once_they_fill_a_record(self):
         connection, transport = connected(self.hub, max_line=20_000)
         writes = []

@@ -209,7 +209,10 @@ class Outbox(PerClock):
     def _flush(self) -> None:
         holding, self._holding = self._holding, []
         for connection in holding:
-            connection.flush()
+            try:
+                connection.flush()
+            except Exception:  # (one connection's fault must not strand the others' writes)
+                connection.log.failure("writing to {peer} failed", peer=connection.peer_address)
 
 
 class Stream(enum.IntEnum):
