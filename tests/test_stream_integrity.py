@@ -429,6 +429,9 @@ class _Waiter:
             self._waiting.remove(entry)
             entry[1].callback(None)
 
+    def push_text(self, kind, text: str) -> None:
+        self.push(kind(text))
+
     def told(self, count: int) -> defer.Deferred:
         """Fires once it has been pushed ``count`` answers (call it in the reactor)."""
         if len(self.pushes) >= count:

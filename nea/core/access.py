@@ -98,26 +98,34 @@ class Access:
 
     def _gated(self, kind: type, handler: Handler) -> Handler:
         """``handler``, run only if the peer has the permission its request needs: a yes
-        or no (``message`` needs one: the relay hot path), or one checked against the
-        name the request holds, which is read only if not every name is allowed."""
+        or no, or one checked against the name the request holds, which is read only if
+        not every name is allowed."""
         permission, name_of = requirement(kind)
+        if name_of is None:
 
-        def gated(peer: Peer, request) -> Deferred | None:
+            def flagged(peer: Peer, request) -> Deferred | None:
+                return handler(peer, request) if self.allowed(peer, permission) else None
+
+            return flagged
+
+        def named(peer: Peer, request) -> Deferred | None:
             permissions = self.permissions(peer)
-            target = None
-            if name_of is None:
-                allowed = permissions.allows(permission)
-            elif permissions.allows_any_name(permission):
-                allowed = True
-            else:
-                target = name_of(request)
-                allowed = permissions.allows(permission, target, peer.identity)
-            if allowed:
+            if permissions.allows_any_name(permission):
+                return handler(peer, request)
+            target = name_of(request)
+            if permissions.allows(permission, target, peer.identity):
                 return handler(peer, request)
             self.refuse(peer, permission, target)
             return None
 
-        return gated
+        return named
+
+    def allowed(self, peer: Peer, permission: str) -> bool:
+        """Whether ``peer`` has the yes-or-no ``permission``; if not it is refused."""
+        if getattr(self.permissions(peer), permission):  # (`Permissions.allows`, a call less)
+            return True
+        self.refuse(peer, permission)
+        return False
 
     def refuse(self, peer, permission: str, target: str | None = None, detail: str = "") -> None:
         """Answer ``not_allowed`` for ``permission`` (on ``target``), counted and logged."""

@@ -67,6 +67,9 @@ class Waiter(TypingProtocol):
 
     def push(self, push: frames.Push) -> None: ...
 
+    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
+        """Push ``kind(text)``: the relay path's pushes, the value built only if needed."""
+
     def close(self) -> None: ...
 
 
@@ -92,14 +95,6 @@ class Delivery:
     expired: bool = False
     #: Its deadline is the first-ack one (its target had never sent a byte).
     first: bool = False
-
-
-@attrs.define(slots=True, eq=False)
-class Relay:
-    """One ``message text`` of a local waiter, until its ``ok`` or its failure."""
-
-    waiter: "Waiter"
-    text: str
 
 
 @attrs.define
@@ -150,7 +145,8 @@ class RelayBroker:
         #: was given a delivery by an earlier run cannot answer a relay of this one.
         self._prefix = f"{secrets.token_hex(4)}."
         self._ids = itertools.count(1)
-        self.waiting: dict[str, Relay] = {}
+        #: Relay id -> (its waiter, its text).
+        self.waiting: dict[str, tuple[Waiter, str]] = {}
         self._waits = Waits[Waiter, str]()
         #: Per target and text: its one delivery, or (rarely: the same text drawn to the
         #: same target again before its ok) a deque of them in order.
@@ -182,12 +178,12 @@ class RelayBroker:
 
         Returns what fires once ``waiter`` waits for no relay (None: refused)."""
         self.counts.requested += 1
-        if self._waits.count(waiter) >= self.max_pending:
+        relay = f"{self._prefix}{next(self._ids)}"
+        settled = self._waits.add(waiter, relay, self.max_pending)
+        if settled is None:
             self.reject(waiter, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}")
             return None
-        relay = f"{self._prefix}{next(self._ids)}"
-        self.waiting[relay] = Relay(waiter, text)
-        settled = self._waits.add(waiter, relay)
+        self.waiting[relay] = (waiter, text)
         for timing in self.timings:
             timing.relay_started(relay)
         self._dispatch(relay, text, attempt=0)
@@ -217,7 +213,7 @@ class RelayBroker:
             return  # its waiter left, or a late ok of a delivery drawn again
         waiter, text = self._drop(relay, acked=True)
         self.counts.acked += 1
-        waiter.push(frames.AckPush(text))
+        waiter.push_text(frames.AckPush, text)
         self._waits.done(waiter, relay)
 
     def reforward(self, relay: str, attempt: int) -> None:
@@ -225,14 +221,14 @@ class RelayBroker:
         waited = self.waiting.get(relay)
         if waited is not None:
             self.counts.reforwarded += 1
-            self._dispatch(relay, waited.text, attempt)
+            self._dispatch(relay, waited[1], attempt)
 
     def _drop(self, relay: str, acked: bool) -> tuple[Waiter, str]:
         """Forget ``relay``; its waiter still waits for it until told (`Waits.done`)."""
         waited = self.waiting.pop(relay)
         for timing in self.timings:
             timing.relay_ended(relay, acked)
-        return waited.waiter, waited.text
+        return waited
 
     def forget_waiter(self, waiter: Waiter) -> None:
         """The waiter is gone: nobody will be told about its relays."""
@@ -249,10 +245,10 @@ class RelayBroker:
 
     def deliver(self, text: str, origin: str, attempt: int, relay: str) -> None:
         """Forward ``message text`` to a local relay-capable connection, drawn uniformly."""
-        if not len(self.registry.relay_capable):
+        target = self.registry.relay_capable.choice(self.rng)
+        if target is None:
             self.bus.reforward(origin, relay, attempt + 1)
             return
-        target = self.registry.relay_capable.choice(self.rng)
         timeout = self.ack_timeout
         first = bool(timeout) and not target.bytes_in and 0 < self.first_ack_timeout < timeout
         if first:
@@ -283,7 +279,7 @@ class RelayBroker:
             self._saturated.add(target)
             self.registry.relay_capable.discard(target)
         self.counts.forwarded += 1
-        target.push(frames.RelayPush(text))
+        target.push_text(frames.RelayPush, text)
 
     def _expire(self) -> None:
         """Hand back every delivery past its deadline; wake again at the next one's."""

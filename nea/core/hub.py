@@ -212,6 +212,20 @@ class Hub:
         if owed is not None and (not owed.called or owed.paused):  # (paused: on an inner one)
             self._owe(peer, owed)
 
+    def message(self, peer: Peer, text: str) -> None:
+        """``message text`` from a line connection, decided as `handle` decides a
+        `frames.Relay`, without the value: one of the relay path's two lines."""
+        self._requests[frames.Relay] += 1
+        if self.access.allowed(peer, "relay"):
+            owed = self.relays.request(peer, text)
+            if owed is not None and not owed.called:
+                self._owe(peer, owed)
+
+    def ok(self, peer: Peer, text: str) -> None:
+        """``ok text``, as `message`: the other line."""
+        self._requests[frames.Ack] += 1
+        self.relays.ack(peer, text)
+
     def _owe(self, peer: Peer, answer: Deferred) -> None:
         answers = self._owed.get(peer)
         if answers is None:

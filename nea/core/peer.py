@@ -7,7 +7,7 @@ from twisted.logger import Logger
 
 from nea.core.tokens import Token
 from nea.wire import codec
-from nea.wire.frames import Encoding, Push
+from nea.wire.frames import AckPush, Encoding, Push, RelayPush
 from nea.wire.profiles import Profile
 
 
@@ -44,6 +44,10 @@ class Peer(TypingProtocol):
 
     def push(self, push: Push) -> None:
         """Encode ``push`` in this peer's encoding (and profile's forms) and send it."""
+
+    def push_text(self, kind: type[RelayPush] | type[AckPush], text: str) -> None:
+        """As ``push(kind(text))``, the value built only if its encoding needs it: a
+        relay's delivery and its ok, two pushes a relay (`nea.wire.codec.relay_push`)."""
 
     def close(self) -> None:
         """End the connection once what was sent to it is written."""

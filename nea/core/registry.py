@@ -30,10 +30,12 @@ class IndexedSet(Generic[T]):
             self._items[i] = last
             self._index[last] = i
 
-    def choice(self, rng: random.Random) -> T:
+    def choice(self, rng: random.Random) -> T | None:
+        """A uniformly drawn item; None if it is empty."""
         # random() scaled, not randrange(): one C call instead of three Python ones
         # on the relay hot path; uniform to within 2**-53 for any realistic size.
-        return self._items[int(rng.random() * len(self._items))]
+        items = self._items
+        return items[int(rng.random() * len(items))] if items else None
 
     def __len__(self) -> int:
         return len(self._items)

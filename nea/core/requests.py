@@ -316,15 +316,15 @@ class RequestBroker:
 
         Returns what fires once ``asker`` waits for no reply (None: refused at once)."""
         self.counts.asked += 1
-        if self._asks_of.count(asker) >= self.max_pending:
+        rid = f"{self._prefix}{next(self._ids)}"
+        settled = self._asks_of.add(asker, rid, self.max_pending)
+        if settled is None:
             self.reject(asker, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}", ref)
             return None
-        rid = f"{self._prefix}{next(self._ids)}"
         timeout = timeout or self.timeout
         now = self.clock.seconds()
         ask = _Ask(asker, ref, name, service, body, timeout, now)
         self.asks[rid] = ask
-        settled = self._asks_of.add(asker, rid)
         if name is not None and name in self.names:
             self._offer(rid, ask, self.bus.instance_id, now)  # where every bus would find it
         elif name is not None:
@@ -467,7 +467,7 @@ class RequestBroker:
             missing = errors.NO_SUCH_CLIENT.code
         else:  # a service, unless a malformed offer named neither: then nobody has it
             members = self.members.get(service) if service is not None else None
-            target = members.choice(self.rng) if members else None
+            target = members.choice(self.rng) if members is not None else None
             missing = errors.NO_MEMBER.code
         if target is None:
             self.bus.refuse(origin, rid, missing)

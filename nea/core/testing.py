@@ -43,6 +43,9 @@ class FakePeer:
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding, self.profile.room))
 
+    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
+        self.send(codec.relay_push(kind, text, self.encoding))
+
     def close(self) -> None:
         self.closed = True
 

@@ -28,20 +28,19 @@ class Waits(Generic[W, K]):
         self._keys: dict[W, set[K]] = {}
         self._settled: dict[W, Deferred[None]] = {}
 
-    def add(self, waiter: W, key: K) -> "Deferred[None]":
-        """``waiter`` waits for ``key`` too; the Deferred fires once it waits for nothing."""
+    def add(self, waiter: W, key: K, limit: int) -> "Deferred[None] | None":
+        """``waiter`` waits for ``key`` too, unless it waits for ``limit`` keys already
+        (None); the Deferred fires once it waits for nothing."""
         keys = self._keys.get(waiter)
         if keys is None:
             keys = self._keys[waiter] = set()
+        elif len(keys) >= limit:
+            return None
         keys.add(key)
         settled = self._settled.get(waiter)
         if settled is None:
             settled = self._settled[waiter] = Deferred()
         return settled
-
-    def count(self, waiter: W) -> int:
-        keys = self._keys.get(waiter)
-        return len(keys) if keys is not None else 0
 
     def keys(self, waiter: W) -> frozenset[K]:
         return frozenset(self._keys.get(waiter, ()))

@@ -20,6 +20,9 @@ class HTTPWaiter:
         if not self.outcome.called:
             self.outcome.callback(push)
 
+    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
+        self.push(kind(text))
+
     def close(self) -> None:
         """Nothing to close: the request is answered with the push it was sent."""
 

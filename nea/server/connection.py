@@ -321,6 +321,11 @@ class Session(Protocol, Generic[U, D]):
         """The last, unterminated unit once the client has ended its stream, if any."""
         return None
 
+    def take(self, unit: U) -> bool:
+        """Act on ``unit`` at once if the framing has a lane of its own for it (no request
+        value); False: it is decoded and handled."""
+        return False
+
     def decode(self, unit: U) -> D:
         raise NotImplementedError
 
@@ -399,15 +404,16 @@ class Session(Protocol, Generic[U, D]):
                 if bucket is not None and bucket.tokens < 1:
                     self._throttle(itertools.chain((line,), lines), bucket.wait())
                     return
-                request = self.decode(line)
-                if isinstance(request, frames.Chat):
-                    resume = self._chat_resume(len(line))
-                    if resume is not None:
-                        self._throttle(itertools.chain((line,), lines), resume)
-                        return
+                if not self.take(line):
+                    request = self.decode(line)
+                    if isinstance(request, frames.Chat):
+                        resume = self._chat_resume(len(line))
+                        if resume is not None:
+                            self._throttle(itertools.chain((line,), lines), resume)
+                            return
+                    self.handle(request)
                 if bucket is not None:
                     bucket.tokens -= 1
-                self.handle(request)
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
         finally:
@@ -501,6 +507,9 @@ class Session(Protocol, Generic[U, D]):
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding, self.profile.room))
 
+    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
+        self.send(codec.relay_push(kind, text, self.encoding))
+
     def ping(self) -> bool:
         """A ``ping`` line, unless the profile carries none (relay's strict protocol)."""
         if frames.Ping not in self.profile.allowed:
@@ -561,6 +570,8 @@ class NeaConnection(Session[bytes, frames.Request]):
         self._outbox = Outbox.of(hub.clock)
         self._holding: list[bytes] | None = None
         self._held_size = 0
+        #: Whether ``message X`` and ``ok X`` lines go straight to the hub (`take`).
+        self._relay_lane = profile.naming is None and {frames.Relay, frames.Ack} <= profile.allowed
 
     def connectionMade(self) -> None:
         if self.admit():
@@ -580,6 +591,28 @@ class NeaConnection(Session[bytes, frames.Request]):
 
     def finish(self) -> bytes | None:
         return self._lines.finish()
+
+    def take(self, line: bytes) -> bool:
+        """``message X`` and ``ok X``, most of a relay client's lines, to the hub's relay
+        entries without a request value (`nea.core.hub.Hub.message`). Anything else, or
+        one of them not well formed (nothing after the verb, bad UTF-8), is decoded: the
+        general path reads it the same way, and words its error."""
+        if not self._relay_lane:
+            return False
+        if line.startswith(b"message "):
+            entry, text = self.hub.message, line[8:]
+        elif line.startswith(b"ok "):
+            entry, text = self.hub.ok, line[3:]
+        else:
+            return False
+        try:
+            decoded = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        if not decoded:
+            return False
+        entry(self, decoded)
+        return True
 
     def decode(self, line: bytes) -> frames.Request:
         request = codec.decode_request(line, self.grammar)

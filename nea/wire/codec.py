@@ -237,15 +237,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def decode_request(line: bytes, profile: Profile) -> frames.Request:
     """Turn one line (terminator removed) into the request it makes under ``profile``."""
-    # The fast paths by first letter: message/ok, ask/reply (and reverse, auth: None).
+    # The addressed verbs' fast path by first letter: ask/reply (and reverse, auth: None).
+    # (A line connection takes message/ok before this: `nea.server.connection`.)
     first = line[:1]
-    fast: frames.Request | None = None
-    if first == b"m" or first == b"o":
-        fast = _decode_relay_verb(line, profile)
-    elif first == b"a" or first == b"r":
+    if first == b"a" or first == b"r":
         fast = _decode_addressed_verb(line, profile)
-    if fast is not None:
-        return fast
+        if fast is not None:
+            return fast
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -282,31 +280,10 @@ def _checked(request: frames.Request, profile: Profile) -> frames.Request:
     return _validated(request)
 
 
-def _decode_relay_verb(line: bytes, profile: Profile) -> frames.Relay | frames.Ack | None:
-    """``message X`` / ``ok X``, most of a relay server's lines, without the general path.
-
-    The result is the general path's; anything it is not sure of (another verb, a
-    verb the profile lacks, nothing after the verb, bad UTF-8) is None, left to it.
-    """
-    kind: type[frames.Relay] | type[frames.Ack]
-    if line.startswith(b"message "):
-        kind, verb, start = frames.Relay, "message", 8
-    elif line.startswith(b"ok "):
-        kind, verb, start = frames.Ack, "ok", 3
-    else:
-        return None
-    if len(line) == start or verb not in profile.verbs or kind not in profile.allowed:
-        return None
-    try:
-        return kind(line[start:].decode("utf-8"))
-    except UnicodeDecodeError:
-        return None
-
-
 def _decode_addressed_verb(line: bytes, profile: Profile) -> frames.Reply | frames.Ask | None:
     """``reply ID TEXT`` and ``ask ID TARGET TEXT``, well formed, without the general path.
 
-    As `_decode_relay_verb`: the result is the general path's, and anything else (a
+    The result is the general path's, and anything else (a
     bad id or name, a verb the profile lacks, bad UTF-8) is None, left to it. A body
     decoded from UTF-8 holds no lone surrogate, so it needs no `body_problem`.
     """
@@ -632,15 +609,11 @@ def encode_push(push: frames.Push, encoding: Encoding, room: bool = False) -> by
         if payload is not None:
             obj["payload"] = payload
         return _json_line(obj)
-    # The relay and request hot paths, each push's line written out here, its class
-    # by bare name (one lookup less a line). A request's id is validated printable
-    # ASCII; its body goes this way when it is a string.
+    # The request hot path, each push's line written out here, its class by bare name
+    # (one lookup less a line); the relay path's have their own (`relay_push`). A
+    # request's id is validated printable ASCII; its body goes this way when a string.
     prefix: bytes | None
-    if type(push) is RelayPush:
-        prefix, text = b"message ", push.text
-    elif type(push) is AckPush:
-        prefix, text = b"ok ", push.text
-    elif type(push) is RequestPush and type(push.body) is str:
+    if type(push) is RequestPush and type(push.body) is str:
         prefix, text = b"request ", f"{push.id} {push.body}"
     elif type(push) is ReplyPush and type(push.body) is str:
         prefix, text = b"reply ", f"{push.id} {push.body}"
@@ -649,6 +622,18 @@ def encode_push(push: frames.Push, encoding: Encoding, room: bool = False) -> by
     if prefix is not None and "\n" not in text and "\r" not in text:
         return prefix + text.encode("utf-8", "replace") + b"\n"
     return _one_line(_PUSH_TEXT[type(push)](push)).encode("utf-8", "replace") + b"\n"
+
+
+#: The relay path's pushes, ``message X`` and ``ok X``, by class (`relay_push`).
+_RELAY_VERBS = {RelayPush: b"message ", AckPush: b"ok "}
+
+
+def relay_push(kind: type[RelayPush] | type[AckPush], text: str, encoding: Encoding) -> bytes:
+    """The line of ``kind(text)``, terminator included: `encode_push`'s, with no value
+    built where it is text (one relay's delivery and its ok: two pushes a relay)."""
+    if encoding is Encoding.TEXT and "\n" not in text and "\r" not in text:
+        return _RELAY_VERBS[kind] + text.encode("utf-8", "replace") + b"\n"
+    return encode_push(kind(text), encoding)
 
 
 def decode_push(line: bytes) -> frames.Push:
