@@ -136,6 +136,7 @@ class Framing(unittest.TestCase):
         connection.dataReceived(json_frame("message", "hi") + json_frame("reverse", "x"))
         self.assertEqual(target.take(), [frames.RelayPush("hi")])
         self.hub.handle(target, frames.Ack("hi"))
+        self.hub.clock.advance(0)  # the end of the turn: what it pushed is written
         [refused, ok] = sorted(self.messages(transport), key=lambda m: m["type"])
         self.assertEqual(ok, {"type": "ok", "payload": "hi"})
         self.assertEqual(refused["payload"]["code"], "not_in_profile")

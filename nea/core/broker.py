@@ -176,17 +176,18 @@ class RelayBroker:
     def request(self, waiter: Waiter, text: str) -> "Deferred[None] | None":
         """``waiter`` sent ``message text``: remember it and send the text on its way.
 
-        Returns what fires once ``waiter`` waits for no relay (None: refused)."""
+        Returns what fires once ``waiter`` waits for no relay, if it waited for none
+        before (None: refused, or it waited already and was given that then)."""
         self.counts.requested += 1
         relay = f"{self._prefix}{next(self._ids)}"
         settled = self._waits.add(waiter, relay, self.max_pending)
-        if settled is None:
+        if settled is False:
             self.reject(waiter, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}")
             return None
         self.waiting[relay] = (waiter, text)
         for timing in self.timings:
             timing.relay_started(relay)
-        self._dispatch(relay, text, attempt=0)
+        self._dispatch(relay, text, 0)
         return settled
 
     def _dispatch(self, relay: str, text: str, attempt: int) -> None:

@@ -126,6 +126,8 @@ class Hub:
         self._throttled = 0
         #: By request class, named only in a snapshot: one lookup less a line.
         self._requests: collections.Counter[type] = collections.Counter()
+        #: The relay lane's (`message`, `ok`): an int is counted faster than a Counter entry.
+        self._messages = self._oks = 0
         #: Bytes from and to the connections that have left; the live ones keep their own,
         #: added at snapshot time, so that no read or write pays for a shared counter.
         self._left_bytes_in = 0
@@ -215,7 +217,7 @@ class Hub:
     def message(self, peer: Peer, text: str) -> None:
         """``message text`` from a line connection, decided as `handle` decides a
         `frames.Relay`, without the value: one of the relay path's two lines."""
-        self._requests[frames.Relay] += 1
+        self._messages += 1
         if self.access.allowed(peer, "relay"):
             owed = self.relays.request(peer, text)
             if owed is not None and not owed.called:
@@ -223,7 +225,7 @@ class Hub:
 
     def ok(self, peer: Peer, text: str) -> None:
         """``ok text``, as `message`: the other line."""
-        self._requests[frames.Ack] += 1
+        self._oks += 1
         self.relays.ack(peer, text)
 
     def _owe(self, peer: Peer, answer: Deferred) -> None:
@@ -544,6 +546,12 @@ class Hub:
             services=self.addressed.services(),
         )
 
+    def _request_counts(self) -> collections.Counter[str]:
+        counts = self._requests + collections.Counter(
+            {frames.Relay: self._messages, frames.Ack: self._oks}
+        )
+        return collections.Counter({kind.__name__: count for kind, count in counts.items()})
+
     def snapshot(self, asking: Peer | None = None) -> Snapshot:
         """This instance's figures now, with the other members' as last heard.
 
@@ -565,9 +573,7 @@ class Hub:
             refused_full=registry.refused_full,
             handshakes=self._handshakes() if self._handshakes is not None else None,
             throttled=self._throttled,
-            requests=collections.Counter(
-                {kind.__name__: count for kind, count in self._requests.items()}
-            ),
+            requests=self._request_counts(),
             errors=self._errors,
             bytes_in=self._left_bytes_in + sum(peer.bytes_in for peer in registry.peers),
             bytes_out=self._left_bytes_out + sum(peer.bytes_out for peer in registry.peers),

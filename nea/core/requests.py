@@ -314,11 +314,12 @@ class RequestBroker:
         """``asker`` asks ``name`` (or a member of ``service``); it is told the reply as
         ``ReplyPush(ref, ...)`` or an error carrying ``ref``.
 
-        Returns what fires once ``asker`` waits for no reply (None: refused at once)."""
+        Returns what fires once ``asker`` waits for no reply, if it waited for none
+        before (None: refused at once, or it waited already and was given that then)."""
         self.counts.asked += 1
         rid = f"{self._prefix}{next(self._ids)}"
         settled = self._asks_of.add(asker, rid, self.max_pending)
-        if settled is None:
+        if settled is False:
             self.reject(asker, errors.TOO_MANY_PENDING, f"limit is {self.max_pending}", ref)
             return None
         timeout = timeout or self.timeout

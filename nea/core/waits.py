@@ -1,12 +1,13 @@
 """What each waiter waits for, and a Deferred that fires when it waits for nothing.
 
 The relay and request brokers keep their waiters here. A hub handler returns the
-Deferred `add` gives it, like any other answer still owed (`nea.core.hub.Hub.handle`),
-so a connection that ended its stream closes only once its relays and asks are
-answered, by the same rule as every other kind of answer.
+Deferred `add` gives it, once each time a waiter starts waiting, like any other
+answer still owed (`nea.core.hub.Hub.handle`), so a connection that ended its
+stream closes only once its relays and asks are answered, by the same rule as
+every other kind of answer.
 """
 
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from twisted.internet.defer import Deferred
 
@@ -28,19 +29,19 @@ class Waits(Generic[W, K]):
         self._keys: dict[W, set[K]] = {}
         self._settled: dict[W, Deferred[None]] = {}
 
-    def add(self, waiter: W, key: K, limit: int) -> "Deferred[None] | None":
-        """``waiter`` waits for ``key`` too, unless it waits for ``limit`` keys already
-        (None); the Deferred fires once it waits for nothing."""
+    def add(self, waiter: W, key: K, limit: int) -> "Deferred[None] | None | Literal[False]":
+        """``waiter`` waits for ``key`` too, unless it waits for ``limit`` (at least 1) keys
+        already: False. Else the Deferred that fires once it waits for nothing, if it
+        waited for nothing before; None if it waited already (its Deferred was given then)."""
         keys = self._keys.get(waiter)
         if keys is None:
-            keys = self._keys[waiter] = set()
-        elif len(keys) >= limit:
-            return None
-        keys.add(key)
-        settled = self._settled.get(waiter)
-        if settled is None:
+            self._keys[waiter] = {key}
             settled = self._settled[waiter] = Deferred()
-        return settled
+            return settled
+        if len(keys) >= limit:
+            return False
+        keys.add(key)
+        return None
 
     def keys(self, waiter: W) -> frozenset[K]:
         return frozenset(self._keys.get(waiter, ()))

@@ -198,9 +198,9 @@ class Outbox(PerClock):
 
     def __init__(self, clock: IReactorTime) -> None:
         super().__init__(clock)
-        self._holding: list[NeaConnection] = []
+        self._holding: list[Session] = []
 
-    def holding(self, connection: "NeaConnection") -> None:
+    def holding(self, connection: "Session") -> None:
         """``connection`` has started to hold writes: write them at the end of the turn."""
         if not self._holding:
             self.clock.callLater(0, self._flush)
@@ -304,6 +304,10 @@ class Session(Protocol, Generic[U, D]):
         self._paused = False
         self._unflushed = 0
         self._timer: IDelayedCall | None = None
+        #: What was sent this turn, to be written at its end (`Outbox`), and its size.
+        self._outbox = Outbox.of(hub.clock)
+        self._holding: list[bytes] | None = None
+        self._held_size = 0
 
     def _to(self, stream: Stream) -> None:
         """Move the stream on to ``stream``; never back (a lost connection stays lost)."""
@@ -334,15 +338,12 @@ class Session(Protocol, Generic[U, D]):
         knows better (a WebSocket control frame)."""
         raise NotImplementedError
 
-    def write(self, line: bytes) -> None:
-        """Put one encoded push (terminator included) on the wire."""
+    def write(self, lines: list[bytes]) -> None:
+        """Put encoded pushes (terminators included) on the wire, in order."""
         raise NotImplementedError
 
-    def flush(self) -> None:
-        """Write what the framing holds back, if it holds writes (`Outbox`)."""
-
     def shut(self) -> None:
-        """End the connection once what was written is out (`flush` first)."""
+        """End the connection once what was written is out."""
         raise NotImplementedError
 
     # ---- the session ----
@@ -496,13 +497,31 @@ class Session(Protocol, Generic[U, D]):
     def send(self, line: bytes) -> None:
         if self._closing:
             return
-        self.bytes_out += len(line)
+        size = len(line)
+        self.bytes_out += size
         if self._paused:
-            self._unflushed += len(line)
+            self._unflushed += size
             if self._unflushed > self.max_outbound:
                 self._drop_slow_consumer()
                 return
-        self.write(line)
+        holding = self._holding
+        if holding is None:
+            self._holding = [line]
+            self._held_size = size
+            self._outbox.holding(self)
+        else:
+            holding.append(line)
+            self._held_size += size
+        if self._held_size >= HOLD_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what was sent and is held (`Outbox`)."""
+        holding = self._holding
+        if holding is not None:
+            self._holding = None
+            if self.stream is not Stream.CLOSED:
+                self.write(holding)
 
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding, self.profile.room))
@@ -523,6 +542,7 @@ class Session(Protocol, Generic[U, D]):
         self._to(Stream.CLOSING)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        self.flush()
         self.shut()
         self._timer = self.hub.clock.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
 
@@ -566,10 +586,6 @@ class NeaConnection(Session[bytes, frames.Request]):
         super().__init__(hub, profile, limits, admission)
         #: Where JSON is spoken a ``{`` line ends with its object; elsewhere lines are lines.
         self._lines = (FrameBuffer if profile.json else LineBuffer)(limits.max_line)
-        #: What was written this turn, to go out as one write (`Outbox`), and its size.
-        self._outbox = Outbox.of(hub.clock)
-        self._holding: list[bytes] | None = None
-        self._held_size = 0
         #: Whether ``message X`` and ``ok X`` lines go straight to the hub (`take`).
         self._relay_lane = profile.naming is None and {frames.Relay, frames.Ack} <= profile.allowed
 
@@ -628,27 +644,10 @@ class NeaConnection(Session[bytes, frames.Request]):
     def handle(self, request: frames.Request) -> None:
         self.hub.handle(self, request)
 
-    def write(self, line: bytes) -> None:
-        holding = self._holding
-        if holding is None:
-            self._holding = [line]
-            self._held_size = len(line)
-            self._outbox.holding(self)
-        else:
-            holding.append(line)
-            self._held_size += len(line)
-        if self._held_size >= HOLD_LIMIT:
-            self.flush()
-
-    def flush(self) -> None:
-        holding = self._holding
-        if holding is not None:
-            self._holding = None
-            if self.stream is not Stream.CLOSED:
-                self.transport.write(b"".join(holding))
+    def write(self, lines: list[bytes]) -> None:
+        self.transport.write(b"".join(lines))
 
     def shut(self) -> None:
-        self.flush()
         # TLS will not start its shutdown while a producer is registered.
         self.transport.unregisterProducer()
         self.transport.loseConnection()

@@ -163,8 +163,9 @@ class MessageSession(Session[Message | Control, frames.Request | Control]):
         self.socket.ping()
         return True
 
-    def write(self, line: bytes) -> None:
-        self.socket.deliver(line)
+    def write(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.socket.deliver(line)
 
     def shut(self) -> None:
         self.socket.shut()
