@@ -33,7 +33,9 @@ def connected(hub, profile=profiles.NEA, max_line=1000, max_outbound=10_000):
     return connection, transport
 
 
-def replies(transport, skip_dates=True):
+def replies(transport, hub, skip_dates=True):
+    """What ``transport`` was written once the reactor turn has ended (`Outbox`)."""
+    hub.clock.advance(0)
     lines = transport.value().splitlines()
     transport.clear()
     pushes = [codec.decode_push(line) for line in lines]
@@ -48,26 +50,29 @@ class ConnectionTests(unittest.TestCase):
         _, transport = connected(self.hub)
         _.dataReceived(b"abc\ndef\r\n")
         self.assertEqual(
-            replies(transport), [frames.ReverseReply("cba"), frames.ReverseReply("fed")]
+            replies(transport, self.hub),
+            [frames.ReverseReply("cba"), frames.ReverseReply("fed")],
         )
 
     @given(st.lists(st.integers(1, 40), max_size=10))
     @settings(max_examples=50)
     def test_a_line_split_across_reads(self, cuts):
-        connection, transport = connected(make_hub())
+        hub = make_hub()
+        connection, transport = connected(hub)
         data = b"message hello there\nwhat\n"
         start = 0
         for cut in sorted(set(cuts)) + [len(data)]:
             connection.dataReceived(data[start:cut])
             start = max(start, cut)
-        got = replies(transport)
+        got = replies(transport, hub)
         self.assertEqual(got, [frames.RelayPush("hello there"), frames.ReverseReply("tahw")])
 
     def test_a_json_frame_switches_the_connection_to_json(self):
         connection, transport = connected(self.hub)
         connection.dataReceived(b"ab\n")
-        self.assertEqual(replies(transport), [frames.ReverseReply("ba")])
+        self.assertEqual(replies(transport, self.hub), [frames.ReverseReply("ba")])
         connection.dataReceived(b'{"type":"reverse","payload":"xy"}\nab\n')
+        self.hub.clock.advance(0)
         self.assertEqual(
             transport.value(),
             b'{"type":"reverse","payload":"yx"}\n{"type":"reverse","payload":"ba"}\n',
@@ -76,22 +81,23 @@ class ConnectionTests(unittest.TestCase):
     def test_malformed_json_does_not_switch(self):
         connection, transport = connected(self.hub, profiles.CHAT)
         connection.dataReceived(b"{oops\n")
+        self.hub.clock.advance(0)
         self.assertTrue(transport.value().startswith(b"error bad_json "))
         self.assertFalse(transport.disconnecting)
 
     def test_bad_utf8_keeps_the_connection(self):
         connection, transport = connected(self.hub)
         connection.dataReceived(b"\xff\xfe\nok\xc3\n")
-        codes = [p.code for p in replies(transport)]
+        codes = [p.code for p in replies(transport, self.hub)]
         self.assertEqual(codes, ["bad_utf8", "bad_utf8"])
         self.assertFalse(transport.disconnecting)
         connection.dataReceived(b"still here\n")
-        self.assertEqual(replies(transport), [frames.ReverseReply("ereh llits")])
+        self.assertEqual(replies(transport, self.hub), [frames.ReverseReply("ereh llits")])
 
     def test_over_long_line_is_an_error_and_ends_the_connection(self):
         connection, transport = connected(self.hub, max_line=10)
         connection.dataReceived(b"short\n" + b"x" * 11 + b"\nnever\n")
-        got = replies(transport)
+        got = replies(transport, self.hub)
         self.assertEqual(got[0], frames.ReverseReply("trohs"))
         self.assertEqual([p.code for p in got[1:]], ["line_too_long"])
         self.assertTrue(transport.disconnecting)
@@ -100,7 +106,7 @@ class ConnectionTests(unittest.TestCase):
     def test_nothing_is_handled_after_exit(self):
         connection, transport = connected(self.hub)
         connection.dataReceived(b"exit\nmessage late\n")
-        self.assertEqual(replies(transport), [frames.Bye()])
+        self.assertEqual(replies(transport, self.hub), [frames.Bye()])
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.hub.snapshot().relays.pending, 0)
 
@@ -116,6 +122,7 @@ class ConnectionTests(unittest.TestCase):
         writes = []
         transport.write = writes.append
         connection.dataReceived(b"ab\ncd\nef\n")
+        self.hub.clock.advance(0)  # the end of the turn
         self.assertEqual(writes, [b"ba\ndc\nfe\n"])  # over TLS: one record, not three
         connection.dataReceived(b"exit\nignored\n")
         self.assertEqual(writes[1:], [b"bye\n"])  # written before the close, nothing after
@@ -148,7 +155,7 @@ class ConnectionTests(unittest.TestCase):
         broken_transport.write = fail
         hub.broadcast("first")  # both hold it, the broken one first
         hub.clock.advance(0)
-        self.assertEqual([p.text for p in replies(other_transport)], ["first"])
+        self.assertEqual([p.text for p in replies(other_transport, hub)], ["first"])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_held_replies_go_out_once_they_fill_a_record(self):
@@ -157,6 +164,7 @@ class ConnectionTests(unittest.TestCase):
         transport.write = writes.append
         line = b"x" * 6000 + b"\n"
         connection.dataReceived(line * 7)  # 42 KB of replies from one read
+        self.hub.clock.advance(0)
         self.assertEqual([len(w) for w in writes], [3 * len(line), 3 * len(line), len(line)])
         self.assertLessEqual(max(len(w) for w in writes), HOLD_LIMIT + len(line))
 
@@ -164,7 +172,7 @@ class ConnectionTests(unittest.TestCase):
         hub = make_hub(max_clients=1)
         connected(hub)
         _, transport = connected(hub)
-        self.assertEqual([p.code for p in replies(transport)], ["server_full"])
+        self.assertEqual([p.code for p in replies(transport, hub)], ["server_full"])
         self.assertTrue(transport.disconnecting)
 
 
@@ -207,7 +215,7 @@ class SlowConsumerTests(unittest.TestCase):
         hub.clock.advance(0)  # the end of the turn: what the others were sent goes out
         self.assertTrue(transport.disconnected)  # aborted, not politely closed
         self.assertEqual(hub.snapshot().errors.get("slow_consumer", 0), 1)
-        self.assertEqual(len(replies(other_transport)), 50)  # the others are unaffected
+        self.assertEqual(len(replies(other_transport, hub)), 50)  # the others are unaffected
 
     def test_resume_resets_the_count(self):
         hub = make_hub()

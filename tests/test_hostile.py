@@ -189,6 +189,7 @@ class ConnectionLimitTests(unittest.TestCase):
         hub = make_hub(clock)
         connection, transport = self.connect(hub, max_rate=10)
         connection.dataReceived(b"not a relay\n" * 100)  # each answered not_in_profile
+        clock.advance(0)  # the end of the turn: the answers are written
         self.assertEqual(transport.value().count(b"error not_in_profile"), 20)
         self.assertEqual(transport.producerState, "paused")
 
@@ -298,6 +299,7 @@ class LivenessTests(unittest.TestCase):
     def test_the_client_may_ping_too_and_is_answered_pong_in_text_and_json(self):
         connection, transport = self.connect()
         connection.dataReceived(b'ping\n{"type":"ping"}\n')
+        self.clock.advance(0)
         self.assertEqual(transport.value(), b'pong\n{"type":"pong"}\n')
 
     def test_a_relay_profile_client_is_never_pinged_nor_closed_for_silence(self):

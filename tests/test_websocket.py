@@ -89,6 +89,8 @@ class Framing(unittest.TestCase):
         return connection, transport
 
     def messages(self, transport) -> list[dict]:
+        """What ``transport`` was written once the reactor turn has ended (`Outbox`)."""
+        self.clock.advance(0)
         found = [json.loads(p) for op, p in server_frames(transport.value()) if op == TEXT]
         return [m for m in found if m["type"] != "date"]
 
@@ -136,7 +138,6 @@ class Framing(unittest.TestCase):
         connection.dataReceived(json_frame("message", "hi") + json_frame("reverse", "x"))
         self.assertEqual(target.take(), [frames.RelayPush("hi")])
         self.hub.handle(target, frames.Ack("hi"))
-        self.hub.clock.advance(0)  # the end of the turn: what it pushed is written
         [refused, ok] = sorted(self.messages(transport), key=lambda m: m["type"])
         self.assertEqual(ok, {"type": "ok", "payload": "hi"})
         self.assertEqual(refused["payload"]["code"], "not_in_profile")

@@ -189,11 +189,11 @@ class Outbox(PerClock):
     A read may bring many lines, each answered on its own connection or pushed to
     another (a relay's target, a request's member); one turn handles many reads.
     Written as they come, each push is a transport write (and over TLS a record);
-    gathered, a connection gets one write a turn however many pushes it had.
-    Nothing waits longer than it did: a transport sends only when the reactor
-    next polls, after this turn's end. A connection also writes what it holds at
-    the end of its own read (`Session._consume`), and once it holds a TLS
-    record's worth (`HOLD_LIMIT`).
+    gathered, a connection gets one write a turn however many pushes it had
+    (`Session.send`; for WebSocket, its messages one after another). Nothing
+    waits longer than it did: a transport sends only when the reactor next polls,
+    after this turn's end. A connection also writes what it holds once that is a
+    TLS record's worth (`HOLD_LIMIT`), and before it closes.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -392,8 +392,8 @@ class Session(Protocol, Generic[U, D]):
     def _consume(self, lines: Iterator[U]) -> None:
         """Handle lines while the bucket allows; past it, keep the rest and stop reading.
 
-        The replies to what one read brought are written together (`flush`): over
-        TLS that is one record for many answers instead of one each.
+        The replies to what one read brought go out with everything else this turn
+        pushed to the connection, in one write at its end (`Outbox`).
         """
         bucket = self._bucket
         if bucket is not None:
@@ -417,8 +417,6 @@ class Session(Protocol, Generic[U, D]):
                     bucket.tokens -= 1
         except LineTooLong:
             self.hub.reject(self, errors.LINE_TOO_LONG, f"limit is {self.max_line} bytes")
-        finally:
-            self.flush()
 
     def _chat_resume(self, size: int) -> float | defer.Deferred | None:
         """None when a chat line of ``size`` bytes may be said now; else when to try it
