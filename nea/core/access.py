@@ -109,16 +109,26 @@ class Access:
             return flagged
 
         def named(peer: Peer, request) -> Deferred | None:
-            permissions = self.permissions(peer)
-            if permissions.allows_any_name(permission):
+            if self.permissions(peer).allows_any_name(permission) or self._allowed_on(
+                peer, permission, name_of(request)
+            ):
                 return handler(peer, request)
-            target = name_of(request)
-            if permissions.allows(permission, target, peer.identity):
-                return handler(peer, request)
-            self.refuse(peer, permission, target)
             return None
 
         return named
+
+    def allowed_target(self, peer: Peer, permission: str, target: Callable[[], str]) -> bool:
+        """Whether ``peer`` has ``permission``, one that takes name patterns, for the name
+        ``target()`` gives (called only if not every name is allowed); if not it is refused."""
+        if self.permissions(peer).allows_any_name(permission):
+            return True
+        return self._allowed_on(peer, permission, target())
+
+    def _allowed_on(self, peer: Peer, permission: str, target: str) -> bool:
+        if self.permissions(peer).allows(permission, target, peer.identity):
+            return True
+        self.refuse(peer, permission, target)
+        return False
 
     def allowed(self, peer: Peer, permission: str) -> bool:
         """Whether ``peer`` has the yes-or-no ``permission``; if not it is refused."""

@@ -91,10 +91,10 @@ class Delivery:
     target: Peer
     text: str
     deadline: float
-    acked: bool = False
-    expired: bool = False
     #: Its deadline is the first-ack one (its target had never sent a byte).
     first: bool = False
+    acked: bool = False
+    expired: bool = False
 
 
 @attrs.define
@@ -204,15 +204,18 @@ class RelayBroker:
 
     def _fail(self, relay: str) -> None:
         self.counts.no_recipient += 1
-        waiter, text = self._drop(relay, acked=False)
+        dropped = self._drop(relay, False)
+        assert dropped is not None  # (only a relay still waited for is dispatched)
+        waiter, text = dropped
         self.reject(waiter, errors.NO_RECIPIENT, f"nobody to relay {text!r} to")
         self._waits.done(waiter, relay)
 
     def confirm(self, relay: str) -> None:
         """The target of ``relay`` acked it: tell its waiter, and forget the relay."""
-        if relay not in self.waiting:
+        dropped = self._drop(relay, True)
+        if dropped is None:
             return  # its waiter left, or a late ok of a delivery drawn again
-        waiter, text = self._drop(relay, acked=True)
+        waiter, text = dropped
         self.counts.acked += 1
         waiter.push_text(frames.AckPush, text)
         self._waits.done(waiter, relay)
@@ -224,11 +227,13 @@ class RelayBroker:
             self.counts.reforwarded += 1
             self._dispatch(relay, waited[1], attempt)
 
-    def _drop(self, relay: str, acked: bool) -> tuple[Waiter, str]:
-        """Forget ``relay``; its waiter still waits for it until told (`Waits.done`)."""
-        waited = self.waiting.pop(relay)
-        for timing in self.timings:
-            timing.relay_ended(relay, acked)
+    def _drop(self, relay: str, acked: bool) -> tuple[Waiter, str] | None:
+        """Forget ``relay`` (None: it was not waited for); its waiter still waits for it
+        until told (`Waits.done`)."""
+        waited = self.waiting.pop(relay, None)
+        if waited is not None:
+            for timing in self.timings:
+                timing.relay_ended(relay, acked)
         return waited
 
     def forget_waiter(self, waiter: Waiter) -> None:
@@ -254,9 +259,7 @@ class RelayBroker:
         first = bool(timeout) and not target.bytes_in and 0 < self.first_ack_timeout < timeout
         if first:
             timeout = self.first_ack_timeout
-        delivery = Delivery(
-            origin, relay, target, text, self.clock.seconds() + timeout, first=first
-        )
+        delivery = Delivery(origin, relay, target, text, self.clock.seconds() + timeout, first)
         deliveries = self.held.get(target)
         if deliveries is None:
             self.held[target] = {text: delivery}

@@ -26,6 +26,7 @@ from nea.core.chat import DEFAULT_ON_JOIN, ChatRoom
 from nea.core.dates import DateBroadcaster
 from nea.core.dispatch import Handler
 from nea.core.history import History, NoHistory, Unavailable
+from nea.core.lane import Lane
 from nea.core.liveness import Liveness
 from nea.core.peer import Peer
 from nea.core.permissions import Policy
@@ -126,8 +127,6 @@ class Hub:
         self._throttled = 0
         #: By request class, named only in a snapshot: one lookup less a line.
         self._requests: collections.Counter[type] = collections.Counter()
-        #: The relay lane's (`message`, `ok`): an int is counted faster than a Counter entry.
-        self._messages = self._oks = 0
         #: Bytes from and to the connections that have left; the live ones keep their own,
         #: added at snapshot time, so that no read or write pays for a shared counter.
         self._left_bytes_in = 0
@@ -141,6 +140,8 @@ class Hub:
             (self.relays, self.addressed, self.chat, self.liveness, self.access, reverse, self)
         )
         self.access.gate(self._handlers)
+        #: What line connections decide without request values (`nea.core.lane`).
+        self.lane = Lane(self.access, self.relays, self.addressed, self.owe)
         bus.attach(self.relays, self.chat, self.member, self.addressed)
 
     # ---- connections ----
@@ -211,24 +212,14 @@ class Hub:
         """
         self._requests[type(request)] += 1
         owed = self._handlers[type(request)](peer, request)
-        if owed is not None and (not owed.called or owed.paused):  # (paused: on an inner one)
-            self._owe(peer, owed)
+        if owed is not None:
+            self.owe(peer, owed)
 
-    def message(self, peer: Peer, text: str) -> None:
-        """``message text`` from a line connection, decided as `handle` decides a
-        `frames.Relay`, without the value: one of the relay path's two lines."""
-        self._messages += 1
-        if self.access.allowed(peer, "relay"):
-            owed = self.relays.request(peer, text)
-            if owed is not None and not owed.called:
-                self._owe(peer, owed)
-
-    def ok(self, peer: Peer, text: str) -> None:
-        """``ok text``, as `message`: the other line."""
-        self._oks += 1
-        self.relays.ack(peer, text)
-
-    def _owe(self, peer: Peer, answer: Deferred) -> None:
+    def owe(self, peer: Peer, answer: Deferred) -> None:
+        """``peer`` is owed what ``answer`` brings: it closes, once its stream ended, only
+        after ``answer`` has fired (`handle`; the lane's verbs, `nea.core.lane`)."""
+        if answer.called and not answer.paused:  # (paused: on an inner one)
+            return
         answers = self._owed.get(peer)
         if answers is None:
             answers = self._owed[peer] = set()
@@ -547,9 +538,7 @@ class Hub:
         )
 
     def _request_counts(self) -> collections.Counter[str]:
-        counts = self._requests + collections.Counter(
-            {frames.Relay: self._messages, frames.Ack: self._oks}
-        )
+        counts = self._requests + collections.Counter(self.lane.counts())
         return collections.Counter({kind.__name__: count for kind, count in counts.items()})
 
     def snapshot(self, asking: Peer | None = None) -> Snapshot:

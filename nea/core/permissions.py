@@ -181,11 +181,17 @@ def requirement(kind: type) -> tuple[str, "Callable[[Any], str] | None"]:
     return named if named is not None else (_FLAGGED[kind], None)
 
 
+def ask_target(name: str | None, service: str | None) -> str:
+    """What the ``ask`` permission of a request to ``name`` or to ``service`` is checked
+    against: the name, or ``@SERVICE``."""
+    return name if name is not None else f"@{service}"
+
+
 #: Requests that need a permission checked against the name they hold, and that name.
 _NAMED: dict[type, tuple[str, "Callable[[Any], str]"]] = {
     frames.Register: ("register", lambda r: r.name),
     frames.Serve: ("serve", lambda r: r.service),
-    frames.Ask: ("ask", lambda r: r.name if r.name is not None else f"@{r.service}"),
+    frames.Ask: ("ask", lambda r: ask_target(r.name, r.service)),
 }
 
 #: Requests that need a yes-or-no permission. Reading chat history is chat; so is a nick.

@@ -55,6 +55,7 @@ from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE, Chat
 from nea.tls.server import peer_identity
 from nea.wire import codec, errors, frames
 from nea.wire.codec import FrameBuffer, LineBuffer, LineTooLong
+from nea.wire.forms import REQUESTS
 from nea.wire.frames import Encoding
 from nea.wire.profiles import Profile
 
@@ -570,6 +571,13 @@ class Session(Protocol, Generic[U, D]):
         self._to(Stream.CLOSING)
 
 
+def _offers(profile: Profile, *kinds: type) -> bool:
+    """Whether every line of ``kinds`` is read as that request under ``profile``."""
+    if profile.naming is not None:
+        return False  # (its first line is a name, whatever it says)
+    return all(kind in profile.allowed and REQUESTS[kind].kind in profile.verbs for kind in kinds)
+
+
 @implementer(IHalfCloseableProtocol)
 class NeaConnection(Session[bytes, frames.Request]):
     """The line framing: one request per line, one push per line."""
@@ -584,8 +592,10 @@ class NeaConnection(Session[bytes, frames.Request]):
         super().__init__(hub, profile, limits, admission)
         #: Where JSON is spoken a ``{`` line ends with its object; elsewhere lines are lines.
         self._lines = (FrameBuffer if profile.json else LineBuffer)(limits.max_line)
-        #: Whether ``message X`` and ``ok X`` lines go straight to the hub (`take`).
-        self._relay_lane = profile.naming is None and {frames.Relay, frames.Ack} <= profile.allowed
+        #: Whether ``message``/``ok`` and ``ask``/``reply`` lines take the lane (`take`).
+        self._lane = hub.lane
+        self._relay_lane = _offers(profile, frames.Relay, frames.Ack)
+        self._request_lane = _offers(profile, frames.Ask, frames.Reply)
 
     def connectionMade(self) -> None:
         if self.admit():
@@ -607,26 +617,41 @@ class NeaConnection(Session[bytes, frames.Request]):
         return self._lines.finish()
 
     def take(self, line: bytes) -> bool:
-        """``message X`` and ``ok X``, most of a relay client's lines, to the hub's relay
-        entries without a request value (`nea.core.hub.Hub.message`). Anything else, or
-        one of them not well formed (nothing after the verb, bad UTF-8), is decoded: the
-        general path reads it the same way, and words its error."""
-        if not self._relay_lane:
-            return False
-        if line.startswith(b"message "):
-            entry, text = self.hub.message, line[8:]
-        elif line.startswith(b"ok "):
-            entry, text = self.hub.ok, line[3:]
-        else:
-            return False
-        try:
-            decoded = text.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-        if not decoded:
-            return False
-        entry(self, decoded)
-        return True
+        """``message X``, ``ok X``, ``ask`` and ``reply``, most lines of relay clients and
+        services, go to the hub's lane, without a request value (`nea.core.lane`).
+        Anything else, or one of them not well formed (nothing after the verb, a bad
+        id, bad UTF-8), is decoded: the general path reads it the same way, and words
+        its error."""
+        first = line[:1]
+        if first == b"m" or first == b"o":
+            if not self._relay_lane:
+                return False
+            if line.startswith(b"message "):
+                entry, text = self._lane.message, line[8:]
+            elif line.startswith(b"ok "):
+                entry, text = self._lane.ok, line[3:]
+            else:
+                return False
+            try:
+                decoded = text.decode()  # (UTF-8, strictly)
+            except UnicodeDecodeError:
+                return False
+            if not decoded:
+                return False
+            entry(self, decoded)
+            return True
+        if (first == b"r" or first == b"a") and self._request_lane:
+            if first == b"r":
+                reply = codec.reply_verb(line)
+                if reply is not None:
+                    self._lane.reply(self, *reply)
+                    return True
+            else:
+                ask = codec.ask_verb(line)
+                if ask is not None:
+                    self._lane.ask(self, *ask)
+                    return True
+        return False
 
     def decode(self, line: bytes) -> frames.Request:
         request = codec.decode_request(line, self.grammar)

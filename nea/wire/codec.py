@@ -280,34 +280,47 @@ def _checked(request: frames.Request, profile: Profile) -> frames.Request:
     return _validated(request)
 
 
-def _decode_addressed_verb(line: bytes, profile: Profile) -> frames.Reply | frames.Ask | None:
-    """``reply ID TEXT`` and ``ask ID TARGET TEXT``, well formed, without the general path.
+def reply_verb(line: bytes) -> tuple[str, str] | None:
+    """``reply ID TEXT``, well formed, as ``(id, text)``, without a request value (a line
+    connection hands it to the hub's lane); anything else is None, left to the general
+    path (which words the error). A body decoded from UTF-8 holds no lone surrogate."""
+    try:
+        reply = _REPLY_LINE.match(line.decode())
+    except UnicodeDecodeError:
+        return None
+    return (reply[1], reply[2] or "") if reply else None
 
-    The result is the general path's, and anything else (a
-    bad id or name, a verb the profile lacks, bad UTF-8) is None, left to it. A body
-    decoded from UTF-8 holds no lone surrogate, so it needs no `body_problem`.
-    """
+
+def ask_verb(line: bytes) -> tuple[str, str | None, str | None, str] | None:
+    """``ask ID NAME TEXT`` or ``ask ID @SERVICE TEXT``, well formed, as ``(id, name,
+    service, text)``, one of name and service None; otherwise as `reply_verb`."""
+    try:
+        ask = _ASK_LINE.match(line.decode())
+    except UnicodeDecodeError:
+        return None
+    if ask is None:
+        return None
+    if ask[2]:
+        return ask[1], None, ask[3], ask[4] or ""
+    return ask[1], ask[3], None, ask[4] or ""
+
+
+def _decode_addressed_verb(line: bytes, profile: Profile) -> frames.Reply | frames.Ask | None:
+    """``reply ID TEXT`` and ``ask ID TARGET TEXT``, well formed, without the general path:
+    the general path's result, or None (a verb the profile lacks, or not well formed)."""
     if line.startswith(b"reply "):
         if "reply" not in profile.verbs or frames.Reply not in profile.allowed:
             return None
-        try:
-            reply = _REPLY_LINE.match(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            return None
-        return frames.Reply(reply[1], reply[2] or "") if reply else None
-    if line.startswith(b"ask "):
-        if "ask" not in profile.verbs or frames.Ask not in profile.allowed:
-            return None
-        try:
-            ask = _ASK_LINE.match(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            return None
-        if ask is None:
-            return None
-        if ask[2]:
-            return frames.Ask(ask[1], None, ask[3], ask[4] or "")
-        return frames.Ask(ask[1], ask[3], None, ask[4] or "")
-    return None
+        reply = reply_verb(line)
+        return frames.Reply(*reply) if reply is not None else None
+    if (
+        not line.startswith(b"ask ")
+        or "ask" not in profile.verbs
+        or frames.Ask not in profile.allowed
+    ):
+        return None
+    ask = ask_verb(line)
+    return frames.Ask(*ask) if ask is not None else None
 
 
 def _decode_text(text: str, profile: Profile) -> frames.Request:
