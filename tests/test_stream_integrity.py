@@ -429,8 +429,8 @@ class _Waiter:
             self._waiting.remove(entry)
             entry[1].callback(None)
 
-    def push_text(self, kind, text: str) -> None:
-        self.push(kind(text))
+    def push_parts(self, kind, *parts) -> None:
+        self.push(kind(*parts))
 
     def told(self, count: int) -> defer.Deferred:
         """Fires once it has been pushed ``count`` answers (call it in the reactor)."""

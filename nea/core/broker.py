@@ -59,6 +59,7 @@ from nea.core.registry import Registry
 from nea.core.snapshot import RelayFigures
 from nea.core.waits import Waits
 from nea.wire import errors, frames
+from nea.wire.codec import LanePush
 
 
 class Waiter(TypingProtocol):
@@ -67,8 +68,8 @@ class Waiter(TypingProtocol):
 
     def push(self, push: frames.Push) -> None: ...
 
-    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
-        """Push ``kind(text)``: the relay path's pushes, the value built only if needed."""
+    def push_parts(self, kind: LanePush, *parts) -> None:
+        """Push ``kind(*parts)``: the lane's pushes, the value built only if needed."""
 
     def close(self) -> None: ...
 
@@ -217,7 +218,7 @@ class RelayBroker:
             return  # its waiter left, or a late ok of a delivery drawn again
         waiter, text = dropped
         self.counts.acked += 1
-        waiter.push_text(frames.AckPush, text)
+        waiter.push_parts(frames.AckPush, text)
         self._waits.done(waiter, relay)
 
     def reforward(self, relay: str, attempt: int) -> None:
@@ -283,7 +284,7 @@ class RelayBroker:
             self._saturated.add(target)
             self.registry.relay_capable.discard(target)
         self.counts.forwarded += 1
-        target.push_text(frames.RelayPush, text)
+        target.push_parts(frames.RelayPush, text)
 
     def _expire(self) -> None:
         """Hand back every delivery past its deadline; wake again at the next one's."""

@@ -7,7 +7,8 @@ from twisted.logger import Logger
 
 from nea.core.tokens import Token
 from nea.wire import codec
-from nea.wire.frames import AckPush, Encoding, Push, RelayPush
+from nea.wire.codec import LanePush
+from nea.wire.frames import Encoding, Push
 from nea.wire.profiles import Profile
 
 
@@ -45,9 +46,9 @@ class Peer(TypingProtocol):
     def push(self, push: Push) -> None:
         """Encode ``push`` in this peer's encoding (and profile's forms) and send it."""
 
-    def push_text(self, kind: type[RelayPush] | type[AckPush], text: str) -> None:
-        """As ``push(kind(text))``, the value built only if its encoding needs it: a
-        relay's delivery and its ok, two pushes a relay (`nea.wire.codec.relay_push`)."""
+    def push_parts(self, kind: LanePush, *parts) -> None:
+        """As ``push(kind(*parts))``, the value built only if its encoding needs it: the
+        lane's pushes, two an exchange (`nea.wire.codec.encode_parts`)."""
 
     def close(self) -> None:
         """End the connection once what was sent to it is written."""

@@ -384,7 +384,7 @@ class RequestBroker:
             return  # settled already (timed out, asker gone)
         self._drop(rid)
         self.counts.answered += 1
-        ask.asker.push(frames.ReplyPush(ask.ref, body, instance))
+        ask.asker.push_parts(frames.ReplyPush, ask.ref, body, instance)
         self._asks_of.done(ask.asker, rid)
 
     def refuse(self, rid: str, code: str, instance: str) -> None:
@@ -482,7 +482,7 @@ class RequestBroker:
         entry = held[rid] = _Held(origin, service, timeout >= self.timeout)
         self._held_deadlines.add(now + timeout, (target, rid, entry))
         self.counts.offered += 1
-        target.push(frames.RequestPush(rid, body, service))
+        target.push_parts(frames.RequestPush, rid, body, service)
 
     def reply(self, peer: Peer, rid: str, body: Any) -> None:
         """``peer`` sent ``reply rid body``: it must hold that request; answer its origin."""

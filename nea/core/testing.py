@@ -43,8 +43,8 @@ class FakePeer:
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding, self.profile.room))
 
-    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
-        self.send(codec.relay_push(kind, text, self.encoding))
+    def push_parts(self, kind: codec.LanePush, *parts) -> None:
+        self.send(codec.encode_parts(kind, parts, self.encoding))
 
     def close(self) -> None:
         self.closed = True

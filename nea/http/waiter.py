@@ -7,6 +7,7 @@ from twisted.web import http
 from nea.core.hub import Hub
 from nea.http.jsonapi import ApiError
 from nea.wire import frames
+from nea.wire.codec import LanePush
 
 
 class HTTPWaiter:
@@ -20,8 +21,8 @@ class HTTPWaiter:
         if not self.outcome.called:
             self.outcome.callback(push)
 
-    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
-        self.push(kind(text))
+    def push_parts(self, kind: LanePush, *parts) -> None:
+        self.push(kind(*parts))
 
     def close(self) -> None:
         """Nothing to close: the request is answered with the push it was sent."""

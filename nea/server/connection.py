@@ -525,8 +525,8 @@ class Session(Protocol, Generic[U, D]):
     def push(self, push: frames.Push) -> None:
         self.send(codec.encode_push(push, self.encoding, self.profile.room))
 
-    def push_text(self, kind: type[frames.RelayPush] | type[frames.AckPush], text: str) -> None:
-        self.send(codec.relay_push(kind, text, self.encoding))
+    def push_parts(self, kind: codec.LanePush, *parts) -> None:
+        self.send(codec.encode_parts(kind, parts, self.encoding))
 
     def ping(self) -> bool:
         """A ``ping`` line, unless the profile carries none (relay's strict protocol)."""

@@ -622,33 +622,36 @@ def encode_push(push: frames.Push, encoding: Encoding, room: bool = False) -> by
         if payload is not None:
             obj["payload"] = payload
         return _json_line(obj)
-    # The request hot path, each push's line written out here, its class by bare name
-    # (one lookup less a line); the relay path's have their own (`relay_push`). A
-    # request's id is validated printable ASCII; its body goes this way when a string.
-    prefix: bytes | None
-    if type(push) is RequestPush and type(push.body) is str:
-        prefix, text = b"request ", f"{push.id} {push.body}"
-    elif type(push) is ReplyPush and type(push.body) is str:
-        prefix, text = b"reply ", f"{push.id} {push.body}"
-    else:
-        prefix = None
-    if prefix is not None and "\n" not in text and "\r" not in text:
-        return prefix + text.encode("utf-8", "replace") + b"\n"
     return _one_line(_PUSH_TEXT[type(push)](push)).encode("utf-8", "replace") + b"\n"
 
 
-#: The relay path's pushes, ``message X`` and ``ok X``, by class (`relay_push`).
-_RELAY_VERBS = {RelayPush: b"message ", AckPush: b"ok "}
+#: The lane's pushes (`encode_parts`): a relay's delivery and its ok, a request and its
+#: reply; each text line is its verb, then one text, or an id and a body.
+_LANE_VERBS = {
+    RelayPush: b"message ",
+    AckPush: b"ok ",
+    RequestPush: b"request ",
+    ReplyPush: b"reply ",
+}
 #: (A module name is read faster than an enum member: this is read twice an exchange.)
 _TEXT = Encoding.TEXT
 
+LanePush = type[RelayPush] | type[AckPush] | type[RequestPush] | type[ReplyPush]
 
-def relay_push(kind: type[RelayPush] | type[AckPush], text: str, encoding: Encoding) -> bytes:
-    """The line of ``kind(text)``, terminator included: `encode_push`'s, with no value
-    built where it is text (one relay's delivery and its ok: two pushes a relay)."""
-    if encoding is _TEXT and "\n" not in text and "\r" not in text:
-        return _RELAY_VERBS[kind] + text.encode("utf-8", "replace") + b"\n"
-    return encode_push(kind(text), encoding)
+
+def encode_parts(kind: LanePush, parts: tuple, encoding: Encoding) -> bytes:
+    """``encode_push(kind(*parts), encoding)``, the value built only where it is needed:
+    not for the text lines of the lane's pushes (`nea.core.lane`), two an exchange."""
+    if encoding is _TEXT:
+        if len(parts) == 1:
+            text = parts[0]
+        elif type(parts[1]) is str:  # (an id is validated printable ASCII)
+            text = f"{parts[0]} {parts[1]}"
+        else:
+            text = None
+        if text is not None and "\n" not in text and "\r" not in text:
+            return _LANE_VERBS[kind] + text.encode("utf-8", "replace") + b"\n"
+    return encode_push(kind(*parts), encoding)
 
 
 def decode_push(line: bytes) -> frames.Push:
