@@ -421,9 +421,10 @@ class RedisBus:
         self._relays.deliver(text, origin, attempt, relay)
 
     def confirmed(self, sender: str, relays: list[str]) -> None:
+        answered, confirm = self.outstanding.answered, self._relays.confirm  # once per line
         for relay in relays:
-            self.outstanding.answered(sender, relay)
-            self._relays.confirm(relay)
+            answered(sender, relay)
+            confirm(relay)
 
     def reforwarded(self, sender: str, relay: str, attempt: int) -> None:
         self.outstanding.answered(sender, relay)
