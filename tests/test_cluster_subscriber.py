@@ -219,10 +219,14 @@ class SubscriberTests(unittest.TestCase):
     def test_other_pushes_are_logged_and_skipped(self):
         c = Connection(self)
         c.protocol.dataReceived(
-            encode([b"pmessage", b"p*", b"ch", b"x"]) + encode([7]) + message(b"ch", b"y")
+            encode([b"pmessage", b"p*", b"ch", b"x"])
+            + encode([7])
+            + encode([b"message", 1, 2])
+            + message(b"ch", b"y")
         )
         self.assertEqual(c.messages, [("ch", "y")])
         self.assertEqual(len(c.logged("ignored a push")), 2)
+        self.assertEqual(len(c.logged("not text")), 1)
 
     def test_garbage_is_logged_and_aborts_the_connection(self):
         c = Connection(self)
@@ -230,6 +234,17 @@ class SubscriberTests(unittest.TestCase):
         self.assertEqual(c.messages, [("ch", "ok")])
         self.assertTrue(c.transport.disconnected)
         self.assertEqual(len(c.logged("cannot read")), 1)
+
+    @given(st.binary(max_size=300), st.lists(st.integers(0, 400), max_size=8))
+    def test_hostile_bytes_never_raise(self, data, cuts):
+        c = Connection(self)
+        for read in cut(b"*3\r\n$7\r\nmessage\r\n" + data, cuts):
+            if c.transport.disconnected:
+                break  # aborted: the reactor reads no more
+            c.protocol.dataReceived(read)
+        # An abort always comes with its log line; whatever was handed on is text.
+        self.assertEqual(len(c.logged("cannot read")), int(c.transport.disconnected))
+        self.assertTrue(all(isinstance(text, str) for _, text in c.messages))
 
     def test_an_error_after_subscribing_is_logged(self):
         c = Connection(self)
