@@ -2,9 +2,8 @@
 
 Two connections: one for commands (heartbeats, PUBLISH), txredisapi's
 (`nea.cluster.redisproto`), and one subscribed to this instance's channels,
-nea's own (`nea.cluster.subscriber`). They are
-up or down together: losing either drops both, so "up" always means
-"subscribed and able to publish".
+nea's own (`nea.cluster.subscriber`). They are up or down together: losing
+either drops both, so "up" always means "subscribed and able to publish".
 
 A `LoopingCall` ticks every heartbeat interval. While up, a tick runs the
 listener's beat; while down, a tick reconnects when the backoff allows (the

@@ -8,10 +8,9 @@ tests/test_cluster_redisproto.py fails if the library changes under any of this:
 - **Whole reads** (`WholeReads`). After each bulk string, txredisapi's parser
   calls ``setLineMode(extra)`` with the rest of the read, which pauses the
   protocol and feeds the rest again in a later reactor turn (``callLater(0,
-  ...)``, to avoid recursing): a turn per reply after the first of a read (the
-  replies of a turn's PUBLISHes and a beat's commands). Here ``setLineMode``
-  only keeps the rest, and ``dataReceived`` feeds it back through the parser in
-  a loop.
+  ...)``, to avoid recursing): a turn per bulk string but the read's last (the
+  replies to a beat's commands arrive so). Here ``setLineMode`` only keeps the
+  rest, and ``dataReceived`` feeds it back through the parser in a loop.
 - **No global reactor.** txredisapi's timers (that re-feed, and the per-command
   ``replyTimeout``) run on the reactor it imports, not the one the link is
   given. With whole reads and ``replyTimeout=None`` it schedules nothing:
