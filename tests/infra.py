@@ -26,7 +26,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.trial import unittest
 
 from nea.client.status import fetch_status
-from nea.cluster.redisproto import RedisFactory, Subscriber
+from nea.cluster.redisproto import WholeReads
 from tests import support
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +168,16 @@ def wait_listening(program: Program, port: int, timeout: float = support.WAIT):
             return
 
 
+class _Listener(WholeReads, txredisapi.SubscriberProtocol):
+    """txredisapi's subscriber (not nea's: this one can also unsubscribe), queueing what
+    it hears; with whole reads, it sets no timer on the global reactor."""
+
+    heard: defer.DeferredQueue
+
+    def messageReceived(self, pattern, channel, message) -> None:
+        self.heard.put(message)
+
+
 class RedisServer:
     """A throw-away redis-server (no persistence) on a free loopback port."""
 
@@ -210,12 +220,13 @@ class RedisServer:
         Closed at test end; ``unsubscribe([channel])`` first when Redis must be left clean.
         """
         heard = defer.DeferredQueue()
-        factory = RedisFactory(Subscriber, None, lambda _, message: heard.put(message))
+        factory = protocol.Factory.forProtocol(_Listener)
+        factory.noisy = False
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=support.WAIT)
         redis = yield endpoint.connect(factory).addTimeout(support.WAIT, reactor)
         testcase.addCleanup(redis.transport.loseConnection)
-        yield redis.subscribe([channel]).addTimeout(support.WAIT, reactor)
         redis.heard = heard
+        yield redis.subscribe([channel]).addTimeout(support.WAIT, reactor)
         return redis
 
     @defer.inlineCallbacks

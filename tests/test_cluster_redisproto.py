@@ -20,26 +20,18 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nea.cluster import redisproto
-from nea.cluster.redisproto import Commands, RedisFactory, Subscriber
+from nea.cluster.redisproto import RedisFactory
 
-MESSAGES = (b"one", b"two", b"three" * 50, b"four")
-
-
-def pubsub(*messages: bytes, channel: bytes = b"ch") -> bytes:
-    """What Redis sends a subscriber for ``messages`` published on ``channel``."""
-    return b"".join(
-        b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(channel), channel, len(m), m)
-        for m in messages
-    )
+REPLIES = (b"one", b"two", b"three" * 50, b"four")
 
 
 def bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def connected(kind, dbid=None, on_message=None, factory=None):
+def connected(dbid=None):
     """A protocol built by the factory, on a StringTransport; (protocol, transport)."""
-    factory = factory or RedisFactory(kind, dbid, on_message)
+    factory = RedisFactory(dbid)
     redis = factory.buildProtocol(None)
     transport = StringTransport()
     redis.makeConnection(transport)
@@ -57,26 +49,17 @@ class GlobalReactorUntouched:
 
 
 class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
-    def test_every_message_of_a_read_is_delivered_in_that_read(self):
-        received = []
-        subscriber, _ = connected(
-            Subscriber, on_message=lambda ch, data: received.append((ch, data))
-        )
-        subscriber.dataReceived(pubsub(*MESSAGES))
-        self.assertEqual(received, [("ch", m.decode()) for m in MESSAGES])
-        self.assertNoGlobalTimers()
-
-    def test_reads_cut_anywhere(self):
-        received = []
-        subscriber, _ = connected(Subscriber, on_message=lambda ch, data: received.append(data))
-        data = pubsub(*MESSAGES)
+    def test_replies_cut_anywhere(self):
+        commands, _ = connected()
+        replies = [commands.get(str(n)) for n in range(len(REPLIES))]
+        data = b"".join(bulk(r) for r in REPLIES)
         for cut in range(0, len(data), 7):
-            subscriber.dataReceived(data[cut : cut + 7])
-        self.assertEqual(received, [m.decode() for m in MESSAGES])
+            commands.dataReceived(data[cut : cut + 7])
+        self.assertEqual([self.successResultOf(d) for d in replies], [r.decode() for r in REPLIES])
         self.assertNoGlobalTimers()
 
     def test_every_reply_of_a_read_is_delivered_in_that_read(self):
-        commands, transport = connected(Commands)
+        commands, transport = connected()
         replies = [commands.get(key) for key in ("a", "b", "c")]
         self.assertIn(b"GET", transport.value())
         commands.dataReceived(bulk(b"x" * 100) + b"$-1\r\n" + bulk(b"z"))
@@ -85,9 +68,7 @@ class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
 
     def test_the_library_still_defers_the_rest_of_a_read(self):
         # If this fails, txredisapi parses whole reads by itself: WholeReads can go.
-        received = []
-        plain = txredisapi.SubscriberProtocol()
-        plain.messageReceived = lambda pattern, channel, message: received.append(message)
+        plain = txredisapi.RedisProtocol(replyTimeout=None)
         clock = Clock()
         deferrals = []
 
@@ -97,24 +78,19 @@ class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
 
         plain.callLater = later
         plain.makeConnection(StringTransport())
-        plain.dataReceived(pubsub(*MESSAGES))
-        self.assertLess(len(received), len(MESSAGES))
+        replies = [plain.get(str(n)) for n in range(len(REPLIES))]
+        plain.dataReceived(b"".join(bulk(r) for r in REPLIES))
+        self.assertLess(sum(d.called for d in replies), len(REPLIES))
         clock.advance(0)
-        self.assertEqual(len(received), len(MESSAGES))
-        # A turn after each bulk string but the read's last: three a message.
-        self.assertEqual(len(deferrals), 3 * len(MESSAGES) - 1)
+        self.assertTrue(all(d.called for d in replies))
+        # A turn after each reply but the read's last.
+        self.assertEqual(len(deferrals), len(REPLIES) - 1)
 
     def test_the_hooks_it_overrides_are_still_there(self):
-        for kind in (txredisapi.RedisProtocol, txredisapi.SubscriberProtocol):
-            self.assertEqual(str(inspect.signature(kind.setLineMode)), "(self, extra=b'')", kind)
-            self.assertEqual(
-                str(inspect.signature(kind.dataReceived)), "(self, data, unpause=False)", kind
-            )
-            self.assertIn("line_mode", vars(txredisapi.LineReceiver))
-        self.assertEqual(
-            list(inspect.signature(txredisapi.SubscriberProtocol.messageReceived).parameters),
-            ["self", "pattern", "channel", "message"],
-        )
+        kind = txredisapi.RedisProtocol
+        self.assertEqual(str(inspect.signature(kind.setLineMode)), "(self, extra=b'')")
+        self.assertEqual(str(inspect.signature(kind.dataReceived)), "(self, data, unpause=False)")
+        self.assertIn("line_mode", vars(txredisapi.LineReceiver))
         # The parser hands the rest of a read to setLineMode, which WholeReads keeps.
         self.assertIn(
             "self.setLineMode(extra=rest)",
@@ -125,7 +101,7 @@ class WholeReadsTests(GlobalReactorUntouched, unittest.TestCase):
 class TimersTests(GlobalReactorUntouched, unittest.TestCase):
     def test_a_command_without_reply_starts_no_timer(self):
         # The link times every wait on its own reactor (tests/test_cluster_link.py).
-        commands, _ = connected(Commands)
+        commands, _ = connected()
         self.assertIsNone(commands.replyTimeout)
         reply = commands.publish("ch", "data")
         self.assertNoResult(reply)
@@ -137,13 +113,13 @@ class TimersTests(GlobalReactorUntouched, unittest.TestCase):
         signature = inspect.signature(txredisapi.BaseRedisProtocol.__init__)
         for name in ("charset", "replyTimeout", "dbid", "convertNumbers"):
             self.assertIn(name, signature.parameters)
-        commands, _ = connected(Commands)
+        commands, _ = connected()
         self.assertEqual((commands.charset, commands.convertNumbers), ("utf-8", False))
 
 
 class FactoryTests(GlobalReactorUntouched, unittest.TestCase):
     def test_select_selects_then_connected(self):
-        commands, transport = connected(Commands, dbid=3)
+        commands, transport = connected(dbid=3)
         self.assertEqual(transport.value(), b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n")
         ready = commands.whenConnected()
         self.assertNoResult(ready)
@@ -159,7 +135,7 @@ class FactoryTests(GlobalReactorUntouched, unittest.TestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        commands, transport = connected(Commands, dbid=99)
+        commands, transport = connected(dbid=99)
         ready = commands.whenConnected()
         commands.dataReceived(b"-ERR DB index is out of range\r\n")
         self.assertTrue(transport.disconnecting)
@@ -173,7 +149,7 @@ class FactoryTests(GlobalReactorUntouched, unittest.TestCase):
         source = inspect.getsource(txredisapi.BaseRedisProtocol.connectionMade)
         used = set(re.findall(r"self\.factory\.(\w+)", source))
         self.assertEqual(used, {"stopTrying", "connectionError", "isLazy"})
-        factory = RedisFactory(Commands, None)
+        factory = RedisFactory(None)
         for name in used:
             self.assertTrue(hasattr(factory, name), name)
         self.assertIs(factory.isLazy, False)

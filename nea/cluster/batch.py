@@ -60,36 +60,34 @@ class Batcher:
     def publish(self, channel: str, line: str, reached: Reached | None = None) -> None:
         """Queue ``line`` for ``channel``; ``reached(receivers)`` once its batch is out
         (once per batch, for equal callbacks)."""
-        batch = self._batch(channel)
+        batch = self._batches.get(channel) or self._open(channel)
         batch.lines.append(line)
         batch.size += len(line)
         if reached is not None and reached not in batch.reached:
             batch.reached.append(reached)
-        self._added(channel, batch)
+        batch.count += 1
+        if batch.count >= MAX_BATCH or batch.size >= MAX_BATCH_BYTES:
+            self._send(channel, self._batches.pop(channel))
 
     def publish_word(self, channel: str, head: str, word: str) -> None:
         """Queue ``word`` on the line ``head`` of ``channel``'s batch: ``HEAD WORD ...``."""
-        batch = self._batch(channel)
+        batch = self._batches.get(channel) or self._open(channel)
         words = batch.merged.get(head)
         if words is None:
             words = batch.merged[head] = []
             batch.size += len(head)
         words.append(word)
         batch.size += len(word) + 1
-        self._added(channel, batch)
-
-    def _batch(self, channel: str) -> _Batch:
-        batch = self._batches.get(channel)
-        if batch is None:
-            batch = self._batches[channel] = _Batch()
-        return batch
-
-    def _added(self, channel: str, batch: _Batch) -> None:
         batch.count += 1
         if batch.count >= MAX_BATCH or batch.size >= MAX_BATCH_BYTES:
             self._send(channel, self._batches.pop(channel))
-        elif self._scheduled is None:
+
+    def _open(self, channel: str) -> _Batch:
+        """A new batch for ``channel``, sent at the end of the turn unless full before."""
+        batch = self._batches[channel] = _Batch()
+        if self._scheduled is None:
             self._scheduled = self.reactor.callLater(0, self.flush)
+        return batch
 
     def flush(self) -> None:
         self._scheduled = None

@@ -25,7 +25,6 @@ exchange relays.
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -165,19 +164,23 @@ def read(line: str, receiver: Receiver) -> None:
             fields = [_plain(field) for field in fields]
         if op == "d ":
             _, sender, origin, attempt, relay, text = fields
-            handle: Callable[..., None] = receiver.delivered
-            args: tuple = (sender, text, origin, _count(attempt), relay)
         elif op == "a ":
             _, sender, *relays = fields
             if not relays:
                 raise ValueError("an ack of nothing")
-            handle, args = receiver.confirmed, (sender, relays)
         else:
             _, sender, relay, attempt = fields
-            handle, args = receiver.reforwarded, (sender, relay, _count(attempt))
+        # Nearly every attempt is a first one.
+        count = 0 if op == "a " or attempt == "0" else _count(attempt)
     except (ValueError, KeyError) as e:
         raise Malformed(f"malformed cluster message {line!r:.200}: {e}") from None
-    handle(*args)  # outside the try: what the receiver raises is its own
+    # Outside the try: what the receiver raises is its own.
+    if op == "d ":
+        receiver.delivered(sender, text, origin, count, relay)
+    elif op == "a ":
+        receiver.confirmed(sender, relays)
+    else:
+        receiver.reforwarded(sender, relay, count)
 
 
 _COMPACT = frozenset(["d ", "a ", "r "])

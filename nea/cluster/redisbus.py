@@ -95,8 +95,8 @@ class RedisBus:
         self._twin_reported = False
         #: ``(member, record version)`` pairs already logged as unreadable.
         self._incompatible_reported: set[tuple[str, int]] = set()
-        #: Each member's PUBLISH-reached check for its current run, made once, not per message.
-        self._reached: dict[str, functools.partial] = {}
+        #: How to send to each member's current run, made once, not per message.
+        self._routes: dict[str, _Route] = {}
         self._ack_head = envelope.confirm_head(instance_id)
 
     @property
@@ -127,21 +127,21 @@ class RedisBus:
             return
         member = self.table.members.get(instance)
         self.outstanding.add(instance, relay)
-        if member is None or not self.up:
+        link = self.link
+        if member is None or link is None or not link.up:
             self._recover(instance)
             return
+        route = self._route(instance, member)
         line = envelope.deliver(self.instance_id, text, origin, attempt, relay)
-        self._link().publish(
-            self.namespace.inbox(instance), line, self._reached_at(instance, member)
-        )
+        link.publish(route.inbox, line, route.reached)
 
     def confirm(self, origin: str, relay: str) -> None:
         if origin == self.instance_id:
             self._relays.confirm(relay)
         else:  # the turn's acks to one origin share a line
-            self._link().publish_word(
-                self.namespace.inbox(origin), self._ack_head, envelope.word(relay)
-            )
+            route = self._routes.get(origin)
+            inbox = route.inbox if route is not None else self.namespace.inbox(origin)
+            self._link().publish_word(inbox, self._ack_head, envelope.word(relay))
 
     def reforward(self, origin: str, relay: str, attempt: int) -> None:
         if origin == self.instance_id:
@@ -328,7 +328,7 @@ class RedisBus:
         if member is None or not self.up:
             self._requests.instance_gone(instance)
             return
-        self._send(instance, offer, self._reached_at(instance, member))
+        self._send(instance, offer, self._route(instance, member).reached)
 
     def answer(self, origin: str, rid: str, body) -> None:
         if origin == self.instance_id:
@@ -355,15 +355,14 @@ class RedisBus:
         assert self.link is not None, "nea.cluster.service sets the link before it starts"
         return self.link
 
-    def _reached_at(self, instance: str, member: Member):
-        """What a PUBLISH to ``member`` calls with its receiver count: one callable per
-        run, so that a batch of deliveries to it checks once (`nea.cluster.batch`)."""
-        reached = self._reached.get(instance)
-        if reached is None or reached.args[1] != member.run:
-            reached = self._reached[instance] = functools.partial(
-                self._check_reached, instance, member.run
+    def _route(self, instance: str, member: Member) -> "_Route":
+        route = self._routes.get(instance)
+        if route is None or route.run != member.run:
+            reached = functools.partial(self._check_reached, instance, member.run)
+            route = self._routes[instance] = _Route(
+                member.run, self.namespace.inbox(instance), reached
             )
-        return reached
+        return route
 
     def _check_reached(self, instance: str, run: str, receivers: int) -> None:
         if receivers == 0 and self.up:
@@ -406,10 +405,8 @@ class RedisBus:
             self._recover(instance)
 
     def received(self, channel: str, data: str) -> None:
-        """A PUBLISH from another instance: a batch of messages, one per line."""
-        if not isinstance(data, str):  # txredisapi hands over what is not UTF-8 as bytes
-            log.warn("ignored on {channel}: not UTF-8 text", channel=channel)
-            return
+        """A PUBLISH from another instance: a batch of messages, one per line (what is not
+        UTF-8 never comes here: `nea.cluster.subscriber`)."""
         for line in data.split("\n"):
             try:
                 envelope.read(line, self)
@@ -424,9 +421,10 @@ class RedisBus:
         self._relays.deliver(text, origin, attempt, relay)
 
     def confirmed(self, sender: str, relays: list[str]) -> None:
+        answered, confirm = self.outstanding.answered, self._relays.confirm  # once per line
         for relay in relays:
-            self.outstanding.answered(sender, relay)
-            self._relays.confirm(relay)
+            answered(sender, relay)
+            confirm(relay)
 
     def reforwarded(self, sender: str, relay: str, attempt: int) -> None:
         self.outstanding.answered(sender, relay)
@@ -481,8 +479,8 @@ class RedisBus:
         for instance in self.table.update(seen):
             log.info("cluster member {member} is gone", member=instance)
             self._recover(instance)
-        for instance in self._reached.keys() - self.table.members.keys():
-            del self._reached[instance]
+        for instance in self._routes.keys() - self.table.members.keys():
+            del self._routes[instance]
         for instance in sorted(joined & set(self.table.members)):
             log.info("cluster member {member} joined", member=instance)
 
@@ -506,6 +504,17 @@ class RedisBus:
 
     def _leave_notice(self) -> str:
         return envelope.encode(self.instance_id, Leave(self.run))
+
+
+class _Route:
+    """How this instance sends to one member's run: its inbox, and what a PUBLISH there
+    calls with its receiver count (one callable per run, so that a batch of deliveries
+    checks once: `nea.cluster.batch`)."""
+
+    __slots__ = ("run", "inbox", "reached")
+
+    def __init__(self, run: str, inbox: str, reached: functools.partial) -> None:
+        self.run, self.inbox, self.reached = run, inbox, reached
 
 
 def _held(stamp: float, holder) -> str:

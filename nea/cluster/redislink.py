@@ -1,15 +1,14 @@
 """One instance's connection to Redis, kept up through outages.
 
-Two txredisapi connections (`nea.cluster.redisproto`): one for commands
-(heartbeats, PUBLISH) and one subscribed to this instance's channels. They are
-up or down together: losing either drops both, so "up" always means
-"subscribed and able to publish".
+Two connections: one for commands (heartbeats, PUBLISH), txredisapi's
+(`nea.cluster.redisproto`), and one subscribed to this instance's channels,
+nea's own (`nea.cluster.subscriber`). They are up or down together: losing
+either drops both, so "up" always means "subscribed and able to publish".
 
 A `LoopingCall` ticks every heartbeat interval. While up, a tick runs the
 listener's beat; while down, a tick reconnects when the backoff allows (the
-interval doubling per failure, capped at ``max_backoff``, not jittered).
-txredisapi does not re-subscribe after a reconnect, so the link makes fresh
-connections and subscribes itself. The tick never raises (a LoopingCall that
+interval doubling per failure, capped at ``max_backoff``, not jittered), with
+fresh connections, subscribing again. The tick never raises (a LoopingCall that
 raises stops for good) and never overlaps a previous tick.
 
 Every Redis wait has a timeout on the link's reactor: connecting, subscribing,
@@ -29,7 +28,8 @@ from twisted.logger import Logger
 
 from nea.cluster.batch import Batcher, Reached
 from nea.cluster.names import RedisAddress
-from nea.cluster.redisproto import Commands, RedisFactory, Subscriber
+from nea.cluster.redisproto import Commands, RedisFactory
+from nea.cluster.subscriber import Subscriber, SubscriberFactory
 from nea.wire.backoff import Backoff
 
 log = Logger()
@@ -177,8 +177,8 @@ class RedisLink:
 
     @defer.inlineCallbacks
     def _connect(self):
-        self._commands = yield self._open(RedisFactory(Commands, self.address.db))
-        self._subscriber = yield self._open(RedisFactory(Subscriber, None, self.listener.received))
+        self._commands = yield self._open(RedisFactory(self.address.db))
+        self._subscriber = yield self._open(SubscriberFactory(self.listener.received))
         yield self._subscriber.subscribe(self.channels).addTimeout(REPLY_TIMEOUT, self.reactor)
         for redis in (self._commands, self._subscriber):
             redis.whenDisconnected().addCallback(self._lost)
@@ -186,7 +186,7 @@ class RedisLink:
                 raise ConnectionError("connection lost while subscribing")
 
     @defer.inlineCallbacks
-    def _open(self, factory: RedisFactory):
+    def _open(self, factory: RedisFactory | SubscriberFactory):
         endpoint = HostnameEndpoint(
             self.reactor, self.address.host, self.address.port, timeout=REPLY_TIMEOUT
         )

@@ -1,4 +1,6 @@
-"""txredisapi's protocols as the cluster link uses them: all that relies on how it works inside.
+"""txredisapi's command protocol as the cluster link uses it: all that relies on its insides.
+
+(The subscribed connection is nea's own: `nea.cluster.subscriber`.)
 
 Checked against txredisapi 1.6.0, the version setup.cfg pins;
 tests/test_cluster_redisproto.py fails if the library changes under any of this:
@@ -6,20 +8,19 @@ tests/test_cluster_redisproto.py fails if the library changes under any of this:
 - **Whole reads** (`WholeReads`). After each bulk string, txredisapi's parser
   calls ``setLineMode(extra)`` with the rest of the read, which pauses the
   protocol and feeds the rest again in a later reactor turn (``callLater(0,
-  ...)``, to avoid recursing): three turns per pub/sub message, which under
-  load makes Redis the slowest hop by far. Here ``setLineMode`` only keeps the
+  ...)``, to avoid recursing): a turn per bulk string but the read's last (the
+  replies to a beat's commands arrive so). Here ``setLineMode`` only keeps the
   rest, and ``dataReceived`` feeds it back through the parser in a loop.
 - **No global reactor.** txredisapi's timers (that re-feed, and the per-command
   ``replyTimeout``) run on the reactor it imports, not the one the link is
   given. With whole reads and ``replyTimeout=None`` it schedules nothing:
   every wait on Redis is timed by `nea.cluster.redislink.RedisLink` on its own
   reactor (a hung Redis is an outage like any other; a Clock in tests).
-- **The factory** (`RedisFactory`). txredisapi's protocols call
+- **The factory** (`RedisFactory`). txredisapi's protocol calls
   ``factory.stopTrying()`` and ``factory.connectionError(why)``, and read
-  ``factory.isLazy``, when AUTH or SELECT fails; they expect txredisapi's
-  pooled, reconnecting factory, which the link does not use (txredisapi does
-  not re-subscribe after reconnecting, so the link makes fresh connections and
-  subscribes itself). This factory offers just those three.
+  ``factory.isLazy``, when AUTH or SELECT fails; it expects txredisapi's
+  pooled, reconnecting factory, which the link does not use (it makes fresh
+  connections itself). This factory offers just those three.
 """
 
 import txredisapi
@@ -31,7 +32,7 @@ log = Logger()
 
 class WholeReads(protocol.Protocol):
     """Parse everything a read brought, in that read (see above); mixed in before
-    txredisapi's protocols, which are Twisted protocols too."""
+    txredisapi's protocol, which is a Twisted protocol too."""
 
     transport: interfaces.ITCPTransport | None
 
@@ -52,28 +53,19 @@ class Commands(WholeReads, txredisapi.RedisProtocol):
     """A connection for commands (heartbeats, PUBLISH)."""
 
 
-class Subscriber(WholeReads, txredisapi.SubscriberProtocol):
-    """A subscribed connection: each message goes to the factory's ``on_message(channel, data)``."""
-
-    def messageReceived(self, pattern, channel, message) -> None:
-        self.factory.on_message(channel, message)
-
-
 class RedisFactory(protocol.Factory):
-    """Builds one `Commands` or `Subscriber` (``kind``), with what txredisapi asks of a factory."""
+    """Builds a `Commands`, with what txredisapi asks of a factory."""
 
     #: Read by txredisapi when AUTH or SELECT fails: not lazy, so it reports through
     #: connectionError.
     isLazy = False
     noisy = False
 
-    def __init__(self, kind, dbid: int | None, on_message=None) -> None:
-        self.kind = kind
+    def __init__(self, dbid: int | None) -> None:
         self.dbid = dbid
-        self.on_message = on_message
 
     def buildProtocol(self, addr):
-        redis = self.kind(charset="utf-8", replyTimeout=None, dbid=self.dbid, convertNumbers=False)
+        redis = Commands(charset="utf-8", replyTimeout=None, dbid=self.dbid, convertNumbers=False)
         redis.factory = self
         return redis
 
