@@ -117,12 +117,15 @@ class Access:
 
         return named
 
-    def allowed_target(self, peer: Peer, permission: str, target: Callable[[], str]) -> bool:
+    def allowed_target(
+        self, peer: Peer, permission: str, target: Callable[..., str], *parts: str | None
+    ) -> bool:
         """Whether ``peer`` has ``permission``, one that takes name patterns, for the name
-        ``target()`` gives (called only if not every name is allowed); if not it is refused."""
+        ``target(*parts)`` gives (called only if not every name is allowed); if not it
+        is refused."""
         if self.permissions(peer).allows_any_name(permission):
             return True
-        return self._allowed_on(peer, permission, target())
+        return self._allowed_on(peer, permission, target(*parts))
 
     def _allowed_on(self, peer: Peer, permission: str, target: str) -> bool:
         if self.permissions(peer).allows(permission, target, peer.identity):

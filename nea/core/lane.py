@@ -57,7 +57,7 @@ class Lane:
     def ask(self, peer: Peer, id: str, name: str | None, service: str | None, body: str) -> None:
         """``ask id name body`` or ``ask id @service body``: a `frames.Ask`."""
         self.asks += 1
-        if self._access.allowed_target(peer, "ask", lambda: ask_target(name, service)):
+        if self._access.allowed_target(peer, "ask", ask_target, name, service):
             owed = self._requests.ask(peer, id, name, service, body)
             if owed is not None:
                 self._owe(peer, owed)
