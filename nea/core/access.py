@@ -109,33 +109,29 @@ class Access:
             return flagged
 
         def named(peer: Peer, request) -> Deferred | None:
-            if self.permissions(peer).allows_any_name(permission) or self._allowed_on(
-                peer, permission, name_of(request)
-            ):
-                return handler(peer, request)
-            return None
+            allowed = self.allowed_target(peer, permission, name_of, request)
+            return handler(peer, request) if allowed else None
 
         return named
 
     def allowed_target(
-        self, peer: Peer, permission: str, target: Callable[..., str], *parts: str | None
+        self, peer: Peer, permission: str, target: Callable[..., str], *parts
     ) -> bool:
         """Whether ``peer`` has ``permission``, one that takes name patterns, for the name
         ``target(*parts)`` gives (called only if not every name is allowed); if not it
         is refused."""
-        if self.permissions(peer).allows_any_name(permission):
+        permissions = self.permissions(peer)
+        if permissions.allows_any_name(permission):
             return True
-        return self._allowed_on(peer, permission, target(*parts))
-
-    def _allowed_on(self, peer: Peer, permission: str, target: str) -> bool:
-        if self.permissions(peer).allows(permission, target, peer.identity):
+        name = target(*parts)
+        if permissions.allows(permission, name, peer.identity):
             return True
-        self.refuse(peer, permission, target)
+        self.refuse(peer, permission, name)
         return False
 
     def allowed(self, peer: Peer, permission: str) -> bool:
         """Whether ``peer`` has the yes-or-no ``permission``; if not it is refused."""
-        if getattr(self.permissions(peer), permission):  # (`Permissions.allows`, a call less)
+        if self.permissions(peer).allows(permission):
             return True
         self.refuse(peer, permission)
         return False
