@@ -572,6 +572,11 @@ class HistoryFrameTests(unittest.TestCase):
         )
 
 
+# Texts a push may carry, line terminators and multi-byte UTF-8 among them.
+lane_text = clean_text | st.sampled_from(["a\rb", "line\nbreak", "\r\n", "\r", "é ü"])
+lane_body = lane_text | bodies
+
+
 class PushTests(unittest.TestCase):
     @given(addressed_pushes)
     def test_json_round_trip_of_requests_and_replies(self, push):
@@ -590,6 +595,22 @@ class PushTests(unittest.TestCase):
         line = codec.encode_push(push, Encoding.TEXT)
         self.assertEqual(line.count(b"\n"), 1)
         self.assertEqual(codec.decode_push(line[:-1]), push)
+
+    @given(
+        st.one_of(
+            st.tuples(st.sampled_from([frames.RelayPush, frames.AckPush]), st.tuples(lane_text)),
+            st.tuples(st.just(frames.RequestPush), st.tuples(ids, lane_body, st.none() | names)),
+            st.tuples(st.just(frames.ReplyPush), st.tuples(ids, lane_body, nick)),
+        ),
+        st.sampled_from(list(Encoding)),
+    )
+    def test_the_lanes_pushes_are_encoded_as_their_values(self, kind_parts, encoding):
+        """`encode_parts` is `encode_push` of the value, built or not (CR, LF, bodies that
+        are no string, both encodings)."""
+        kind, parts = kind_parts
+        self.assertEqual(
+            codec.encode_parts(kind, parts, encoding), codec.encode_push(kind(*parts), encoding)
+        )
 
     @given(bodies)
     def test_a_text_client_sees_a_body_as_one_line_of_json(self, body):

@@ -626,12 +626,10 @@ def encode_push(push: frames.Push, encoding: Encoding, room: bool = False) -> by
 
 
 #: The lane's pushes (`encode_parts`): a relay's delivery and its ok, a request and its
-#: reply; each text line is its verb, then one text, or an id and a body.
+#: reply; each text line is its declared kind, then one text, or an id and a body.
 _LANE_VERBS = {
-    RelayPush: b"message ",
-    AckPush: b"ok ",
-    RequestPush: b"request ",
-    ReplyPush: b"reply ",
+    cls: PUSHES[cls].kind.encode("ascii") + b" "
+    for cls in (RelayPush, AckPush, RequestPush, ReplyPush)
 }
 #: (A module name is read faster than an enum member: this is read twice an exchange.)
 _TEXT = Encoding.TEXT
