@@ -251,9 +251,10 @@ class PacedNatsDriver(Paced, NatsDriver):
 
 
 @defer.inlineCallbacks
-def drive(port: int, driver, args, cpu, *extra, cap: float | None = None):
-    """Warm up, then count exchanges and server CPU for ``args.seconds``; ``extra`` is
-    passed to each ``driver``. With ``cap`` (exchanges/s the daemon's rate limit allows)
+def drive(port: int, driver, args, cpu, rss, *extra, cap: float | None = None):
+    """Warm up, then count exchanges and server CPU for ``args.seconds``, and read the
+    server's resident memory at the end (``rss``, bytes); ``extra`` is passed to each
+    ``driver``. With ``cap`` (exchanges/s the daemon's rate limit allows)
     the warm-up goes on until the clients' bursts are spent: half a second at most 3%
     over ``cap`` (30 s at most)."""
     counter = Counter()
@@ -275,12 +276,14 @@ def drive(port: int, driver, args, cpu, *extra, cap: float | None = None):
     yield task.deferLater(reactor, args.seconds, lambda: None)
     elapsed, cpu_used = time.monotonic() - start, cpu() - cpu_start
     exchanges = counter.exchanges - count_start
+    resident = rss()
     for connection in connections:
         connection.transport.abortConnection()
     return {
         "exchanges_per_s": exchanges / elapsed,
         "server_us_per_exchange": cpu_used / exchanges * 1e6 if exchanges else None,
         "server_percent_of_a_core": 100 * cpu_used / elapsed,
+        "server_rss_mib": resident / 2**20,
     }
 
 
@@ -339,6 +342,7 @@ def run_case(case: str, args):
                 paced_driver if paced else driver,
                 args,
                 lambda: harness.process_cpu(server.pid),
+                lambda: harness.process_rss(server.pid),
                 *extra,
             )
         finally:
@@ -351,7 +355,9 @@ def run_case(case: str, args):
             harness.tcp(profile), profile=args.profile, extra=harness.limit_args(args, rate)
         ) as daemon:
             cap = args.connections * rate / 2 if rate else None
-            result = yield drive(daemon.ports[0], driver, args, daemon.cpu, *extra, cap=cap)
+            result = yield drive(
+                daemon.ports[0], driver, args, daemon.cpu, daemon.rss, *extra, cap=cap
+            )
         result["limits"] = harness.limits_text(args, rate)
     if pacer is not None:
         pacer.loop.stop()
@@ -372,7 +378,8 @@ def run(args):
             print(
                 f"[{round_}] {case:9} {r['exchanges_per_s']:9.0f} exchanges/s, server "
                 f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
-                f"({r['server_percent_of_a_core']:.0f}% of a core); load {r['load']}; "
+                f"({r['server_percent_of_a_core']:.0f}% of a core), "
+                f"{r['server_rss_mib']:.0f} MiB resident; load {r['load']}; "
                 f"limits: {r['limits']}",
                 flush=True,
             )

@@ -40,7 +40,6 @@ server's slow first acks do not all expire; and every target that acks stays in
 the draw: relays are uniform over the targets that answer.
 """
 
-import bisect
 import itertools
 import random
 import secrets
@@ -50,9 +49,10 @@ from typing import Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
 from nea.core.bus import MAX_DELIVERY_ATTEMPTS, Bus
+from nea.core.deadlines import Deadlines
 from nea.core.dispatch import Handler
 from nea.core.peer import Peer
 from nea.core.registry import Registry
@@ -85,7 +85,8 @@ class RelayTimings(TypingProtocol):
 
 @attrs.define(slots=True, eq=False)
 class Delivery:
-    """One forward of ``text`` (relay ``relay`` of ``origin``) to ``target``, until acked."""
+    """One forward of ``text`` (relay ``relay`` of ``origin``) to ``target``, until acked;
+    its own deadline's key."""
 
     origin: str
     relay: str
@@ -94,7 +95,6 @@ class Delivery:
     deadline: float
     #: Its deadline is the first-ack one (its target had never sent a byte).
     first: bool = False
-    acked: bool = False
     expired: bool = False
 
 
@@ -157,12 +157,10 @@ class RelayBroker:
         self._held_count: dict[Peer, int] = {}
         self._saturated: set[Peer] = set()
         self._stalled: set[Peer] = set()
-        #: Every delivery with its target, in deadline order (acked ones are skipped when
-        #: reached): one timer for all of them, armed only while any is out. Two queues,
-        #: as there are two deadlines: each stays in deadline order.
-        self._deadlines: deque[Delivery] = deque()
-        self._first_deadlines: deque[Delivery] = deque()
-        self._expiry: IDelayedCall | None = None
+        #: Every unacknowledged delivery's deadline, on one timer each for the two
+        #: timeouts (each set keeps its deadlines in the order they come).
+        self._deadlines = Deadlines[Delivery](clock, self._expired)
+        self._first_deadlines = Deadlines[Delivery](clock, self._expired)
         self.counts = RelayCounts()
 
     def handlers(self) -> dict[type, Handler]:
@@ -273,12 +271,7 @@ class RelayBroker:
             else:
                 earlier.append(delivery)
         if timeout:
-            (self._first_deadlines if first else self._deadlines).append(delivery)
-            if self._expiry is None:
-                self._expiry = self.clock.callLater(timeout, self._expire)
-            elif first and self._expiry.getTime() > delivery.deadline:
-                # (only a first deadline can be sooner than every deadline already set)
-                self._expiry.reset(timeout)
+            (self._first_deadlines if first else self._deadlines).add(delivery, delivery.deadline)
         count = self._held_count[target] = self._held_count.get(target, 0) + 1
         if count >= self.max_pending:
             self._saturated.add(target)
@@ -286,28 +279,16 @@ class RelayBroker:
         self.counts.forwarded += 1
         target.push_parts(frames.RelayPush, text)
 
-    def _expire(self) -> None:
-        """Hand back every delivery past its deadline; wake again at the next one's."""
-        self._expiry = None
-        now = self.clock.seconds()
-        for deadlines in (self._first_deadlines, self._deadlines):
-            while deadlines and deadlines[0].deadline <= now:
-                self._expired(deadlines.popleft())
-        due = [d[0].deadline for d in (self._first_deadlines, self._deadlines) if d]
-        if due:
-            self._expiry = self.clock.callLater(min(due) - now, self._expire)
-
     def _expired(self, delivery: Delivery) -> None:
+        """``delivery`` is past its deadline: hand it back to be drawn again."""
         target = delivery.target
-        if delivery.acked or target not in self.held:
-            return  # acked, or handed back when the target left
         capable = self.registry.relay_capable
         if delivery.first and len(capable) == 1 and target in capable:
             # The only target here (so no squatter keeps others from relays): a newcomer
             # that acks slowly keeps it until the full deadline, as it always did.
             delivery.first = False
             delivery.deadline += self.ack_timeout - self.first_ack_timeout
-            bisect.insort(self._deadlines, delivery, key=lambda d: d.deadline)
+            self._deadlines.add(delivery, delivery.deadline)
             return
         delivery.expired = True
         self.counts.expired += 1
@@ -334,7 +315,7 @@ class RelayBroker:
                 del deliveries[text]
         if not deliveries:
             del self.held[peer]
-        delivery.acked = True
+        self._unwatch(delivery)
         count = self._held_count[peer] - 1
         if count:
             self._held_count[peer] = count
@@ -356,7 +337,12 @@ class RelayBroker:
         for held in self.held.pop(peer, {}).values():
             for delivery in (held,) if isinstance(held, Delivery) else held:
                 if not delivery.expired:  # (an expired one was handed back already)
+                    self._unwatch(delivery)
                     self.bus.reforward(delivery.origin, delivery.relay, 0)
+
+    def _unwatch(self, delivery: Delivery) -> None:
+        """``delivery`` is settled before its deadline: it does not expire."""
+        (self._first_deadlines if delivery.first else self._deadlines).discard(delivery)
 
     # ---- both ----
 
@@ -366,9 +352,8 @@ class RelayBroker:
 
     def stop(self) -> None:
         """No more expiries (the instance is stopping)."""
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._deadlines.clear()
+        self._first_deadlines.clear()
 
     @property
     def empty(self) -> bool:

@@ -1,103 +1,106 @@
 """Many deadlines on one timer, for tables where most entries are settled long before.
 
-A request broker gives every request a deadline, and nearly every request is
-answered within milliseconds. A ``callLater`` per request (and its ``cancel``)
-costs a timer object, two heap operations in the reactor and, once enough are
-cancelled, a rebuild of the reactor's heap. `Deadlines` keeps its own queue of
-``(when, key)`` and one timer, armed for the earliest; nothing is cancelled: when
-a deadline comes, ``expire(key)`` decides whether the entry is still there. As
-most deadlines are the default timeout from now, they come in order: those go
-on the end of a deque (no heap operation), and only one that comes before the
-last goes into a heap.
-What is settled meanwhile is dropped in bulk (`clear`, when the owner's table is
-empty; `compact`, when the settled entries outnumber the live ones), so the heap
-stays within twice the live entries.
+A broker gives every relay delivery and every request a deadline, and nearly
+every one is answered within milliseconds. A ``callLater`` each (and its
+``cancel``) costs a timer object, two heap operations in the reactor and, once
+enough are cancelled, a rebuild of the reactor's heap. `Deadlines` keeps one
+timer, armed for the earliest, and its keys in a dict: what is settled is
+discarded from it at once (one dict operation), so nothing settled stays held,
+queued or scanned.
+
+Most deadlines are one timeout from now, so they come in order: those stay in
+the dict's insertion order, which is their deadline order, and the earliest is
+its first entry. The few that come before the last (a shorter timeout, a clock
+set back) go into a heap beside it.
 """
 
-import collections
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-K = TypeVar("K")
+K = TypeVar("K", bound=Hashable)
 
-#: Below this many entries a heap is never compacted: the scan would cost more than it saves.
-COMPACT_FLOOR = 4096
+#: Stale heap entries (of keys discarded since) tolerated beyond twice the live ones.
+HEAP_SLACK = 64
 
 
 class Deadlines(Generic[K]):
-    """``expire(key)`` is called once ``clock`` reaches the time ``key`` was added with.
-
-    ``live(key)`` says whether ``key`` is still waiting; `compact` keeps those only.
-    """
+    """``expire(key)`` is called once ``clock`` reaches the time ``key`` was added with,
+    unless ``key`` was discarded first. A key is added once, until it is discarded or
+    expires."""
 
     __slots__ = (
         "clock",
         "expire",
-        "live",
-        "_queue",
+        "_ordered",
+        "_last",
+        "_late",
         "_heap",
         "_seq",
         "_timer",
         "_armed",
-        "_compact_at",
     )
 
-    def __init__(
-        self, clock: IReactorTime, expire: Callable[[K], None], live: Callable[[K], bool]
-    ) -> None:
+    def __init__(self, clock: IReactorTime, expire: Callable[[K], None]) -> None:
         self.clock = clock
         self.expire = expire
-        self.live = live
-        #: (when, tie-breaker, key), in order of when; the count keeps keys from ever
-        #: being compared. Those added in order go on the deque, the others on the heap.
-        self._queue: collections.deque[tuple[float, int, K]] = collections.deque()
+        #: key -> when, in order of when; ``_last`` is the latest.
+        self._ordered: dict[K, float] = {}
+        self._last = float("-inf")
+        #: key -> when, for those added out of order, and their heap of (when, count,
+        #: key); the count keeps keys from ever being compared. Discarded keys leave
+        #: their heap entry behind, skipped when reached.
+        self._late: dict[K, float] = {}
         self._heap: list[tuple[float, int, K]] = []
         self._seq = itertools.count()
+        #: The timer, and when it fires.
         self._timer: IDelayedCall | None = None
         self._armed = 0.0
-        self._compact_at = COMPACT_FLOOR
 
-    def add(self, when: float, key: K) -> None:
-        queue = self._queue
-        if not queue or queue[-1][0] <= when:
-            queue.append((when, next(self._seq), key))
+    def add(self, key: K, when: float) -> None:
+        if when >= self._last:
+            self._ordered[key] = self._last = when
         else:
+            self._late[key] = when
             heapq.heappush(self._heap, (when, next(self._seq), key))
+            if len(self._heap) > 2 * len(self._late) + HEAP_SLACK:
+                self._heap = [entry for entry in self._heap if self._is_late(entry)]
+                heapq.heapify(self._heap)
         if self._timer is None or when < self._armed:
             self._arm(when)
-        elif len(queue) + len(self._heap) >= self._compact_at:
-            self.compact()
+
+    def discard(self, key: K) -> None:
+        """``key`` is settled: it does not expire."""
+        ordered = self._ordered
+        if ordered.pop(key, None) is None:
+            self._late.pop(key, None)
+        if not ordered:
+            self._last = float("-inf")
+            if not self._late and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def clear(self) -> None:
-        """Nothing waits any more: forget every deadline, disarm."""
-        self._queue.clear()
+        """Forget every deadline, and disarm (the owner stops)."""
+        self._ordered.clear()
+        self._late.clear()
         self._heap.clear()
+        self._last = float("-inf")
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._compact_at = COMPACT_FLOOR
-
-    def compact(self) -> None:
-        """Forget the deadlines of what no longer waits."""
-        live = self.live
-        self._queue = collections.deque(entry for entry in self._queue if live(entry[2]))
-        self._heap = [entry for entry in self._heap if live(entry[2])]
-        heapq.heapify(self._heap)
-        self._compact_at = max(COMPACT_FLOOR, 2 * len(self))
 
     def __len__(self) -> int:
-        return len(self._queue) + len(self._heap)
+        return len(self._ordered) + len(self._late)
 
-    def _first(self) -> tuple[float, int, K] | None:
-        """The earliest entry (left where it is), or None."""
-        queue, heap = self._queue, self._heap
-        if queue and (not heap or queue[0] < heap[0]):
-            return queue[0]
-        return heap[0] if heap else None
+    def __contains__(self, key: object) -> bool:
+        return key in self._ordered or key in self._late
+
+    def _is_late(self, entry: tuple[float, int, K]) -> bool:
+        return self._late.get(entry[2]) == entry[0]
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -106,15 +109,41 @@ class Deadlines(Generic[K]):
         self._timer = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._fire)
 
     def _fire(self) -> None:
+        """Expire what is due, earliest first, then arm for the next."""
         self._timer = None
         now = self.clock.seconds()
-        first = self._first()
-        while first is not None and first[0] <= now:  # ``expire`` may clear both
-            if self._queue and first is self._queue[0]:
-                self._queue.popleft()
+        due = []
+        for key, when in self._ordered.items():
+            if when > now:
+                break
+            due.append((when, key))
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._is_late(entry):
+                due.append((entry[0], entry[2]))
+        if len(due) > 1:
+            due.sort(key=lambda pair: pair[0])
+        for when, key in due:
+            # An earlier expiry may have settled this one, so each is checked as reached.
+            if self._ordered.get(key) == when:
+                del self._ordered[key]
+            elif self._late.get(key) == when:
+                del self._late[key]
             else:
-                heapq.heappop(self._heap)
-            self.expire(first[2])
-            first = self._first()
-        if first is not None and self._timer is None:
-            self._arm(first[0])
+                continue
+            self.expire(key)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Arm for the earliest deadline left, unless an expiry armed for it already."""
+        heap = self._heap
+        while heap and not self._is_late(heap[0]):
+            heapq.heappop(heap)
+        first = next(iter(self._ordered.values()), None)
+        if heap and (first is None or heap[0][0] < first):
+            first = heap[0][0]
+        if first is None:
+            self._last = float("-inf")
+        elif self._timer is None or first < self._armed:
+            self._arm(first)

@@ -118,6 +118,10 @@ class _Ask:
 
 @attrs.define(eq=False)
 class _Held:
+    """A request pushed to ``target``, until it replies; its own deadline's key."""
+
+    rid: str
+    target: Peer
     origin: str
     service: str | None
     #: The origin gave it the whole default timeout (a miss stalls the member).
@@ -168,12 +172,8 @@ class RequestBroker:
         self._asks_of = Waits[Any, str]()
         self.held: dict[Peer, dict[str, _Held]] = {}
         #: The asks' and the held requests' deadlines, each on one timer.
-        self._ask_deadlines = Deadlines[tuple[str, _Ask]](
-            clock, self._ask_due, lambda key: self.asks.get(key[0]) is key[1]
-        )
-        self._held_deadlines = Deadlines[tuple[Peer, str, _Held]](
-            clock, self._held_due, self._holds
-        )
+        self._ask_deadlines = Deadlines[str](clock, self._ask_due)
+        self._held_deadlines = Deadlines[_Held](clock, self._held_due)
         #: name -> (connection, registration time), and each connection's name.
         self.names: dict[str, tuple[Peer, float]] = {}
         self._name_of: dict[Peer, str] = {}
@@ -375,7 +375,7 @@ class RequestBroker:
         """``ask`` may wait elsewhere than in a local client's hold: give it its deadline."""
         if not ask.timed:
             ask.timed = True
-            self._ask_deadlines.add(ask.started + ask.timeout, (rid, ask))
+            self._ask_deadlines.add(rid, ask.started + ask.timeout)
 
     def answer(self, rid: str, body: Any, instance: str) -> None:
         """The reply to ``rid`` came back from a client on ``instance``."""
@@ -413,10 +413,8 @@ class RequestBroker:
                     instance,
                 )
 
-    def _ask_due(self, key: tuple[str, _Ask]) -> None:
-        rid, ask = key
-        if self.asks.get(rid) is not ask:
-            return  # settled before its deadline
+    def _ask_due(self, rid: str) -> None:
+        ask = self.asks[rid]  # (a deadline goes with its ask: `_drop`)
         self.counts.timed_out += 1
         self._fail(rid, errors.REQUEST_TIMEOUT, f"no reply within {ask.timeout:g} s")
 
@@ -429,8 +427,8 @@ class RequestBroker:
     def _drop(self, rid: str) -> _Ask:
         """Forget ``rid``; its asker still waits for it until told (`Waits.done`)."""
         ask = self.asks.pop(rid)
-        if not self.asks:
-            self._ask_deadlines.clear()
+        if ask.timed:
+            self._ask_deadlines.discard(rid)
         return ask
 
     def forget_waiter(self, asker) -> None:
@@ -479,8 +477,8 @@ class RequestBroker:
         elif len(held) >= self.max_pending:
             self.bus.refuse(origin, rid, errors.TOO_MANY_PENDING.code)
             return
-        entry = held[rid] = _Held(origin, service, timeout >= self.timeout)
-        self._held_deadlines.add(now + timeout, (target, rid, entry))
+        entry = held[rid] = _Held(rid, target, origin, service, timeout >= self.timeout)
+        self._held_deadlines.add(entry, now + timeout)
         self.counts.offered += 1
         target.push_parts(frames.RequestPush, rid, body, service)
 
@@ -510,27 +508,19 @@ class RequestBroker:
         held = requests.pop(rid)
         if not requests:
             del self.held[peer]
-            if not self.held:
-                self._held_deadlines.clear()
+        self._held_deadlines.discard(held)
         return held
 
-    def _holds(self, key: tuple[Peer, str, _Held]) -> bool:
-        peer, rid, held = key
-        requests = self.held.get(peer)
-        return requests is not None and requests.get(rid) is held
-
-    def _held_due(self, key: tuple[Peer, str, _Held]) -> None:
+    def _held_due(self, held: _Held) -> None:
         """The origin has given up on the request by now: a later reply is unexpected;
         and when it had the whole default timeout, its client is drawn for no service
         until it replies. Asked here, the ask times out now too (`_offer`)."""
-        if self._holds(key):
-            peer, rid, held = key
-            self._unhold(peer, rid)
-            if held.full:
-                self._stall(peer)
-            ask = self.asks.get(rid)
-            if ask is not None and held.origin == self.bus.instance_id:
-                self._ask_due((rid, ask))
+        rid = held.rid
+        self._unhold(held.target, rid)
+        if held.full:
+            self._stall(held.target)
+        if rid in self.asks and held.origin == self.bus.instance_id:
+            self._ask_due(rid)
 
     def forget_target(self, peer: Peer) -> None:
         """``peer`` left (or can reply no more): it is no longer addressable, and what it
@@ -539,10 +529,8 @@ class RequestBroker:
         self._stalled.discard(peer)
         for service in self._services_of.pop(peer, ()):
             self._leave_service(peer, service)
-        held_here = self.held.pop(peer, {})
-        if not self.held:
-            self._held_deadlines.clear()
-        for rid, held in held_here.items():
+        for rid, held in self.held.pop(peer, {}).items():
+            self._held_deadlines.discard(held)
             code = MEMBER_GONE if held.service is not None else errors.CLIENT_GONE.code
             self.bus.refuse(held.origin, rid, code)
 
