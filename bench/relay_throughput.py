@@ -273,8 +273,10 @@ def drive(port: int, driver, args, cpu, rss, *extra, cap: float | None = None):
         if counter.exchanges - count <= cap * 0.5 * 1.03:
             break
     start, cpu_start, count_start = time.monotonic(), cpu(), counter.exchanges
+    driver_start = time.process_time()
     yield task.deferLater(reactor, args.seconds, lambda: None)
     elapsed, cpu_used = time.monotonic() - start, cpu() - cpu_start
+    driver_used = time.process_time() - driver_start
     exchanges = counter.exchanges - count_start
     resident = rss()
     for connection in connections:
@@ -284,6 +286,7 @@ def drive(port: int, driver, args, cpu, rss, *extra, cap: float | None = None):
         "server_us_per_exchange": cpu_used / exchanges * 1e6 if exchanges else None,
         "server_percent_of_a_core": 100 * cpu_used / elapsed,
         "server_rss_mib": resident / 2**20,
+        "driver_percent_of_a_core": 100 * driver_used / elapsed,
     }
 
 
@@ -379,7 +382,8 @@ def run(args):
                 f"[{round_}] {case:9} {r['exchanges_per_s']:9.0f} exchanges/s, server "
                 f"{r['server_us_per_exchange']:.1f} us CPU per exchange "
                 f"({r['server_percent_of_a_core']:.0f}% of a core), "
-                f"{r['server_rss_mib']:.0f} MiB resident; load {r['load']}; "
+                f"{r['server_rss_mib']:.0f} MiB resident; driver "
+                f"{r['driver_percent_of_a_core']:.0f}% of a core; load {r['load']}; "
                 f"limits: {r['limits']}",
                 flush=True,
             )

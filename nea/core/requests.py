@@ -106,7 +106,8 @@ class _Ask:
     service: str | None
     body: Any
     timeout: float
-    started: float
+    #: When it times out: ``timeout`` after it was asked.
+    deadline: float
     #: Where it was offered last (an answer or refusal from elsewhere is stale).
     instance: str | None = None
     attempts: int = 0
@@ -161,6 +162,8 @@ class RequestBroker:
     ) -> None:
         self.clock = clock
         self.bus = bus
+        #: This instance, as the bus names it (an origin, and where an offer goes).
+        self.here = bus.instance_id
         self.rng = rng
         self.reject = reject
         self.max_pending = max_pending
@@ -324,10 +327,9 @@ class RequestBroker:
             return None
         timeout = timeout or self.timeout
         now = self.clock.seconds()
-        ask = _Ask(asker, ref, name, service, body, timeout, now)
-        self.asks[rid] = ask
+        ask = self.asks[rid] = _Ask(asker, ref, name, service, body, timeout, now + timeout)
         if name is not None and name in self.names:
-            self._offer(rid, ask, self.bus.instance_id, now)  # where every bus would find it
+            self._offer(rid, ask, self.here, now)  # where every bus would find it
         elif name is not None:
             self._time(rid, ask)
             found = self.bus.find_client(name)
@@ -363,19 +365,18 @@ class RequestBroker:
         times it out too (`_held_due`), one timer entry a request rather than two."""
         ask.instance = instance
         ask.attempts += 1
-        left = max(0.001, ask.started + ask.timeout - now)
-        here = self.bus.instance_id
-        if instance == here:  # where every bus would hand it: no envelope
-            self._push(rid, here, ask.name, ask.service, ask.body, left, now)
+        left = max(0.001, ask.deadline - now)
+        if instance == self.here:  # where every bus would hand it: no envelope
+            self._push(rid, instance, ask.name, ask.service, ask.body, left, now)
         else:
             self._time(rid, ask)
-            self.bus.offer(instance, Offer(rid, here, ask.name, ask.service, ask.body, left))
+            self.bus.offer(instance, Offer(rid, self.here, ask.name, ask.service, ask.body, left))
 
     def _time(self, rid: str, ask: _Ask) -> None:
         """``ask`` may wait elsewhere than in a local client's hold: give it its deadline."""
         if not ask.timed:
             ask.timed = True
-            self._ask_deadlines.add(rid, ask.started + ask.timeout)
+            self._ask_deadlines.add(rid, ask.deadline)
 
     def answer(self, rid: str, body: Any, instance: str) -> None:
         """The reply to ``rid`` came back from a client on ``instance``."""
@@ -496,7 +497,7 @@ class RequestBroker:
             )
             return
         self.counts.replied += 1
-        if held.origin == self.bus.instance_id:
+        if held.origin == self.here:
             self.answer(rid, body, held.origin)  # where every bus would hand it
         else:
             self.bus.answer(held.origin, rid, body)
@@ -519,7 +520,7 @@ class RequestBroker:
         self._unhold(held.target, rid)
         if held.full:
             self._stall(held.target)
-        if rid in self.asks and held.origin == self.bus.instance_id:
+        if rid in self.asks and held.origin == self.here:
             self._ask_due(rid)
 
     def forget_target(self, peer: Peer) -> None:
