@@ -16,6 +16,7 @@ one here is the bus, the envelope and the batches, without txredisapi, the
 sockets and Redis (measured by `cluster.py`).
 
     .venv/bin/python bench/crossing_path.py [--exchanges 100000] [--repeat 3]
+        [--connections 50 --per-read 20]
 """
 
 import argparse
@@ -100,10 +101,10 @@ class Setup:
         return sum(h.snapshot().relays.pending + h.snapshot().relays.in_flight for h in self.hubs)
 
 
-def run(count: int, exchanges: int, connections: int = 100) -> float:
+def run(count: int, exchanges: int, connections: int = 100, per_read: int = 1) -> float:
     """CPU seconds per exchange."""
     setup = Setup(count, connections)
-    spent = exchange(setup.peers, exchanges, setup.end_turn)
+    spent = exchange(setup.peers, exchanges, setup.end_turn, per_read)
     if setup.pending():
         raise RuntimeError("the crossing-path bench left relays behind")
     return spent
@@ -113,14 +114,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--exchanges", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--connections", type=int, default=100)
+    p.add_argument(
+        "--per-read", type=int, default=1, help="messages a connection sends a read"
+    )
     args = p.parse_args()
     figures: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(args.repeat):
         for count in figures:
-            figures[count].append(run(count, args.exchanges) * 1e6)
+            figures[count].append(
+                run(count, args.exchanges, args.connections, args.per_read) * 1e6
+            )
     one, two = min(figures[1]), min(figures[2])
     print(
-        f"crossing path: {one:.2f} us CPU per exchange on one hub, {two:.2f} us on two; a "
+        f"crossing path ({args.connections} connections, {args.per_read} a read): {one:.2f} us CPU per exchange on one hub, {two:.2f} us on two; a "
         f"crossing relay {2 * two - one:.2f} us, {(2 * two - one) / one:.2f}x a local one "
         f"(best of {args.repeat}; one: {', '.join(f'{f:.2f}' for f in figures[1])}; two: "
         f"{', '.join(f'{f:.2f}' for f in figures[2])})",
