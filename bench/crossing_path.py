@@ -115,19 +115,16 @@ def main() -> None:
     p.add_argument("--exchanges", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--connections", type=int, default=100)
-    p.add_argument(
-        "--per-read", type=int, default=1, help="messages a connection sends a read"
-    )
+    p.add_argument("--per-read", type=int, default=1, help="messages a connection sends a read")
     args = p.parse_args()
     figures: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(args.repeat):
         for count in figures:
-            figures[count].append(
-                run(count, args.exchanges, args.connections, args.per_read) * 1e6
-            )
+            figures[count].append(run(count, args.exchanges, args.connections, args.per_read) * 1e6)
     one, two = min(figures[1]), min(figures[2])
     print(
-        f"crossing path ({args.connections} connections, {args.per_read} a read): {one:.2f} us CPU per exchange on one hub, {two:.2f} us on two; a "
+        f"crossing path ({args.connections} connections, {args.per_read} a read): "
+        f"{one:.2f} us CPU per exchange on one hub, {two:.2f} us on two; a "
         f"crossing relay {2 * two - one:.2f} us, {(2 * two - one) / one:.2f}x a local one "
         f"(best of {args.repeat}; one: {', '.join(f'{f:.2f}' for f in figures[1])}; two: "
         f"{', '.join(f'{f:.2f}' for f in figures[2])})",

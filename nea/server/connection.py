@@ -50,6 +50,7 @@ from zope.interface import implementer
 
 from nea.core.hub import Hub
 from nea.core.tokens import Token
+from nea.net.sending import sender_for
 from nea.server.admission import Admission
 from nea.server.chatrate import DEFAULT_CHAT_BYTES_RATE, DEFAULT_CHAT_RATE, ChatBucket
 from nea.tls.server import peer_identity
@@ -261,6 +262,7 @@ class Session(Protocol, Generic[U, D]):
 
     log = Logger()
     transport: ISessionTransport  # from makeConnection, which precedes all else
+    output: IConsumer  # from start (`consumer`), which precedes every write
 
     def __init__(
         self,
@@ -378,8 +380,14 @@ class Session(Protocol, Generic[U, D]):
         """The client is connected (its handshakes done): watch output, join the hub."""
         if ISSLTransport.providedBy(self.transport):
             self.identity = peer_identity(self.transport.getPeerCertificate())
-        self.transport.registerProducer(self, True)
+        self.output = self.consumer()
+        self.output.registerProducer(self, True)
         self.hub.join(self)
+
+    def consumer(self) -> IConsumer:
+        """Where output goes, and whose buffer pauses this session: the transport, which
+        others may write to too (WebSocket's framing writes its own frames)."""
+        return self.transport
 
     def received(self, data: U) -> None:
         if self._closing:
@@ -667,12 +675,16 @@ class NeaConnection(Session[bytes, frames.Request]):
     def handle(self, request: frames.Request) -> None:
         self.hub.handle(self, request)
 
+    def consumer(self) -> IConsumer:
+        # Only this connection writes to its transport: on plain TCP, send at once.
+        return sender_for(self.transport)
+
     def write(self, lines: list[bytes]) -> None:
-        self.transport.write(b"".join(lines))
+        self.output.write(b"".join(lines))
 
     def shut(self) -> None:
-        # TLS will not start its shutdown while a producer is registered.
-        self.transport.unregisterProducer()
+        # TLS will not start its shutdown while a producer is registered, nor TCP its close.
+        self.output.unregisterProducer()
         self.transport.loseConnection()
 
 
