@@ -1,0 +1,162 @@
+"""`nea.net.sending.Sender`: writes at once while nothing is queued, in order always;
+on a fake socket, then through the real service over plain TCP."""
+
+import socket
+
+from twisted.internet import defer
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from nea.net.sending import Sender, sender_for
+from nea.wire import codec, frames
+from tests.support import connect, settle, start_server, tcp_listen
+
+
+class FakeSocket(FileDescriptor):
+    """A connected file descriptor whose socket takes ``room`` bytes at a time."""
+
+    def __init__(self, reactor) -> None:
+        super().__init__(reactor)
+        self.connected = 1
+        self.room = 1 << 30
+        self.sent = bytearray()
+        self.calls = 0
+
+    def writeSomeData(self, data) -> int:
+        self.calls += 1
+        taken = bytes(data[: self.room])
+        self.sent += taken
+        return len(taken)
+
+
+@implementer(IPushProducer)
+class Producer:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
+
+
+class SenderTests(unittest.TestCase):
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.socket = FakeSocket(self.reactor)
+        self.sender = Sender(self.socket)
+        self.producer = Producer()
+        self.sender.registerProducer(self.producer, True)
+
+    def drain(self) -> None:
+        """The reactor finds the socket writable."""
+        self.socket.doWrite()
+
+    def test_what_the_socket_takes_goes_at_once_and_nothing_waits_for_a_poll(self):
+        self.sender.write(b"hello\n")
+        self.assertEqual(bytes(self.socket.sent), b"hello\n")
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_the_rest_is_queued_and_later_writes_wait_behind_it(self):
+        self.socket.room = 4
+        self.sender.write(b"0123456789")
+        self.sender.write(b"abc")
+        self.assertEqual(bytes(self.socket.sent), b"0123")
+        self.assertEqual(self.reactor.getWriters(), [self.socket])
+        self.socket.room = 1 << 30
+        self.drain()
+        self.assertEqual(bytes(self.socket.sent), b"0123456789abc")
+        calls = self.socket.calls
+        self.sender.write(b"!")  # the queue is empty again: at once
+        self.assertEqual((bytes(self.socket.sent[-1:]), self.socket.calls), (b"!", calls + 1))
+
+    def test_its_producer_is_paused_past_the_buffer_size_and_resumed_once_all_is_out(self):
+        self.socket.room = 0
+        self.sender.write(b"x" * self.socket.bufferSize)
+        self.assertEqual(self.producer.events, [])
+        self.sender.write(b"y")
+        self.assertEqual(self.producer.events, ["pause"])
+        self.socket.room = 1 << 30
+        self.drain()
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+        self.assertEqual(len(self.socket.sent), self.socket.bufferSize + 1)
+
+    def test_once_its_producer_unregisters_it_lets_go_of_the_transport(self):
+        """So that the transport's loseConnection waits for the queue, and no longer."""
+        self.assertIs(self.socket.producer, self.sender)
+        self.sender.unregisterProducer()
+        self.assertIsNone(self.socket.producer)
+        calls = self.socket.calls
+        self.sender.write(b"bye\n")
+        self.assertEqual(self.socket.calls, calls)  # through the transport's queue
+        self.socket.loseConnection()
+        self.drain()
+        self.assertEqual(bytes(self.socket.sent), b"bye\n")
+
+    def test_a_lost_connection_stops_its_producer_and_writes_nothing_at_once(self):
+        self.socket.connectionLost(None)
+        self.assertEqual(self.producer.events, ["stop"])
+        calls = self.socket.calls
+        self.sender.write(b"late\n")
+        self.assertEqual(self.socket.calls, calls)
+
+    def test_only_a_streaming_producer_is_taken(self):
+        sender = Sender(FakeSocket(self.reactor))
+        self.assertRaises(ValueError, sender.registerProducer, Producer(), False)
+
+    def test_a_transport_that_is_no_socket_is_written_as_it_is(self):
+        transport = StringTransport()
+        self.assertIs(sender_for(transport), transport)
+        self.assertIsInstance(sender_for(FakeSocket(self.reactor)), Sender)
+
+
+#: Replies the server writes to a client that does not read, well past what the kernel
+#: buffers (the client's receive buffer is held at 64 KiB; the server's send buffer grows
+#: to 4 MiB at most): the rest waits in the server's queue.
+LINES = 1500
+LINE = "ab" * 2000
+
+
+class PlainTCPTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def client_that_stops_reading(self, *args: str):
+        self.service = yield start_server(
+            self, "--listen", tcp_listen(), "--max-rate", "0", "--date-interval", "3600", *args
+        )
+        client = yield connect(self, self.service.ports[0], tls=False)
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.transport.pauseProducing()
+        for i in range(LINES):
+            client.send(f"{i:05d}{LINE}")
+        return client
+
+    @defer.inlineCallbacks
+    def test_a_client_that_reads_late_gets_every_byte_in_order(self):
+        client = yield self.client_that_stops_reading("--max-outbound", str(64 * 2**20))
+        peers = self.service.hub.registry.peers
+        yield settle(lambda: any(peer.blocked for peer in peers), timeout=30)
+        client.transport.resumeProducing()
+        replies = []
+        for _ in range(LINES + 10):
+            push = codec.decode_push((yield client.next(timeout=30)))
+            if isinstance(push, frames.ReverseReply):
+                replies.append(push.text)
+                if len(replies) == LINES:
+                    break
+        self.assertEqual(replies, [f"{i:05d}{LINE}"[::-1] for i in range(LINES)])
+
+    @defer.inlineCallbacks
+    def test_a_client_that_never_reads_is_dropped_as_a_slow_consumer(self):
+        yield self.client_that_stops_reading("--max-outbound", str(2**20))
+        hub = self.service.hub
+        yield settle(lambda: hub.snapshot().errors.get("slow_consumer", 0) == 1, timeout=30)
+        yield settle(lambda: not list(hub.registry.peers))  # (the client, not reading, never knows)
