@@ -251,10 +251,10 @@ class PacedNatsDriver(Paced, NatsDriver):
 
 
 @defer.inlineCallbacks
-def drive(port: int, driver, args, cpu, rss, *extra, cap: float | None = None):
+def drive(port: int, driver, args, cpu, *extra, rss=None, cap: float | None = None):
     """Warm up, then count exchanges and server CPU for ``args.seconds``, and read the
-    server's resident memory at the end (``rss``, bytes); ``extra`` is passed to each
-    ``driver``. With ``cap`` (exchanges/s the daemon's rate limit allows)
+    server's resident memory at the end (``rss``, bytes, if given); ``extra`` is passed
+    to each ``driver``. With ``cap`` (exchanges/s the daemon's rate limit allows)
     the warm-up goes on until the clients' bursts are spent: half a second at most 3%
     over ``cap`` (30 s at most)."""
     counter = Counter()
@@ -278,14 +278,14 @@ def drive(port: int, driver, args, cpu, rss, *extra, cap: float | None = None):
     elapsed, cpu_used = time.monotonic() - start, cpu() - cpu_start
     driver_used = time.process_time() - driver_start
     exchanges = counter.exchanges - count_start
-    resident = rss()
+    resident = rss() if rss is not None else None
     for connection in connections:
         connection.transport.abortConnection()
     return {
         "exchanges_per_s": exchanges / elapsed,
         "server_us_per_exchange": cpu_used / exchanges * 1e6 if exchanges else None,
         "server_percent_of_a_core": 100 * cpu_used / elapsed,
-        "server_rss_mib": resident / 2**20,
+        "server_rss_mib": resident / 2**20 if resident is not None else None,
         "driver_percent_of_a_core": 100 * driver_used / elapsed,
     }
 
@@ -345,8 +345,8 @@ def run_case(case: str, args):
                 paced_driver if paced else driver,
                 args,
                 lambda: harness.process_cpu(server.pid),
-                lambda: harness.process_rss(server.pid),
                 *extra,
+                rss=lambda: harness.process_rss(server.pid),
             )
         finally:
             harness.stop(server)
@@ -359,7 +359,7 @@ def run_case(case: str, args):
         ) as daemon:
             cap = args.connections * rate / 2 if rate else None
             result = yield drive(
-                daemon.ports[0], driver, args, daemon.cpu, daemon.rss, *extra, cap=cap
+                daemon.ports[0], driver, args, daemon.cpu, *extra, rss=daemon.rss, cap=cap
             )
         result["limits"] = harness.limits_text(args, rate)
     if pacer is not None:
