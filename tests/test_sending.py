@@ -1,9 +1,9 @@
 """`nea.net.sending.Sender`: writes at once while nothing is queued, in order always;
-on a fake socket, then through the real service over plain TCP."""
+on a fake socket, then through the real service over plain TCP and TLS."""
 
 import socket
 
-from twisted.internet import defer
+from twisted.internet import defer, main
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from nea.net.sending import Sender, sender_for
 from nea.wire import codec, frames
-from tests.support import connect, settle, start_server, tcp_listen
+from tests.support import connect, settle, start_server, tcp_listen, tls_listen
 
 
 class FakeSocket(FileDescriptor):
@@ -107,9 +107,36 @@ class SenderTests(unittest.TestCase):
         self.sender.write(b"late\n")
         self.assertEqual(self.socket.calls, calls)
 
-    def test_only_a_streaming_producer_is_taken(self):
-        sender = Sender(FakeSocket(self.reactor))
-        self.assertRaises(ValueError, sender.registerProducer, Producer(), False)
+    def test_a_pull_producer_is_handed_to_the_transport_and_writes_queue_from_then_on(self):
+        """twisted.web registers one to serve a file: it writes when the transport asks."""
+        sender, pull = Sender(self.socket_without_producer()), Producer()
+        sender.registerProducer(pull, False)
+        self.assertIs(sender.transport.producer, pull)
+        sender.write(b"chunk")
+        self.assertEqual(
+            (sender.transport.calls, self.reactor.getWriters()), (0, [sender.transport])
+        )
+
+    def test_a_paused_producer_let_go_is_resumed(self):
+        """(The transport pauses it again if its queue is still full.)"""
+        self.socket.room = 0
+        self.sender.write(b"x" * (self.socket.bufferSize + 1))
+        self.sender.unregisterProducer()
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+
+    def socket_without_producer(self) -> FakeSocket:
+        return FakeSocket(self.reactor)
+
+    def test_a_connection_closed_under_it_closes_once_its_queue_is_out(self):
+        self.socket.room = 3
+        self.sender.write(b"last words")
+        self.socket.loseConnection()
+        self.socket.room = 1 << 30
+        self.assertIsNone(self.socket.doWrite())  # the queue is out; the sender lets go
+        self.assertIs(self.socket.producer, self.producer)
+        self.assertEqual(self.reactor.getWriters(), [self.socket])  # for the close
+        self.assertEqual(self.socket.doWrite(), main.CONNECTION_DONE)
+        self.assertEqual(bytes(self.socket.sent), b"last words")
 
     def test_a_transport_that_is_no_socket_is_written_as_it_is(self):
         transport = StringTransport()
@@ -124,24 +151,34 @@ LINES = 1500
 LINE = "ab" * 2000
 
 
-class PlainTCPTests(unittest.TestCase):
+class ThroughTheServer(unittest.TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
-    def client_that_stops_reading(self, *args: str):
+    def client_that_stops_reading(self, *args: str, tls: bool = False):
+        listen = tls_listen() if tls else tcp_listen()
         self.service = yield start_server(
-            self, "--listen", tcp_listen(), "--max-rate", "0", "--date-interval", "3600", *args
+            self, "--listen", listen, "--max-rate", "0", "--date-interval", "3600", *args
         )
-        client = yield connect(self, self.service.ports[0], tls=False)
-        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client = yield connect(self, self.service.ports[0], tls=tls)
+        client.send("ready")  # the server has its side of the handshake done: it answers
+        self.assertEqual((yield client.next()), b"ydaer")
+        tcp = client.transport.transport if tls else client.transport  # (under the client's TLS)
+        tcp.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         client.transport.pauseProducing()
         for i in range(LINES):
             client.send(f"{i:05d}{LINE}")
         return client
 
-    @defer.inlineCallbacks
     def test_a_client_that_reads_late_gets_every_byte_in_order(self):
-        client = yield self.client_that_stops_reading("--max-outbound", str(64 * 2**20))
+        return self.reads_late(tls=False)
+
+    def test_a_tls_client_that_reads_late_gets_every_byte_in_order(self):
+        return self.reads_late(tls=True)
+
+    @defer.inlineCallbacks
+    def reads_late(self, tls: bool):
+        client = yield self.client_that_stops_reading("--max-outbound", str(64 * 2**20), tls=tls)
         peers = self.service.hub.registry.peers
         yield settle(lambda: any(peer.blocked for peer in peers), timeout=30)
         client.transport.resumeProducing()
@@ -154,9 +191,15 @@ class PlainTCPTests(unittest.TestCase):
                     break
         self.assertEqual(replies, [f"{i:05d}{LINE}"[::-1] for i in range(LINES)])
 
-    @defer.inlineCallbacks
     def test_a_client_that_never_reads_is_dropped_as_a_slow_consumer(self):
-        yield self.client_that_stops_reading("--max-outbound", str(2**20))
+        return self.never_reads(tls=False)
+
+    def test_a_tls_client_that_never_reads_is_dropped_as_a_slow_consumer(self):
+        return self.never_reads(tls=True)
+
+    @defer.inlineCallbacks
+    def never_reads(self, tls: bool):
+        yield self.client_that_stops_reading("--max-outbound", str(2**20), tls=tls)
         hub = self.service.hub
         yield settle(lambda: hub.snapshot().errors.get("slow_consumer", 0) == 1, timeout=30)
         yield settle(lambda: not list(hub.registry.peers))  # (the client, not reading, never knows)

@@ -13,6 +13,10 @@ which the transport tells each time its queue empties. The one producer that
 writes through it (a connection's session) hears what a streaming producer of the
 transport would: pause once the queue holds more than the transport's buffer size,
 resume once it is empty, stop when the connection is lost.
+
+It lets go of the transport (and hands it that producer) when the connection is
+to close, or a pull producer is registered through it (twisted.web serving a
+file): from then on it writes through the transport's queue, as Twisted would.
 """
 
 from twisted.internet.abstract import FileDescriptor
@@ -23,9 +27,7 @@ from zope.interface import implementer
 @implementer(IConsumer, IPullProducer)
 class Sender:
     """Writes to ``transport`` (a TCP connection), at once where it can; see the module
-    docstring. Its producer unregisters before the connection is closed, as a
-    transport's own producer must: the sender then lets go of the transport too, so
-    that ``loseConnection`` waits for the queue and no longer."""
+    docstring."""
 
     __slots__ = ("transport", "producer", "_queued", "_paused", "_attached")
 
@@ -64,25 +66,42 @@ class Sender:
             self._paused = False
             if self.producer is not None:
                 self.producer.resumeProducing()
+        if self.transport.disconnecting:
+            # It closes once its queue is empty and no pull producer is registered (it
+            # looks again once one unregisters).
+            self._let_go()
 
     def stopProducing(self) -> None:
         """The connection is lost."""
         self._attached = False
         if self.producer is not None:
             self.producer.stopProducing()
+            self.producer = None
 
     # ---- IConsumer: its producer's side ----
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        if not streaming or not IPushProducer.providedBy(producer):
-            raise ValueError("a Sender takes a streaming (push) producer only")
-        self.producer = producer
+        if self._attached and streaming and IPushProducer.providedBy(producer):
+            self.producer = producer
+        else:
+            self._let_go()
+            self.transport.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self.producer = None
+        self._let_go()
+        self.transport.unregisterProducer()
+
+    def _let_go(self) -> None:
+        """Write through the transport's queue from now on; its producer is the
+        transport's own again."""
         if self._attached:
             self._attached = False
+            producer, self.producer = self.producer, None
             self.transport.unregisterProducer()
+            if producer is not None:
+                if self._paused:
+                    producer.resumeProducing()  # (the transport pauses it again if full)
+                self.transport.registerProducer(producer, True)
 
 
 def sender_for(transport) -> IConsumer:

@@ -11,6 +11,7 @@ from pathlib import Path
 import attrs
 
 from nea.net.listening import ListeningService, server_endpoint, with_backlog
+from nea.net.sending import sender_for
 from nea.net.startup import StartupError
 from nea.server.admission import Admission
 from nea.server.proxyheader import ProxyHeaderFactory
@@ -159,6 +160,7 @@ class ClientListener(ListeningService):
                 admission or Admission(),
                 gate or HandshakeGate(),
                 handshake_timeout,
+                sender_for,
             )
         if listen.proxy:
             factory = ProxyHeaderFactory(factory, reactor, handshake_timeout)

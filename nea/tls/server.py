@@ -18,9 +18,10 @@ opposite on both counts:
   connection waits for its turn, newest first. Work spent on clients that give
   up before it completes is what collapses goodput under overload.
 
-Output goes straight through to the TCP transport after encryption, so the TCP
-transport's own buffer is the one that fills when a peer stops reading, and a
-producer registered here is registered there. OpenSSL takes at most one record
+Output goes straight through to the TCP transport after encryption (through
+what the factory's ``output`` makes of it: the server sends at once where it
+can), so the TCP transport's own buffer is the one that fills when a peer stops
+reading, and a producer registered here is registered there. OpenSSL takes at most one record
 (16 KiB) of plaintext per ``send``: `write` loops until every byte is taken, and
 keeps in order whatever OpenSSL cannot take before it has read from the peer.
 """
@@ -290,6 +291,7 @@ class TLSServerProtocol(Protocol):
         self.disconnecting = False
         self.phase = Phase.ACCEPTED
         self._tls: SSL.Connection  # from connectionMade, once admitted
+        self._output: interfaces.IConsumer  # likewise (`TLSServerFactory`)
         #: The first TLS record, gathered until complete; emptied once past it.
         self._hello = bytearray()
         self._deadline = None
@@ -324,6 +326,7 @@ class TLSServerProtocol(Protocol):
         if not factory.admission.admit(self.transport):
             self._to(Phase.REFUSED)
             return
+        self._output = factory.output(self.transport)
         self._tls = SSL.Connection(factory.context(), None)
         self._tls.set_accept_state()
         self._to(Phase.GATHERING_HELLO)
@@ -465,7 +468,7 @@ class TLSServerProtocol(Protocol):
             except SSL.WantReadError:
                 break
         if chunks:
-            self.transport.write(b"".join(chunks))
+            self._output.write(b"".join(chunks))
 
     def write(self, data: bytes) -> None:
         if self._write_closed or self.phase is _CLOSED or not data:
@@ -544,10 +547,10 @@ class TLSServerProtocol(Protocol):
         _producer(self.transport).resumeProducing()
 
     def registerProducer(self, producer, streaming: bool) -> None:
-        _consumer(self.transport).registerProducer(producer, streaming)
+        self._output.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        _consumer(self.transport).unregisterProducer()
+        self._output.unregisterProducer()
 
     def getPeer(self):
         return self.transport.getPeer()
@@ -591,7 +594,9 @@ class TLSServerFactory(Factory):
     per connection, so a reload takes effect for newcomers only). ``admission``
     (`nea.server.admission.Admission`-like: ``admit``/``release`` of a transport)
     sees every accepted socket first; ``gate`` bounds handshakes in progress and
-    may be shared by several listeners.
+    may be shared by several listeners. ``output`` gives, for an admitted TCP
+    connection, what its encrypted output is written to and its producers are
+    registered with (the connection itself unless given).
     """
 
     noisy = False
@@ -604,6 +609,7 @@ class TLSServerFactory(Factory):
         admission,
         gate: HandshakeGate,
         handshake_timeout: float = 0.0,
+        output: Callable[[interfaces.ITCPTransport], interfaces.IConsumer] | None = None,
     ) -> None:
         self.wrapped = wrapped
         self.context = context
@@ -611,6 +617,7 @@ class TLSServerFactory(Factory):
         self.admission = admission
         self.gate = gate
         self.handshake_timeout = handshake_timeout
+        self.output = output or _consumer
 
     def doStart(self) -> None:
         self.wrapped.doStart()
