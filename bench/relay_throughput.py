@@ -23,6 +23,8 @@ second, each exchange being two lines). The cases, each a fresh daemon:
 - ``svc``: requests to a service (``serve`` / ``ask ID @SVC`` / ``reply``);
 - ``name``: requests to a name (``register`` / ``ask ID NAME`` / ``reply``), to a
   connection drawn at random like a relay's target;
+- ``relay-tls``: ``relay`` over TLS (the driver's TLS is Twisted's, so it costs
+  the driver more);
 - ``nats``: nats-server request/reply through a queue group;
 - ``floor``: bench/floor_relay.py, the least a relay on CPython and Twisted
   does (no limits, ids, deadlines or errors): the floor under nea's relay;
@@ -44,8 +46,8 @@ import subprocess
 import time
 
 import harness
-from twisted.internet import defer, reactor, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet import defer, reactor, ssl, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 
 
@@ -251,7 +253,7 @@ class PacedNatsDriver(Paced, NatsDriver):
 
 
 @defer.inlineCallbacks
-def drive(port: int, driver, args, cpu, *extra, rss=None, cap: float | None = None):
+def drive(port: int, driver, args, cpu, *extra, rss=None, cap: float | None = None, tls_ca=None):
     """Warm up, then count exchanges and server CPU for ``args.seconds``, and read the
     server's resident memory at the end (``rss``, bytes, if given); ``extra`` is passed
     to each ``driver``. With ``cap`` (exchanges/s the daemon's rate limit allows)
@@ -259,6 +261,9 @@ def drive(port: int, driver, args, cpu, *extra, rss=None, cap: float | None = No
     over ``cap`` (30 s at most)."""
     counter = Counter()
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if tls_ca is not None:
+        trust = ssl.Certificate.loadPEM(tls_ca.read_bytes())
+        endpoint = wrapClientTLS(ssl.optionsForClientTLS("localhost", trust), endpoint)
     connections = []
     for i in range(args.connections):
         factory = Factory.forProtocol(
@@ -301,6 +306,7 @@ def nats_server() -> str:
 #: case -> (listener profile, driver, max-rate of the daemon: None for --max-rate).
 CASES = {
     "relay": ("relay", NeaDriver, None),
+    "relay-tls": ("relay", NeaDriver, None),
     "throttled": ("relay", NeaDriver, "throttle"),
     "paced": ("relay", PacedDriver, 0.0),
     "svc": ("nea", NeaServiceDriver, None),
@@ -354,12 +360,21 @@ def run_case(case: str, args):
     else:
         profile, driver, rate = CASES[case]
         rate = args.throttle_rate if rate == "throttle" else rate
+        certs = harness.certs() if case.endswith("-tls") else None
+        listen = harness.tls(profile, certs) if certs else harness.tcp(profile)
         with harness.Daemon(
-            harness.tcp(profile), profile=args.profile, extra=harness.limit_args(args, rate)
+            listen, profile=args.profile, extra=harness.limit_args(args, rate)
         ) as daemon:
             cap = args.connections * rate / 2 if rate else None
             result = yield drive(
-                daemon.ports[0], driver, args, daemon.cpu, *extra, rss=daemon.rss, cap=cap
+                daemon.ports[0],
+                driver,
+                args,
+                daemon.cpu,
+                *extra,
+                rss=daemon.rss,
+                cap=cap,
+                tls_ca=certs / "ca.pem" if certs else None,
             )
         result["limits"] = harness.limits_text(args, rate)
     if pacer is not None:
@@ -402,6 +417,7 @@ RATIOS = [
     ("svc", "relay"),
     ("name", "relay"),
     ("relay", "nats"),
+    ("relay-tls", "relay"),
     ("relay", "floor"),
     ("floor", "nats"),
     ("svc-paced", "paced"),
