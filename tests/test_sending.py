@@ -152,33 +152,30 @@ LINE = "ab" * 2000
 
 
 class ThroughTheServer(unittest.TestCase):
+    """Over plain TCP; `ThroughTheServerOverTLS` runs the same over TLS."""
+
     timeout = 60
+    tls = False
 
     @defer.inlineCallbacks
-    def client_that_stops_reading(self, *args: str, tls: bool = False):
-        listen = tls_listen() if tls else tcp_listen()
+    def client_that_stops_reading(self, *args: str):
+        listen = tls_listen() if self.tls else tcp_listen()
         self.service = yield start_server(
             self, "--listen", listen, "--max-rate", "0", "--date-interval", "3600", *args
         )
-        client = yield connect(self, self.service.ports[0], tls=tls)
+        client = yield connect(self, self.service.ports[0], tls=self.tls)
         client.send("ready")  # the server has its side of the handshake done: it answers
         self.assertEqual((yield client.next()), b"ydaer")
-        tcp = client.transport.transport if tls else client.transport  # (under the client's TLS)
+        tcp = client.transport.transport if self.tls else client.transport  # (under TLS)
         tcp.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         client.transport.pauseProducing()
         for i in range(LINES):
             client.send(f"{i:05d}{LINE}")
         return client
 
-    def test_a_client_that_reads_late_gets_every_byte_in_order(self):
-        return self.reads_late(tls=False)
-
-    def test_a_tls_client_that_reads_late_gets_every_byte_in_order(self):
-        return self.reads_late(tls=True)
-
     @defer.inlineCallbacks
-    def reads_late(self, tls: bool):
-        client = yield self.client_that_stops_reading("--max-outbound", str(64 * 2**20), tls=tls)
+    def test_a_client_that_reads_late_gets_every_byte_in_order(self):
+        client = yield self.client_that_stops_reading("--max-outbound", str(64 * 2**20))
         peers = self.service.hub.registry.peers
         yield settle(lambda: any(peer.blocked for peer in peers), timeout=30)
         client.transport.resumeProducing()
@@ -191,15 +188,13 @@ class ThroughTheServer(unittest.TestCase):
                     break
         self.assertEqual(replies, [f"{i:05d}{LINE}"[::-1] for i in range(LINES)])
 
-    def test_a_client_that_never_reads_is_dropped_as_a_slow_consumer(self):
-        return self.never_reads(tls=False)
-
-    def test_a_tls_client_that_never_reads_is_dropped_as_a_slow_consumer(self):
-        return self.never_reads(tls=True)
-
     @defer.inlineCallbacks
-    def never_reads(self, tls: bool):
-        yield self.client_that_stops_reading("--max-outbound", str(2**20), tls=tls)
+    def test_a_client_that_never_reads_is_dropped_as_a_slow_consumer(self):
+        yield self.client_that_stops_reading("--max-outbound", str(2**20))
         hub = self.service.hub
         yield settle(lambda: hub.snapshot().errors.get("slow_consumer", 0) == 1, timeout=30)
         yield settle(lambda: not list(hub.registry.peers))  # (the client, not reading, never knows)
+
+
+class ThroughTheServerOverTLS(ThroughTheServer):
+    tls = True
