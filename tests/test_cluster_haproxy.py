@@ -105,7 +105,13 @@ class BehindHAProxy(unittest.TestCase):
             cluster = status["cluster"]
             return cluster["state"] == "connected" and len(cluster["members"]) == count
 
-        return defer.gatherResults([infra.until_status(self, port, joined) for port in ports])
+        waits = defer.gatherResults([infra.until_status(self, port, joined) for port in ports])
+        return waits.addErrback(self.with_daemon_output)
+
+    def with_daemon_output(self, failure):
+        """A failed wait says what the daemons logged (they run as separate processes)."""
+        logs = "\n".join(f"--- {d.program.output()}" for d in self.daemons)
+        raise AssertionError(f"{failure.getErrorMessage()}\ndaemon output:\n{logs}")
 
     def until_forwarded(self, daemon, count: int):
         """Until ``daemon`` has forwarded ``count`` relays: the load is under way."""
