@@ -157,10 +157,9 @@ class RelayBroker:
         self._held_count: dict[Peer, int] = {}
         self._saturated: set[Peer] = set()
         self._stalled: set[Peer] = set()
-        #: Every unacknowledged delivery's deadline, on one timer each for the two
-        #: timeouts (each set keeps its deadlines in the order they come).
+        #: Every unacknowledged delivery's deadline, on one timer (the shorter first-ack
+        #: deadlines come out of order: `Deadlines` keeps those apart).
         self._deadlines = Deadlines[Delivery](clock, self._expired)
-        self._first_deadlines = Deadlines[Delivery](clock, self._expired)
         self.counts = RelayCounts()
 
     def handlers(self) -> dict[type, Handler]:
@@ -271,7 +270,7 @@ class RelayBroker:
             else:
                 earlier.append(delivery)
         if timeout:
-            (self._first_deadlines if first else self._deadlines).add(delivery, delivery.deadline)
+            self._deadlines.add(delivery, delivery.deadline)
         count = self._held_count[target] = self._held_count.get(target, 0) + 1
         if count >= self.max_pending:
             self._saturated.add(target)
@@ -315,7 +314,7 @@ class RelayBroker:
                 del deliveries[text]
         if not deliveries:
             del self.held[peer]
-        self._unwatch(delivery)
+        self._deadlines.discard(delivery)
         count = self._held_count[peer] - 1
         if count:
             self._held_count[peer] = count
@@ -337,12 +336,8 @@ class RelayBroker:
         for held in self.held.pop(peer, {}).values():
             for delivery in (held,) if isinstance(held, Delivery) else held:
                 if not delivery.expired:  # (an expired one was handed back already)
-                    self._unwatch(delivery)
+                    self._deadlines.discard(delivery)
                     self.bus.reforward(delivery.origin, delivery.relay, 0)
-
-    def _unwatch(self, delivery: Delivery) -> None:
-        """``delivery`` is settled before its deadline: it does not expire."""
-        (self._first_deadlines if delivery.first else self._deadlines).discard(delivery)
 
     # ---- both ----
 
@@ -353,7 +348,6 @@ class RelayBroker:
     def stop(self) -> None:
         """No more expiries (the instance is stopping)."""
         self._deadlines.clear()
-        self._first_deadlines.clear()
 
     @property
     def empty(self) -> bool:

@@ -192,10 +192,11 @@ class Outbox(PerClock):
     another (a relay's target, a request's member); one turn handles many reads.
     Written as they come, each push is a transport write (and over TLS a record);
     gathered, a connection gets one write a turn however many pushes it had
-    (`Session.send`; for WebSocket, its messages one after another). Nothing
-    waits longer than it did: a transport sends only when the reactor next polls,
-    after this turn's end. A connection also writes what it holds once that is a
-    TLS record's worth (`HOLD_LIMIT`), and before it closes.
+    (`Session.send`; for WebSocket, its messages one after another). The turn's
+    end comes before the reactor polls again, which is when Twisted's own write
+    would have sent each push (`nea.net.sending` sends at once from there). A
+    connection also writes what it holds once that is a TLS record's worth
+    (`HOLD_LIMIT`), and before it closes.
     """
 
     def __init__(self, clock: IReactorTime) -> None:

@@ -21,9 +21,10 @@ opposite on both counts:
 Output goes straight through to the TCP transport after encryption (through
 what the factory's ``output`` makes of it: the server sends at once where it
 can), so the TCP transport's own buffer is the one that fills when a peer stops
-reading, and a producer registered here is registered there. OpenSSL takes at most one record
-(16 KiB) of plaintext per ``send``: `write` loops until every byte is taken, and
-keeps in order whatever OpenSSL cannot take before it has read from the peer.
+reading, and a producer registered here is registered there. OpenSSL takes at
+most one record (16 KiB) of plaintext per ``send``: `write` loops until every
+byte is taken, and keeps in order whatever OpenSSL cannot take before it has
+read from the peer.
 """
 
 import enum
