@@ -79,9 +79,8 @@ class Deadlines(Generic[K]):
             self._late.pop(key, None)
         if not ordered:
             self._last = float("-inf")
-            if not self._late and self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            if not self._late:
+                self._disarm()
 
     def clear(self) -> None:
         """Forget every deadline, and disarm (the owner stops)."""
@@ -89,22 +88,21 @@ class Deadlines(Generic[K]):
         self._late.clear()
         self._heap.clear()
         self._last = float("-inf")
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._disarm()
 
     def __len__(self) -> int:
         return len(self._ordered) + len(self._late)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._ordered or key in self._late
-
     def _is_late(self, entry: tuple[float, int, K]) -> bool:
         return self._late.get(entry[2]) == entry[0]
 
-    def _arm(self, when: float) -> None:
+    def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, when: float) -> None:
+        self._disarm()
         self._armed = when
         self._timer = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._fire)
 
