@@ -13,6 +13,24 @@ Printed: the figures, the CPU each process used (instances, Redis, HAProxy,
 driver) and the scaling ratio two/one.
 
     .venv/bin/python bench/cluster.py [--seconds 10] [--clients 4000 --load-window 2]
+    .venv/bin/python bench/cluster.py --relay-only --rate 2000 --rounds 3
+
+What a crossing relay costs. With two instances in one cluster half the relays
+cross (targets drawn uniformly over all connections, HAProxy splitting them
+evenly), so two instances' CPU per exchange is (local + crossing) / 2. The local
+relay it is taken against is measured twice:
+
+- on one instance (``one``): the comparison the figures have always had; it also
+  charges the crossing with what running two processes instead of one costs;
+- on two instances apart (``apart``: the same two processes, Redis and HAProxy,
+  each instance its own cluster, ``--cluster-name``, so no relay crosses): the
+  same processes and the same load per instance, only the crossing differs.
+
+With ``--rate R`` every connection sends R lines a second (its requests and its
+answers), so every setup runs at the same exchange rate, below what the slowest
+can do: none then batches more lines per read for being faster. Without it the
+connections send as fast as they can, and a setup whose relays take longer also
+reads fewer lines at a time. ``--rounds`` runs the setups in turns.
 
 With ``--profile DIR`` every instance runs under cProfile (``profiled.py``),
 counting CPU time (six processes share the cores: wall-clock time would charge
@@ -35,7 +53,7 @@ import time
 from pathlib import Path
 
 import harness
-from relay_throughput import NeaDriver, drive
+from relay_throughput import NeaDriver, PacedDriver, Pacer, drive, spread
 from twisted.internet import defer, reactor, task
 
 HAPROXY_CFG = harness.ROOT / "deploy" / "haproxy.cfg"
@@ -72,7 +90,9 @@ class Setup:
         limits: tuple[str, ...],
         workers: bool = False,
         profile: Path | None = None,
+        apart: bool = False,
     ) -> None:
+        """``apart``: each instance its own cluster (on the same Redis)."""
         self.redis, redis_port = harness.redis_server()
         if workers:  # one nea-server, ``count`` worker processes
             limits = (*limits, "--workers", str(count))
@@ -90,6 +110,7 @@ class Setup:
                     f"redis://127.0.0.1:{redis_port}/0",
                     "--instance-id",
                     f"bench{i}",
+                    *(("--cluster-name", f"apart{i}") if apart else ()),
                     *limits,
                 ),
                 profile=profiles[i],
@@ -127,14 +148,27 @@ def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float
     return {k: round(100 * (after[k] - before[k]) / seconds) for k in before}
 
 
+#: The setups measured, in turn: name -> (instances, each its own cluster).
+SETUPS = {"one": (1, False), "apart": (2, True), "two": (2, False)}
+
+
 @defer.inlineCallbacks
-def measure(count: int, args, certs_dir: Path):
-    setup = Setup(count, certs_dir, harness.limit_args(args), args.workers, args.profile)
+def measure(name: str, args, certs_dir: Path):
+    count, apart = SETUPS[name]
+    setup = Setup(count, certs_dir, harness.limit_args(args), args.workers, args.profile, apart)
     try:
+        pacer = Pacer() if args.rate else None
+        driver, extra = (PacedDriver, (args.rate, pacer)) if pacer else (NeaDriver, ())
         before, start = setup.cpu(), time.monotonic()
-        relay = yield drive(setup.plain_port, NeaDriver, args, lambda: setup.cpu()["instances"])
+        try:
+            relay = yield drive(
+                setup.plain_port, driver, args, lambda: setup.cpu()["instances"], *extra
+            )
+        finally:
+            if pacer is not None:
+                pacer.loop.stop()
         relay["percent_of_a_core"] = cpu_shares(before, setup.cpu(), time.monotonic() - start)
-        if args.relay_only:
+        if args.relay_only or apart:
             return {"relay": relay}
         # The driver aborted its connections; the reactor must run to close them
         # before nea-loadtest blocks this process (or they stay, relay targets that never ack).
@@ -179,11 +213,27 @@ def measure(count: int, args, certs_dir: Path):
 
 @defer.inlineCallbacks
 def run(args):
+    """Every setup once per round, in turns; the rounds' results per setup."""
     certs_dir = harness.certs()
-    results = {}
-    for count in (1, 2):
-        results[count] = yield measure(count, args, certs_dir)
+    names = [n for n in SETUPS if n != "apart" or not (args.workers or args.profile)]
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for round_ in range(1, args.rounds + 1):
+        for name in names:
+            result = yield measure(name, args, certs_dir)
+            relay = result["relay"]
+            print(
+                f"[{round_}] {name:5} {relay['exchanges_per_s']:7.0f} exchanges/s, instances "
+                f"{relay['server_us_per_exchange']:.2f} us CPU per exchange; % of a core: "
+                f"{relay['percent_of_a_core']}",
+                flush=True,
+            )
+            results[name].append(result)
     return results
+
+
+def crossing(two: float, local: float) -> float:
+    """A crossing relay's cost from two instances' (half the relays cross) and a local one's."""
+    return 2 * two - local
 
 
 def main() -> None:
@@ -210,6 +260,13 @@ def main() -> None:
         type=Path,
         help="run the instances under cProfile, their statistics written in this directory",
     )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="lines a second each connection sends (0: as fast as it can)",
+    )
+    p.add_argument("--rounds", type=int, default=1, help="every setup once per round")
     args = p.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -220,17 +277,37 @@ def main() -> None:
     )
     harness.header(
         f"cluster: 1 vs 2 {'workers' if args.workers else 'instances'} behind HAProxy on one "
-        f"Redis; relay {args.connections}x{args.window} for {args.seconds} s; {seed}; limits: "
-        f"{harness.limits_text(args)}"
+        f"Redis; relay {args.connections}x{args.window} for {args.seconds} s, {pace(args)}; "
+        f"{seed}; {args.rounds} round(s); limits: {harness.limits_text(args)}"
     )
     results = harness.run_reactor(lambda: run(args))
-    one, two = (results[n]["relay"]["server_us_per_exchange"] for n in (1, 2))
-    # With two instances half the relays cross (targets drawn uniformly over all
-    # connections, HAProxy splitting them evenly): two = (local + crossing) / 2.
+    cost = {
+        name: [r["relay"]["server_us_per_exchange"] for r in rounds]
+        for name, rounds in results.items()
+    }
+    for round_ in range(args.rounds):
+        one, two = cost["one"][round_], cost["two"][round_]
+        line = (
+            f"[{round_ + 1}] relay: local {one:.2f} us on one instance; two in one cluster "
+            f"{two:.2f}: a crossing relay {crossing(two, one):.2f} us, "
+            f"{crossing(two, one) / one:.2f}x a local one on one instance"
+        )
+        if "apart" in cost:
+            apart = cost["apart"][round_]
+            line += (
+                f"; local {apart:.2f} us on two apart: a crossing relay "
+                f"{crossing(two, apart) / apart:.2f}x a local one on two instances"
+            )
+        print(line, flush=True)
+    against = {
+        name: [crossing(t, o) / o for t, o in zip(cost["two"], cost[name], strict=True)]
+        for name in ("one", "apart")
+        if name in cost
+    }
     print(
-        f"relay: {one:.1f} us per exchange on one instance, {two:.1f} us on two; a crossing "
-        f"relay {2 * two - one:.1f} us, {(2 * two - one) / one:.2f}x a local one "
-        f"(limits: {harness.limits_text(args)})",
+        f"crossing / local over {args.rounds} round(s): "
+        + "; ".join(f"against {name} {spread(v)}" for name, v in against.items())
+        + f" ({pace(args)}; limits: {harness.limits_text(args)})",
         flush=True,
     )
     if args.profile:
@@ -238,7 +315,8 @@ def main() -> None:
         pstats.Stats(*two).sort_stats("tottime").print_stats(30)
     if args.relay_only:
         return
-    for count, r in results.items():
+    last = {count: results[name][-1] for count, name in ((1, "one"), (2, "two"))}
+    for count, r in last.items():
         relay, seed = r["relay"], r["seed004"]
         print(
             f"{count} instance(s): relay {relay['exchanges_per_s']:8.0f} exchanges/s "
@@ -251,12 +329,16 @@ def main() -> None:
             f"(% of a core {seed['percent_of_a_core']})"
         )
     ratio = {
-        kind: results[2][kind]["exchanges_per_s"] / results[1][kind]["exchanges_per_s"]
+        kind: last[2][kind]["exchanges_per_s"] / last[1][kind]["exchanges_per_s"]
         for kind in ("relay", "seed004")
     }
     print(
         f"scaling two/one: relay {ratio['relay']:.2f}, seed-004 {ratio['seed004']:.2f}", flush=True
     )
+
+
+def pace(args) -> str:
+    return f"{args.rate:g} lines/s per connection" if args.rate else "as fast as they can"
 
 
 if __name__ == "__main__":
