@@ -34,7 +34,7 @@ class Recorder:
 def ack_line(sender: str, *relays: str) -> str:
     """The ack line a bus publishes for ``relays`` in one turn, made as it makes it."""
     published = []
-    batcher = Batcher(Clock(), lambda channel, data: published.append(data))
+    batcher = Batcher(Clock(), lambda channel, data, told: published.append(data))
     for relay in relays:
         batcher.publish_word("inbox", envelope.confirm_head(sender), envelope.word(relay))
     batcher.flush()

@@ -105,11 +105,9 @@ class Batching(unittest.TestCase):
         self.replies = []
         self.batcher = Batcher(self.clock, self.send)
 
-    def send(self, channel, payload):
+    def send(self, channel, payload, told):
         self.sent.append((channel, payload.split("\n")))
-        reply = defer.Deferred()
-        self.replies.append(reply)
-        return reply
+        self.replies.append(told)
 
     def test_one_publish_per_channel_and_turn(self):
         results, others = [], []
@@ -120,7 +118,8 @@ class Batching(unittest.TestCase):
         self.assertEqual(self.sent, [])
         self.clock.advance(0)
         self.assertEqual(self.sent, [("a", ["m0", "m1", "m2", "m3"]), ("b", ["only"])])
-        self.replies[0].callback(2)
+        self.assertIsNone(self.replies[1])  # nobody to tell
+        self.replies[0](2)
         # Told once per batch: equal callbacks (one member's check) are not called again.
         self.assertEqual((results, others), ([2], [2]))
 
@@ -150,16 +149,24 @@ class Batching(unittest.TestCase):
             self.batcher.publish("a", line)
         self.assertEqual([len(lines) for _, lines in self.sent], [3])
 
-    def test_nothing_is_sent_or_told_once_discarded_or_failed(self):
+    def test_nothing_is_sent_or_told_once_discarded(self):
         told = []
         self.batcher.publish("a", "lost", told.append)
         self.batcher.discard()
         self.clock.advance(0)
-        self.assertEqual(self.sent, [])
-        self.batcher.publish("b", "failed", told.append)
+        self.assertEqual((self.sent, told), ([], []))
+
+    def test_a_callback_that_raises_is_logged_and_the_others_are_told(self):
+        told, events = [], []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.batcher.publish("a", "m0", lambda receivers: 1 / 0)
+        self.batcher.publish("a", "m1", told.append)
         self.clock.advance(0)
-        self.replies[0].errback(ConnectionError("gone"))
-        self.assertEqual(told, [])
+        self.replies[0](1)
+        self.assertEqual(told, [1])
+        self.assertEqual(len([e for e in events if e.get("log_failure")]), 1)
+        self.flushLoggedErrors(ZeroDivisionError)
 
 
 class TCPTransport(StringTransport):
@@ -206,7 +213,8 @@ class HungRedis(unittest.TestCase):
         return wrapper, transport
 
     def join(self):
-        """Start the link and answer until it is up: SELECT, then SUBSCRIBE."""
+        """Start the link and answer until it is up: SELECT, then SUBSCRIBE, then the
+        publisher's connection; the three protocols."""
         self.link.start()
         commands, transport = self.accept()
         self.assertIn(b"SELECT", transport.value())
@@ -214,11 +222,12 @@ class HungRedis(unittest.TestCase):
         subscriber, transport = self.accept()
         self.assertIn(b"SUBSCRIBE", transport.value())
         subscriber.dataReceived(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n")
-        return commands, subscriber
+        publisher, _ = self.accept()
+        self.assertTrue(self.link.up)
+        return commands, subscriber, publisher
 
     def test_a_beat_without_reply_takes_the_link_down_after_the_reply_timeout(self):
-        commands, subscriber = self.join()
-        self.assertTrue(self.link.up)
+        connections = self.join()
         self.assertIn(b"PING", self.transports[0].value())  # the first beat, never answered
         self.reactor.advance(REPLY_TIMEOUT - 0.01)
         self.assertTrue(self.link.up)
@@ -226,7 +235,7 @@ class HungRedis(unittest.TestCase):
         self.assertFalse(self.link.up)
         self.assertEqual((self.listener.ups, self.listener.downs), (1, 1))
         self.assertTrue(all(t.disconnected for t in self.transports))  # aborted: Redis may not read
-        for protocol in (commands, subscriber):
+        for protocol in connections:
             protocol.connectionLost(Failure(ConnectionLost()))
         dials = len(self.reactor.tcpClients)
         self.reactor.advance(0.5)  # the first backoff: one interval
@@ -243,17 +252,32 @@ class HungRedis(unittest.TestCase):
         self.reactor.advance(0.5)
         self.assertEqual(len(self.reactor.tcpClients), 2)  # tried again after the backoff
 
-    def test_a_publish_without_reply_fails_when_the_beat_does(self):
-        commands, subscriber = self.join()
+    def test_a_publish_without_answer_takes_the_link_down_after_the_reply_timeout(self):
+        commands, subscriber, publisher = self.join()
         commands.dataReceived(b"+PONG\r\n")
         reached = []
         self.link.publish("ch", "data", reached.append)
         self.reactor.advance(0)
-        self.assertIn(b"PUBLISH", self.transports[0].value())
-        for _ in range(round((0.5 + REPLY_TIMEOUT) / 0.1) + 1):  # the next beat, and its timeout
-            self.reactor.advance(0.1)
+        self.assertIn(b"PUBLISH", self.transports[2].value())
+        for _ in range(round(REPLY_TIMEOUT / 0.5) - 1):  # beats answered, the PUBLISH not
+            self.reactor.advance(0.5)
+            commands.dataReceived(b"+PONG\r\n")
+        self.assertTrue(self.link.up)
+        self.reactor.advance(0.5)  # the first tick at least REPLY_TIMEOUT after it
         self.assertFalse(self.link.up)
-        for protocol in (commands, subscriber):
+        self.assertTrue(self.transports[2].disconnected)
+        for protocol in (commands, subscriber, publisher):
             protocol.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(reached, [])  # no receiver count for a PUBLISH that got no reply
+        self.assertEqual(reached, [])  # no receiver count for a PUBLISH that got no answer
         self.assertEqual(self.listener.downs, 1)
+
+    def test_answered_publishes_keep_the_link_up(self):
+        commands, _, publisher = self.join()
+        reached = []
+        for _ in range(round(3 * REPLY_TIMEOUT / 0.5)):
+            self.link.publish("ch", "data", reached.append)
+            self.reactor.advance(0.5)
+            commands.dataReceived(b"+PONG\r\n")
+            publisher.dataReceived(b":1\r\n")
+        self.assertTrue(self.link.up)
+        self.assertEqual(reached, [1] * round(3 * REPLY_TIMEOUT / 0.5))

@@ -15,13 +15,14 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nea.cluster import subscriber
+from nea.cluster.connection import LinkFactory
 from nea.cluster.subscriber import (
     MAX_BULK,
     MAX_HEADER,
     Malformed,
     PushReader,
     RedisError,
-    SubscriberFactory,
+    Subscriber,
 )
 
 
@@ -163,9 +164,9 @@ class Connection:
         self.events: list[dict] = []
         globalLogPublisher.addObserver(self.events.append)
         case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        self.protocol = SubscriberFactory(lambda c, d: self.messages.append((c, d))).buildProtocol(
-            None
-        )
+        self.protocol = LinkFactory(
+            lambda: Subscriber(lambda c, d: self.messages.append((c, d)))
+        ).buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
 

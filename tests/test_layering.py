@@ -19,7 +19,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "net": frozenset({"tls"}),
     "store": frozenset({"wire"}),
     "core": frozenset({"wire"}),
-    "cluster": frozenset({"core", "wire"}),
+    "cluster": frozenset({"core", "net", "wire"}),
     "http": frozenset({"core", "net", "wire"}),
     "server": frozenset({"cluster", "core", "http", "net", "store", "tls", "wire"}),
     "client": frozenset({"tls", "wire"}),

@@ -3,14 +3,15 @@ on a fake socket, then through the real service over plain TCP and TLS."""
 
 import socket
 
-from twisted.internet import defer, main
+from twisted.internet import defer, main, protocol, reactor
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from nea.net.sending import Sender, sender_for
+from nea.net.sending import Sender, SendingFactory, sender_for
 from nea.wire import codec, frames
 from tests.support import connect, settle, start_server, tcp_listen, tls_listen
 
@@ -147,6 +148,43 @@ class SenderTests(unittest.TestCase):
 #: Replies the server writes to a client that does not read, well past what the kernel
 #: buffers (the client's receive buffer is held at 64 KiB; the server's send buffer grows
 #: to 4 MiB at most): the rest waits in the server's queue.
+class Collector(protocol.Protocol):
+    """The far end: what arrived once the connection closes."""
+
+    def __init__(self, done: defer.Deferred) -> None:
+        self.done, self.received = done, b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason=main.CONNECTION_DONE) -> None:
+        self.done.callback(self.received)
+
+
+class SendingFactoryOverTCP(unittest.TestCase):
+    """A protocol that writes to its transport itself (as the Redis client does),
+    wrapped in a `SendingFactory`, over a real loopback connection."""
+
+    @defer.inlineCallbacks
+    def test_what_it_writes_goes_at_once_and_arrives_in_order(self):
+        done: defer.Deferred = defer.Deferred()
+        port = reactor.listenTCP(
+            0, protocol.Factory.forProtocol(lambda: Collector(done)), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        wrapper = yield endpoint.connect(
+            SendingFactory(protocol.Factory.forProtocol(protocol.Protocol))
+        )
+        written = wrapper.wrappedProtocol.transport
+        written.write(b"a" * 1000)
+        written.writeSequence([b"b", b"c"])
+        # Nothing waits for the reactor's next poll: the socket is not registered for it.
+        self.assertNotIn(wrapper.transport, reactor.getWriters())
+        written.loseConnection()
+        self.assertEqual((yield done), b"a" * 1000 + b"bc")
+
+
 LINES = 1500
 LINE = "ab" * 2000
 

@@ -9,18 +9,18 @@ batch leaves at the end of the current reactor turn, or at once when full.
 A sender that needs to know whether anyone received its message (a delivery:
 nobody means the instance is gone) passes a callback, called with the batch's
 receiver count, once per batch however many of its messages passed it. Nothing
-is called when a batch cannot be sent: the connection is then going down, and
-what was out is recovered by the bus (`nea.cluster.redisbus`).
+is called when a batch cannot be sent or gets no answer: the connection is then
+going down, and what was out is recovered by the bus (`nea.cluster.redisbus`).
 
 Many small messages of one kind to one channel (a relay's acks to its origin)
 can share a line: `Batcher.publish_word` adds a word to the batch's line with
 that head, ``HEAD WORD WORD ...``, which goes out after the batch's other lines.
 """
 
+import functools
 import itertools
 from collections.abc import Callable
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 log = Logger()
@@ -31,6 +31,9 @@ MAX_BATCH = 500
 MAX_BATCH_BYTES = 1 << 20
 
 Reached = Callable[[int], None]
+#: How a batch is sent: ``send(channel, text, told)``, ``told(receivers)`` (or None)
+#: called once its PUBLISH is answered (`nea.cluster.publisher.Publisher.publish`).
+Send = Callable[[str, str, Reached | None], None]
 
 
 class _Batch:
@@ -51,7 +54,7 @@ class _Batch:
 
 
 class Batcher:
-    def __init__(self, reactor, send: Callable[[str, str], defer.Deferred]) -> None:
+    def __init__(self, reactor, send: Send) -> None:
         self.reactor = reactor
         self.send = send
         self._batches: dict[str, _Batch] = {}
@@ -103,10 +106,8 @@ class Batcher:
         self._batches = {}
 
     def _send(self, channel: str, batch: _Batch) -> None:
-        sent = defer.maybeDeferred(self.send, channel, batch.text())
-        if batch.reached:
-            sent.addCallback(_tell, batch.reached)
-        sent.addErrback(lambda failure: None)  # the link is going down (see above)
+        told = functools.partial(_tell, reached=batch.reached) if batch.reached else None
+        self.send(channel, batch.text(), told)
 
 
 def _tell(receivers: int, reached: list[Reached]) -> None:

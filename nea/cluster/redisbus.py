@@ -496,14 +496,12 @@ class RedisBus:
             )
 
     def leave(self, redis):
-        """Withdraw this instance's heartbeat and tell the others at once."""
+        """Withdraw this instance's heartbeat, then tell the others: the notice goes
+        out on the publishing connection, after what was published before it."""
         withdrawn = heartbeat.withdraw(redis, self.namespace, self.instance_id)
         return withdrawn.addCallback(
-            lambda _: redis.publish(self.namespace.cluster, self._leave_notice())
+            lambda _: self._publish(self.namespace.cluster, Leave(self.run))
         )
-
-    def _leave_notice(self) -> str:
-        return envelope.encode(self.instance_id, Leave(self.run))
 
 
 class _Route:

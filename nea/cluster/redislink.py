@@ -1,9 +1,11 @@
 """One instance's connection to Redis, kept up through outages.
 
-Two connections: one for commands (heartbeats, PUBLISH), txredisapi's
-(`nea.cluster.redisproto`), and one subscribed to this instance's channels,
-nea's own (`nea.cluster.subscriber`). They are up or down together: losing
-either drops both, so "up" always means "subscribed and able to publish".
+Three connections: one for commands (heartbeats, names), txredisapi's
+(`nea.cluster.redisproto`); one that PUBLISHes (`nea.cluster.publisher`) and
+one subscribed to this instance's channels (`nea.cluster.subscriber`), both
+nea's own. They are up or down together: losing any drops all, so "up" always
+means "subscribed and able to publish". Each writes to the kernel at once,
+not on the reactor's next poll (`nea.net.sending`).
 
 A `LoopingCall` ticks every heartbeat interval. While up, a tick runs the
 listener's beat; while down, a tick reconnects when the backoff allows (the
@@ -12,11 +14,10 @@ fresh connections, subscribing again. The tick never raises (a LoopingCall that
 raises stops for good) and never overlaps a previous tick.
 
 Every Redis wait has a timeout on the link's reactor: connecting, subscribing,
-each beat and the leave. A PUBLISH has none of its own: it shares the command
-connection with the beats, so a PUBLISH that gets no reply is followed by a beat
-that gets none either, and the link going down fails it. So a hung Redis is an
-outage like any other, and its connections are aborted. Transitions are logged
-once each.
+each beat and the leave, and each PUBLISH (a tick finds the oldest unanswered
+one older than the timeout). So a hung Redis, or a connection to it that
+silently stopped, is an outage like any other, and the connections are aborted.
+Transitions are logged once each.
 """
 
 from typing import Protocol as TypingProtocol
@@ -27,9 +28,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from nea.cluster.batch import Batcher, Reached
+from nea.cluster.connection import LinkFactory
 from nea.cluster.names import RedisAddress
+from nea.cluster.publisher import Publisher
 from nea.cluster.redisproto import Commands, RedisFactory
-from nea.cluster.subscriber import Subscriber, SubscriberFactory
+from nea.cluster.subscriber import Subscriber
+from nea.net.sending import SendingFactory
 from nea.wire.backoff import Backoff
 
 log = Logger()
@@ -73,6 +77,7 @@ class RedisLink:
         self.backoff = Backoff(initial=min(interval, max_backoff), maximum=max_backoff, jitter=0.0)
         self.up = False
         self._commands: Commands | None = None
+        self._publisher: Publisher | None = None
         self._subscriber: Subscriber | None = None
         self._work: defer.Deferred | None = None
         self._stopping = False
@@ -90,18 +95,18 @@ class RedisLink:
 
     @defer.inlineCallbacks
     def stop(self):
-        """Leave the cluster (if Redis is there to tell) and close both connections."""
+        """Leave the cluster (if Redis is there to tell) and close the connections."""
         self._stopping = True
         if self._ticker.running:
             self._ticker.stop()
         if self._work is not None:
             yield self._work  # bounded by the reply timeouts; never fails
         if self.up:
-            self._batcher.flush()
             try:
                 yield self.listener.leave(self._commands).addTimeout(REPLY_TIMEOUT, self.reactor)
             except Exception as e:  # Redis went away meanwhile: the keys expire by themselves
                 log.warn("could not withdraw from the cluster cleanly: {e}", e=e)
+            self._batcher.flush()  # what is queued, the leave notice with it: the close sends it
         self.up = False
         self._batcher.discard()
         yield self._close()
@@ -121,9 +126,9 @@ class RedisLink:
         if self.up:
             self._batcher.publish_word(channel, head, word)
 
-    def _publish_now(self, channel: str, data: str) -> defer.Deferred:
-        assert self._commands is not None  # the batcher sends only while up
-        return self._commands.publish(channel, data)
+    def _publish_now(self, channel: str, data: str, told: Reached | None) -> None:
+        assert self._publisher is not None  # the batcher sends only while up
+        self._publisher.publish(channel, data, told)
 
     # ---- the tick ----
 
@@ -131,6 +136,9 @@ class RedisLink:
         if self._work is not None or self._stopping:
             return
         if not self.up and self.reactor.seconds() < self._retry_at:
+            return
+        if self.up and self._unanswered_publish():
+            self._down(f"no answer to a PUBLISH in {REPLY_TIMEOUT:g}s")
             return
         work = defer.maybeDeferred(self._beat if self.up else self._join)
         work.addErrback(lambda f: self._down(f.getErrorMessage() or f.type.__name__))
@@ -140,6 +148,10 @@ class RedisLink:
 
     def _idle(self, _) -> None:
         self._work = None
+
+    def _unanswered_publish(self) -> bool:
+        sent = self._publisher.waiting_since() if self._publisher is not None else None
+        return sent is not None and self.reactor.seconds() - sent >= REPLY_TIMEOUT
 
     @defer.inlineCallbacks
     def _join(self):
@@ -178,19 +190,20 @@ class RedisLink:
     @defer.inlineCallbacks
     def _connect(self):
         self._commands = yield self._open(RedisFactory(self.address.db))
-        self._subscriber = yield self._open(SubscriberFactory(self.listener.received))
+        self._subscriber = yield self._open(LinkFactory(lambda: Subscriber(self.listener.received)))
         yield self._subscriber.subscribe(self.channels).addTimeout(REPLY_TIMEOUT, self.reactor)
-        for redis in (self._commands, self._subscriber):
+        self._publisher = yield self._open(LinkFactory(lambda: Publisher(self.reactor)))
+        for redis in (self._commands, self._subscriber, self._publisher):
             redis.whenDisconnected().addCallback(self._lost)
             if not redis.connected:
                 raise ConnectionError("connection lost while subscribing")
 
     @defer.inlineCallbacks
-    def _open(self, factory: RedisFactory | SubscriberFactory):
+    def _open(self, factory: RedisFactory | LinkFactory):
         endpoint = HostnameEndpoint(
             self.reactor, self.address.host, self.address.port, timeout=REPLY_TIMEOUT
         )
-        redis = yield endpoint.connect(factory)
+        redis = (yield endpoint.connect(SendingFactory(factory))).wrappedProtocol
         # Small messages each way: Nagle's algorithm would hold them for delayed ACKs.
         redis.transport.setTcpNoDelay(True)
         try:
@@ -215,14 +228,14 @@ class RedisLink:
 
     def _close(self, abort: bool = False):
         waits: list[defer.Deferred] = []
-        for redis in (self._commands, self._subscriber):
+        for redis in (self._commands, self._subscriber, self._publisher):
             if redis is not None and redis.transport is not None and redis.connected:
                 waits.append(redis.whenDisconnected())
                 if abort:
                     redis.transport.abortConnection()
                 else:
                     redis.transport.loseConnection()
-        self._commands = self._subscriber = None
+        self._commands = self._subscriber = self._publisher = None
         return (
             defer.DeferredList(waits)
             .addTimeout(REPLY_TIMEOUT, self.reactor)

@@ -1,6 +1,7 @@
 """txredisapi's command protocol as the cluster link uses it: all that relies on its insides.
 
-(The subscribed connection is nea's own: `nea.cluster.subscriber`.)
+(The subscribed and the publishing connections are nea's own: `nea.cluster.subscriber`,
+`nea.cluster.publisher`.)
 
 Checked against txredisapi 1.6.0, the version setup.cfg pins;
 tests/test_cluster_redisproto.py fails if the library changes under any of this:
@@ -50,7 +51,7 @@ class WholeReads(protocol.Protocol):
 
 
 class Commands(WholeReads, txredisapi.RedisProtocol):
-    """A connection for commands (heartbeats, PUBLISH)."""
+    """A connection for commands (heartbeats, the names and nicks hashes)."""
 
 
 class RedisFactory(protocol.Factory):

@@ -16,8 +16,10 @@ the buffer never holds more than one push of at most `MAX_BULK` bytes.
 
 from collections.abc import Callable, Iterator
 
-from twisted.internet import defer, interfaces, protocol
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
+
+from nea.cluster.connection import LinkConnection, command
 
 log = Logger()
 
@@ -137,35 +139,15 @@ def _count(data: bytes, start: int, stop: int) -> int:
     return int(digits)
 
 
-def command(*words: str) -> bytes:
-    """``words`` as a RESP command."""
-    encoded = [word.encode("utf-8") for word in words]
-    return b"*%d\r\n%s" % (len(encoded), b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded))
-
-
-class Subscriber(protocol.Protocol):
-    """A subscribed connection: each message goes to ``on_message(channel, text)``.
-
-    Offers what the link asks of its connections (``whenConnected``,
-    ``whenDisconnected``, ``connected``), like txredisapi's protocols.
-    """
-
-    transport: interfaces.ITCPTransport | None
+class Subscriber(LinkConnection):
+    """A subscribed connection: each message goes to ``on_message(channel, text)``."""
 
     def __init__(self, on_message: Callable[[str, str], None]) -> None:
+        super().__init__()
         self.on_message = on_message
         self._reader = PushReader()
         self._unconfirmed: set[bytes] = set()
         self._subscribed: defer.Deferred | None = None
-        self._disconnected: list[defer.Deferred] = []
-
-    def whenConnected(self) -> defer.Deferred:
-        return defer.succeed(self)  # nothing to do before subscribing (no AUTH, no SELECT)
-
-    def whenDisconnected(self) -> defer.Deferred:
-        gone: defer.Deferred = defer.Deferred()
-        self._disconnected.append(gone)
-        return gone
 
     def subscribe(self, channels: list[str]) -> defer.Deferred:
         """SUBSCRIBE; fires once Redis has confirmed every channel."""
@@ -215,23 +197,6 @@ class Subscriber(protocol.Protocol):
             log.warn("redis said: {error}", error=str(error))
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
-        self.connected = 0
         if self._subscribed is not None and not self._subscribed.called:
             self._subscribed.errback(ConnectionError("connection lost while subscribing"))
-        self._disconnected, gone = [], self._disconnected
-        for waiter in gone:
-            waiter.callback(self)
-
-
-class SubscriberFactory(protocol.Factory):
-    """Builds the `Subscriber` that hands messages to ``on_message``."""
-
-    noisy = False
-
-    def __init__(self, on_message: Callable[[str, str], None]) -> None:
-        self.on_message = on_message
-
-    def buildProtocol(self, addr) -> Subscriber:
-        subscriber = Subscriber(self.on_message)
-        subscriber.factory = self
-        return subscriber
+        super().connectionLost(reason)

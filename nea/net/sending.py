@@ -17,10 +17,14 @@ resume once it is empty, stop when the connection is lost.
 It lets go of the transport (and hands it that producer) when the connection is
 to close, or a pull producer is registered through it (twisted.web serving a
 file): from then on it writes through the transport's queue, as Twisted would.
+
+A protocol that writes to ``self.transport`` itself (a library's: the Redis
+client) sends at once when its factory is wrapped in a `SendingFactory`.
 """
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IConsumer, IProducer, IPullProducer, IPushProducer
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 
@@ -109,3 +113,34 @@ def sender_for(transport) -> IConsumer:
     descriptor that writes to its socket); else the transport itself (a TLS layer, a
     wrapper, a test's)."""
     return Sender(transport) if isinstance(transport, FileDescriptor) else transport
+
+
+class SendingWrapper(ProtocolWrapper):
+    """The transport of the protocol it wraps, whose writes (and producer) go through
+    ``output``: a `Sender` on a TCP connection (`sender_for`)."""
+
+    output: IConsumer
+
+    def makeConnection(self, transport) -> None:
+        self.output = sender_for(transport)
+        super().makeConnection(transport)
+
+    def write(self, data: bytes) -> None:
+        self.output.write(data)
+
+    def writeSequence(self, data) -> None:
+        self.output.write(b"".join(data))
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        self.output.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.output.unregisterProducer()
+
+
+class SendingFactory(WrappingFactory):
+    """Builds its wrapped factory's protocols, each in a `SendingWrapper` (which a
+    connection attempt's result is: the protocol is its ``wrappedProtocol``)."""
+
+    protocol = SendingWrapper
+    noisy = False

@@ -16,11 +16,11 @@ import struct
 import attrs
 from twisted.internet import address, interfaces
 from twisted.internet.protocol import connectionDone
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from nea.net.sending import sender_for
+from nea.net.sending import SendingWrapper, sender_for
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 #: Longest v1 header (the specification's bound, CRLF included).
@@ -104,8 +104,9 @@ def _parse_v2(data: bytes) -> Parsed | None:
 
 # A transport too: the wrapped protocol's, providing what the TCP connection provides.
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.ITransport)
-class ProxyHeaderProtocol(ProtocolWrapper):
-    """Reads the PROXY header, then connects the wrapped protocol with the client's address."""
+class ProxyHeaderProtocol(SendingWrapper):
+    """Reads the PROXY header, then connects the wrapped protocol with the client's
+    address; what that protocol writes goes to the TCP connection at once where it can."""
 
     transport: interfaces.ITCPTransport
 
@@ -115,8 +116,6 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         self._source: address.IPv4Address | address.IPv6Address | None = None
         self._header_done = False
         self._deadline = None
-        #: Where the wrapped protocol's output goes, once it is connected.
-        self._output: interfaces.IConsumer
 
     def makeConnection(self, transport) -> None:
         # Unlike ProtocolWrapper, the wrapped protocol is connected only after the header.
@@ -144,7 +143,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         self._cancel_deadline()
         self._source = parsed.source
         rest, self._buffer = self._buffer[parsed.length :], b""
-        self._output = sender_for(self.transport)
+        self.output = sender_for(self.transport)
         self.wrappedProtocol.makeConnection(self)
         if rest and self.connected:
             self.wrappedProtocol.dataReceived(rest)
@@ -161,20 +160,6 @@ class ProxyHeaderProtocol(ProtocolWrapper):
 
     def getPeer(self):
         return self._source or self.transport.getPeer()
-
-    # What the wrapped protocol writes goes to the TCP connection at once where it can.
-
-    def write(self, data: bytes) -> None:
-        self._output.write(data)
-
-    def writeSequence(self, data) -> None:
-        self._output.write(b"".join(data))
-
-    def registerProducer(self, producer, streaming: bool) -> None:
-        self._output.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._output.unregisterProducer()
 
     def readConnectionLost(self) -> None:
         if self._header_done and interfaces.IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
