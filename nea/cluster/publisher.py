@@ -15,20 +15,17 @@ never holds more than a short line, and what is unanswered is timed by the link
 """
 
 from collections import deque
-from collections.abc import Callable
 
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from nea.cluster.batch import Reached
 from nea.cluster.connection import LinkConnection, command
 
 log = Logger()
 
 #: Longest line a PUBLISH's answer takes (``:`` and a count, CRLF).
 MAX_LINE = 24
-
-#: Called with a PUBLISH's receiver count.
-Told = Callable[[int], None]
 
 
 class Publisher(LinkConnection):
@@ -38,10 +35,10 @@ class Publisher(LinkConnection):
         super().__init__()
         self.clock = clock
         #: (when sent, told) per PUBLISH not yet answered, oldest first.
-        self._waiting: deque[tuple[float, Told | None]] = deque()
+        self._waiting: deque[tuple[float, Reached | None]] = deque()
         self._rest = b""
 
-    def publish(self, channel: str, data: str, told: Told | None = None) -> None:
+    def publish(self, channel: str, data: str, told: Reached | None = None) -> None:
         assert self.transport is not None
         self._waiting.append((self.clock.seconds(), told))
         self.transport.write(command("PUBLISH", channel, data))

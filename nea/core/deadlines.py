@@ -47,7 +47,7 @@ class Deadlines(Generic[K]):
     def __init__(self, clock: IReactorTime, expire: Callable[[K], None]) -> None:
         self.clock = clock
         self.expire = expire
-        #: key -> when, in order of when; ``_last`` is the latest.
+        #: key -> when, in order of when; ``_last`` is the latest (-inf while it is empty).
         self._ordered: dict[K, float] = {}
         self._last = float("-inf")
         #: key -> when, for those added out of order, and their heap of (when, count,
@@ -138,10 +138,10 @@ class Deadlines(Generic[K]):
         heap = self._heap
         while heap and not self._is_late(heap[0]):
             heapq.heappop(heap)
+        if not self._ordered:
+            self._last = float("-inf")  # (as `discard` does: late ones stay in the heap)
         first = next(iter(self._ordered.values()), None)
         if heap and (first is None or heap[0][0] < first):
             first = heap[0][0]
-        if first is None:
-            self._last = float("-inf")
-        elif self._timer is None or first < self._armed:
+        if first is not None and (self._timer is None or first < self._armed):
             self._arm(first)
