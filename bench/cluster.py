@@ -30,7 +30,15 @@ With ``--rate R`` every connection sends R lines a second (its requests and its
 answers), so every setup runs at the same exchange rate, below what the slowest
 can do: none then batches more lines per read for being faster. Without it the
 connections send as fast as they can, and a setup whose relays take longer also
-reads fewer lines at a time. ``--rounds`` runs the setups in turns.
+reads fewer lines at a time. The paced connections send every ``--tick``
+seconds (0.01: all at once, a burst every 10 ms; 0.001: nearly evenly). ``--rounds``
+runs the setups in turns.
+
+``--cluster-batch-interval`` sets the instances' option of that name (the least
+time between two sendings of their messages to the others); given several
+values, the two-instance cluster is measured with each, in turns within every
+round, so that they are compared in one run (the setups without crossing relays
+do not depend on it).
 
 With ``--profile DIR`` every instance runs under cProfile (``profiled.py``),
 counting CPU time (six processes share the cores: wall-clock time would charge
@@ -55,6 +63,8 @@ from pathlib import Path
 import harness
 from relay_throughput import NeaDriver, PacedDriver, Pacer, drive, spread
 from twisted.internet import defer, reactor, task
+
+from nea.cluster.batch import DEFAULT_BATCH_INTERVAL
 
 HAPROXY_CFG = harness.ROOT / "deploy" / "haproxy.cfg"
 
@@ -91,8 +101,10 @@ class Setup:
         workers: bool = False,
         profile: Path | None = None,
         apart: bool = False,
+        batch_interval: float = DEFAULT_BATCH_INTERVAL,
     ) -> None:
-        """``apart``: each instance its own cluster (on the same Redis)."""
+        """``apart``: each instance its own cluster (on the same Redis); ``batch_interval``:
+        their ``--cluster-batch-interval``."""
         self.redis, redis_port = harness.redis_server()
         if workers:  # one nea-server, ``count`` worker processes
             limits = (*limits, "--workers", str(count))
@@ -111,6 +123,8 @@ class Setup:
                     "--instance-id",
                     f"bench{i}",
                     *(("--cluster-name", f"apart{i}") if apart else ()),
+                    "--cluster-batch-interval",
+                    f"{batch_interval:g}",
                     *limits,
                 ),
                 profile=profiles[i],
@@ -153,11 +167,19 @@ SETUPS = {"one": (1, False), "apart": (2, True), "two": (2, False)}
 
 
 @defer.inlineCallbacks
-def measure(name: str, args, certs_dir: Path):
+def measure(name: str, args, certs_dir: Path, batch_interval: float):
     count, apart = SETUPS[name]
-    setup = Setup(count, certs_dir, harness.limit_args(args), args.workers, args.profile, apart)
+    setup = Setup(
+        count,
+        certs_dir,
+        harness.limit_args(args),
+        args.workers,
+        args.profile,
+        apart,
+        batch_interval,
+    )
     try:
-        pacer = Pacer() if args.rate else None
+        pacer = Pacer(args.tick) if args.rate else None
         driver, extra = (PacedDriver, (args.rate, pacer)) if pacer else (NeaDriver, ())
         before, start = setup.cpu(), time.monotonic()
         try:
@@ -213,22 +235,35 @@ def measure(name: str, args, certs_dir: Path):
 
 @defer.inlineCallbacks
 def run(args):
-    """Every setup once per round, in turns; the rounds' results per setup."""
+    """Every setup once per round, in turns, the cluster once per batch interval; the rounds'
+    results per setup (`clustered` names the cluster's)."""
     certs_dir = harness.certs()
-    names = [n for n in SETUPS if n != "apart" or not (args.workers or args.profile)]
-    results: dict[str, list[dict]] = {name: [] for name in names}
+    runs = [
+        (name, interval)
+        for name in SETUPS
+        if name != "apart" or not (args.workers or args.profile)
+        for interval in (args.batch_interval if name == "two" else args.batch_interval[:1])
+    ]
+    results: dict[str, list[dict]] = {}
     for round_ in range(1, args.rounds + 1):
-        for name in names:
-            result = yield measure(name, args, certs_dir)
+        for name, interval in runs:
+            label = clustered(args, interval) if name == "two" else name
+            result = yield measure(name, args, certs_dir, interval)
             relay = result["relay"]
             print(
-                f"[{round_}] {name:5} {relay['exchanges_per_s']:7.0f} exchanges/s, instances "
+                f"[{round_}] {label:5} {relay['exchanges_per_s']:7.0f} exchanges/s, instances "
                 f"{relay['server_us_per_exchange']:.2f} us CPU per exchange; % of a core: "
                 f"{relay['percent_of_a_core']}",
                 flush=True,
             )
-            results[name].append(result)
+            results.setdefault(label, []).append(result)
     return results
+
+
+def clustered(args, interval: float) -> str:
+    """The two-instance cluster's name in the results: ``two``, or ``two@L`` (ms) when
+    several batch intervals are measured."""
+    return "two" if len(args.batch_interval) == 1 else f"two@{interval * 1000:g}ms"
 
 
 def crossing(two: float, local: float) -> float:
@@ -266,6 +301,17 @@ def main() -> None:
         default=0.0,
         help="lines a second each connection sends (0: as fast as it can)",
     )
+    p.add_argument(
+        "--tick", type=float, default=0.01, help="seconds between a paced connection's sends"
+    )
+    p.add_argument(
+        "--cluster-batch-interval",
+        dest="batch_interval",
+        type=float,
+        nargs="+",
+        default=[DEFAULT_BATCH_INTERVAL],
+        help="the instances' --cluster-batch-interval (several: the cluster measured with each)",
+    )
     p.add_argument("--rounds", type=int, default=1, help="every setup once per round")
     args = p.parse_args()
     if args.profile:
@@ -278,44 +324,21 @@ def main() -> None:
     harness.header(
         f"cluster: 1 vs 2 {'workers' if args.workers else 'instances'} behind HAProxy on one "
         f"Redis; relay {args.connections}x{args.window} for {args.seconds} s, {pace(args)}; "
-        f"{seed}; {args.rounds} round(s); limits: {harness.limits_text(args)}"
+        f"{seed}; {args.rounds} round(s); limits: {harness.limits_text(args)}; {intervals(args)}"
     )
     results = harness.run_reactor(lambda: run(args))
     cost = {
         name: [r["relay"]["server_us_per_exchange"] for r in rounds]
         for name, rounds in results.items()
     }
-    for round_ in range(args.rounds):
-        one, two = cost["one"][round_], cost["two"][round_]
-        line = (
-            f"[{round_ + 1}] relay: local {one:.2f} us on one instance; two in one cluster "
-            f"{two:.2f}: a crossing relay {crossing(two, one):.2f} us, "
-            f"{crossing(two, one) / one:.2f}x a local one on one instance"
-        )
-        if "apart" in cost:
-            apart = cost["apart"][round_]
-            line += (
-                f"; local {apart:.2f} us on two apart: a crossing relay "
-                f"{crossing(two, apart) / apart:.2f}x a local one on two instances"
-            )
-        print(line, flush=True)
-    against = {
-        name: [crossing(t, o) / o for t, o in zip(cost["two"], cost[name], strict=True)]
-        for name in ("one", "apart")
-        if name in cost
-    }
-    print(
-        f"crossing / local over {args.rounds} round(s): "
-        + "; ".join(f"against {name} {spread(v)}" for name, v in against.items())
-        + f" ({pace(args)}; limits: {harness.limits_text(args)})",
-        flush=True,
-    )
+    for label in [clustered(args, interval) for interval in args.batch_interval]:
+        summarize(args, cost, label)
     if args.profile:
         two = [str(args.profile / f"2-bench{i}.prof") for i in range(2)]
         pstats.Stats(*two).sort_stats("tottime").print_stats(30)
     if args.relay_only:
         return
-    last = {count: results[name][-1] for count, name in ((1, "one"), (2, "two"))}
+    last = {1: results["one"][-1], 2: results[clustered(args, args.batch_interval[-1])][-1]}
     for count, r in last.items():
         relay, seed = r["relay"], r["seed004"]
         print(
@@ -337,8 +360,43 @@ def main() -> None:
     )
 
 
+def summarize(args, cost: dict[str, list[float]], label: str) -> None:
+    """Each round's crossing relay in the cluster ``label``, and their spread."""
+    for round_ in range(args.rounds):
+        one, two = cost["one"][round_], cost[label][round_]
+        line = (
+            f"[{round_ + 1}] relay: local {one:.2f} us on one instance; {label} in one cluster "
+            f"{two:.2f}: a crossing relay {crossing(two, one):.2f} us, "
+            f"{crossing(two, one) / one:.2f}x a local one on one instance"
+        )
+        if "apart" in cost:
+            apart = cost["apart"][round_]
+            line += (
+                f"; local {apart:.2f} us on two apart: a crossing relay "
+                f"{crossing(two, apart) / apart:.2f}x a local one on two instances"
+            )
+        print(line, flush=True)
+    against = {
+        name: [crossing(t, o) / o for t, o in zip(cost[label], cost[name], strict=True)]
+        for name in ("one", "apart")
+        if name in cost
+    }
+    print(
+        f"{label}: crossing / local over {args.rounds} round(s): "
+        + "; ".join(f"against {name} {spread(v)}" for name, v in against.items())
+        + f" ({pace(args)}; limits: {harness.limits_text(args)}; {intervals(args)})",
+        flush=True,
+    )
+
+
 def pace(args) -> str:
-    return f"{args.rate:g} lines/s per connection" if args.rate else "as fast as they can"
+    if not args.rate:
+        return "as fast as they can"
+    return f"{args.rate:g} lines/s per connection, sent every {args.tick * 1000:g} ms"
+
+
+def intervals(args) -> str:
+    return "cluster-batch-interval " + ", ".join(f"{v * 1000:g} ms" for v in args.batch_interval)
 
 
 if __name__ == "__main__":

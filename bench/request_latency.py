@@ -6,7 +6,7 @@ N requests one after the other over one persistent HTTP connection, first to B
 (the device is local), then to A (the request crosses Redis to B and the reply
 comes back), and reports p50 and p99 of the whole HTTP round trip.
 
-    .venv/bin/python bench/request_latency.py [--requests 1000]
+    .venv/bin/python bench/request_latency.py [--requests 1000] [--cluster-batch-interval S]
 """
 
 import argparse
@@ -18,6 +18,8 @@ import threading
 import time
 
 import harness
+
+from nea.cluster.batch import DEFAULT_BATCH_INTERVAL
 
 TOKEN = "bench-token"
 
@@ -72,8 +74,18 @@ def summary(seconds: list[float]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=1000)
+    p.add_argument(
+        "--cluster-batch-interval",
+        dest="batch_interval",
+        type=float,
+        default=DEFAULT_BATCH_INTERVAL,
+        help="the instances' --cluster-batch-interval",
+    )
     args = p.parse_args()
-    harness.header(f"request_latency: {args.requests} sequential POST /clients/dev/requests")
+    harness.header(
+        f"request_latency: {args.requests} sequential POST /clients/dev/requests; "
+        f"cluster-batch-interval {args.batch_interval * 1000:g} ms"
+    )
     redis, redis_port = harness.redis_server()
     daemons = []
     try:
@@ -90,6 +102,8 @@ def main() -> None:
                         f"redis://127.0.0.1:{redis_port}/0",
                         "--heartbeat",
                         "0.5",
+                        "--cluster-batch-interval",
+                        f"{args.batch_interval:g}",
                         "--admin-token",
                         TOKEN,
                         "--http",

@@ -149,6 +149,57 @@ class Batching(unittest.TestCase):
             self.batcher.publish("a", line)
         self.assertEqual([len(lines) for _, lines in self.sent], [3])
 
+    def test_lone_messages_never_wait(self):
+        batcher = Batcher(self.clock, self.send, interval=0.002)
+        for n in range(3):
+            batcher.publish("a", f"m{n}")
+            self.clock.advance(0)  # the turn's end
+            self.assertEqual(self.sent[n:], [("a", [f"m{n}"])])
+            self.clock.advance(0.0005)
+
+    def test_a_busy_link_sends_once_an_interval_until_it_is_idle(self):
+        batcher = Batcher(self.clock, self.send, interval=0.002)
+        batcher.publish("a", "m0")
+        batcher.publish("b", "m1")
+        self.clock.advance(0)
+        self.assertEqual(len(self.sent), 2)  # nothing went before: no wait
+        self.clock.advance(0.0005)
+        batcher.publish("a", "m2")
+        self.clock.advance(0)
+        self.clock.advance(0.001)
+        batcher.publish_word("b", "ack", "r1")
+        self.assertEqual(len(self.sent), 2)
+        self.clock.advance(0.0005)  # the interval since the busy sending is up
+        self.assertEqual(self.sent[2:], [("a", ["m2"]), ("b", ["ack r1"])])
+        self.clock.advance(0.003)  # more than an interval later: it goes at the turn's end
+        batcher.publish("a", "m3")
+        self.clock.advance(0)
+        self.assertEqual(self.sent[4:], [("a", ["m3"])])
+        batcher.publish("a", "m4")  # the last sending held one message: no wait
+        self.clock.advance(0)
+        self.assertEqual(self.sent[5:], [("a", ["m4"])])
+
+    def test_a_full_batch_does_not_wait_for_the_interval(self):
+        batcher = Batcher(self.clock, self.send, interval=0.05)
+        batcher.publish("a", "busy")
+        batcher.publish("a", "link")
+        self.clock.advance(0)
+        for n in range(MAX_BATCH + 1):
+            batcher.publish("a", str(n))
+        self.assertEqual([len(lines) for _, lines in self.sent], [2, MAX_BATCH])
+        self.clock.advance(0.05)
+        self.assertEqual([len(lines) for _, lines in self.sent], [2, MAX_BATCH, 1])
+
+    def test_flushing_early_sends_everything_and_cancels_the_wait(self):
+        batcher = Batcher(self.clock, self.send, interval=0.002)
+        batcher.publish("a", "m0")
+        batcher.publish("a", "m1")
+        self.clock.advance(0)
+        batcher.publish("a", "m2")
+        batcher.flush()  # a stopping link
+        self.assertEqual(self.sent[1:], [("a", ["m2"])])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_nothing_is_sent_or_told_once_discarded(self):
         told = []
         self.batcher.publish("a", "lost", told.append)

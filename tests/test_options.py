@@ -7,6 +7,7 @@ import attrs
 from twisted.python import usage
 from twisted.trial import unittest
 
+from nea.cluster.batch import DEFAULT_BATCH_INTERVAL, MAX_BATCH_INTERVAL
 from nea.server.listeners import Listen, TlsPolicy, default_listen
 from nea.server.options import Options
 from nea.server.settings import Settings
@@ -93,6 +94,20 @@ class OptionsTests(unittest.TestCase):
             with self.assertRaises(usage.UsageError, msg=args):
                 parse_options(*args)
 
+    def test_cluster_batch_interval_is_bounded_seconds(self):
+        option = "cluster-batch-interval"
+        self.assertEqual(parse_options()[option], DEFAULT_BATCH_INTERVAL)
+        self.assertEqual(parse_options(f"--{option}", "0")[option], 0.0)
+        self.assertEqual(parse_options(f"--{option}", "0.005")[option], 0.005)
+        # Longer, it would near the timeouts that give up a silent Redis.
+        for value in ("-0.001", str(MAX_BATCH_INTERVAL * 2), "nan", "inf", "2ms"):
+            with self.assertRaises(usage.UsageError, msg=value):
+                parse_options(f"--{option}", value)
+        # What a heartbeat's round trip marks as arrived must have been sent by then.
+        with self.assertRaises(usage.UsageError):
+            parse_options(f"--{option}", "0.05", "--heartbeat", "0.05")
+        self.assertEqual(parse_options(f"--{option}", "0.05", "--heartbeat", "0.06")[option], 0.05)
+
     def test_help_documents_every_option(self):
         text = str(Options())
         for name in (
@@ -106,6 +121,7 @@ class OptionsTests(unittest.TestCase):
             "console",
             "instance-id",
             "dev-certs",
+            "cluster-batch-interval",
         ):
             self.assertIn(f"--{name}", text)
 
@@ -165,6 +181,8 @@ class SettingsTests(unittest.TestCase):
                 "7",
                 "--instance-id",
                 "one",
+                "--cluster-batch-interval",
+                "0.004",
                 "--http",
                 "tcp:0",
             )
@@ -180,6 +198,7 @@ class SettingsTests(unittest.TestCase):
         self.assertEqual(settings.websocket.limits, settings.limits)
         self.assertEqual(settings.store.history_max, 7)
         self.assertEqual(settings.cluster.instance_id, "one")
+        self.assertEqual(settings.cluster.batch_interval, 0.004)
 
     def test_no_http_api_is_no_http_settings(self):
         self.assertIsNone(Settings.from_options(parse_options("--http", "none")).http)

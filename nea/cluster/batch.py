@@ -1,10 +1,18 @@
-"""Publications made in one reactor turn to one channel go out as one PUBLISH.
+"""Publications to one channel go out together, as one PUBLISH.
 
 Under load most cross-instance traffic is many small messages to the same few
 channels; one PUBLISH per message costs a Redis round trip, a reply to parse and
-a Deferred each. Batching them (newline-separated: a JSON message never holds a
-raw newline) divides that cost by the batch size without adding latency: the
-batch leaves at the end of the current reactor turn, or at once when full.
+a wake-up of the receiving instance each. Batching them (newline-separated: a
+JSON message never holds a raw newline) divides that cost by the batch size.
+
+A batch leaves at the end of the reactor turn it was opened in, which adds no
+latency, unless the link is busy: the last sending of the batches went less than
+``interval`` seconds before (``--cluster-batch-interval``) and held more than
+one message. Then it leaves once the interval since that sending is up, with
+every message that came meanwhile. So a lone message (a request, its answer)
+never waits, while a busy link sends at most once an interval however few
+messages each turn brings (under light load, most turns bring one or two, and
+each PUBLISH costs both instances a wake-up). A full batch leaves at once.
 
 A sender that needs to know whether anyone received its message (a delivery:
 nobody means the instance is gone) passes a callback, called with the batch's
@@ -19,6 +27,7 @@ that head, ``HEAD WORD WORD ...``, which goes out after the batch's other lines.
 
 import functools
 import itertools
+import math
 from collections.abc import Callable
 
 from twisted.logger import Logger
@@ -29,6 +38,11 @@ log = Logger()
 #: stall, and stays far below Redis's output buffer limit for subscribers (32 MB).
 MAX_BATCH = 500
 MAX_BATCH_BYTES = 1 << 20
+#: Least seconds between two sendings of the batches by default
+#: (``--cluster-batch-interval``), and the most it may be: far below the clients' ack
+#: timeouts and the link's PUBLISH timeout.
+DEFAULT_BATCH_INTERVAL = 0.002
+MAX_BATCH_INTERVAL = 0.1
 
 Reached = Callable[[int], None]
 #: How a batch is sent: ``send(channel, text, told)``, ``told(receivers)`` (or None)
@@ -54,11 +68,16 @@ class _Batch:
 
 
 class Batcher:
-    def __init__(self, reactor, send: Send) -> None:
+    def __init__(self, reactor, send: Send, interval: float = 0.0) -> None:
         self.reactor = reactor
         self.send = send
+        #: Least seconds from one sending of the batches to the next (0: every turn's end).
+        self.interval = interval
         self._batches: dict[str, _Batch] = {}
         self._scheduled = None
+        #: When the batches last went, and whether they held more than one message.
+        self._flushed = -math.inf
+        self._busy = False
 
     def publish(self, channel: str, line: str, reached: Reached | None = None) -> None:
         """Queue ``line`` for ``channel``; ``reached(receivers)`` once its batch is out
@@ -86,15 +105,22 @@ class Batcher:
             self._send(channel, self._batches.pop(channel))
 
     def _open(self, channel: str) -> _Batch:
-        """A new batch for ``channel``, sent at the end of the turn unless full before."""
+        """A new batch for ``channel``, sent with the others at the end of the turn, or
+        when the interval since a busy sending is up; at once if full before."""
         batch = self._batches[channel] = _Batch()
         if self._scheduled is None:
-            self._scheduled = self.reactor.callLater(0, self.flush)
+            wait = self._flushed + self.interval - self.reactor.seconds() if self._busy else 0
+            self._scheduled = self.reactor.callLater(max(0.0, wait), self.flush)
         return batch
 
     def flush(self) -> None:
+        """Send every batch now."""
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()  # (called early: by the link when it stops)
         self._scheduled = None
         batches, self._batches = self._batches, {}
+        self._flushed = self.reactor.seconds()
+        self._busy = sum(batch.count for batch in batches.values()) > 1
         for channel, batch in batches.items():
             self._send(channel, batch)
 

@@ -68,6 +68,7 @@ class RedisLink:
         listener: LinkListener,
         interval: float,
         max_backoff: float = MAX_BACKOFF,
+        batch_interval: float = 0.0,
     ) -> None:
         self.reactor = reactor
         self.address = address
@@ -84,7 +85,7 @@ class RedisLink:
         self._failures = 0
         self._retry_at = 0.0
         self._reported_down = False
-        self._batcher = Batcher(reactor, self._publish_now)
+        self._batcher = Batcher(reactor, self._publish_now, batch_interval)
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = reactor
 

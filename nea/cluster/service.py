@@ -14,9 +14,16 @@ from nea.cluster.redislink import RedisLink
 
 
 def cluster(
-    reactor, instance_id: str, address: RedisAddress, name: str, interval: float
+    reactor,
+    instance_id: str,
+    address: RedisAddress,
+    name: str,
+    interval: float,
+    batch_interval: float,
 ) -> tuple[RedisBus, RedisLink]:
     """The bus to give the hub, and the link whose lifetime the instance service owns."""
     bus = RedisBus(instance_id, Namespace(name), interval)
-    bus.link = RedisLink(reactor, address, bus.channels, bus, interval)
+    bus.link = RedisLink(
+        reactor, address, bus.channels, bus, interval, batch_interval=batch_interval
+    )
     return bus, bus.link

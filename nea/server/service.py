@@ -227,6 +227,7 @@ def instance_service(settings: Settings, reactor=None) -> InstanceService:
             cluster_settings.redis,
             cluster_settings.name,
             cluster_settings.heartbeat,
+            cluster_settings.batch_interval,
         )
     history, trimmer = open_history(settings.store, cluster_settings.redis, reactor)
     front = settings.listeners

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 
+from nea.cluster.batch import DEFAULT_BATCH_INTERVAL
 from nea.cluster.names import RedisAddress
 from nea.core.hub import HubConfig
 from nea.core.permissions import Permissions, Policy, parse_policy
@@ -56,6 +57,8 @@ class ClusterSettings:
     redis: RedisAddress | None = None
     name: str = "nea"
     heartbeat: float = 1.0
+    #: Least seconds between two PUBLISHes of messages to others (``--cluster-batch-interval``).
+    batch_interval: float = DEFAULT_BATCH_INTERVAL
 
 
 @attrs.frozen
@@ -179,7 +182,11 @@ class Settings:
                 config["store"], config["history-max"], config["history-max-bytes"]
             ),
             cluster=ClusterSettings(
-                config["instance-id"], config["redis"], config["cluster-name"], config["heartbeat"]
+                config["instance-id"],
+                config["redis"],
+                config["cluster-name"],
+                config["heartbeat"],
+                config["cluster-batch-interval"],
             ),
             auth=AuthSettings(
                 config["permissions"],
