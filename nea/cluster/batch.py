@@ -75,9 +75,8 @@ class Batcher:
         self.interval = interval
         self._batches: dict[str, _Batch] = {}
         self._scheduled = None
-        #: When the batches last went, and whether they held more than one message.
-        self._flushed = -math.inf
-        self._busy = False
+        #: The earliest the next sending may go: an interval after a busy one.
+        self._held_until = -math.inf
 
     def publish(self, channel: str, line: str, reached: Reached | None = None) -> None:
         """Queue ``line`` for ``channel``; ``reached(receivers)`` once its batch is out
@@ -109,7 +108,7 @@ class Batcher:
         when the interval since a busy sending is up; at once if full before."""
         batch = self._batches[channel] = _Batch()
         if self._scheduled is None:
-            wait = self._flushed + self.interval - self.reactor.seconds() if self._busy else 0
+            wait = self._held_until - self.reactor.seconds()
             self._scheduled = self.reactor.callLater(max(0.0, wait), self.flush)
         return batch
 
@@ -119,8 +118,8 @@ class Batcher:
             self._scheduled.cancel()  # (called early: by the link when it stops)
         self._scheduled = None
         batches, self._batches = self._batches, {}
-        self._flushed = self.reactor.seconds()
-        self._busy = sum(batch.count for batch in batches.values()) > 1
+        busy = sum(batch.count for batch in batches.values()) > 1
+        self._held_until = self.reactor.seconds() + self.interval if busy else -math.inf
         for channel, batch in batches.items():
             self._send(channel, batch)
 
