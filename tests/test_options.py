@@ -90,7 +90,13 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual([listen.profile.name for listen in options["listen"]], ["nea", "chat"])
 
     def test_bad_values_are_usage_errors(self):
-        for args in (["--max-clients", "0"], ["--date-interval", "-1"], ["--listen", "x=tcp:1"]):
+        for args in (
+            ["--max-clients", "0"],
+            ["--date-interval", "-1"],
+            ["--listen", "x=tcp:1"],
+            ["--heartbeat", "nan"],  # compares as neither positive nor not
+            ["--ack-timeout", "nan"],
+        ):
             with self.assertRaises(usage.UsageError, msg=args):
                 parse_options(*args)
 

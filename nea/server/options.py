@@ -1,5 +1,6 @@
 """``twistd nea-server`` command-line options: every knob, typed and documented."""
 
+import math
 import os
 import socket
 import uuid
@@ -41,7 +42,7 @@ DEFAULT_HISTORY_MAX_BYTES = 256 * 1024 * 1024
 def _positive(kind):
     def convert(value: str):
         number = kind(value)
-        if number <= 0:
+        if not number > 0:  # (nor is NaN)
             raise ValueError(f"must be positive, got {value}")
         return number
 
@@ -49,25 +50,19 @@ def _positive(kind):
     return convert
 
 
-def _non_negative(kind, off: str):
+def _non_negative(kind, off: str, at_most: float = math.inf):
+    bounded = at_most < math.inf
+    allowed = f"be from 0 to {at_most:g}" if bounded else "not be negative"
+
     def convert(value: str):
         number = kind(value)
-        if number < 0:
-            raise ValueError(f"must not be negative, got {value}")
+        if not 0 <= number <= at_most:  # (nor is NaN)
+            raise ValueError(f"must {allowed}, got {value}")
         return number
 
-    convert.coerceDoc = f"A {kind.__name__} >= 0; 0 {off}."  # type: ignore[attr-defined]  # usage.Options shows it in --help
+    upper = f" and <= {at_most:g}" if bounded else ""
+    convert.coerceDoc = f"A {kind.__name__} >= 0{upper}; 0 {off}."  # type: ignore[attr-defined]  # usage.Options shows it in --help
     return convert
-
-
-def _batch_interval(value: str) -> float:
-    seconds = float(value)
-    if not 0 <= seconds <= MAX_BATCH_INTERVAL:
-        raise ValueError(f"must be from 0 to {MAX_BATCH_INTERVAL:g}, got {value}")
-    return seconds
-
-
-_batch_interval.coerceDoc = f"Seconds, from 0 to {MAX_BATCH_INTERVAL:g}."  # type: ignore[attr-defined]
 
 
 def _choice(*allowed: str):
@@ -356,8 +351,10 @@ class Options(usage.Options):
             "for the rest and goes with the others. A lone message (a request, its answer) "
             "never waits, so this delays messages only under load, by at most this much; there, "
             "where a reactor turn brings a message or two, it saves the instances much of the "
-            "CPU that a crossing costs. 0: every reactor turn's messages go at its end.",
-            _batch_interval,
+            "CPU that a crossing costs.",
+            _non_negative(
+                float, "sends every reactor turn's messages at its end", MAX_BATCH_INTERVAL
+            ),
         ],
         [
             "http",
