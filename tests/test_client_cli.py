@@ -51,6 +51,7 @@ class ParseTests(unittest.TestCase):
         self.parse_fails("--key", "k.pem", saying="--key needs --cert")
         self.parse_fails("--retry-initial", "5", "--retry-max", "1", saying="must not exceed")
         self.parse_fails("--retry-initial", "0", saying="must be positive")
+        self.parse_fails("--retry-initial", "nan", saying="must not be negative")
 
     def test_a_file_that_is_no_certificate_is_a_usage_error(self):
         garbage = Path(self.mktemp())

@@ -47,7 +47,7 @@ MAX_INPUT_LINE = 1024 * 1024
 
 def _seconds(value: str) -> float:
     number = float(value)
-    if number < 0:
+    if not number >= 0:  # (nor is NaN)
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return number
 
